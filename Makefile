@@ -1,0 +1,49 @@
+# Kairos — `make help` lists the targets.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOME_DIR ?= var/demo
+CUSTOMERS ?= 5000
+SEED ?= 7
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo demo-build serve test lint typecheck pytest bench clean
+
+help: ## List every target
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed ## Create .venv and install Kairos with pinned dependencies
+
+demo-build: install ## Synthesise a CRM world, ingest it, build features, train and register the churn model
+	$(BIN)/kairos synth --customers $(CUSTOMERS) --seed $(SEED) --out $(HOME_DIR)/raw
+	$(BIN)/kairos ingest --input $(HOME_DIR)/raw --mapping synthetic --out $(HOME_DIR)/data
+	$(BIN)/kairos features build --data $(HOME_DIR)/data
+	$(BIN)/kairos train churn --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db
+
+demo: demo-build ## Build the embedded default and serve the API on 127.0.0.1:8000
+	$(BIN)/kairos serve --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --host $(HOST) --port $(PORT)
+
+lint: install ## ruff
+	$(BIN)/ruff check features models training serving tests bench
+
+typecheck: install ## mypy on the packages
+	$(BIN)/mypy
+
+pytest: install ## the test suite only
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest ## Lint, type-check and run the whole suite (what CI runs)
+
+bench: install ## Benchmarks that print figures (need ../shared/data)
+	$(BIN)/python bench/ingest.py
+
+clean: ## Remove generated data (keeps .venv)
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,405 @@
+"""Identity resolution: which customer records are one person.
+
+Records are linked when they share a normalised e-mail, a normalised (E.164) phone or an equal
+external id (loyalty card, web client id); linked records are merged with union-find. A guard
+refuses any merge that would put two different values of a strong id (one a person never has two
+of, by default the loyalty card) into one cluster, and lists it for review: spouses who share a
+phone keep their own cards and stay two people.
+
+The result depends only on the set of records, never on their order: links are processed in a
+canonical order (strong ids, then other external ids, then e-mail, then phone; within a kind by
+normalised value, then by record id) and every cluster is named after its smallest record id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.contract import Col
+from features.errors import InputDataError
+from features.normalize import normalize_emails, normalize_phones
+
+__all__ = ["IdentityResult", "RefusedCol", "customer_key_for", "rekey", "resolve_identities"]
+
+logger = logging.getLogger(__name__)
+
+EXTERNAL_IDS: tuple[str, ...] = (Col.LOYALTY_ID, Col.WEB_CLIENT_ID)
+"""Source ids that link two records when equal."""
+
+KEY_PREFIX = "ck_"
+_KEY_HEX_CHARS = 16
+_VALUE_HASH_HEX_CHARS = 12
+
+# Placeholders exports use for "no id"; never a link (compared case-insensitively, after stripping).
+_NULL_TOKENS = frozenset({"nan", "none", "null", "n/a", "na", "-", "--", "?", "0", "unknown", "undefined"})
+
+
+class RefusedCol:
+    """Columns of :attr:`IdentityResult.refused`, the review list of refused merges."""
+
+    CUSTOMER_ID_A = "customer_id_a"  # the two records the refused link joins
+    CUSTOMER_ID_B = "customer_id_b"
+    KEY_A = "customer_key_a"  # the clusters they belong to in the result
+    KEY_B = "customer_key_b"
+    LINK_KIND = "link_kind"  # the column the two records share a value of
+    LINK_VALUE_HASH = "link_value_hash"  # short sha256 of the shared value: pseudonymous, never the raw value
+    CONFLICT = "conflict"  # the strong-id column whose two different values forbade the merge
+
+    ALL = (CUSTOMER_ID_A, CUSTOMER_ID_B, KEY_A, KEY_B, LINK_KIND, LINK_VALUE_HASH, CONFLICT)
+
+
+@dataclass(frozen=True, eq=False)
+class IdentityResult:
+    """The outcome of :func:`resolve_identities`.
+
+    Attributes:
+        mapping: ``[customer_id, customer_key]``, one row per input record, sorted by customer_id.
+        refused: The review list of refused merges, columns :class:`RefusedCol` (one row per refused
+            link, sorted canonically); no raw personal data.
+        links_by_kind: Candidate links per kind (a value shared by ``n`` records gives ``n - 1``).
+        merges_by_kind: Links per kind that joined two clusters (the rest were already together or refused).
+        ignored_values_by_kind: Values per kind shared by too many records to be a person's (placeholders).
+        invalid_by_kind: Present but malformed values per kind (they link nothing).
+    """
+
+    mapping: pd.DataFrame
+    refused: pd.DataFrame
+    links_by_kind: dict[str, int] = field(default_factory=dict)
+    merges_by_kind: dict[str, int] = field(default_factory=dict)
+    ignored_values_by_kind: dict[str, int] = field(default_factory=dict)
+    invalid_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        """Summarise the resolution with counts only (safe to log or publish).
+
+        Returns:
+            ``records``, ``clusters``, ``clusters_merged`` (clusters of more than one record),
+            ``cluster_sizes`` ({size: number of clusters}), ``links_by_kind``, ``merges_by_kind``,
+            ``refused_merges``, ``refused_by_kind``, ``ignored_values_by_kind`` and ``invalid_by_kind``.
+        """
+        sizes = self.mapping[Col.CUSTOMER_KEY].value_counts(sort=False)
+        histogram = {int(size): int(count) for size, count in sorted(Counter(sizes.to_numpy()).items())}
+        refused_by_kind = self.refused[RefusedCol.LINK_KIND].value_counts(sort=False)
+        return {
+            "records": len(self.mapping),
+            "clusters": len(sizes),
+            "clusters_merged": int((sizes > 1).sum()),
+            "cluster_sizes": histogram,
+            "links_by_kind": dict(self.links_by_kind),
+            "merges_by_kind": dict(self.merges_by_kind),
+            "refused_merges": len(self.refused),
+            "refused_by_kind": {str(k): int(v) for k, v in sorted(refused_by_kind.items())},
+            "ignored_values_by_kind": dict(self.ignored_values_by_kind),
+            "invalid_by_kind": dict(self.invalid_by_kind),
+        }
+
+
+def customer_key_for(customer_id: str) -> str:
+    """The pseudonymous key of a cluster whose smallest record id is ``customer_id``.
+
+    Args:
+        customer_id: A source record id.
+
+    Returns:
+        ``"ck_"`` followed by the first 16 hex characters of the SHA-256 of the id.
+    """
+    return KEY_PREFIX + hashlib.sha256(customer_id.encode("utf-8")).hexdigest()[:_KEY_HEX_CHARS]
+
+
+def _value_hash(kind: str, value: str) -> str:
+    # The kind is part of the digest so that equal strings in two columns hash apart.
+    return hashlib.sha256(f"{kind}\x1f{value}".encode()).hexdigest()[:_VALUE_HASH_HEX_CHARS]
+
+
+def _id_strings(values: pd.Series) -> pd.Series:
+    """Ids as Python strings (object dtype) with None for missing, empty or whitespace-only values."""
+    text = values.astype(pd.StringDtype()).str.strip()
+    text = text.where(text.str.len().gt(0))
+    return pd.Series(text.to_numpy(dtype=object, na_value=None), index=values.index, dtype=object)
+
+
+def _external_ids(values: pd.Series) -> tuple[pd.Series, int]:
+    """Stripped external ids, NA for missing values and placeholders; and the number of placeholders."""
+    text = values.astype(pd.StringDtype()).str.strip()
+    present = text.notna() & text.str.len().gt(0)
+    placeholder = present & text.str.lower().isin(_NULL_TOKENS)
+    return text.where(present & ~placeholder), int(placeholder.sum())
+
+
+def _column(customers: pd.DataFrame, name: str) -> pd.Series:
+    if name in customers.columns:
+        return customers[name]
+    return pd.Series(pd.NA, index=customers.index, dtype=pd.StringDtype())
+
+
+def _link_values(
+    customers: pd.DataFrame, kind: str, default_region: str
+) -> tuple[pd.Series, int]:
+    """One link kind's normalised value per record (NA if absent or malformed), and the malformed count."""
+    values = _column(customers, kind)
+    if kind == Col.EMAIL:
+        normalised, valid = normalize_emails(values)
+        return normalised, int((~valid).sum())
+    if kind == Col.PHONE:
+        normalised, valid = normalize_phones(
+            values, _column(customers, Col.COUNTRY), default_region=default_region
+        )
+        return normalised, int((~valid).sum())
+    return _external_ids(values)
+
+
+def _star_links(
+    values: pd.Series, node: np.ndarray, max_shared: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Links joining every record of a value group to the group's first record.
+
+    Returns ``(first, other, value_index, ignored)``: node pairs sorted by (value, node), the position
+    in ``values`` of each link's value, and the number of groups skipped for exceeding ``max_shared``.
+    """
+    present = values.notna().to_numpy(dtype=bool)
+    frame = pd.DataFrame({"value": values.to_numpy()[present], "node": node[present]})
+    frame["pos"] = np.flatnonzero(present)
+    frame = frame.sort_values(["value", "node"], kind="stable", ignore_index=True)
+    sizes = frame.groupby("value", sort=False)["node"].transform("size").to_numpy()
+    ignored = 0
+    if max_shared is not None:
+        too_big = sizes > max_shared
+        if too_big.any():
+            ignored = int(frame.loc[too_big, "value"].nunique())
+            frame = frame.loc[~too_big].reset_index(drop=True)
+    vals = frame["value"].to_numpy()
+    nodes = frame["node"].to_numpy()
+    if len(frame) == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, empty, ignored
+    starts = np.ones(len(frame), dtype=bool)
+    starts[1:] = vals[1:] != vals[:-1]
+    start_pos = np.maximum.accumulate(np.where(starts, np.arange(len(frame)), 0))
+    members = ~starts
+    return (
+        nodes[start_pos][members].astype(np.int64),
+        nodes[members].astype(np.int64),
+        frame["pos"].to_numpy()[members].astype(np.int64),
+        ignored,
+    )
+
+
+def _conflict(
+    held_a: tuple[str | None, ...], held_b: tuple[str | None, ...], strong: tuple[str, ...]
+) -> str | None:
+    """The first strong-id column two clusters hold different values of, if any."""
+    for column, x, y in zip(strong, held_a, held_b, strict=True):
+        if x is not None and y is not None and x != y:
+            return column
+    return None
+
+
+def resolve_identities(
+    customers: pd.DataFrame,
+    *,
+    strong_ids: Sequence[str] = (Col.LOYALTY_ID,),
+    default_region: str = "GB",
+    max_shared: int | None = 50,
+) -> IdentityResult:
+    """Group customer records into persons and give each person a stable pseudonymous key.
+
+    Links: records sharing a normalised e-mail, an E.164 phone (read in the record's country) or an
+    equal non-empty external id (loyalty_id, web_client_id). Links are processed in a canonical
+    order — strong ids, then the other external ids, then e-mail, then phone; within a kind sorted by
+    value, then by record id — and merged with union-find. A merge that would put two different
+    values of a strong id into one cluster is refused and listed in ``refused``. The result therefore
+    depends only on the set of records: neither row order nor extra columns (such as a
+    ``customer_key`` from an earlier run) change it.
+
+    Args:
+        customers: The customers table with contract column names; ``customer_id`` is required and
+            unique, ``email``, ``phone``, ``loyalty_id``, ``web_client_id`` and ``country`` are used
+            when present, other columns are ignored.
+        strong_ids: Columns a person never has two different values of.
+        default_region: Region for phone numbers whose record has no recognisable country.
+        max_shared: A value shared by more records than this is a placeholder (a shop's phone, a
+            "noemail@" address), not a person's, and links nothing; None disables the check.
+
+    Returns:
+        The :class:`IdentityResult`.
+
+    Raises:
+        InputDataError: ``customer_id`` is missing, empty or duplicated.
+    """
+    if Col.CUSTOMER_ID not in customers.columns:
+        raise InputDataError(f"customers: column {Col.CUSTOMER_ID!r} is required for identity resolution")
+    ids = _id_strings(customers[Col.CUSTOMER_ID])
+    if ids.isna().any():
+        raise InputDataError(
+            f"customers: {int(ids.isna().sum())} record(s) without {Col.CUSTOMER_ID}; quarantine them first"
+        )
+    if ids.duplicated().any():
+        raise InputDataError(
+            f"customers: {int(ids.duplicated().sum())} duplicated {Col.CUSTOMER_ID} value(s); "
+            "each record needs a unique id"
+        )
+    strong = tuple(dict.fromkeys(strong_ids))
+    kinds = (*strong, *(k for k in EXTERNAL_IDS if k not in strong))
+    kinds = (*kinds, *(k for k in (Col.EMAIL, Col.PHONE) if k not in kinds))
+
+    # Nodes are records numbered in customer_id order, so node order is canonical.
+    id_arr = ids.to_numpy(dtype=object)
+    order = np.argsort(id_arr, kind="stable")
+    n = len(id_arr)
+    node = np.empty(n, dtype=np.int64)
+    node[order] = np.arange(n)
+    sorted_ids = id_arr[order]
+
+    parent = list(range(n))
+    size = [1] * n
+    # Per root: the strong-id values its cluster holds (None where it holds none); roots absent hold none.
+    prepared: dict[str, tuple[pd.Series, int]] = {
+        kind: _link_values(customers, kind, default_region) for kind in strong
+    }
+    held: dict[int, tuple[str | None, ...]] = {}
+    if strong:
+        columns = [prepared[k][0].to_numpy(dtype=object, na_value=None) for k in strong]
+        holders = np.zeros(n, dtype=bool)
+        for column in columns:
+            holders |= pd.notna(column)
+        for row in np.flatnonzero(holders).tolist():
+            held[int(node[row])] = tuple(column[row] for column in columns)
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    links_by_kind: dict[str, int] = {}
+    merges_by_kind: dict[str, int] = {}
+    ignored_by_kind: dict[str, int] = {}
+    invalid_by_kind: dict[str, int] = {}
+    refused_rows: list[tuple[int, int, str, str, str]] = []
+    for kind in kinds:
+        if kind not in prepared:
+            prepared[kind] = _link_values(customers, kind, default_region)
+        values, invalid = prepared.pop(kind)
+        first, other, value_pos, ignored = _star_links(values, node, max_shared)
+        links_by_kind[kind] = len(first)
+        ignored_by_kind[kind] = ignored
+        invalid_by_kind[kind] = invalid
+        merges = 0
+        for a, b, pos in zip(first.tolist(), other.tolist(), value_pos.tolist(), strict=True):
+            ra, rb = find(a), find(b)
+            if ra == rb:
+                continue
+            ha, hb = held.get(ra), held.get(rb)
+            merged = ha if hb is None else hb
+            if ha is not None and hb is not None:
+                conflict = _conflict(ha, hb, strong)
+                if conflict is not None:
+                    refused_rows.append((a, b, kind, _value_hash(kind, str(values.iloc[pos])), conflict))
+                    continue
+                merged = tuple(x if x is not None else y for x, y in zip(ha, hb, strict=True))
+            if size[ra] < size[rb]:
+                ra, rb = rb, ra
+            parent[rb] = ra
+            size[ra] += size[rb]
+            held.pop(rb, None)
+            if merged is not None:
+                held[ra] = merged
+            merges += 1
+        merges_by_kind[kind] = merges
+
+    roots = np.fromiter((find(x) for x in range(n)), dtype=np.int64, count=n)
+    # Nodes are numbered in id order, so a cluster's smallest node is its smallest customer_id.
+    smallest = np.full(n, n, dtype=np.int64)
+    np.minimum.at(smallest, roots, np.arange(n))
+    rep = smallest[roots]
+    rep_keys = {int(r): customer_key_for(sorted_ids[r]) for r in np.unique(rep)}
+    keys = np.array([rep_keys[int(r)] for r in rep], dtype=object)
+    mapping = pd.DataFrame(
+        {
+            Col.CUSTOMER_ID: pd.array(sorted_ids, dtype=pd.StringDtype()),
+            Col.CUSTOMER_KEY: pd.array(keys, dtype=pd.StringDtype()),
+        }
+    )
+    refused = pd.DataFrame(
+        {
+            RefusedCol.CUSTOMER_ID_A: [sorted_ids[a] for a, *_ in refused_rows],
+            RefusedCol.CUSTOMER_ID_B: [sorted_ids[b] for _, b, *_ in refused_rows],
+            RefusedCol.KEY_A: [keys[a] for a, *_ in refused_rows],
+            RefusedCol.KEY_B: [keys[b] for _, b, *_ in refused_rows],
+            RefusedCol.LINK_KIND: [r[2] for r in refused_rows],
+            RefusedCol.LINK_VALUE_HASH: [r[3] for r in refused_rows],
+            RefusedCol.CONFLICT: [r[4] for r in refused_rows],
+        },
+        columns=list(RefusedCol.ALL),
+        dtype=pd.StringDtype(),
+    )
+    result = IdentityResult(
+        mapping=mapping,
+        refused=refused,
+        links_by_kind=links_by_kind,
+        merges_by_kind=merges_by_kind,
+        ignored_values_by_kind=ignored_by_kind,
+        invalid_by_kind=invalid_by_kind,
+    )
+    report = result.report()
+    logger.info(
+        "identity resolution: %d records -> %d clusters (%d merged), %d refused merges",
+        report["records"],
+        report["clusters"],
+        report["clusters_merged"],
+        report["refused_merges"],
+    )
+    return result
+
+
+def rekey(table: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
+    """Add ``customer_key`` right after ``customer_id`` in any table that refers to customer records.
+
+    Rows with an empty customer_id (guest checkouts, anonymous visitors) get an NA key and are kept.
+    A customer_id absent from ``mapping`` (an order of a customer with no customer record) gets the
+    key of a singleton cluster, derived from its own id exactly as :func:`resolve_identities` would.
+    Rows are never dropped or reordered; an existing ``customer_key`` column is replaced.
+
+    Args:
+        table: Any table with a ``customer_id`` column.
+        mapping: :attr:`IdentityResult.mapping` (``customer_id`` -> ``customer_key``).
+
+    Returns:
+        A new DataFrame with the rows and index of ``table`` and the added column.
+
+    Raises:
+        InputDataError: ``table`` has no ``customer_id`` column, or ``mapping`` lacks its columns.
+    """
+    if Col.CUSTOMER_ID not in table.columns:
+        raise InputDataError(f"cannot re-key a table without a {Col.CUSTOMER_ID!r} column")
+    missing = {Col.CUSTOMER_ID, Col.CUSTOMER_KEY} - set(mapping.columns)
+    if missing:
+        raise InputDataError(f"identity mapping lacks column(s) {sorted(missing)}")
+    lookup = pd.Series(
+        mapping[Col.CUSTOMER_KEY].to_numpy(dtype=object),
+        index=_id_strings(mapping[Col.CUSTOMER_ID]).to_numpy(dtype=object),
+        dtype=object,
+    )
+    ids = _id_strings(table[Col.CUSTOMER_ID])
+    keys = ids.map(lookup)
+    unmatched = ids.notna() & keys.isna()
+    if unmatched.any():
+        own = {v: customer_key_for(v) for v in pd.unique(ids[unmatched])}
+        keys[unmatched] = ids[unmatched].map(own)
+    out = table.drop(columns=[Col.CUSTOMER_KEY]) if Col.CUSTOMER_KEY in table.columns else table.copy()
+    out.insert(
+        list(out.columns).index(Col.CUSTOMER_ID) + 1,
+        Col.CUSTOMER_KEY,
+        pd.array(keys.to_numpy(dtype=object), dtype=pd.StringDtype()),
+    )
+    return out

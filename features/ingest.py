@@ -1,0 +1,919 @@
+"""Ingestion that never silently loses a row.
+
+Every input row is validated by named rules and ends in exactly one of three places:
+
+* **accepted** — published in its contract table as it came;
+* **reclassified** — kept, but moved to another table (a cancellation becomes a return, a postage
+  line an adjustment) or with one optional field cleared (a malformed e-mail); the reason is recorded;
+* **quarantined** — not published; the original row is kept with one or more reason codes.
+
+``input_rows == accepted + reclassified + quarantined`` holds for every table and every file.
+Output is written into a staging folder and renamed into place only when the run succeeds.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from features.contract import (
+    ADJUSTMENTS,
+    CUSTOMER_REF_TABLES,
+    INPUT_TABLES,
+    ISO_CURRENCIES,
+    ORDERS,
+    RETURNS,
+    TABLES,
+    Col,
+    OrderStatus,
+    Table,
+)
+from features.errors import InputDataError, QuarantineThresholdError
+from features.identity import rekey, resolve_identities
+from features.io import publish_dir, sha256_files, staged_dir, write_parquet
+from features.mapping import Mapping, TableMapping
+from features.normalize import normalize_emails, normalize_phones
+
+ProgressFn = Callable[[str, float], None]
+
+INGESTED_DIR = "ingested"
+REPORT_FILE = "ingest_report.json"
+QUARANTINE_FILE = "quarantine.parquet"
+RECLASSIFIED_FILE = "reclassified.parquet"
+IDENTITY_MAP_FILE = "identity_map.parquet"
+IDENTITY_REVIEW_FILE = "identity_review.parquet"
+
+_SRC_FILE = "_source_file"
+_SRC_ROW = "_source_row"
+# Tables are processed in this order: references are checked against tables already accepted.
+_ORDER = ("items", "offers", "customers", "consents", "orders", "order_lines", "web_events", "messages")
+_HEADER_COLUMNS = tuple(c for c in ORDERS.column_names if c != Col.ORDER_ID)
+
+
+class Reason(StrEnum):
+    """Named validation rules. Quarantine reasons drop the row from the published table;
+    reclassification reasons keep it elsewhere or with a field cleared."""
+
+    DUPLICATE_ROW = "duplicate_row"
+    KEY_CONFLICT = "key_conflict"
+    ORDER_CONFLICT = "order_conflict"
+    MISSING_REQUIRED = "missing_required"
+    MISSING_CUSTOMER_REF = "missing_customer_ref"
+    INVALID_VALUE = "invalid_value"
+    INVALID_NUMBER = "invalid_number"
+    NEGATIVE_QUANTITY = "negative_quantity"
+    ZERO_QUANTITY = "zero_quantity"
+    NON_POSITIVE_PRICE = "non_positive_price"
+    UNKNOWN_CURRENCY = "unknown_currency"
+    UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
+    NONEXISTENT_LOCAL_TIME = "nonexistent_local_time"
+    MIXED_TZ_AWARENESS = "mixed_tz_awareness"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    UNPARSEABLE_DATE = "unparseable_date"
+    ORPHAN_ITEM = "orphan_item"
+    ORPHAN_ORDER = "orphan_order"
+    ORPHAN_CUSTOMER = "orphan_customer"
+    INVALID_EMAIL = "invalid_email"
+    INVALID_PHONE = "invalid_phone"
+    INVALID_TIMEZONE = "invalid_timezone"
+    CANCELLATION = "cancellation"
+    NON_PRODUCT = "non_product"
+
+
+REASON_TEXT: dict[Reason, str] = {
+    Reason.DUPLICATE_ROW: "an exact copy of an earlier row (the first copy is kept)",
+    Reason.KEY_CONFLICT: "the same id appears on rows with different content; none is trusted",
+    Reason.ORDER_CONFLICT: "lines of one order disagree on customer, currency, channel, status or time",
+    Reason.MISSING_REQUIRED: "a required column is empty",
+    Reason.MISSING_CUSTOMER_REF: "the table needs a customer and the row has none",
+    Reason.INVALID_VALUE: "a value outside the column's vocabulary",
+    Reason.INVALID_NUMBER: "not a finite number (or not a whole number where one is needed)",
+    Reason.NEGATIVE_QUANTITY: "negative quantity on a line that is not a cancellation",
+    Reason.ZERO_QUANTITY: "zero quantity on a sale line",
+    Reason.NON_POSITIVE_PRICE: "zero or negative unit price on a sale line",
+    Reason.UNKNOWN_CURRENCY: "not an accepted ISO 4217 currency code",
+    Reason.UNPARSEABLE_TIMESTAMP: "a timestamp that does not match the mapping's format",
+    Reason.NONEXISTENT_LOCAL_TIME: "a local time skipped by a daylight-saving change",
+    Reason.MIXED_TZ_AWARENESS: "a naive timestamp in a column of offset-aware ones, or the reverse",
+    Reason.FUTURE_TIMESTAMP: "later than the run time plus the tolerance",
+    Reason.UNPARSEABLE_DATE: "a date that cannot be read",
+    Reason.ORPHAN_ITEM: "refers to an item missing from the catalogue",
+    Reason.ORPHAN_ORDER: "a line whose order header is missing or quarantined",
+    Reason.ORPHAN_CUSTOMER: "refers to a customer record that is missing or quarantined",
+    Reason.INVALID_EMAIL: "malformed e-mail: the field is cleared, the record kept",
+    Reason.INVALID_PHONE: "malformed phone: the field is cleared, the record kept",
+    Reason.INVALID_TIMEZONE: "unknown time zone: the field is cleared, the record kept",
+    Reason.CANCELLATION: "a cancellation line: moved to returns with a positive quantity",
+    Reason.NON_PRODUCT: "postage, fee or adjustment code: moved to adjustments",
+}
+
+
+@dataclass
+class _Verdicts:
+    """Per-row verdicts of one table: boolean masks keyed by (reason, column)."""
+
+    n: int
+    quarantine: dict[tuple[Reason, str], np.ndarray] = field(default_factory=dict)
+    reclassify: dict[tuple[Reason, str], np.ndarray] = field(default_factory=dict)
+
+    def add(self, kind: str, reason: Reason, mask: Any, column: str = "") -> None:
+        arr = np.asarray(mask, dtype=bool)
+        if not arr.any():
+            return
+        store = self.quarantine if kind == "quarantine" else self.reclassify
+        key = (reason, column)
+        store[key] = store[key] | arr if key in store else arr.copy()
+
+    def quarantined(self) -> np.ndarray:
+        out = np.zeros(self.n, dtype=bool)
+        for mask in self.quarantine.values():
+            out |= mask
+        return out
+
+    def reclassified(self) -> np.ndarray:
+        out = np.zeros(self.n, dtype=bool)
+        for mask in self.reclassify.values():
+            out |= mask
+        return out & ~self.quarantined()
+
+    @staticmethod
+    def reason_labels(store: dict[tuple[Reason, str], np.ndarray], rows: np.ndarray) -> pd.Series:
+        """Comma-separated 'reason' or 'reason:column' labels for the selected rows."""
+        labels = pd.Series([""] * int(rows.sum()), dtype=object)
+        for (reason, column), mask in sorted(store.items()):
+            label = f"{reason.value}:{column}" if column else reason.value
+            hit = mask[rows]
+            labels[hit] = labels[hit] + np.where(labels[hit] == "", "", ",") + label
+        return labels
+
+    @staticmethod
+    def reason_counts(store: dict[tuple[Reason, str], np.ndarray], rows: np.ndarray) -> dict[str, int]:
+        """Rows per reason code (a row with two columns failing one rule counts once)."""
+        by_reason: dict[Reason, np.ndarray] = {}
+        for (reason, _column), mask in store.items():
+            by_reason[reason] = by_reason.get(reason, np.zeros_like(mask)) | mask
+        return {r.value: int((m & rows).sum()) for r, m in sorted(by_reason.items()) if (m & rows).any()}
+
+
+@dataclass
+class IngestResult:
+    """What one run produced: the path of the published folder and the report."""
+
+    path: Path
+    report: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _resolve_files(input_dir: Path, tm: TableMapping, table: str) -> list[Path]:
+    files: list[Path] = []
+    for pattern in tm.files:
+        hits = sorted(glob.glob(str(input_dir / pattern)))
+        if not hits:
+            raise InputDataError(f"tables.{table}: no file matches {pattern!r} in {input_dir}")
+        files.extend(Path(h) for h in hits)
+    return files
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pq.read_table(path).to_pandas()
+        if suffix in (".csv", ".txt", ".gz"):
+            # Read everything as text: types are decided by the contract, not guessed.
+            names = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)).column_names
+            opts = pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, "string"), strings_can_be_null=False
+            )
+            return pacsv.read_csv(path, convert_options=opts).to_pandas()
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{path}: cannot be read: {exc}") from exc
+    raise InputDataError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
+
+
+def _read_table(input_dir: Path, table: str, tm: TableMapping) -> tuple[pd.DataFrame, list[Path]]:
+    files = _resolve_files(input_dir, tm, table)
+    frames = []
+    for path in files:
+        frame = _read_file(path)
+        missing = sorted({src for src in tm.columns.values() if src not in frame.columns})
+        if missing:
+            raise InputDataError(
+                f"{path.name}: column(s) {', '.join(repr(m) for m in missing)} named in the mapping "
+                f"for {table} are not in the file (it has {', '.join(map(repr, frame.columns))})"
+            )
+        frame[_SRC_FILE] = path.name
+        frame[_SRC_ROW] = np.arange(1, len(frame) + 1, dtype=np.int64)
+        frames.append(frame)
+    raw = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return raw, files
+
+
+def _mapped_source(raw: pd.DataFrame, table: str, tm: TableMapping) -> dict[str, str]:
+    """contract column -> source column, for every contract column present in the file."""
+    spec = INPUT_TABLES[table]
+    allowed = list(spec.column_names)
+    if table == "order_lines":
+        allowed += [c for c in _HEADER_COLUMNS if c not in allowed]
+    out: dict[str, str] = {}
+    for col in allowed:
+        if col in tm.columns:
+            out[col] = tm.columns[col]
+        elif col in raw.columns and col not in tm.constants:
+            out[col] = col
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed conversion, one column at a time
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """Source values as stripped text; integral floats (spreadsheet ids like 12345.0) lose '.0'."""
+    if pd.api.types.is_float_dtype(values):
+        finite = values.notna() & np.isfinite(values.fillna(0))
+        integral = finite & (values.fillna(0) % 1 == 0)
+        text = values.astype(object).where(values.notna(), None)
+        text = text.where(~integral, values.where(integral, 0).astype("int64").astype(str))
+        values = text
+    elif pd.api.types.is_bool_dtype(values) or pd.api.types.is_integer_dtype(values):
+        values = values.astype("string")
+    out = values.astype("string").str.strip()
+    return out.mask(out == "")
+
+
+def _to_number(text: pd.Series, integer: bool) -> tuple[pd.Series, np.ndarray]:
+    num = pd.to_numeric(text, errors="coerce")
+    bad = text.notna().to_numpy() & ~np.isfinite(num.astype("float64").fillna(np.nan).to_numpy())
+    if integer:
+        whole = num.notna() & (num.fillna(0) % 1 == 0)
+        bad |= (num.notna() & ~whole).to_numpy()
+        out = num.where(whole & ~pd.Series(bad, index=num.index)).astype("Int64")
+    else:
+        out = num.where(~pd.Series(bad, index=num.index)).astype("float64")
+    return out, bad
+
+
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+def _to_bool(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    low = text.str.lower()
+    out = pd.Series(pd.NA, index=text.index, dtype="boolean")
+    out[low.isin(_TRUE).fillna(False)] = True
+    out[low.isin(_FALSE).fillna(False)] = False
+    bad = (text.notna() & out.isna()).to_numpy()
+    return out, bad
+
+
+def _to_date(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    bad = (text.notna() & parsed.isna()).to_numpy()
+    return parsed.dt.date.astype(object).where(parsed.notna(), None), bad
+
+
+_AWARE = r"(?:Z|[+-]\d{2}:?\d{2})$"
+
+
+def _to_timestamp(
+    raw: pd.Series, text: pd.Series, fmt: str, zone: str, latest: pd.Timestamp
+) -> tuple[pd.Series, dict[Reason, np.ndarray]]:
+    """Parse to UTC instants. Naive values are local times in ``zone``; DST gaps are flagged,
+    DST folds take the first (summer-time) occurrence."""
+    n = len(text)
+    problems: dict[Reason, np.ndarray] = {}
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        series = raw if getattr(raw.dt, "tz", None) is not None else _localize(raw, zone, problems)
+        out = series.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    else:
+        out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
+        present = text.notna().to_numpy()
+        aware = present & text.str.contains(_AWARE, regex=True, na=False).to_numpy()
+        naive = present & ~aware
+        if aware.any() and naive.any():  # the minority form is the odd one out
+            odd = naive if naive.sum() <= aware.sum() else aware
+            problems[Reason.MIXED_TZ_AWARENESS] = odd
+            aware &= ~odd
+            naive &= ~odd
+        parse_fmt = "ISO8601" if fmt.upper() == "ISO8601" else fmt
+        if aware.any():
+            parsed = pd.to_datetime(text[aware], format=parse_fmt, errors="coerce", utc=True)
+            out[aware] = parsed.astype("datetime64[us, UTC]")
+        if naive.any():
+            parsed = pd.to_datetime(text[naive], format=parse_fmt, errors="coerce")
+            if getattr(parsed.dt, "tz", None) is not None:  # format carried %z after all
+                out[naive] = parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+            else:
+                local = _localize(parsed, zone, problems, mask=naive, n=n)
+                out[naive] = local.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+        unparsed = present & out.isna().to_numpy()
+        gap = problems.get(Reason.NONEXISTENT_LOCAL_TIME, np.zeros(n, dtype=bool))
+        odd_form = problems.get(Reason.MIXED_TZ_AWARENESS, np.zeros(n, dtype=bool))
+        problems[Reason.UNPARSEABLE_TIMESTAMP] = unparsed & ~gap & ~odd_form
+    future = (out > latest).fillna(False).to_numpy()
+    problems[Reason.FUTURE_TIMESTAMP] = future
+    out = out.mask(future)
+    return out, {k: v for k, v in problems.items() if v.any()}
+
+
+def _localize(
+    naive: pd.Series,
+    zone: str,
+    problems: dict[Reason, np.ndarray],
+    mask: np.ndarray | None = None,
+    n: int | None = None,
+) -> pd.Series:
+    ok = naive.notna()
+    local = naive.dt.tz_localize(zone, nonexistent="NaT", ambiguous=np.ones(len(naive), dtype=bool))
+    gap = (ok & local.isna()).to_numpy()
+    if gap.any():
+        full = np.zeros(n if n is not None else len(naive), dtype=bool)
+        if mask is not None:
+            full[np.flatnonzero(mask)[gap]] = True
+        else:
+            full[gap] = True
+        problems[Reason.NONEXISTENT_LOCAL_TIME] = full
+    return local
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of one table
+
+
+@dataclass
+class _Checked:
+    table: str
+    raw: pd.DataFrame  # the source rows (for the quarantine's original values)
+    source_columns: list[str]
+    frame: pd.DataFrame  # contract-typed values, same row order as raw
+    verdicts: _Verdicts
+    targets: pd.Series  # where each reclassified row went
+
+
+def _convert(
+    table: str, raw: pd.DataFrame, mapping: Mapping, latest: pd.Timestamp, verdicts: _Verdicts
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    tm = mapping.tables[table]
+    spec = INPUT_TABLES[table]
+    sources = _mapped_source(raw, table, tm)
+    header_spec = ORDERS if table == "order_lines" else None
+    columns: dict[str, pd.Series] = {}
+    wanted = list(sources) + [c for c in tm.constants if c not in sources]
+    for col in wanted:
+        column = spec.column_index.get(col) or (header_spec.column(col) if header_spec else None)
+        assert column is not None  # the mapping validator only admits contract columns
+        if col in sources:
+            src = raw[sources[col]]
+        else:
+            src = pd.Series([tm.constants[col]] * len(raw), index=raw.index)
+        text = _as_text(src)
+        if col in tm.value_maps:
+            text = text.map(lambda v, vm=tm.value_maps[col]: vm.get(v, v) if isinstance(v, str) else v)
+            text = text.astype("string")
+        bad: np.ndarray | None = None
+        value: pd.Series
+        if column.kind == "str":
+            value = text
+            if column.allowed is not None:
+                bad = (text.notna() & ~text.isin(column.allowed)).to_numpy()
+                value = text.mask(pd.Series(bad, index=text.index))
+            if col == Col.CURRENCY:
+                accepted = set(mapping.currencies) if mapping.currencies else ISO_CURRENCIES
+                value = text.str.upper()
+                odd = (value.notna() & ~value.isin(accepted)).to_numpy()
+                _flag(verdicts, column, Reason.UNKNOWN_CURRENCY, odd)
+                value = value.mask(pd.Series(odd, index=value.index))
+        elif column.kind in ("int", "float"):
+            value, bad = _to_number(text, integer=column.kind == "int")
+            if bad.any():
+                _flag(verdicts, column, Reason.INVALID_NUMBER, bad)
+            bad = None
+        elif column.kind == "bool":
+            value, bad = _to_bool(text)
+        elif column.kind == "date":
+            value, odd = _to_date(text)
+            _flag(verdicts, column, Reason.UNPARSEABLE_DATE, odd)
+        else:  # timestamp
+            value, problems = _to_timestamp(src, text, tm.timestamp_format, mapping.zone_for(table), latest)
+            for reason, mask in problems.items():
+                _flag(verdicts, column, reason, mask)
+        if bad is not None and bad.any():
+            _flag(verdicts, column, Reason.INVALID_VALUE, bad)
+        if column.required:
+            missing = text.isna().to_numpy()
+            if col == Col.CUSTOMER_ID and spec.customer_required:
+                verdicts.add("quarantine", Reason.MISSING_CUSTOMER_REF, missing, col)
+            else:
+                verdicts.add("quarantine", Reason.MISSING_REQUIRED, missing, col)
+        columns[col] = value.reset_index(drop=True)
+    frame = pd.DataFrame(columns, index=pd.RangeIndex(len(raw)))
+    return frame, sources
+
+
+def _flag(verdicts: _Verdicts, column: Any, reason: Reason, mask: np.ndarray) -> None:
+    """A bad value quarantines the row when the column is required, else clears the field."""
+    kind = "quarantine" if column.required else "reclassify"
+    verdicts.add(kind, reason, mask, column.name)
+
+
+def _duplicates(raw: pd.DataFrame, source_columns: list[str]) -> np.ndarray:
+    """Exact copies of an earlier row, compared on the mapped source columns."""
+    cols = [c for c in source_columns if c in raw.columns]
+    if not cols:
+        return np.zeros(len(raw), dtype=bool)
+    hashed = pd.util.hash_pandas_object(raw[cols], index=False)
+    candidates = hashed.duplicated(keep=False).to_numpy()
+    out = np.zeros(len(raw), dtype=bool)
+    if candidates.any():  # confirm hash matches value by value
+        out[candidates] = raw.loc[candidates, cols].duplicated(keep="first").to_numpy()
+    return out
+
+
+def _key_conflicts(frame: pd.DataFrame, key: str, live: np.ndarray) -> np.ndarray:
+    """Rows whose key is shared by another live row (exact copies were already removed)."""
+    keys = frame[key].where(pd.Series(live))
+    return (keys.notna() & keys.duplicated(keep=False)).to_numpy()
+
+
+def _check_table(
+    table: str,
+    raw: pd.DataFrame,
+    mapping: Mapping,
+    latest: pd.Timestamp,
+    accepted: dict[str, pd.DataFrame],
+) -> _Checked:
+    spec = INPUT_TABLES[table]
+    tm = mapping.tables[table]
+    verdicts = _Verdicts(len(raw))
+    frame, sources = _convert(table, raw, mapping, latest, verdicts)
+    targets = pd.Series([table] * len(raw), dtype=object)
+
+    dup = _duplicates(raw, list(sources.values()))
+    live = ~dup
+
+    if table == "customers":
+        _check_customer_contacts(frame, verdicts)
+    if spec.key and table != "orders":
+        verdicts.add("quarantine", Reason.KEY_CONFLICT, _key_conflicts(frame, spec.key[0], live), spec.key[0])
+    if table == "orders":
+        verdicts.add("quarantine", Reason.ORDER_CONFLICT, _key_conflicts(frame, Col.ORDER_ID, live), Col.ORDER_ID)
+        if tm.cancellation is not None:  # cancellation documents are not sales
+            is_cancel = _cancellation_mask(frame, tm)
+            verdicts.add("reclassify", Reason.CANCELLATION, is_cancel)
+            targets[is_cancel] = RETURNS.name
+    if table == "order_lines":
+        _check_order_lines(frame, tm, mapping, accepted, verdicts, targets, live)
+    if Col.CUSTOMER_ID in frame.columns and table != "customers" and "customers" in accepted:
+        known = accepted["customers"][Col.CUSTOMER_ID]
+        orphan = frame[Col.CUSTOMER_ID].notna() & ~frame[Col.CUSTOMER_ID].isin(known)
+        verdicts.add("quarantine", Reason.ORPHAN_CUSTOMER, orphan.to_numpy(), Col.CUSTOMER_ID)
+    if Col.ITEM_ID in frame.columns and table in ("web_events",) and "items" in accepted:
+        orphan = frame[Col.ITEM_ID].notna() & ~frame[Col.ITEM_ID].isin(accepted["items"][Col.ITEM_ID])
+        verdicts.add("quarantine", Reason.ORPHAN_ITEM, orphan.to_numpy(), Col.ITEM_ID)
+
+    # A copy carries only its duplicate verdict: the first copy tells the row's story.
+    if dup.any():
+        for store in (verdicts.quarantine, verdicts.reclassify):
+            for key in store:
+                store[key] = store[key] & ~dup
+        verdicts.add("quarantine", Reason.DUPLICATE_ROW, dup)
+    return _Checked(table, raw, list(sources.values()), frame, verdicts, targets)
+
+
+def _check_customer_contacts(frame: pd.DataFrame, verdicts: _Verdicts) -> None:
+    if Col.EMAIL in frame.columns:
+        norm, valid = normalize_emails(frame[Col.EMAIL])
+        verdicts.add("reclassify", Reason.INVALID_EMAIL, ~valid.to_numpy(dtype=bool), Col.EMAIL)
+        frame[Col.EMAIL] = norm
+    if Col.PHONE in frame.columns:
+        regions = frame[Col.COUNTRY] if Col.COUNTRY in frame.columns else "GB"
+        norm, valid = normalize_phones(frame[Col.PHONE], regions)
+        verdicts.add("reclassify", Reason.INVALID_PHONE, ~valid.to_numpy(dtype=bool), Col.PHONE)
+        frame[Col.PHONE] = norm
+    if Col.TIMEZONE in frame.columns:
+        zones = frame[Col.TIMEZONE]
+        known = {z: _zone_ok(z) for z in zones.dropna().unique()}
+        bad = zones.notna() & ~zones.map(known).fillna(True).astype(bool)
+        verdicts.add("reclassify", Reason.INVALID_TIMEZONE, bad.to_numpy(), Col.TIMEZONE)
+        frame[Col.TIMEZONE] = zones.mask(bad)
+
+
+def _zone_ok(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _cancellation_mask(frame: pd.DataFrame, tm: TableMapping) -> np.ndarray:
+    mask = np.zeros(len(frame), dtype=bool)
+    if tm.cancellation is not None and tm.cancellation.column in frame.columns:
+        col = frame[tm.cancellation.column]
+        mask |= col.str.startswith(tm.cancellation.prefix, na=False).to_numpy()
+    if Col.STATUS in frame.columns:
+        cancelled = (OrderStatus.CANCELLED.value, OrderStatus.RETURNED.value)
+        mask |= frame[Col.STATUS].isin(cancelled).fillna(False).to_numpy()
+    return mask
+
+
+def _check_order_lines(
+    frame: pd.DataFrame,
+    tm: TableMapping,
+    mapping: Mapping,
+    accepted: dict[str, pd.DataFrame],
+    verdicts: _Verdicts,
+    targets: pd.Series,
+    live: np.ndarray,
+) -> None:
+    orders = accepted.get("orders")
+    if orders is not None:  # header exported on its own: join it onto the lines
+        joined = frame[[Col.ORDER_ID]].merge(
+            orders[[Col.ORDER_ID, *[c for c in _HEADER_COLUMNS if c in orders.columns]]],
+            on=Col.ORDER_ID, how="left", indicator=True,
+        )
+        verdicts.add("quarantine", Reason.ORPHAN_ORDER, (joined["_merge"] == "left_only").to_numpy(), Col.ORDER_ID)
+        for col in _HEADER_COLUMNS:
+            if col in joined.columns and col not in frame.columns:
+                frame[col] = joined[col].to_numpy()
+    else:  # flat export: every line repeats its order's header, which must agree
+        _check_flat_headers(frame, mapping, verdicts, live)
+    for col in (Col.ORDERED_AT, Col.CURRENCY):
+        if col not in frame.columns:
+            verdicts.add("quarantine", Reason.MISSING_REQUIRED, np.ones(len(frame), dtype=bool), col)
+
+    non_product = np.zeros(len(frame), dtype=bool)
+    if tm.non_product is not None and tm.non_product.column in frame.columns:
+        pattern = f"^(?:{tm.non_product.pattern})$"
+        non_product = frame[tm.non_product.column].str.match(pattern, na=False).to_numpy()
+    cancel = _cancellation_mask(frame, tm) & ~non_product
+    sale = ~non_product & ~cancel
+    qty = frame[Col.QUANTITY] if Col.QUANTITY in frame.columns else pd.Series(pd.NA, index=frame.index)
+    price = frame[Col.UNIT_PRICE] if Col.UNIT_PRICE in frame.columns else pd.Series(np.nan, index=frame.index)
+    verdicts.add("quarantine", Reason.NEGATIVE_QUANTITY, sale & (qty < 0).fillna(False).to_numpy(), Col.QUANTITY)
+    verdicts.add("quarantine", Reason.ZERO_QUANTITY, sale & (qty == 0).fillna(False).to_numpy(), Col.QUANTITY)
+    verdicts.add("quarantine", Reason.NON_POSITIVE_PRICE, sale & (price <= 0).fillna(False).to_numpy(),
+                 Col.UNIT_PRICE)
+    if "items" in accepted and Col.ITEM_ID in frame.columns:
+        orphan = ~non_product & frame[Col.ITEM_ID].notna().to_numpy() & ~frame[Col.ITEM_ID].isin(
+            accepted["items"][Col.ITEM_ID]).to_numpy()
+        verdicts.add("quarantine", Reason.ORPHAN_ITEM, orphan, Col.ITEM_ID)
+    verdicts.add("reclassify", Reason.NON_PRODUCT, non_product)
+    verdicts.add("reclassify", Reason.CANCELLATION, cancel)
+    targets[non_product] = ADJUSTMENTS.name
+    targets[cancel] = RETURNS.name
+
+
+def _check_flat_headers(frame: pd.DataFrame, mapping: Mapping, verdicts: _Verdicts, live: np.ndarray) -> None:
+    cols = [c for c in (Col.CUSTOMER_ID, Col.CURRENCY, Col.CHANNEL, Col.STATUS, Col.STORE_ID) if c in frame.columns]
+    sub = frame.loc[live & frame[Col.ORDER_ID].notna().to_numpy()]
+    if sub.empty:
+        return
+    grouped = sub.groupby(Col.ORDER_ID, sort=False)
+    bad_orders: set[Any] = set()
+    for col in cols:
+        n = grouped[col].nunique(dropna=False)
+        bad_orders.update(n.index[n > 1])
+    if Col.ORDERED_AT in sub.columns:
+        spread = grouped[Col.ORDERED_AT].max() - grouped[Col.ORDERED_AT].min()
+        limit = pd.Timedelta(minutes=mapping.order_time_tolerance_minutes)
+        bad_orders.update(spread.index[(spread > limit).fillna(False)])
+    if bad_orders:
+        mask = frame[Col.ORDER_ID].isin(bad_orders).to_numpy() & live
+        verdicts.add("quarantine", Reason.ORDER_CONFLICT, mask, Col.ORDER_ID)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+def _original_json(raw: pd.DataFrame, rows: np.ndarray, columns: list[str]) -> pd.Series:
+    sub = raw.loc[rows, [c for c in raw.columns if c not in (_SRC_FILE, _SRC_ROW)]]
+    if sub.empty:
+        return pd.Series([], dtype=object)
+    text = sub.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
+    return pd.Series(text.rstrip("\n").split("\n"), dtype=object)
+
+
+def _audit_rows(checked: _Checked, rows: np.ndarray, store: dict[tuple[Reason, str], np.ndarray]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "table": checked.table,
+            "source_file": checked.raw.loc[rows, _SRC_FILE].to_numpy(),
+            "source_row": checked.raw.loc[rows, _SRC_ROW].to_numpy(),
+            "reasons": _Verdicts.reason_labels(store, rows).to_numpy(),
+            "target": checked.targets[rows].to_numpy(),
+            "original": _original_json(checked.raw, rows, checked.source_columns).to_numpy(),
+        }
+    )
+
+
+def _clear_fields(checked: _Checked) -> None:
+    """Blank every optional field that a reclassification reason flagged (the record is kept)."""
+    for (_reason, column), mask in checked.verdicts.reclassify.items():
+        if column and column in checked.frame.columns:
+            checked.frame[column] = checked.frame[column].mask(mask)
+
+
+def _typed(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
+    """The contract columns in contract order (absent optional ones as empty columns of the right type)."""
+    out = {}
+    n = len(frame)
+    for col in table.columns:
+        if col.name in frame.columns:
+            out[col.name] = frame[col.name].reset_index(drop=True)
+        elif col.kind == "timestamp":
+            out[col.name] = pd.Series(pd.NaT, index=range(n), dtype="datetime64[us, UTC]")
+        elif col.kind == "float":
+            out[col.name] = pd.Series(np.nan, index=range(n), dtype="float64")
+        elif col.kind == "int":
+            out[col.name] = pd.Series(pd.NA, index=range(n), dtype="Int64")
+        elif col.kind == "bool":
+            out[col.name] = pd.Series(pd.NA, index=range(n), dtype="boolean")
+        else:
+            out[col.name] = pd.Series(pd.NA, index=range(n), dtype="string")
+    return pd.DataFrame(out, index=pd.RangeIndex(n))
+
+
+def _split_order_lines(checked: _Checked) -> dict[str, pd.DataFrame]:
+    """Accepted sale lines (with their header), returns and adjustments."""
+    f = checked.frame
+    keep = ~checked.verdicts.quarantined()
+    is_return = keep & (checked.targets == RETURNS.name).to_numpy()
+    is_adj = keep & (checked.targets == ADJUSTMENTS.name).to_numpy()
+    sale = keep & ~is_return & ~is_adj
+    lines = f.loc[sale].copy()
+    if Col.LINE_NO not in lines.columns or lines[Col.LINE_NO].isna().any():
+        lines[Col.LINE_NO] = lines.groupby(Col.ORDER_ID, sort=False).cumcount().add(1).astype("Int64")
+    if Col.STATUS not in lines.columns:
+        lines[Col.STATUS] = OrderStatus.COMPLETED.value
+    lines[Col.STATUS] = lines[Col.STATUS].fillna(OrderStatus.COMPLETED.value)
+    line_cols = [c for c in INPUT_TABLES["order_lines"].column_names] + [
+        c for c in _HEADER_COLUMNS if c in lines.columns
+    ]
+    lines = lines[[c for c in line_cols if c in lines.columns]].reset_index(drop=True)
+
+    ret = f.loc[is_return]
+    returns = pd.DataFrame(
+        {
+            Col.RETURN_ID: ret[Col.ORDER_ID],
+            Col.CUSTOMER_ID: ret.get(Col.CUSTOMER_ID),
+            Col.RETURNED_AT: ret.get(Col.ORDERED_AT),
+            Col.ITEM_ID: ret[Col.ITEM_ID],
+            Col.QUANTITY: ret[Col.QUANTITY].abs(),
+            Col.UNIT_PRICE: ret[Col.UNIT_PRICE],
+            Col.CURRENCY: ret.get(Col.CURRENCY),
+        }
+    )
+    adj = f.loc[is_adj]
+    adjustments = pd.DataFrame(
+        {
+            Col.ADJUSTMENT_ID: adj[Col.ORDER_ID],
+            Col.CUSTOMER_ID: adj.get(Col.CUSTOMER_ID),
+            Col.ADJUSTED_AT: adj.get(Col.ORDERED_AT),
+            Col.ITEM_ID: adj[Col.ITEM_ID],
+            Col.ITEM_NAME: adj.get(Col.ITEM_NAME),
+            Col.AMOUNT: adj[Col.QUANTITY].astype("float64") * adj[Col.UNIT_PRICE],
+            Col.CURRENCY: adj.get(Col.CURRENCY),
+        }
+    )
+    return {"order_lines": lines, RETURNS.name: _typed(returns, RETURNS), ADJUSTMENTS.name: _typed(adjustments, ADJUSTMENTS)}
+
+
+def _orders_from_lines(lines: pd.DataFrame, headers: pd.DataFrame | None) -> pd.DataFrame:
+    """The published orders: exported headers (when given) or one per order seen on accepted sale
+    lines, each with its line count and amount."""
+    if lines.empty or Col.ORDER_ID not in lines.columns:
+        base = _typed(headers if headers is not None else pd.DataFrame(), ORDERS)
+        return base.assign(n_lines=0, amount=0.0)
+    amount = lines[Col.QUANTITY].astype("float64") * lines[Col.UNIT_PRICE]
+    agg: dict[str, Any] = {c: "first" for c in _HEADER_COLUMNS if c in lines.columns and c != Col.ORDERED_AT}
+    agg[Col.ORDERED_AT] = "min"
+    grouped = lines.assign(_amount=amount).groupby(Col.ORDER_ID, sort=False, dropna=False)
+    head = grouped.agg(agg)
+    head["n_lines"] = grouped.size()
+    head["amount"] = grouped["_amount"].sum()
+    head = head.reset_index()
+    if headers is not None:  # every accepted header is published, with or without accepted lines
+        totals = head.set_index(Col.ORDER_ID)[["n_lines", "amount"]]
+        head = _typed(headers, ORDERS)
+        head["n_lines"] = head[Col.ORDER_ID].map(totals["n_lines"]).fillna(0).astype("int64")
+        head["amount"] = head[Col.ORDER_ID].map(totals["amount"]).fillna(0.0)
+        return head
+    return pd.concat([_typed(head, ORDERS), head[["n_lines", "amount"]]], axis=1)
+
+
+def _derive_items(lines: pd.DataFrame) -> pd.DataFrame:
+    """A catalogue from the lines when the export has none: most used name, median price."""
+    if lines.empty:
+        return _typed(pd.DataFrame(), TABLES["items"])
+    grouped = lines.groupby(Col.ITEM_ID, sort=True)
+    names = (
+        lines.dropna(subset=[Col.ITEM_NAME])
+        .groupby([Col.ITEM_ID, Col.ITEM_NAME]).size().rename("n").reset_index()
+        .sort_values([Col.ITEM_ID, "n", Col.ITEM_NAME], ascending=[True, False, True])
+        .drop_duplicates(Col.ITEM_ID).set_index(Col.ITEM_ID)[Col.ITEM_NAME]
+        if Col.ITEM_NAME in lines.columns else pd.Series(dtype="string")
+    )
+    items = pd.DataFrame({Col.ITEM_ID: grouped.size().index})
+    items[Col.NAME] = items[Col.ITEM_ID].map(names).astype("string")
+    items[Col.PRICE] = items[Col.ITEM_ID].map(grouped[Col.UNIT_PRICE].median())
+    items[Col.CURRENCY] = items[Col.ITEM_ID].map(grouped[Col.CURRENCY].first()).astype("string")
+    items[Col.ACTIVE] = pd.Series(True, index=items.index, dtype="boolean")
+    return _typed(items, TABLES["items"])
+
+
+def _derive_customers(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Customer records from the ids seen on lines, returns and adjustments (country = latest seen)."""
+    parts = []
+    for name, ts in (("order_lines", Col.ORDERED_AT), (RETURNS.name, Col.RETURNED_AT), (ADJUSTMENTS.name, Col.ADJUSTED_AT)):
+        t = tables.get(name)
+        if t is not None and not t.empty:
+            cols = [Col.CUSTOMER_ID, ts] + ([Col.COUNTRY] if Col.COUNTRY in t.columns else [])
+            parts.append(t[cols].rename(columns={ts: "_ts"}))
+    if not parts:
+        return _typed(pd.DataFrame(), TABLES["customers"])
+    seen = pd.concat(parts, ignore_index=True).dropna(subset=[Col.CUSTOMER_ID])
+    seen = seen.sort_values([Col.CUSTOMER_ID, "_ts"])
+    first = seen.groupby(Col.CUSTOMER_ID, sort=True)["_ts"].min()
+    last = seen.drop_duplicates(Col.CUSTOMER_ID, keep="last").set_index(Col.CUSTOMER_ID)
+    customers = pd.DataFrame({Col.CUSTOMER_ID: first.index.astype("string"), Col.CREATED_AT: first.to_numpy()})
+    if Col.COUNTRY in last.columns:
+        customers[Col.COUNTRY] = customers[Col.CUSTOMER_ID].map(last[Col.COUNTRY]).astype("string")
+    return _typed(customers, TABLES["customers"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def ingest(
+    input_dir: Path,
+    mapping: Mapping,
+    out_dir: Path,
+    *,
+    now: datetime | None = None,
+    max_quarantine_share: float | None = None,
+    progress: ProgressFn | None = None,
+) -> IngestResult:
+    """Validate an export, publish accepted tables, quarantine and report; re-key to customer_key.
+
+    Args:
+        input_dir: folder holding the export files named in the mapping.
+        mapping: the export mapping (see :func:`features.mapping.load_mapping`).
+        out_dir: the data home; the result is published atomically as ``out_dir/ingested``.
+        now: the run's reference time for the future-timestamp rule (default: the clock).
+        max_quarantine_share: overrides the mapping's threshold (share of all input rows).
+        progress: optional callback ``(step, fraction_done)``.
+
+    Returns:
+        The published folder and the report (also written as ``ingest_report.json``).
+
+    Raises:
+        QuarantineThresholdError: too many rows were quarantined. Nothing is published; the complete
+            run is kept for inspection in ``out_dir/ingested.rejected``.
+        InputDataError: a file is missing or lacks a mapped column.
+    """
+    started = time.perf_counter()
+    now_ts = pd.Timestamp(now or datetime.now(UTC))
+    now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
+    latest = now_ts + pd.Timedelta(mapping.future_tolerance)
+    threshold = mapping.max_quarantine_share if max_quarantine_share is None else max_quarantine_share
+    tick = progress or (lambda step, frac: None)
+
+    accepted: dict[str, pd.DataFrame] = {}
+    order_headers: pd.DataFrame | None = None
+    audits_q: list[pd.DataFrame] = []
+    audits_r: list[pd.DataFrame] = []
+    table_reports: dict[str, Any] = {}
+    input_files: list[Path] = []
+    names = [t for t in _ORDER if t in mapping.tables]
+    for i, table in enumerate(names):
+        tick(f"validating {table}", i / (len(names) + 2))
+        raw, files = _read_table(Path(input_dir), table, mapping.tables[table])
+        input_files.extend(files)
+        checked = _check_table(table, raw, mapping, latest, accepted)
+        q = checked.verdicts.quarantined()
+        r = checked.verdicts.reclassified()
+        _clear_fields(checked)
+        if table == "order_lines":
+            split = _split_order_lines(checked)
+            accepted.update(split)
+        elif table == "orders":  # cancellation headers stay joinable: their lines become returns
+            accepted["orders"] = checked.frame.loc[~q].reset_index(drop=True)
+            order_headers = checked.frame.loc[~q & ~r].reset_index(drop=True)
+        else:
+            accepted[table] = _typed(checked.frame.loc[~q].reset_index(drop=True), INPUT_TABLES[table])
+        audits_q.append(_audit_rows(checked, q, checked.verdicts.quarantine))
+        audits_r.append(_audit_rows(checked, r, checked.verdicts.reclassify))
+        table_reports[table] = _table_report(checked, q, r)
+
+    tick("resolving identities", len(names) / (len(names) + 2))
+    lines = accepted.get("order_lines", pd.DataFrame())
+    accepted["orders"] = _orders_from_lines(lines, order_headers)
+    derived: dict[str, int] = {}
+    if "items" not in mapping.tables and mapping.derive_items_from_lines:
+        accepted["items"] = _derive_items(lines)
+        derived["items"] = len(accepted["items"])
+    if "customers" not in mapping.tables and mapping.derive_customers_from_lines:
+        accepted["customers"] = _derive_customers(accepted)
+        derived["customers"] = len(accepted["customers"])
+
+    identity_report: dict[str, Any] = {}
+    identity_map = pd.DataFrame({Col.CUSTOMER_ID: pd.Series(dtype="string"), Col.CUSTOMER_KEY: pd.Series(dtype="string")})
+    review = pd.DataFrame()
+    if "customers" in accepted:
+        result = resolve_identities(accepted["customers"], strong_ids=tuple(mapping.strong_ids))
+        identity_map, review, identity_report = result.mapping, result.refused, result.report()
+    for name in list(accepted):
+        if name in CUSTOMER_REF_TABLES or (name == "order_lines" and Col.CUSTOMER_ID in accepted[name].columns):
+            accepted[name] = rekey(accepted[name], identity_map)
+
+    quarantine = pd.concat(audits_q, ignore_index=True) if audits_q else pd.DataFrame()
+    reclassified = pd.concat(audits_r, ignore_index=True) if audits_r else pd.DataFrame()
+    totals = {k: sum(t[k] for t in table_reports.values()) for k in ("input_rows", "accepted", "reclassified", "quarantined")}
+    share = totals["quarantined"] / totals["input_rows"] if totals["input_rows"] else 0.0
+    report: dict[str, Any] = {
+        "mapping": mapping.name,
+        "run_at": now_ts.isoformat(),
+        "source_hash": sha256_files(input_files),
+        "source_files": [p.name for p in input_files],
+        "tables": table_reports,
+        "totals": totals,
+        "quarantine_share": round(share, 6),
+        "max_quarantine_share": threshold,
+        "derived": derived,
+        "published": {name: int(len(df)) for name, df in sorted(accepted.items())},
+        "anonymous_order_lines": int(accepted["order_lines"][Col.CUSTOMER_ID].isna().sum())
+        if "order_lines" in accepted and Col.CUSTOMER_ID in accepted["order_lines"].columns else 0,
+        "identity": identity_report,
+        "reason_text": {r.value: REASON_TEXT[r] for r in Reason},
+        "ok": share <= threshold,
+    }
+
+    tick("writing", (len(names) + 1) / (len(names) + 2))
+    target = Path(out_dir) / INGESTED_DIR
+    with staged_dir(target) as stage:
+        for name, frame in accepted.items():
+            write_parquet(frame, stage / f"{name}.parquet")
+        write_parquet(quarantine, stage / QUARANTINE_FILE)
+        write_parquet(reclassified, stage / RECLASSIFIED_FILE)
+        write_parquet(identity_map, stage / IDENTITY_MAP_FILE)
+        write_parquet(review, stage / IDENTITY_REVIEW_FILE)
+        report["elapsed_s"] = round(time.perf_counter() - started, 3)
+        (stage / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        if not report["ok"]:
+            rejected = Path(out_dir) / f"{INGESTED_DIR}.rejected"
+            publish_dir(stage, rejected)
+            stage.mkdir()  # staged_dir publishes nothing: the exception below unwinds it
+            raise QuarantineThresholdError(
+                f"{totals['quarantined']:,} of {totals['input_rows']:,} rows quarantined "
+                f"({share:.1%} > threshold {threshold:.1%}); nothing was published. "
+                f"Inspect {rejected / QUARANTINE_FILE} and {rejected / REPORT_FILE}, fix the export or "
+                f"the mapping, or raise --max-quarantine-share.",
+                report,
+            )
+    tick("done", 1.0)
+    return IngestResult(target, report)
+
+
+def _table_report(checked: _Checked, q: np.ndarray, r: np.ndarray) -> dict[str, Any]:
+    n = len(checked.raw)
+    per_file = {}
+    files = checked.raw[_SRC_FILE].to_numpy()
+    for name in pd.unique(files):
+        sel = files == name
+        per_file[str(name)] = {
+            "input_rows": int(sel.sum()),
+            "accepted": int((sel & ~q & ~r).sum()),
+            "reclassified": int((sel & r).sum()),
+            "quarantined": int((sel & q).sum()),
+        }
+    return {
+        "input_rows": n,
+        "accepted": int((~q & ~r).sum()),
+        "reclassified": int(r.sum()),
+        "quarantined": int(q.sum()),
+        "quarantine_reasons": _Verdicts.reason_counts(checked.verdicts.quarantine, q),
+        "reclassified_reasons": _Verdicts.reason_counts(checked.verdicts.reclassify, r),
+        "reclassified_to": {str(k): int(v) for k, v in checked.targets[r].value_counts().items()},
+        "files": per_file,
+    }

@@ -1,0 +1,125 @@
+"""Offline store: the ingested tables as Ibis tables, and feature snapshots on disk.
+
+A snapshot is the feature table as of one date, written as Parquet with a manifest (feature
+names, dtypes, descriptions, definition hash, row count, source data hash). Models record the
+manifest they were trained on; the API checks it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+
+from features.definitions import FEATURES, definition_hash, feature_table
+from features.errors import DataNotFoundError
+from features.ingest import INGESTED_DIR, REPORT_FILE
+from features.io import staged_dir, write_parquet
+
+SNAPSHOTS_DIR = "snapshots"
+SNAPSHOT_FILE = "features.parquet"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A feature snapshot on disk."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def as_of(self) -> datetime:
+        return datetime.fromisoformat(self.manifest["as_of"])
+
+    def read(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / SNAPSHOT_FILE)
+
+
+def ingested_dir(data_home: Path) -> Path:
+    path = Path(data_home) / INGESTED_DIR
+    if not (path / REPORT_FILE).is_file():
+        raise DataNotFoundError(f"no ingested data in {path}: run `kairos ingest --out {data_home}` first")
+    return path
+
+
+def ingest_report(data_home: Path) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads((ingested_dir(data_home) / REPORT_FILE).read_text(encoding="utf-8"))
+    return report
+
+
+def open_tables(data_home: Path, con: ibis.BaseBackend | None = None) -> dict[str, ir.Table]:
+    """The ingested contract tables as Ibis tables (embedded DuckDB unless ``con`` is given)."""
+    folder = ingested_dir(data_home)
+    con = con or ibis.duckdb.connect()
+    tables: dict[str, ir.Table] = {}
+    for path in sorted(folder.glob("*.parquet")):
+        tables[path.stem] = con.read_parquet(path, table_name=path.stem)
+    return tables
+
+
+def data_end(tables: dict[str, ir.Table]) -> datetime:
+    """The time of the latest order: the data's 'now'."""
+    latest = tables["orders"]["ordered_at"].max().execute()
+    if latest is None or pd.isna(latest):
+        raise DataNotFoundError("the ingested data holds no orders")
+    ts = pd.Timestamp(latest)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+def default_as_of(tables: dict[str, ir.Table]) -> datetime:
+    """Midnight UTC after the latest order: a snapshot 'as of today' for the data."""
+    end = data_end(tables)
+    return datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def compute_features(tables: dict[str, ir.Table], as_of: datetime) -> pd.DataFrame:
+    """Execute the feature table as of ``as_of`` into pandas (features as float32)."""
+    frame = feature_table(tables, as_of).execute()
+    for feature in FEATURES:
+        frame[feature.name] = frame[feature.name].astype(feature.dtype)
+    return frame.reset_index(drop=True)
+
+
+def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str) -> dict[str, Any]:
+    return {
+        "as_of": as_of.isoformat(),
+        "built_at": datetime.now(UTC).isoformat(),
+        "features": [
+            {"name": f.name, "dtype": f.dtype, "description": f.description, "window_days": f.window_days}
+            for f in FEATURES
+        ],
+        "entity": "customer_key",
+        "definition_hash": definition_hash(),
+        "rows": len(frame),
+        "source_hash": source_hash,
+    }
+
+
+def build_snapshot(data_home: Path, as_of: datetime | None = None) -> Snapshot:
+    """Compute and publish the snapshot as of ``as_of`` (default: the day after the latest order)."""
+    tables = open_tables(data_home)
+    as_of = as_of or default_as_of(tables)
+    frame = compute_features(tables, as_of)
+    manifest = manifest_for(frame, as_of, ingest_report(data_home)["source_hash"])
+    target = Path(data_home) / SNAPSHOTS_DIR / as_of.strftime("%Y-%m-%dT%H%M%SZ")
+    with staged_dir(target) as stage:
+        write_parquet(frame, stage / SNAPSHOT_FILE)
+        (stage / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return Snapshot(target, manifest)
+
+
+def latest_snapshot(data_home: Path) -> Snapshot:
+    """The most recent snapshot by as-of date."""
+    root = Path(data_home) / SNAPSHOTS_DIR
+    found = sorted(p for p in root.glob("*") if (p / MANIFEST_FILE).is_file()) if root.is_dir() else []
+    if not found:
+        raise DataNotFoundError(f"no feature snapshot in {root}: run `kairos features build --data {data_home}`")
+    path = found[-1]
+    return Snapshot(path, json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8")))

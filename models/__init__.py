@@ -1,0 +1,1 @@
+"""Kairos estimators and recommenders: pure computation, no I/O, no MLflow."""

@@ -1,0 +1,125 @@
+"""A LightGBM binary classifier with early stopping on a later time window.
+
+Follows scikit-learn's estimator contract: ``__init__`` only stores parameters, ``fit`` validates,
+learns ``booster_``, ``feature_names_`` and ``best_iteration_`` and returns ``self``. No I/O: the
+model is handed over as LightGBM's own text format (:meth:`to_text` / :meth:`from_text`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+
+class LightGBMClassifier:
+    """Gradient-boosted trees for a binary target (churn, purchase, ...).
+
+    Args:
+        n_estimators: the most boosting rounds; early stopping usually ends sooner.
+        learning_rate: shrinkage per round.
+        num_leaves: leaves per tree.
+        min_child_samples: the fewest rows a leaf may hold.
+        early_stopping_rounds: rounds without improvement on the validation set before stopping.
+        seed: random seed (bagging, feature sampling).
+        n_jobs: threads (LightGBM's ``num_threads``).
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = 500,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_child_samples: int = 50,
+        early_stopping_rounds: int = 50,
+        seed: int = 0,
+        n_jobs: int = 2,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.early_stopping_rounds = early_stopping_rounds
+        self.seed = seed
+        self.n_jobs = n_jobs
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "n_estimators": self.n_estimators,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "early_stopping_rounds": self.early_stopping_rounds,
+            "seed": self.seed,
+            "n_jobs": self.n_jobs,
+        }
+
+    def _lgb_params(self) -> dict[str, Any]:
+        return {
+            "objective": "binary",
+            "metric": "binary_logloss",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "seed": self.seed,
+            "deterministic": True,
+            "num_threads": self.n_jobs,
+            "verbose": -1,
+        }
+
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: Sequence[int] | np.ndarray | pd.Series,
+        eval_set: tuple[pd.DataFrame, Sequence[int] | np.ndarray | pd.Series] | None = None,
+    ) -> LightGBMClassifier:
+        """Fit on ``X, y``; stop early on ``eval_set`` (rows from a later time window) when given."""
+        y_arr = _check_binary(y, len(X), "y")
+        self.feature_names_ = [str(c) for c in X.columns]
+        train = lgb.Dataset(X.to_numpy(np.float32), label=y_arr, feature_name=self.feature_names_, free_raw_data=True)
+        valid_sets, callbacks = [], []
+        if eval_set is not None:
+            Xv, yv = eval_set
+            if list(Xv.columns) != list(X.columns):
+                raise ValueError("eval_set columns differ from the training columns")
+            valid_sets.append(lgb.Dataset(Xv.to_numpy(np.float32), label=_check_binary(yv, len(Xv), "eval y"),
+                                          reference=train))
+            callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
+        self.booster_ = lgb.train(
+            self._lgb_params(), train, num_boost_round=self.n_estimators, valid_sets=valid_sets, callbacks=callbacks
+        )
+        self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        return self
+
+    def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """P(y = 1) per row, shape (n,)."""
+        matrix = X[self.feature_names_].to_numpy(np.float32) if isinstance(X, pd.DataFrame) else X
+        return np.asarray(self.booster_.predict(matrix, num_iteration=self.best_iteration_), dtype=np.float64)
+
+    def to_text(self) -> str:
+        """LightGBM's native text format, trimmed to the best iteration (never pickle)."""
+        return str(self.booster_.model_to_string(num_iteration=self.best_iteration_))
+
+    @classmethod
+    def from_text(cls, text: str) -> LightGBMClassifier:
+        """Rebuild a fitted classifier from :meth:`to_text` output."""
+        model = cls()
+        model.booster_ = lgb.Booster(model_str=text)
+        model.feature_names_ = list(model.booster_.feature_name())
+        model.best_iteration_ = model.booster_.current_iteration()
+        return model
+
+
+def _check_binary(y: Sequence[int] | np.ndarray | pd.Series, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(y)
+    if arr.shape != (n,):
+        raise ValueError(f"{name}: expected {n} labels, got shape {arr.shape}")
+    values = set(np.unique(arr).tolist())
+    if not values <= {0, 1}:
+        raise ValueError(f"{name}: labels must be 0/1, got {sorted(values)[:5]}")
+    if len(values) < 2:
+        raise ValueError(f"{name}: only one class present; cannot fit a classifier")
+    return arr.astype(np.float32)

@@ -1,0 +1,1 @@
+"""Kairos FastAPI service: app factory, lifespan, routers. Loads registered bundles."""

@@ -1,0 +1,1 @@
+"""Kairos jobs: build datasets at cutoffs, fit, evaluate against baselines, log and register in MLflow."""

@@ -1,0 +1,209 @@
+"""MLflow helpers: tracking set-up, provenance, registration with checksums and aliases.
+
+The embedded default is a SQLite file plus a local artifact folder beside it; any tracking server
+works by URI. Models are logged in LightGBM's own text format and loaded back from that file only
+(never through a pickle loader), after checking the sha256 recorded on the registered version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from features.errors import ModelIntegrityError, ModelNotFoundError
+
+MODEL_FILE = "model.lgb"
+TAG_SHA256 = "kairos.sha256"
+TAG_METRIC = "kairos.selection_metric"
+TAG_DECISION = "kairos.decision"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+_LIBRARIES = ("lightgbm", "scikit-learn", "pandas", "numpy", "ibis-framework", "duckdb", "mlflow", "pyarrow")
+
+
+def configure(tracking_uri: str) -> MlflowClient:
+    """Point MLflow at ``tracking_uri``; a ``sqlite:///path.db`` URI keeps artifacts in a folder beside it."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name``, created with a local artifact folder for SQLite stores."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+        location = (db.parent / "mlartifacts").as_uri()
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def provenance() -> dict[str, str]:
+    """Git commit and library versions, recorded as run tags."""
+    tags = {f"lib.{name}": _version(name) for name in _LIBRARIES}
+    tags["git.commit"] = _git_commit()
+    return tags
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def sha256_text(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The outcome of registering a version: its number, checksum and which alias it got."""
+
+    name: str
+    version: str
+    sha256: str
+    alias: str
+    reason: str
+
+
+def register(
+    client: MlflowClient,
+    model_uri: str,
+    name: str,
+    *,
+    metric_name: str,
+    metric_value: float,
+    margin: float = 0.0,
+    extra_tags: dict[str, str] | None = None,
+) -> Registration:
+    """Register ``model_uri`` under ``name``, record its checksum, and move an alias.
+
+    The new version becomes ``@champion`` when there is none, or when it beats the champion's
+    ``metric_name`` by more than ``margin``; otherwise it becomes ``@challenger``.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+        checksum = sha256_text(local / MODEL_FILE)
+    version = mlflow.register_model(model_uri, name)
+    v = str(version.version)
+    client.set_model_version_tag(name, v, TAG_SHA256, checksum)
+    client.set_model_version_tag(name, v, TAG_METRIC, f"{metric_name}={metric_value:.6f}")
+    for key, value in (extra_tags or {}).items():
+        client.set_model_version_tag(name, v, key, value)
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is None:
+        alias, reason = CHAMPION, "no champion yet"
+    else:
+        best = _metric_of(champion.tags.get(TAG_METRIC, ""), metric_name)
+        if best is None or metric_value > best + margin:
+            alias = CHAMPION
+            reason = f"{metric_name} {metric_value:.4f} beats champion v{champion.version} ({best}) by > {margin}"
+        else:
+            alias = CHALLENGER
+            reason = f"{metric_name} {metric_value:.4f} does not beat champion v{champion.version} ({best:.4f}) by > {margin}"
+    client.set_registered_model_alias(name, alias, v)
+    client.set_model_version_tag(name, v, TAG_DECISION, f"{alias}: {reason}")
+    return Registration(name, v, checksum, alias, reason)
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> Any | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _metric_of(tag: str, metric_name: str) -> float | None:
+    key, _, value = tag.partition("=")
+    if key != metric_name:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    """A registered model version's files, verified and on local disk."""
+
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    path: Path
+    sha256: str
+    model_text: str
+    metadata: dict[str, Any]
+
+
+def fetch(tracking_uri: str, name: str, alias: str, dst: Path) -> FetchedModel:
+    """Download ``name@alias`` into ``dst`` and verify its recorded checksum.
+
+    Raises:
+        ModelNotFoundError: no such model or alias in the registry.
+        ModelIntegrityError: the file is missing, or its sha256 differs from the one recorded at
+            registration.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"no model {name}@{alias} in the registry at {tracking_uri}") from exc
+    dst.mkdir(parents=True, exist_ok=True)
+    source = client.get_model_version_download_uri(name, str(mv.version))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst)))
+    path = local / MODEL_FILE
+    if not path.is_file():
+        raise ModelIntegrityError(f"{name} v{mv.version}: {MODEL_FILE} missing from the artifact")
+    recorded = mv.tags.get(TAG_SHA256)
+    actual = sha256_text(path)
+    if not recorded or recorded != actual:
+        raise ModelIntegrityError(
+            f"{name} v{mv.version}: checksum mismatch (recorded {recorded!r}, file {actual[:12]}...); refusing to load"
+        )
+    import yaml
+
+    meta = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8")) or {}
+    return FetchedModel(
+        name=name, version=str(mv.version), alias=alias, run_id=str(mv.run_id), path=local, sha256=actual,
+        model_text=path.read_text(encoding="utf-8"), metadata=dict(meta.get("metadata") or {}),
+    )
+
+
+def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
+    """Move ``alias`` to ``version`` by hand (promote / rollback)."""
+    MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(name, alias, version)
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's own progress output out of the CLI's screen."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -156,30 +156,32 @@ def _link_values(
     return _external_ids(values)
 
 
-def _star_links(
-    values: pd.Series, node: np.ndarray, max_shared: int | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _drop_shared(values: pd.Series, max_shared: int | None) -> tuple[pd.Series, int]:
+    """Blank values held by more than ``max_shared`` records; return them and how many values were blanked."""
+    if max_shared is None:
+        return values, 0
+    counts = values.value_counts(dropna=True)
+    shared = counts.index[counts.to_numpy() > max_shared]
+    if len(shared) == 0:
+        return values, 0
+    return values.mask(values.isin(shared)), len(shared)
+
+
+def _star_links(values: pd.Series, node: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Links joining every record of a value group to the group's first record.
 
-    Returns ``(first, other, value_index, ignored)``: node pairs sorted by (value, node), the position
-    in ``values`` of each link's value, and the number of groups skipped for exceeding ``max_shared``.
+    Returns ``(first, other, value_pos)``: node pairs sorted by (value, node) and the position in
+    ``values`` of each link's value.
     """
     present = values.notna().to_numpy(dtype=bool)
     frame = pd.DataFrame({"value": values.to_numpy()[present], "node": node[present]})
     frame["pos"] = np.flatnonzero(present)
     frame = frame.sort_values(["value", "node"], kind="stable", ignore_index=True)
-    sizes = frame.groupby("value", sort=False)["node"].transform("size").to_numpy()
-    ignored = 0
-    if max_shared is not None:
-        too_big = sizes > max_shared
-        if too_big.any():
-            ignored = int(frame.loc[too_big, "value"].nunique())
-            frame = frame.loc[~too_big].reset_index(drop=True)
-    vals = frame["value"].to_numpy()
-    nodes = frame["node"].to_numpy()
     if len(frame) == 0:
         empty = np.empty(0, dtype=np.int64)
-        return empty, empty, empty, ignored
+        return empty, empty, empty
+    vals = frame["value"].to_numpy()
+    nodes = frame["node"].to_numpy()
     starts = np.ones(len(frame), dtype=bool)
     starts[1:] = vals[1:] != vals[:-1]
     start_pos = np.maximum.accumulate(np.where(starts, np.arange(len(frame)), 0))
@@ -188,7 +190,6 @@ def _star_links(
         nodes[start_pos][members].astype(np.int64),
         nodes[members].astype(np.int64),
         frame["pos"].to_numpy()[members].astype(np.int64),
-        ignored,
     )
 
 
@@ -260,10 +261,18 @@ def resolve_identities(
 
     parent = list(range(n))
     size = [1] * n
+    # Per kind: normalised values (placeholders shared by too many records blanked), malformed and
+    # blanked counts. Strong ids first: the guard needs them before any link is processed.
+    prepared: dict[str, tuple[pd.Series, int, int]] = {}
+
+    def prepare(kind: str) -> tuple[pd.Series, int, int]:
+        values, invalid = _link_values(customers, kind, default_region)
+        values, ignored = _drop_shared(values, max_shared)
+        return values, invalid, ignored
+
+    for kind in strong:
+        prepared[kind] = prepare(kind)
     # Per root: the strong-id values its cluster holds (None where it holds none); roots absent hold none.
-    prepared: dict[str, tuple[pd.Series, int]] = {
-        kind: _link_values(customers, kind, default_region) for kind in strong
-    }
     held: dict[int, tuple[str | None, ...]] = {}
     if strong:
         columns = [prepared[k][0].to_numpy(dtype=object, na_value=None) for k in strong]
@@ -287,10 +296,8 @@ def resolve_identities(
     invalid_by_kind: dict[str, int] = {}
     refused_rows: list[tuple[int, int, str, str, str]] = []
     for kind in kinds:
-        if kind not in prepared:
-            prepared[kind] = _link_values(customers, kind, default_region)
-        values, invalid = prepared.pop(kind)
-        first, other, value_pos, ignored = _star_links(values, node, max_shared)
+        values, invalid, ignored = prepared.pop(kind) if kind in prepared else prepare(kind)
+        first, other, value_pos = _star_links(values, node)
         links_by_kind[kind] = len(first)
         ignored_by_kind[kind] = ignored
         invalid_by_kind[kind] = invalid
@@ -391,7 +398,7 @@ def rekey(table: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
         dtype=object,
     )
     ids = _id_strings(table[Col.CUSTOMER_ID])
-    keys = ids.map(lookup)
+    keys = ids.map(lookup).astype(object)
     unmatched = ids.notna() & keys.isna()
     if unmatched.any():
         own = {v: customer_key_for(v) for v in pd.unique(ids[unmatched])}

@@ -269,6 +269,21 @@ def _to_number(text: pd.Series, integer: bool) -> tuple[pd.Series, np.ndarray]:
     return out, bad
 
 
+def _is_numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _number_from_numeric(values: pd.Series, integer: bool) -> tuple[pd.Series, np.ndarray]:
+    """Numbers that already arrive typed (Parquet): only finiteness and wholeness are checked."""
+    present = values.notna().to_numpy()
+    arr = values.astype("float64").to_numpy()
+    bad = present & ~np.isfinite(arr)
+    if integer:
+        bad |= present & np.isfinite(arr) & (np.mod(arr, 1) != 0)
+    out = pd.Series(np.where(present & ~bad, arr, np.nan))
+    return (out.astype("Int64") if integer else out), bad
+
+
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
@@ -307,7 +322,7 @@ def _to_timestamp(
         aware = present & text.str.contains(_AWARE, regex=True, na=False).to_numpy()
         naive = present & ~aware
         if aware.any() and naive.any():  # the minority form is the odd one out
-            odd = naive if naive.sum() <= aware.sum() else aware
+            odd = (naive if naive.sum() <= aware.sum() else aware).copy()
             problems[Reason.MIXED_TZ_AWARENESS] = odd
             aware &= ~odd
             naive &= ~odd
@@ -382,6 +397,13 @@ def _convert(
             src = raw[sources[col]]
         else:
             src = pd.Series([tm.constants[col]] * len(raw), index=raw.index)
+        if column.kind in ("int", "float") and col not in tm.value_maps and _is_numeric(src):
+            value, bad = _number_from_numeric(src.reset_index(drop=True), integer=column.kind == "int")
+            _flag(verdicts, column, Reason.INVALID_NUMBER, bad)
+            if column.required:
+                verdicts.add("quarantine", Reason.MISSING_REQUIRED, src.isna().to_numpy(), col)
+            columns[col] = value
+            continue
         text = _as_text(src)
         if col in tm.value_maps:
             text = text.map(lambda v, vm=tm.value_maps[col]: vm.get(v, v) if isinstance(v, str) else v)

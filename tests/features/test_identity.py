@@ -96,6 +96,17 @@ class TestLinks:
 
 
 class TestStrongIdGuard:
+    def test_placeholder_card_neither_links_nor_blocks(self) -> None:
+        # "999" on many records is a till default, not a card: it must not veto the e-mail link
+        table = customers(
+            ("a", "x@example.com", None, "L-1"),
+            ("b", "x@example.com", None, "999"),
+            *((f"z{i}", None, None, "999") for i in range(4)),
+        )
+        result = resolve_identities(table, max_shared=3)
+        assert partition(result.mapping) == groups("ab", *([f"z{i}"] for i in range(4)))
+        assert result.report()["ignored_values_by_kind"][Col.LOYALTY_ID] == 1
+
     def test_spouses_sharing_a_phone_stay_apart_and_are_listed(self) -> None:
         table = customers(
             ("wife", "jo@example.com", "07700 900123", "L-1"),

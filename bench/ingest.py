@@ -49,8 +49,10 @@ def main() -> int:
     best, median = min(timings), sorted(timings)[len(timings) // 2]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"rows                {rows:,}")
-    print(f"accepted / reclassified / quarantined  {report['totals']['accepted']:,} / "
-          f"{report['totals']['reclassified']:,} / {report['totals']['quarantined']:,}")
+    print(
+        f"accepted / reclassified / quarantined  {report['totals']['accepted']:,} / "
+        f"{report['totals']['reclassified']:,} / {report['totals']['quarantined']:,}"
+    )
     print(f"seconds (best, median of {len(timings)})  {best:.2f}, {median:.2f}")
     print(f"rows/s (best)       {rows / best:,.0f}   (aim >= 200,000: {rows / best / 200_000:.2f}x)")
     print(f"rows/s (median)     {rows / median:,.0f}")

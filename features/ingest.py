@@ -37,6 +37,7 @@ from features.contract import (
     RETURNS,
     TABLES,
     Col,
+    Column,
     OrderStatus,
     Table,
 )
@@ -197,9 +198,7 @@ def _read_file(path: Path) -> pd.DataFrame:
         if suffix in (".csv", ".txt", ".gz"):
             # Read everything as text: types are decided by the contract, not guessed.
             names = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)).column_names
-            opts = pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, "string"), strings_can_be_null=False
-            )
+            opts = pacsv.ConvertOptions(column_types=dict.fromkeys(names, "string"), strings_can_be_null=False)
             return pacsv.read_csv(path, convert_options=opts).to_pandas()
     except (OSError, ValueError) as exc:
         raise InputDataError(f"{path}: cannot be read: {exc}") from exc
@@ -393,62 +392,78 @@ def _convert(
     for col in wanted:
         column = spec.column_index.get(col) or (header_spec.column(col) if header_spec else None)
         assert column is not None  # the mapping validator only admits contract columns
-        if col in sources:
-            src = raw[sources[col]]
-        else:
-            src = pd.Series([tm.constants[col]] * len(raw), index=raw.index)
+        src = raw[sources[col]] if col in sources else pd.Series([tm.constants[col]] * len(raw), index=raw.index)
         if column.kind in ("int", "float") and col not in tm.value_maps and _is_numeric(src):
             value, bad = _number_from_numeric(src.reset_index(drop=True), integer=column.kind == "int")
-            _flag(verdicts, column, Reason.INVALID_NUMBER, bad)
-            if column.required:
-                verdicts.add("quarantine", Reason.MISSING_REQUIRED, src.isna().to_numpy(), col)
-            columns[col] = value
-            continue
-        text = _as_text(src)
-        if col in tm.value_maps:
-            text = text.map(lambda v, vm=tm.value_maps[col]: vm.get(v, v) if isinstance(v, str) else v)
-            text = text.astype("string")
-        bad: np.ndarray | None = None
-        value: pd.Series
-        if column.kind == "str":
-            value = text
-            if column.allowed is not None:
-                bad = (text.notna() & ~text.isin(column.allowed)).to_numpy()
-                value = text.mask(pd.Series(bad, index=text.index))
-            if col == Col.CURRENCY:
-                accepted = set(mapping.currencies) if mapping.currencies else ISO_CURRENCIES
-                value = text.str.upper()
-                odd = (value.notna() & ~value.isin(accepted)).to_numpy()
-                _flag(verdicts, column, Reason.UNKNOWN_CURRENCY, odd)
-                value = value.mask(pd.Series(odd, index=value.index))
-        elif column.kind in ("int", "float"):
-            value, bad = _to_number(text, integer=column.kind == "int")
-            if bad.any():
-                _flag(verdicts, column, Reason.INVALID_NUMBER, bad)
-            bad = None
-        elif column.kind == "bool":
-            value, bad = _to_bool(text)
-        elif column.kind == "date":
-            value, odd = _to_date(text)
-            _flag(verdicts, column, Reason.UNPARSEABLE_DATE, odd)
-        else:  # timestamp
-            value, problems = _to_timestamp(src, text, tm.timestamp_format, mapping.zone_for(table), latest)
-            for reason, mask in problems.items():
-                _flag(verdicts, column, reason, mask)
-        if bad is not None and bad.any():
-            _flag(verdicts, column, Reason.INVALID_VALUE, bad)
-        if column.required:
+            missing = src.isna().to_numpy()
+        else:
+            text = _as_text(src)
+            if col in tm.value_maps:
+                vmap = tm.value_maps[col]
+                text = text.map(lambda v, vm=vmap: vm.get(v, v) if isinstance(v, str) else v).astype("string")
+            value, bad = _typed_value(column, col, src, text, mapping, table, latest, verdicts)
             missing = text.isna().to_numpy()
-            if col == Col.CUSTOMER_ID and spec.customer_required:
-                verdicts.add("quarantine", Reason.MISSING_CUSTOMER_REF, missing, col)
-            else:
-                verdicts.add("quarantine", Reason.MISSING_REQUIRED, missing, col)
+        if bad.any():
+            _flag(
+                verdicts,
+                column,
+                Reason.INVALID_NUMBER if column.kind in ("int", "float") else Reason.INVALID_VALUE,
+                bad,
+            )
+        if column.required:
+            gone = (
+                Reason.MISSING_CUSTOMER_REF
+                if col == Col.CUSTOMER_ID and spec.customer_required
+                else Reason.MISSING_REQUIRED
+            )
+            verdicts.add("quarantine", gone, missing, col)
         columns[col] = value.reset_index(drop=True)
     frame = pd.DataFrame(columns, index=pd.RangeIndex(len(raw)))
     return frame, sources
 
 
-def _flag(verdicts: _Verdicts, column: Any, reason: Reason, mask: np.ndarray) -> None:
+def _typed_value(
+    column: Column,
+    col: str,
+    src: pd.Series,
+    text: pd.Series,
+    mapping: Mapping,
+    table: str,
+    latest: pd.Timestamp,
+    verdicts: _Verdicts,
+) -> tuple[pd.Series, np.ndarray]:
+    """One column's text converted to its contract kind; returns (values, rows with a bad value).
+
+    Rules with their own reason code (currency, dates, timestamps) flag their rows here."""
+    none = np.zeros(len(text), dtype=bool)
+    if column.kind == "int" or column.kind == "float":
+        return _to_number(text, integer=column.kind == "int")
+    if column.kind == "bool":
+        return _to_bool(text)
+    if column.kind == "date":
+        value, odd = _to_date(text)
+        _flag(verdicts, column, Reason.UNPARSEABLE_DATE, odd)
+        return value, none
+    if column.kind == "timestamp":
+        value, problems = _to_timestamp(
+            src, text, mapping.tables[table].timestamp_format, mapping.zone_for(table), latest
+        )
+        for reason, mask in problems.items():
+            _flag(verdicts, column, reason, mask)
+        return value, none
+    if col == Col.CURRENCY:
+        accepted = set(mapping.currencies) if mapping.currencies else ISO_CURRENCIES
+        upper = text.str.upper()
+        odd = (upper.notna() & ~upper.isin(accepted)).to_numpy()
+        _flag(verdicts, column, Reason.UNKNOWN_CURRENCY, odd)
+        return upper.mask(pd.Series(odd, index=upper.index)), none
+    if column.allowed is not None:
+        bad = (text.notna() & ~text.isin(column.allowed)).to_numpy()
+        return text.mask(pd.Series(bad, index=text.index)), bad
+    return text, none
+
+
+def _flag(verdicts: _Verdicts, column: Column, reason: Reason, mask: np.ndarray) -> None:
     """A bad value quarantines the row when the column is required, else clears the field."""
     kind = "quarantine" if column.required else "reclassify"
     verdicts.add(kind, reason, mask, column.name)
@@ -570,7 +585,9 @@ def _check_order_lines(
     if orders is not None:  # header exported on its own: join it onto the lines
         joined = frame[[Col.ORDER_ID]].merge(
             orders[[Col.ORDER_ID, *[c for c in _HEADER_COLUMNS if c in orders.columns]]],
-            on=Col.ORDER_ID, how="left", indicator=True,
+            on=Col.ORDER_ID,
+            how="left",
+            indicator=True,
         )
         verdicts.add("quarantine", Reason.ORPHAN_ORDER, (joined["_merge"] == "left_only").to_numpy(), Col.ORDER_ID)
         for col in _HEADER_COLUMNS:
@@ -592,11 +609,13 @@ def _check_order_lines(
     price = frame[Col.UNIT_PRICE] if Col.UNIT_PRICE in frame.columns else pd.Series(np.nan, index=frame.index)
     verdicts.add("quarantine", Reason.NEGATIVE_QUANTITY, sale & (qty < 0).fillna(False).to_numpy(), Col.QUANTITY)
     verdicts.add("quarantine", Reason.ZERO_QUANTITY, sale & (qty == 0).fillna(False).to_numpy(), Col.QUANTITY)
-    verdicts.add("quarantine", Reason.NON_POSITIVE_PRICE, sale & (price <= 0).fillna(False).to_numpy(),
-                 Col.UNIT_PRICE)
+    verdicts.add("quarantine", Reason.NON_POSITIVE_PRICE, sale & (price <= 0).fillna(False).to_numpy(), Col.UNIT_PRICE)
     if "items" in accepted and Col.ITEM_ID in frame.columns:
-        orphan = ~non_product & frame[Col.ITEM_ID].notna().to_numpy() & ~frame[Col.ITEM_ID].isin(
-            accepted["items"][Col.ITEM_ID]).to_numpy()
+        orphan = (
+            ~non_product
+            & frame[Col.ITEM_ID].notna().to_numpy()
+            & ~frame[Col.ITEM_ID].isin(accepted["items"][Col.ITEM_ID]).to_numpy()
+        )
         verdicts.add("quarantine", Reason.ORPHAN_ITEM, orphan, Col.ITEM_ID)
     verdicts.add("reclassify", Reason.NON_PRODUCT, non_product)
     verdicts.add("reclassify", Reason.CANCELLATION, cancel)
@@ -717,7 +736,11 @@ def _split_order_lines(checked: _Checked) -> dict[str, pd.DataFrame]:
             Col.CURRENCY: adj.get(Col.CURRENCY),
         }
     )
-    return {"order_lines": lines, RETURNS.name: _typed(returns, RETURNS), ADJUSTMENTS.name: _typed(adjustments, ADJUSTMENTS)}
+    return {
+        "order_lines": lines,
+        RETURNS.name: _typed(returns, RETURNS),
+        ADJUSTMENTS.name: _typed(adjustments, ADJUSTMENTS),
+    }
 
 
 def _orders_from_lines(lines: pd.DataFrame, headers: pd.DataFrame | None) -> pd.DataFrame:
@@ -750,10 +773,15 @@ def _derive_items(lines: pd.DataFrame) -> pd.DataFrame:
     grouped = lines.groupby(Col.ITEM_ID, sort=True)
     names = (
         lines.dropna(subset=[Col.ITEM_NAME])
-        .groupby([Col.ITEM_ID, Col.ITEM_NAME]).size().rename("n").reset_index()
+        .groupby([Col.ITEM_ID, Col.ITEM_NAME])
+        .size()
+        .rename("n")
+        .reset_index()
         .sort_values([Col.ITEM_ID, "n", Col.ITEM_NAME], ascending=[True, False, True])
-        .drop_duplicates(Col.ITEM_ID).set_index(Col.ITEM_ID)[Col.ITEM_NAME]
-        if Col.ITEM_NAME in lines.columns else pd.Series(dtype="string")
+        .drop_duplicates(Col.ITEM_ID)
+        .set_index(Col.ITEM_ID)[Col.ITEM_NAME]
+        if Col.ITEM_NAME in lines.columns
+        else pd.Series(dtype="string")
     )
     items = pd.DataFrame({Col.ITEM_ID: grouped.size().index})
     items[Col.NAME] = items[Col.ITEM_ID].map(names).astype("string")
@@ -766,7 +794,11 @@ def _derive_items(lines: pd.DataFrame) -> pd.DataFrame:
 def _derive_customers(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Customer records from the ids seen on lines, returns and adjustments (country = latest seen)."""
     parts = []
-    for name, ts in (("order_lines", Col.ORDERED_AT), (RETURNS.name, Col.RETURNED_AT), (ADJUSTMENTS.name, Col.ADJUSTED_AT)):
+    for name, ts in (
+        ("order_lines", Col.ORDERED_AT),
+        (RETURNS.name, Col.RETURNED_AT),
+        (ADJUSTMENTS.name, Col.ADJUSTED_AT),
+    ):
         t = tables.get(name)
         if t is not None and not t.empty:
             cols = [Col.CUSTOMER_ID, ts] + ([Col.COUNTRY] if Col.COUNTRY in t.columns else [])
@@ -860,7 +892,9 @@ def ingest(
         derived["customers"] = len(accepted["customers"])
 
     identity_report: dict[str, Any] = {}
-    identity_map = pd.DataFrame({Col.CUSTOMER_ID: pd.Series(dtype="string"), Col.CUSTOMER_KEY: pd.Series(dtype="string")})
+    identity_map = pd.DataFrame(
+        {Col.CUSTOMER_ID: pd.Series(dtype="string"), Col.CUSTOMER_KEY: pd.Series(dtype="string")}
+    )
     review = pd.DataFrame()
     if "customers" in accepted:
         result = resolve_identities(accepted["customers"], strong_ids=tuple(mapping.strong_ids))
@@ -871,7 +905,9 @@ def ingest(
 
     quarantine = pd.concat(audits_q, ignore_index=True) if audits_q else pd.DataFrame()
     reclassified = pd.concat(audits_r, ignore_index=True) if audits_r else pd.DataFrame()
-    totals = {k: sum(t[k] for t in table_reports.values()) for k in ("input_rows", "accepted", "reclassified", "quarantined")}
+    totals = {
+        k: sum(t[k] for t in table_reports.values()) for k in ("input_rows", "accepted", "reclassified", "quarantined")
+    }
     share = totals["quarantined"] / totals["input_rows"] if totals["input_rows"] else 0.0
     report: dict[str, Any] = {
         "mapping": mapping.name,
@@ -883,9 +919,10 @@ def ingest(
         "quarantine_share": round(share, 6),
         "max_quarantine_share": threshold,
         "derived": derived,
-        "published": {name: int(len(df)) for name, df in sorted(accepted.items())},
+        "published": {name: len(df) for name, df in sorted(accepted.items())},
         "anonymous_order_lines": int(accepted["order_lines"][Col.CUSTOMER_ID].isna().sum())
-        if "order_lines" in accepted and Col.CUSTOMER_ID in accepted["order_lines"].columns else 0,
+        if "order_lines" in accepted and Col.CUSTOMER_ID in accepted["order_lines"].columns
+        else 0,
         "identity": identity_report,
         "reason_text": {r.value: REASON_TEXT[r] for r in Reason},
         "ok": share <= threshold,

@@ -48,9 +48,7 @@ class TableMapping(_Strict):
     value_maps: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="contract column -> {source value: contract value}."
     )
-    timestamp_format: str = Field(
-        default="ISO8601", description="strptime format for timestamp columns, or ISO8601."
-    )
+    timestamp_format: str = Field(default="ISO8601", description="strptime format for timestamp columns, or ISO8601.")
     timezone: str | None = Field(default=None, description="Zone of naive timestamps; default: the mapping's.")
     cancellation: CancellationRule | None = None
     non_product: NonProductRule | None = None
@@ -150,7 +148,5 @@ def load_mapping(ref: str | Path) -> Mapping:
     try:
         return Mapping.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
         raise MappingError(f"{source}: {problems}") from exc

@@ -68,8 +68,13 @@ class Clock:
         return float((when - self.start).days)
 
     def seconds(self, t: np.ndarray) -> np.ndarray:
-        """Unix seconds (int64) of float days; NaN stays NaN in the returned float array's mask."""
-        return self.epoch_seconds + np.floor(np.asarray(t, dtype=np.float64) * SECONDS_PER_DAY)
+        """Unix seconds (as float) of float days, floored; a time from :func:`whole_seconds` maps exactly."""
+        return self.epoch_seconds + np.floor(np.asarray(t, dtype=np.float64) * SECONDS_PER_DAY + 1e-6)
+
+
+def whole_seconds(t: np.ndarray) -> np.ndarray:
+    """Float days rounded to whole seconds, so comparisons made here hold in the written file."""
+    return np.round(np.asarray(t, dtype=np.float64) * SECONDS_PER_DAY) / SECONDS_PER_DAY
 
 
 class ZoneTable:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from features.contract import Channel
 from features.synth_catalog import CATEGORIES, Catalogue
-from features.synth_common import COUNTRIES, US_CITY_ZONE, ZONES, Clock, choice_by_weights
+from features.synth_common import COUNTRIES, US_CITY_ZONE, ZONES, Clock, choice_by_weights, whole_seconds
 
 _F = "Olivia Amelia Isla Ava Emily Sophie Grace Lily Chloe Jessica Hannah Emma Charlotte Lucy Ella Holly Laura"
 _M = "Oliver George Harry Jack Jacob Noah Charlie Thomas Oscar William James Daniel Samuel Joseph Henry Luke"
@@ -309,6 +309,7 @@ def build_people(rng: np.random.Generator, n: int, clock: Clock, catalogue: Cata
     })
     extras = _duplicate_records(rng, persons, extra_person, link, cc, nsn, pattern, form, T)
     records = pd.concat([primary, extras], ignore_index=True)
+    records["created"] = whole_seconds(records["created"].to_numpy())
     for col in ("first_name", "last_name", "city", "country", "timezone", "zone"):
         records[col] = persons[col].to_numpy()[records["person"].to_numpy()]
     records = records.iloc[np.lexsort((rng.random(len(records)), records["created"].to_numpy()))]
@@ -403,6 +404,6 @@ def _consents(rng: np.random.Generator, records: pd.DataFrame, T: int) -> tuple[
     p_in = np.array([0.70, 0.45, 0.75])
     init = np.where(exists, (rng.random((n, 3)) < p_in).astype(np.int64), -1)
     created = records["created"].to_numpy()[:, None]
-    change = created + rng.exponential(250.0, (n, 3))
+    change = whole_seconds(created + 1.0 + rng.exponential(250.0, (n, 3)))
     keep = exists & (rng.random((n, 3)) < 0.12) & (change < T)
     return init, np.where(keep, change, np.nan)

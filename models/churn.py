@@ -7,7 +7,7 @@ model is handed over as LightGBM's own text format (:meth:`to_text` / :meth:`fro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightgbm as lgb
@@ -80,13 +80,15 @@ class LightGBMClassifier:
         y_arr = _check_binary(y, len(X), "y")
         self.feature_names_ = [str(c) for c in X.columns]
         train = lgb.Dataset(X.to_numpy(np.float32), label=y_arr, feature_name=self.feature_names_, free_raw_data=True)
-        valid_sets, callbacks = [], []
+        valid_sets: list[lgb.Dataset] = []
+        callbacks: list[Callable[..., Any]] = []
         if eval_set is not None:
             Xv, yv = eval_set
             if list(Xv.columns) != list(X.columns):
                 raise ValueError("eval_set columns differ from the training columns")
-            valid_sets.append(lgb.Dataset(Xv.to_numpy(np.float32), label=_check_binary(yv, len(Xv), "eval y"),
-                                          reference=train))
+            valid_sets.append(
+                lgb.Dataset(Xv.to_numpy(np.float32), label=_check_binary(yv, len(Xv), "eval y"), reference=train)
+            )
             callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
         self.booster_ = lgb.train(
             self._lgb_params(), train, num_boost_round=self.n_estimators, valid_sets=valid_sets, callbacks=callbacks

@@ -34,8 +34,13 @@ class ModelBundle:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.name, "version": self.version, "alias": self.alias, "run_id": self.run_id,
-            "sha256": self.sha256, "features": list(self.features), "loaded_at": self.loaded_at.isoformat(),
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "run_id": self.run_id,
+            "sha256": self.sha256,
+            "features": list(self.features),
+            "loaded_at": self.loaded_at.isoformat(),
             "definition_hash": self.manifest.get("definition_hash"),
         }
 
@@ -53,6 +58,13 @@ def load_bundle(tracking_uri: str, name: str, alias: str, cache_dir: Any, store:
         raise ModelIntegrityError(f"{name} v{fetched.version}: the online store lacks feature(s) {missing}")
     model.predict_proba(np.zeros((1, len(features)), dtype=np.float32))  # warm-up
     return ModelBundle(
-        name=name, version=fetched.version, alias=alias, run_id=fetched.run_id, sha256=fetched.sha256,
-        features=features, manifest=dict(meta.get("manifest") or {}), model=model, loaded_at=datetime.now().astimezone(),
+        name=name,
+        version=fetched.version,
+        alias=alias,
+        run_id=fetched.run_id,
+        sha256=fetched.sha256,
+        features=features,
+        manifest=dict(meta.get("manifest") or {}),
+        model=model,
+        loaded_at=datetime.now().astimezone(),
     )

@@ -34,8 +34,11 @@ class Services:
             try:
                 store, _snap = load_in_memory(self.settings.data_home)
                 bundle = load_bundle(
-                    self.settings.tracking_uri, self.settings.churn_model, self.settings.model_alias,
-                    self.settings.model_cache_dir, store,
+                    self.settings.tracking_uri,
+                    self.settings.churn_model,
+                    self.settings.model_alias,
+                    self.settings.model_cache_dir,
+                    store,
                 )
             except (KairosError, OSError, KeyError, ValueError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -20,7 +20,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.metrics import roc_auc_score
 
-from features.datasets import CUTOFF, LABEL, ChurnTarget, build_training_set, monthly_cutoffs
+from features.datasets import LABEL, ChurnTarget, build_training_set, monthly_cutoffs
 from features.definitions import FEATURE_NAMES
 from features.errors import KairosError
 from features.store import compute_features, data_end, ingest_report, manifest_for, open_tables
@@ -133,13 +133,19 @@ def train_churn(
     manifest = manifest_for(compute_features(tables, plan.holdout).head(0), plan.holdout, report["source_hash"])
     manifest.pop("rows")
     params = {
-        **model.get_params(), "horizon_days": horizon_days, "active_days": active_days,
-        "train_cutoffs": len(plan.train), "first_train_cutoff": plan.train[0].date().isoformat(),
-        "valid_cutoff": plan.valid.date().isoformat(), "holdout_cutoff": plan.holdout.date().isoformat(),
+        **model.get_params(),
+        "horizon_days": horizon_days,
+        "active_days": active_days,
+        "train_cutoffs": len(plan.train),
+        "first_train_cutoff": plan.train[0].date().isoformat(),
+        "valid_cutoff": plan.valid.date().isoformat(),
+        "holdout_cutoff": plan.holdout.date().isoformat(),
     }
     registration = None
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.set_tags({**registry.provenance(), "kairos.model": MODEL_NAME, "kairos.data_hash": report["source_hash"]})
+        mlflow.set_tags(
+            {**registry.provenance(), "kairos.model": MODEL_NAME, "kairos.data_hash": report["source_hash"]}
+        )
         mlflow.log_params(params)
         mlflow.log_metrics({**metrics, **{k: float(v) for k, v in sizes.items()}})
         mlflow.log_dict(manifest, "feature_manifest.json")
@@ -148,16 +154,30 @@ def train_churn(
         booster = lgb.Booster(model_str=model.to_text())
         sample = holdout[features].head(5).astype(np.float32)
         info = mlflow.lightgbm.log_model(
-            booster, name="model", signature=infer_signature(sample, model.predict_proba(sample)),
-            metadata={"kairos": {"features": features, "manifest": manifest, "target": MODEL_NAME,
-                                 "horizon_days": horizon_days}},
+            booster,
+            name="model",
+            signature=infer_signature(sample, model.predict_proba(sample)),
+            metadata={
+                "kairos": {
+                    "features": features,
+                    "manifest": manifest,
+                    "target": MODEL_NAME,
+                    "horizon_days": horizon_days,
+                }
+            },
         )
         if register:
             registration = registry.register(
-                client, info.model_uri, MODEL_NAME, metric_name="holdout_roc_auc",
-                metric_value=metrics["holdout_roc_auc"], margin=margin,
+                client,
+                info.model_uri,
+                MODEL_NAME,
+                metric_name="holdout_roc_auc",
+                metric_value=metrics["holdout_roc_auc"],
+                margin=margin,
                 extra_tags={"kairos.run_id": run.info.run_id, "kairos.definition_hash": manifest["definition_hash"]},
             )
-            mlflow.set_tag("kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}")
+            mlflow.set_tag(
+                "kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}"
+            )
     tick("done", 1.0)
     return ChurnRun(run.info.run_id, metrics, registration, plan, sizes)

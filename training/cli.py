@@ -20,8 +20,11 @@ from rich.table import Table
 
 from features.errors import KairosError, QuarantineThresholdError
 
-app = typer.Typer(help="Kairos: customer 360, propensity models and decisions for CRM marketing.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Kairos: customer 360, propensity models and decisions for CRM marketing.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 features_app = typer.Typer(help="Feature snapshots.", no_args_is_help=True)
 train_app = typer.Typer(help="Train models and register them in MLflow.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
@@ -35,8 +38,12 @@ DEFAULT_TRACKING = "sqlite:///var/demo/mlflow.db"
 @contextmanager
 def _progress(title: str) -> Iterator[Callable[[str, float], None]]:
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(), console=console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as bar:
         task = bar.add_task(title, total=1.0)
 
@@ -70,8 +77,10 @@ def synth(
 
     with _progress("synth") as tick:
         summary = generate_world(customers, seed, out, progress=tick)
-    _summary(f"synthetic world in {out}", [(k, f"{v:,}") for k, v in summary.counts.items()]
-             + [("seconds", f"{summary.elapsed_s:.1f}")])
+    _summary(
+        f"synthetic world in {out}",
+        [(k, f"{v:,}") for k, v in summary.counts.items()] + [("seconds", f"{summary.elapsed_s:.1f}")],
+    )
 
 
 @app.command()
@@ -108,8 +117,14 @@ def _print_ingest(report: dict[str, Any]) -> None:
         table.add_column(col, justify="right" if col not in ("table", "reasons") else "left")
     for name, t in report["tables"].items():
         reasons = {**t["quarantine_reasons"], **{f"→{k}": v for k, v in t["reclassified_reasons"].items()}}
-        table.add_row(name, f"{t['input_rows']:,}", f"{t['accepted']:,}", f"{t['reclassified']:,}",
-                      f"{t['quarantined']:,}", ", ".join(f"{k} {v:,}" for k, v in reasons.items()))
+        table.add_row(
+            name,
+            f"{t['input_rows']:,}",
+            f"{t['accepted']:,}",
+            f"{t['reclassified']:,}",
+            f"{t['quarantined']:,}",
+            ", ".join(f"{k} {v:,}" for k, v in reasons.items()),
+        )
     console.print(table)
     ident = report.get("identity") or {}
     console.print(
@@ -122,7 +137,9 @@ def _print_ingest(report: dict[str, Any]) -> None:
 @features_app.command("build")
 def features_build(
     data: Annotated[Path, typer.Option(help="Data home (after `kairos ingest`).")] = DEFAULT_HOME,
-    as_of: Annotated[str | None, typer.Option(help="As-of date (ISO 8601); default the day after the last order.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="As-of date (ISO 8601); default the day after the last order.")
+    ] = None,
 ) -> None:
     """Compute the feature snapshot as of a date and write it with its manifest."""
     from features.store import build_snapshot
@@ -135,8 +152,15 @@ def features_build(
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
     m = snap.manifest
-    _summary(f"snapshot {snap.path}", [("as of", m["as_of"]), ("customers", f"{m['rows']:,}"),
-                                       ("features", len(m["features"])), ("definition hash", m["definition_hash"])])
+    _summary(
+        f"snapshot {snap.path}",
+        [
+            ("as of", m["as_of"]),
+            ("customers", f"{m['rows']:,}"),
+            ("features", len(m["features"])),
+            ("definition hash", m["definition_hash"]),
+        ],
+    )
 
 
 def _parse_as_of(text: str) -> datetime:
@@ -147,9 +171,13 @@ def _parse_as_of(text: str) -> datetime:
 @train_app.command("churn")
 def train_churn(
     data: Annotated[Path, typer.Option(help="Data home (after `kairos ingest`).")] = DEFAULT_HOME,
-    tracking_uri: Annotated[str, typer.Option(envvar="KAIROS_TRACKING_URI", help="MLflow tracking URI.")] = DEFAULT_TRACKING,
+    tracking_uri: Annotated[
+        str, typer.Option(envvar="KAIROS_TRACKING_URI", help="MLflow tracking URI.")
+    ] = DEFAULT_TRACKING,
     horizon_days: Annotated[int, typer.Option(min=7, help="No purchase within this many days = churned.")] = 90,
-    active_days: Annotated[int, typer.Option(min=30, help="Customers who bought within this many days are scored.")] = 365,
+    active_days: Annotated[
+        int, typer.Option(min=30, help="Customers who bought within this many days are scored.")
+    ] = 365,
     margin: Annotated[float, typer.Option(min=0.0, help="ROC-AUC gain needed to replace the champion.")] = 0.0,
 ) -> None:
     """Train the churn model on rolling cutoffs, evaluate on the temporal holdout, register it."""
@@ -157,26 +185,35 @@ def train_churn(
 
     try:
         with _progress("train churn") as tick:
-            result = run(data, tracking_uri, horizon_days=horizon_days, active_days=active_days, margin=margin,
-                         progress=tick)
+            result = run(
+                data, tracking_uri, horizon_days=horizon_days, active_days=active_days, margin=margin, progress=tick
+            )
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
     reg = result.registration
-    _summary("churn model", [
-        ("holdout cutoff", result.plan.holdout.date()),
-        ("training cutoffs", f"{len(result.plan.train)} ({result.plan.train[0].date()} .. {result.plan.train[-1].date()})"),
-        *((k, f"{v:,}") for k, v in result.sizes.items()),
-        ("holdout ROC-AUC", f"{result.metrics['holdout_roc_auc']:.4f}"),
-        ("recency baseline ROC-AUC", f"{result.metrics['baseline_recency_roc_auc']:.4f}"),
-        ("MLflow run", result.run_id),
-        ("registered", f"churn v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "no"),
-    ])
+    _summary(
+        "churn model",
+        [
+            ("holdout cutoff", result.plan.holdout.date()),
+            (
+                "training cutoffs",
+                f"{len(result.plan.train)} ({result.plan.train[0].date()} .. {result.plan.train[-1].date()})",
+            ),
+            *((k, f"{v:,}") for k, v in result.sizes.items()),
+            ("holdout ROC-AUC", f"{result.metrics['holdout_roc_auc']:.4f}"),
+            ("recency baseline ROC-AUC", f"{result.metrics['baseline_recency_roc_auc']:.4f}"),
+            ("MLflow run", result.run_id),
+            ("registered", f"churn v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "no"),
+        ],
+    )
 
 
 @app.command()
 def serve(
     data: Annotated[Path, typer.Option(help="Data home with a feature snapshot.")] = DEFAULT_HOME,
-    tracking_uri: Annotated[str, typer.Option(envvar="KAIROS_TRACKING_URI", help="MLflow tracking URI.")] = DEFAULT_TRACKING,
+    tracking_uri: Annotated[
+        str, typer.Option(envvar="KAIROS_TRACKING_URI", help="MLflow tracking URI.")
+    ] = DEFAULT_TRACKING,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
@@ -192,8 +229,10 @@ def serve(
     base = f"http://{host}:{port}"
     console.print("[bold]Kairos API[/] — try:")
     console.print(f"  curl -s {base}/health/ready")
-    console.print(f"  curl -s -X POST {base}/v1/scores -H 'content-type: application/json' "
-                  f"-d '{json.dumps({'customer_ids': example})}'")
+    console.print(
+        f"  curl -s -X POST {base}/v1/scores -H 'content-type: application/json' "
+        f"-d '{json.dumps({'customer_ids': example})}'"
+    )
     console.print(f"  open {base}/docs for the OpenAPI documentation")
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 

@@ -71,7 +71,10 @@ def _version(dist: str) -> str:
 def _git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
@@ -125,10 +128,10 @@ def register(
         best = _metric_of(champion.tags.get(TAG_METRIC, ""), metric_name)
         if best is None or metric_value > best + margin:
             alias = CHAMPION
-            reason = f"{metric_name} {metric_value:.4f} beats champion v{champion.version} ({best}) by > {margin}"
+            verdict = "beats"
         else:
-            alias = CHALLENGER
-            reason = f"{metric_name} {metric_value:.4f} does not beat champion v{champion.version} ({best:.4f}) by > {margin}"
+            alias, verdict = CHALLENGER, "does not beat"
+        reason = f"{metric_name} {metric_value:.4f} {verdict} champion v{champion.version} ({best}) by > {margin}"
     client.set_registered_model_alias(name, alias, v)
     client.set_model_version_tag(name, v, TAG_DECISION, f"{alias}: {reason}")
     return Registration(name, v, checksum, alias, reason)
@@ -194,8 +197,14 @@ def fetch(tracking_uri: str, name: str, alias: str, dst: Path) -> FetchedModel:
 
     meta = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8")) or {}
     return FetchedModel(
-        name=name, version=str(mv.version), alias=alias, run_id=str(mv.run_id), path=local, sha256=actual,
-        model_text=path.read_text(encoding="utf-8"), metadata=dict(meta.get("metadata") or {}),
+        name=name,
+        version=str(mv.version),
+        alias=alias,
+        run_id=str(mv.run_id),
+        path=local,
+        sha256=actual,
+        model_text=path.read_text(encoding="utf-8"),
+        metadata=dict(meta.get("metadata") or {}),
     )
 
 

@@ -28,7 +28,12 @@ def scores(body: ScoreRequest, services: ReadyDep, rid: RequestIdDep) -> Respons
     items = [
         {"customer_id": cid, "status": ItemStatus.OK, "customer_key": key, "churn_probability": float(p)}
         if key is not None
-        else {"customer_id": cid, "status": ItemStatus.UNKNOWN_CUSTOMER, "customer_key": None, "churn_probability": None}
+        else {
+            "customer_id": cid,
+            "status": ItemStatus.UNKNOWN_CUSTOMER,
+            "customer_key": None,
+            "churn_probability": None,
+        }
         for cid, key, p in zip(body.customer_ids, found.keys, probs.tolist(), strict=True)
     ]
     payload = {

@@ -189,8 +189,15 @@ _row = st.fixed_dictionaries(
         "order_id": st.sampled_from(["O1", "O2", "O3", "C4", "O5", ""]),
         "customer_id": st.sampled_from(["c1", "c2", ""]),
         "ordered_at": st.sampled_from(
-            ["2024-05-01 10:00:00", "2024-05-01 10:30:00", "2024-05-01T10:00:00Z", "garbage", "2099-01-01 00:00:00",
-             "2024-03-31 01:15:00", ""]
+            [
+                "2024-05-01 10:00:00",
+                "2024-05-01 10:30:00",
+                "2024-05-01T10:00:00Z",
+                "garbage",
+                "2099-01-01 00:00:00",
+                "2024-03-31 01:15:00",
+                "",
+            ]
         ),
         "currency": st.sampled_from(["GBP", "EUR", "ZZZ", ""]),
         "item_id": st.sampled_from(["A", "B", "POST", "Q", ""]),
@@ -202,15 +209,22 @@ _row = st.fixed_dictionaries(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(_row, min_size=1, max_size=40))
-def test_every_row_lands_in_exactly_one_place(rows: list[dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_every_row_lands_in_exactly_one_place(
+    rows: list[dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
     folder = tmp_path_factory.mktemp("prop")
     pd.DataFrame(rows).to_csv(folder / "lines.csv", index=False)
     (folder / "items.csv").write_text(ITEMS)
-    mapping = _mapping(tables={
-        "items": {"files": ["items.csv"]},
-        "order_lines": {"files": ["lines.csv"], "cancellation": {"column": "order_id", "prefix": "C"},
-                        "non_product": {"column": "item_id", "pattern": "POST"}},
-    })
+    mapping = _mapping(
+        tables={
+            "items": {"files": ["items.csv"]},
+            "order_lines": {
+                "files": ["lines.csv"],
+                "cancellation": {"column": "order_id", "prefix": "C"},
+                "non_product": {"column": "item_id", "pattern": "POST"},
+            },
+        }
+    )
     result = ingest(folder, mapping, folder / "home", now=NOW)
     t = result.report["tables"]["order_lines"]
     assert t["input_rows"] == len(rows) == t["accepted"] + t["reclassified"] + t["quarantined"]

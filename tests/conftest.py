@@ -1,0 +1,39 @@
+"""Shared fixtures: paths to the committed samples, and a fully built home on the real sample."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ORII_SAMPLE = TESTS / "data" / "online_retail_ii"
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@dataclass(frozen=True)
+class BuiltHome:
+    home: Path
+    tracking_uri: str
+    cache: Path
+
+
+@pytest.fixture(scope="session")
+def orii_home(tmp_path_factory: pytest.TempPathFactory) -> BuiltHome:
+    """The committed Online Retail II sample, ingested, featurised and with churn@champion registered."""
+    from features.ingest import ingest
+    from features.mapping import load_mapping
+    from features.store import build_snapshot
+    from training.churn import train_churn
+
+    root = tmp_path_factory.mktemp("orii")
+    home = root / "home"
+    ingest(ORII_SAMPLE, load_mapping("online_retail_ii"), home, now=datetime(2026, 1, 1, tzinfo=UTC))
+    build_snapshot(home)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    train_churn(home, uri)
+    return BuiltHome(home, uri, root / "cache")

@@ -1,0 +1,89 @@
+"""The demo path on real data: ingest -> snapshot -> train + register -> API through TestClient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+
+from features.errors import ModelIntegrityError
+from features.ingest import IDENTITY_MAP_FILE
+from features.store import ingested_dir
+from serving.app import create_app
+from serving.settings import Settings
+from tests.conftest import BuiltHome
+from training import registry
+
+
+def _client(built: BuiltHome, **overrides: object) -> TestClient:
+    settings = Settings(data_home=built.home, tracking_uri=built.tracking_uri, model_cache_dir=built.cache, **overrides)
+    return TestClient(create_app(settings))
+
+
+def _known_ids(built: BuiltHome) -> list[str]:
+    return pd.read_parquet(ingested_dir(built.home) / IDENTITY_MAP_FILE)["customer_id"].astype(str).tolist()
+
+
+def test_champion_is_registered_with_checksum_and_metrics(orii_home: BuiltHome) -> None:
+    mv = MlflowClient(tracking_uri=orii_home.tracking_uri).get_model_version_by_alias("churn", "champion")
+    assert len(mv.tags[registry.TAG_SHA256]) == 64
+    run = MlflowClient(tracking_uri=orii_home.tracking_uri).get_run(mv.run_id)
+    assert 0.5 < run.data.metrics["holdout_roc_auc"] <= 1.0
+    assert run.data.tags["lib.lightgbm"] != "absent"
+
+
+def test_scores_keep_order_and_status(orii_home: BuiltHome) -> None:
+    known = _known_ids(orii_home)
+    ids = [known[0], "no-such-customer", known[1]]
+    with _client(orii_home) as client:
+        assert client.get("/health/live").status_code == 200
+        assert client.get("/health/ready").status_code == 200
+        body = client.post("/v1/scores", json={"customer_ids": ids}).json()
+    assert [i["customer_id"] for i in body["items"]] == ids
+    assert [i["status"] for i in body["items"]] == ["ok", "unknown_customer", "ok"]
+    assert 0.0 <= body["items"][0]["churn_probability"] <= 1.0
+    assert body["items"][1]["churn_probability"] is None
+    assert body["model"]["name"] == "churn" and body["model"]["version"] == "1"
+
+
+def test_batch_of_1000_with_5_percent_unknown(orii_home: BuiltHome) -> None:
+    known = _known_ids(orii_home)
+    ids = [known[i % len(known)] if i % 20 else f"ghost-{i}" for i in range(1000)]
+    with _client(orii_home) as client:
+        items = client.post("/v1/scores", json={"customer_ids": ids}).json()["items"]
+    statuses = [i["status"] for i in items]
+    assert statuses.count("ok") == 950 and statuses.count("unknown_customer") == 50
+    assert [i["customer_id"] for i in items] == ids
+
+
+def test_bad_requests_name_the_field(orii_home: BuiltHome) -> None:
+    with _client(orii_home) as client:
+        r = client.post("/v1/scores", json={"customer_ids": ["a"], "extra": 1})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "extra"]
+        r = client.post("/v1/scores", json={"customer_ids": []})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "customer_ids"]
+
+
+def test_not_ready_without_a_model(orii_home: BuiltHome) -> None:
+    with _client(orii_home, churn_model="no-such-model") as client:
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and "no-such-model" in ready.json()["detail"]["last_error"]
+        assert client.get("/health/live").status_code == 200
+        assert client.post("/v1/scores", json={"customer_ids": ["x"]}).status_code == 503
+
+
+def test_a_tampered_model_file_is_refused(orii_home: BuiltHome, tmp_path: Path) -> None:
+    client = MlflowClient(tracking_uri=orii_home.tracking_uri)
+    mv = client.get_model_version_by_alias("churn", "champion")
+    source = Path(client.get_model_version_download_uri("churn", mv.version).removeprefix("file://"))
+    model_file = source / registry.MODEL_FILE
+    original = model_file.read_bytes()
+    try:
+        model_file.write_bytes(original.replace(b"tree\n", b"tree \n", 1))
+        with pytest.raises(ModelIntegrityError, match="checksum mismatch"):
+            registry.fetch(orii_home.tracking_uri, "churn", "champion", tmp_path / "dl")
+    finally:
+        model_file.write_bytes(original)

@@ -67,7 +67,8 @@ class IdentityResult:
         links_by_kind: Candidate links per kind (a value shared by ``n`` records gives ``n - 1``).
         merges_by_kind: Links per kind that joined two clusters (the rest were already together or refused).
         ignored_values_by_kind: Values per kind shared by too many records to be a person's (placeholders).
-        invalid_by_kind: Present but malformed values per kind (they link nothing).
+        invalid_by_kind: Present values per kind that link nothing: malformed e-mails and phones,
+            placeholder ids ("0", "n/a", "null" ...).
     """
 
     mapping: pd.DataFrame
@@ -140,18 +141,14 @@ def _column(customers: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(pd.NA, index=customers.index, dtype=pd.StringDtype())
 
 
-def _link_values(
-    customers: pd.DataFrame, kind: str, default_region: str
-) -> tuple[pd.Series, int]:
+def _link_values(customers: pd.DataFrame, kind: str, default_region: str) -> tuple[pd.Series, int]:
     """One link kind's normalised value per record (NA if absent or malformed), and the malformed count."""
     values = _column(customers, kind)
     if kind == Col.EMAIL:
         normalised, valid = normalize_emails(values)
         return normalised, int((~valid).sum())
     if kind == Col.PHONE:
-        normalised, valid = normalize_phones(
-            values, _column(customers, Col.COUNTRY), default_region=default_region
-        )
+        normalised, valid = normalize_phones(values, _column(customers, Col.COUNTRY), default_region=default_region)
         return normalised, int((~valid).sum())
     return _external_ids(values)
 
@@ -193,9 +190,7 @@ def _star_links(values: pd.Series, node: np.ndarray) -> tuple[np.ndarray, np.nda
     )
 
 
-def _conflict(
-    held_a: tuple[str | None, ...], held_b: tuple[str | None, ...], strong: tuple[str, ...]
-) -> str | None:
+def _conflict(held_a: tuple[str | None, ...], held_b: tuple[str | None, ...], strong: tuple[str, ...]) -> str | None:
     """The first strong-id column two clusters hold different values of, if any."""
     for column, x, y in zip(strong, held_a, held_b, strict=True):
         if x is not None and y is not None and x != y:

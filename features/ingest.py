@@ -16,7 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -33,6 +34,7 @@ from features.contract import (
     CUSTOMER_REF_TABLES,
     INPUT_TABLES,
     ISO_CURRENCIES,
+    ORDER_LINES,
     ORDERS,
     RETURNS,
     TABLES,
@@ -96,7 +98,10 @@ class Reason(StrEnum):
 REASON_TEXT: dict[Reason, str] = {
     Reason.DUPLICATE_ROW: "an exact copy of an earlier row (the first copy is kept)",
     Reason.KEY_CONFLICT: "the same id appears on rows with different content; none is trusted",
-    Reason.ORDER_CONFLICT: "lines of one order disagree on customer, currency, channel, status or time",
+    Reason.ORDER_CONFLICT: (
+        "one order id with conflicting content: its lines disagree on customer, currency, channel, status, "
+        "store or time (beyond the tolerance), or its header is exported twice with different values"
+    ),
     Reason.MISSING_REQUIRED: "a required column is empty",
     Reason.MISSING_CUSTOMER_REF: "the table needs a customer and the row has none",
     Reason.INVALID_VALUE: "a value outside the column's vocabulary",
@@ -296,10 +301,14 @@ def _to_bool(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return out, bad
 
 
+_DATE = pd.ArrowDtype(pa.date32())
+
+
 def _to_date(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
     parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
     bad = (text.notna() & parsed.isna()).to_numpy()
-    return parsed.dt.date.astype(object).where(parsed.notna(), None), bad
+    dates = [d.date() if not pd.isna(d) else None for d in parsed]
+    return pd.Series(dates, index=text.index, dtype=_DATE), bad
 
 
 _AWARE = r"(?:Z|[+-]\d{2}:?\d{2})$"
@@ -388,6 +397,15 @@ def _convert(
     sources = _mapped_source(raw, table, tm)
     header_spec = ORDERS if table == "order_lines" else None
     columns: dict[str, pd.Series] = {}
+    required = [c.name for c in spec.columns if c.required]
+    if table == "order_lines" and "orders" not in mapping.tables:  # a flat export carries the header
+        required += [c.name for c in ORDERS.columns if c.required and c.name not in required]
+    absent = [c for c in required if c not in sources and c not in tm.constants]
+    if absent:
+        raise InputDataError(
+            f"tables.{table}: required column(s) {', '.join(absent)} are neither in the file(s) nor set in the "
+            "mapping (map them under `columns:` or give a value under `constants:`)"
+        )
     wanted = list(sources) + [c for c in tm.constants if c not in sources]
     for col in wanted:
         column = spec.column_index.get(col) or (header_spec.column(col) if header_spec else None)
@@ -505,15 +523,14 @@ def _check_table(
     live = ~dup
 
     if table == "customers":
-        _check_customer_contacts(frame, verdicts)
+        _check_customer_contacts(frame, verdicts, mapping.default_region)
     if spec.key and table != "orders":
         verdicts.add("quarantine", Reason.KEY_CONFLICT, _key_conflicts(frame, spec.key[0], live), spec.key[0])
     if table == "orders":
         verdicts.add("quarantine", Reason.ORDER_CONFLICT, _key_conflicts(frame, Col.ORDER_ID, live), Col.ORDER_ID)
-        if tm.cancellation is not None:  # cancellation documents are not sales
-            is_cancel = _cancellation_mask(frame, tm)
-            verdicts.add("reclassify", Reason.CANCELLATION, is_cancel)
-            targets[is_cancel] = RETURNS.name
+        is_cancel = _cancellation_mask(frame, tm)  # cancellation documents are not sales
+        verdicts.add("reclassify", Reason.CANCELLATION, is_cancel)
+        targets[is_cancel] = RETURNS.name
     if table == "order_lines":
         _check_order_lines(frame, tm, mapping, accepted, verdicts, targets, live)
     if Col.CUSTOMER_ID in frame.columns and table != "customers" and "customers" in accepted:
@@ -533,14 +550,14 @@ def _check_table(
     return _Checked(table, raw, list(sources.values()), frame, verdicts, targets)
 
 
-def _check_customer_contacts(frame: pd.DataFrame, verdicts: _Verdicts) -> None:
+def _check_customer_contacts(frame: pd.DataFrame, verdicts: _Verdicts, default_region: str) -> None:
     if Col.EMAIL in frame.columns:
         norm, valid = normalize_emails(frame[Col.EMAIL])
         verdicts.add("reclassify", Reason.INVALID_EMAIL, ~valid.to_numpy(dtype=bool), Col.EMAIL)
         frame[Col.EMAIL] = norm
     if Col.PHONE in frame.columns:
-        regions = frame[Col.COUNTRY] if Col.COUNTRY in frame.columns else "GB"
-        norm, valid = normalize_phones(frame[Col.PHONE], regions)
+        regions = frame[Col.COUNTRY] if Col.COUNTRY in frame.columns else None
+        norm, valid = normalize_phones(frame[Col.PHONE], regions, default_region=default_region)
         verdicts.add("reclassify", Reason.INVALID_PHONE, ~valid.to_numpy(dtype=bool), Col.PHONE)
         frame[Col.PHONE] = norm
     if Col.TIMEZONE in frame.columns:
@@ -595,9 +612,6 @@ def _check_order_lines(
                 frame[col] = joined[col].to_numpy()
     else:  # flat export: every line repeats its order's header, which must agree
         _check_flat_headers(frame, mapping, verdicts, live)
-    for col in (Col.ORDERED_AT, Col.CURRENCY):
-        if col not in frame.columns:
-            verdicts.add("quarantine", Reason.MISSING_REQUIRED, np.ones(len(frame), dtype=bool), col)
 
     non_product = np.zeros(len(frame), dtype=bool)
     if tm.non_product is not None and tm.non_product.column in frame.columns:
@@ -646,7 +660,8 @@ def _check_flat_headers(frame: pd.DataFrame, mapping: Mapping, verdicts: _Verdic
 # Outputs
 
 
-def _original_json(raw: pd.DataFrame, rows: np.ndarray, columns: list[str]) -> pd.Series:
+def _original_json(raw: pd.DataFrame, rows: np.ndarray) -> pd.Series:
+    """Each selected source row, every column as exported, as one JSON object (for the audit files)."""
     sub = raw.loc[rows, [c for c in raw.columns if c not in (_SRC_FILE, _SRC_ROW)]]
     if sub.empty:
         return pd.Series([], dtype=object)
@@ -662,7 +677,7 @@ def _audit_rows(checked: _Checked, rows: np.ndarray, store: dict[tuple[Reason, s
             "source_row": checked.raw.loc[rows, _SRC_ROW].to_numpy(),
             "reasons": _Verdicts.reason_labels(store, rows).to_numpy(),
             "target": checked.targets[rows].to_numpy(),
-            "original": _original_json(checked.raw, rows, checked.source_columns).to_numpy(),
+            "original": _original_json(checked.raw, rows).to_numpy(),
         }
     )
 
@@ -674,15 +689,17 @@ def _clear_fields(checked: _Checked) -> None:
             checked.frame[column] = checked.frame[column].mask(mask)
 
 
-def _typed(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
+def _typed(frame: pd.DataFrame, table: Table | Sequence[Column]) -> pd.DataFrame:
     """The contract columns in contract order (absent optional ones as empty columns of the right type)."""
     out = {}
     n = len(frame)
-    for col in table.columns:
+    for col in table.columns if isinstance(table, Table) else table:
         if col.name in frame.columns:
             out[col.name] = frame[col.name].reset_index(drop=True)
         elif col.kind == "timestamp":
             out[col.name] = pd.Series(pd.NaT, index=range(n), dtype="datetime64[us, UTC]")
+        elif col.kind == "date":
+            out[col.name] = pd.Series([None] * n, dtype=_DATE)
         elif col.kind == "float":
             out[col.name] = pd.Series(np.nan, index=range(n), dtype="float64")
         elif col.kind == "int":
@@ -694,6 +711,10 @@ def _typed(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
     return pd.DataFrame(out, index=pd.RangeIndex(n))
 
 
+# Published order lines carry their order's header, so features need no join.
+_LINE_OUTPUT = (*ORDER_LINES.columns, *(c for c in ORDERS.columns if c.name != Col.ORDER_ID))
+
+
 def _split_order_lines(checked: _Checked) -> dict[str, pd.DataFrame]:
     """Accepted sale lines (with their header), returns and adjustments."""
     f = checked.frame
@@ -701,16 +722,15 @@ def _split_order_lines(checked: _Checked) -> dict[str, pd.DataFrame]:
     is_return = keep & (checked.targets == RETURNS.name).to_numpy()
     is_adj = keep & (checked.targets == ADJUSTMENTS.name).to_numpy()
     sale = keep & ~is_return & ~is_adj
-    lines = f.loc[sale].copy()
-    if Col.LINE_NO not in lines.columns or lines[Col.LINE_NO].isna().any():
-        lines[Col.LINE_NO] = lines.groupby(Col.ORDER_ID, sort=False).cumcount().add(1).astype("Int64")
-    if Col.STATUS not in lines.columns:
-        lines[Col.STATUS] = OrderStatus.COMPLETED.value
+    lines = _typed(f.loc[sale], _LINE_OUTPUT)
+    # Line numbers are assigned only where absent: after the highest one the order already has.
+    missing = lines[Col.LINE_NO].isna()
+    if missing.any():
+        by_order = lines.groupby(Col.ORDER_ID, sort=False, dropna=False)
+        offset = by_order[Col.LINE_NO].transform("max").fillna(0)
+        rank = missing.groupby(lines[Col.ORDER_ID], sort=False, dropna=False).cumsum()
+        lines[Col.LINE_NO] = lines[Col.LINE_NO].fillna((offset + rank).astype("Int64"))
     lines[Col.STATUS] = lines[Col.STATUS].fillna(OrderStatus.COMPLETED.value)
-    line_cols = [c for c in INPUT_TABLES["order_lines"].column_names] + [
-        c for c in _HEADER_COLUMNS if c in lines.columns
-    ]
-    lines = lines[[c for c in line_cols if c in lines.columns]].reset_index(drop=True)
 
     ret = f.loc[is_return]
     returns = pd.DataFrame(
@@ -873,8 +893,12 @@ def ingest(
             accepted.update(split)
         elif table == "orders":  # cancellation headers stay joinable: their lines become returns
             accepted["orders"] = checked.frame.loc[~q].reset_index(drop=True)
-            order_headers = checked.frame.loc[~q & ~r].reset_index(drop=True)
+            is_cancel = (checked.targets == RETURNS.name).to_numpy()
+            order_headers = checked.frame.loc[~q & ~is_cancel].reset_index(drop=True)
         else:
+            if table == "web_events":  # an event without an id gets its source position
+                position = raw[_SRC_FILE].astype(str) + ":" + raw[_SRC_ROW].astype(str)
+                checked.frame[Col.EVENT_ID] = checked.frame.get(Col.EVENT_ID, position).fillna(position)
             accepted[table] = _typed(checked.frame.loc[~q].reset_index(drop=True), INPUT_TABLES[table])
         audits_q.append(_audit_rows(checked, q, checked.verdicts.quarantine))
         audits_r.append(_audit_rows(checked, r, checked.verdicts.reclassify))
@@ -897,7 +921,9 @@ def ingest(
     )
     review = pd.DataFrame()
     if "customers" in accepted:
-        result = resolve_identities(accepted["customers"], strong_ids=tuple(mapping.strong_ids))
+        result = resolve_identities(
+            accepted["customers"], strong_ids=tuple(mapping.strong_ids), default_region=mapping.default_region
+        )
         identity_map, review, identity_report = result.mapping, result.refused, result.report()
     for name in list(accepted):
         if name in CUSTOMER_REF_TABLES or (name == "order_lines" and Col.CUSTOMER_ID in accepted[name].columns):

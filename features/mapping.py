@@ -79,6 +79,9 @@ class Mapping(_Strict):
     derive_customers_from_lines: bool = Field(
         default=False, description="Build customer records from order lines when no customers file is exported."
     )
+    default_region: str = Field(
+        default="GB", min_length=2, max_length=2, description="Region for phone numbers written without +country."
+    )
     strong_ids: list[str] = Field(
         default_factory=lambda: [Col.LOYALTY_ID],
         description="Ids one person never has two of; a merge joining two different values is refused.",
@@ -105,6 +108,18 @@ class Mapping(_Strict):
                         raise ValueError(f"tables.{table_name}.{section}.{col}: not a column of {table_name}")
             if tm.timezone is not None:
                 _check_zone(tm.timezone)
+            for rule_name in ("cancellation", "non_product"):
+                rule = getattr(tm, rule_name)
+                if rule is None:
+                    continue
+                allowed_tables = ("orders", "order_lines") if rule_name == "cancellation" else ("order_lines",)
+                if table_name not in allowed_tables:
+                    raise ValueError(f"tables.{table_name}.{rule_name}: only for {' and '.join(allowed_tables)}")
+                if rule.column not in known:
+                    raise ValueError(
+                        f"tables.{table_name}.{rule_name}.column: {rule.column!r} is not a contract column of "
+                        f"{table_name} (name the contract column, e.g. order_id, not the source column)"
+                    )
         if "order_lines" not in self.tables and "orders" in self.tables:
             raise ValueError("tables.orders is given without tables.order_lines")
         return self

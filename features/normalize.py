@@ -30,6 +30,9 @@ _EMAIL = f"{_ATOM}(?:\\.{_ATOM})*@(?:{_LABEL}\\.)+{_TLD}"
 # Phone formatting characters that never change the number; dropping them first lets
 # "020 7946 0958" and "(020) 7946-0958" share one parse.
 _PHONE_PUNCTUATION = "[\t\n\x0b\x0c\r \x85\xa0\u2000-\u200b\u202f\u3000\ufeff().\\-/\u2010-\u2015]+"
+# Placeholders ("0000", "1234") pass the length rules of a few countries; no subscriber number is
+# this short (the shortest plans, e.g. Saint Helena's, have 5 digits) or one digit repeated.
+_MIN_NATIONAL_DIGITS = 5
 # Spreadsheets turn a phone column into floats: "447946095800.0".
 _FLOAT_ARTEFACT = r"^(\+?[0-9]+)\.0$"
 
@@ -145,9 +148,7 @@ def normalize_emails(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     text = _as_string(values).str.replace(_WHITESPACE, "", regex=True).str.lower()
     present = text.notna() & text.str.len().gt(0)
     plausible = (
-        text.str.fullmatch(_EMAIL)
-        & text.str.len().le(_MAX_EMAIL_LENGTH)
-        & text.str.find("@").le(_MAX_LOCAL_LENGTH)
+        text.str.fullmatch(_EMAIL) & text.str.len().le(_MAX_EMAIL_LENGTH) & text.str.find("@").le(_MAX_LOCAL_LENGTH)
     )
     ok = (present & plausible).fillna(False).astype(bool)
     normalised = text.where(ok)
@@ -194,10 +195,12 @@ def normalize_phones(
     """Normalise phone numbers to E.164 and flag impossible ones.
 
     A number written without ``+`` is read in its row's region (so ``"020 7946 0958"`` in GB becomes
-    ``"+442079460958"``); one with ``+`` is read on its own. Validity is
-    ``phonenumbers.is_possible_number`` (right length for the country), not ``is_valid_number``:
-    CRMs hold test and newly allocated ranges that the metadata does not list. Each distinct
-    (number, region) pair is parsed once, because exports repeat numbers.
+    ``"+442079460958"``); one with ``+`` is read on its own. Validity is "possible", not "valid"
+    (CRMs hold test and newly allocated ranges that the metadata does not list):
+    ``phonenumbers.is_possible_number_with_reason`` must say ``IS_POSSIBLE`` (a local-only number,
+    dialable only inside its area, does not count), and placeholders are refused: a national
+    number of fewer than five digits or of one repeated digit (``"0000"``, ``"07777 777777"``).
+    Each distinct (number, region) pair is parsed once, because exports repeat numbers.
 
     Args:
         values: Raw phone numbers, any format; NA, empty and whitespace-only values count as missing.
@@ -251,6 +254,10 @@ def _parse_phone(pair: str) -> str | None:
         parsed = phonenumbers.parse(number, region or None)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_possible_number(parsed):
+    # IS_POSSIBLE_LOCAL_ONLY is not enough: without its area code a number names no one.
+    if phonenumbers.is_possible_number_with_reason(parsed) != phonenumbers.ValidationResult.IS_POSSIBLE:
+        return None
+    national = phonenumbers.national_significant_number(parsed)
+    if len(national) < _MIN_NATIONAL_DIGITS or len(set(national)) == 1:
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

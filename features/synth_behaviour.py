@@ -1,11 +1,13 @@
 """Purchases, engagement and churn of the synthetic persons.
 
 A week-by-week simulation, vectorised over persons (about a hundred steps, never a loop over events).
-Each buyer purchases as a Poisson process with a gamma-distributed personal rate, seasonality and, for
-lapsing buyers, a decaying multiplier. Engagement is a slow random walk around a personal level. Churn
-is a hazard that rises with a long gap since the last purchase (relative to the person's own rhythm),
-with low engagement and after only one purchase; once churned a person buys nothing more on their own
-and rarely engages. So recency, frequency and engagement carry real signal about churn and purchases.
+Each buyer purchases as a Poisson process with a gamma-distributed personal rate and seasonality.
+Engagement is a slow random walk around a personal level. Churn comes in two stages: a hazard that
+rises with a long gap since the last purchase (relative to the person's own rhythm), with low
+engagement and after a single purchase starts a drift away (lapse-prone persons drift at a planted
+time), during which purchases and engagement decay; churn follows about ten weeks later. A churned
+person buys nothing more on their own and rarely engages. So recency, frequency and engagement carry
+real signal about churn and purchases.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from features.synth_common import Clock, ZoneTable, season
 # relative activity by local hour, for orders and sessions away from a person's preferred hour
 DIURNAL = np.array([0.2, 0.1, 0.05, 0.05, 0.05, 0.1, 0.3, 0.6, 0.9, 1.0, 1.1, 1.2,
                     1.3, 1.2, 1.1, 1.1, 1.1, 1.2, 1.4, 1.6, 1.7, 1.5, 1.0, 0.5])
-CHURN_BASE = 0.004  # weekly hazard of an engaged buyer on rhythm
+LAPSE_HAZARD = 0.003  # weekly hazard that an engaged buyer on rhythm starts drifting away
+DRIFT_DAYS = 120.0  # mean time from the start of the drift to churn
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Behaviour:
         purchase_t: UTC float day of each purchase, sorted within person.
         purchase_online: Whether each purchase is made online.
         churn_t: Float day each person churned, NaN if alive at the end (or never a buyer).
+        lapse_t: Float day each person began drifting away (purchases and engagement decay), NaN if not.
         engagement: ``(n_persons, n_weeks)`` float32 engagement level in [0, 1].
     """
 
@@ -39,6 +43,7 @@ class Behaviour:
     purchase_t: np.ndarray
     purchase_online: np.ndarray
     churn_t: np.ndarray
+    lapse_t: np.ndarray
     engagement: np.ndarray
 
     def engagement_at(self, person: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -83,19 +88,22 @@ def simulate(rng: np.random.Generator, persons: pd.DataFrame, clock: Clock, zone
     last_buy = np.where(buyer & existing, np.maximum(created, -rng.exponential(1.0 / np.maximum(rate, 1e-3))),
                         np.nan)
     n_buys = np.where(buyer & existing, 1 + rng.poisson(2.0, n), 0)
-    churn = np.full(n, np.nan)
-    alive = np.ones(n, dtype=bool)
+    # a lapse-prone buyer drifts away at a planted time, but not before a month of buying
+    onset = np.where(np.isnan(onset), np.nan, np.maximum(onset, np.where(np.isfinite(first), first, 0.0) + 30.0))
+    churn = onset + rng.gamma(3.0, DRIFT_DAYS / 3.0, n)  # NaN where no planted onset
     level = np.log(persons["engagement"].to_numpy() / (1 - persons["engagement"].to_numpy()))
     wander = rng.normal(0.0, 0.5, n)
     engagement = np.empty((n, weeks), dtype=np.float32)
     times: list[np.ndarray] = []
     owners: list[np.ndarray] = []
+    week_season = season(clock, np.arange(weeks) * 7.0 + 3.5)
 
     for w in range(weeks):  # ~105 vectorised steps
         a, b = 7.0 * w, min(7.0 * w + 7.0, float(T))
-        lapsed = np.where(np.isnan(onset) | (onset > a), 0.0, (a - np.nan_to_num(onset)) / 7.0)
+        alive = ~(churn <= a)
+        lapsed = np.where(onset <= a, (a - onset) / 7.0, 0.0)  # weeks since the drift began
         wander = 0.9 * wander + rng.normal(0.0, 0.22, n)
-        eng = 1.0 / (1.0 + np.exp(-(level + wander - 0.12 * lapsed)))
+        eng = 1.0 / (1.0 + np.exp(-(level + wander - 0.25 * lapsed)))
         eng = np.where(alive, eng, 0.3 * eng)
         engagement[:, w] = eng
 
@@ -104,13 +112,13 @@ def simulate(rng: np.random.Generator, persons: pd.DataFrame, clock: Clock, zone
         times.append(first[starts])
         last_buy[starts] = first[starts]
         n_buys[starts] += 1
-        churn[starts & ooad] = first[starts & ooad] + rng.uniform(2.0, 40.0, int((starts & ooad).sum()))
-        alive[starts & ooad] = False
+        gone = starts & ooad
+        onset[gone] = first[gone]
+        churn[gone] = first[gone] + rng.uniform(2.0, 40.0, int(gone.sum()))
 
         lo = np.maximum(a, np.where(np.isfinite(first), first, -np.inf))
         active = alive & buyer & ~ooad & (lo < b)
-        multiplier = np.exp(-lapsed * 7.0 / 70.0)
-        mean = rate * multiplier * season(clock, np.array([a + 3.5]))[0] * np.maximum(b - lo, 0.0)
+        mean = rate * np.exp(-lapsed * 7.0 / 25.0) * week_season[w] * np.maximum(b - lo, 0.0)
         k = np.where(active, rng.poisson(np.where(active, mean, 0.0)), 0)
         who = np.repeat(np.arange(n), k)
         when = lo[who] + rng.random(len(who)) * (b - lo[who])
@@ -120,17 +128,18 @@ def simulate(rng: np.random.Generator, persons: pd.DataFrame, clock: Clock, zone
             np.maximum.at(last_buy, who, when)
             n_buys += k
 
-        started = alive & buyer & ~ooad & (n_buys > 0)
+        # the drift away starts by a hazard: overdue for one's own rhythm, disengaged, or a single purchase
+        steady = alive & buyer & ~ooad & (n_buys > 0) & np.isnan(onset)
         gap = b - np.nan_to_num(last_buy, nan=b)
         overdue = np.clip(gap * rate - 1.0, 0.0, 3.0)
-        hazard = CHURN_BASE * np.exp(0.9 * overdue + 2.5 * (0.4 - eng)) * np.where(n_buys == 1, 2.5, 1.0)
-        leaves = started & (rng.random(n) < 1.0 - np.exp(-hazard))
-        churn[leaves] = a + rng.random(int(leaves.sum())) * (b - a)
-        alive[leaves] = False
+        hazard = LAPSE_HAZARD * np.exp(1.2 * overdue + 3.5 * (0.4 - eng)) * np.where(n_buys == 1, 2.5, 1.0)
+        drift = steady & (rng.random(n) < 1.0 - np.exp(-hazard))
+        onset[drift] = a + rng.random(int(drift.sum())) * (b - a)
+        churn[drift] = onset[drift] + rng.gamma(3.0, DRIFT_DAYS / 3.0, int(drift.sum()))
 
     person = np.concatenate(owners)
     t = np.concatenate(times)
-    keep = (t < T) & ~(t > np.nan_to_num(churn, nan=np.inf))
+    keep = (t < T) & ~(t > np.nan_to_num(churn, nan=np.inf)[person])
     person, t = person[keep], t[keep]
     online = rng.random(len(person)) < persons["online_share"].to_numpy()[person]
     t = _time_of_day(rng, persons, person, t, online, zones)
@@ -140,7 +149,8 @@ def simulate(rng: np.random.Generator, persons: pd.DataFrame, clock: Clock, zone
     last = np.full(n, -np.inf)
     np.maximum.at(last, person, t)
     churn = np.where(np.isnan(churn) | (churn >= T), np.nan, np.maximum(churn, last + 0.01))
-    return Behaviour(person, t, online, churn, engagement)
+    onset = np.where(onset < T, onset, np.nan)
+    return Behaviour(person, t, online, churn, onset, engagement)
 
 
 def _time_of_day(rng: np.random.Generator, persons: pd.DataFrame, person: np.ndarray, t: np.ndarray,

@@ -179,12 +179,15 @@ def _plant_pairs(rng: np.random.Generator, items: pd.DataFrame, popularity: np.n
     b_items = np.empty(n_pairs, dtype=np.int64)
     for k, a in enumerate(a_items):  # n_pairs iterations (~50)
         target = cat[a] if rng.random() < 0.5 else names.index(CATEGORIES[names[cat[a]]][1])
-        cand = np.flatnonzero((cat == target) & active)
-        cand = np.array([c for c in cand if c not in taken])
+        free = active & ~np.isin(np.arange(len(cat)), list(taken))
+        cand = np.flatnonzero(free & (cat == target))
+        if not len(cand):  # a small category used up
+            cand = np.flatnonzero(free)
         p = popularity[cand] / popularity[cand].sum()
         b_items[k] = rng.choice(cand, p=p)
         taken.add(int(b_items[k]))
-    return pd.DataFrame({"item_a": a_items, "item_b": b_items, "strength": np.round(rng.uniform(0.45, 0.85, n_pairs), 3)})
+    strength = np.round(rng.uniform(0.45, 0.85, n_pairs), 3)
+    return pd.DataFrame({"item_a": a_items, "item_b": b_items, "strength": strength})
 
 
 def offers_frame(start_days: float, end_days: float) -> pd.DataFrame:

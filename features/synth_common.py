@@ -7,7 +7,7 @@ the big tables (web events, messages) have millions of rows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -124,6 +124,14 @@ def choice_by_weights(rng: np.random.Generator, pairs: Sequence[tuple[Any, float
     return values[rng.choice(len(values), size=size, p=weights / weights.sum())]
 
 
+def where_or_none(mask: Any, values: Any) -> np.ndarray:
+    """``values`` where ``mask`` holds, else ``None`` (an object array for text columns)."""
+    mask = np.asarray(mask, dtype=bool)
+    out = np.full(len(mask), None, dtype=object)
+    out[mask] = np.asarray(values, dtype=object)[mask]
+    return out
+
+
 def prefixed_ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
     """``prefix`` + zero-padded numbers, built in Arrow (fast for millions of rows)."""
     digits = pc.utf8_lpad(pc.cast(pa.array(np.asarray(numbers, dtype=np.int64)), pa.string()), width, "0")
@@ -168,16 +176,39 @@ def write_table(out_dir: Path, table: str, columns: Mapping[str, Any]) -> tuple[
     Returns:
         The file path and its number of data rows.
     """
+    n_rows = len(next(iter(columns.values())))
+    return write_table_chunks(out_dir, table, n_rows, lambda rows: {k: v[rows] for k, v in columns.items()},
+                              chunk_rows=max(n_rows, 1))
+
+
+def write_table_chunks(out_dir: Path, table: str, n_rows: int,
+                       make_columns: Callable[[slice], Mapping[str, Any]],
+                       chunk_rows: int = 1_000_000) -> tuple[Path, int]:
+    """Write a contract table as CSV from consecutive row slices (bounded memory for big tables).
+
+    Args:
+        out_dir: Folder to write ``<table>.csv`` into.
+        table: Contract table name.
+        n_rows: Total number of rows.
+        make_columns: Builds the columns (contract name -> values) of a slice of rows.
+        chunk_rows: Rows per slice.
+
+    Returns:
+        The file path and its number of data rows.
+    """
     names = INPUT_TABLES[table].column_names
-    if set(columns) != set(names):
-        raise ValueError(f"{table}: columns {sorted(columns)} differ from the contract {sorted(names)}")
-    arrow = pa.table({name: to_arrow(columns[name]) for name in names})
     path = out_dir / f"{table}.csv"
+    written = 0
     with path.open("wb") as fh:
         fh.write((",".join(names) + "\n").encode("utf-8"))
-        if arrow.num_rows:
+        for first in range(0, n_rows, chunk_rows):
+            columns = make_columns(slice(first, min(first + chunk_rows, n_rows)))
+            if set(columns) != set(names):
+                raise ValueError(f"{table}: columns {sorted(columns)} differ from the contract {sorted(names)}")
+            arrow = pa.table({name: to_arrow(columns[name]) for name in names})
             pa_csv.write_csv(arrow, fh, pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
-    return path, arrow.num_rows
+            written += arrow.num_rows
+    return path, written
 
 
 def day_of_year(clock: Clock, t: np.ndarray) -> np.ndarray:

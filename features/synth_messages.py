@@ -24,8 +24,8 @@ WINDOW_DAYS = 30.0  # uplift horizon and offer redemption window
 CLICK_WINDOW_DAYS = 7.0  # attribution window after a click for messages without an offer
 # per channel (email, sms, push)
 _PREFIX = ("EM", "SM", "PU")
-_OPEN_BASE = np.array([0.22, 0.40, 0.12])
-_OPEN_AT_PREFERRED = np.array([0.80, 0.55, 0.70])  # else soon after the send
+_OPEN_BASE = np.array([0.38, 0.60, 0.22])
+_OPEN_AT_PREFERRED = np.array([0.75, 0.55, 0.70])  # else soon after the send
 _SOON_MEAN_DAYS = np.array([3.0, 0.15, 0.3]) / 24.0
 _CLICK_BASE = np.array([0.10, 0.06, 0.12])
 _BOUNCE = np.array([0.02, 0.03, 0.05])
@@ -129,7 +129,8 @@ def send(rng: np.random.Generator, people: People, behaviour: Behaviour, clock: 
     opened_ok = delivered_ok & (rng.random(m) < np.minimum(p_open, 0.95))
     at_pref = rng.random(m) < _OPEN_AT_PREFERRED[channel]
     late_days = rng.geometric(np.where(channel == 0, 0.7, 0.9)) - 1.0
-    open_pref = next_preferred(rng, zones, zone, sent, preferred, late_days)
+    habit = (preferred + rng.choice([-1.0, 0.0, 1.0], m, p=[0.15, 0.7, 0.15])) % 24  # a habit, not a clock
+    open_pref = next_preferred(rng, zones, zone, sent, habit, late_days)
     open_soon = delivered + rng.exponential(_SOON_MEAN_DAYS[channel])
     opened = np.where(opened_ok, np.maximum(np.where(at_pref, open_pref, open_soon), delivered + _SECOND), np.nan)
     clicked_ok = opened_ok & (rng.random(m) < _CLICK_BASE[channel] * (0.5 + 1.5 * eng))

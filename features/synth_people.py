@@ -8,6 +8,7 @@ person with a different loyalty card: a trap for identity resolution.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,15 @@ import pandas as pd
 
 from features.contract import Channel
 from features.synth_catalog import CATEGORIES, Catalogue
-from features.synth_common import COUNTRIES, US_CITY_ZONE, ZONES, Clock, choice_by_weights, whole_seconds
+from features.synth_common import (
+    COUNTRIES,
+    US_CITY_ZONE,
+    ZONES,
+    Clock,
+    choice_by_weights,
+    where_or_none,
+    whole_seconds,
+)
 
 _F = "Olivia Amelia Isla Ava Emily Sophie Grace Lily Chloe Jessica Hannah Emma Charlotte Lucy Ella Holly Laura"
 _M = "Oliver George Harry Jack Jacob Noah Charlie Thomas Oscar William James Daniel Samuel Joseph Henry Luke"
@@ -27,7 +36,7 @@ NAMES: dict[str, tuple[str, str, str]] = {  # country -> (female first names, ma
            "Murphy Kelly O'Sullivan Walsh Byrne Ryan O'Brien Doyle McCarthy Gallagher"),
     "DE": ("Anna Lena Leonie Lea Hannah Sophie Marie Emilia Mia Laura", "Lukas Leon Finn Jonas Paul Felix Elias Jan",
            "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Koch Richter"),
-    "FR": ("Emma Louise Jade Alice Chloé Léa Manon Camille Inès Sarah", "Gabriel Louis Raphaël Jules Adam Lucas Léo Hugo",
+    "FR": ("Emma Louise Jade Alice Chloé Léa Manon Camille Inès Sarah", "Gabriel Louis Raphaël Jules Adam Lucas Hugo",
            "Martin Bernard Dubois Thomas Robert Richard Petit Durand Leroy Moreau Simon Laurent"),
     "ES": ("Lucía Sofía María Martina Paula Julia Valeria Carmen Ana", "Hugo Martín Lucas Mateo Daniel Alejandro Pablo",
            "García Fernández González Rodríguez López Martínez Sánchez Pérez Gómez Jiménez Ruiz"),
@@ -54,7 +63,7 @@ PHONE_PLANS: dict[str, tuple[str, str, list[tuple[str, int, tuple[int, ...], flo
                      ("617", 10, (3, 3, 4), .2)]),
 }
 MALFORMED_EMAIL_KINDS = ("double_at", "no_at", "no_tld", "double_dot")
-MALFORMED_PHONES = ("12", "123", "0", "+44", "n/a", "0000")
+MALFORMED_PHONES = ("12", "123", "0", "+44", "+44 12", "0000")
 CHANNELS = (Channel.EMAIL, Channel.SMS, Channel.PUSH)
 LINKS = ("email_variant", "phone_variant", "loyalty", "web_client", "combination", "unlinkable")
 LINK_SHARES = (0.30, 0.25, 0.20, 0.10, 0.125, 0.025)
@@ -148,7 +157,7 @@ def format_phones(cc: np.ndarray, nsn: np.ndarray, pattern: np.ndarray, form: np
         idx = np.flatnonzero(pattern == pat)
         s = pd.Series(nsn[idx], dtype=object)
         bounds = np.cumsum([0, *groups])
-        parts = [s.str.slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        parts = [s.str.slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
         spaced = parts[0].str.cat(parts[1:], sep=" ") if len(parts) > 1 else parts[0]
         rest = parts[1].str.cat(parts[2:], sep="-") if len(parts) > 2 else parts[1]
         code = pd.Series(cc[idx], dtype=object)
@@ -198,7 +207,7 @@ def _traits(rng: np.random.Generator, p: pd.DataFrame, clock: Clock, catalogue: 
     online[gb & (rng.random(n) < 0.12)] = 0.0  # store-only shoppers
     p["online_share"] = online
     p["has_web"] = (online > 0) | (rng.random(n) < 0.3)
-    p["web_rate"] = np.where(p["has_web"], rng.gamma(1.2, 0.2 / 1.2, n), 0.0)  # sessions per week
+    p["web_rate"] = np.where(p["has_web"], rng.gamma(1.2, 0.36 / 1.2, n), 0.0)  # sessions per week
     p["has_app"] = p["has_web"] & (rng.random(n) < 0.3)
     base = choice_by_weights(rng, [(8, .15), (9, .1), (7, .1), (12, .12), (13, .13), (18, .08), (19, .1),
                                    (20, .12), (21, .1)], n).astype(np.int64)
@@ -264,11 +273,11 @@ def build_people(rng: np.random.Generator, n: int, clock: Clock, catalogue: Cata
     has_phone = rng.random(n) < 0.65
     loyalty = persons["loyalty_member"].to_numpy()
     cards = np.array([f"LC{v}" for v in rng.choice(9 * 10**8, n, replace=False) + 10**8], dtype=object)
-    persons["loyalty_id"] = np.where(loyalty, cards, None)
+    persons["loyalty_id"] = where_or_none(loyalty, cards)
     stamp = 1_600_000_000 + rng.integers(0, 10**8, n)
-    persons["web_client_id"] = np.where(
-        persons["has_web"], [f"GA1.2.{v}.{s}" for v, s in zip(rng.choice(9 * 10**8, n, replace=False) + 10**8,
-                                                              stamp, strict=True)], None)
+    browsers = rng.choice(9 * 10**8, n, replace=False) + 10**8
+    persons["web_client_id"] = where_or_none(persons["has_web"],
+                                             [f"GA1.2.{v}.{s}" for v, s in zip(browsers, stamp, strict=True)])
 
     # duplicates and spouses are disjoint sets of persons
     order = rng.permutation(n)
@@ -302,7 +311,7 @@ def build_people(rng: np.random.Generator, n: int, clock: Clock, catalogue: Cata
 
     primary = pd.DataFrame({
         "person": np.arange(n), "link_type": "primary",
-        "email": np.where(has_email, persons["email"], None), "phone": np.where(has_phone, phone, None),
+        "email": where_or_none(has_email, persons["email"]), "phone": where_or_none(has_phone, phone),
         "loyalty_id": persons["loyalty_id"], "web_client_id": persons["web_client_id"],
         "birth_date": birth, "gender": gender, "created": created, "push": persons["has_app"].to_numpy(),
         "source": np.where(persons["has_web"], "web", "store"),
@@ -362,12 +371,13 @@ def _duplicate_records(rng: np.random.Generator, persons: pd.DataFrame, person: 
     created = np.maximum(born + 1.0, rng.uniform(np.maximum(born, -365.0), T - 1.0))
     return pd.DataFrame({
         "person": person, "link_type": link,
-        "email": np.where(use["email_variant"], email_var, np.where(link == "unlinkable", typo, None)),
-        "phone": np.where(use["phone_variant"], phone_var, None),
-        "loyalty_id": np.where(use["loyalty"], persons["loyalty_id"].to_numpy()[person], None),
-        "web_client_id": np.where(use["web_client"], persons["web_client_id"].to_numpy()[person], None),
+        "email": where_or_none(use["email_variant"] | (link == "unlinkable"),
+                               np.where(use["email_variant"], email_var, typo)),
+        "phone": where_or_none(use["phone_variant"], phone_var),
+        "loyalty_id": where_or_none(use["loyalty"], persons["loyalty_id"].to_numpy()[person]),
+        "web_client_id": where_or_none(use["web_client"], persons["web_client_id"].to_numpy()[person]),
         "birth_date": np.where(rng.random(m) < 0.5, np.nan, persons["birth_date"].to_numpy()[person]),
-        "gender": np.where(rng.random(m) < 0.3, None, persons["gender"].to_numpy()[person]),
+        "gender": where_or_none(rng.random(m) >= 0.3, persons["gender"].to_numpy()[person]),
         "created": created, "push": False,
         "source": np.where(use["phone_variant"] | use["loyalty"], "store", "web"),
     })

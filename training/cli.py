@@ -79,7 +79,7 @@ def synth(
         summary = generate_world(customers, seed, out, progress=tick)
     _summary(
         f"synthetic world in {out}",
-        [(k, f"{v:,}") for k, v in summary.counts.items()] + [("seconds", f"{summary.elapsed_s:.1f}")],
+        [(k, f"{v:,}") for k, v in summary.rows.items()] + [("seconds", f"{summary.elapsed_seconds:.1f}")],
     )
 
 
@@ -113,19 +113,21 @@ def ingest(
 
 def _print_ingest(report: dict[str, Any]) -> None:
     table = Table(title="ingestion", title_justify="left")
-    for col in ("table", "input", "accepted", "reclassified", "quarantined", "reasons"):
-        table.add_column(col, justify="right" if col not in ("table", "reasons") else "left")
+    for col in ("table", "input", "accepted", "reclassified", "quarantined"):
+        table.add_column(col, justify="left" if col == "table" else "right")
+    reasons = Table(title="reasons", title_justify="left")
+    for col in ("table", "outcome", "reason", "rows"):
+        reasons.add_column(col, justify="right" if col == "rows" else "left")
     for name, t in report["tables"].items():
-        reasons = {**t["quarantine_reasons"], **{f"→{k}": v for k, v in t["reclassified_reasons"].items()}}
         table.add_row(
-            name,
-            f"{t['input_rows']:,}",
-            f"{t['accepted']:,}",
-            f"{t['reclassified']:,}",
-            f"{t['quarantined']:,}",
-            ", ".join(f"{k} {v:,}" for k, v in reasons.items()),
+            name, f"{t['input_rows']:,}", f"{t['accepted']:,}", f"{t['reclassified']:,}", f"{t['quarantined']:,}"
         )
+        for outcome, key in (("quarantined", "quarantine_reasons"), ("reclassified", "reclassified_reasons")):
+            for reason, count in t[key].items():
+                reasons.add_row(name, outcome, reason, f"{count:,}")
     console.print(table)
+    if reasons.row_count:
+        console.print(reasons)
     ident = report.get("identity") or {}
     console.print(
         f"quarantined {report['quarantine_share']:.2%} (threshold {report['max_quarantine_share']:.0%}); "
@@ -210,7 +212,9 @@ def train_churn(
 
 @app.command()
 def serve(
-    data: Annotated[Path, typer.Option(help="Data home with a feature snapshot.")] = DEFAULT_HOME,
+    data: Annotated[
+        Path, typer.Option(envvar="KAIROS_DATA_HOME", help="Data home with a feature snapshot.")
+    ] = DEFAULT_HOME,
     tracking_uri: Annotated[
         str, typer.Option(envvar="KAIROS_TRACKING_URI", help="MLflow tracking URI.")
     ] = DEFAULT_TRACKING,

@@ -11,7 +11,9 @@ from features.contract import Col
 from features.identity import resolve_identities
 from features.synth import generate_world
 
-N_CUSTOMERS = 3000
+# Pairwise recall has a ceiling: the world plants duplicates linked by nothing but a typo. At 3,000
+# customers it swings between 0.94 and 0.99 with the seed; at 10,000 it stays near 0.97.
+N_CUSTOMERS = 10_000
 SEED = 11
 PERSON_ID = "person_id"
 

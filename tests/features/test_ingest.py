@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from features.errors import InputDataError, MappingError, QuarantineThresholdError
 from features.ingest import INGESTED_DIR, QUARANTINE_FILE, RECLASSIFIED_FILE, REPORT_FILE, ingest
 from features.mapping import Mapping, load_mapping
+from tests.conftest import ORII_SAMPLE
 
 NOW = datetime(2024, 12, 1, tzinfo=UTC)
 
@@ -238,3 +240,56 @@ def test_every_row_lands_in_exactly_one_place(
     # every input row is accounted for exactly once, by its source row number
     published_rows = set(range(1, len(rows) + 1)) - set(quarantine["source_row"])
     assert len(published_rows) == published + moved
+
+
+# --- fixes found in review ---------------------------------------------------------------------
+
+
+def test_an_unmapped_required_column_is_a_mapping_error_before_any_row_is_judged(tmp_path: Path) -> None:
+    (tmp_path / "consents.csv").write_text("customer_id,status,consented_at\nc1,opt_in,2024-01-01T00:00:00Z\n")
+    mapping = _mapping(tables={"consents": {"files": ["consents.csv"]}})
+    with pytest.raises(InputDataError, match=r"tables\.consents: required column\(s\) channel"):
+        ingest(tmp_path, mapping, tmp_path / "home", now=NOW)
+
+
+def test_separate_order_headers_with_a_cleared_field_stay_published(tmp_path: Path) -> None:
+    (tmp_path / "orders.csv").write_text(
+        "order_id,customer_id,ordered_at,currency,channel\n"
+        "O1,,2024-05-01T10:00:00Z,GBP,web\n"  # 'web' is not online/offline: field cleared, order kept
+        "C2,,2024-05-02T10:00:00Z,GBP,online\n"
+    )
+    (tmp_path / "lines.csv").write_text("order_id,item_id,quantity,unit_price\nO1,A,1,2.0\nC2,A,-1,2.0\n")
+    mapping = _mapping(
+        tables={
+            "orders": {"files": ["orders.csv"], "cancellation": {"column": "order_id", "prefix": "C"}},
+            "order_lines": {"files": ["lines.csv"], "cancellation": {"column": "order_id", "prefix": "C"}},
+        }
+    )
+    result = ingest(tmp_path, mapping, tmp_path / "home", now=NOW)
+    assert result.report["tables"]["orders"]["reclassified_reasons"] == {"cancellation": 1, "invalid_value": 1}
+    orders = pd.read_parquet(result.path / "orders.parquet")
+    assert orders["order_id"].tolist() == ["O1"] and pd.isna(orders["channel"].iloc[0])
+    lines = pd.read_parquet(result.path / "order_lines.parquet")
+    assert lines[["order_id", "line_no"]].values.tolist() == [["O1", 1]]
+    assert len(pd.read_parquet(result.path / "returns.parquet")) == 1
+
+
+def test_web_events_without_an_id_get_their_source_position(tmp_path: Path) -> None:
+    (tmp_path / "events.csv").write_text(
+        "event_id,session_id,event_type,occurred_at\ne1,s1,view,2024-01-01T00:00:00Z\n,s1,view,2024-01-01T00:01:00Z\n"
+    )
+    mapping = _mapping(tables={"web_events": {"files": ["events.csv"]}})
+    events = pd.read_parquet(ingest(tmp_path, mapping, tmp_path / "home", now=NOW).path / "web_events.parquet")
+    assert events["event_id"].tolist() == ["e1", "events.csv:2"]
+
+
+def test_a_rule_on_a_source_column_name_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"cancellation\.column: 'Invoice' is not a contract column"):
+        _mapping(tables={"order_lines": {"files": ["x.csv"], "cancellation": {"column": "Invoice", "prefix": "C"}}})
+
+
+def test_published_order_lines_have_the_same_columns_whatever_the_export() -> None:
+    flat = ingest(ORII_SAMPLE, load_mapping("online_retail_ii"), Path(tempfile.mkdtemp()), now=NOW)
+    columns = pd.read_parquet(flat.path / "order_lines.parquet").columns.tolist()
+    assert columns[:7] == ["order_id", "line_no", "item_id", "item_name", "quantity", "unit_price", "discount"]
+    assert "customer_key" in columns and "ordered_at" in columns

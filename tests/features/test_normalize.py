@@ -23,9 +23,7 @@ def _phones(values: list[object], regions: list[object] | str) -> tuple[list[obj
 
 class TestEmails:
     def test_case_and_whitespace_are_noise(self) -> None:
-        normalised, valid = _emails(
-            " Jane.Doe@Example.COM ", "jane.doe@example.com", "jane.doe @example.com\u00a0"
-        )
+        normalised, valid = _emails(" Jane.Doe@Example.COM ", "jane.doe@example.com", "jane.doe @example.com\u00a0")
         assert normalised == ["jane.doe@example.com"] * 3
         assert valid == [True, True, True]
 
@@ -113,6 +111,20 @@ class TestPhones:
         normalised, valid = _phones([None, "", "  ", "n/a", "123", "+44 12"], "GB")
         assert normalised == [None] * 6
         assert valid == [True, True, True, False, False, False]
+
+    @pytest.mark.parametrize(
+        ("value", "region"),
+        [
+            ("0000", "GB"),  # local-only length in GB
+            ("0000", "DE"),  # a possible length in DE, but one digit repeated
+            ("123", "DE"),
+            ("1234", "DE"),  # shorter than any subscriber number
+            ("07777 777777", "GB"),
+            ("+44", "GB"),
+        ],
+    )
+    def test_placeholders_are_invalid(self, value: str, region: str) -> None:
+        assert _phones([value], region) == ([None], [False])
 
     def test_test_ranges_are_possible(self) -> None:
         # 555-01xx is a fictional US range: not "valid" in metadata, but a possible number

@@ -1,0 +1,46 @@
+"""The CLI: clear messages and non-zero exits on bad input; a one-screen summary on success."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tests.conftest import ORII_SAMPLE
+from training.cli import app
+
+runner = CliRunner()
+
+
+def _said(output: str) -> str:
+    """The output with rich's line wrapping undone (it may wrap inside long paths)."""
+    return output.replace("\n", "")
+
+
+def test_help_lists_every_job() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("synth", "ingest", "features", "train", "serve"):
+        assert command in result.output
+
+
+def test_unknown_mapping_exits_non_zero_with_a_message(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ingest", "--input", str(tmp_path), "--mapping", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "nope.yaml" in _said(result.output) and "not found" in _said(result.output)
+
+
+def test_quarantine_threshold_exits_non_zero_and_publishes_nothing(tmp_path: Path) -> None:
+    args = ["ingest", "--input", str(ORII_SAMPLE), "--mapping", "online_retail_ii", "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--max-quarantine-share", "0.001", "--now", "2026-01-01T00:00:00+00:00"])
+    assert result.exit_code == 2
+    assert "nothing was published" in " ".join(result.output.split())
+    assert not (tmp_path / "ingested").exists()
+    ok = runner.invoke(app, [*args, "--now", "2026-01-01T00:00:00+00:00"])
+    assert ok.exit_code == 0, ok.output
+    assert "duplicate_row" in ok.output and (tmp_path / "ingested" / "ingest_report.json").is_file()
+
+
+def test_features_before_ingest_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["features", "build", "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "kairos ingest" in " ".join(result.output.split())

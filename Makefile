@@ -33,6 +33,7 @@ demo: demo-build ## Build the embedded default and serve the API on 127.0.0.1:80
 
 lint: install ## ruff
 	$(BIN)/ruff check features models training serving tests bench
+	$(BIN)/ruff format --check features models training serving tests bench
 
 typecheck: install ## mypy on the packages
 	$(BIN)/mypy

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.contract import Channel, Col, ConsentStatus, OrderStatus, SalesChannel
+from features.contract import INPUT_TABLES, Channel, Col, ConsentStatus, OrderStatus, SalesChannel
 from features.synth_behaviour import DRIFT_DAYS, LAPSE_HAZARD, Behaviour, simulate
 from features.synth_catalog import CATEGORIES, OFFERS, Catalogue, build_catalogue, offers_frame, plant_uplift
 from features.synth_commerce import (
@@ -111,7 +111,7 @@ def generate_world(
     """Generate a synthetic CRM export with its planted ground truth.
 
     Args:
-        n_customers: Number of real persons (records are ~9 % more: duplicates).
+        n_customers: Number of real persons (there are ~10 % more records: duplicates).
         seed: Random seed; the same seed and arguments give byte-identical files.
         out_dir: Folder to write into (created if missing; files of the same names are replaced).
         start: First day of activity (UTC).
@@ -149,8 +149,7 @@ def generate_world(
     censor(msgs, float(clock.days))
     report("orders", 0.4)
     orders = build_orders(rng["orders"], people, purchases, msgs.record)
-    redeemed = attribute(msgs, orders["person"].to_numpy(), orders["t"].to_numpy(),
-                         orders["record"].to_numpy() >= 0)
+    redeemed = attribute(msgs, orders["person"].to_numpy(), orders["t"].to_numpy(), orders["record"].to_numpy() >= 0)
     redeemed_offer = np.where(redeemed >= 0, msgs.offer[np.maximum(redeemed, 0)], -1)
     lines = build_lines(rng["lines"], orders, redeemed_offer, people, catalogue)
     orders, lines = cancel(rng["orders"], orders, lines, clock)
@@ -168,39 +167,45 @@ def generate_world(
 
     put("customers", _customer_columns(people, clock))
     put("consents", _consent_columns(people, msgs, clock))
-    order_columns, line_columns, order_dirt = _order_columns(rng["dirt"], orders, lines, people, catalogue, clock,
-                                                             attributed=msgs.converted)
+    order_columns, line_columns, order_dirt = _order_columns(
+        rng["dirt"], orders, lines, people, catalogue, clock, attributed=msgs.converted
+    )
     dirt.update(order_dirt)
     put("orders", order_columns)
     put("order_lines", line_columns)
     put("items", {c: catalogue.items[c] for c in _table_columns("items")})
     report("writing web events", 0.75)
-    files["web_events"], rows["web_events"], n_future = _write_events(out_dir, rng["dirt"], sessions, events,
-                                                                      cookies, people, catalogue, clock)
+    files["web_events"], rows["web_events"], n_future = _write_events(
+        out_dir, rng["dirt"], sessions, events, cookies, people, catalogue, clock
+    )
     dirt["future_timestamps"] = {"orders.ordered_at": dirt.pop("future_orders"), "web_events.occurred_at": n_future}
     report("writing messages", 0.9)
     files["messages"], rows["messages"] = _write_messages(out_dir, msgs, people, clock)
     offers = offers_frame(0.0, float(clock.days) - 1.0 / SECONDS_PER_DAY)
-    put("offers", {**{c: offers[c] for c in _table_columns("offers")},
-                   Col.VALID_FROM: iso_timestamps(clock, offers[Col.VALID_FROM].to_numpy()),
-                   Col.VALID_TO: iso_timestamps(clock, offers[Col.VALID_TO].to_numpy())})
+    put(
+        "offers",
+        {
+            **{c: offers[c] for c in _table_columns("offers")},
+            Col.VALID_FROM: iso_timestamps(clock, offers[Col.VALID_FROM].to_numpy()),
+            Col.VALID_TO: iso_timestamps(clock, offers[Col.VALID_TO].to_numpy()),
+        },
+    )
 
     report("truth", 0.97)
-    truth = _write_truth(truth_dir, people, behaviour, orders, catalogue, baseline, uplift, clock)
-    files.update({name: truth_dir / f"{name}.parquet" for name in truth})
+    truth_rows = _write_truth(truth_dir, people, behaviour, orders, catalogue, baseline, uplift, clock)
+    files.update({name: truth_dir / f"{name}.parquet" for name in truth_rows})
+    rows.update(truth_rows)
     facts = _facts(people, orders, msgs, sessions, purchases.induced_by)
     _write_json(truth_dir / "dirt.json", dirt)
-    _write_json(truth_dir / "world.json", _world_json(seed, n_customers, clock, {**rows, **truth}, facts))
+    _write_json(truth_dir / "world.json", _world_json(seed, n_customers, clock, rows, facts))
     files["dirt"], files["world"] = truth_dir / "dirt.json", truth_dir / "world.json"
     elapsed = time.perf_counter() - began
     report("done", 1.0)
     logger.info("synthetic world of %d customers written in %.1f s", n_customers, elapsed)
-    return WorldSummary(out_dir, seed, n_customers, {**rows, **truth}, files, elapsed)
+    return WorldSummary(out_dir, seed, n_customers, rows, files, elapsed)
 
 
 def _table_columns(table: str) -> list[str]:
-    from features.contract import INPUT_TABLES
-
     return INPUT_TABLES[table].column_names
 
 
@@ -214,11 +219,18 @@ def _take(values: pa.Array | list[str], index: np.ndarray) -> pa.Array:
 def _customer_columns(people: People, clock: Clock) -> dict[str, Any]:
     r = people.records
     return {
-        Col.CUSTOMER_ID: r["customer_id"], Col.EMAIL: r["email"], Col.PHONE: r["phone"],
-        Col.LOYALTY_ID: r["loyalty_id"], Col.WEB_CLIENT_ID: r["web_client_id"],
-        Col.FIRST_NAME: r["first_name"], Col.LAST_NAME: r["last_name"],
-        Col.BIRTH_DATE: iso_dates(clock, r["birth_date"].to_numpy()), Col.GENDER: r["gender"],
-        Col.CITY: r["city"], Col.COUNTRY: r["country"], Col.TIMEZONE: r["timezone"],
+        Col.CUSTOMER_ID: r["customer_id"],
+        Col.EMAIL: r["email"],
+        Col.PHONE: r["phone"],
+        Col.LOYALTY_ID: r["loyalty_id"],
+        Col.WEB_CLIENT_ID: r["web_client_id"],
+        Col.FIRST_NAME: r["first_name"],
+        Col.LAST_NAME: r["last_name"],
+        Col.BIRTH_DATE: iso_dates(clock, r["birth_date"].to_numpy()),
+        Col.GENDER: r["gender"],
+        Col.CITY: r["city"],
+        Col.COUNTRY: r["country"],
+        Col.TIMEZONE: r["timezone"],
         Col.CREATED_AT: iso_timestamps(clock, r["created"].to_numpy()),
     }
 
@@ -234,9 +246,15 @@ def _consent_columns(people: People, msgs: Messages, clock: Clock) -> dict[str, 
     }
 
 
-def _order_columns(rng: np.random.Generator, orders: pd.DataFrame, lines: pd.DataFrame, people: People,
-                   catalogue: Catalogue, clock: Clock, attributed: np.ndarray
-                   ) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
+def _order_columns(
+    rng: np.random.Generator,
+    orders: pd.DataFrame,
+    lines: pd.DataFrame,
+    people: People,
+    catalogue: Catalogue,
+    clock: Clock,
+    attributed: np.ndarray,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
     """Number documents by time ("C" for cancellations), plant order and line dirt, build the columns.
 
     Far-future order times go to sales no message conversion points at, so conversions stay real orders.
@@ -256,8 +274,11 @@ def _order_columns(rng: np.random.Generator, orders: pd.DataFrame, lines: pd.Dat
     lines = lines.iloc[sort].reset_index(drop=True)
     line_order = lines["order"].to_numpy()
     item = lines["item"].to_numpy()
-    lines = lines.assign(item_id=catalogue.items[Col.ITEM_ID].to_numpy()[item],
-                         item_name=catalogue.items[Col.NAME].to_numpy()[item], order_id=order_id[line_order])
+    lines = lines.assign(
+        item_id=catalogue.items[Col.ITEM_ID].to_numpy()[item],
+        item_name=catalogue.items[Col.NAME].to_numpy()[item],
+        order_id=order_id[line_order],
+    )
     lines, line_dirt = plant_line_dirt(rng, lines, ~is_cancel[line_order])
 
     record = orders["record"].to_numpy()
@@ -265,23 +286,36 @@ def _order_columns(rng: np.random.Generator, orders: pd.DataFrame, lines: pd.Dat
         Col.ORDER_ID: order_id[by_time],
         Col.CUSTOMER_ID: _take(people.records["customer_id"].tolist(), record[by_time]),
         Col.ORDERED_AT: iso_timestamps(clock, t_out[by_time]),
-        Col.CHANNEL: np.where(orders["online"].to_numpy()[by_time], str(SalesChannel.ONLINE),
-                              str(SalesChannel.OFFLINE)),
+        Col.CHANNEL: np.where(
+            orders["online"].to_numpy()[by_time], str(SalesChannel.ONLINE), str(SalesChannel.OFFLINE)
+        ),
         Col.STORE_ID: orders["store_id"].to_numpy()[by_time],
         Col.STATUS: np.where(is_cancel[by_time], str(OrderStatus.CANCELLED), str(OrderStatus.COMPLETED)),
         Col.CURRENCY: orders["currency"].to_numpy()[by_time],
         Col.COUNTRY: orders["country"].to_numpy()[by_time],
     }
     line_cols = {
-        Col.ORDER_ID: lines["order_id"], Col.LINE_NO: lines["line_no"], Col.ITEM_ID: lines["item_id"],
-        Col.ITEM_NAME: lines["item_name"], Col.QUANTITY: lines["quantity"], Col.UNIT_PRICE: lines["unit_price"],
+        Col.ORDER_ID: lines["order_id"],
+        Col.LINE_NO: lines["line_no"],
+        Col.ITEM_ID: lines["item_id"],
+        Col.ITEM_NAME: lines["item_name"],
+        Col.QUANTITY: lines["quantity"],
+        Col.UNIT_PRICE: lines["unit_price"],
         Col.DISCOUNT: lines["discount"],
     }
     return order_cols, line_cols, {**line_dirt, "future_orders": n_future}
 
 
-def _write_events(out_dir: Path, rng: np.random.Generator, sessions: Sessions, events: Events,
-                  cookies: np.ndarray, people: People, catalogue: Catalogue, clock: Clock) -> tuple[Path, int, int]:
+def _write_events(
+    out_dir: Path,
+    rng: np.random.Generator,
+    sessions: Sessions,
+    events: Events,
+    cookies: np.ndarray,
+    people: People,
+    catalogue: Catalogue,
+    clock: Clock,
+) -> tuple[Path, int, int]:
     """Write web events in chunks; returns the path, the row count and the far-future timestamps planted."""
     s = events.session
     t, n_future = plant_future(rng, events.t, np.ones(len(s), dtype=bool), FUTURE_EVENT_SHARE, 3, clock)
@@ -290,10 +324,17 @@ def _write_events(out_dir: Path, rng: np.random.Generator, sessions: Sessions, e
     per_cat = len(next(iter(CATEGORIES.values()))[2])
     is_search = events.kind == EVENT_TYPES.index("search")
     query = np.where(is_search, sessions.category[s] * per_cat + rng.integers(0, per_cat, len(s)), -1)
-    lookups = {name: pa.array(values, type=pa.string()) for name, values in (
-        ("customer", people.records["customer_id"].tolist()), ("cookie", list(cookies)),
-        ("type", list(EVENT_TYPES)), ("item", catalogue.items[Col.ITEM_ID].tolist()),
-        ("category", list(CATEGORIES)), ("query", nouns))}
+    lookups = {
+        name: pa.array(values, type=pa.string())
+        for name, values in (
+            ("customer", people.records["customer_id"].tolist()),
+            ("cookie", list(cookies)),
+            ("type", list(EVENT_TYPES)),
+            ("item", catalogue.items[Col.ITEM_ID].tolist()),
+            ("category", list(CATEGORIES)),
+            ("query", nouns),
+        )
+    }
 
     def columns(rows: slice) -> dict[str, Any]:
         ss = s[rows]
@@ -342,8 +383,16 @@ def _utc(clock: Clock, t: np.ndarray) -> pd.Series:
     return pd.Series(pd.to_datetime(seconds, unit="s", utc=True))
 
 
-def _write_truth(truth_dir: Path, people: People, behaviour: Behaviour, orders: pd.DataFrame,
-                 catalogue: Catalogue, baseline: np.ndarray, uplift: np.ndarray, clock: Clock) -> dict[str, int]:
+def _write_truth(
+    truth_dir: Path,
+    people: People,
+    behaviour: Behaviour,
+    orders: pd.DataFrame,
+    catalogue: Catalogue,
+    baseline: np.ndarray,
+    uplift: np.ndarray,
+    clock: Clock,
+) -> dict[str, int]:
     """Write the ground-truth tables; returns their row counts."""
     p, r = people.persons, people.records
     n = len(p)
@@ -354,47 +403,77 @@ def _write_truth(truth_dir: Path, people: People, behaviour: Behaviour, orders: 
     new = p["created"].to_numpy() >= 0
     lapse = behaviour.lapse_t
     lifecycle = np.where(
-        (kind == "lead") | ((n_orders == 0) & new), "lead",
-        np.where(churned, np.where((n_orders <= 1) & new, "one_and_done", "churned"),
-                 np.where(np.nan_to_num(lapse, nan=np.inf) <= clock.days - 14, "lapsing", "loyal")))
+        (kind == "lead") | ((n_orders == 0) & new),
+        "lead",
+        np.where(
+            churned,
+            np.where((n_orders <= 1) & new, "one_and_done", "churned"),
+            np.where(np.nan_to_num(lapse, nan=np.inf) <= clock.days - 14, "lapsing", "loyal"),
+        ),
+    )
     cat_names = np.array(list(CATEGORIES), dtype=object)
     brands = catalogue.items.drop_duplicates("brand_idx").set_index("brand_idx")[Col.BRAND]
-    persons = pd.DataFrame({
-        "person_id": p["person_id"], "planted_type": kind, "lifecycle": lifecycle,
-        "purchase_rate_per_day": p["rate"], "baseline_30d": baseline, "n_orders": n_orders,
-        "churn_at": _utc(clock, behaviour.churn_t), "created_at": _utc(clock, p["created"].to_numpy()),
-        "lapse_at": _utc(clock, lapse), "country": p["country"], "timezone": p["timezone"], "city": p["city"],
-        **{f"pref_hour_{c}": p[f"pref_hour_{c}"] for c in [*map(str, CHANNELS), "web"]},
-        "engagement": p["engagement"], "price_sensitivity": p["price_sensitivity"],
-        "online_share": p["online_share"], "loyalty_member": p["loyalty_member"],
-        "basket_value": p["basket_value"],
-        **{f"category_{k}": cat_names[p[f"category_{k}"].to_numpy()] for k in (1, 2, 3)},
-        **{f"category_weight_{k}": p[f"category_weight_{k}"] for k in (1, 2, 3)},
-        "single_brand": p["brand"].map(brands), "spouse_person_id": p["spouse_person_id"],
-        "n_records": p["n_records"],
-    })
-    identities = pd.DataFrame({
-        Col.CUSTOMER_ID: r["customer_id"], "person_id": p["person_id"].to_numpy()[r["person"].to_numpy()],
-        "link_type": r["link_type"], "is_primary": (r["link_type"] == "primary").to_numpy(),
-    })
+    persons = pd.DataFrame(
+        {
+            "person_id": p["person_id"],
+            "planted_type": kind,
+            "lifecycle": lifecycle,
+            "purchase_rate_per_day": p["rate"],
+            "baseline_30d": baseline,
+            "n_orders": n_orders,
+            "churn_at": _utc(clock, behaviour.churn_t),
+            "created_at": _utc(clock, p["created"].to_numpy()),
+            "lapse_at": _utc(clock, lapse),
+            "country": p["country"],
+            "timezone": p["timezone"],
+            "city": p["city"],
+            **{f"pref_hour_{c}": p[f"pref_hour_{c}"] for c in [*map(str, CHANNELS), "web"]},
+            "engagement": p["engagement"],
+            "price_sensitivity": p["price_sensitivity"],
+            "online_share": p["online_share"],
+            "loyalty_member": p["loyalty_member"],
+            "basket_value": p["basket_value"],
+            **{f"category_{k}": cat_names[p[f"category_{k}"].to_numpy()] for k in (1, 2, 3)},
+            **{f"category_weight_{k}": p[f"category_weight_{k}"] for k in (1, 2, 3)},
+            "single_brand": p["brand"].map(brands),
+            "spouse_person_id": p["spouse_person_id"],
+            "n_records": p["n_records"],
+        }
+    )
+    identities = pd.DataFrame(
+        {
+            Col.CUSTOMER_ID: r["customer_id"],
+            "person_id": p["person_id"].to_numpy()[r["person"].to_numpy()],
+            "link_type": r["link_type"],
+            "is_primary": (r["link_type"] == "primary").to_numpy(),
+        }
+    )
     ids = catalogue.items[Col.ITEM_ID].to_numpy()
-    pairs = pd.DataFrame({"item_a": ids[catalogue.pairs["item_a"]], "item_b": ids[catalogue.pairs["item_b"]],
-                          "strength": catalogue.pairs["strength"]})
+    pairs = pd.DataFrame(
+        {
+            "item_a": ids[catalogue.pairs["item_a"]],
+            "item_b": ids[catalogue.pairs["item_b"]],
+            "strength": catalogue.pairs["strength"],
+        }
+    )
     n_offers = len(OFFERS)
-    offer_uplift = pd.DataFrame({
-        "person_id": np.repeat(p["person_id"].to_numpy(), n_offers),
-        Col.OFFER_ID: np.tile([o[0] for o in OFFERS], n),
-        "baseline_30d": np.repeat(baseline, n_offers), "uplift_30d": uplift.reshape(-1),
-    })
-    tables = {"identities": identities, "persons": persons, "complementary_pairs": pairs,
-              "offer_uplift": offer_uplift}
+    offer_uplift = pd.DataFrame(
+        {
+            "person_id": np.repeat(p["person_id"].to_numpy(), n_offers),
+            Col.OFFER_ID: np.tile([o[0] for o in OFFERS], n),
+            "baseline_30d": np.repeat(baseline, n_offers),
+            "uplift_30d": uplift.reshape(-1),
+        }
+    )
+    tables = {"identities": identities, "persons": persons, "complementary_pairs": pairs, "offer_uplift": offer_uplift}
     for name, frame in tables.items():
         frame.to_parquet(truth_dir / f"{name}.parquet", index=False)
     return {name: len(frame) for name, frame in tables.items()}
 
 
-def _facts(people: People, orders: pd.DataFrame, msgs: Messages, sessions: Sessions, induced: np.ndarray
-           ) -> dict[str, int]:
+def _facts(
+    people: People, orders: pd.DataFrame, msgs: Messages, sessions: Sessions, induced: np.ndarray
+) -> dict[str, int]:
     """Counts of planted features that are not defects (for world.json)."""
     links = people.records["link_type"].value_counts()
     sale = orders["cancels"].to_numpy() < 0
@@ -422,13 +501,15 @@ def _world_json(seed: int, n: int, clock: Clock, counts: dict[str, int], facts: 
         "end": clock.end.isoformat(),
         "parameters": {
             "offer_assignment": {
-                "unit": "message", "randomised": True, "share_with_offer": OFFER_SHARE,
+                "unit": "message",
+                "randomised": True,
+                "share_with_offer": OFFER_SHARE,
                 "probability_per_offer": {o[0]: OFFER_SHARE / len(OFFERS) for o in OFFERS},
                 "note": "each message independently: no offer with 1 - share, else one offer uniformly",
             },
             "uplift_window_days": WINDOW_DAYS,
             "uplift_definition": "additive change in P(order within 30 days of a delivered send) for a buyer "
-                                 "on rhythm; baseline_30d = 1 - exp(-30 * purchase_rate_per_day)",
+            "on rhythm; baseline_30d = 1 - exp(-30 * purchase_rate_per_day)",
             "guest_share_of_online_orders": GUEST_SHARE,
             "cancelled_order_share": CANCEL_SHARE,
             "online_orders_with_session": SESSION_BEFORE_ORDER,

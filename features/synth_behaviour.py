@@ -20,8 +20,34 @@ import pandas as pd
 from features.synth_common import Clock, ZoneTable, season
 
 # relative activity by local hour, for orders and sessions away from a person's preferred hour
-DIURNAL = np.array([0.2, 0.1, 0.05, 0.05, 0.05, 0.1, 0.3, 0.6, 0.9, 1.0, 1.1, 1.2,
-                    1.3, 1.2, 1.1, 1.1, 1.1, 1.2, 1.4, 1.6, 1.7, 1.5, 1.0, 0.5])
+DIURNAL = np.array(
+    [
+        0.2,
+        0.1,
+        0.05,
+        0.05,
+        0.05,
+        0.1,
+        0.3,
+        0.6,
+        0.9,
+        1.0,
+        1.1,
+        1.2,
+        1.3,
+        1.2,
+        1.1,
+        1.1,
+        1.1,
+        1.2,
+        1.4,
+        1.6,
+        1.7,
+        1.5,
+        1.0,
+        0.5,
+    ]
+)
 LAPSE_HAZARD = 0.003  # weekly hazard that an engaged buyer on rhythm starts drifting away
 DRIFT_DAYS = 120.0  # mean time from the start of the drift to churn
 
@@ -85,8 +111,7 @@ def simulate(rng: np.random.Generator, persons: pd.DataFrame, clock: Clock, zone
     at_signup = rng.random(n) < 0.45  # many accounts are made at the first checkout
     first = np.where(at_signup, created + rng.uniform(0, 0.01, n), created + rng.exponential(25.0, n))
     first = np.where(buyer & ~existing, first, np.inf)
-    last_buy = np.where(buyer & existing, np.maximum(created, -rng.exponential(1.0 / np.maximum(rate, 1e-3))),
-                        np.nan)
+    last_buy = np.where(buyer & existing, np.maximum(created, -rng.exponential(1.0 / np.maximum(rate, 1e-3))), np.nan)
     n_buys = np.where(buyer & existing, 1 + rng.poisson(2.0, n), 0)
     # a lapse-prone buyer drifts away at a planted time, but not before a month of buying
     onset = np.where(np.isnan(onset), np.nan, np.maximum(onset, np.where(np.isfinite(first), first, 0.0) + 30.0))
@@ -153,8 +178,14 @@ def simulate(rng: np.random.Generator, persons: pd.DataFrame, clock: Clock, zone
     return Behaviour(person, t, online, churn, onset, engagement)
 
 
-def _time_of_day(rng: np.random.Generator, persons: pd.DataFrame, person: np.ndarray, t: np.ndarray,
-                 online: np.ndarray, zones: ZoneTable) -> np.ndarray:
+def _time_of_day(
+    rng: np.random.Generator,
+    persons: pd.DataFrame,
+    person: np.ndarray,
+    t: np.ndarray,
+    online: np.ndarray,
+    zones: ZoneTable,
+) -> np.ndarray:
     """Move each purchase to a plausible local hour of its day: stores 9-19, online near the web hour."""
     zone = persons["zone"].to_numpy()[person]
     day = np.floor(zones.to_local(zone, t))

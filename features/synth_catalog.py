@@ -33,16 +33,78 @@ CATEGORIES: dict[str, tuple[float, str, tuple[str, ...]]] = {
     "Gifts": (8.0, "Jewellery", ("GIFT SET", "KEYRING", "MONEY BOX", "KEEPSAKE BOX", "FRIDGE MAGNET")),
 }
 ADJECTIVES = (
-    "VINTAGE", "RED", "RETRO", "SCANDI", "RUSTIC", "PASTEL", "WHITE", "HEART", "SPOTTY", "FLORAL", "GOLD",
-    "WOODEN", "GLASS", "CERAMIC", "WOVEN", "MINI", "JUMBO", "CLASSIC", "BOTANICAL", "STRIPED", "VELVET",
-    "ENAMEL", "COPPER", "LINEN", "STAR", "PINK", "BLUE", "GINGHAM", "PAISLEY", "REGENCY",
+    "VINTAGE",
+    "RED",
+    "RETRO",
+    "SCANDI",
+    "RUSTIC",
+    "PASTEL",
+    "WHITE",
+    "HEART",
+    "SPOTTY",
+    "FLORAL",
+    "GOLD",
+    "WOODEN",
+    "GLASS",
+    "CERAMIC",
+    "WOVEN",
+    "MINI",
+    "JUMBO",
+    "CLASSIC",
+    "BOTANICAL",
+    "STRIPED",
+    "VELVET",
+    "ENAMEL",
+    "COPPER",
+    "LINEN",
+    "STAR",
+    "PINK",
+    "BLUE",
+    "GINGHAM",
+    "PAISLEY",
+    "REGENCY",
 )
 BRANDS = (
-    "Hartwell", "Nordlys", "Brambleby", "Kettle & Co", "Maison Lune", "Ollie Fox", "Puddle Lane", "Copperleaf",
-    "Thistle & Thorn", "Greyfield", "Little Wren", "Amberline", "Blossom Row", "Harbour Home", "Pinecrest",
-    "Ravenmoor", "Sunny Days", "Wicker Lane", "Oak & Ash", "Kindred", "Lumen", "Mossgrove", "Paper Moon",
-    "Salt & Sage", "Tidewater", "Velvet Fox", "Willowby", "Zest", "Fernhill", "Goldcrest", "Hazelnut",
-    "Ivybridge", "Juniper", "Kestrel", "Larkspur", "Meadowsweet", "Northbound", "Orchard Lane", "Pebble", "Quill",
+    "Hartwell",
+    "Nordlys",
+    "Brambleby",
+    "Kettle & Co",
+    "Maison Lune",
+    "Ollie Fox",
+    "Puddle Lane",
+    "Copperleaf",
+    "Thistle & Thorn",
+    "Greyfield",
+    "Little Wren",
+    "Amberline",
+    "Blossom Row",
+    "Harbour Home",
+    "Pinecrest",
+    "Ravenmoor",
+    "Sunny Days",
+    "Wicker Lane",
+    "Oak & Ash",
+    "Kindred",
+    "Lumen",
+    "Mossgrove",
+    "Paper Moon",
+    "Salt & Sage",
+    "Tidewater",
+    "Velvet Fox",
+    "Willowby",
+    "Zest",
+    "Fernhill",
+    "Goldcrest",
+    "Hazelnut",
+    "Ivybridge",
+    "Juniper",
+    "Kestrel",
+    "Larkspur",
+    "Meadowsweet",
+    "Northbound",
+    "Orchard Lane",
+    "Pebble",
+    "Quill",
 )
 
 # offer_id, name, type, value, cost per redemption
@@ -145,21 +207,28 @@ def build_catalogue(rng: np.random.Generator, n_items: int = 600, n_pairs: int =
     nouns = [CATEGORIES[names[c]][2] for c in cat]
     item_name = [
         f"{ADJECTIVES[a]} {ADJECTIVES[b]} {n[k % len(n)]}" if a != b else f"{ADJECTIVES[a]} {n[k % len(n)]}"
-        for a, b, n, k in zip(rng.integers(0, len(ADJECTIVES), n_items), rng.integers(0, len(ADJECTIVES), n_items),
-                              nouns, rng.integers(0, 100, n_items), strict=True)
+        for a, b, n, k in zip(
+            rng.integers(0, len(ADJECTIVES), n_items),
+            rng.integers(0, len(ADJECTIVES), n_items),
+            nouns,
+            rng.integers(0, 100, n_items),
+            strict=True,
+        )
     ]
-    items = pd.DataFrame({
-        Col.ITEM_ID: [f"{n}{s}" for n, s in zip(numbers, suffix, strict=True)],
-        Col.NAME: item_name,
-        Col.CATEGORY: np.array(names, dtype=object)[cat],
-        Col.BRAND: np.array(BRANDS, dtype=object)[brand],
-        Col.PRICE: np.round(price, 2),
-        Col.CURRENCY: "GBP",
-        Col.ACTIVE: active,
-        Col.IN_STOCK: in_stock,
-        "category_idx": cat,
-        "brand_idx": brand,
-    })
+    items = pd.DataFrame(
+        {
+            Col.ITEM_ID: [f"{n}{s}" for n, s in zip(numbers, suffix, strict=True)],
+            Col.NAME: item_name,
+            Col.CATEGORY: np.array(names, dtype=object)[cat],
+            Col.BRAND: np.array(BRANDS, dtype=object)[brand],
+            Col.PRICE: np.round(price, 2),
+            Col.CURRENCY: "GBP",
+            Col.ACTIVE: active,
+            Col.IN_STOCK: in_stock,
+            "category_idx": cat,
+            "brand_idx": brand,
+        }
+    )
     by_cat, cdf_cat = _grouped_cdf(cat, weight, n_cat)
     brand_weight = weight * category_weight[cat]
     by_brand, cdf_brand = _grouped_cdf(brand, brand_weight + 1e-12, len(BRANDS))
@@ -192,16 +261,18 @@ def _plant_pairs(rng: np.random.Generator, items: pd.DataFrame, popularity: np.n
 
 def offers_frame(start_days: float, end_days: float) -> pd.DataFrame:
     """The offers table (valid over the whole world, on every channel) with float-day validity."""
-    return pd.DataFrame({
-        Col.OFFER_ID: [o[0] for o in OFFERS],
-        Col.NAME: [o[1] for o in OFFERS],
-        Col.OFFER_TYPE: [str(o[2]) for o in OFFERS],
-        Col.VALUE: [o[3] for o in OFFERS],
-        Col.CHANNELS: "email,sms,push",
-        Col.VALID_FROM: start_days,
-        Col.VALID_TO: end_days,
-        Col.COST: [o[4] for o in OFFERS],
-    })
+    return pd.DataFrame(
+        {
+            Col.OFFER_ID: [o[0] for o in OFFERS],
+            Col.NAME: [o[1] for o in OFFERS],
+            Col.OFFER_TYPE: [str(o[2]) for o in OFFERS],
+            Col.VALUE: [o[3] for o in OFFERS],
+            Col.CHANNELS: "email,sms,push",
+            Col.VALID_FROM: start_days,
+            Col.VALID_TO: end_days,
+            Col.COST: [o[4] for o in OFFERS],
+        }
+    )
 
 
 def plant_uplift(persons: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -228,14 +299,16 @@ def plant_uplift(persons: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     cheap = (persons["basket_value"].to_numpy() < 30.0).astype(float)
     heavy = np.clip(baseline - 0.45, 0.0, None)
     pct20 = 0.015 + 0.13 * ps + 0.07 * lapsing - 0.25 * heavy
-    uplift = np.column_stack([
-        pct20,
-        0.01 + 0.08 * ps * cheap + 0.03 * lapsing - 0.15 * heavy,
-        0.005 + 0.06 * online * ps,
-        member * (0.01 + 0.05 * eng) - (1 - member) * 0.004,
-        0.012 * eng - 0.025 * (eng < 0.2),
-        0.45 * pct20 - 0.01,
-    ])
+    uplift = np.column_stack(
+        [
+            pct20,
+            0.01 + 0.08 * ps * cheap + 0.03 * lapsing - 0.15 * heavy,
+            0.005 + 0.06 * online * ps,
+            member * (0.01 + 0.05 * eng) - (1 - member) * 0.004,
+            0.012 * eng - 0.025 * (eng < 0.2),
+            0.45 * pct20 - 0.01,
+        ]
+    )
     uplift = np.clip(uplift, -baseline[:, None], 0.95 - baseline[:, None])
     lead = persons["planted_type"].to_numpy() == "lead"
     uplift[lead] = 0.0

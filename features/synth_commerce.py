@@ -23,8 +23,9 @@ EVENT_TYPES = ("search", "view", "add_to_cart", "remove_from_cart", "checkout") 
 _GB_CITIES = [c for c, _ in COUNTRIES["GB"][3]]
 
 
-def build_orders(rng: np.random.Generator, people: People, purchases: Purchases, record_of_message: np.ndarray
-                 ) -> pd.DataFrame:
+def build_orders(
+    rng: np.random.Generator, people: People, purchases: Purchases, record_of_message: np.ndarray
+) -> pd.DataFrame:
     """Turn person-level purchases into order headers on customer records (or guest checkouts).
 
     Args:
@@ -42,8 +43,9 @@ def build_orders(rng: np.random.Generator, people: People, purchases: Purchases,
     created = people.records["created"].to_numpy()
     slot_created = np.where(slots >= 0, created[np.maximum(slots, 0)], np.inf)
     u = rng.random(n)
-    slot = np.where((u < 0.35) & (slot_created[:, 1] <= t), 1, np.where((u >= 0.35) & (u < 0.5) &
-                                                                         (slot_created[:, 2] <= t), 2, 0))
+    slot = np.where(
+        (u < 0.35) & (slot_created[:, 1] <= t), 1, np.where((u >= 0.35) & (u < 0.5) & (slot_created[:, 2] <= t), 2, 0)
+    )
     record = slots[np.arange(n), slot]
     induced = purchases.induced_by >= 0
     record[induced] = record_of_message[purchases.induced_by[induced]]
@@ -52,18 +54,29 @@ def build_orders(rng: np.random.Generator, people: People, purchases: Purchases,
     persons = people.persons
     country = persons["country"].to_numpy()[person]
     currency = np.array([COUNTRIES[c][1] for c in COUNTRIES], dtype=object)[
-        pd.Categorical(country, categories=list(COUNTRIES)).codes]
+        pd.Categorical(country, categories=list(COUNTRIES)).codes
+    ]
     # one store per GB city (stores are in GB only: shoppers abroad buy online)
     stores = np.array([f"ST{k + 1:02d}" for k in range(len(_GB_CITIES))] + ["ST01"], dtype=object)
     store = stores[pd.Categorical(persons["city"].to_numpy()[person], categories=_GB_CITIES).codes]
     web = np.where(currency == "EUR", "WEB-EU", "WEB-UK")
-    return pd.DataFrame({"person": person, "record": record, "t": t, "online": purchases.online,
-                         "store_id": np.where(purchases.online, web, store), "currency": currency,
-                         "country": country, "induced_by": purchases.induced_by})
+    return pd.DataFrame(
+        {
+            "person": person,
+            "record": record,
+            "t": t,
+            "online": purchases.online,
+            "store_id": np.where(purchases.online, web, store),
+            "currency": currency,
+            "country": country,
+            "induced_by": purchases.induced_by,
+        }
+    )
 
 
-def build_lines(rng: np.random.Generator, orders: pd.DataFrame, redeemed_offer: np.ndarray, people: People,
-                catalogue: Catalogue) -> pd.DataFrame:
+def build_lines(
+    rng: np.random.Generator, orders: pd.DataFrame, redeemed_offer: np.ndarray, people: People, catalogue: Catalogue
+) -> pd.DataFrame:
     """Baskets: items by each person's category (or brand) affinity, planted complements, prices, discounts.
 
     Args:
@@ -116,12 +129,19 @@ def build_lines(rng: np.random.Generator, orders: pd.DataFrame, redeemed_offer: 
     discount = np.where(kind == OfferType.PERCENT_DISCOUNT, gross * value / 100.0, 0.0)
     discount = np.where((kind == OfferType.FIXED_AMOUNT) & (line_no == 1), np.minimum(value * fx, gross), discount)
     discount = np.where(promo, gross * rng.choice([0.1, 0.2, 0.3], len(order)), discount)
-    return pd.DataFrame({"order": order, "line_no": line_no, "item": item, "quantity": quantity,
-                         "unit_price": unit_price, "discount": np.round(discount, 2)})
+    return pd.DataFrame(
+        {
+            "order": order,
+            "line_no": line_no,
+            "item": item,
+            "quantity": quantity,
+            "unit_price": unit_price,
+            "discount": np.round(discount, 2),
+        }
+    )
 
 
-def _pick_items(rng: np.random.Generator, persons: pd.DataFrame, owner: np.ndarray, catalogue: Catalogue
-                ) -> np.ndarray:
+def _pick_items(rng: np.random.Generator, persons: pd.DataFrame, owner: np.ndarray, catalogue: Catalogue) -> np.ndarray:
     """One item per row, by the owner's three favourite categories (or any category) and brand loyalty."""
     cats = persons[["category_1", "category_2", "category_3"]].to_numpy()[owner]
     cum = np.cumsum(persons[["category_weight_1", "category_weight_2", "category_weight_3"]].to_numpy(), axis=1)[owner]
@@ -136,8 +156,9 @@ def _pick_items(rng: np.random.Generator, persons: pd.DataFrame, owner: np.ndarr
     return item
 
 
-def cancel(rng: np.random.Generator, orders: pd.DataFrame, lines: pd.DataFrame, clock: Clock
-           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def cancel(
+    rng: np.random.Generator, orders: pd.DataFrame, lines: pd.DataFrame, clock: Clock
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Add "C" documents that cancel some lines of ~3 % of orders, with negative quantities.
 
     Args:
@@ -196,9 +217,16 @@ class Sessions:
     end: np.ndarray
 
 
-def build_sessions(rng: np.random.Generator, people: People, behaviour: Behaviour, orders: pd.DataFrame,
-                   lines: pd.DataFrame, catalogue: Catalogue, clock: Clock, zones: ZoneTable
-                   ) -> tuple[Sessions, np.ndarray]:
+def build_sessions(
+    rng: np.random.Generator,
+    people: People,
+    behaviour: Behaviour,
+    orders: pd.DataFrame,
+    lines: pd.DataFrame,
+    catalogue: Catalogue,
+    clock: Clock,
+    zones: ZoneTable,
+) -> tuple[Sessions, np.ndarray]:
     """Order sessions (view -> cart -> checkout -> order), browsing (with abandoned carts) and visitors.
 
     Args:
@@ -221,12 +249,15 @@ def build_sessions(rng: np.random.Generator, people: People, behaviour: Behaviou
     stamps = 1_600_000_000 + rng.integers(0, 10**8, n + n_visitors)
     numbers = rng.choice(9 * 10**8, 2 * n + n_visitors, replace=False) + 10**8
     main = persons["web_client_id"].to_numpy()
-    cookies = np.concatenate([
-        np.where(pd.isna(main), "", main).astype(object),
-        np.array([f"GA1.2.{a}.{s}" for a, s in zip(numbers[:n], stamps[:n], strict=True)], dtype=object),
-        np.array([f"GA1.2.{a}.{s}" for a, s in zip(numbers[n:n + n_visitors], stamps[n:], strict=True)],
-                 dtype=object),
-    ])
+    cookies = np.concatenate(
+        [
+            np.where(pd.isna(main), "", main).astype(object),
+            np.array([f"GA1.2.{a}.{s}" for a, s in zip(numbers[:n], stamps[:n], strict=True)], dtype=object),
+            np.array(
+                [f"GA1.2.{a}.{s}" for a, s in zip(numbers[n : n + n_visitors], stamps[n:], strict=True)], dtype=object
+            ),
+        ]
+    )
 
     # sessions that end in an online order
     sale = (orders["cancels"].to_numpy() < 0) & orders["online"].to_numpy()
@@ -236,8 +267,15 @@ def build_sessions(rng: np.random.Generator, people: People, behaviour: Behaviou
     o_person = orders["person"].to_numpy()[o]
     extra_views = rng.poisson(1.5, len(o))
     removes = ((rng.random(len(o)) < 0.1) & (extra_views > 0)).astype(np.int64)
-    o_counts = np.column_stack([(rng.random(len(o)) < 0.3).astype(np.int64), n_items + extra_views,
-                                n_items + removes, removes, np.ones(len(o), dtype=np.int64)])
+    o_counts = np.column_stack(
+        [
+            (rng.random(len(o)) < 0.3).astype(np.int64),
+            n_items + extra_views,
+            n_items + removes,
+            removes,
+            np.ones(len(o), dtype=np.int64),
+        ]
+    )
     o_cookie = np.where(rng.random(len(o)) < 0.85, o_person, n + o_person)
     o_category = catalogue.items["category_idx"].to_numpy()[lines["item"].to_numpy()[line_start[o]]]
 
@@ -247,8 +285,13 @@ def build_sessions(rng: np.random.Generator, people: People, behaviour: Behaviou
     churned = week_start[None, :] > np.nan_to_num(behaviour.churn_t, nan=np.inf)[:, None]
     created = persons["created"].to_numpy()
     open_weeks = week_start[None, :] >= (created - 30.0)[:, None]
-    lam = (persons["web_rate"].to_numpy()[:, None] * (0.4 + behaviour.engagement) *
-           season(clock, week_start + 3.5)[None, :] * np.where(churned, 0.3, 1.0) * open_weeks)
+    lam = (
+        persons["web_rate"].to_numpy()[:, None]
+        * (0.4 + behaviour.engagement)
+        * season(clock, week_start + 3.5)[None, :]
+        * np.where(churned, 0.3, 1.0)
+        * open_weeks
+    )
     count = rng.poisson(lam)
     b_person, b_week = np.nonzero(count)
     reps = count[b_person, b_week]
@@ -273,30 +316,43 @@ def build_sessions(rng: np.random.Generator, people: People, behaviour: Behaviou
     views = 1 + rng.poisson(2.5, m)
     carted = rng.random(m) < 0.25
     n_cart = np.where(carted, np.minimum(1 + rng.poisson(0.3, m), views), 0)
-    b_counts = np.column_stack([(rng.random(m) < 0.35).astype(np.int64), views, n_cart,
-                                (carted & (rng.random(m) < 0.3)).astype(np.int64),
-                                (carted & (rng.random(m) < 0.15)).astype(np.int64)])
+    b_counts = np.column_stack(
+        [
+            (rng.random(m) < 0.35).astype(np.int64),
+            views,
+            n_cart,
+            (carted & (rng.random(m) < 0.3)).astype(np.int64),
+            (carted & (rng.random(m) < 0.15)).astype(np.int64),
+        ]
+    )
 
     person = np.concatenate([o_person, b_person, np.full(len(v_cookie), -1)])
     o_record = orders["record"].to_numpy()[o]
     rec_created = people.records["created"].to_numpy()[np.maximum(o_record, 0)]
     o_record = np.where(rec_created < orders["t"].to_numpy()[o] - 1.0 / 24.0, o_record, -1)  # signed up at checkout
-    record = np.concatenate([o_record, _logged_in(rng, people, b_person, b_start),
-                             np.full(len(v_cookie), -1)])
+    record = np.concatenate([o_record, _logged_in(rng, people, b_person, b_start), np.full(len(v_cookie), -1)])
     end = np.concatenate([orders["t"].to_numpy()[o], np.full(m, np.nan)])
     duration = np.sum(np.vstack([o_counts, b_counts]), axis=1) * 50.0 / 86_400.0
     start = np.concatenate([orders["t"].to_numpy()[o] - duration[: len(o)], b_start, v_start])
-    sessions = Sessions(person, record, np.concatenate([o_cookie, b_cookie, v_cookie]), start,
-                        np.vstack([o_counts, b_counts]), np.concatenate([line_start[o], np.full(m, -1)]),
-                        np.concatenate([o_category, b_category, v_category]), end)
+    sessions = Sessions(
+        person,
+        record,
+        np.concatenate([o_cookie, b_cookie, v_cookie]),
+        start,
+        np.vstack([o_counts, b_counts]),
+        np.concatenate([line_start[o], np.full(m, -1)]),
+        np.concatenate([o_category, b_category, v_category]),
+        end,
+    )
     keep = (start >= 0) & (start < T - 1.0 / 24.0)
     order = np.argsort(start[keep], kind="stable")
     picked = np.flatnonzero(keep)[order]
     return Sessions(*(getattr(sessions, f)[picked] for f in Sessions.__dataclass_fields__)), cookies
 
 
-def _pick_categories(rng: np.random.Generator, persons: pd.DataFrame, person: np.ndarray, catalogue: Catalogue
-                     ) -> np.ndarray:
+def _pick_categories(
+    rng: np.random.Generator, persons: pd.DataFrame, person: np.ndarray, catalogue: Catalogue
+) -> np.ndarray:
     cats = persons[["category_1", "category_2", "category_3"]].to_numpy()[person]
     k = rng.choice(4, len(person), p=[0.5, 0.2, 0.1, 0.2])
     anywhere = rng.choice(catalogue.n_categories, len(person), p=catalogue.category_weight)
@@ -324,8 +380,7 @@ class Events:
     t: np.ndarray
 
 
-def build_events(rng: np.random.Generator, sessions: Sessions, lines: pd.DataFrame, catalogue: Catalogue
-                 ) -> Events:
+def build_events(rng: np.random.Generator, sessions: Sessions, lines: pd.DataFrame, catalogue: Catalogue) -> Events:
     """Lay out each session's events: searches, views, carts, removals, checkout, ~50 s apart.
 
     Events are placed by arithmetic on per-session counts (no sort over millions of rows). An order
@@ -376,6 +431,7 @@ def build_events(rng: np.random.Generator, sessions: Sessions, lines: pd.DataFra
     last = np.repeat(elapsed[offset + total - 1] if n_events else np.empty(0), total)
     ends_in_order = ~np.isnan(sessions.end)
     anchor = np.where(ends_in_order, sessions.end - rng.uniform(30.0, 240.0, s) / 86_400.0, sessions.start)
-    t = np.where(np.repeat(ends_in_order, total), np.repeat(anchor, total) - (last - elapsed),
-                 np.repeat(anchor, total) + elapsed)
+    t = np.where(
+        np.repeat(ends_in_order, total), np.repeat(anchor, total) - (last - elapsed), np.repeat(anchor, total) + elapsed
+    )
     return Events(session, kind, item, t)

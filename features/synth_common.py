@@ -25,24 +25,62 @@ SECONDS_PER_DAY = 86_400
 
 # country code -> (share of persons, currency of its orders, [(zone, share)], [(city, share)])
 COUNTRIES: dict[str, tuple[float, str, list[tuple[str, float]], list[tuple[str, float]]]] = {
-    "GB": (0.72, "GBP", [("Europe/London", 1.0)], [
-        ("London", 0.34), ("Manchester", 0.08), ("Birmingham", 0.08), ("Leeds", 0.05), ("Glasgow", 0.05),
-        ("Bristol", 0.05), ("Edinburgh", 0.05), ("Liverpool", 0.05), ("Sheffield", 0.04), ("Cardiff", 0.04),
-        ("Nottingham", 0.04), ("Brighton", 0.04), ("Newcastle", 0.05), ("Leicester", 0.04)]),
+    "GB": (
+        0.72,
+        "GBP",
+        [("Europe/London", 1.0)],
+        [
+            ("London", 0.34),
+            ("Manchester", 0.08),
+            ("Birmingham", 0.08),
+            ("Leeds", 0.05),
+            ("Glasgow", 0.05),
+            ("Bristol", 0.05),
+            ("Edinburgh", 0.05),
+            ("Liverpool", 0.05),
+            ("Sheffield", 0.04),
+            ("Cardiff", 0.04),
+            ("Nottingham", 0.04),
+            ("Brighton", 0.04),
+            ("Newcastle", 0.05),
+            ("Leicester", 0.04),
+        ],
+    ),
     "IE": (0.04, "EUR", [("Europe/Dublin", 1.0)], [("Dublin", 0.7), ("Cork", 0.2), ("Galway", 0.1)]),
-    "DE": (0.07, "EUR", [("Europe/Berlin", 1.0)], [
-        ("Berlin", 0.35), ("Hamburg", 0.2), ("München", 0.2), ("Köln", 0.15), ("Frankfurt", 0.1)]),
-    "FR": (0.06, "EUR", [("Europe/Paris", 1.0)], [
-        ("Paris", 0.5), ("Lyon", 0.15), ("Marseille", 0.15), ("Toulouse", 0.1), ("Nice", 0.1)]),
-    "ES": (0.04, "EUR", [("Europe/Madrid", 1.0)], [
-        ("Madrid", 0.45), ("Barcelona", 0.35), ("Valencia", 0.1), ("Sevilla", 0.1)]),
-    "US": (0.07, "GBP", [("America/New_York", 0.45), ("America/Chicago", 0.2), ("America/Los_Angeles", 0.35)], [
-        ("New York", 0.3), ("Boston", 0.15), ("Chicago", 0.2), ("Los Angeles", 0.2), ("Seattle", 0.15)]),
+    "DE": (
+        0.07,
+        "EUR",
+        [("Europe/Berlin", 1.0)],
+        [("Berlin", 0.35), ("Hamburg", 0.2), ("München", 0.2), ("Köln", 0.15), ("Frankfurt", 0.1)],
+    ),
+    "FR": (
+        0.06,
+        "EUR",
+        [("Europe/Paris", 1.0)],
+        [("Paris", 0.5), ("Lyon", 0.15), ("Marseille", 0.15), ("Toulouse", 0.1), ("Nice", 0.1)],
+    ),
+    "ES": (
+        0.04,
+        "EUR",
+        [("Europe/Madrid", 1.0)],
+        [("Madrid", 0.45), ("Barcelona", 0.35), ("Valencia", 0.1), ("Sevilla", 0.1)],
+    ),
+    "US": (
+        0.07,
+        "GBP",
+        [("America/New_York", 0.45), ("America/Chicago", 0.2), ("America/Los_Angeles", 0.35)],
+        [("New York", 0.3), ("Boston", 0.15), ("Chicago", 0.2), ("Los Angeles", 0.2), ("Seattle", 0.15)],
+    ),
 }
 ZONES: tuple[str, ...] = tuple(dict.fromkeys(z for c in COUNTRIES.values() for z, _ in c[2]))
 # US cities by zone, so a New Yorker is not in Pacific time.
-US_CITY_ZONE = {"New York": "America/New_York", "Boston": "America/New_York", "Chicago": "America/Chicago",
-                "Los Angeles": "America/Los_Angeles", "Seattle": "America/Los_Angeles"}
+US_CITY_ZONE = {
+    "New York": "America/New_York",
+    "Boston": "America/New_York",
+    "Chicago": "America/Chicago",
+    "Los Angeles": "America/Los_Angeles",
+    "Seattle": "America/Los_Angeles",
+}
 EUR_PER_GBP = 1.17
 
 
@@ -152,7 +190,7 @@ def iso_dates(clock: Clock, t: np.ndarray) -> pa.Array:
     """``YYYY-MM-DD`` of float days; NaN becomes empty."""
     t = np.asarray(t, dtype=np.float64)
     missing = np.isnan(t)
-    days = (np.datetime64(clock.start, "D") + np.floor(np.where(missing, 0, t)).astype("timedelta64[D]"))
+    days = np.datetime64(clock.start, "D") + np.floor(np.where(missing, 0, t)).astype("timedelta64[D]")
     return pc.cast(pa.array(days, mask=missing), pa.string())
 
 
@@ -177,13 +215,18 @@ def write_table(out_dir: Path, table: str, columns: Mapping[str, Any]) -> tuple[
         The file path and its number of data rows.
     """
     n_rows = len(next(iter(columns.values())))
-    return write_table_chunks(out_dir, table, n_rows, lambda rows: {k: v[rows] for k, v in columns.items()},
-                              chunk_rows=max(n_rows, 1))
+    return write_table_chunks(
+        out_dir, table, n_rows, lambda rows: {k: v[rows] for k, v in columns.items()}, chunk_rows=max(n_rows, 1)
+    )
 
 
-def write_table_chunks(out_dir: Path, table: str, n_rows: int,
-                       make_columns: Callable[[slice], Mapping[str, Any]],
-                       chunk_rows: int = 1_000_000) -> tuple[Path, int]:
+def write_table_chunks(
+    out_dir: Path,
+    table: str,
+    n_rows: int,
+    make_columns: Callable[[slice], Mapping[str, Any]],
+    chunk_rows: int = 1_000_000,
+) -> tuple[Path, int]:
     """Write a contract table as CSV from consecutive row slices (bounded memory for big tables).
 
     Args:

@@ -26,8 +26,9 @@ def _count(share: float, rows: int, minimum: int) -> int:
     return min(rows, max(minimum, round(share * rows)))
 
 
-def plant_line_dirt(rng: np.random.Generator, lines: pd.DataFrame, is_sale: np.ndarray
-                    ) -> tuple[pd.DataFrame, dict[str, int]]:
+def plant_line_dirt(
+    rng: np.random.Generator, lines: pd.DataFrame, is_sale: np.ndarray
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """Exact duplicate lines, non-positive prices on sale lines, items missing from the catalogue.
 
     Args:
@@ -53,12 +54,16 @@ def plant_line_dirt(rng: np.random.Generator, lines: pd.DataFrame, is_sale: np.n
     lines["item_id"] = item_id
     order = np.sort(np.concatenate([np.arange(len(lines)), dup]), kind="stable")
     lines = lines.iloc[order].reset_index(drop=True)
-    return lines, {"duplicate_order_lines": len(dup), "nonpositive_unit_price_lines": len(bad),
-                   "unknown_item_lines": len(unknown)}
+    return lines, {
+        "duplicate_order_lines": len(dup),
+        "nonpositive_unit_price_lines": len(bad),
+        "unknown_item_lines": len(unknown),
+    }
 
 
-def plant_future(rng: np.random.Generator, t: np.ndarray, eligible: np.ndarray, share: float, minimum: int,
-                 clock: Clock) -> tuple[np.ndarray, int]:
+def plant_future(
+    rng: np.random.Generator, t: np.ndarray, eligible: np.ndarray, share: float, minimum: int, clock: Clock
+) -> tuple[np.ndarray, int]:
     """Move a few timestamps into the year 2099 (a clock or typing error).
 
     Args:

@@ -82,8 +82,7 @@ def build_campaigns(rng: np.random.Generator, clock: Clock) -> pd.DataFrame:
     return campaigns
 
 
-def send(rng: np.random.Generator, people: People, behaviour: Behaviour, clock: Clock,
-         zones: ZoneTable) -> Messages:
+def send(rng: np.random.Generator, people: People, behaviour: Behaviour, clock: Clock, zones: ZoneTable) -> Messages:
     """Send every campaign to its audience and simulate delivery, opens, clicks and unsubscribes.
 
     Args:
@@ -115,8 +114,11 @@ def send(rng: np.random.Generator, people: People, behaviour: Behaviour, clock: 
     person = rec["person"].to_numpy()[record]
     offer = np.where(rng.random(m) < OFFER_SHARE, rng.integers(0, len(OFFERS), m), -1)
 
-    reachable = np.where(channel == 0, rec["email_ok"].to_numpy()[record],
-                         np.where(channel == 1, rec["phone_ok"].to_numpy()[record], True))
+    reachable = np.where(
+        channel == 0,
+        rec["email_ok"].to_numpy()[record],
+        np.where(channel == 1, rec["phone_ok"].to_numpy()[record], True),
+    )
     delivered_ok = reachable & (rng.random(m) >= _BOUNCE[channel])
     delivered = np.where(delivered_ok, sent + (2 + rng.exponential(30.0, m)) / 86_400.0, np.nan)
     eng = behaviour.engagement_at(person, sent)
@@ -140,13 +142,26 @@ def send(rng: np.random.Generator, people: People, behaviour: Behaviour, clock: 
     unsubscribed = np.where(unsub_ok, unsub_from + (10 + rng.exponential(300.0, m)) / 86_400.0, np.nan)
     unsubscribed = whole_seconds(np.where(unsubscribed < clock.days, unsubscribed, np.nan))
 
-    msgs = Messages(record, person, channel, campaign, offer, sent, delivered, opened, clicked, unsubscribed,
-                    np.full(m, np.nan), campaigns)
+    msgs = Messages(
+        record,
+        person,
+        channel,
+        campaign,
+        offer,
+        sent,
+        delivered,
+        opened,
+        clicked,
+        unsubscribed,
+        np.full(m, np.nan),
+        campaigns,
+    )
     # nothing more on a channel after an unsubscribe from it
     key = record * 3 + channel
     first_unsub = np.full(len(rec) * 3, np.inf)
     hit = ~np.isnan(unsubscribed)
     np.minimum.at(first_unsub, key[hit], unsubscribed[hit])
+    msgs.unsubscribed[unsubscribed > first_unsub[key]] = np.nan  # already out through an earlier message
     msgs = msgs.take(sent < first_unsub[key])
     return msgs.take(np.lexsort((msgs.record, msgs.sent)))
 
@@ -165,8 +180,14 @@ def preferred_hour(persons: pd.DataFrame, person: np.ndarray, channel: np.ndarra
     return table[person, channel].astype(np.float64)
 
 
-def next_preferred(rng: np.random.Generator, zones: ZoneTable, zone: np.ndarray, t: np.ndarray,
-                   preferred: np.ndarray, late_days: np.ndarray) -> np.ndarray:
+def next_preferred(
+    rng: np.random.Generator,
+    zones: ZoneTable,
+    zone: np.ndarray,
+    t: np.ndarray,
+    preferred: np.ndarray,
+    late_days: np.ndarray,
+) -> np.ndarray:
     """A UTC instant within the first preferred local hour at or after ``t`` (plus ``late_days``)."""
     local = zones.to_local(zone, t)
     day = np.floor(local)
@@ -194,8 +215,16 @@ class Purchases:
     induced_by: np.ndarray
 
 
-def apply_offers(rng: np.random.Generator, msgs: Messages, behaviour: Behaviour, people: People,
-                 baseline: np.ndarray, uplift: np.ndarray, clock: Clock, zones: ZoneTable) -> Purchases:
+def apply_offers(
+    rng: np.random.Generator,
+    msgs: Messages,
+    behaviour: Behaviour,
+    people: People,
+    baseline: np.ndarray,
+    uplift: np.ndarray,
+    clock: Clock,
+    zones: ZoneTable,
+) -> Purchases:
     """Realise each delivered offer's planted uplift on 30-day purchases.
 
     With baseline ``p0`` and uplift ``u`` of the person and offer, the chance of at least one purchase in
@@ -239,13 +268,16 @@ def apply_offers(rng: np.random.Generator, msgs: Messages, behaviour: Behaviour,
     persons = people.persons
     zone = persons["zone"].to_numpy()[msgs.person[m]]
     late = np.minimum(rng.geometric(0.5, len(m)) - 1.0, 20.0)
-    moment = next_preferred(rng, zones, zone, msgs.sent[m], preferred_hour(persons, msgs.person[m], msgs.channel[m]),
-                            late)
+    moment = next_preferred(
+        rng, zones, zone, msgs.sent[m], preferred_hour(persons, msgs.person[m], msgs.channel[m]), late
+    )
     opened = np.where(np.isnan(msgs.opened[m]), np.maximum(moment, msgs.delivered[m] + _SECOND), msgs.opened[m])
-    clicked = np.where(np.isnan(msgs.clicked[m]), opened + (5 + rng.exponential(120.0, len(m))) / 86_400.0,
-                       msgs.clicked[m])
-    order_t = np.minimum(clicked + rng.exponential(2.0 / 24.0, len(m)) + 60.0 / 86_400.0,
-                         msgs.sent[m] + WINDOW_DAYS - 1e-4)
+    clicked = np.where(
+        np.isnan(msgs.clicked[m]), opened + (5 + rng.exponential(120.0, len(m))) / 86_400.0, msgs.clicked[m]
+    )
+    order_t = np.minimum(
+        clicked + rng.exponential(2.0 / 24.0, len(m)) + 60.0 / 86_400.0, msgs.sent[m] + WINDOW_DAYS - 1e-4
+    )
     ok = (order_t < clock.days) & (order_t > clicked)
     m, opened, clicked, order_t = m[ok], opened[ok], clicked[ok], order_t[ok]
     msgs.opened[m], msgs.clicked[m] = opened, clicked
@@ -315,20 +347,38 @@ def consent_rows(people: People, msgs: Messages) -> pd.DataFrame:
     rec = people.records
     n = len(rec)
     record, channel = np.nonzero(people.consent_init >= 0)
-    first = pd.DataFrame({
-        "record": record, "channel": channel, "opt_in": people.consent_init[record, channel] == 1,
-        "t": rec["created"].to_numpy()[record],
-        "source": np.where(channel == 2, "app", np.where(rec["source"].to_numpy()[record] == "store", "store",
-                                                         "signup")),
-    })
+    first = pd.DataFrame(
+        {
+            "record": record,
+            "channel": channel,
+            "opt_in": people.consent_init[record, channel] == 1,
+            "t": rec["created"].to_numpy()[record],
+            "source": np.where(
+                channel == 2, "app", np.where(rec["source"].to_numpy()[record] == "store", "store", "signup")
+            ),
+        }
+    )
     rc, cc = np.nonzero(~np.isnan(people.consent_change))
     flipped_in = people.consent_init[rc, cc] == 0
-    change = pd.DataFrame({"record": rc, "channel": cc, "opt_in": flipped_in, "t": people.consent_change[rc, cc],
-                           "source": np.where(flipped_in, "checkout", "preference_centre")})
+    change = pd.DataFrame(
+        {
+            "record": rc,
+            "channel": cc,
+            "opt_in": flipped_in,
+            "t": people.consent_change[rc, cc],
+            "source": np.where(flipped_in, "checkout", "preference_centre"),
+        }
+    )
     hit = ~np.isnan(msgs.unsubscribed)
-    unsub = pd.DataFrame({"record": msgs.record[hit], "channel": msgs.channel[hit], "opt_in": False,
-                          "t": msgs.unsubscribed[hit],
-                          "source": np.array(["unsubscribe_link", "sms_stop", "app_settings"])[msgs.channel[hit]]})
+    unsub = pd.DataFrame(
+        {
+            "record": msgs.record[hit],
+            "channel": msgs.channel[hit],
+            "opt_in": False,
+            "t": msgs.unsubscribed[hit],
+            "source": np.array(["unsubscribe_link", "sms_stop", "app_settings"])[msgs.channel[hit]],
+        }
+    )
     rows = pd.concat([first, change, unsub], ignore_index=True)
     cut = np.full(n * 3, np.inf)
     np.minimum.at(cut, unsub["record"].to_numpy() * 3 + unsub["channel"].to_numpy(), unsub["t"].to_numpy())

@@ -28,39 +28,71 @@ from features.synth_common import (
 
 _F = "Olivia Amelia Isla Ava Emily Sophie Grace Lily Chloe Jessica Hannah Emma Charlotte Lucy Ella Holly Laura"
 _M = "Oliver George Harry Jack Jacob Noah Charlie Thomas Oscar William James Daniel Samuel Joseph Henry Luke"
-_GB_LAST = ("Smith Jones Taylor Brown Williams Wilson Johnson Davies Robinson Wright Thompson Evans Walker White "
-            "Roberts Green Hall Wood Jackson Clarke Patel Khan Lewis Harris Martin Cooper King Baker Hughes Edwards")
+_GB_LAST = (
+    "Smith Jones Taylor Brown Williams Wilson Johnson Davies Robinson Wright Thompson Evans Walker White "
+    "Roberts Green Hall Wood Jackson Clarke Patel Khan Lewis Harris Martin Cooper King Baker Hughes Edwards"
+)
 NAMES: dict[str, tuple[str, str, str]] = {  # country -> (female first names, male first names, last names)
     "GB": (_F, _M, _GB_LAST),
-    "IE": ("Aoife Ciara Niamh Saoirse Emma Grace Sarah Ella", "Conor Sean Cian Oisin Jack Darragh Liam Patrick",
-           "Murphy Kelly O'Sullivan Walsh Byrne Ryan O'Brien Doyle McCarthy Gallagher"),
-    "DE": ("Anna Lena Leonie Lea Hannah Sophie Marie Emilia Mia Laura", "Lukas Leon Finn Jonas Paul Felix Elias Jan",
-           "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Koch Richter"),
-    "FR": ("Emma Louise Jade Alice Chloé Léa Manon Camille Inès Sarah", "Gabriel Louis Raphaël Jules Adam Lucas Hugo",
-           "Martin Bernard Dubois Thomas Robert Richard Petit Durand Leroy Moreau Simon Laurent"),
-    "ES": ("Lucía Sofía María Martina Paula Julia Valeria Carmen Ana", "Hugo Martín Lucas Mateo Daniel Alejandro Pablo",
-           "García Fernández González Rodríguez López Martínez Sánchez Pérez Gómez Jiménez Ruiz"),
-    "US": ("Olivia Emma Charlotte Amelia Sophia Ava Mia Evelyn Harper Abigail", "Liam Noah Oliver James Elijah Mason",
-           "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Wilson Anderson"),
+    "IE": (
+        "Aoife Ciara Niamh Saoirse Emma Grace Sarah Ella",
+        "Conor Sean Cian Oisin Jack Darragh Liam Patrick",
+        "Murphy Kelly O'Sullivan Walsh Byrne Ryan O'Brien Doyle McCarthy Gallagher",
+    ),
+    "DE": (
+        "Anna Lena Leonie Lea Hannah Sophie Marie Emilia Mia Laura",
+        "Lukas Leon Finn Jonas Paul Felix Elias Jan",
+        "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Koch Richter",
+    ),
+    "FR": (
+        "Emma Louise Jade Alice Chloé Léa Manon Camille Inès Sarah",
+        "Gabriel Louis Raphaël Jules Adam Lucas Hugo",
+        "Martin Bernard Dubois Thomas Robert Richard Petit Durand Leroy Moreau Simon Laurent",
+    ),
+    "ES": (
+        "Lucía Sofía María Martina Paula Julia Valeria Carmen Ana",
+        "Hugo Martín Lucas Mateo Daniel Alejandro Pablo",
+        "García Fernández González Rodríguez López Martínez Sánchez Pérez Gómez Jiménez Ruiz",
+    ),
+    "US": (
+        "Olivia Emma Charlotte Amelia Sophia Ava Mia Evelyn Harper Abigail",
+        "Liam Noah Oliver James Elijah Mason",
+        "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Wilson Anderson",
+    ),
 }
 DOMAINS: dict[str, list[tuple[str, float]]] = {
-    "GB": [("gmail.com", .3), ("outlook.com", .15), ("hotmail.co.uk", .15), ("yahoo.co.uk", .1),
-           ("btinternet.com", .1), ("icloud.com", .1), ("sky.com", .1)],
-    "IE": [("gmail.com", .5), ("eircom.net", .2), ("outlook.ie", .3)],
-    "DE": [("gmx.de", .3), ("web.de", .3), ("gmail.com", .25), ("t-online.de", .15)],
-    "FR": [("orange.fr", .3), ("free.fr", .2), ("gmail.com", .35), ("laposte.net", .15)],
-    "ES": [("gmail.com", .5), ("hotmail.es", .25), ("yahoo.es", .1), ("telefonica.net", .15)],
-    "US": [("gmail.com", .45), ("yahoo.com", .2), ("outlook.com", .15), ("aol.com", .1), ("icloud.com", .1)],
+    "GB": [
+        ("gmail.com", 0.3),
+        ("outlook.com", 0.15),
+        ("hotmail.co.uk", 0.15),
+        ("yahoo.co.uk", 0.1),
+        ("btinternet.com", 0.1),
+        ("icloud.com", 0.1),
+        ("sky.com", 0.1),
+    ],
+    "IE": [("gmail.com", 0.5), ("eircom.net", 0.2), ("outlook.ie", 0.3)],
+    "DE": [("gmx.de", 0.3), ("web.de", 0.3), ("gmail.com", 0.25), ("t-online.de", 0.15)],
+    "FR": [("orange.fr", 0.3), ("free.fr", 0.2), ("gmail.com", 0.35), ("laposte.net", 0.15)],
+    "ES": [("gmail.com", 0.5), ("hotmail.es", 0.25), ("yahoo.es", 0.1), ("telefonica.net", 0.15)],
+    "US": [("gmail.com", 0.45), ("yahoo.com", 0.2), ("outlook.com", 0.15), ("aol.com", 0.1), ("icloud.com", 0.1)],
 }
 # country -> (calling code, trunk prefix, [(national number prefix, total digits, groups, share)])
 PHONE_PLANS: dict[str, tuple[str, str, list[tuple[str, int, tuple[int, ...], float]]]] = {
-    "GB": ("44", "0", [("207", 10, (2, 4, 4), .3), ("208", 10, (2, 4, 4), .2), ("7", 10, (4, 6), .5)]),
-    "IE": ("353", "0", [("83", 9, (2, 3, 4), .3), ("85", 9, (2, 3, 4), .3), ("87", 9, (2, 3, 4), .4)]),
-    "DE": ("49", "0", [("151", 11, (3, 8), .4), ("152", 11, (3, 8), .3), ("157", 11, (3, 8), .3)]),
-    "FR": ("33", "0", [("6", 9, (1, 2, 2, 2, 2), .6), ("7", 9, (1, 2, 2, 2, 2), .4)]),
+    "GB": ("44", "0", [("207", 10, (2, 4, 4), 0.3), ("208", 10, (2, 4, 4), 0.2), ("7", 10, (4, 6), 0.5)]),
+    "IE": ("353", "0", [("83", 9, (2, 3, 4), 0.3), ("85", 9, (2, 3, 4), 0.3), ("87", 9, (2, 3, 4), 0.4)]),
+    "DE": ("49", "0", [("151", 11, (3, 8), 0.4), ("152", 11, (3, 8), 0.3), ("157", 11, (3, 8), 0.3)]),
+    "FR": ("33", "0", [("6", 9, (1, 2, 2, 2, 2), 0.6), ("7", 9, (1, 2, 2, 2, 2), 0.4)]),
     "ES": ("34", "", [("6", 9, (3, 3, 3), 1.0)]),
-    "US": ("1", "", [("212", 10, (3, 3, 4), .3), ("312", 10, (3, 3, 4), .2), ("415", 10, (3, 3, 4), .3),
-                     ("617", 10, (3, 3, 4), .2)]),
+    "US": (
+        "1",
+        "",
+        [
+            ("212", 10, (3, 3, 4), 0.3),
+            ("312", 10, (3, 3, 4), 0.2),
+            ("415", 10, (3, 3, 4), 0.3),
+            ("617", 10, (3, 3, 4), 0.2),
+        ],
+    ),
 }
 MALFORMED_EMAIL_KINDS = ("double_at", "no_at", "no_tld", "double_dot")
 MALFORMED_PHONES = ("12", "123", "0", "+44", "+44 12", "0000")
@@ -110,9 +142,14 @@ def _emails(rng: np.random.Generator, persons: pd.DataFrame) -> pd.Series:
     n = len(persons)
     nn = pd.Series(rng.integers(1, 99, n).astype(str), index=persons.index)
     yy = pd.Series(rng.integers(60, 100, n).astype(str), index=persons.index)
-    forms = [first + "." + last, first + last + nn, first.str[0] + last, first + "." + last + yy,
-             last + "." + first + nn]
-    pick = rng.choice(len(forms), size=n, p=[.3, .2, .2, .15, .15])
+    forms = [
+        first + "." + last,
+        first + last + nn,
+        first.str[0] + last,
+        first + "." + last + yy,
+        last + "." + first + nn,
+    ]
+    pick = rng.choice(len(forms), size=n, p=[0.3, 0.2, 0.2, 0.15, 0.15])
     local = pd.Series(np.choose(pick, [f.to_numpy(dtype=object) for f in forms]), index=persons.index)
     domain = pd.Series("", index=persons.index, dtype=object)
     for country, domains in DOMAINS.items():
@@ -141,7 +178,7 @@ def _phone_numbers(rng: np.random.Generator, country: np.ndarray) -> tuple[np.nd
         for k, (prefix, digits, groups, _) in enumerate(plans):
             sub = idx[which == k]
             free = digits - len(prefix)
-            body = rng.integers(2 * 10 ** (free - 1), 10 ** free, size=len(sub))  # no leading 0/1
+            body = rng.integers(2 * 10 ** (free - 1), 10**free, size=len(sub))  # no leading 0/1
             nsn[sub] = [prefix + str(b) for b in body]
             cc[sub] = calling
             pattern[sub] = f"{trunk}|{','.join(map(str, groups))}"
@@ -161,12 +198,14 @@ def format_phones(cc: np.ndarray, nsn: np.ndarray, pattern: np.ndarray, form: np
         spaced = parts[0].str.cat(parts[1:], sep=" ") if len(parts) > 1 else parts[0]
         rest = parts[1].str.cat(parts[2:], sep="-") if len(parts) > 2 else parts[1]
         code = pd.Series(cc[idx], dtype=object)
-        forms = np.stack([
-            ("+" + code + s).to_numpy(dtype=object),
-            ("+" + code + " " + spaced).to_numpy(dtype=object),
-            (trunk + spaced).to_numpy(dtype=object),
-            ("(" + trunk + parts[0] + ") " + rest).to_numpy(dtype=object),
-        ])
+        forms = np.stack(
+            [
+                ("+" + code + s).to_numpy(dtype=object),
+                ("+" + code + " " + spaced).to_numpy(dtype=object),
+                (trunk + spaced).to_numpy(dtype=object),
+                ("(" + trunk + parts[0] + ") " + rest).to_numpy(dtype=object),
+            ]
+        )
         out[idx] = forms[form[idx], np.arange(len(idx))]
     return out
 
@@ -209,8 +248,9 @@ def _traits(rng: np.random.Generator, p: pd.DataFrame, clock: Clock, catalogue: 
     p["has_web"] = (online > 0) | (rng.random(n) < 0.3)
     p["web_rate"] = np.where(p["has_web"], rng.gamma(1.2, 0.36 / 1.2, n), 0.0)  # sessions per week
     p["has_app"] = p["has_web"] & (rng.random(n) < 0.3)
-    base = choice_by_weights(rng, [(8, .15), (9, .1), (7, .1), (12, .12), (13, .13), (18, .08), (19, .1),
-                                   (20, .12), (21, .1)], n).astype(np.int64)
+    base = choice_by_weights(
+        rng, [(8, 0.15), (9, 0.1), (7, 0.1), (12, 0.12), (13, 0.13), (18, 0.08), (19, 0.1), (20, 0.12), (21, 0.1)], n
+    ).astype(np.int64)
     email_hour = (base + rng.choice([-1, 0, 0, 0, 1], n)) % 24
     p["pref_hour_email"] = email_hour
     p["pref_hour_sms"] = (email_hour + rng.choice([-1, 0, 0, 1], n)) % 24
@@ -253,17 +293,25 @@ def build_people(rng: np.random.Generator, n: int, clock: Clock, catalogue: Cata
         zone[mask] = zones[0][0]
     us = country == "US"
     zone[us] = [US_CITY_ZONE[c] for c in city[us]]
-    gender = choice_by_weights(rng, [("F", .55), ("M", .43), ("X", .02)], n)
+    gender = choice_by_weights(rng, [("F", 0.55), ("M", 0.43), ("X", 0.02)], n)
     first, last = _names(rng, country, gender)
     age_days = np.clip(rng.normal(42, 14, n), 18, 85) * 365.25
     birth = np.where(rng.random(n) < 0.15, np.nan, np.floor(-age_days))
     existing = rng.random(n) < 0.35
     created = np.where(existing, -rng.uniform(1, 3 * 365, n), rng.random(n) ** 0.85 * (T - 1))
-    persons = pd.DataFrame({
-        "person_id": [f"P{k:07d}" for k in range(1, n + 1)],
-        "country": country, "city": city, "timezone": zone, "first_name": first, "last_name": last,
-        "gender": gender, "birth_date": birth, "created": created,
-    })
+    persons = pd.DataFrame(
+        {
+            "person_id": [f"P{k:07d}" for k in range(1, n + 1)],
+            "country": country,
+            "city": city,
+            "timezone": zone,
+            "first_name": first,
+            "last_name": last,
+            "gender": gender,
+            "birth_date": birth,
+            "created": created,
+        }
+    )
     persons["zone"] = pd.Categorical(zone, categories=list(ZONES)).codes.astype(np.int64)
     _traits(rng, persons, clock, catalogue)
 
@@ -276,14 +324,15 @@ def build_people(rng: np.random.Generator, n: int, clock: Clock, catalogue: Cata
     persons["loyalty_id"] = where_or_none(loyalty, cards)
     stamp = 1_600_000_000 + rng.integers(0, 10**8, n)
     browsers = rng.choice(9 * 10**8, n, replace=False) + 10**8
-    persons["web_client_id"] = where_or_none(persons["has_web"],
-                                             [f"GA1.2.{v}.{s}" for v, s in zip(browsers, stamp, strict=True)])
+    persons["web_client_id"] = where_or_none(
+        persons["has_web"], [f"GA1.2.{v}.{s}" for v, s in zip(browsers, stamp, strict=True)]
+    )
 
     # duplicates and spouses are disjoint sets of persons
     order = rng.permutation(n)
     n_spouse_pairs = max(1, round(0.005 * n))
     candidates = order[np.isin(order, np.flatnonzero(loyalty))]
-    spouse_a, spouse_b = candidates[:n_spouse_pairs], candidates[n_spouse_pairs: 2 * n_spouse_pairs]
+    spouse_a, spouse_b = candidates[:n_spouse_pairs], candidates[n_spouse_pairs : 2 * n_spouse_pairs]
     taken = np.zeros(n, dtype=bool)
     taken[spouse_a] = taken[spouse_b] = True
     has_phone[spouse_a] = has_phone[spouse_b] = True
@@ -301,21 +350,28 @@ def build_people(rng: np.random.Generator, n: int, clock: Clock, catalogue: Cata
     # a person linked by an id must have that id
     has_email[extra_person] = True
     has_phone[extra_person[np.isin(link, ["phone_variant", "combination"])]] = True
-    has_phone[extra_person[link == "unlinkable"]] = False
     needs_card = extra_person[link == "loyalty"]
     persons.loc[needs_card, "loyalty_member"] = True
     persons.loc[needs_card, "loyalty_id"] = cards[needs_card]
-    form = rng.choice(4, n, p=[.25, .25, .35, .15])
+    form = rng.choice(4, n, p=[0.25, 0.25, 0.35, 0.15])
     phone = format_phones(cc, nsn, pattern, form)
     persons["phone_e164"] = np.where(has_phone, "+" + cc.astype(str) + nsn.astype(str), None)
 
-    primary = pd.DataFrame({
-        "person": np.arange(n), "link_type": "primary",
-        "email": where_or_none(has_email, persons["email"]), "phone": where_or_none(has_phone, phone),
-        "loyalty_id": persons["loyalty_id"], "web_client_id": persons["web_client_id"],
-        "birth_date": birth, "gender": gender, "created": created, "push": persons["has_app"].to_numpy(),
-        "source": np.where(persons["has_web"], "web", "store"),
-    })
+    primary = pd.DataFrame(
+        {
+            "person": np.arange(n),
+            "link_type": "primary",
+            "email": where_or_none(has_email, persons["email"]),
+            "phone": where_or_none(has_phone, phone),
+            "loyalty_id": persons["loyalty_id"],
+            "web_client_id": persons["web_client_id"],
+            "birth_date": birth,
+            "gender": gender,
+            "created": created,
+            "push": persons["has_app"].to_numpy(),
+            "source": np.where(persons["has_web"], "web", "store"),
+        }
+    )
     extras = _duplicate_records(rng, persons, extra_person, link, cc, nsn, pattern, form, T)
     records = pd.concat([primary, extras], ignore_index=True)
     records["created"] = whole_seconds(records["created"].to_numpy())
@@ -339,16 +395,27 @@ def build_people(rng: np.random.Generator, n: int, clock: Clock, catalogue: Cata
     return People(persons, records, person_records, init, change, dirt)
 
 
-def _duplicate_records(rng: np.random.Generator, persons: pd.DataFrame, person: np.ndarray, link: np.ndarray,
-                       cc: np.ndarray, nsn: np.ndarray, pattern: np.ndarray, form: np.ndarray,
-                       T: int) -> pd.DataFrame:
+def _duplicate_records(
+    rng: np.random.Generator,
+    persons: pd.DataFrame,
+    person: np.ndarray,
+    link: np.ndarray,
+    cc: np.ndarray,
+    nsn: np.ndarray,
+    pattern: np.ndarray,
+    form: np.ndarray,
+    T: int,
+) -> pd.DataFrame:
     """Extra records of a person, each carrying a spelling variant of one or two identifiers."""
     m = len(person)
     use = {k: link == k for k in ("email_variant", "phone_variant", "loyalty", "web_client")}
     combo = np.flatnonzero(link == "combination")
     pair_kind = rng.choice(3, len(combo))
-    for kinds, which in ((("email_variant", "phone_variant"), 0), (("loyalty", "email_variant"), 1),
-                         (("phone_variant", "web_client"), 2)):
+    for kinds, which in (
+        (("email_variant", "phone_variant"), 0),
+        (("loyalty", "email_variant"), 1),
+        (("phone_variant", "web_client"), 2),
+    ):
         for k in kinds:
             use[k][combo[pair_kind == which]] = True
     use["web_client"] &= persons["web_client_id"].notna().to_numpy()[person]
@@ -361,26 +428,32 @@ def _duplicate_records(rng: np.random.Generator, persons: pd.DataFrame, person: 
     email = persons["email"].to_numpy()[person].astype(str)
     variant = rng.integers(0, 4, m)
     cap = np.array([e[:1].upper() + e[1:] for e in email], dtype=object)
-    email_var = np.choose(variant, [cap, np.char.upper(email).astype(object), (" " + email).astype(object),
-                                    (cap + " ").astype(object)])
+    email_var = np.choose(
+        variant, [cap, np.char.upper(email).astype(object), (" " + email).astype(object), (cap + " ").astype(object)]
+    )
     # the unlinkable duplicate: a typo (one letter dropped) and nothing else
     typo = np.array([e[:1] + e[2:] if e.index("@") > 2 else "x" + e for e in email], dtype=object)
     other_form = (form[person] + rng.integers(1, 4, m)) % 4
     phone_var = format_phones(cc[person], nsn[person], pattern[person], other_form)
     born = persons["created"].to_numpy()[person]
     created = np.maximum(born + 1.0, rng.uniform(np.maximum(born, -365.0), T - 1.0))
-    return pd.DataFrame({
-        "person": person, "link_type": link,
-        "email": where_or_none(use["email_variant"] | (link == "unlinkable"),
-                               np.where(use["email_variant"], email_var, typo)),
-        "phone": where_or_none(use["phone_variant"], phone_var),
-        "loyalty_id": where_or_none(use["loyalty"], persons["loyalty_id"].to_numpy()[person]),
-        "web_client_id": where_or_none(use["web_client"], persons["web_client_id"].to_numpy()[person]),
-        "birth_date": np.where(rng.random(m) < 0.5, np.nan, persons["birth_date"].to_numpy()[person]),
-        "gender": where_or_none(rng.random(m) >= 0.3, persons["gender"].to_numpy()[person]),
-        "created": created, "push": False,
-        "source": np.where(use["phone_variant"] | use["loyalty"], "store", "web"),
-    })
+    return pd.DataFrame(
+        {
+            "person": person,
+            "link_type": link,
+            "email": where_or_none(
+                use["email_variant"] | (link == "unlinkable"), np.where(use["email_variant"], email_var, typo)
+            ),
+            "phone": where_or_none(use["phone_variant"], phone_var),
+            "loyalty_id": where_or_none(use["loyalty"], persons["loyalty_id"].to_numpy()[person]),
+            "web_client_id": where_or_none(use["web_client"], persons["web_client_id"].to_numpy()[person]),
+            "birth_date": np.where(rng.random(m) < 0.5, np.nan, persons["birth_date"].to_numpy()[person]),
+            "gender": where_or_none(rng.random(m) >= 0.3, persons["gender"].to_numpy()[person]),
+            "created": created,
+            "push": False,
+            "source": np.where(use["phone_variant"] | use["loyalty"], "store", "web"),
+        }
+    )
 
 
 def _malform_contacts(rng: np.random.Generator, records: pd.DataFrame, spouse: np.ndarray) -> dict[str, int]:
@@ -394,8 +467,12 @@ def _malform_contacts(rng: np.random.Generator, records: pd.DataFrame, spouse: n
     emails = records["email"].to_numpy().copy()
     for k, i in zip(kinds, email_idx, strict=True):  # ~1 % of records
         local, domain = str(emails[i]).split("@")
-        emails[i] = (f"{local}@@{domain}", f"{local}.{domain}", f"{local}@{domain.split('.')[0]}",
-                     f"{local}..x@{domain}")[k]
+        emails[i] = (
+            f"{local}@@{domain}",
+            f"{local}.{domain}",
+            f"{local}@{domain.split('.')[0]}",
+            f"{local}..x@{domain}",
+        )[k]
     records["email"] = emails
     records["email_malformed"] = np.isin(np.arange(n), email_idx)
     phone_idx = np.flatnonzero(single & records["phone"].notna().to_numpy())

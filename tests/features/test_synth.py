@@ -17,8 +17,14 @@ from features.synth import TABLE_NAMES, generate_world
 
 N_CUSTOMERS = 1500
 SEED = 11
-TRUTH_FILES = ("identities.parquet", "persons.parquet", "complementary_pairs.parquet", "offer_uplift.parquet",
-               "dirt.json", "world.json")
+TRUTH_FILES = (
+    "identities.parquet",
+    "persons.parquet",
+    "complementary_pairs.parquet",
+    "offer_uplift.parquet",
+    "dirt.json",
+    "world.json",
+)
 ISO_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+00:00$")
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # one "@", something before it, a dotted domain with an alphabetic TLD, no doubled dots
@@ -141,17 +147,27 @@ def _e164(phone: str, region: str) -> str | None:
 def test_duplicates_share_an_identifier_except_the_unlinkable_few(world: Path, person_of: pd.Series) -> None:
     customers = read(world, "customers").set_index(Col.CUSTOMER_ID)
     truth = pd.read_parquet(world / "truth" / "identities.parquet").set_index(Col.CUSTOMER_ID)
-    ids = pd.DataFrame({
-        "email": customers[Col.EMAIL].str.strip().str.lower(),
-        "phone": [None if pd.isna(p) else _e164(p, c) for p, c in zip(customers[Col.PHONE], customers[Col.COUNTRY],
-                                                                       strict=True)],
-        "loyalty": customers[Col.LOYALTY_ID], "web": customers[Col.WEB_CLIENT_ID],
-    }, index=customers.index)
+    ids = pd.DataFrame(
+        {
+            "email": customers[Col.EMAIL].str.strip().str.lower(),
+            "phone": [
+                None if pd.isna(p) else _e164(p, c)
+                for p, c in zip(customers[Col.PHONE], customers[Col.COUNTRY], strict=True)
+            ],
+            "loyalty": customers[Col.LOYALTY_ID],
+            "web": customers[Col.WEB_CLIENT_ID],
+        },
+        index=customers.index,
+    )
     primary = truth[truth["is_primary"]].reset_index().set_index("person_id")[Col.CUSTOMER_ID]
     extra = truth[~truth["is_primary"]]
-    shares = pd.Series([
-        any(pd.notna(a) and a == b for a, b in zip(ids.loc[rec], ids.loc[primary[person]], strict=True))
-        for rec, person in zip(extra.index, extra["person_id"], strict=True)], index=extra.index)
+    shares = pd.Series(
+        [
+            any(pd.notna(a) and a == b for a, b in zip(ids.loc[rec], ids.loc[primary[person]], strict=True))
+            for rec, person in zip(extra.index, extra["person_id"], strict=True)
+        ],
+        index=extra.index,
+    )
     unlinkable = extra["link_type"] == "unlinkable"
     assert shares[~unlinkable].all()
     assert not shares[unlinkable].any()
@@ -179,8 +195,12 @@ def test_spouses_share_a_phone_but_not_a_person_or_a_card(world: Path, persons: 
 
 def test_no_record_acts_before_it_exists(world: Path) -> None:
     created = utc(read(world, "customers").set_index(Col.CUSTOMER_ID)[Col.CREATED_AT])
-    for table, column in (("orders", Col.ORDERED_AT), ("messages", Col.SENT_AT), ("consents", Col.CONSENTED_AT),
-                          ("web_events", Col.OCCURRED_AT)):
+    for table, column in (
+        ("orders", Col.ORDERED_AT),
+        ("messages", Col.SENT_AT),
+        ("consents", Col.CONSENTED_AT),
+        ("web_events", Col.OCCURRED_AT),
+    ):
         frame = read(world, table).dropna(subset=[Col.CUSTOMER_ID])
         assert (utc(frame[column]).to_numpy() >= created[frame[Col.CUSTOMER_ID]].to_numpy()).all(), table
 
@@ -219,9 +239,13 @@ def test_no_message_goes_to_a_channel_opted_out_at_send_time(world: Path) -> Non
     consents = read(world, "consents")
     messages["at"] = utc(messages[Col.SENT_AT])
     consents["at"] = utc(consents[Col.CONSENTED_AT])
-    state = pd.merge_asof(messages.sort_values("at"), consents.sort_values("at")[[Col.CUSTOMER_ID, Col.CHANNEL,
-                                                                                  Col.STATUS, "at"]],
-                          on="at", by=[Col.CUSTOMER_ID, Col.CHANNEL], direction="backward")
+    state = pd.merge_asof(
+        messages.sort_values("at"),
+        consents.sort_values("at")[[Col.CUSTOMER_ID, Col.CHANNEL, Col.STATUS, "at"]],
+        on="at",
+        by=[Col.CUSTOMER_ID, Col.CHANNEL],
+        direction="backward",
+    )
     assert state[Col.STATUS].notna().all(), "a message to a record without any consent on that channel"
     assert (state[Col.STATUS] == "opt_in").all()
     # every unsubscribe is an opt-out in consents at the same instant
@@ -229,8 +253,9 @@ def test_no_message_goes_to_a_channel_opted_out_at_send_time(world: Path) -> Non
     assert len(unsub) > 0
     opt_out = consents[consents[Col.STATUS] == "opt_out"]
     keys = set(zip(opt_out[Col.CUSTOMER_ID], opt_out[Col.CHANNEL], opt_out[Col.CONSENTED_AT], strict=True))
-    assert all(k in keys for k in zip(unsub[Col.CUSTOMER_ID], unsub[Col.CHANNEL], unsub[Col.UNSUBSCRIBED_AT],
-                                      strict=True))
+    assert all(
+        k in keys for k in zip(unsub[Col.CUSTOMER_ID], unsub[Col.CHANNEL], unsub[Col.UNSUBSCRIBED_AT], strict=True)
+    )
 
 
 def test_engagement_follows_the_send(world: Path) -> None:
@@ -246,8 +271,9 @@ def test_engagement_follows_the_send(world: Path) -> None:
     assert 0.1 < opened.notna().mean() < 0.5
 
 
-def test_opens_cluster_at_each_persons_preferred_local_hour(world: Path, person_of: pd.Series,
-                                                            persons: pd.DataFrame) -> None:
+def test_opens_cluster_at_each_persons_preferred_local_hour(
+    world: Path, person_of: pd.Series, persons: pd.DataFrame
+) -> None:
     m = read(world, "messages")
     m = m[(m[Col.CHANNEL] == "email") & m[Col.OPENED_AT].notna()].copy()
     zone = read(world, "customers").set_index(Col.CUSTOMER_ID)[Col.TIMEZONE]
@@ -275,11 +301,19 @@ def test_offers_are_randomised_and_lift_purchases_by_the_planted_uplift(world: P
     orders = orders[~orders[Col.ORDER_ID].str.startswith("C") & orders[Col.CUSTOMER_ID].notna()]
     bought = pd.DataFrame({"person": orders[Col.CUSTOMER_ID].map(person_of), "t": utc(orders[Col.ORDERED_AT])})
     bought = bought.sort_values("t")
-    m = m[m[Col.DELIVERED_AT].notna()].assign(person=lambda f: f[Col.CUSTOMER_ID].map(person_of),
-                                              t=lambda f: utc(f[Col.SENT_AT]))
+    m = m[m[Col.DELIVERED_AT].notna()].assign(
+        person=lambda f: f[Col.CUSTOMER_ID].map(person_of), t=lambda f: utc(f[Col.SENT_AT])
+    )
     m = m[m["t"] < m["t"].max() - pd.Timedelta(days=30)].sort_values("t")
-    nxt = pd.merge_asof(m, bought.rename(columns={"t": "next"}), left_on="t", right_on="next", by="person",
-                        direction="forward", allow_exact_matches=False)
+    nxt = pd.merge_asof(
+        m,
+        bought.rename(columns={"t": "next"}),
+        left_on="t",
+        right_on="next",
+        by="person",
+        direction="forward",
+        allow_exact_matches=False,
+    )
     m = m.assign(y=(nxt["next"] - nxt["t"] <= pd.Timedelta(days=30)).to_numpy())
     truth = pd.read_parquet(world / "truth" / "offer_uplift.parquet")
     planted = truth[truth[Col.OFFER_ID] == "OF01"].set_index("person_id")["uplift_30d"]
@@ -321,8 +355,14 @@ def test_sessions_precede_most_online_orders_and_carts_are_often_abandoned(world
     online = online.assign(t=utc(online[Col.ORDERED_AT])).dropna(subset=[Col.CUSTOMER_ID, "t"]).sort_values("t")
     events["t"] = utc(events[Col.OCCURRED_AT])
     checkout = events[events[Col.EVENT_TYPE] == "checkout"].dropna(subset=[Col.CUSTOMER_ID, "t"]).sort_values("t")
-    near = pd.merge_asof(online, checkout[[Col.CUSTOMER_ID, "t"]].rename(columns={"t": "checkout"}),
-                         left_on="t", right_on="checkout", by=Col.CUSTOMER_ID, direction="backward")
+    near = pd.merge_asof(
+        online,
+        checkout[[Col.CUSTOMER_ID, "t"]].rename(columns={"t": "checkout"}),
+        left_on="t",
+        right_on="checkout",
+        by=Col.CUSTOMER_ID,
+        direction="backward",
+    )
     assert ((near["t"] - near["checkout"]) <= pd.Timedelta(minutes=10)).mean() >= 0.75
     by_session = events.groupby(Col.SESSION_ID)
     carted = by_session[Col.EVENT_TYPE].agg(lambda e: "add_to_cart" in set(e))

@@ -232,12 +232,13 @@ def serve(
     example = _example_ids(data)
     base = f"http://{host}:{port}"
     console.print("[bold]Kairos API[/] — try:")
-    console.print(f"  curl -s {base}/health/ready")
-    console.print(
+    # plain echo, never wrapped: these lines are for copy and paste
+    typer.echo(f"  curl -s {base}/health/ready")
+    typer.echo(
         f"  curl -s -X POST {base}/v1/scores -H 'content-type: application/json' "
         f"-d '{json.dumps({'customer_ids': example})}'"
     )
-    console.print(f"  open {base}/docs for the OpenAPI documentation")
+    typer.echo(f"  open {base}/docs for the OpenAPI documentation")
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 

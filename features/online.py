@@ -85,7 +85,7 @@ def load_in_memory(data_home: Path, feature_names: list[str] | None = None) -> t
     """Build the in-process store from the latest snapshot and the identity map."""
     snap = latest_snapshot(data_home)
     frame = snap.read()
-    names = feature_names or [f["name"] for f in snap.manifest["features"]]
+    names = feature_names or [f["name"] for f in snap.manifest["features"] if f["dtype"] == "float32"]
     missing = [n for n in names if n not in frame.columns]
     if missing:
         raise KeyError(f"snapshot {snap.path.name} lacks feature(s) {missing}")

@@ -92,7 +92,13 @@ def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str) -> dict
         "as_of": as_of.isoformat(),
         "built_at": datetime.now(UTC).isoformat(),
         "features": [
-            {"name": f.name, "dtype": f.dtype, "description": f.description, "window_days": f.window_days}
+            {
+                "name": f.name,
+                "dtype": f.dtype,
+                "description": f.description,
+                "window_days": f.window_days,
+                "ages": f.ages,
+            }
             for f in FEATURES
         ],
         "entity": "customer_key",

@@ -21,7 +21,7 @@ from mlflow.models import infer_signature
 from sklearn.metrics import roc_auc_score
 
 from features.datasets import LABEL, ChurnTarget, build_training_set, monthly_cutoffs
-from features.definitions import FEATURE_NAMES
+from features.definitions import NUMERIC_FEATURES
 from features.errors import KairosError
 from features.store import compute_features, data_end, ingest_report, manifest_for, open_tables
 from models.churn import LightGBMClassifier
@@ -111,7 +111,7 @@ def train_churn(
             )
 
     tick("fitting LightGBM", 0.6)
-    features = list(FEATURE_NAMES)
+    features = list(NUMERIC_FEATURES)
     model = LightGBMClassifier(seed=seed).fit(train[features], train[LABEL], eval_set=(valid[features], valid[LABEL]))
     p_hold = model.predict_proba(holdout[features])
     y_hold = holdout[LABEL].to_numpy()

@@ -1,0 +1,58 @@
+"""The vocabulary every feature module shares: the feature record, its group, and time helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import ibis.expr.types as ir
+
+from features.contract import Col
+
+SECONDS_PER_DAY = 86_400.0
+
+Dtype = Literal["float32", "string"]
+Tables = dict[str, ir.Table]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature: what it is called, what it means, and over which window.
+
+    Attributes:
+        name: column name in snapshots and the online store.
+        description: human words, shown in explanations ("days since the last order").
+        dtype: ``float32`` (numeric, in the online matrix) or ``string`` (categorical).
+        window_days: the look-back window; None for the whole history before the cutoff.
+        ages: a "days since ..." feature that grows by one per day until the event recurs; the online
+            store ages it between snapshots.
+        fill: value for a customer with no event of the kind (counts: 0.0); None leaves it null.
+        entity: the key the feature belongs to.
+    """
+
+    name: str
+    description: str
+    dtype: Dtype = "float32"
+    window_days: int | None = None
+    ages: bool = False
+    fill: float | None = None
+    entity: str = Col.CUSTOMER_KEY
+
+
+@dataclass(frozen=True)
+class FeatureGroup:
+    """Features that one Ibis expression computes together, one row per ``customer_key``.
+
+    ``build(tables, cutoff)`` must use only events strictly before ``cutoff`` and return a table with
+    ``customer_key`` plus exactly the group's feature names.
+    """
+
+    name: str
+    features: tuple[Feature, ...]
+    build: Callable[[Tables, ir.TimestampScalar], ir.Table]
+
+
+def days_before(cutoff: ir.TimestampScalar, ts: ir.TimestampValue) -> ir.FloatingValue:
+    """Days (fractional) from ``ts`` to ``cutoff``; backend-portable (epoch arithmetic)."""
+    return (cutoff.epoch_seconds() - ts.epoch_seconds()).cast("float64") / SECONDS_PER_DAY

@@ -79,9 +79,14 @@ def default_as_of(tables: dict[str, ir.Table]) -> datetime:
     return datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
 
 
+def execute_features(tables: dict[str, ir.Table], as_of: datetime) -> pd.DataFrame:
+    """Execute the feature table as of ``as_of`` exactly as the backend computes it (float64)."""
+    return feature_table(tables, as_of).execute().reset_index(drop=True)
+
+
 def compute_features(tables: dict[str, ir.Table], as_of: datetime) -> pd.DataFrame:
-    """Execute the feature table as of ``as_of`` into pandas (features as float32)."""
-    frame = feature_table(tables, as_of).execute()
+    """The feature table as of ``as_of`` in its stored types (numeric features as float32)."""
+    frame = execute_features(tables, as_of)
     for feature in FEATURES:
         frame[feature.name] = frame[feature.name].astype(feature.dtype)
     return frame.reset_index(drop=True)
@@ -108,9 +113,12 @@ def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str) -> dict
     }
 
 
-def build_snapshot(data_home: Path, as_of: datetime | None = None) -> Snapshot:
-    """Compute and publish the snapshot as of ``as_of`` (default: the day after the latest order)."""
-    tables = open_tables(data_home)
+def build_snapshot(data_home: Path, as_of: datetime | None = None, con: ibis.BaseBackend | None = None) -> Snapshot:
+    """Compute and publish the snapshot as of ``as_of`` (default: the day after the latest order).
+
+    ``con`` selects the execution backend (default embedded DuckDB; see :mod:`features.backends`).
+    """
+    tables = open_tables(data_home, con)
     as_of = as_of or default_as_of(tables)
     frame = compute_features(tables, as_of)
     manifest = manifest_for(frame, as_of, ingest_report(data_home)["source_hash"])

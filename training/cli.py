@@ -142,15 +142,21 @@ def features_build(
     as_of: Annotated[
         str | None, typer.Option(help="As-of date (ISO 8601); default the day after the last order.")
     ] = None,
+    backend: Annotated[str, typer.Option(help="duckdb (embedded) or spark.")] = "duckdb",
+    spark_master: Annotated[str, typer.Option(help="Spark master URL, with --backend spark.")] = "local[2]",
 ) -> None:
     """Compute the feature snapshot as of a date and write it with its manifest."""
+    from features.backends import connect
     from features.store import build_snapshot
 
     try:
         when = _parse_as_of(as_of) if as_of else None
+        if backend not in ("duckdb", "spark"):
+            raise ValueError(f"--backend must be duckdb or spark, not {backend!r}")
+        con = connect("spark", master=spark_master) if backend == "spark" else connect("duckdb")
         with _progress("features") as tick:
             tick("computing", 0.1)
-            snap = build_snapshot(data, when)
+            snap = build_snapshot(data, when, con)
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
     m = snap.manifest

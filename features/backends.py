@@ -29,7 +29,9 @@ def connect(backend: Backend = "duckdb", **options: Any) -> ibis.BaseBackend:
         BackendUnavailableError: pyspark is not installed or Spark does not start.
     """
     if backend == "duckdb":
-        return ibis.duckdb.connect()
+        con = ibis.duckdb.connect()
+        con.raw_sql("SET enable_progress_bar = false")  # the CLI draws its own; stdout stays clean
+        return con
     if backend == "spark":
         return ibis.pyspark.connect(spark_session(**options))
     raise BackendUnavailableError(f"unknown backend {backend!r} (duckdb or spark)")

@@ -17,6 +17,7 @@ import ibis
 import ibis.expr.types as ir
 import pandas as pd
 
+from features.backends import connect
 from features.definitions import FEATURES, definition_hash, feature_table
 from features.errors import DataNotFoundError
 from features.ingest import INGESTED_DIR, REPORT_FILE
@@ -57,7 +58,7 @@ def ingest_report(data_home: Path) -> dict[str, Any]:
 def open_tables(data_home: Path, con: ibis.BaseBackend | None = None) -> dict[str, ir.Table]:
     """The ingested contract tables as Ibis tables (embedded DuckDB unless ``con`` is given)."""
     folder = ingested_dir(data_home)
-    con = con or ibis.duckdb.connect()
+    con = con or connect("duckdb")
     tables: dict[str, ir.Table] = {}
     for path in sorted(folder.glob("*.parquet")):
         tables[path.stem] = con.read_parquet(path, table_name=path.stem)

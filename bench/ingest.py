@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this folder comes first on sys.path and bench/features.py would shadow the package.
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "online_retail_ii"
 
 

@@ -23,6 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -488,14 +489,21 @@ def _flag(verdicts: _Verdicts, column: Column, reason: Reason, mask: np.ndarray)
 
 
 def _duplicates(raw: pd.DataFrame, source_columns: list[str]) -> np.ndarray:
-    """Exact copies of an earlier row, compared on the mapped source columns."""
+    """Exact copies of an earlier row, compared on the mapped source columns.
+
+    DuckDB hashes whole rows (several times faster than pandas on Arrow strings); rows whose hash
+    repeats are then compared value by value, so a hash collision can never drop a row.
+    """
     cols = [c for c in source_columns if c in raw.columns]
-    if not cols:
+    if not cols or raw.empty:
         return np.zeros(len(raw), dtype=bool)
-    hashed = pd.util.hash_pandas_object(raw[cols], index=False)
-    candidates = hashed.duplicated(keep=False).to_numpy()
+    con = duckdb.connect()
+    con.register("t", pa.Table.from_pandas(raw[cols], preserve_index=False))
+    hashes = con.execute("SELECT hash(" + ", ".join(f'"{c}"' for c in cols) + ") AS h FROM t").fetchnumpy()["h"]
+    con.close()
+    candidates = pd.Series(hashes).duplicated(keep=False).to_numpy()
     out = np.zeros(len(raw), dtype=bool)
-    if candidates.any():  # confirm hash matches value by value
+    if candidates.any():
         out[candidates] = raw.loc[candidates, cols].duplicated(keep="first").to_numpy()
     return out
 

@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 
 from features.contract import (
     ADJUSTMENTS,
-    CUSTOMER_REF_TABLES,
     INPUT_TABLES,
     ISO_CURRENCIES,
     ORDER_LINES,
@@ -881,92 +880,105 @@ def ingest(
     threshold = mapping.max_quarantine_share if max_quarantine_share is None else max_quarantine_share
     tick = progress or (lambda step, frac: None)
 
-    accepted: dict[str, pd.DataFrame] = {}
+    refs: dict[str, pd.DataFrame] = {}  # what later tables are checked against (ids, order headers)
+    kept: dict[str, pd.DataFrame] = {}  # order lines and what they turn into, finished after the loop
     order_headers: pd.DataFrame | None = None
+    published: dict[str, int] = {}
     audits_q: list[pd.DataFrame] = []
     audits_r: list[pd.DataFrame] = []
     table_reports: dict[str, Any] = {}
     input_files: list[Path] = []
-    names = [t for t in _ORDER if t in mapping.tables]
-    for i, table in enumerate(names):
-        tick(f"validating {table}", i / (len(names) + 2))
-        raw, files = _read_table(Path(input_dir), table, mapping.tables[table])
-        input_files.extend(files)
-        checked = _check_table(table, raw, mapping, latest, accepted)
-        q = checked.verdicts.quarantined()
-        r = checked.verdicts.reclassified()
-        _clear_fields(checked)
-        if table == "order_lines":
-            split = _split_order_lines(checked)
-            accepted.update(split)
-        elif table == "orders":  # cancellation headers stay joinable: their lines become returns
-            accepted["orders"] = checked.frame.loc[~q].reset_index(drop=True)
-            is_cancel = (checked.targets == RETURNS.name).to_numpy()
-            order_headers = checked.frame.loc[~q & ~is_cancel].reset_index(drop=True)
-        else:
-            if table == "web_events":  # an event without an id gets its source position
-                position = raw[_SRC_FILE].astype(str) + ":" + raw[_SRC_ROW].astype(str)
-                checked.frame[Col.EVENT_ID] = checked.frame.get(Col.EVENT_ID, position).fillna(position)
-            accepted[table] = _typed(checked.frame.loc[~q].reset_index(drop=True), INPUT_TABLES[table])
-        audits_q.append(_audit_rows(checked, q, checked.verdicts.quarantine))
-        audits_r.append(_audit_rows(checked, r, checked.verdicts.reclassify))
-        table_reports[table] = _table_report(checked, q, r)
-
-    tick("resolving identities", len(names) / (len(names) + 2))
-    lines = accepted.get("order_lines", pd.DataFrame())
-    accepted["orders"] = _orders_from_lines(lines, order_headers)
-    derived: dict[str, int] = {}
-    if "items" not in mapping.tables and mapping.derive_items_from_lines:
-        accepted["items"] = _derive_items(lines)
-        derived["items"] = len(accepted["items"])
-    if "customers" not in mapping.tables and mapping.derive_customers_from_lines:
-        accepted["customers"] = _derive_customers(accepted)
-        derived["customers"] = len(accepted["customers"])
-
-    identity_report: dict[str, Any] = {}
     identity_map = pd.DataFrame(
         {Col.CUSTOMER_ID: pd.Series(dtype="string"), Col.CUSTOMER_KEY: pd.Series(dtype="string")}
     )
     review = pd.DataFrame()
-    if "customers" in accepted:
-        result = resolve_identities(
-            accepted["customers"], strong_ids=tuple(mapping.strong_ids), default_region=mapping.default_region
-        )
-        identity_map, review, identity_report = result.mapping, result.refused, result.report()
-    for name in list(accepted):
-        if name in CUSTOMER_REF_TABLES or (name == "order_lines" and Col.CUSTOMER_ID in accepted[name].columns):
-            accepted[name] = rekey(accepted[name], identity_map)
-
-    quarantine = pd.concat(audits_q, ignore_index=True) if audits_q else pd.DataFrame()
-    reclassified = pd.concat(audits_r, ignore_index=True) if audits_r else pd.DataFrame()
-    totals = {
-        k: sum(t[k] for t in table_reports.values()) for k in ("input_rows", "accepted", "reclassified", "quarantined")
-    }
-    share = totals["quarantined"] / totals["input_rows"] if totals["input_rows"] else 0.0
-    report: dict[str, Any] = {
-        "mapping": mapping.name,
-        "run_at": now_ts.isoformat(),
-        "source_hash": sha256_files(input_files),
-        "source_files": [p.name for p in input_files],
-        "tables": table_reports,
-        "totals": totals,
-        "quarantine_share": round(share, 6),
-        "max_quarantine_share": threshold,
-        "derived": derived,
-        "published": {name: len(df) for name, df in sorted(accepted.items())},
-        "anonymous_order_lines": int(accepted["order_lines"][Col.CUSTOMER_ID].isna().sum())
-        if "order_lines" in accepted and Col.CUSTOMER_ID in accepted["order_lines"].columns
-        else 0,
-        "identity": identity_report,
-        "reason_text": {r.value: REASON_TEXT[r] for r in Reason},
-        "ok": share <= threshold,
-    }
-
-    tick("writing", (len(names) + 1) / (len(names) + 2))
+    identity_report: dict[str, Any] = {}
+    names = [t for t in _ORDER if t in mapping.tables]
     target = Path(out_dir) / INGESTED_DIR
+
     with staged_dir(target) as stage:
-        for name, frame in accepted.items():
+
+        def publish(name: str, frame: pd.DataFrame) -> None:
+            # Ids without a customer record get a singleton key, the same one identity resolution gives them.
+            if Col.CUSTOMER_ID in frame.columns:
+                frame = rekey(frame, identity_map)
             write_parquet(frame, stage / f"{name}.parquet")
+            published[name] = len(frame)
+
+        # Each table is written as soon as it is final, so the largest (web events, messages) never
+        # sit in memory together. Customers come before every table that refers to them.
+        for i, table in enumerate(names):
+            tick(f"validating {table}", i / (len(names) + 2))
+            raw, files = _read_table(Path(input_dir), table, mapping.tables[table])
+            input_files.extend(files)
+            checked = _check_table(table, raw, mapping, latest, refs)
+            q = checked.verdicts.quarantined()
+            r = checked.verdicts.reclassified()
+            _clear_fields(checked)
+            if table == "order_lines":
+                kept.update(_split_order_lines(checked))
+            elif table == "orders":  # cancellation headers stay joinable: their lines become returns
+                refs["orders"] = checked.frame.loc[~q].reset_index(drop=True)
+                is_cancel = (checked.targets == RETURNS.name).to_numpy()
+                order_headers = checked.frame.loc[~q & ~is_cancel].reset_index(drop=True)
+            else:
+                if table == "web_events":  # an event without an id gets its source position
+                    position = raw[_SRC_FILE].astype(str) + ":" + raw[_SRC_ROW].astype(str)
+                    checked.frame[Col.EVENT_ID] = checked.frame.get(Col.EVENT_ID, position).fillna(position)
+                frame = _typed(checked.frame.loc[~q].reset_index(drop=True), INPUT_TABLES[table])
+                if table == "customers":
+                    tick("resolving identities", i / (len(names) + 2))
+                    identity_map, review, identity_report = _resolve(frame, mapping)
+                    refs["customers"] = frame[[Col.CUSTOMER_ID]]
+                elif table == "items":
+                    refs["items"] = frame[[Col.ITEM_ID]]
+                publish(table, frame)
+                del frame
+            audits_q.append(_audit_rows(checked, q, checked.verdicts.quarantine))
+            audits_r.append(_audit_rows(checked, r, checked.verdicts.reclassify))
+            table_reports[table] = _table_report(checked, q, r)
+            del raw, checked
+
+        tick("finishing orders", len(names) / (len(names) + 2))
+        lines = kept.get("order_lines", pd.DataFrame())
+        kept["orders"] = _orders_from_lines(lines, order_headers)
+        derived: dict[str, int] = {}
+        if "items" not in mapping.tables and mapping.derive_items_from_lines:
+            items = _derive_items(lines)
+            derived["items"] = len(items)
+            publish("items", items)
+        if "customers" not in mapping.tables and mapping.derive_customers_from_lines:
+            customers = _derive_customers(kept)
+            derived["customers"] = len(customers)
+            identity_map, review, identity_report = _resolve(customers, mapping)
+            publish("customers", customers)
+        for name, frame in kept.items():
+            publish(name, frame)
+
+        quarantine = pd.concat(audits_q, ignore_index=True) if audits_q else pd.DataFrame()
+        reclassified = pd.concat(audits_r, ignore_index=True) if audits_r else pd.DataFrame()
+        totals = {
+            k: sum(t[k] for t in table_reports.values())
+            for k in ("input_rows", "accepted", "reclassified", "quarantined")
+        }
+        share = totals["quarantined"] / totals["input_rows"] if totals["input_rows"] else 0.0
+        report: dict[str, Any] = {
+            "mapping": mapping.name,
+            "run_at": now_ts.isoformat(),
+            "source_hash": sha256_files(input_files),
+            "source_files": [p.name for p in input_files],
+            "tables": table_reports,
+            "totals": totals,
+            "quarantine_share": round(share, 6),
+            "max_quarantine_share": threshold,
+            "derived": derived,
+            "published": dict(sorted(published.items())),
+            "anonymous_order_lines": int(lines[Col.CUSTOMER_ID].isna().sum()) if Col.CUSTOMER_ID in lines else 0,
+            "identity": identity_report,
+            "reason_text": {r.value: REASON_TEXT[r] for r in Reason},
+            "ok": share <= threshold,
+        }
+        tick("writing", (len(names) + 1) / (len(names) + 2))
         write_parquet(quarantine, stage / QUARANTINE_FILE)
         write_parquet(reclassified, stage / RECLASSIFIED_FILE)
         write_parquet(identity_map, stage / IDENTITY_MAP_FILE)
@@ -986,6 +998,12 @@ def ingest(
             )
     tick("done", 1.0)
     return IngestResult(target, report)
+
+
+def _resolve(customers: pd.DataFrame, mapping: Mapping) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Identity map, review list and report for the accepted customer records."""
+    result = resolve_identities(customers, strong_ids=tuple(mapping.strong_ids), default_region=mapping.default_region)
+    return result.mapping, result.refused, result.report()
 
 
 def _table_report(checked: _Checked, q: np.ndarray, r: np.ndarray) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import duckdb
 import ibis
 
 from features.errors import KairosError
@@ -30,7 +31,10 @@ def connect(backend: Backend = "duckdb", **options: Any) -> ibis.BaseBackend:
     """
     if backend == "duckdb":
         con = ibis.duckdb.connect()
-        con.raw_sql("SET enable_progress_bar = false")  # the CLI draws its own; stdout stays clean
+        try:  # the CLI draws its own bar; stdout stays clean for scripts
+            con.raw_sql("SET enable_progress_bar = false")
+        except duckdb.Error:  # inside Jupyter DuckDB insists on ipywidgets even to switch it off
+            pass
         return con
     if backend == "spark":
         return ibis.pyspark.connect(spark_session(**options))

@@ -22,6 +22,7 @@ from features.definitions import FEATURES, definition_hash, feature_table
 from features.errors import DataNotFoundError
 from features.ingest import INGESTED_DIR, REPORT_FILE
 from features.io import staged_dir, write_parquet
+from features.segments import assign_segments, summarise_transitions, transition_matrix
 
 SNAPSHOTS_DIR = "snapshots"
 SNAPSHOT_FILE = "features.parquet"
@@ -114,20 +115,70 @@ def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str) -> dict
     }
 
 
+SEGMENTS_FILE = "segments.parquet"
+SEGMENT_COLUMNS = ("rfm_segment", "lifecycle")
+
+
 def build_snapshot(data_home: Path, as_of: datetime | None = None, con: ibis.BaseBackend | None = None) -> Snapshot:
     """Compute and publish the snapshot as of ``as_of`` (default: the day after the latest order).
 
-    ``con`` selects the execution backend (default embedded DuckDB; see :mod:`features.backends`).
+    Beside the features it writes the customers' segments and, against the latest earlier snapshot, a
+    transition matrix per segmentation (``transitions_<column>.parquet``); the manifest carries segment
+    sizes and a summary of the moves. ``con`` selects the execution backend (default embedded DuckDB;
+    see :mod:`features.backends`).
     """
     tables = open_tables(data_home, con)
     as_of = as_of or default_as_of(tables)
     frame = compute_features(tables, as_of)
     manifest = manifest_for(frame, as_of, ingest_report(data_home)["source_hash"])
+    segments = assign_segments(frame)
+    previous = _previous_snapshot(data_home, as_of)
+    matrices: dict[str, pd.DataFrame] = {}
+    summary: dict[str, Any] = {
+        "not_available": {k: list(v) for k, v in segments.attrs.get("not_available", {}).items()},
+        "sizes": {c: {str(k): int(v) for k, v in segments[c].value_counts().items()} for c in SEGMENT_COLUMNS},
+        "previous_snapshot": previous.manifest["as_of"] if previous else None,
+        "transitions": {},
+    }
+    if previous is not None and (previous.path / SEGMENTS_FILE).is_file():
+        before = pd.read_parquet(previous.path / SEGMENTS_FILE)
+        for column in SEGMENT_COLUMNS:
+            matrices[column] = transition_matrix(before, segments, column)
+            moves = summarise_transitions(matrices[column])
+            summary["transitions"][column] = {
+                "stayed": moves.stayed,
+                "moved": moves.moved,
+                "entered": moves.entered,
+                "left": moves.left,
+                "moved_share": round(moves.moved_share, 6),
+                "top_moves": moves.moves.head(10).to_dict(orient="records"),
+            }
+    manifest["segments"] = summary
     target = Path(data_home) / SNAPSHOTS_DIR / as_of.strftime("%Y-%m-%dT%H%M%SZ")
     with staged_dir(target) as stage:
         write_parquet(frame, stage / SNAPSHOT_FILE)
-        (stage / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        segments_out = segments.copy()
+        segments_out.attrs = {}
+        write_parquet(segments_out, stage / SEGMENTS_FILE)
+        for column, matrix in matrices.items():
+            write_parquet(matrix.reset_index(names="previous"), stage / f"transitions_{column}.parquet")
+        (stage / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
     return Snapshot(target, manifest)
+
+
+def _previous_snapshot(data_home: Path, as_of: datetime) -> Snapshot | None:
+    """The latest snapshot strictly before ``as_of``, if any."""
+    root = Path(data_home) / SNAPSHOTS_DIR
+    if not root.is_dir():
+        return None
+    earlier = [
+        p
+        for p in sorted(root.glob("*"))
+        if (p / MANIFEST_FILE).is_file() and p.name < as_of.strftime("%Y-%m-%dT%H%M%SZ")
+    ]
+    if not earlier:
+        return None
+    return Snapshot(earlier[-1], json.loads((earlier[-1] / MANIFEST_FILE).read_text(encoding="utf-8")))
 
 
 def latest_snapshot(data_home: Path) -> Snapshot:

@@ -169,6 +169,26 @@ def features_build(
             ("definition hash", m["definition_hash"]),
         ],
     )
+    _print_segments(m["segments"])
+
+
+def _print_segments(seg: dict[str, Any]) -> None:
+    for column, sizes in seg["sizes"].items():
+        table = Table(title=column, title_justify="left", show_header=False)
+        for name, count in sorted(sizes.items(), key=lambda kv: -kv[1]):
+            table.add_row(name, f"{count:,}")
+        console.print(table)
+        moves = seg["transitions"].get(column)
+        if moves:
+            top = ", ".join(f"{m['previous']} → {m['current']} {m['customers']:,}" for m in moves["top_moves"][:3])
+            console.print(
+                f"  since {seg['previous_snapshot']}: {moves['moved']:,} moved ({moves['moved_share']:.1%}), "
+                f"{moves['entered']:,} new, {moves['left']:,} gone; largest moves: {top}"
+            )
+        else:
+            console.print("  no earlier snapshot to compare with")
+    if seg["not_available"]:
+        console.print("flags not available (features missing): " + ", ".join(seg["not_available"]))
 
 
 def _parse_as_of(text: str) -> datetime:

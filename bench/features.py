@@ -30,8 +30,7 @@ _STEPS = {
         "ingest(Path({raw!r}), load_mapping({mapping!r}), Path({home!r}), now=datetime(2026, 6, 1, tzinfo=UTC))"
     ),
     "build": (
-        "from features.store import build_snapshot; "
-        "print(json.dumps(build_snapshot(Path({home!r})).manifest['rows']))"
+        "from features.store import build_snapshot; print(json.dumps(build_snapshot(Path({home!r})).manifest['rows']))"
     ),
 }
 

@@ -3,6 +3,7 @@ that outgrows one machine. The definitions are the same Ibis expressions on both
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal
 
 import duckdb
@@ -31,10 +32,10 @@ def connect(backend: Backend = "duckdb", **options: Any) -> ibis.BaseBackend:
     """
     if backend == "duckdb":
         con = ibis.duckdb.connect()
-        try:  # the CLI draws its own bar; stdout stays clean for scripts
+        # The CLI draws its own bar, so stdout stays clean for scripts. Inside Jupyter DuckDB insists on
+        # ipywidgets even to switch it off: then the setting is left as it is.
+        with contextlib.suppress(duckdb.Error):
             con.raw_sql("SET enable_progress_bar = false")
-        except duckdb.Error:  # inside Jupyter DuckDB insists on ipywidgets even to switch it off
-            pass
         return con
     if backend == "spark":
         return ibis.pyspark.connect(spark_session(**options))

@@ -16,12 +16,12 @@ import ibis
 import ibis.expr.types as ir
 
 from features.contract import Col
-from features.defs import orders
+from features.defs import engagement, orders, profile, web
 from features.defs.common import Feature, FeatureGroup, Tables
 
 __all__ = ["DESCRIPTIONS", "FEATURES", "FEATURE_NAMES", "GROUPS", "Feature", "FeatureGroup", "feature_table"]
 
-GROUPS: tuple[FeatureGroup, ...] = (*orders.GROUPS,)
+GROUPS: tuple[FeatureGroup, ...] = (*orders.GROUPS, *web.GROUPS, *profile.GROUPS, *engagement.GROUPS)
 
 FEATURES: tuple[Feature, ...] = tuple(f for g in GROUPS for f in g.features)
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)

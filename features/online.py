@@ -1,94 +1,867 @@
-"""Online store, in-process backend: the latest snapshot as a contiguous float32 matrix.
+"""Online store: the latest feature snapshot, served per customer, kept current by real-time events.
 
-Lookups are vectorised: ids -> row numbers (-1 when missing) -> one fancy-indexing gather. A
-missing customer is reported as missing, never as zeros. Callers may pass the retailer's own
-customer ids (source record ids) or Kairos's ``customer_key``; both resolve to the same row.
+One interface (:class:`OnlineStore`), two backends:
+
+- :class:`InMemoryOnlineStore` (the default): the snapshot as one contiguous float32 matrix with an
+  id -> row index. A lookup of 1, 100 or 10,000 customers is one vectorised gather.
+- :class:`RedisOnlineStore` (several API replicas share one store): a packed float32 vector per
+  customer under a versioned key prefix. A new snapshot is written beside the old one and a pointer
+  switches to it atomically; every call has a socket timeout, and any Redis failure is raised as
+  :class:`OnlineStoreUnavailable` so the API can degrade instead of failing.
+
+Both report a missing customer as missing (row -1, NaN values), never as zeros, and know each row's
+age (days since the snapshot it comes from), so a reader can treat stale rows as missing
+(``max_age_days``). Ids may be Kairos's ``customer_key`` or the retailer's ``customer_id``.
+
+Reads happen at a time ``now``: "days since" features are aged from the snapshot's ``as_of`` to
+``now``, and the events applied since the snapshot (:func:`OnlineStore.apply_event`, rules in
+:mod:`features.realtime`) overlay the features they change. Without ``now`` a read is at the store's
+own clock: the snapshot's ``as_of``, or the latest event applied when that is later, so a store fed
+no events serves exactly the snapshot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+import contextlib
+import json
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from features.contract import Col
+from features.defs.common import SECONDS_PER_DAY
+from features.errors import DataNotFoundError, KairosError
+from features.identity import KEY_PREFIX
 from features.ingest import IDENTITY_MAP_FILE
-from features.store import Snapshot, ingested_dir, latest_snapshot
+from features.realtime import (
+    REALTIME_FILLS,
+    WINDOW_FEATURES,
+    ApplyResult,
+    CustomerState,
+    Event,
+    Overlay,
+    Patch,
+    apply,
+    recent_sessions,
+    seeded_state,
+    write_patches,
+)
+from features.store import Snapshot, ingested_dir, latest_snapshot, open_tables
+
+__all__ = [
+    "InMemoryOnlineStore",
+    "Lookup",
+    "OnlineStore",
+    "OnlineStoreUnavailable",
+    "RedisOnlineStore",
+    "SnapshotParts",
+    "load_in_memory",
+    "publish_to_redis",
+    "snapshot_parts",
+]
+
+
+class OnlineStoreUnavailable(KairosError):
+    """The online store cannot answer now (Redis down, slow or refusing): serve a degraded answer."""
 
 
 @dataclass(frozen=True)
 class Lookup:
-    """The result of a batch lookup, in request order."""
+    """The result of a batch lookup, in request order.
 
-    keys: list[str | None]  # customer_key per requested id, None when unknown
-    rows: np.ndarray  # row index per id, -1 when unknown
-    values: np.ndarray  # float32 (n, n_features); NaN rows for unknown ids
+    Attributes:
+        keys: customer_key per requested id, None when unknown.
+        rows: the store row per id (Redis: the position in the request); -1 when unknown or stale.
+        values: float32 (n, n_features); NaN rows for unknown or stale ids.
+        age_days: days from the snapshot the row comes from to ``now``; NaN when unknown.
+        stale: known, but older than the ``max_age_days`` asked for, hence reported as missing.
+        now: the read time the values are for (None when the store has no as-of time).
+        strings: the string features asked for (``strings=True``), None where unknown.
+    """
+
+    keys: list[str | None]
+    rows: np.ndarray
+    values: np.ndarray
+    age_days: np.ndarray
+    stale: np.ndarray
+    now: datetime | None = None
+    strings: dict[str, list[str | None]] = field(default_factory=dict)
 
     @property
     def found(self) -> np.ndarray:
+        """True where the id has a usable row (known and not stale)."""
         return self.rows >= 0
 
 
+class OnlineStore(Protocol):
+    """What both backends offer."""
+
+    @property
+    def feature_names(self) -> list[str]: ...
+
+    def __len__(self) -> int: ...
+
+    def lookup(
+        self,
+        ids: Sequence[str],
+        now: datetime | None = None,
+        max_age_days: float | None = None,
+        strings: bool = False,
+    ) -> Lookup: ...
+
+    def apply_event(self, event: Event) -> ApplyResult: ...
+
+
+def _epoch(t: datetime) -> float:
+    if t.tzinfo is None:
+        raise ValueError(f"a timezone-aware time is needed, got {t!r}")
+    return t.timestamp()
+
+
+def _finish(
+    keys: list[str | None],
+    rows: np.ndarray,
+    values: np.ndarray,
+    as_of: float | None,
+    now: float | None,
+    max_age_days: float | None,
+) -> Lookup:
+    """Blank the unknown rows, compute ages and apply the staleness rule (every row has the same as-of)."""
+    missing = rows < 0
+    any_missing = bool(missing.any())
+    delta = math.nan if as_of is None or now is None else (now - as_of) / SECONDS_PER_DAY
+    age = np.full(len(rows), delta)
+    if any_missing:
+        age[missing] = np.nan
+    if max_age_days is not None and delta > max_age_days:
+        stale = ~missing
+        rows = np.full(len(rows), -1, dtype=np.int64)
+        values[:] = np.nan
+    else:
+        stale = np.zeros(len(rows), dtype=bool)
+        if any_missing:
+            values[missing] = np.nan
+    when = datetime.fromtimestamp(now, UTC) if now is not None else None
+    return Lookup(keys, rows, values, age, stale, when)
+
+
+def _default_fills(names: Sequence[str]) -> dict[str, float]:
+    """Values for a customer first seen through an event: the definitions' fills (counts 0), else NaN."""
+    from features.definitions import FEATURES
+
+    fills = {**REALTIME_FILLS, **{f.name: f.fill for f in FEATURES if f.fill is not None}}
+    return {n: float(fills.get(n, math.nan)) for n in names}
+
+
+# --- in-process backend -------------------------------------------------------------------------------
+
+
 class InMemoryOnlineStore:
-    """Immutable in-process feature store built from one snapshot.
+    """In-process feature store built from one snapshot, with real-time events applied on top.
+
+    The snapshot matrix is never modified; events live in per-customer states (copied on write, so a
+    concurrent lookup sees a customer either before or after an event). Customers first seen through an
+    event get a new row of fills.
 
     Args:
         features: the snapshot frame (``customer_key`` + feature columns).
-        feature_names: the feature columns, in the order the matrix keeps them.
+        feature_names: the numeric feature columns, in the order the matrix keeps them.
         aliases: source customer id -> customer_key (identity map), so either id finds the row.
-        as_of: the snapshot's as-of time (the age of every row).
+        as_of: the snapshot's as-of time (the age of every row); None disables ageing and events.
+        ages: the "days since" features among ``feature_names`` (aged between snapshots).
+        fills: values for rows started by an event (default: NaN, counts 0).
+        string_names: string feature columns of ``features`` kept beside the matrix.
+        sessions: customer_key -> {session_id: first event time} under way before ``as_of``.
     """
 
     def __init__(
         self,
         features: pd.DataFrame,
-        feature_names: list[str],
-        aliases: dict[str, str] | None = None,
+        feature_names: Sequence[str],
+        aliases: Mapping[str, str] | None = None,
         as_of: datetime | None = None,
+        *,
+        ages: Sequence[str] = (),
+        fills: Mapping[str, float] | None = None,
+        string_names: Sequence[str] = (),
+        sessions: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         self.feature_names = list(feature_names)
+        self.string_names = list(string_names)
         self.as_of = as_of
+        self._as_of = _epoch(as_of) if as_of is not None else None
         keys = features[Col.CUSTOMER_KEY].astype(str).tolist()
-        self._matrix = np.ascontiguousarray(features[self.feature_names].to_numpy(np.float32))
+        matrix = np.ascontiguousarray(features[self.feature_names].to_numpy(np.float32))
+        self._matrix = matrix
+        self._n = len(keys)
         self._index: dict[str, int] = {k: i for i, k in enumerate(keys)}
         self._keys = keys
-        self._aliases = aliases or {}
+        self._aliases = dict(aliases or {})
+        # One dict for both kinds of id: a lookup is one pass (a customer_key wins over a source id).
+        self._ids: dict[str, int] = {cid: self._index[k] for cid, k in self._aliases.items() if k in self._index}
+        self._ids.update(self._index)
+        self._strings = {n: features[n].astype(object).where(features[n].notna(), None).tolist() for n in string_names}
+        fill_map = dict(fills) if fills is not None else _default_fills(self.feature_names)
+        self._fill_row = np.array([fill_map.get(n, math.nan) for n in self.feature_names], dtype=np.float32)
+        self._overlay = Overlay(self.feature_names, ages, self._as_of) if self._as_of is not None else None
+        self._states: dict[int, CustomerState] = {}
+        self._patches: dict[int, Patch] = {}  # rows whose real-time features differ from the aged snapshot
+        self._has_patch = np.zeros(len(keys), dtype=bool)
+        self._log: dict[int, dict[str, Event]] = {}
+        self._clock = self._as_of
+        self._lock = threading.Lock()
+        for key, known in (sessions or {}).items():
+            row = self._index.get(key)
+            if row is not None:
+                self._states[row] = seeded_state(known)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return self._n
 
-    def resolve(self, ids: list[str]) -> list[str | None]:
+    @property
+    def realtime_features(self) -> tuple[str, ...]:
+        """The real-time features this store keeps current (those of its features that events change)."""
+        return self._overlay.covered if self._overlay is not None else ()
+
+    def _rows(self, ids: Sequence[str]) -> list[int]:
+        get = self._ids.get
+        rows = [get(i, -1) for i in ids]
+        if -1 in rows:  # an alias of a customer first seen through an event
+            index, aliases = self._index, self._aliases
+            for j, r in enumerate(rows):
+                if r < 0 and ids[j] in aliases:
+                    rows[j] = index.get(aliases[ids[j]], -1)
+        return rows
+
+    def resolve(self, ids: Sequence[str]) -> list[str | None]:
         """customer_key per id (given as customer_key or source id), None when unknown."""
-        out: list[str | None] = []
-        index, aliases = self._index, self._aliases
-        for cid in ids:
-            if cid in index:
-                out.append(cid)
-            else:
-                key = aliases.get(cid)
-                out.append(key if key is not None and key in index else None)
+        keys = self._keys
+        return [keys[r] if r >= 0 else None for r in self._rows(ids)]
+
+    def lookup(
+        self,
+        ids: Sequence[str],
+        now: datetime | None = None,
+        max_age_days: float | None = None,
+        strings: bool = False,
+    ) -> Lookup:
+        """Feature rows for ``ids`` in order, as of ``now``; unknown ids get row -1 and NaN values.
+
+        Args:
+            ids: customer_keys or source customer ids.
+            now: the read time (default: the store's clock, see the module docs).
+            max_age_days: rows whose snapshot is older than this at ``now`` are reported as missing.
+            strings: also return the string features.
+        """
+        found = self._rows(ids)
+        keys_all = self._keys
+        keys: list[str | None] = [keys_all[r] if r >= 0 else None for r in found]
+        rows = np.array(found, dtype=np.int64) if found else np.empty(0, dtype=np.int64)
+        matrix, has_patch = self._matrix, self._has_patch  # taken after the ids: they cover every row found
+        values = matrix[rows]  # -1 reads the last row; blanked below
+        at = self._clock if now is None else _epoch(now)
+        overlay = self._overlay
+        if overlay is not None and at is not None:
+            overlay.age(values, at)
+            if self._patches:
+                patches = self._patches
+                positions = np.flatnonzero(has_patch[rows] & (rows >= 0)).tolist()
+                if positions:
+                    write_patches(values, positions, [patches[found[i]] for i in positions], at)
+        out = _finish(keys, rows, values, self._as_of, at, max_age_days)
+        if strings:
+            for name in self.string_names:
+                column = self._strings[name]
+                out.strings[name] = [column[r] if 0 <= r < len(column) else None for r in out.rows.tolist()]
         return out
 
-    def lookup(self, ids: list[str]) -> Lookup:
-        """Feature rows for ``ids`` in order; unknown ids get row -1 and NaN values."""
-        keys = self.resolve(ids)
-        rows = np.fromiter((self._index[k] if k is not None else -1 for k in keys), dtype=np.int64, count=len(keys))
-        values = self._matrix[np.where(rows >= 0, rows, 0)]
-        values[rows < 0] = np.nan
-        return Lookup(keys, rows, values)
+    def apply_event(self, event: Event) -> ApplyResult:
+        """Fold one event into its customer's online profile (see :mod:`features.realtime`)."""
+        if self._as_of is None or self._overlay is None:
+            raise ValueError("this store has no as-of time: it cannot take events")
+        if event.ts < self._as_of:
+            return ApplyResult.BEFORE_SNAPSHOT
+        with self._lock:
+            key = event.customer_key or self._aliases.get(event.customer_id or "")
+            if key is None:
+                return ApplyResult.UNKNOWN_CUSTOMER
+            row = self._index.get(key)
+            created = row is None
+            if row is None:
+                row = self._append(key)
+            log = self._log.setdefault(row, {})
+            if event.id in log:
+                return ApplyResult.DUPLICATE
+            state = self._states.get(row)
+            state = state.copy() if state is not None else CustomerState()
+            apply(state, event, self._as_of)
+            log[event.id] = event
+            self._states[row] = state
+            self._patches[row] = self._overlay.compile(state)
+            self._has_patch[row] = True
+            self._clock = max(self._clock or -math.inf, event.ts)
+        return ApplyResult.CREATED if created else ApplyResult.APPLIED
+
+    def _append(self, key: str) -> int:
+        """A new row of fills for a customer first seen through an event (called under the lock)."""
+        row = self._n
+        if row >= len(self._matrix):
+            grown = np.empty((max(16, 2 * len(self._matrix)), len(self.feature_names)), dtype=np.float32)
+            grown[:row] = self._matrix[:row]
+            flags = np.zeros(len(grown), dtype=bool)
+            flags[:row] = self._has_patch[:row]
+            self._matrix, self._has_patch = grown, flags
+        self._matrix[row] = self._fill_row
+        for column in self._strings.values():
+            column.append(None)
+        self._keys.append(key)
+        self._n = row + 1
+        self._index[key] = row
+        self._ids[key] = row  # last: a lookup that finds the key finds its row in the matrix
+        return row
+
+    def events_since(self, as_of: datetime) -> list[Event]:
+        """Applied events at or after ``as_of``, in time order (to carry them into a newer snapshot)."""
+        cut = _epoch(as_of)
+        with self._lock:
+            events = [e for log in self._log.values() for e in log.values() if e.ts >= cut]
+        return sorted(events, key=lambda e: e.timestamp)
+
+    def carry_over(self, previous: InMemoryOnlineStore) -> int:
+        """Re-apply ``previous``'s events that this (newer) snapshot does not contain; returns how many."""
+        if self.as_of is None:
+            return 0
+        applied = 0
+        for event in previous.events_since(self.as_of):
+            applied += self.apply_event(event) in (ApplyResult.APPLIED, ApplyResult.CREATED)
+        return applied
+
+
+# --- loading a snapshot -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotParts:
+    """What an online store is built from: one snapshot with its manifest, the identity map, seeds."""
+
+    frame: pd.DataFrame
+    feature_names: list[str]
+    ages: list[str]
+    string_names: list[str]
+    aliases: dict[str, str]
+    as_of: datetime
+    fills: dict[str, float]
+    sessions: dict[str, dict[str, float]]
+
+
+def snapshot_parts(data_home: Path, feature_names: Sequence[str] | None = None) -> tuple[SnapshotParts, Snapshot]:
+    """Read the latest snapshot, its manifest, the identity map and the sessions under way at its as-of."""
+    snap = latest_snapshot(data_home)
+    frame = snap.read()
+    manifest = snap.manifest["features"]
+    names = list(feature_names or [f["name"] for f in manifest if f["dtype"] == "float32"])
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise KeyError(f"snapshot {snap.path.name} lacks feature(s) {missing}")
+    ages = [f["name"] for f in manifest if f.get("ages") and f["name"] in names]
+    string_names = [f["name"] for f in manifest if f["dtype"] == "string" and f["name"] in frame.columns]
+    id_map = pd.read_parquet(ingested_dir(data_home) / IDENTITY_MAP_FILE)
+    aliases = dict(zip(id_map[Col.CUSTOMER_ID].astype(str), id_map[Col.CUSTOMER_KEY].astype(str), strict=True))
+    sessions = recent_sessions(open_tables(data_home), snap.as_of) if any(n in names for n in WINDOW_FEATURES) else {}
+    parts = SnapshotParts(frame, names, ages, string_names, aliases, snap.as_of, _default_fills(names), sessions)
+    return parts, snap
 
 
 def load_in_memory(data_home: Path, feature_names: list[str] | None = None) -> tuple[InMemoryOnlineStore, Snapshot]:
     """Build the in-process store from the latest snapshot and the identity map."""
-    snap = latest_snapshot(data_home)
-    frame = snap.read()
-    names = feature_names or [f["name"] for f in snap.manifest["features"] if f["dtype"] == "float32"]
-    missing = [n for n in names if n not in frame.columns]
-    if missing:
-        raise KeyError(f"snapshot {snap.path.name} lacks feature(s) {missing}")
-    id_map = pd.read_parquet(ingested_dir(data_home) / IDENTITY_MAP_FILE)
-    aliases = dict(zip(id_map[Col.CUSTOMER_ID].astype(str), id_map[Col.CUSTOMER_KEY].astype(str), strict=True))
-    return InMemoryOnlineStore(frame, names, aliases, snap.as_of), snap
+    parts, snap = snapshot_parts(data_home, feature_names)
+    store = InMemoryOnlineStore(
+        parts.frame,
+        parts.feature_names,
+        parts.aliases,
+        parts.as_of,
+        ages=parts.ages,
+        fills=parts.fills,
+        string_names=parts.string_names,
+        sessions=parts.sessions,
+    )
+    return store, snap
+
+
+# --- Redis backend --------------------------------------------------------------------------------------
+
+_MAX_CLOCK = """
+local c = tonumber(redis.call('GET', KEYS[1]) or '-1e300')
+if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class _Version:
+    """One published snapshot in Redis (immutable once published)."""
+
+    number: int
+    prefix: str  # "{prefix}:v{number}:"
+    as_of: datetime
+    feature_names: list[str]
+    ages: list[str]
+    string_names: list[str]
+    fill_row: bytes
+    overlay: Overlay
+
+    @property
+    def as_of_s(self) -> float:
+        return self.as_of.timestamp()
+
+    def key(self, kind: str, ident: str) -> str:
+        return f"{self.prefix}{kind}:{ident}"
+
+
+class RedisOnlineStore:
+    """The online store in Redis, shared by several API replicas.
+
+    Keys (``p`` = the prefix, ``v`` = a version)::
+
+        p:current            the version readers use (switched atomically by one SET)
+        p:loading            the version being published (events are written to it too)
+        p:next               the version counter
+        p:versions, p:retired  every version written / when each one was superseded
+        p:v{v}:meta          JSON: as_of, feature names, ages, string names, rows
+        p:v{v}:f:{key}       the customer's numeric features, packed float32, then (once events came)
+                             the real-time state as JSON: one key, so one MGET reads a customer whole
+        p:v{v}:s:{key}       the customer's string features, JSON
+        p:v{v}:a:{id}        source customer id -> customer_key
+        p:v{v}:log:{key}     the events applied to the customer (hash by event id: deduplication, carry-over)
+        p:v{v}:clock, p:v{v}:rows  the latest event time, the row count
+
+    A superseded version expires ``grace_seconds`` after the switch (readers cache the pointer for
+    ``pointer_ttl`` seconds, far less), and :meth:`cleanup` removes what is left of older or abandoned
+    versions. Use :meth:`connect` for a client with timeouts on every call and no retries. Any number
+    of readers and event writers may share a prefix (an event is a WATCH/MULTI transaction on one
+    customer's keys); run one publisher at a time.
+
+    Args:
+        client: a ``redis.Redis`` (bytes responses) whose socket timeouts bound every call.
+        prefix: the key prefix (tests use a unique one).
+        pointer_ttl: seconds a reader trusts its cached ``p:current``.
+        grace_seconds: how long a superseded version stays readable.
+        batch: keys per pipeline when publishing.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "kairos",
+        *,
+        pointer_ttl: float = 1.0,
+        grace_seconds: int = 600,
+        batch: int = 1000,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.pointer_ttl = pointer_ttl
+        self.grace_seconds = grace_seconds
+        self.batch = batch
+        self._versions: dict[int, _Version] = {}
+        self._current: tuple[float, _Version] | None = None
+        self._max_clock = client.register_script(_MAX_CLOCK)
+
+    @classmethod
+    def connect(
+        cls,
+        url: str = "redis://127.0.0.1:6379/0",
+        prefix: str = "kairos",
+        *,
+        timeout: float = 0.25,
+        connect_timeout: float = 0.25,
+        **kwargs: Any,
+    ) -> RedisOnlineStore:
+        """A store over a new client: ``timeout`` on every call, no retries (the caller degrades)."""
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+        )
+        return cls(client, prefix, **kwargs)
+
+    # -- keys and versions
+
+    def _k(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise OnlineStoreUnavailable(f"online store (Redis) {what} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _version(self, number: int) -> _Version:
+        known = self._versions.get(number)
+        if known is not None:
+            return known
+        raw = self.client.get(self._k(f"v{number}:meta"))
+        if raw is None:
+            raise DataNotFoundError(f"online store version {number} under {self.prefix!r} has no metadata")
+        meta = json.loads(raw)
+        as_of = datetime.fromisoformat(meta["as_of"])
+        names = meta["feature_names"]
+        fill_row = np.array([meta["fills"].get(n, math.nan) for n in names], dtype=np.float32).tobytes()
+        version = _Version(
+            number,
+            self._k(f"v{number}:"),
+            as_of,
+            names,
+            meta["ages"],
+            meta["string_names"],
+            fill_row,
+            Overlay(names, meta["ages"], as_of.timestamp()),
+        )
+        self._versions[number] = version
+        return version
+
+    def _current_version(self) -> _Version:
+        cached = self._current
+        if cached is not None and time.monotonic() - cached[0] < self.pointer_ttl:
+            return cached[1]
+        raw = self.client.get(self._k("current"))
+        if raw is None:
+            raise DataNotFoundError(f"no snapshot published to the online store under {self.prefix!r}")
+        version = self._version(int(raw))
+        self._current = (time.monotonic(), version)
+        return version
+
+    def current_version(self) -> int:
+        """The version readers use now."""
+        return self._call("read", self._current_version).number
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self._call("read", self._current_version).feature_names)
+
+    @property
+    def as_of(self) -> datetime:
+        return self._call("read", self._current_version).as_of
+
+    def __len__(self) -> int:
+        version = self._call("read", self._current_version)
+        return int(self._call("read", self.client.get, f"{version.prefix}rows") or 0)
+
+    # -- publishing
+
+    def publish(self, parts: SnapshotParts) -> int:
+        """Write a snapshot as a new version beside the current one, then switch to it atomically.
+
+        Events applied to the current version at or after the new as-of are carried over; while the new
+        version loads, new events are written to both. Returns the new version number.
+        """
+        return int(self._call("publish", self._publish, parts))
+
+    def _publish(self, parts: SnapshotParts) -> int:
+        r = self.client
+        number = int(r.incr(self._k("next")))
+        prefix = self._k(f"v{number}:")
+        names = parts.feature_names
+        meta = {
+            "version": number,
+            "as_of": parts.as_of.isoformat(),
+            "feature_names": names,
+            "ages": parts.ages,
+            "string_names": parts.string_names,
+            "fills": {n: v for n, v in parts.fills.items() if not math.isnan(v)},
+            "rows": len(parts.frame),
+            "published_at": datetime.now(UTC).isoformat(),
+        }
+        r.sadd(self._k("versions"), number)
+        r.set(f"{prefix}meta", json.dumps(meta))
+        r.set(self._k("loading"), number)
+        keys = parts.frame[Col.CUSTOMER_KEY].astype(str).tolist()
+        matrix = np.ascontiguousarray(parts.frame[names].to_numpy(np.float32))
+        strings = parts.frame[parts.string_names].astype(object) if parts.string_names else None
+        width = matrix.shape[1] * 4
+        blob = matrix.tobytes()
+        for lo in range(0, len(keys), self.batch):
+            pipe = r.pipeline(transaction=False)
+            for i in range(lo, min(lo + self.batch, len(keys))):
+                pipe.set(f"{prefix}f:{keys[i]}", blob[i * width : (i + 1) * width])
+            if strings is not None:
+                chunk = strings.iloc[lo : lo + self.batch]
+                for key, rec in zip(keys[lo : lo + self.batch], chunk.to_dict("records"), strict=True):
+                    pipe.set(f"{prefix}s:{key}", json.dumps({k: (None if pd.isna(v) else v) for k, v in rec.items()}))
+            pipe.execute()
+        self._write_many(r, {f"{prefix}a:{cid}": key for cid, key in parts.aliases.items()})
+        rows = {k: i for i, k in enumerate(keys)}
+        seeds = {
+            f"{prefix}f:{k}": blob[rows[k] * width : (rows[k] + 1) * width] + seeded_state(s).to_json().encode()
+            for k, s in parts.sessions.items()
+            if k in rows
+        }
+        self._write_many(r, seeds)
+        r.set(f"{prefix}rows", len(keys))
+        previous = r.get(self._k("current"))
+        version = self._version(number)
+        if previous is not None:
+            self._carry_over(int(previous), version)
+        pipe = r.pipeline(transaction=True)
+        pipe.set(self._k("current"), number)
+        pipe.delete(self._k("loading"))
+        if previous is not None:
+            pipe.hset(self._k("retired"), int(previous), time.time())
+        pipe.execute()
+        self._current = None
+        if previous is not None:
+            self._expire_version(int(previous), self.grace_seconds)
+        self._cleanup()
+        return number
+
+    def _write_many(self, r: redis.Redis, items: Mapping[str, str | bytes]) -> None:
+        pairs = list(items.items())
+        for lo in range(0, len(pairs), self.batch):
+            r.mset(dict(pairs[lo : lo + self.batch]))
+
+    def _version_keys(self, number: int, kind: str = "") -> list[bytes]:
+        found: list[bytes] = list(self.client.scan_iter(match=self._k(f"v{number}:{kind}*"), count=1000))
+        return found
+
+    def _carry_over(self, previous: int, version: _Version) -> int:
+        """Apply the events logged under ``previous`` at or after ``version``'s as-of to ``version``."""
+        r = self.client
+        events: list[Event] = []
+        logs = self._version_keys(previous, "log:")
+        for lo in range(0, len(logs), self.batch):
+            pipe = r.pipeline(transaction=False)
+            for key in logs[lo : lo + self.batch]:
+                pipe.hvals(key)
+            for values in pipe.execute():
+                events.extend(Event.from_json(v) for v in values)
+        events = sorted((e for e in events if e.ts >= version.as_of_s), key=lambda e: e.timestamp)
+        return sum(self._apply_to(version, e) in (ApplyResult.APPLIED, ApplyResult.CREATED) for e in events)
+
+    def _expire_version(self, number: int, seconds: int) -> None:
+        keys = self._version_keys(number)
+        for lo in range(0, len(keys), self.batch):
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys[lo : lo + self.batch]:
+                pipe.expire(key, seconds)
+            pipe.execute()
+
+    def cleanup(self) -> list[int]:
+        """Delete superseded versions past their grace period and abandoned loads; returns those removed."""
+        return list(self._call("cleanup", self._cleanup))
+
+    def _cleanup(self) -> list[int]:
+        r = self.client
+        current, loading = r.mget(self._k("current"), self._k("loading"))
+        live = {int(v) for v in (current, loading) if v is not None}
+        retired = {int(k): float(v) for k, v in r.hgetall(self._k("retired")).items()}
+        removed = []
+        for raw in r.smembers(self._k("versions")):
+            number = int(raw)
+            if number in live or (number in retired and time.time() - retired[number] < self.grace_seconds):
+                continue  # serving, loading, or superseded but still within its grace period
+            self._drop_version(number)
+            removed.append(number)
+        return removed
+
+    def _drop_version(self, number: int) -> None:
+        keys = self._version_keys(number)
+        for lo in range(0, len(keys), self.batch):
+            self.client.unlink(*keys[lo : lo + self.batch])
+        self.client.srem(self._k("versions"), number)
+        self.client.hdel(self._k("retired"), number)
+        self._versions.pop(number, None)
+
+    def drop_all(self) -> int:
+        """Delete every key under this prefix (tests, decommissioning); returns how many."""
+
+        def run() -> int:
+            keys = list(self.client.scan_iter(match=f"{self.prefix}:*", count=1000))
+            for lo in range(0, len(keys), self.batch):
+                self.client.unlink(*keys[lo : lo + self.batch])
+            self._versions.clear()
+            self._current = None
+            return len(keys)
+
+        return int(self._call("cleanup", run))
+
+    # -- reading
+
+    def lookup(
+        self,
+        ids: Sequence[str],
+        now: datetime | None = None,
+        max_age_days: float | None = None,
+        strings: bool = False,
+    ) -> Lookup:
+        """Feature rows for ``ids`` in order (see :meth:`InMemoryOnlineStore.lookup`).
+
+        One round trip when the ids are customer_keys (plus one when some are source ids).
+
+        Raises:
+            OnlineStoreUnavailable: Redis is down, slow (past the timeout) or refused.
+            DataNotFoundError: nothing was published under this prefix.
+        """
+        return self._call("lookup", self._lookup, list(ids), now, max_age_days, strings)
+
+    def _lookup(self, ids: list[str], now: datetime | None, max_age_days: float | None, strings: bool) -> Lookup:
+        version = self._current_version()
+        names, n, p = version.feature_names, len(ids), version.prefix
+        width = 4 * len(names)
+        keys: list[str | None] = [None] * n
+        blobs: list[Any] = [None] * n
+        clock: Any = None
+        if n:
+            # Route each id by its form (customer_keys carry KEY_PREFIX); a miss is tried the other way.
+            as_key = [i for i in range(n) if ids[i].startswith(KEY_PREFIX)]
+            as_alias = [i for i in range(n) if not ids[i].startswith(KEY_PREFIX)]
+            pipe = self.client.pipeline(transaction=False)
+            if as_key:
+                pipe.mget([f"{p}f:{ids[i]}" for i in as_key])
+            if as_alias:
+                pipe.mget([f"{p}a:{ids[i]}" for i in as_alias])
+            if now is None:
+                pipe.get(f"{p}clock")  # the read time is the store's clock
+            replies = pipe.execute()
+            clock = replies.pop() if now is None else None
+            by_key = replies[0] if as_key else []
+            aliased = replies[-1] if as_alias else []
+            retry_alias: list[int] = []
+            retry_key: list[int] = []
+            second: list[tuple[int, str]] = []
+            for i, blob in zip(as_key, by_key, strict=True):
+                if blob is not None:
+                    keys[i], blobs[i] = ids[i], blob
+                else:
+                    retry_alias.append(i)
+            for i, key in zip(as_alias, aliased, strict=True):
+                if key is not None:
+                    second.append((i, key.decode()))
+                else:
+                    retry_key.append(i)
+            if retry_alias or retry_key:
+                pipe = self.client.pipeline(transaction=False)
+                if retry_alias:
+                    pipe.mget([f"{p}a:{ids[i]}" for i in retry_alias])
+                if retry_key:
+                    pipe.mget([f"{p}f:{ids[i]}" for i in retry_key])
+                again = pipe.execute()
+                again_alias = again[0] if retry_alias else []
+                again_key = again[-1] if retry_key else []
+                second += [(i, k.decode()) for i, k in zip(retry_alias, again_alias, strict=True) if k is not None]
+                for i, blob in zip(retry_key, again_key, strict=True):
+                    if blob is not None:
+                        keys[i], blobs[i] = ids[i], blob
+            if second:
+                fetched = self.client.mget([f"{p}f:{k}" for _, k in second])
+                for (i, key), blob in zip(second, fetched, strict=True):
+                    if blob is not None:
+                        keys[i], blobs[i] = key, blob
+        found = [i for i in range(n) if blobs[i] is not None]
+        rows = np.full(n, -1, dtype=np.int64)
+        rows[found] = found
+        values = np.full((n, len(names)), np.nan, dtype=np.float32)
+        if found:
+            packed = b"".join(blobs[i] if len(blobs[i]) == width else blobs[i][:width] for i in found)
+            values[found] = np.frombuffer(packed, dtype=np.float32).reshape(-1, len(names))
+        if now is not None:
+            at = _epoch(now)
+        else:
+            at = version.as_of_s if clock is None else max(version.as_of_s, float(clock))
+        version.overlay.age(values, at)
+        positions = [i for i in found if len(blobs[i]) > width]
+        if positions:
+            compile_state = version.overlay.compile
+            patches = [compile_state(CustomerState.from_json(blobs[i][width:])) for i in positions]
+            write_patches(values, positions, patches, at)
+        out = _finish(keys, rows, values, version.as_of_s, at, max_age_days)
+        if strings and version.string_names:
+            wanted = [(i, k) for i, k in enumerate(out.keys) if k is not None and out.rows[i] >= 0]
+            raw_strings = self.client.mget([f"{p}s:{k}" for _, k in wanted]) if wanted else []
+            cols: dict[str, list[str | None]] = {s: [None] * n for s in version.string_names}
+            for (i, _), raw in zip(wanted, raw_strings, strict=True):
+                if raw is not None:
+                    for name, value in json.loads(raw).items():
+                        if name in cols:
+                            cols[name][i] = value
+            out.strings.update(cols)
+        return out
+
+    # -- events
+
+    def apply_event(self, event: Event) -> ApplyResult:
+        """Fold one event into the customer's profile in the current version (and the one loading).
+
+        Raises:
+            OnlineStoreUnavailable: Redis is down, slow or refused.
+            DataNotFoundError: nothing was published under this prefix.
+        """
+        return ApplyResult(self._call("apply_event", self._apply_event, event))
+
+    def _apply_event(self, event: Event) -> ApplyResult:
+        current, loading = self.client.mget(self._k("current"), self._k("loading"))
+        if current is None:
+            raise DataNotFoundError(f"no snapshot published to the online store under {self.prefix!r}")
+        result = self._apply_to(self._version(int(current)), event)
+        if loading is not None and int(loading) != int(current):
+            # A load that was abandoned or is just starting has no metadata yet; its carry-over sees the event.
+            with contextlib.suppress(DataNotFoundError):
+                self._apply_to(self._version(int(loading)), event)
+        return result
+
+    def _apply_to(self, version: _Version, event: Event) -> ApplyResult:
+        if event.ts < version.as_of_s:
+            return ApplyResult.BEFORE_SNAPSHOT
+        key = event.customer_key
+        if key is None:
+            raw = self.client.get(version.key("a", event.customer_id or ""))
+            if raw is None:
+                return ApplyResult.UNKNOWN_CUSTOMER
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        f_key, log_key = version.key("f", key), version.key("log", key)
+        width = 4 * len(version.feature_names)
+        event_id = event.id
+        with self.client.pipeline(transaction=True) as pipe:
+            for _attempt in range(16):
+                try:
+                    pipe.watch(f_key, log_key)
+                    if pipe.hexists(log_key, event_id):
+                        pipe.unwatch()
+                        return ApplyResult.DUPLICATE
+                    current: Any = pipe.get(f_key)
+                    exists = current is not None
+                    vector = bytes(current[:width]) if current is not None else version.fill_row
+                    has_state = current is not None and len(current) > width
+                    state = CustomerState.from_json(current[width:]) if has_state else CustomerState()
+                    apply(state, event, version.as_of_s)
+                    pipe.multi()
+                    pipe.set(f_key, vector + state.to_json().encode())
+                    pipe.hset(log_key, event_id, event.to_json())
+                    if not exists:
+                        pipe.incr(f"{version.prefix}rows")
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+            else:
+                raise OnlineStoreUnavailable(f"online store (Redis): too much contention on customer {key}")
+        self._max_clock(keys=[f"{version.prefix}clock"], args=[repr(event.ts)])
+        return ApplyResult.APPLIED if exists else ApplyResult.CREATED
+
+
+def publish_to_redis(data_home: Path, store: RedisOnlineStore, feature_names: list[str] | None = None) -> int:
+    """Publish the latest snapshot of ``data_home`` to ``store``; returns the new version."""
+    parts, _snap = snapshot_parts(data_home, feature_names)
+    return store.publish(parts)

@@ -28,6 +28,7 @@ class ModelBundle:
     run_id: str
     sha256: str
     features: tuple[str, ...]
+    columns: np.ndarray  # the model's features as column indices of the store's matrix, in model order
     manifest: dict[str, Any]
     model: LightGBMClassifier
     loaded_at: datetime
@@ -56,6 +57,8 @@ def load_bundle(tracking_uri: str, name: str, alias: str, cache_dir: Any, store:
     missing = [f for f in features if f not in store.feature_names]
     if missing:
         raise ModelIntegrityError(f"{name} v{fetched.version}: the online store lacks feature(s) {missing}")
+    index = {name: i for i, name in enumerate(store.feature_names)}
+    columns = np.array([index[f] for f in features], dtype=np.intp)
     model.predict_proba(np.zeros((1, len(features)), dtype=np.float32))  # warm-up
     return ModelBundle(
         name=name,
@@ -64,6 +67,7 @@ def load_bundle(tracking_uri: str, name: str, alias: str, cache_dir: Any, store:
         run_id=fetched.run_id,
         sha256=fetched.sha256,
         features=features,
+        columns=columns,
         manifest=dict(meta.get("manifest") or {}),
         model=model,
         loaded_at=datetime.now().astimezone(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -87,3 +88,20 @@ def test_a_tampered_model_file_is_refused(orii_home: BuiltHome, tmp_path: Path) 
             registry.fetch(orii_home.tracking_uri, "churn", "champion", tmp_path / "dl")
     finally:
         model_file.write_bytes(original)
+
+
+def test_api_scores_equal_direct_prediction_on_the_snapshot_rows(orii_home: BuiltHome, tmp_path: Path) -> None:
+    from features.store import latest_snapshot
+    from models.churn import LightGBMClassifier
+
+    fetched = registry.fetch(orii_home.tracking_uri, "churn", "champion", tmp_path / "dl")
+    model = LightGBMClassifier.from_text(fetched.model_text)
+    snapshot = latest_snapshot(orii_home.home).read().set_index("customer_key")
+    ids = pd.read_parquet(ingested_dir(orii_home.home) / IDENTITY_MAP_FILE).head(25)
+    with _client(orii_home) as client:
+        items = client.post("/v1/scores", json={"customer_ids": ids["customer_id"].astype(str).tolist()}).json()[
+            "items"
+        ]
+    rows = snapshot.loc[ids["customer_key"], model.feature_names_]  # by name, in the model's own order
+    expected = model.predict_proba(rows.to_numpy(np.float32))
+    np.testing.assert_allclose([i["churn_probability"] for i in items], expected, rtol=1e-6)

@@ -24,7 +24,8 @@ def scores(body: ScoreRequest, services: ReadyDep, rid: RequestIdDep) -> Respons
     ok = found.found
     probs = np.full(len(body.customer_ids), np.nan)
     if ok.any():
-        probs[ok] = bundle.model.predict_proba(found.values[ok])
+        # The store may hold more features than this model uses: take the model's, in its order.
+        probs[ok] = bundle.model.predict_proba(found.values[np.ix_(ok, bundle.columns)])
     items = [
         {"customer_id": cid, "status": ItemStatus.OK, "customer_key": key, "churn_probability": float(p)}
         if key is not None

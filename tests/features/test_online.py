@@ -1,11 +1,20 @@
-"""In-process online store: order kept, missing reported as missing (never zeros), aliases resolve."""
+"""In-process online store: order kept, missing reported as missing (never zeros), aliases resolve,
+"days since" features age with the read time, stale rows count as missing, a built home loads."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 
-from features.online import InMemoryOnlineStore
+from features.contract import Col
+from features.online import InMemoryOnlineStore, load_in_memory
+from features.realtime import ApplyResult, Event, EventKind
+
+D = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 def _store() -> InMemoryOnlineStore:
@@ -17,10 +26,12 @@ def test_lookup_keeps_order_and_reports_missing() -> None:
     found = _store().lookup(["k3", "nobody", "k1", "R1", "R9"])
     assert found.keys == ["k3", None, "k1", "k1", None]
     assert found.rows.tolist() == [2, -1, 0, 0, -1]
+    assert found.found.tolist() == [True, False, True, True, False]
     assert found.values.dtype == np.float32 and found.values.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(found.values[2], [1.0, 10.0])
     assert np.isnan(found.values[1]).all() and np.isnan(found.values[4]).all()
     assert np.isnan(found.values[0, 0]) and found.values[0, 1] == 30.0  # a real NaN feature stays NaN
+    assert np.isnan(found.age_days).all() and found.now is None  # no as-of time: no ages
 
 
 def test_lookup_does_not_expose_the_store_matrix() -> None:
@@ -28,3 +39,99 @@ def test_lookup_does_not_expose_the_store_matrix() -> None:
     found = store.lookup(["k1"])
     found.values[:] = -1
     assert store.lookup(["k1"]).values[0, 0] == 1.0
+
+
+def test_empty_and_large_lookups() -> None:
+    assert _store().lookup([]).values.shape == (0, 2)
+    ids = ["k2", "nobody"] * 5_000
+    found = _store().lookup(ids)
+    assert found.values.shape == (10_000, 2) and found.found.sum() == 5_000
+    np.testing.assert_array_equal(found.values[::2], np.tile([2.0, 20.0], (5_000, 1)).astype(np.float32))
+
+
+def _dated() -> InMemoryOnlineStore:
+    frame = pd.DataFrame(
+        {
+            Col.CUSTOMER_KEY: ["k1", "k2"],
+            "recency_days": [3.0, np.nan],
+            "orders_lifetime": [2.0, 0.0],
+            "views_1d": [4.0, 0.0],
+            "country": ["GB", None],
+        }
+    )
+    names = ["recency_days", "orders_lifetime", "views_1d"]
+    return InMemoryOnlineStore(frame, names, {"R2": "k2"}, D, ages=["recency_days"], string_names=["country"])
+
+
+def test_days_since_features_age_with_the_read_time() -> None:
+    store = _dated()
+    at_snapshot = store.lookup(["k1", "k2"])
+    assert at_snapshot.now == D and at_snapshot.age_days.tolist() == [0.0, 0.0]
+    np.testing.assert_array_equal(at_snapshot.values[0], [3.0, 2.0, 4.0])  # exactly the snapshot
+    later = store.lookup(["k1", "k2"], now=D + timedelta(days=2, hours=12))
+    assert later.values[0, 0] == pytest.approx(5.5) and np.isnan(later.values[1, 0])  # never stays never
+    assert later.values[0, 1] == 2.0 and later.values[0, 2] == 0.0  # counts stay; the 1-day window has passed
+    assert later.age_days.tolist() == [2.5, 2.5]
+
+
+def test_stale_rows_are_reported_as_missing() -> None:
+    found = _dated().lookup(["k1", "nobody", "R2"], now=D + timedelta(days=3), max_age_days=2.0)
+    assert found.keys == ["k1", None, "k2"]  # known ...
+    assert found.stale.tolist() == [True, False, True] and not found.found.any()  # ... but too old to use
+    assert np.isnan(found.values).all()
+    fresh = _dated().lookup(["k1"], now=D + timedelta(days=1), max_age_days=2.0)
+    assert fresh.found.all() and not fresh.stale.any()
+
+
+def test_string_features_are_held_beside_the_matrix() -> None:
+    store = _dated()
+    found = store.lookup(["R2", "k1", "nobody"], strings=True)
+    assert found.strings == {"country": [None, "GB", None]}
+    store.apply_event(Event(EventKind.VIEW, D + timedelta(hours=1), customer_key="k-new"))
+    assert store.lookup(["k-new"], strings=True).strings == {"country": [None]}
+    assert store.lookup(["k1"]).strings == {}
+
+
+def test_carry_over_reapplies_only_what_the_new_snapshot_lacks() -> None:
+    old = _dated()
+    old.apply_event(Event(EventKind.ORDER, D + timedelta(hours=2), customer_key="k1"))
+    old.apply_event(Event(EventKind.ORDER, D + timedelta(hours=8), customer_key="k1"))
+    frame = pd.DataFrame({Col.CUSTOMER_KEY: ["k1"], "recency_days": [0.125], "orders_lifetime": [3.0]})
+    new = InMemoryOnlineStore(frame, ["recency_days", "orders_lifetime"], as_of=D + timedelta(hours=5))
+    assert new.carry_over(old) == 1
+    got = new.lookup(["k1"], now=D + timedelta(hours=9)).values[0]
+    assert got[1] == 4.0 and got[0] == pytest.approx(1 / 24)
+
+
+def test_a_store_without_an_as_of_takes_no_events() -> None:
+    with pytest.raises(ValueError, match="as-of"):
+        _store().apply_event(Event(EventKind.VIEW, D, customer_key="k1"))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from features.ingest import ingest
+    from features.mapping import load_mapping
+    from features.store import build_snapshot
+    from features.synth import generate_world
+
+    root = tmp_path_factory.mktemp("online")
+    generate_world(300, 7, root / "world")
+    ingest(root / "world", load_mapping("synthetic"), root / "home", now=datetime(2026, 1, 1, tzinfo=UTC))
+    build_snapshot(root / "home")
+    return root / "home"
+
+
+def test_load_in_memory_serves_the_latest_snapshot(home: Path) -> None:
+    store, snap = load_in_memory(home)
+    frame = snap.read()
+    numeric = [f["name"] for f in snap.manifest["features"] if f["dtype"] == "float32"]
+    assert store.feature_names == numeric and len(store) == len(frame) and store.as_of == snap.as_of
+    id_map = pd.read_parquet(home / "ingested" / "identity_map.parquet")
+    ids = id_map[Col.CUSTOMER_ID].astype(str).tolist()
+    found = store.lookup(ids)
+    expected = frame.set_index(Col.CUSTOMER_KEY).reindex(id_map[Col.CUSTOMER_KEY].astype(str))[numeric]
+    known = expected.index.isin(frame[Col.CUSTOMER_KEY]).tolist()
+    assert found.found.tolist() == known
+    np.testing.assert_array_equal(found.values[found.found], expected.to_numpy(np.float32)[found.found])
+    assert store.apply_event(Event(EventKind.ORDER, snap.as_of, customer_id=ids[0])) is ApplyResult.APPLIED

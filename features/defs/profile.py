@@ -105,10 +105,36 @@ CONSENTS = tuple(
 )
 
 
+def _consent_events(tables: Tables) -> ir.Table | None:
+    """Consent changes: the consents table, plus every unsubscribe recorded on a message as an opt-out
+    (an export may carry the unsubscribe only on the message)."""
+    cols = (Col.CUSTOMER_KEY, Col.CHANNEL, Col.STATUS, Col.CONSENTED_AT)
+    parts = []
+    if "consents" in tables:
+        c = tables["consents"]
+        parts.append(c.select(*(c[k].cast("string") if k != Col.CONSENTED_AT else c[k] for k in cols)))
+    if "messages" in tables:
+        m = tables["messages"]
+        m = m.filter(m[Col.UNSUBSCRIBED_AT].notnull())
+        parts.append(
+            m.select(
+                **{
+                    Col.CUSTOMER_KEY: m[Col.CUSTOMER_KEY].cast("string"),
+                    Col.CHANNEL: m[Col.CHANNEL].cast("string"),
+                    Col.STATUS: ibis.literal(ConsentStatus.OPT_OUT.value, type="string"),
+                    Col.CONSENTED_AT: m[Col.UNSUBSCRIBED_AT],
+                }
+            )
+        )
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=False)
+
+
 def _consents(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
-    if "consents" not in tables:
+    co = _consent_events(tables)
+    if co is None:
         return no_rows(tables, CONSENTS)
-    co = tables["consents"]
     co = co.filter(co[Col.CUSTOMER_KEY].notnull(), co[Col.CONSENTED_AT] < cutoff)
     opt_in = co[Col.STATUS] == ConsentStatus.OPT_IN.value
     # Latest event per person and channel; at the same instant an opt-out wins (never contact by doubt).

@@ -238,3 +238,32 @@ def test_synthetic_world_profiles_match_the_planted_persons(world: tuple[Tables,
     days = f["days_to_anniversary"].dropna()
     assert len(days) > 300 and days.between(0, 365).all() and days.nunique() > 100
     assert (f["customer_age_days"] > 0).all()
+
+
+def test_an_unsubscribe_recorded_only_on_a_message_withdraws_consent() -> None:
+    con = ibis.duckdb.connect()
+    consents = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b"],
+            "customer_key": ["ka", "ka", "kb"],
+            "channel": ["email", "sms", "email"],
+            "status": ["opt_in", "opt_in", "opt_in"],
+            "consented_at": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-01-01"], utc=True),
+            "source": ["signup"] * 3,
+        }
+    )
+    messages = pd.DataFrame(
+        {
+            "message_id": ["m1", "m2"],
+            "customer_key": ["ka", "kb"],
+            "channel": ["email", "email"],
+            "unsubscribed_at": pd.to_datetime(["2024-03-01", "2024-09-01"], utc=True),
+        }
+    )
+    tables = {"consents": con.create_table("consents", consents), "messages": con.create_table("messages", messages)}
+    group = next(g for g in GROUPS if g.name == "profile_consents")
+    cutoff = ibis.timestamp(datetime(2024, 6, 1, tzinfo=UTC))
+    out = group.build(tables, cutoff).execute().set_index("customer_key")
+    assert out.loc["ka", "consent_email"] == 0.0  # withdrawn by the message's unsubscribe
+    assert out.loc["ka", "consent_sms"] == 1.0
+    assert out.loc["kb", "consent_email"] == 1.0  # its unsubscribe comes after the cutoff

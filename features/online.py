@@ -244,6 +244,20 @@ class InMemoryOnlineStore:
                     rows[j] = index.get(aliases[ids[j]], -1)
         return rows
 
+    @classmethod
+    def from_parts(cls, parts: SnapshotParts) -> InMemoryOnlineStore:
+        """The store for one snapshot, as read by :func:`snapshot_parts`."""
+        return cls(
+            parts.frame,
+            parts.feature_names,
+            parts.aliases,
+            parts.as_of,
+            ages=parts.ages,
+            fills=parts.fills,
+            string_names=parts.string_names,
+            sessions=parts.sessions,
+        )
+
     def resolve(self, ids: Sequence[str]) -> list[str | None]:
         """customer_key per id (given as customer_key or source id), None when unknown."""
         keys = self._keys
@@ -386,16 +400,7 @@ def snapshot_parts(data_home: Path, feature_names: Sequence[str] | None = None) 
 def load_in_memory(data_home: Path, feature_names: list[str] | None = None) -> tuple[InMemoryOnlineStore, Snapshot]:
     """Build the in-process store from the latest snapshot and the identity map."""
     parts, snap = snapshot_parts(data_home, feature_names)
-    store = InMemoryOnlineStore(
-        parts.frame,
-        parts.feature_names,
-        parts.aliases,
-        parts.as_of,
-        ages=parts.ages,
-        fills=parts.fills,
-        string_names=parts.string_names,
-        sessions=parts.sessions,
-    )
+    store = InMemoryOnlineStore.from_parts(parts)
     return store, snap
 
 

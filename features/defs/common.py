@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import ibis
 import ibis.expr.types as ir
 
 from features.contract import Col
@@ -56,3 +57,18 @@ class FeatureGroup:
 def days_before(cutoff: ir.TimestampScalar, ts: ir.TimestampValue) -> ir.FloatingValue:
     """Days (fractional) from ``ts`` to ``cutoff``; backend-portable (epoch arithmetic)."""
     return (cutoff.epoch_seconds() - ts.epoch_seconds()).cast("float64") / SECONDS_PER_DAY
+
+
+def count_where(condition: ir.BooleanValue) -> ir.FloatingScalar:
+    """How many rows satisfy ``condition``, as float64."""
+    return condition.ifelse(1, 0).sum().cast("float64")
+
+
+def no_rows(tables: Tables, features: tuple[Feature, ...]) -> ir.Table:
+    """An empty result with the group's schema, on the same backend as the other tables (for a group
+    whose source table is absent from the export)."""
+    anchor = next((t for t in tables.values() if Col.CUSTOMER_KEY in t.columns), None)
+    if anchor is None:
+        raise ValueError(f"no table with a {Col.CUSTOMER_KEY} column to build an empty feature group on")
+    columns = {f.name: ibis.null("string" if f.dtype == "string" else "float64") for f in features}
+    return anchor.filter(ibis.literal(False)).select(Col.CUSTOMER_KEY, **columns)

@@ -53,7 +53,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from features.contract import Channel, Col
-from features.defs.common import Feature, FeatureGroup, Tables, days_before
+from features.defs.common import Feature, FeatureGroup, Tables, count_where, days_before, no_rows
 
 CHANNELS: tuple[Channel, ...] = (Channel.EMAIL, Channel.SMS, Channel.PUSH)
 COUNT_WINDOW = 90
@@ -140,17 +140,6 @@ HOUR_OF_WEEK = tuple(
 )
 
 
-def _no_rows(tables: Tables, features: tuple[Feature, ...]) -> ir.Table:
-    """An empty result with the group's schema, on the same backend as the other tables."""
-    anchor = next(t for t in tables.values() if Col.CUSTOMER_KEY in t.columns)
-    columns = {f.name: ibis.null("float64") for f in features}
-    return anchor.filter(ibis.literal(False)).select(Col.CUSTOMER_KEY, **columns)
-
-
-def _count(condition: ir.BooleanValue) -> ir.FloatingScalar:
-    return condition.ifelse(1, 0).sum().cast("float64")
-
-
 def _before(ts: ir.TimestampValue, cutoff: ir.TimestampScalar) -> ir.BooleanValue:
     return ts.notnull() & (ts < cutoff)
 
@@ -170,21 +159,21 @@ def messages_before(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
 
 def _engagement(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
     if "messages" not in tables:
-        return _no_rows(tables, ENGAGEMENT)
+        return no_rows(tables, ENGAGEMENT)
     m = messages_before(tables, cutoff)
     opened, clicked = _before(m[Col.OPENED_AT], cutoff), _before(m[Col.CLICKED_AT], cutoff)
     cohort = _within(m[Col.SENT_AT], cutoff, RATE_WINDOW)  # the sends that rates follow
     # per customer and channel first (few aggregates over many rows), then one row per customer
     per = m.group_by([Col.CUSTOMER_KEY, Col.CHANNEL]).aggregate(
         **{
-            _SENDS: _count(_within(m[Col.SENT_AT], cutoff, COUNT_WINDOW)),
-            _OPENS: _count(_within(m[Col.OPENED_AT], cutoff, COUNT_WINDOW)),
-            _CLICKS: _count(_within(m[Col.CLICKED_AT], cutoff, COUNT_WINDOW)),
-            _UNSUBS: _count(_within(m[Col.UNSUBSCRIBED_AT], cutoff, RATE_WINDOW)),
+            _SENDS: count_where(_within(m[Col.SENT_AT], cutoff, COUNT_WINDOW)),
+            _OPENS: count_where(_within(m[Col.OPENED_AT], cutoff, COUNT_WINDOW)),
+            _CLICKS: count_where(_within(m[Col.CLICKED_AT], cutoff, COUNT_WINDOW)),
+            _UNSUBS: count_where(_within(m[Col.UNSUBSCRIBED_AT], cutoff, RATE_WINDOW)),
             _LAST_OPEN: m[Col.OPENED_AT].max(where=opened),
-            _COHORT: _count(cohort),
-            _COHORT_OPENED: _count(cohort & opened),
-            _COHORT_CLICKED: _count(cohort & clicked),
+            _COHORT: count_where(cohort),
+            _COHORT_OPENED: count_where(cohort & opened),
+            _COHORT_CLICKED: count_where(cohort & clicked),
         }
     )
     pop = per.group_by(Col.CHANNEL).aggregate(
@@ -355,7 +344,7 @@ def activity_events(tables: Tables, cutoff: ir.TimestampScalar, days: int = HOW_
 def _hour_of_week(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
     events = activity_events(tables, cutoff)
     if events is None:
-        return _no_rows(tables, HOUR_OF_WEEK)
+        return no_rows(tables, HOUR_OF_WEEK)
     offsets = offsets_table(cutoff)
     binned = hour_of_week(events, customer_zones(tables, cutoff, offsets), offsets)
     counts = binned.group_by([Col.CUSTOMER_KEY, HOW]).aggregate(**{_N: binned.count()})

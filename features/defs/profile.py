@@ -12,9 +12,8 @@ import ibis
 import ibis.expr.types as ir
 
 from features.contract import Channel, Col, ConsentStatus
-from features.defs.common import Feature, FeatureGroup, Tables, days_before
+from features.defs.common import Feature, FeatureGroup, Tables, days_before, no_rows
 from features.defs.orders import orders_before
-from features.defs.web import no_rows
 
 UNKNOWN = "unknown"
 # (lower bound in whole years, label), checked from the top; below the last bound: "under-18".

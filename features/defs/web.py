@@ -12,7 +12,15 @@ import ibis
 import ibis.expr.types as ir
 
 from features.contract import Col, EventType
-from features.defs.common import SECONDS_PER_DAY, Feature, FeatureGroup, Tables, days_before
+from features.defs.common import (
+    SECONDS_PER_DAY,
+    Feature,
+    FeatureGroup,
+    Tables,
+    count_where,
+    days_before,
+    no_rows,
+)
 from features.defs.orders import orders_before
 
 WINDOWS = (1, 7, 30)
@@ -41,15 +49,6 @@ def _orders_before(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table | Non
     return orders_before(tables, cutoff) if "orders" in tables else None
 
 
-def no_rows(tables: Tables, features: tuple[Feature, ...]) -> ir.Table:
-    """An empty result with the group's schema, on the same backend as the other tables."""
-    anchor = next((t for t in tables.values() if Col.CUSTOMER_KEY in t.columns), None)
-    if anchor is None:
-        raise ValueError(f"no table with a {Col.CUSTOMER_KEY} column to build an empty feature group on")
-    columns = {f.name: ibis.null("string" if f.dtype == "string" else "float64") for f in features}
-    return anchor.filter(ibis.literal(False)).select(Col.CUSTOMER_KEY, **columns)
-
-
 def in_the_last(days: int) -> str:
     """Words for a window: "in the last day", "in the last 7 days"."""
     return "in the last day" if days == 1 else f"in the last {days} days"
@@ -57,10 +56,6 @@ def in_the_last(days: int) -> str:
 
 def _is(ev: ir.Table, kind: EventType) -> ir.BooleanValue:
     return ev[Col.EVENT_TYPE] == kind.value
-
-
-def _count(condition: ir.BooleanValue) -> ir.FloatingScalar:
-    return condition.ifelse(1, 0).sum().cast("float64")
 
 
 # --- activity: event counts -----------------------------------------------------------------------
@@ -90,10 +85,10 @@ def _activity(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
     )
     metrics: dict[str, ir.Value] = {}
     for w in WINDOWS:
-        metrics[f"views_{w}d"] = _count(ev[_VIEW] & (ev[_AGE] <= w))
+        metrics[f"views_{w}d"] = count_where(ev[_VIEW] & (ev[_AGE] <= w))
     for w in WINDOWS:
-        metrics[f"add_to_carts_{w}d"] = _count(ev[_ADD] & (ev[_AGE] <= w))
-    metrics["views_lifetime"] = _count(ev[_VIEW])
+        metrics[f"add_to_carts_{w}d"] = count_where(ev[_ADD] & (ev[_AGE] <= w))
+    metrics["views_lifetime"] = count_where(ev[_VIEW])
     metrics["days_since_last_visit"] = days_before(cutoff, ev[Col.OCCURRED_AT].max())
     return ev.group_by(Col.CUSTOMER_KEY).aggregate(**metrics)
 
@@ -155,7 +150,7 @@ def _sessions(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
     sessions = visits(tables, cutoff)
     visit_age = days_before(cutoff, sessions[_FIRST_AT])
     per_visit = sessions.group_by(Col.CUSTOMER_KEY).aggregate(
-        **{f"sessions_{w}d": _count(visit_age <= w) for w in WINDOWS}
+        **{f"sessions_{w}d": count_where(visit_age <= w) for w in WINDOWS}
     )
     carts = abandoned_carts(tables, cutoff, sessions)
     # Windowed by when the cart became abandoned (cart time + 24 h): "abandoned in the last w days".
@@ -163,7 +158,7 @@ def _sessions(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
     # judged once its 24 h are over.
     since_abandoned = days_before(cutoff, carts[_CART_AT]) - ABANDON_SECONDS / SECONDS_PER_DAY
     per_cart = carts.group_by(Col.CUSTOMER_KEY).aggregate(
-        **{f"abandoned_carts_{w}d": _count(since_abandoned <= w) for w in WINDOWS}
+        **{f"abandoned_carts_{w}d": count_where(since_abandoned <= w) for w in WINDOWS}
     )
     joined = per_visit.left_join(per_cart, Col.CUSTOMER_KEY).drop(f"{Col.CUSTOMER_KEY}_right")
     return joined.mutate(**{f"abandoned_carts_{w}d": joined[f"abandoned_carts_{w}d"].fill_null(0.0) for w in WINDOWS})
@@ -199,9 +194,11 @@ def _since_order(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
         after_order = ibis.literal(True)
     after_checkout = ev[_LAST_CHECKOUT_AT].isnull() | (ev[Col.OCCURRED_AT] > ev[_LAST_CHECKOUT_AT])
     in_cart = after_order & after_checkout
-    net = _count(_is(ev, EventType.ADD_TO_CART) & in_cart) - _count(_is(ev, EventType.REMOVE_FROM_CART) & in_cart)
+    net = count_where(_is(ev, EventType.ADD_TO_CART) & in_cart) - count_where(
+        _is(ev, EventType.REMOVE_FROM_CART) & in_cart
+    )
     return ev.group_by(Col.CUSTOMER_KEY).aggregate(
-        views_since_last_order=_count(_is(ev, EventType.VIEW) & after_order),
+        views_since_last_order=count_where(_is(ev, EventType.VIEW) & after_order),
         cart_size=(net < 0).ifelse(0.0, net),
     )
 

@@ -16,6 +16,7 @@ from features.ingest import ingest
 from features.mapping import load_mapping
 from features.store import open_tables
 from features.synth import generate_world
+from tests.features.group_helpers import run_group
 
 T = datetime(2024, 6, 10, tzinfo=UTC)
 KEY = Col.CUSTOMER_KEY
@@ -88,10 +89,7 @@ def _tables(customers: list[tuple], consents: list[tuple], orders: list[tuple], 
 
 
 def _run(group: FeatureGroup, tables: Tables, as_of: datetime = T) -> pd.DataFrame:
-    frame = group.build(tables, ibis.timestamp(as_of)).execute()
-    assert list(frame.columns) == [KEY, *(f.name for f in group.features)]
-    assert frame[KEY].notna().all() and frame[KEY].is_unique
-    return frame.sort_values(KEY).set_index(KEY)
+    return run_group(group, tables, as_of)
 
 
 def _all(tables: Tables, as_of: datetime = T) -> pd.DataFrame:

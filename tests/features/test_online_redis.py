@@ -91,16 +91,7 @@ def _parts(n: int = 50, as_of: datetime = D, marker: float = 1.0, seed: int = 0)
 
 
 def _memory(parts: SnapshotParts) -> InMemoryOnlineStore:
-    return InMemoryOnlineStore(
-        parts.frame,
-        parts.feature_names,
-        parts.aliases,
-        parts.as_of,
-        ages=parts.ages,
-        fills=parts.fills,
-        string_names=parts.string_names,
-        sessions=parts.sessions,
-    )
+    return InMemoryOnlineStore.from_parts(parts)
 
 
 IDS = ["ck_00003", "R3", "nobody", "ck_00049", "R0", "ck_00003", "R404", "ck_00007"]

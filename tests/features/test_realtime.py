@@ -308,16 +308,7 @@ def _parts(r: Replay) -> SnapshotParts:
 
 @contextmanager
 def _memory(parts: SnapshotParts) -> Iterator[InMemoryOnlineStore]:
-    yield InMemoryOnlineStore(
-        parts.frame,
-        parts.feature_names,
-        parts.aliases,
-        parts.as_of,
-        ages=parts.ages,
-        fills=parts.fills,
-        string_names=parts.string_names,
-        sessions=parts.sessions,
-    )
+    yield InMemoryOnlineStore.from_parts(parts)
 
 
 @contextmanager

@@ -1,5 +1,6 @@
 """Benchmark: the full feature build (all families) on a 100,000-customer synthetic world and on
-Online Retail II; prints seconds and peak RSS per step. Online lookups: see bench/online.py.
+Online Retail II, then online lookups of 1, 100 and 10,000 customers in both backends against their
+floors (bench/online.py); prints seconds and peak RSS per step.
 
     .venv/bin/python bench/features.py [--customers 100000] [--work var/bench] [--skip-orii]
 
@@ -61,6 +62,7 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench")
     parser.add_argument("--skip-orii", action="store_true")
+    parser.add_argument("--skip-online", action="store_true", help="skip the lookup benchmark")
     args = parser.parse_args()
     work = args.work.resolve()
     raw, home = work / f"world-{args.customers}" / "raw", work / f"world-{args.customers}" / "home"
@@ -76,8 +78,17 @@ def main() -> int:
     print(f"  peak RSS           {rss:6,.0f} MB  (aim < 4,096 MB)")
     print(f"  customers built    {int(rows):,}")
 
-    if args.skip_orii:
-        return 0
+    if not args.skip_orii:
+        status = _orii(work)
+        if status:
+            return status
+    if not args.skip_online:
+        print("online lookups (bench/online.py):", flush=True)
+        return subprocess.call([sys.executable, str(ROOT / "bench" / "online.py")], cwd=ROOT)
+    return 0
+
+
+def _orii(work: Path) -> int:
     if not (ORII / "year_2009_2010.parquet").is_file():
         if os.environ.get("CI") == "true":
             print(f"error: Online Retail II not found in {ORII}", file=sys.stderr)

@@ -56,6 +56,42 @@ def feature_table(tables: Tables, as_of: datetime) -> ir.Table:
     return out.mutate(**fills).select(Col.CUSTOMER_KEY, *FEATURE_NAMES).order_by(Col.CUSTOMER_KEY)
 
 
+def catalogue_markdown() -> str:
+    """The feature catalogue as markdown (``docs/features.md`` is exactly this text)."""
+    lines = [
+        "# Feature catalogue",
+        "",
+        "Generated from `features/definitions.py` by `kairos features catalogue`; a test keeps this file",
+        "equal to the code. Every feature is computed as of a cutoff from events strictly before it, one",
+        'row per `customer_key`. *Ages*: a "days since" feature that the online store ages between',
+        "snapshots. *Fill*: the value for a customer with no event of the kind (else null).",
+        "",
+        f"{len(FEATURES)} features in {len(GROUPS)} groups.",
+    ]
+    for group in GROUPS:
+        lines += [
+            "",
+            f"## {group.name}",
+            "",
+            "| feature | meaning | type | window | ages | fill |",
+            "|---|---|---|---|---|---|",
+        ]
+        for f in group.features:
+            if f.name.startswith("how_") and f.name != "how_000":
+                continue
+            name = "how_000 … how_167" if f.name == "how_000" else f"`{f.name}`"
+            description = (
+                "activity (opens, clicks, sessions, orders) in one hour of the week, local time; bin = "
+                "(ISO weekday − 1)·24 + hour"
+                if f.name == "how_000"
+                else f.description
+            )
+            window = f"{f.window_days} d" if f.window_days else "all history"
+            fill = "" if f.fill is None else f"{f.fill:g}"
+            lines.append(f"| {name} | {description} | {f.dtype} | {window} | {'yes' if f.ages else ''} | {fill} |")
+    return "\n".join(lines) + "\n"
+
+
 def definition_hash() -> str:
     """A hash of the feature definitions' source, recorded in every manifest."""
     digest = hashlib.sha256()

@@ -191,6 +191,14 @@ def _print_segments(seg: dict[str, Any]) -> None:
         console.print("flags not available (features missing): " + ", ".join(seg["not_available"]))
 
 
+@features_app.command("catalogue")
+def features_catalogue() -> None:
+    """Print the feature catalogue (markdown): every feature, its meaning, type and window."""
+    from features.definitions import catalogue_markdown
+
+    typer.echo(catalogue_markdown(), nl=False)
+
+
 def _parse_as_of(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

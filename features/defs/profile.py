@@ -31,8 +31,8 @@ ATTRIBUTES = (
     Feature("age_years", "age in whole years"),
     Feature("age_band", "age band (18-24, 25-34, ..., 65+, or unknown)", dtype="string"),
     Feature("gender", "gender (F, M or X)", dtype="string"),
-    Feature("country", "country", dtype="string"),
-    Feature("city", "city", dtype="string"),
+    Feature("country", "country the customer lives in (latest record that says)", dtype="string"),
+    Feature("city", "city the customer lives in (latest record that says)", dtype="string"),
     Feature("timezone", "time zone (IANA name, e.g. Europe/London)", dtype="string"),
     Feature("customer_age_days", "days since the customer first registered", ages=True),
 )

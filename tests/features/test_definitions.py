@@ -54,3 +54,14 @@ def test_churn_labels_look_only_after_the_cutoff() -> None:
     assert labels.to_dict() == {"a": 0, "b": 1}
     train = build_training_set(_tables(orders), [T], ChurnTarget(horizon_days=90).labels)
     assert list(train.columns[:2]) == ["customer_key", "cutoff"] and set(FEATURE_NAMES) <= set(train.columns)
+
+
+def test_the_catalogue_doc_is_the_code() -> None:
+    from pathlib import Path
+
+    from features.definitions import FEATURES, catalogue_markdown
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "features.md"
+    assert doc.read_text(encoding="utf-8") == catalogue_markdown(), "run: kairos features catalogue > docs/features.md"
+    assert len({f.name for f in FEATURES}) == len(FEATURES)  # names are unique
+    assert all(len(f.description) > 10 for f in FEATURES)  # every feature explains itself

@@ -8,7 +8,9 @@ works by URI. Models are logged in LightGBM's own text format and loaded back fr
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -106,6 +108,7 @@ def register(
     metric_value: float,
     margin: float = 0.0,
     extra_tags: dict[str, str] | None = None,
+    checksum_file: str = MODEL_FILE,
 ) -> Registration:
     """Register ``model_uri`` under ``name``, record its checksum, and move an alias.
 
@@ -114,7 +117,7 @@ def register(
     """
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
-        checksum = sha256_text(local / MODEL_FILE)
+        checksum = sha256_text(local / checksum_file)
     version = mlflow.register_model(model_uri, name)
     v = str(version.version)
     client.set_model_version_tag(name, v, TAG_SHA256, checksum)
@@ -216,3 +219,82 @@ def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
 def quiet_mlflow() -> None:
     """Keep MLflow's own progress output out of the CLI's screen."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+# --- bundles: folders of NumPy / Parquet / JSON files -------------------------------------------------
+
+BUNDLE_DIR = "artifacts/bundle"
+CHECKSUMS = "checksums.json"
+_BUNDLE_SUFFIXES = (".npy", ".npz", ".parquet", ".json")
+
+
+def log_bundle(folder: Path, name: str, metadata: dict[str, Any] | None = None) -> Any:
+    """Log a folder of model files in the active run as a registrable MLflow model (no pickle).
+
+    A ``checksums.json`` listing every file's sha256 is written into the folder first; the registry
+    records the checksum of that list, so :func:`fetch_bundle` can verify every file.
+
+    Raises:
+        ModelIntegrityError: the folder holds a file type Kairos does not load (e.g. a pickle).
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+    odd = [p.name for p in files if p.suffix not in _BUNDLE_SUFFIXES]
+    if odd:
+        raise ModelIntegrityError(f"bundle {folder} holds files Kairos does not load: {odd}")
+    listing = {str(p.relative_to(folder)): sha256_text(p) for p in files}
+    (folder / CHECKSUMS).write_text(json.dumps(listing, indent=2, sort_keys=True), encoding="utf-8")
+    code = Path(__file__).resolve().parent / "bundle_model.py"
+    with tempfile.TemporaryDirectory() as tmp:  # MLflow stores the folder under its own name
+        staged = Path(tmp) / Path(BUNDLE_DIR).name
+        shutil.copytree(folder, staged)
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=str(code), artifacts={"bundle": str(staged)}, metadata=metadata or {}
+        )
+
+
+def register_bundle(client: MlflowClient, model_uri: str, name: str, **kwargs: Any) -> Registration:
+    """:func:`register` for a bundle logged with :func:`log_bundle` (checksum of its file list)."""
+    return register(client, model_uri, name, checksum_file=f"{BUNDLE_DIR}/{CHECKSUMS}", **kwargs)
+
+
+@dataclass(frozen=True)
+class FetchedBundle:
+    """A registered bundle's folder, every file verified, on local disk."""
+
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    path: Path
+
+
+def fetch_bundle(tracking_uri: str, name: str, alias: str, dst: Path) -> FetchedBundle:
+    """Download ``name@alias`` and verify its file list and every file against their checksums.
+
+    Raises:
+        ModelNotFoundError: no such model or alias.
+        ModelIntegrityError: a file is missing, added or altered since registration.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"no model {name}@{alias} in the registry at {tracking_uri}") from exc
+    dst.mkdir(parents=True, exist_ok=True)
+    source = client.get_model_version_download_uri(name, str(mv.version))
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst))) / BUNDLE_DIR
+    listing_file = folder / CHECKSUMS
+    if not listing_file.is_file():
+        raise ModelIntegrityError(f"{name} v{mv.version}: {CHECKSUMS} missing; not a Kairos bundle")
+    recorded = mv.tags.get(TAG_SHA256)
+    if not recorded or recorded != sha256_text(listing_file):
+        raise ModelIntegrityError(f"{name} v{mv.version}: file list checksum mismatch; refusing to load")
+    listing: dict[str, str] = json.loads(listing_file.read_text(encoding="utf-8"))
+    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS}
+    if present != set(listing):
+        raise ModelIntegrityError(f"{name} v{mv.version}: files differ from those registered")
+    for rel, digest in listing.items():
+        if sha256_text(folder / rel) != digest:
+            raise ModelIntegrityError(f"{name} v{mv.version}: {rel} altered since registration; refusing to load")
+    return FetchedBundle(name, str(mv.version), alias, str(mv.run_id), folder)

@@ -1,0 +1,489 @@
+"""Honest temporal evaluation of recommenders against the standard baselines, in the same run.
+
+Every model is fitted on the interactions before the split time T and judged on the purchases in
+``[T, T + test_days)``:
+
+- **basket completion**: for every test order with at least two distinct items, one item (chosen with
+  a fixed seed, the same for every model) is hidden and the model ranks it from the rest of the basket
+  given as the cart. An order whose hidden item never appeared in training cannot be answered by any
+  model that learns from history; it is skipped and the count is reported (never dropped silently).
+  The query carries the order's customer (``None`` for a guest) unless ``anonymous_carts`` is set, so
+  personal baselines compete on the same footing as cart-only models.
+- **next basket**: for every known customer who bought in the test window and has training history,
+  the relevant set is the distinct items bought in the window; the model is asked by customer key with
+  ``now = T``. Customers without training history (cold start) are counted and skipped.
+
+Per model and task: recall@k, NDCG@k, MRR, hit rate, precision@k (definitions in
+:mod:`models.recs.metrics`), catalogue coverage and popularity bias (mean training-popularity
+percentile of the recommended slots, plus ARP), the fill rate (mean list length / k), contract
+violations (a list longer than k, a duplicate, or an item of the cart or ``exclude``), fit time and
+recommendation time per query.
+
+Usage::
+
+    python -m training.recs_eval --data HOME --split-at 2011-09-01 --test-days 90
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.recs import metrics as m
+from models.recs.base import IX, EventKind, Query, Recommendation, Recommender, interactions_from_tables
+from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, PersonalTopFreq
+
+logger = logging.getLogger(__name__)
+
+BASKET_COMPLETION = "basket_completion"
+NEXT_BASKET = "next_basket"
+TASKS = (BASKET_COMPLETION, NEXT_BASKET)
+_BATCH = 2048
+
+
+def _utc(ts: datetime | str | pd.Timestamp) -> pd.Timestamp:
+    stamp = pd.Timestamp(ts)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def temporal_split(
+    interactions: pd.DataFrame, split_at: datetime | str, test_days: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cut the interactions at ``split_at``: training strictly before, test in ``[split_at, +test_days)``.
+
+    Args:
+        interactions: the interactions frame (:class:`~models.recs.base.IX` columns).
+        split_at: the split time T (a naive time is taken as UTC).
+        test_days: length of the test window in days (> 0).
+
+    Returns:
+        ``(train, test)``, both with all event kinds; rows after the test window are in neither.
+
+    Raises:
+        ValueError: ``test_days`` < 1, or either side is empty.
+    """
+    if test_days < 1:
+        raise ValueError(f"test_days must be at least 1, got {test_days}")
+    start = _utc(split_at)
+    end = start + pd.Timedelta(days=test_days)
+    ts = pd.to_datetime(interactions[IX.TS], utc=True)
+    train = interactions[(ts < start).to_numpy()].reset_index(drop=True)
+    test = interactions[((ts >= start) & (ts < end)).to_numpy()].reset_index(drop=True)
+    if train.empty or test.empty:
+        raise ValueError(
+            f"split at {start} with a {test_days}-day test window leaves {len(train)} training and {len(test)} "
+            f"test interactions (data span {ts.min()} .. {ts.max()})"
+        )
+    return train, test
+
+
+def _purchases(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = frame
+    if IX.EVENT in rows.columns:
+        rows = rows[rows[IX.EVENT].astype("string") == EventKind.PURCHASE.value]
+    return rows[rows[IX.ITEM].notna() & rows[IX.BASKET].notna()]
+
+
+@dataclass
+class TaskResult:
+    """What one model did on one task.
+
+    Attributes:
+        task: ``basket_completion`` or ``next_basket``.
+        queries: queries scored.
+        skipped: eligible queries left out, for the reason in ``note`` (reported, never silent).
+        ineligible: test cases outside the task's definition (single-item orders; guests' orders).
+        per_query: metric name -> one value per query (recall, ndcg, mrr, hit, precision).
+        lists: the recommended item ids per query.
+        violations: lists that broke the contract (too long, duplicates, cart or excluded items).
+        seconds: wall time spent in ``recommend_batch``.
+        note: what was skipped and why.
+    """
+
+    task: str
+    queries: int
+    skipped: int
+    ineligible: int
+    per_query: dict[str, np.ndarray] = field(default_factory=dict)
+    lists: list[list[str]] = field(default_factory=list)
+    violations: int = 0
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class CompletionCases:
+    """Test baskets with one hidden item each, the same for every model.
+
+    Attributes:
+        queries: one cart query per kept basket (the rest of the basket as the cart).
+        hidden: the hidden item of each kept basket.
+        eligible: baskets with at least two distinct items.
+        skipped: eligible baskets whose hidden item never appeared in training.
+        ineligible: baskets with fewer than two distinct items.
+    """
+
+    queries: list[Query]
+    hidden: list[str]
+    eligible: int
+    skipped: int
+    ineligible: int
+
+
+def completion_cases(
+    test: pd.DataFrame,
+    known_items: Collection[str],
+    seed: int = 0,
+    *,
+    anonymous_carts: bool = False,
+) -> CompletionCases:
+    """Hide one item per test basket (seeded) and build the cart queries.
+
+    Baskets are taken in basket-id order and their items in order of first appearance, so the same seed
+    hides the same items on the same data. A basket whose hidden item is not in ``known_items`` is
+    skipped (not re-drawn) and counted.
+
+    Args:
+        test: test interactions (only purchases are used).
+        known_items: the items seen in training.
+        seed: seed of the hidden-item draw.
+        anonymous_carts: drop the customer key from the queries (a guest's cart for every basket).
+
+    Returns:
+        The queries, their hidden items and the counts of eligible, skipped and ineligible baskets.
+    """
+    rows = _purchases(test).drop_duplicates([IX.BASKET, IX.ITEM])
+    rows = rows.assign(**{IX.BASKET: rows[IX.BASKET].astype(str), IX.ITEM: rows[IX.ITEM].astype(str)})
+    rows = rows.sort_values(IX.BASKET, kind="stable")
+    grouped = rows.groupby(IX.BASKET, sort=True)
+    baskets = pd.DataFrame(
+        {
+            "items": grouped[IX.ITEM].agg(list),
+            "customer": grouped[IX.CUSTOMER].first(),
+            "ts": grouped[IX.TS].min(),
+        }
+    )
+    sizes = baskets["items"].map(len).to_numpy()
+    eligible = baskets[sizes >= 2]
+    draw = np.random.default_rng(seed).integers(0, sizes[sizes >= 2]) if len(eligible) else np.array([], int)
+    known = set(known_items)
+    queries: list[Query] = []
+    hidden: list[str] = []
+    skipped = 0
+    for items, customer, ts, pick in zip(eligible["items"], eligible["customer"], eligible["ts"], draw, strict=True):
+        target = items[pick]
+        if target not in known:
+            skipped += 1
+            continue
+        cart = tuple(items[:pick] + items[pick + 1 :])
+        key = None if anonymous_carts or pd.isna(customer) else str(customer)
+        queries.append(Query(customer_key=key, cart=cart, now=_utc(ts).to_pydatetime()))
+        hidden.append(target)
+    return CompletionCases(queries, hidden, len(eligible), skipped, int((sizes < 2).sum()))
+
+
+def _run(model: Recommender, queries: Sequence[Query], k: int) -> tuple[list[list[Recommendation]], float]:
+    began = time.perf_counter()
+    out: list[list[Recommendation]] = []
+    for start in range(0, len(queries), _BATCH):
+        out.extend(model.recommend_batch(list(queries[start : start + _BATCH]), k))
+    if len(out) != len(queries):
+        raise RuntimeError(f"recommend_batch returned {len(out)} lists for {len(queries)} queries")
+    return out, time.perf_counter() - began
+
+
+def _violates(recs: list[Recommendation], query: Query, k: int) -> bool:
+    ids = [rec.item_id for rec in recs]
+    blocked = set(query.cart) | set(query.exclude)
+    return len(ids) > k or len(set(ids)) != len(ids) or any(item in blocked for item in ids)
+
+
+def _score(
+    task: str,
+    queries: Sequence[Query],
+    relevant: Sequence[Collection[str]],
+    answers: list[list[Recommendation]],
+    k: int,
+) -> tuple[dict[str, np.ndarray], list[list[str]], int]:
+    lists = [[rec.item_id for rec in recs][:k] for recs in answers]
+    per_query = {
+        "recall": np.array([m.recall_at_k(ids, rel, k) for ids, rel in zip(lists, relevant, strict=True)]),
+        "ndcg": np.array([m.ndcg_at_k(ids, rel, k) for ids, rel in zip(lists, relevant, strict=True)]),
+        "mrr": np.array([m.reciprocal_rank(ids, rel, k) for ids, rel in zip(lists, relevant, strict=True)]),
+        "hit": np.array([m.hit_at_k(ids, rel, k) for ids, rel in zip(lists, relevant, strict=True)]),
+        "precision": np.array([m.precision_at_k(ids, rel, k) for ids, rel in zip(lists, relevant, strict=True)]),
+    }
+    violations = sum(_violates(recs, q, k) for recs, q in zip(answers, queries, strict=True))
+    if violations:
+        logger.warning("%s: %d of %d lists break the recommender contract", task, violations, len(answers))
+    return per_query, lists, violations
+
+
+def basket_completion(
+    model: Recommender,
+    test_baskets: pd.DataFrame,
+    known_items: Collection[str],
+    k: int = 10,
+    seed: int = 0,
+    *,
+    anonymous_carts: bool = False,
+) -> TaskResult:
+    """Score a fitted model on hidden-item basket completion.
+
+    Args:
+        model: a fitted recommender.
+        test_baskets: test interactions (purchases are grouped into baskets by order id).
+        known_items: items seen in training (a basket whose hidden item is not among them is skipped).
+        k: cut-off.
+        seed: seed of the hidden-item draw (use the same for every model).
+        anonymous_carts: ask without the customer key.
+
+    Returns:
+        The per-query metrics, lists and the skipped count.
+    """
+    cases = completion_cases(test_baskets, known_items, seed, anonymous_carts=anonymous_carts)
+    answers, seconds = _run(model, cases.queries, k)
+    per_query, lists, violations = _score(BASKET_COMPLETION, cases.queries, [{h} for h in cases.hidden], answers, k)
+    note = (
+        f"{cases.skipped} of {cases.eligible} baskets with 2+ items skipped: hidden item unseen in training; "
+        f"{cases.ineligible} single-item baskets not eligible"
+    )
+    return TaskResult(
+        BASKET_COMPLETION,
+        len(cases.queries),
+        cases.skipped,
+        cases.ineligible,
+        per_query,
+        lists,
+        violations,
+        seconds,
+        note,
+    )
+
+
+def next_basket(
+    model: Recommender, train: pd.DataFrame, test: pd.DataFrame, k: int = 10, now: datetime | None = None
+) -> TaskResult:
+    """Score a fitted model on next-basket prediction for returning customers.
+
+    Args:
+        model: a fitted recommender.
+        train: training interactions (who has history).
+        test: test interactions; relevant = the distinct items each customer bought here.
+        k: cut-off.
+        now: the time of asking (the split time); default: the last training timestamp.
+
+    Returns:
+        The per-query metrics and lists; ``skipped`` counts test customers without training history.
+    """
+    bought = _purchases(test)
+    guests = int(bought.loc[bought[IX.CUSTOMER].isna(), IX.BASKET].nunique())
+    bought = bought[bought[IX.CUSTOMER].notna()]
+    relevant_by = bought.groupby(bought[IX.CUSTOMER].astype(str))[IX.ITEM].agg(lambda s: frozenset(s.astype(str)))
+    history = _purchases(train)
+    returning = set(history[IX.CUSTOMER].dropna().astype(str))
+    keep = relevant_by[relevant_by.index.isin(returning)].sort_index()
+    when = now if now is not None else _utc(pd.to_datetime(train[IX.TS], utc=True).max()).to_pydatetime()
+    queries = [Query(customer_key=key, now=when) for key in keep.index]
+    relevant = list(keep.to_numpy())
+    answers, seconds = _run(model, queries, k)
+    per_query, lists, violations = _score(NEXT_BASKET, queries, relevant, answers, k)
+    known_items = set(history[IX.ITEM].astype(str))
+    own = history[history[IX.CUSTOMER].notna()]
+    own_items = own.groupby(own[IX.CUSTOMER].astype(str))[IX.ITEM].agg(lambda s: frozenset(s.astype(str)))
+    n_rel = sum(len(r) for r in relevant)
+    unseen = sum(len(r - known_items) for r in relevant)
+    repeats = sum(len(r & own_items.get(key, frozenset())) for key, r in zip(keep.index, relevant, strict=True))
+    skipped = len(relevant_by) - len(keep)
+    note = (
+        f"{skipped} of {len(relevant_by)} test customers skipped: no training history; {guests} guest orders "
+        f"not eligible; of {n_rel} relevant items, {repeats / max(n_rel, 1):.1%} are repeats of the customer's "
+        f"own training purchases and {unseen / max(n_rel, 1):.1%} were never sold in training"
+    )
+    return TaskResult(NEXT_BASKET, len(queries), skipped, guests, per_query, lists, violations, seconds, note)
+
+
+def training_popularity(train: pd.DataFrame, catalogue: Collection[str]) -> dict[str, float]:
+    """Training orders holding each item, over the catalogue and every trained item (0 if never bought)."""
+    rows = _purchases(train)
+    counts = rows.groupby(rows[IX.ITEM].astype(str))[IX.BASKET].nunique()
+    popularity = dict.fromkeys((str(item) for item in catalogue), 0.0)
+    popularity.update({str(item): float(n) for item, n in counts.items()})
+    return popularity
+
+
+def summarise(
+    name: str, result: TaskResult, k: int, catalogue: Collection[str], popularity: Mapping[str, float], fit_s: float
+) -> dict[str, object]:
+    """One table row: the mean of each per-query metric plus coverage, popularity bias and timings."""
+
+    def mean(key: str) -> float:
+        values = result.per_query.get(key, np.array([]))
+        return float(values.mean()) if len(values) else float("nan")
+
+    percentiles = m.popularity_percentiles(popularity)
+    return {
+        "model": name,
+        "task": result.task,
+        "queries": result.queries,
+        "skipped": result.skipped,
+        f"recall@{k}": mean("recall"),
+        f"ndcg@{k}": mean("ndcg"),
+        "mrr": mean("mrr"),
+        f"hit@{k}": mean("hit"),
+        f"precision@{k}": mean("precision"),
+        "coverage": m.catalogue_coverage(result.lists, catalogue),
+        "pop_bias": m.popularity_bias(result.lists, percentiles),
+        "arp": m.average_recommendation_popularity(result.lists, popularity),
+        "fill": float(np.mean([len(ids) for ids in result.lists]) / k) if result.lists else float("nan"),
+        "violations": result.violations,
+        "fit_s": fit_s,
+        "ms_per_query": 1000 * result.seconds / max(result.queries, 1),
+        "note": result.note,
+    }
+
+
+def baseline_models() -> dict[str, Recommender]:
+    """The standard baselines, unfitted: G-TopFreq (also the item-popularity baseline), P- and GP-TopFreq."""
+    return {"G-TopFreq": GlobalTopFreq(), "P-TopFreq": PersonalTopFreq(), "GP-TopFreq": GlobalPersonalTopFreq()}
+
+
+def evaluate(
+    models: Mapping[str, Recommender],
+    interactions: pd.DataFrame,
+    items: pd.DataFrame | None,
+    split_at: datetime | str,
+    test_days: int,
+    k: int = 10,
+    *,
+    seed: int = 0,
+    tasks: Mapping[str, Collection[str]] | None = None,
+    anonymous_carts: bool = False,
+) -> pd.DataFrame:
+    """Fit every model on the data before ``split_at`` and score it on the tasks after.
+
+    Args:
+        models: name -> unfitted recommender (fitted here on the training part with ``items``).
+        interactions: all interactions (:class:`~models.recs.base.IX` columns).
+        items: the catalogue (its ids define coverage); None: the items in ``interactions``.
+        split_at: the split time T.
+        test_days: test window length in days.
+        k: cut-off.
+        seed: seed of the hidden-item draw.
+        tasks: name -> the tasks to run that model on; models not named run on both.
+        anonymous_carts: basket-completion queries without the customer key.
+
+    Returns:
+        One row per model x task: ``model, task, queries, skipped, recall@k, ndcg@k, mrr, hit@k,
+        precision@k, coverage, pop_bias, arp, fill, violations, fit_s, ms_per_query, note``.
+    """
+    train, test = temporal_split(interactions, split_at, test_days)
+    split = _utc(split_at).to_pydatetime()
+    catalogue = (
+        set(items[IX.ITEM].astype(str)) if items is not None and len(items) else set(interactions[IX.ITEM].astype(str))
+    )
+    popularity = training_popularity(train, catalogue)
+    known = set(train[IX.ITEM].dropna().astype(str))
+    rows = []
+    for name, model in models.items():
+        wanted = tuple(tasks.get(name, TASKS)) if tasks is not None else TASKS
+        began = time.perf_counter()
+        fitted = model.fit(train, items)
+        fit_s = time.perf_counter() - began
+        logger.info("%s fitted in %.1f s", name, fit_s)
+        for task in wanted:
+            if task == BASKET_COMPLETION:
+                result = basket_completion(fitted, test, known, k, seed, anonymous_carts=anonymous_carts)
+            elif task == NEXT_BASKET:
+                result = next_basket(fitted, train, test, k, now=split)
+            else:
+                raise ValueError(f"unknown task {task!r}; known: {TASKS}")
+            rows.append(summarise(name, result, k, catalogue, popularity, fit_s))
+    return pd.DataFrame(rows)
+
+
+def kairos_models() -> tuple[dict[str, Recommender], dict[str, tuple[str, ...]]]:
+    """The Kairos recommenders importable right now, with the task each is judged on."""
+    found: dict[str, Recommender] = {}
+    tasks: dict[str, tuple[str, ...]] = {}
+    candidates: list[tuple[str, str, str, dict[str, object], str]] = [
+        ("Kairos BoughtTogether", "models.recs.cooccurrence", "BoughtTogether", {}, BASKET_COMPLETION),
+        ("Kairos Implicit", "models.recs.personal", "ImplicitRecommender", {}, NEXT_BASKET),
+        # the same model allowed to recommend what the customer already bought (repeat purchases)
+        (
+            "Kairos Implicit +repeats",
+            "models.recs.personal",
+            "ImplicitRecommender",
+            {"filter_bought": False},
+            NEXT_BASKET,
+        ),
+    ]
+    for name, module, cls, params, task in candidates:
+        try:
+            factory: Callable[..., Recommender] = getattr(importlib.import_module(module), cls)
+            found[name] = factory(**params)
+        except Exception as exc:  # a model still being written must not stop the baselines
+            logger.warning("%s not evaluated: %s.%s is not importable (%s)", name, module, cls, exc)
+            continue
+        tasks[name] = (task,)
+    return found, tasks
+
+
+def load_home(home: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Interactions (purchases) and items from an ingested data home (nothing is ingested here)."""
+    folder = Path(home) / "ingested"
+    lines = pd.read_parquet(folder / "order_lines.parquet")
+    items = pd.read_parquet(folder / "items.parquet")
+    return interactions_from_tables(lines), items
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The figures as fixed-width text (notes listed once per task underneath)."""
+    shown = table.drop(columns=["note"])
+    text = shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    notes = table.drop_duplicates("task")[["task", "note"]]
+    return text + "\n\n" + "\n".join(f"{task}: {note}" for task, note in notes.itertuples(index=False))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Evaluate the baselines and the importable Kairos recommenders on an ingested home; print the table."""
+    parser = argparse.ArgumentParser(prog="python -m training.recs_eval", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="data home holding ingested/*.parquet")
+    parser.add_argument("--split-at", required=True, help="split time T (ISO date or time, UTC)")
+    parser.add_argument("--test-days", type=int, default=90)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--anonymous-carts", action="store_true", help="basket completion without customer keys")
+    parser.add_argument("--out", type=Path, help="also write the table as Parquet here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    interactions, items = load_home(args.data)
+    models = baseline_models()
+    extra, tasks = kairos_models()
+    models.update(extra)
+    split = datetime.fromisoformat(args.split_at)
+    split = split.replace(tzinfo=UTC) if split.tzinfo is None else split
+    table = evaluate(
+        models, interactions, items, split, args.test_days, args.k,
+        seed=args.seed, tasks=tasks, anonymous_carts=args.anonymous_carts,
+    )  # fmt: skip
+    end = split + timedelta(days=args.test_days)
+    print(f"train < {split:%Y-%m-%d}, test [{split:%Y-%m-%d}, {end:%Y-%m-%d}), k={args.k}, seed={args.seed}")
+    print(format_table(table.sort_values(["task", "model"], kind="stable")))
+    if args.out is not None:
+        table.to_parquet(args.out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -418,15 +418,9 @@ def kairos_models() -> tuple[dict[str, Recommender], dict[str, tuple[str, ...]]]
     tasks: dict[str, tuple[str, ...]] = {}
     candidates: list[tuple[str, str, str, dict[str, object], str]] = [
         ("Kairos BoughtTogether", "models.recs.cooccurrence", "BoughtTogether", {}, BASKET_COMPLETION),
-        ("Kairos Implicit", "models.recs.personal", "ImplicitRecommender", {}, NEXT_BASKET),
-        # the same model allowed to recommend what the customer already bought (repeat purchases)
-        (
-            "Kairos Implicit +repeats",
-            "models.recs.personal",
-            "ImplicitRecommender",
-            {"filter_bought": False},
-            NEXT_BASKET,
-        ),
+        # own items by recency-weighted frequency, then implicit-ALS picks of new items
+        ("Kairos Repeat+Personal", "models.recs.blend", "RepeatThenPersonal", {}, NEXT_BASKET),
+        ("Kairos Implicit (new items only)", "models.recs.personal", "ImplicitRecommender", {}, NEXT_BASKET),
     ]
     for name, module, cls, params, task in candidates:
         try:

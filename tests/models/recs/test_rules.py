@@ -1,0 +1,189 @@
+"""The business-rule layer on a literal catalogue: exclusions, bought items, stock, categories, prices,
+duplicates, the popular top-up, and the catalogue / history / policy round-trips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from models.recs.base import IX, EventKind, Query, Recommendation, Source
+from models.recs.popular import Popular
+from models.recs.rules import CustomerHistory, ItemCatalogue, RulePolicy, apply_rules
+
+END = pd.Timestamp("2025-06-30", tz="UTC")
+
+ITEMS = pd.DataFrame(
+    {
+        IX.ITEM: ["a", "b", "c", "d", "e", "f", "g", "h", "i"],
+        IX.NAME: [f"ITEM {x.upper()}" for x in "abcdefghi"],
+        IX.CATEGORY: ["Toys", "Toys", "Books", "Books", "Food", "Food", None, "Toys", "Books"],
+        IX.PRICE: [10.0, 20.0, 5.0, 50.0, 2.0, 3.0, None, 100.0, 8.0],
+        IX.ACTIVE: pd.array([True, True, True, False, True, True, None, True, True], dtype="boolean"),
+        IX.IN_STOCK: pd.array([True, False, True, True, None, True, True, True, True], dtype="boolean"),
+        "replenishable": [False, False, False, False, False, True, False, False, False],
+    }
+)
+# d is inactive, b is out of stock; e and g have missing flags (available); f is replenishable;
+# i was never bought.
+
+# customer k bought a twice (paid 10 and 12), e (2) and f (3); popularity a 5, c 3, e 3, f 1, g 1, h 1
+INTERACTIONS = pd.DataFrame(
+    {
+        IX.CUSTOMER: ["k", "k", "k", "k", "z", "z", "z", "z", "z", "z", "z", "z", "z", "z"],
+        IX.ITEM: ["a", "a", "e", "f", "a", "a", "a", "c", "c", "c", "e", "e", "h", "g"],
+        IX.BASKET: [f"o{i}" for i in range(14)],
+        IX.TS: END,
+        IX.QUANTITY: 1.0,
+        IX.EVENT: EventKind.PURCHASE.value,
+        "unit_price": [10.0, 12.0, 2.0, 3.0, 10, 10, 10, 5, 5, 5, 2, 2, 100, None],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def cat() -> ItemCatalogue:
+    return ItemCatalogue.from_items(ITEMS)
+
+
+@pytest.fixture(scope="module")
+def pop() -> Popular:
+    return Popular(half_life_days=None).fit(INTERACTIONS, ITEMS)
+
+
+@pytest.fixture(scope="module")
+def hist(cat: ItemCatalogue) -> CustomerHistory:
+    return CustomerHistory().fit(INTERACTIONS, cat)
+
+
+def rec(item: str, score: float = 1.0, source: Source = Source.BOUGHT_TOGETHER) -> Recommendation:
+    return Recommendation(item, score, source, "because")
+
+
+def ids(recs: list[Recommendation]) -> list[str]:
+    return [r.item_id for r in recs]
+
+
+ALL = [rec(x) for x in "abcdefgh"]
+
+
+def test_catalogue_flags_missing_counts_as_available(cat: ItemCatalogue) -> None:
+    assert cat.active.tolist() == [True, True, True, False, True, True, True, True, True]
+    assert cat.in_stock.tolist() == [True, False, True, True, True, True, True, True, True]
+    assert cat.codes(["c", "zz"]).tolist() == [2, -1]
+
+
+def test_cart_exclusions_query_item_stock_and_unknown_items(cat: ItemCatalogue) -> None:
+    q = Query(cart=("a",), exclude=frozenset({"c"}), item_id="h")
+    out = apply_rules([*ALL, rec("unknown")], q, 10, cat, RulePolicy(fill_from_fallback=False))
+    assert ids(out) == ["e", "f", "g"]  # b out of stock, d inactive
+
+
+def test_already_bought_excluded_except_replenishable_and_buy_again(cat: ItemCatalogue, hist: CustomerHistory) -> None:
+    q = Query(customer_key="k")
+    policy = RulePolicy(fill_from_fallback=False)
+    assert ids(apply_rules(ALL, q, 10, cat, policy, history=hist)) == ["c", "f", "g", "h"]
+    again = [rec("a", source=Source.BUY_AGAIN), *ALL]
+    assert ids(apply_rules(again, q, 10, cat, policy, history=hist)) == ["a", "c", "f", "g", "h"]
+    food = RulePolicy(fill_from_fallback=False, replenishable_categories=frozenset({"Food"}))
+    assert ids(apply_rules(ALL, q, 10, cat, food, history=hist)) == ["c", "e", "f", "g", "h"]
+    keep = RulePolicy(fill_from_fallback=False, exclude_bought=False)
+    assert ids(apply_rules(ALL, q, 10, cat, keep, history=hist)) == ["a", "c", "e", "f", "g", "h"]
+
+
+def test_flags_can_be_switched_off(cat: ItemCatalogue) -> None:
+    policy = RulePolicy(fill_from_fallback=False, exclude_inactive=False, exclude_out_of_stock=False)
+    assert ids(apply_rules(ALL, Query(), 10, cat, policy)) == list("abcdefgh")
+
+
+def test_category_filters(cat: ItemCatalogue) -> None:
+    off = {"fill_from_fallback": False}
+    assert ids(apply_rules(ALL, Query(category="Toys"), 10, cat, RulePolicy(**off))) == ["a", "h"]  # type: ignore[arg-type]
+    inc = RulePolicy(include_categories=frozenset({"Books", "Food"}), fill_from_fallback=False)
+    assert ids(apply_rules(ALL, Query(), 10, cat, inc)) == ["c", "e", "f"]
+    exc = RulePolicy(exclude_categories=frozenset({"Toys"}), fill_from_fallback=False)
+    assert ids(apply_rules(ALL, Query(), 10, cat, exc)) == ["c", "e", "f", "g"]
+    assert apply_rules(ALL, Query(category="Garden"), 10, cat, RulePolicy(**off)) == []  # type: ignore[arg-type]
+
+
+def test_absolute_price_band_lets_unpriced_items_pass(cat: ItemCatalogue) -> None:
+    policy = RulePolicy(min_price=3.0, max_price=20.0, fill_from_fallback=False)
+    assert ids(apply_rules(ALL, Query(), 10, cat, policy)) == ["a", "c", "f", "g"]
+    with pytest.raises(ValueError, match="max_price"):
+        RulePolicy(min_price=5, max_price=1)
+
+
+def test_customer_price_band(cat: ItemCatalogue, hist: CustomerHistory) -> None:
+    # k paid 10, 12, 2, 3 -> 10th percentile 2.3, 90th 11.4; widened by 1.5 -> [1.533, 17.1]
+    lo, hi = hist.price_band("k")
+    assert (lo, hi) == (pytest.approx(2.3), pytest.approx(11.4))
+    policy = RulePolicy(customer_price_band=True, exclude_bought=False, fill_from_fallback=False)
+    assert ids(apply_rules(ALL, Query(customer_key="k"), 10, cat, policy, history=hist)) == ["a", "c", "e", "f", "g"]
+    # an unknown customer has no band
+    assert ids(apply_rules(ALL, Query(customer_key="new"), 10, cat, policy, history=hist)) == [
+        "a",
+        "c",
+        "e",
+        "f",
+        "g",
+        "h",
+    ]
+
+
+def test_duplicates_first_passing_occurrence_wins(cat: ItemCatalogue, hist: CustomerHistory) -> None:
+    first = [rec("c", 0.9), rec("a", 0.8)]
+    second = [rec("a", 5.0, Source.PERSONAL), rec("c", 4.0, Source.PERSONAL), rec("e", 3.0, Source.PERSONAL)]
+    out = apply_rules([first, second], Query(), 10, cat, RulePolicy(fill_from_fallback=False))
+    assert [(r.item_id, r.source) for r in out] == [
+        ("c", Source.BOUGHT_TOGETHER),
+        ("a", Source.BOUGHT_TOGETHER),
+        ("e", Source.PERSONAL),
+    ]
+    # a blocked personal "a" (already bought) does not hide a later buy-again "a"
+    blocked_first = [[rec("a", source=Source.PERSONAL)], [rec("a", source=Source.BUY_AGAIN)]]
+    out = apply_rules(
+        blocked_first, Query(customer_key="k"), 10, cat, RulePolicy(fill_from_fallback=False), history=hist
+    )
+    assert [(r.item_id, r.source) for r in out] == [("a", Source.BUY_AGAIN)]
+
+
+def test_top_up_from_popular_to_k(cat: ItemCatalogue, pop: Popular, hist: CustomerHistory) -> None:
+    out = apply_rules([rec("g")], Query(cart=("c",)), 4, cat, RulePolicy(), pop)
+    assert ids(out) == ["g", "a", "e", "f"]  # ties (f, g, h all 1) by item id
+    assert [r.source for r in out] == [Source.BOUGHT_TOGETHER, Source.POPULAR, Source.POPULAR, Source.POPULAR]
+    assert (out[1].reason, out[1].score) == ("popular this month", 5.0)
+    # the top-up obeys the rules too: k already bought a and e (f is replenishable)
+    assert ids(apply_rules([], Query(customer_key="k"), 3, cat, RulePolicy(), pop, hist)) == ["c", "f", "g"]
+
+
+def test_top_up_per_category_and_from_the_catalogue_when_popular_runs_dry(cat: ItemCatalogue, pop: Popular) -> None:
+    out = apply_rules([], Query(category="Toys"), 5, cat, RulePolicy(), pop)
+    assert ids(out) == ["a", "h"]  # b is out of stock: the catalogue allows only two toys
+    assert {r.reason for r in out} == {"popular in Toys"}
+    one = RulePolicy(include_categories=frozenset({"Books"}))
+    # i was never bought: popularity cannot rank it, the catalogue still can
+    books = apply_rules([], Query(), 5, cat, one, pop)
+    assert [(r.item_id, r.reason) for r in books] == [("c", "popular in Books"), ("i", "from our catalogue")]
+    out = apply_rules([], Query(), 9, cat, RulePolicy(), pop)
+    assert ids(out) == ["a", "c", "e", "f", "g", "h", "i"]  # b out of stock, d inactive
+    assert (out[-1].source, out[-1].reason, out[-1].score) == (Source.POPULAR, "from our catalogue", 0.0)
+    assert apply_rules(ALL, Query(), 0, cat, RulePolicy(), pop) == []
+
+
+def test_catalogue_history_and_policy_round_trip(
+    tmp_path: Path, cat: ItemCatalogue, hist: CustomerHistory, pop: Popular
+) -> None:
+    cat.save(tmp_path)
+    hist.save(tmp_path, cat)
+    cat2 = ItemCatalogue.load(tmp_path)
+    hist2 = CustomerHistory.load(tmp_path, cat2)
+    policy = RulePolicy(customer_price_band=True, exclude_categories=frozenset({"Books"}), min_price=1.0)
+    policy2 = RulePolicy.from_dict(json.loads(json.dumps(policy.to_dict())))
+    assert policy2 == policy
+    for q in (Query(customer_key="k"), Query(customer_key="z", cart=("a",)), Query(category="Food")):
+        assert apply_rules(ALL, q, 5, cat2, policy2, pop, hist2) == apply_rules(ALL, q, 5, cat, policy, pop, hist)
+    assert cat2.names.tolist() == cat.names.tolist()
+    assert cat2.categories.tolist() == cat.categories.tolist()
+    assert {p.suffix for p in tmp_path.iterdir()} == {".parquet"}

@@ -14,7 +14,7 @@ from mlflow.pyfunc import PythonModel
 class KairosBundle(PythonModel):
     """Placeholder pyfunc: the bundle is read by Kairos's loaders, not through pyfunc."""
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+    def predict(self, context: Any, model_input: list[Any], params: Any = None) -> list[Any]:
         raise NotImplementedError("a Kairos bundle is loaded with its model's own load(), not pyfunc")
 
 

@@ -244,6 +244,33 @@ def train_churn(
     )
 
 
+@train_app.command("recs")
+def train_recs(
+    data: Annotated[Path, typer.Option(help="Data home (after `kairos ingest`).")] = DEFAULT_HOME,
+    tracking_uri: Annotated[
+        str, typer.Option(envvar="KAIROS_TRACKING_URI", help="MLflow tracking URI.")
+    ] = DEFAULT_TRACKING,
+    test_days: Annotated[int, typer.Option(min=7, help="Days at the end of the data held out for evaluation.")] = 90,
+    margin: Annotated[float, typer.Option(min=0.0, help="recall@10 gain needed to replace the champion.")] = 0.0,
+) -> None:
+    """Evaluate recommenders against baselines on a temporal split, refit, register the bundle."""
+    from training.recs import train_recs as run
+
+    try:
+        with _progress("train recs") as tick:
+            result = run(data, tracking_uri, test_days=test_days, margin=margin, progress=tick)
+    except (KairosError, ValueError) as exc:
+        raise _fail(exc) from exc
+    table = Table(title="evaluation (temporal split, k=10)", title_justify="left")
+    for col in ("model", "task", "recall@10", "ndcg@10", "mrr", "coverage"):
+        table.add_column(col, justify="left" if col in ("model", "task") else "right")
+    for r in result.table.to_dict(orient="records"):
+        table.add_row(r["model"], r["task"], *(f"{r[c]:.4f}" for c in ("recall@10", "ndcg@10", "mrr", "coverage")))
+    console.print(table)
+    reg = result.registration
+    console.print(f"registered: recs v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered")
+
+
 @app.command()
 def serve(
     data: Annotated[

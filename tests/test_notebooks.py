@@ -12,12 +12,14 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["01_quickstart.ipynb", "02_customer_360.ipynb"])
+@pytest.mark.parametrize("name", ["01_quickstart.ipynb", "02_customer_360.ipynb", "04_recommendations.ipynb"])
 def test_notebook_runs(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUICKSTART_WORK", str(tmp_path))
     monkeypatch.setenv("QUICKSTART_CUSTOMERS", "1500")
     monkeypatch.setenv("CUSTOMER360_WORK", str(tmp_path))
     monkeypatch.setenv("CUSTOMER360_CUSTOMERS", "1200")
+    monkeypatch.setenv("RECS_NB_WORK", str(tmp_path))
+    monkeypatch.setenv("RECS_NB_CUSTOMERS", "1200")
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     # the kernel inherits this process's environment, including the variables set above

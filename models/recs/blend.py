@@ -4,7 +4,8 @@ About a third of what customers buy next they have bought before, so a next-bask
 from the customer's own items ranked by a recency-weighted purchase frequency (each order holding the
 item counts ``0.5 ** (age / half_life)``); the remaining places go to matrix-factorisation picks of
 items new to them (:class:`~models.recs.personal.ImplicitRecommender`). ``own_slots`` caps the
-places own items may take, so new items always get a chance.
+places own items may take, so new items always get a chance. Scores are comparable within one answer:
+own items in (1, 2) by their weighted frequency, new picks in (0, 1) by the factor score.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class RepeatThenPersonal:
             if item in blocked:
                 continue
             times = "once" if orders == 1 else f"in {orders} orders"
-            out.append(Recommendation(str(item), float(score), Source.BUY_AGAIN, f"you bought this {times}"))
+            # own items score in (1, 2), monotone in the recency-weighted frequency
+            banded = 1.0 + float(score) / (float(score) + 1.0)
+            out.append(Recommendation(str(item), banded, Source.BUY_AGAIN, f"you bought this {times}"))
             if len(out) == limit:
                 break
         return out
@@ -93,7 +96,12 @@ class RepeatThenPersonal:
         limit = k if self.own_slots is None else min(k, self.own_slots)
         own = self._own(query, blocked, limit) if query.category is None else []
         taken = blocked | {r.item_id for r in own}
-        fresh = [r for r in self.personal_.recommend(query, k + len(taken)) if r.item_id not in taken]
+        fresh = [
+            # new picks score in (0, 1), monotone in the factor score: always after own items
+            Recommendation(r.item_id, float(1.0 / (1.0 + np.exp(-r.score))), r.source, r.reason)
+            for r in self.personal_.recommend(query, k + len(taken))
+            if r.item_id not in taken
+        ]
         return (own + fresh)[:k]
 
     def recommend_batch(self, queries: Sequence[Query], k: int = 10) -> list[list[Recommendation]]:

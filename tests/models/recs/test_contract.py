@@ -126,6 +126,14 @@ def _similar() -> Recommender:
     return model
 
 
+def _repeat_personal() -> Recommender:
+    personal = _optional("models.recs.personal", "ImplicitRecommender")(
+        factors=8, iterations=5, num_threads=1, random_state=0
+    )
+    model: Recommender = _optional("models.recs.blend", "RepeatThenPersonal")(personal=personal)
+    return model
+
+
 def _local(module: str, name: str, **params: Any) -> Callable[[], Recommender]:
     def make() -> Recommender:
         model: Recommender = getattr(importlib.import_module(module), name)(**params)
@@ -144,6 +152,10 @@ FACTORIES: dict[str, Callable[[], Recommender]] = {
     "buy_again": _local("models.recs.buy_again", "BuyAgain"),
     "implicit": _implicit,
     "similar": _similar,
+    "repeat_personal": _repeat_personal,
+    "g_topfreq": _local("models.recs.baselines", "GlobalTopFreq"),
+    "p_topfreq": _local("models.recs.baselines", "PersonalTopFreq"),
+    "gp_topfreq": _local("models.recs.baselines", "GlobalPersonalTopFreq"),
 }
 
 

@@ -272,6 +272,42 @@ def train_recs(
 
 
 @app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name, e.g. churn or recs.")],
+    version: Annotated[str, typer.Argument(help="The version to promote.")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+    tracking_uri: Annotated[
+        str, typer.Option(envvar="KAIROS_TRACKING_URI", help="MLflow tracking URI.")
+    ] = DEFAULT_TRACKING,
+) -> None:
+    """Move an alias to a version by hand (the decision is recorded on the version)."""
+    from training.registry import promote as run
+
+    try:
+        reg = run(tracking_uri, name, version, alias)
+    except KairosError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{reg.name} v{reg.version} -> @{reg.alias} ({reg.reason})")
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Registered model name, e.g. churn or recs.")],
+    tracking_uri: Annotated[
+        str, typer.Option(envvar="KAIROS_TRACKING_URI", help="MLflow tracking URI.")
+    ] = DEFAULT_TRACKING,
+) -> None:
+    """Give @champion back to the version that held it before the current one."""
+    from training.registry import rollback as run
+
+    try:
+        reg = run(tracking_uri, name)
+    except KairosError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{reg.name} v{reg.version} -> @{reg.alias} ({reg.reason})")
+
+
+@app.command()
 def serve(
     data: Annotated[
         Path, typer.Option(envvar="KAIROS_DATA_HOME", help="Data home with a feature snapshot.")

@@ -28,6 +28,7 @@ MODEL_FILE = "model.lgb"
 TAG_SHA256 = "kairos.sha256"
 TAG_METRIC = "kairos.selection_metric"
 TAG_DECISION = "kairos.decision"
+TAG_PREVIOUS = "kairos.previous_champion"  # the version that was champion before this one took over
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -135,9 +136,52 @@ def register(
         else:
             alias, verdict = CHALLENGER, "does not beat"
         reason = f"{metric_name} {metric_value:.4f} {verdict} champion v{champion.version} ({best}) by > {margin}"
+    if alias == CHAMPION and champion is not None:
+        client.set_model_version_tag(name, v, TAG_PREVIOUS, str(champion.version))
     client.set_registered_model_alias(name, alias, v)
     client.set_model_version_tag(name, v, TAG_DECISION, f"{alias}: {reason}")
     return Registration(name, v, checksum, alias, reason)
+
+
+def promote(tracking_uri: str, name: str, version: str, alias: str = CHAMPION) -> Registration:
+    """Move ``alias`` to ``version`` by hand; the decision (and the champion it replaces) is recorded.
+
+    Raises:
+        ModelNotFoundError: no such model version.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"no version {version} of model {name!r} at {tracking_uri}") from exc
+    current = _alias_version(client, name, alias)
+    reason = f"promoted by hand (was v{current.version})" if current is not None else "promoted by hand"
+    if alias == CHAMPION and current is not None and str(current.version) != str(mv.version):
+        client.set_model_version_tag(name, str(mv.version), TAG_PREVIOUS, str(current.version))
+    client.set_registered_model_alias(name, alias, str(mv.version))
+    client.set_model_version_tag(name, str(mv.version), TAG_DECISION, f"{alias}: {reason}")
+    return Registration(name, str(mv.version), mv.tags.get(TAG_SHA256, ""), alias, reason)
+
+
+def rollback(tracking_uri: str, name: str) -> Registration:
+    """Give ``@champion`` back to the version that held it before the current one.
+
+    Raises:
+        ModelNotFoundError: no champion, or no earlier champion recorded for it.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    current = _alias_version(client, name, CHAMPION)
+    if current is None:
+        raise ModelNotFoundError(f"model {name!r} has no @{CHAMPION} to roll back")
+    previous = current.tags.get(TAG_PREVIOUS)
+    if not previous:
+        raise ModelNotFoundError(f"{name} v{current.version} replaced no earlier champion; nothing to roll back to")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    reason = f"rolled back from v{current.version}"
+    client.set_model_version_tag(name, previous, TAG_DECISION, f"{CHAMPION}: {reason}")
+    client.set_model_version_tag(name, str(current.version), TAG_DECISION, f"demoted: rolled back to v{previous}")
+    back = client.get_model_version(name, previous)
+    return Registration(name, previous, back.tags.get(TAG_SHA256, ""), CHAMPION, reason)
 
 
 def _alias_version(client: MlflowClient, name: str, alias: str) -> Any | None:

@@ -383,7 +383,6 @@ def _localize(
 class _Checked:
     table: str
     raw: pd.DataFrame  # the source rows (for the quarantine's original values)
-    source_columns: list[str]
     frame: pd.DataFrame  # contract-typed values, same row order as raw
     verdicts: _Verdicts
     targets: pd.Series  # where each reclassified row went
@@ -554,7 +553,7 @@ def _check_table(
             for key in store:
                 store[key] = store[key] & ~dup
         verdicts.add("quarantine", Reason.DUPLICATE_ROW, dup)
-    return _Checked(table, raw, list(sources.values()), frame, verdicts, targets)
+    return _Checked(table, raw, frame, verdicts, targets)
 
 
 def _check_customer_contacts(frame: pd.DataFrame, verdicts: _Verdicts, default_region: str) -> None:

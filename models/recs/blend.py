@@ -61,16 +61,10 @@ class RepeatThenPersonal:
             .sort_values([IX.CUSTOMER, _SCORE, IX.ITEM], ascending=[True, False, True])
         )
         self.own_ = own.reset_index(drop=True)
-        bounds = self.own_.groupby(IX.CUSTOMER, sort=False).indices
-        self.own_index_ = {str(k): (int(v[0]), int(v[-1]) + 1) for k, v in bounds.items()}
+        self.own_index_ = _row_spans(self.own_)
         self.personal_ = self.personal if self.personal is not None else ImplicitRecommender()
         if not hasattr(self.personal_, "user_factors_"):
             self.personal_ = self.personal_.fit(interactions, items)
-        self.names_ = (
-            dict(zip(items[IX.ITEM].astype(str), items[IX.NAME].astype(str), strict=False))
-            if items is not None and IX.NAME in items.columns
-            else {}
-        )
         return self
 
     def _own(self, query: Query, blocked: set[str], limit: int) -> list[Recommendation]:
@@ -115,7 +109,6 @@ class RepeatThenPersonal:
             "own_slots": self.own_slots,
             "half_life_days": self.half_life_days,
             "trained_until": self.trained_until_.isoformat(),
-            "names": self.names_,
         }
         (folder / "blend.json").write_text(json.dumps(meta), encoding="utf-8")
         self.own_.to_parquet(folder / "own.parquet", index=False)
@@ -128,8 +121,12 @@ class RepeatThenPersonal:
         model = cls(own_slots=meta["own_slots"], half_life_days=meta["half_life_days"])
         model.trained_until_ = pd.Timestamp(meta["trained_until"])
         model.own_ = pd.read_parquet(folder / "own.parquet")
-        bounds = model.own_.groupby(IX.CUSTOMER, sort=False).indices
-        model.own_index_ = {str(k): (int(v[0]), int(v[-1]) + 1) for k, v in bounds.items()}
+        model.own_index_ = _row_spans(model.own_)
         model.personal_ = ImplicitRecommender.load(folder / "personal")
-        model.names_ = dict(meta["names"])
         return model
+
+
+def _row_spans(own: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """customer_key -> (first, last + 1) row of that customer's items in ``own`` (sorted by customer)."""
+    bounds = own.groupby(IX.CUSTOMER, sort=False).indices
+    return {str(k): (int(v[0]), int(v[-1]) + 1) for k, v in bounds.items()}

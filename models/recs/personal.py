@@ -37,7 +37,15 @@ from threadpoolctl import threadpool_limits
 from models.recs.base import IX, EventKind, Query, Recommendation, Source
 
 _LN2 = float(np.log(2.0))
-_FORMAT = 1
+ARTIFACT_FORMAT = 1
+
+
+def read_model_meta(folder: Path, class_name: str) -> dict[str, Any]:
+    """``model.json`` of a saved factor model, checked to be ``class_name``'s in the current format."""
+    meta: dict[str, Any] = json.loads((Path(folder) / "model.json").read_text())
+    if meta.get("format") != ARTIFACT_FORMAT or meta.get("class") != class_name:
+        raise ValueError(f"{folder} does not hold a {class_name} artifact of format {ARTIFACT_FORMAT}")
+    return meta
 
 
 def _now_ts(value: datetime | pd.Timestamp | None, default: pd.Timestamp) -> pd.Timestamp:
@@ -388,7 +396,7 @@ class ImplicitRecommender:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {
-            "format": _FORMAT,
+            "format": ARTIFACT_FORMAT,
             "class": type(self).__name__,
             "params": self.get_params(),
             "trained_until": self.trained_until_.isoformat(),
@@ -414,9 +422,7 @@ class ImplicitRecommender:
     def load(cls, folder: Path) -> Self:
         """Read a model written by :meth:`save` (no pickle anywhere)."""
         folder = Path(folder)
-        meta = json.loads((folder / "model.json").read_text())
-        if meta.get("format") != _FORMAT or meta.get("class") != cls.__name__:
-            raise ValueError(f"{folder} does not hold a {cls.__name__} artifact of format {_FORMAT}")
+        meta = read_model_meta(folder, cls.__name__)
         model = cls(**meta["params"])
         model.trained_until_ = pd.Timestamp(meta["trained_until"])
         model.user_factors_ = np.load(folder / "user_factors.npy", allow_pickle=False)

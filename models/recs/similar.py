@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 
 from models.recs.base import IX, EventKind, Query, Recommendation, Source
-from models.recs.personal import ImplicitRecommender, _top_k
+from models.recs.personal import ARTIFACT_FORMAT, ImplicitRecommender, _top_k, read_model_meta
 
-_FORMAT = 1
 _TIE = 1e-6  # popularity breaks ties (cold candidates, equal category bonuses) without moving real scores
 
 
@@ -171,7 +170,7 @@ class SimilarItems:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {
-            "format": _FORMAT,
+            "format": ARTIFACT_FORMAT,
             "class": type(self).__name__,
             "params": {
                 "category_weight": self.category_weight,
@@ -194,9 +193,7 @@ class SimilarItems:
     def load(cls, folder: Path) -> Self:
         """Read a model written by :meth:`save` (no pickle anywhere)."""
         folder = Path(folder)
-        meta = json.loads((folder / "model.json").read_text())
-        if meta.get("format") != _FORMAT or meta.get("class") != cls.__name__:
-            raise ValueError(f"{folder} does not hold a {cls.__name__} artifact of format {_FORMAT}")
+        meta = read_model_meta(folder, cls.__name__)
         base_params = meta["params"]["base"]
         model = cls(
             base=ImplicitRecommender(**base_params) if base_params is not None else None,

@@ -37,3 +37,24 @@ def orii_home(tmp_path_factory: pytest.TempPathFactory) -> BuiltHome:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     train_churn(home, uri)
     return BuiltHome(home, uri, root / "cache")
+
+
+@dataclass(frozen=True)
+class SynthHome:
+    raw: Path  # the generated export; planted truth in raw / "truth"
+    home: Path  # ingested and featurised (one snapshot)
+
+
+@pytest.fixture(scope="session")
+def synth_home(tmp_path_factory: pytest.TempPathFactory) -> SynthHome:
+    """A small synthetic world (1,500 customers, seed 7): generated, ingested, featurised. Read-only."""
+    from features.ingest import ingest
+    from features.mapping import load_mapping
+    from features.store import build_snapshot
+    from features.synth import generate_world
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_world(1500, 7, root / "raw")
+    ingest(root / "raw", load_mapping("synthetic"), root / "home", now=datetime(2026, 1, 1, tzinfo=UTC))
+    build_snapshot(root / "home")
+    return SynthHome(root / "raw", root / "home")

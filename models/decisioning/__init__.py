@@ -1,0 +1,1 @@
+"""Decisioning: send time, channel preference, contact policy and next-best-offer."""

@@ -1,0 +1,512 @@
+"""The send-time job: temporal evaluation against baselines -> refit on all data -> one verified bundle
+(send-time curves and priors, channel preference) in MLflow -> registry alias.
+
+Evaluation (all temporal: fit on what happened before ``T = as_of - test_days``, judge what came after):
+
+* next engagement hour: for every customer who engaged after ``T`` (opened or clicked a message; on
+  data without messages, placed an order), the local hour of the first such event, against the
+  customer's learnt habit: hit when the habit's most likely hour is within +-1 h, and the mean
+  log-likelihood of the hour; the baseline is the population's habit. This is the selection metric.
+* planted preference (synthetic worlds only, with their ``truth/``): the share of customers whose
+  recommended slot at ``T`` (next 24 h, outside quiet hours) is within +-1 h of their planted
+  preferred local hour, against the best single hour for everyone (chosen with the truth, so an upper
+  bound for any one-hour-for-all rule) and the population curve's slot.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from features.contract import Col
+from features.errors import DataNotFoundError, KairosError
+from features.mapping import load_mapping
+from features.store import SEGMENTS_FILE, SNAPSHOTS_DIR, ingest_report, open_tables
+from models.decisioning.channel import ChannelPreference
+from models.decisioning.sendtime import CHANNELS, HOURS, SendTimeModel, local_slots, valid_zone
+from training import registry
+
+MODEL_NAME = "sendtime"
+EXPERIMENT = "kairos-sendtime"
+SELECTION_METRIC = "next_hour_hit_1h"
+SEGMENT_COLUMN = "lifecycle"
+ProgressFn = Callable[[str, float], None]
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+@dataclass
+class SendTimeInputs:
+    """What the send-time model learns from, as pandas frames (UTC timestamps)."""
+
+    messages: pd.DataFrame  # customer_key, channel, sent_at, opened_at, clicked_at, offer_id
+    activity: pd.DataFrame  # customer_key, occurred_at, kind (session / order)
+    timezones: pd.Series  # customer_key -> IANA zone or None
+    segments: pd.Series  # customer_key -> segment label (may be empty)
+    consents: pd.DataFrame  # customer_key, channel, status, consented_at
+    segments_as_of: datetime | None = None
+    source_timezone: str | None = None  # the mapping's zone for naive export timestamps
+
+    def default_timezone(self) -> str | None:
+        """The mapping's zone when no customer has a usable one (else None: the model picks)."""
+        if any(isinstance(z, str) and valid_zone(z) for z in self.timezones.dropna()):
+            return None
+        return self.source_timezone
+
+    def cut(self, at: datetime) -> SendTimeInputs:
+        """Only what was known at ``at``: later sends and activity dropped, later opens and clicks blanked.
+
+        Segments are kept only when they were computed at or before ``at``, or when nothing happened
+        after ``at`` (else they would leak what followed).
+        """
+        nothing_after = at >= self.latest()
+        limit = pd.Timestamp(at)
+        msgs = self.messages[self.messages[Col.SENT_AT] <= limit].copy()
+        for col in (Col.OPENED_AT, Col.CLICKED_AT):
+            msgs.loc[msgs[col] > limit, col] = pd.NaT
+        act = self.activity[self.activity[Col.OCCURRED_AT] <= limit].copy()
+        cons = self.consents[self.consents[Col.CONSENTED_AT] <= limit].copy()
+        keep = self.segments_as_of is not None and (self.segments_as_of <= at or nothing_after)
+        segments = self.segments if keep else self.segments.iloc[:0]
+        return SendTimeInputs(
+            msgs, act, self.timezones, segments, cons, self.segments_as_of if keep else None, self.source_timezone
+        )
+
+    def latest(self) -> datetime:
+        stamps = [self.messages[c].max() for c in (Col.SENT_AT, Col.OPENED_AT, Col.CLICKED_AT)]
+        stamps.append(self.activity[Col.OCCURRED_AT].max())
+        found = [pd.Timestamp(s) for s in stamps if not pd.isna(s)]
+        if not found:
+            raise DataNotFoundError("no messages and no activity: nothing to learn send times from")
+        return max(found).to_pydatetime()
+
+
+def _utc(series: pd.Series) -> pd.Series:
+    out = pd.to_datetime(series)
+    return out.dt.tz_localize("UTC") if out.dt.tz is None else out.dt.tz_convert("UTC")
+
+
+def load_inputs(data_home: Path, segment_column: str = SEGMENT_COLUMN) -> SendTimeInputs:
+    """Read the ingested tables (and the latest snapshot's segments, if any) into :class:`SendTimeInputs`.
+
+    Activity is one row per known customer's web session (its first event) and per order.
+    """
+    tables = open_tables(Path(data_home))
+    empty_msgs = pd.DataFrame(
+        {
+            c: pd.Series([], dtype="datetime64[us, UTC]" if c.endswith("_at") else object)
+            for c in (Col.CUSTOMER_KEY, Col.CHANNEL, Col.SENT_AT, Col.OPENED_AT, Col.CLICKED_AT, Col.OFFER_ID)
+        }
+    )
+    if "messages" in tables:
+        cols = [Col.CUSTOMER_KEY, Col.CHANNEL, Col.SENT_AT, Col.OPENED_AT, Col.CLICKED_AT, Col.OFFER_ID]
+        messages = tables["messages"].select(*cols).execute()
+        messages[Col.CUSTOMER_KEY] = messages[Col.CUSTOMER_KEY].astype(object)
+        messages[Col.CHANNEL] = messages[Col.CHANNEL].astype(object)
+        for col in (Col.SENT_AT, Col.OPENED_AT, Col.CLICKED_AT):
+            messages[col] = _utc(messages[col])
+    else:
+        messages = empty_msgs
+    parts = []
+    orders = tables["orders"]
+    orders = orders.filter(orders[Col.CUSTOMER_KEY].notnull()).select(Col.CUSTOMER_KEY, Col.ORDERED_AT).execute()
+    parts.append(
+        pd.DataFrame(
+            {Col.CUSTOMER_KEY: orders[Col.CUSTOMER_KEY].astype(object), Col.OCCURRED_AT: _utc(orders[Col.ORDERED_AT])}
+        ).assign(kind="order")
+    )
+    if "web_events" in tables:
+        web = tables["web_events"]
+        sessions = (
+            web.filter(web[Col.CUSTOMER_KEY].notnull())
+            .group_by([Col.CUSTOMER_KEY, Col.SESSION_ID])
+            .aggregate(**{Col.OCCURRED_AT: web[Col.OCCURRED_AT].min()})
+            .execute()
+        )
+        parts.append(
+            pd.DataFrame(
+                {
+                    Col.CUSTOMER_KEY: sessions[Col.CUSTOMER_KEY].astype(object),
+                    Col.OCCURRED_AT: _utc(sessions[Col.OCCURRED_AT]),
+                }
+            ).assign(kind="session")
+        )
+    activity = pd.concat(parts, ignore_index=True)
+    customers = tables["customers"].select(Col.CUSTOMER_KEY, Col.TIMEZONE).execute()
+    timezones = _majority(customers, Col.TIMEZONE)
+    if "consents" in tables:
+        consents = tables["consents"].select(Col.CUSTOMER_KEY, Col.CHANNEL, Col.STATUS, Col.CONSENTED_AT).execute()
+        consents[Col.CONSENTED_AT] = _utc(consents[Col.CONSENTED_AT])
+    else:
+        consents = pd.DataFrame({c: [] for c in (Col.CUSTOMER_KEY, Col.CHANNEL, Col.STATUS, Col.CONSENTED_AT)})
+        consents[Col.CONSENTED_AT] = pd.Series([], dtype="datetime64[us, UTC]")
+    segments, seg_as_of = _latest_segments(Path(data_home), segment_column)
+    return SendTimeInputs(
+        messages, activity, timezones, segments, consents, seg_as_of, _mapping_zone(ingest_report(Path(data_home)))
+    )
+
+
+def _mapping_zone(report: Mapping[str, Any]) -> str | None:
+    """The zone the export's naive timestamps were read in, if the mapping can still be found."""
+    try:
+        zone = load_mapping(str(report.get("mapping", ""))).timezone
+    except (KairosError, OSError, ValueError):
+        return None
+    return zone if valid_zone(zone) else None
+
+
+def _majority(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Customer key -> the most common non-missing value among the customer's records (None if none)."""
+    keys = frame[Col.CUSTOMER_KEY].astype(object)
+    known = frame[frame[column].notna()]
+    top = (
+        known.groupby([Col.CUSTOMER_KEY, column]).size().reset_index(name="n")
+        if len(known)
+        else pd.DataFrame(columns=[Col.CUSTOMER_KEY, column, "n"])
+    )
+    top = top.sort_values(["n", column], ascending=[False, True]).drop_duplicates(Col.CUSTOMER_KEY)
+    out = pd.Series(None, index=pd.Index(pd.unique(keys), dtype=object), dtype=object)
+    out.loc[top[Col.CUSTOMER_KEY].astype(object).to_numpy()] = top[column].astype(object).to_numpy()
+    return out
+
+
+def _latest_segments(data_home: Path, column: str) -> tuple[pd.Series, datetime | None]:
+    root = data_home / SNAPSHOTS_DIR
+    found = sorted(p for p in root.glob("*") if (p / SEGMENTS_FILE).is_file()) if root.is_dir() else []
+    if not found:
+        return pd.Series([], dtype=object), None
+    frame = pd.read_parquet(found[-1] / SEGMENTS_FILE, columns=[Col.CUSTOMER_KEY, column])
+    manifest = json.loads((found[-1] / "manifest.json").read_text(encoding="utf-8"))
+    series = pd.Series(frame[column].astype(object).to_numpy(), index=frame[Col.CUSTOMER_KEY].astype(str).to_numpy())
+    return series, datetime.fromisoformat(manifest["as_of"])
+
+
+def fit_models(
+    inputs: SendTimeInputs, as_of: datetime, params: Mapping[str, Any] | None = None, min_sends: int = 5
+) -> tuple[SendTimeModel, ChannelPreference]:
+    """Fit the send-time model and the channel preference on ``inputs`` (already cut at ``as_of``)."""
+    settings = dict(params or {})
+    settings.setdefault("default_timezone", inputs.default_timezone())
+    model = SendTimeModel(**settings).fit(
+        inputs.messages, inputs.activity, inputs.timezones, inputs.segments, as_of=as_of
+    )
+    channel = ChannelPreference(min_sends=min_sends).fit(inputs.messages)
+    return model, channel
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+def _hour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = np.abs(np.asarray(a, dtype=np.int64) - np.asarray(b, dtype=np.int64)) % HOURS
+    return np.minimum(d, HOURS - d)
+
+
+def _daily(habit: np.ndarray) -> np.ndarray:
+    """A 168-slot distribution folded to the 24 hours of the day."""
+    return habit.reshape(*habit.shape[:-1], 7, HOURS).sum(axis=-2)
+
+
+def evaluate_next_hour(model: SendTimeModel, events: pd.DataFrame, channel: str | None = None) -> dict[str, float]:
+    """Predict the local hour of each customer's first event in ``events`` from the fitted habits.
+
+    Args:
+        model: Fitted on what happened before the events.
+        events: ``customer_key``, ``occurred_at`` (UTC), optional ``channel`` (the habit used; else ``channel``).
+        channel: Habit to use for events without a channel column (default email).
+
+    Returns:
+        ``customers``, ``hit_1h`` and ``log_lik`` (mean natural log-probability of the hour of day) for
+        the model and the ``population_`` baseline, plus ``known_share`` (customers with a history).
+    """
+    if events.empty:
+        raise KairosError("no events after the split to evaluate the next hour on")
+    first = events.sort_values(Col.OCCURRED_AT, kind="stable").drop_duplicates(Col.CUSTOMER_KEY)
+    keys = first[Col.CUSTOMER_KEY].astype(str).to_numpy()
+    chans = (
+        first[Col.CHANNEL].astype(str).to_numpy() if Col.CHANNEL in first else np.full(len(first), channel or "email")
+    )
+    zones = np.array([model.timezone(k)[0] for k in keys], dtype=object)
+    slot = local_slots(first[Col.OCCURRED_AT], zones)
+    hour = slot % HOURS
+    habits = np.vstack([model.habit(k, c) for k, c in zip(keys, chans, strict=True)])
+    pop = np.vstack([model.population_habit_[CHANNELS.index(c)] for c in chans]).astype(np.float64)
+    out: dict[str, float] = {"customers": float(len(keys))}
+    known = np.array([model.has_history(k) for k in keys])
+    out["known_share"] = float(known.mean())
+    for name, dist in (("", habits), ("population_", pop)):
+        daily = _daily(dist)
+        daily = daily / daily.sum(axis=1, keepdims=True)
+        guess = daily.argmax(axis=1)
+        out[f"{name}hit_1h"] = float((_hour_distance(guess, hour) <= 1).mean())
+        out[f"{name}log_lik"] = float(np.log(np.maximum(daily[np.arange(len(hour)), hour], 1e-12)).mean())
+    return out
+
+
+def truth_people(truth_dir: Path, customer_ids: pd.DataFrame) -> pd.DataFrame:
+    """Customer key -> planted person (the person most of the key's records belong to) and their traits.
+
+    Args:
+        truth_dir: The world's ``truth/`` folder.
+        customer_ids: ``customer_id, customer_key`` (the ingested customers or identity map).
+    """
+    identities = pd.read_parquet(Path(truth_dir) / "identities.parquet", columns=["customer_id", "person_id"])
+    persons = pd.read_parquet(Path(truth_dir) / "persons.parquet")
+    links = (
+        customer_ids[[Col.CUSTOMER_ID, Col.CUSTOMER_KEY]]
+        .astype(str)
+        .merge(identities.astype({"customer_id": str}), on=Col.CUSTOMER_ID, how="inner")
+    )
+    top = links.groupby([Col.CUSTOMER_KEY, "person_id"]).size().reset_index(name="n")
+    top = top.sort_values(["n", "person_id"], ascending=[False, True]).drop_duplicates(Col.CUSTOMER_KEY)
+    return top[[Col.CUSTOMER_KEY, "person_id"]].merge(persons, on="person_id", how="left")
+
+
+def evaluate_planted(
+    model: SendTimeModel,
+    people: pd.DataFrame,
+    now: datetime,
+    sends_before: pd.DataFrame,
+    channels: Sequence[str] = CHANNELS,
+    quiet: tuple[int, int] | None = (22, 8),
+) -> pd.DataFrame:
+    """Share of customers whose recommended slot is within +-1 h of their planted preferred local hour.
+
+    Args:
+        model: Fitted on data before ``now``.
+        people: :func:`truth_people` (``customer_key`` and ``pref_hour_<channel>``).
+        now: The time of the recommendation (the split).
+        sends_before: Messages before ``now`` (``customer_key``, ``channel``): defines the "with sends" group.
+        channels: Channels to evaluate.
+        quiet: Quiet hours for the recommendation.
+
+    Returns:
+        One row per channel and group (``all`` / ``with_sends``): ``customers``, ``kairos``,
+        ``population_curve``, ``best_single_hour`` (the truth-chosen hour) and ``single_hour``.
+    """
+    rows = []
+    keys = people[Col.CUSTOMER_KEY].astype(str).to_numpy()
+    for channel in channels:
+        planted = people[f"pref_hour_{channel}"].to_numpy(dtype=np.int64)
+        ours = model.best_slots_batch(keys, channel, now, quiet=quiet)
+        zones = ours["timezone"].tolist()
+        pop = model.best_slots_batch(["\x00population"] * len(keys), channel, now, quiet=quiet, timezones=zones)
+        our_hour = np.array([t.hour if t is not None else -99 for t in ours["best_local"]])
+        pop_hour = np.array([t.hour if t is not None else -99 for t in pop["best_local"]])
+        sent = set(sends_before.loc[sends_before[Col.CHANNEL] == channel, Col.CUSTOMER_KEY].astype(str))
+        with_sends = np.array([k in sent for k in keys])
+        for group, mask in (("all", np.ones(len(keys), dtype=bool)), ("with_sends", with_sends)):
+            if not mask.any():
+                continue
+            within = _hour_distance(our_hour[mask], planted[mask]) <= 1
+            pop_within = _hour_distance(pop_hour[mask], planted[mask]) <= 1
+            single = np.array([(_hour_distance(np.full(mask.sum(), h), planted[mask]) <= 1).mean() for h in range(24)])
+            rows.append(
+                {
+                    "channel": channel,
+                    "group": group,
+                    "customers": int(mask.sum()),
+                    "kairos": float(within.mean()),
+                    "population_curve": float(pop_within.mean()),
+                    "best_single_hour": float(single.max()),
+                    "single_hour": int(single.argmax()),
+                    "kairos_source_customer": float((ours["source"].to_numpy()[mask] == "customer").mean()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+# --- the job ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SendTimeRun:
+    """What a run produced: headline metrics, evaluation tables and the registration."""
+
+    run_id: str
+    metrics: dict[str, float]
+    next_hour: pd.DataFrame
+    planted: pd.DataFrame | None
+    registration: registry.Registration | None
+
+
+def _next_events(inputs: SendTimeInputs, split: datetime, end: datetime) -> tuple[pd.DataFrame, str]:
+    """Engagement events in ``(split, end]``: opens / clicks when there are messages, else orders."""
+    msgs = inputs.messages
+    first = msgs[[Col.OPENED_AT, Col.CLICKED_AT]].min(axis=1)
+    after = msgs.assign(occurred_at=first)
+    after = after[(first > pd.Timestamp(split)) & (first <= pd.Timestamp(end))]
+    if len(after):
+        return after[[Col.CUSTOMER_KEY, Col.CHANNEL, Col.OCCURRED_AT]], "open_or_click"
+    act = inputs.activity
+    orders = act[(act["kind"] == "order") & (act[Col.OCCURRED_AT] > pd.Timestamp(split))]
+    orders = orders[orders[Col.OCCURRED_AT] <= pd.Timestamp(end)]
+    return orders[[Col.CUSTOMER_KEY, Col.OCCURRED_AT]], "order"
+
+
+def evaluate(
+    inputs: SendTimeInputs,
+    as_of: datetime,
+    test_days: int = 60,
+    truth_dir: Path | None = None,
+    customer_ids: pd.DataFrame | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, float], pd.DataFrame, pd.DataFrame | None]:
+    """Fit before ``as_of - test_days`` and evaluate on what followed (see the module docstring).
+
+    Returns:
+        Headline metrics, the next-hour table (model vs population) and the planted table (or None).
+    """
+    split = as_of - timedelta(days=test_days)
+    before = inputs.cut(split)
+    if before.messages.empty and before.activity.empty:
+        raise KairosError(f"nothing before the split {split.isoformat()}: use fewer test days")
+    model, _ = fit_models(before, split, params)
+    events, kind = _next_events(inputs, split, as_of)
+    figures = evaluate_next_hour(model, events)
+    next_hour = pd.DataFrame(
+        [
+            {"model": "Kairos habit", "hit_1h": figures["hit_1h"], "log_lik": figures["log_lik"]},
+            {"model": "population", "hit_1h": figures["population_hit_1h"], "log_lik": figures["population_log_lik"]},
+        ]
+    ).assign(event=kind, customers=int(figures["customers"]), known_share=figures["known_share"])
+    metrics = {
+        SELECTION_METRIC: figures["hit_1h"],
+        "next_hour_log_lik": figures["log_lik"],
+        "next_hour_population_hit_1h": figures["population_hit_1h"],
+        "next_hour_population_log_lik": figures["population_log_lik"],
+        "next_hour_customers": figures["customers"],
+    }
+    planted = None
+    if truth_dir is not None:
+        if customer_ids is None:
+            raise KairosError("the planted evaluation needs the customers' ids (customer_id, customer_key)")
+        people = truth_people(truth_dir, customer_ids)
+        planted = evaluate_planted(model, people, split, before.messages)
+        for row in planted.itertuples(index=False):
+            prefix = f"planted_{row.channel}_{row.group}"
+            metrics[f"{prefix}_kairos"] = row.kairos
+            metrics[f"{prefix}_best_single_hour"] = row.best_single_hour
+            metrics[f"{prefix}_population_curve"] = row.population_curve
+    return metrics, next_hour, planted
+
+
+def write_bundle(folder: Path, model: SendTimeModel, channel: ChannelPreference, manifest: dict[str, Any]) -> None:
+    """The bundle's files: ``sendtime/*.parquet`` + ``meta.json``, ``channel/*.parquet`` + ``meta.json``."""
+    for name, fitted in (("sendtime", model), ("channel", channel)):
+        frames, meta = fitted.to_frames()
+        target = Path(folder) / name
+        target.mkdir(parents=True, exist_ok=True)
+        for key, frame in frames.items():
+            frame.to_parquet(target / f"{key}.parquet", index=False)
+        (target / "meta.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    (Path(folder) / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+
+
+def read_bundle(folder: Path) -> tuple[SendTimeModel, ChannelPreference, dict[str, Any]]:
+    """Rebuild the fitted models from a bundle folder (e.g. :func:`training.registry.fetch_bundle`'s path)."""
+    folder = Path(folder)
+    out: list[Any] = []
+    for name, cls in (("sendtime", SendTimeModel), ("channel", ChannelPreference)):
+        target = folder / name
+        if not (target / "meta.json").is_file():
+            raise DataNotFoundError(f"{target} is not a send-time bundle part (meta.json missing)")
+        frames = {p.stem: pd.read_parquet(p) for p in sorted(target.glob("*.parquet"))}
+        meta = json.loads((target / "meta.json").read_text(encoding="utf-8"))
+        out.append(cls.from_frames(frames, meta))
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    return out[0], out[1], manifest
+
+
+def train_sendtime(
+    data_home: Path,
+    tracking_uri: str,
+    *,
+    as_of: datetime | None = None,
+    test_days: int = 60,
+    truth_dir: Path | None = None,
+    params: Mapping[str, Any] | None = None,
+    min_sends: int = 5,
+    margin: float = 0.0,
+    register: bool = True,
+    progress: ProgressFn | None = None,
+) -> SendTimeRun:
+    """Evaluate on the last ``test_days``, refit on everything up to ``as_of``, log and register.
+
+    Args:
+        data_home: Ingested data (and snapshots, for segments).
+        tracking_uri: MLflow tracking URI.
+        as_of: End of the data used (default: the latest timestamp in messages and activity).
+        test_days: Length of the evaluation period before ``as_of``.
+        truth_dir: A synthetic world's ``truth/`` folder, for the planted-preference evaluation.
+        params: :class:`SendTimeModel` parameters.
+        min_sends: :class:`ChannelPreference`'s minimum sends.
+        margin: How much better than the champion the selection metric must be to take over.
+        register: Register the bundle as model ``sendtime``.
+        progress: Callback ``(step, fraction)``.
+    """
+    tick = progress or (lambda step, frac: None)
+    registry.quiet_mlflow()
+    tick("reading the ingested tables", 0.02)
+    inputs = load_inputs(Path(data_home))
+    end = inputs.latest() if as_of is None else as_of.astimezone(UTC)
+    inputs = inputs.cut(end)
+    customer_ids = None
+    if truth_dir is not None:
+        customer_ids = open_tables(Path(data_home))["customers"].select(Col.CUSTOMER_ID, Col.CUSTOMER_KEY).execute()
+
+    tick("evaluating on the last days", 0.1)
+    metrics, next_hour, planted = evaluate(inputs, end, test_days, truth_dir, customer_ids, params)
+
+    tick("refitting on all data", 0.6)
+    model, channel = fit_models(inputs, end, params, min_sends)
+
+    tick("logging to MLflow", 0.85)
+    client = registry.configure(tracking_uri)
+    experiment_id = registry.ensure_experiment(EXPERIMENT, tracking_uri)
+    registration = None
+    manifest = {
+        "model": MODEL_NAME,
+        "as_of": end.isoformat(),
+        "test_days": test_days,
+        "customers": len(model.keys_),
+        "customers_with_own_curve": int(model.own_.any(axis=1).sum()),
+        "scale": dict(zip(CHANNELS, map(str, model.scale_), strict=True)),
+        "default_timezone": model.default_timezone_,
+        "segments": f"{SEGMENT_COLUMN} from the snapshot of {inputs.segments_as_of}" if len(inputs.segments) else None,
+    }
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
+        bundle = Path(tmp) / "bundle"
+        write_bundle(bundle, model, channel, manifest)
+        mlflow.set_tags({**registry.provenance(), "kairos.model": MODEL_NAME})
+        mlflow.log_params({**model.get_params(), "min_sends": min_sends, "test_days": test_days, "margin": margin})
+        mlflow.log_metrics(metrics)
+        mlflow.log_text(next_hour.to_csv(index=False), "evaluation_next_hour.csv")
+        if planted is not None:
+            mlflow.log_text(planted.to_csv(index=False), "evaluation_planted.csv")
+        info = registry.log_bundle(bundle, MODEL_NAME, metadata={"kairos": manifest})
+        if register:
+            registration = registry.register_bundle(
+                client,
+                info.model_uri,
+                MODEL_NAME,
+                metric_name=SELECTION_METRIC,
+                metric_value=metrics[SELECTION_METRIC],
+                margin=margin,
+                extra_tags={"kairos.run_id": run.info.run_id},
+            )
+            mlflow.set_tag(
+                "kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}"
+            )
+    tick("done", 1.0)
+    return SendTimeRun(run.info.run_id, metrics, next_hour, planted, registration)

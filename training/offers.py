@@ -1,0 +1,661 @@
+"""The offers job: logged sends -> uplift (X-learner over LightGBM) -> held-out Qini and off-policy value
+-> (synthetic) profit against the planted truth -> one verified bundle in MLflow, registered as "offers".
+
+Dataset. Every logged campaign message is a randomised experiment: it carried no offer or one offer
+drawn at random. Its outcome is any order by the customer within 30 days after the send. Its features
+are those of the latest monthly cutoff before the send (never a feature from after the send), with the
+"days since" features aged by the days from the cutoff to the send, as the online store ages them.
+Sends whose 30-day window is not complete by the end of the data are left out.
+
+Split. Sends in the last ``holdout_days`` form the holdout; training uses sends whose whole outcome
+window ends before the holdout starts, so no training label sees a holdout day.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from features.contract import Col, OrderStatus
+from features.definitions import FEATURES, GROUPS, definition_hash, population
+from features.errors import KairosError
+from features.segments import assign_segments
+from features.store import data_end, ingest_report, latest_snapshot, open_tables
+from models.decisioning.control import ControlGroup
+from models.decisioning.nbo import NextBestOffer, allocate, decide, expected_order_value, score_offers
+from models.decisioning.offers import EXAMPLE_CATALOGUE, Catalogue, load_catalogue, parse_catalogue
+from models.decisioning.uplift import CONTROL, UpliftModel, treatment_labels
+from models.decisioning.uplift_metrics import dr_value, ips_value, qini_auc, uplift_at_k
+from training import registry
+
+MODEL_NAME = "offers"
+EXPERIMENT = "kairos-offers"
+SELECTION_METRIC = "ope_dr_incremental_profit_per_send"
+HORIZON_DAYS = 30
+OUTCOME = "bought_30d"
+SENT_AT = Col.SENT_AT
+CUTOFF = "cutoff"
+SKIP_GROUPS = ("hour_of_week",)  # 168 hour-of-week bins: send time's business, costly, no uplift signal
+ProgressFn = Callable[[str, float], None]
+
+
+class InsufficientOfferDataError(KairosError):
+    """The logged sends cannot support an honest uplift run; the message says what is missing."""
+
+
+# --- the logged-send dataset ---------------------------------------------------------------------------
+
+
+def uplift_feature_names() -> list[str]:
+    """Numeric features the uplift model reads (the catalogue's, without the hour-of-week bins)."""
+    skipped = {f.name for g in GROUPS if g.name in SKIP_GROUPS for f in g.features}
+    return [f.name for f in FEATURES if f.dtype == "float32" and f.name not in skipped]
+
+
+def features_at(tables: dict[str, Any], as_of: datetime) -> pd.DataFrame:
+    """Features (all groups but hour-of-week) and segments as of ``as_of``, one row per customer.
+
+    The same definitions as :func:`features.store.compute_features`, executed group by group and joined
+    in pandas (three times faster on DuckDB than one wide join, which matters at a dozen cutoffs).
+    """
+    import ibis
+
+    cutoff = ibis.timestamp(as_of)
+    frame = population(tables, cutoff).execute()
+    for group in GROUPS:
+        if group.name in SKIP_GROUPS:
+            continue
+        frame = frame.merge(group.build(tables, cutoff).execute(), on=Col.CUSTOMER_KEY, how="left")
+    for f in FEATURES:
+        if f.name not in frame.columns:
+            continue
+        if f.fill is not None:
+            frame[f.name] = frame[f.name].fillna(f.fill)
+        frame[f.name] = frame[f.name].astype(f.dtype)
+    frame = frame.sort_values(Col.CUSTOMER_KEY, kind="stable").reset_index(drop=True)
+    segments = assign_segments(frame)
+    return frame.merge(segments, on=Col.CUSTOMER_KEY, how="left")
+
+
+def _utc(ts: Any) -> datetime:
+    t = pd.Timestamp(ts)
+    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
+
+
+def send_cutoffs(first: datetime, last: datetime, step_days: int) -> list[datetime]:
+    """Midnight cutoffs every ``step_days`` from ``first`` up to ``last``."""
+    t = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    out = []
+    while t <= last:
+        out.append(t)
+        t += timedelta(days=step_days)
+    return out
+
+
+def build_send_dataset(
+    tables: dict[str, Any],
+    *,
+    step_days: int = 30,
+    min_history_days: int = 60,
+    progress: ProgressFn | None = None,
+) -> pd.DataFrame:
+    """One row per logged send with a complete outcome window: features as of the latest cutoff before the
+    send (ages aged to the send), ``offer_id`` (None = no offer), ``sent_at``, ``cutoff`` and ``bought_30d``.
+
+    Raises:
+        InsufficientOfferDataError: no messages, or no send with both history and a full outcome window.
+    """
+    tick = progress or (lambda step, frac: None)
+    if "messages" not in tables:
+        raise InsufficientOfferDataError("no messages table: the export has no campaign history")
+    msgs = tables["messages"].select(Col.MESSAGE_ID, Col.CUSTOMER_KEY, Col.CHANNEL, Col.OFFER_ID, SENT_AT).execute()
+    msgs = msgs[msgs[Col.CUSTOMER_KEY].notna()]
+    if msgs.empty:
+        raise InsufficientOfferDataError("the messages table is empty")
+    msgs[SENT_AT] = pd.to_datetime(msgs[SENT_AT], utc=True)
+    orders = tables["orders"]
+    first_order = _utc(orders[Col.ORDERED_AT].min().execute())
+    end = data_end(tables)
+    first_cutoff = first_order + timedelta(days=min_history_days)
+    last_send = end - timedelta(days=HORIZON_DAYS)
+    msgs = msgs[(msgs[SENT_AT] >= first_cutoff) & (msgs[SENT_AT] <= last_send)]
+    if msgs.empty:
+        raise InsufficientOfferDataError(
+            f"no send between {first_cutoff.date()} ({min_history_days} days of history) and {last_send.date()} "
+            f"(a full {HORIZON_DAYS}-day outcome window)"
+        )
+    cutoffs = send_cutoffs(first_cutoff, last_send, step_days)
+    cut_index = pd.DatetimeIndex(cutoffs)
+    msgs[CUTOFF] = cut_index[cut_index.searchsorted(msgs[SENT_AT], side="right") - 1]
+    parts = []
+    used = sorted(msgs[CUTOFF].unique())
+    for k, cutoff in enumerate(used):
+        tick(f"features as of {pd.Timestamp(cutoff).date()}", 0.05 + 0.5 * k / len(used))
+        feats = features_at(tables, _utc(cutoff))
+        rows = msgs[msgs[CUTOFF] == cutoff].merge(feats, on=Col.CUSTOMER_KEY, how="inner")
+        parts.append(rows)
+    data = pd.concat(parts, ignore_index=True)
+    gap = (data[SENT_AT] - data[CUTOFF]).dt.total_seconds().to_numpy() / 86_400.0
+    for f in FEATURES:
+        if f.ages and f.name in data.columns:
+            data[f.name] = (data[f.name].astype(np.float64) + gap).astype(f.dtype)
+
+    o = orders.select(Col.CUSTOMER_KEY, Col.ORDERED_AT, Col.STATUS).execute()
+    o = o[o[Col.CUSTOMER_KEY].notna() & (o[Col.STATUS].fillna("") != OrderStatus.CANCELLED.value)]
+    o = o.assign(**{Col.ORDERED_AT: pd.to_datetime(o[Col.ORDERED_AT], utc=True)}).sort_values(Col.ORDERED_AT)
+    data = data.sort_values(SENT_AT, kind="stable")
+    nxt = pd.merge_asof(
+        data[[SENT_AT, Col.CUSTOMER_KEY]].reset_index(),
+        o[[Col.ORDERED_AT, Col.CUSTOMER_KEY]],
+        left_on=SENT_AT,
+        right_on=Col.ORDERED_AT,
+        by=Col.CUSTOMER_KEY,
+        direction="forward",
+        allow_exact_matches=False,
+    ).set_index("index")
+    within = (nxt[Col.ORDERED_AT] - nxt[SENT_AT]).dt.total_seconds() <= HORIZON_DAYS * 86_400
+    data[OUTCOME] = within.reindex(data.index).fillna(False).astype(np.int8)
+    offer = data[Col.OFFER_ID].astype(object)
+    data[Col.OFFER_ID] = offer.where(offer.notna(), None)
+    return data.reset_index(drop=True)
+
+
+# --- evaluation -----------------------------------------------------------------------------------------
+
+
+def qini_table(model: UpliftModel, holdout: pd.DataFrame, k: float = 0.3) -> pd.DataFrame:
+    """Per offer, on held-out sends of that offer and of no offer: Qini AUC, uplift at ``k``, observed uplift."""
+    arm = treatment_labels(holdout[Col.OFFER_ID])
+    up = model.predict_uplift(holdout)
+    y = holdout[OUTCOME].to_numpy()
+    rng = np.random.default_rng(0)
+    rows = []
+    for j, offer in enumerate(model.arms_):
+        keep = (arm == offer) | (arm == CONTROL)
+        order = rng.permutation(int(keep.sum()))  # ties broken at random, not by send time
+        score, treated, yy = up[keep, j][order], (arm[keep] == offer)[order], y[keep][order]
+        rows.append(
+            {
+                "offer_id": offer,
+                "sends": int(treated.sum()),
+                "control_sends": int((~treated).sum()),
+                "observed_uplift": float(yy[treated].mean() - yy[~treated].mean()),
+                "predicted_uplift": float(up[keep, j][treated[np.argsort(order)]].mean()),
+                "qini_auc": qini_auc(score, treated, yy),
+                f"uplift_at_{round(100 * k)}": uplift_at_k(score, treated, yy, k),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _arms(catalogue: Catalogue) -> list[str]:
+    return [CONTROL, *catalogue.offer_ids]
+
+
+def logged_rewards(holdout: pd.DataFrame, catalogue: Catalogue) -> tuple[np.ndarray, np.ndarray]:
+    """Each held-out send's arm code (0 = no offer, j + 1 = catalogue offer j) and realised profit.
+
+    Profit of a send = bought x (margin_rate x order value - redemption cost of its offer) - fixed cost.
+    Sends of offers not in the catalogue are marked -1 (left out of the off-policy estimates).
+    """
+    arms = _arms(catalogue)
+    code = {a: i for i, a in enumerate(arms)}
+    labels = treatment_labels(holdout[Col.OFFER_ID])
+    a = np.array([code.get(x, -1) for x in labels])
+    value, _ = expected_order_value(holdout)
+    y = holdout[OUTCOME].to_numpy(dtype=np.float64)
+    reward = y * catalogue.margin_rate * value
+    for j, offer in enumerate(catalogue.offers):
+        hit = a == j + 1
+        c = offer.cost
+        reward[hit] -= c.fixed_cost + y[hit] * (c.discount_rate * value[hit] + c.discount_amount)
+    return a, reward
+
+
+def off_policy(
+    model: UpliftModel, holdout: pd.DataFrame, catalogue: Catalogue, seed: int = 0
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """IPS and DR value (profit per send) of Kairos's policy and of the baselines on held-out sends.
+
+    Kairos's policy: the offer with the highest predicted incremental profit among those whose eligibility
+    rule holds, else no offer (validity dates, caps, channels and the control group are not applied: the
+    sends predate the campaign). Baselines: no offer, each single offer for everyone eligible, a random
+    eligible offer (drawn once with ``seed``), and the logging policy itself.
+    """
+    a, reward = logged_rewards(holdout, catalogue)
+    keep = a >= 0
+    data, a, reward = holdout[keep].reset_index(drop=True), a[keep], reward[keep]
+    arms = _arms(catalogue)
+    labels = treatment_labels(data[Col.OFFER_ID])
+    share = pd.Series(labels).value_counts(normalize=True)
+    propensity = np.array([share[lab] for lab in labels])
+    far = datetime(2000, 1, 1, tzinfo=UTC)
+    scores = score_offers(
+        data.assign(**{Col.CUSTOMER_KEY: [f"send{i}" for i in range(len(data))]}),
+        catalogue.model_copy(
+            update={"offers": tuple(o.model_copy(update={"valid_from": far}) for o in catalogue.offers)}
+        ),
+        now=datetime(2100, 1, 1, tzinfo=UTC),
+        uplift=model,
+        control=ControlGroup(share=0.0),
+        allowed_channels=lambda key: ["email", "sms", "push"],
+    )
+    value, _ = expected_order_value(data)
+    rules_ok = catalogue.eligible(data)
+    # predicted profit per arm: no offer = p0 x margin x V; offer j = p_j x (margin x V - redemption) - fixed
+    m = np.empty((len(data), len(arms)))
+    m[:, 0] = scores.p_base * catalogue.margin_rate * value
+    for j, offer in enumerate(catalogue.offers):
+        c = offer.cost
+        m[:, j + 1] = (
+            scores.p_offer[:, j] * (catalogue.margin_rate * value - c.discount_rate * value - c.discount_amount)
+            - c.fixed_cost
+        )
+    gain = np.where(rules_ok, m[:, 1:] - m[:, [0]], -np.inf)
+    best = np.argmax(gain, axis=1)
+    kairos = np.where(gain[np.arange(len(data)), best] > 0, best + 1, 0)
+    rng = np.random.default_rng(seed)
+    random_pick = np.zeros(len(data), dtype=np.int64)
+    for i in range(len(data)):  # a random eligible offer (no offer only when none is eligible)
+        options = np.flatnonzero(rules_ok[i])
+        random_pick[i] = rng.choice(options) + 1 if len(options) else 0
+    policies: dict[str, np.ndarray] = {
+        "Kairos (uplift x margin - cost)": kairos,
+        "no offer": np.zeros(len(data), dtype=np.int64),
+        "random eligible offer": random_pick,
+    }
+    for j, offer in enumerate(catalogue.offers):
+        policies[f"{offer.id} for everyone eligible"] = np.where(rules_ok[:, j], j + 1, 0)
+    rows = []
+    for name, pi in policies.items():
+        ips = ips_value(a, propensity, pi, reward)
+        dr = dr_value(a, propensity, pi, reward, m)
+        rows.append(
+            {
+                "policy": name,
+                "ips_profit_per_send": ips.value,
+                "ips_se": ips.std_error,
+                "dr_profit_per_send": dr.value,
+                "dr_se": dr.std_error,
+                "matched_sends": ips.matched,
+                "offer_share": float((pi > 0).mean()),
+            }
+        )
+    rows.append(
+        {
+            "policy": "logged (random 35% offers)",
+            "ips_profit_per_send": float(reward.mean()),
+            "ips_se": float(reward.std(ddof=1) / np.sqrt(len(reward))),
+            "dr_profit_per_send": float(reward.mean()),
+            "dr_se": float(reward.std(ddof=1) / np.sqrt(len(reward))),
+            "matched_sends": len(reward),
+            "offer_share": float((a > 0).mean()),
+        }
+    )
+    table = pd.DataFrame(rows)
+    by = table.set_index("policy")
+    none_dr, none_ips = by.loc["no offer", "dr_profit_per_send"], by.loc["no offer", "ips_profit_per_send"]
+    k = "Kairos (uplift x margin - cost)"
+    metrics = {
+        "ope_ips_profit_per_send": float(by.loc[k, "ips_profit_per_send"]),
+        "ope_dr_profit_per_send": float(by.loc[k, "dr_profit_per_send"]),
+        "ope_ips_incremental_profit_per_send": float(by.loc[k, "ips_profit_per_send"] - none_ips),
+        SELECTION_METRIC: float(by.loc[k, "dr_profit_per_send"] - none_dr),
+        "ope_dr_random_incremental_profit_per_send": float(
+            by.loc["random eligible offer", "dr_profit_per_send"] - none_dr
+        ),
+        "ope_kairos_offer_share": float(by.loc[k, "offer_share"]),
+    }
+    return table, metrics
+
+
+# --- truth (synthetic worlds) ---------------------------------------------------------------------------
+
+
+LAPSE_DECAY_DAYS = 25.0  # features/synth_behaviour.py: purchases decay as exp(-days since the drift / 25)
+
+
+def load_truth(truth_dir: Path, customers: pd.DataFrame, now: datetime) -> pd.DataFrame:
+    """Planted truth per customer_key: ``person_id``, ``baseline_30d`` (planted), ``p_natural`` (the
+    person's real 30-day purchase probability at ``now``), ``basket_value`` and ``uplift_<offer>``.
+
+    ``p_natural`` follows the generator (:mod:`features.synth_behaviour`): zero after churn, the planted
+    rate decayed by ``exp(-days since the drift began / 25)`` while lapsing, else the planted baseline.
+    A customer_key made of several persons (an identity-resolution error) takes its most frequent one.
+    """
+    truth_dir = Path(truth_dir)
+    for name in ("identities", "offer_uplift", "persons"):
+        if not (truth_dir / f"{name}.parquet").is_file():
+            raise KairosError(f"no {name}.parquet in {truth_dir}: pass the synthetic world's truth folder")
+    ids = pd.read_parquet(truth_dir / "identities.parquet")[["customer_id", "person_id"]]
+    link = customers[[Col.CUSTOMER_ID, Col.CUSTOMER_KEY]].astype(str).merge(ids.astype(str), on=Col.CUSTOMER_ID)
+    person = link.groupby(Col.CUSTOMER_KEY)["person_id"].agg(lambda s: s.value_counts().index[0]).reset_index()
+    up = pd.read_parquet(truth_dir / "offer_uplift.parquet")
+    wide = up.pivot(index="person_id", columns="offer_id", values="uplift_30d").add_prefix("uplift_")
+    base = up.groupby("person_id")["baseline_30d"].first()
+    persons = pd.read_parquet(truth_dir / "persons.parquet").set_index("person_id")
+    when = pd.Timestamp(now)
+    churned = pd.to_datetime(persons["churn_at"], utc=True) <= when
+    lapse_days = ((when - pd.to_datetime(persons["lapse_at"], utc=True)).dt.total_seconds() / 86_400).clip(lower=0)
+    rate = persons["purchase_rate_per_day"] * np.exp(-lapse_days.fillna(0.0) / LAPSE_DECAY_DAYS)
+    persons["p_natural"] = np.where(churned, 0.0, 1.0 - np.exp(-HORIZON_DAYS * rate))
+    out = person.join(wide, on="person_id").join(base, on="person_id")
+    return out.join(persons[["basket_value", "p_natural"]], on="person_id")
+
+
+def true_profit(truth: pd.DataFrame, catalogue: Catalogue, order_value: np.ndarray) -> np.ndarray:
+    """``(n, n_offers)`` true expected incremental profit of each offer.
+
+    The offer's effect is the generator's (:func:`features.synth_messages.apply_offers`): with planted
+    baseline ``p0`` and uplift ``u``, a positive ``u`` adds a purchase with probability ``u / (1 - p0)``
+    when none was coming, a negative one cancels a coming purchase with probability ``-u / p0``. With the
+    person's real purchase probability ``p`` now, buying becomes ``p + (1 - p) u / (1 - p0)`` or
+    ``p (1 + u / p0)`` (``p0 + u`` exactly when ``p = p0``).
+    """
+    p0 = truth["baseline_30d"].to_numpy(dtype=np.float64)
+    p = truth["p_natural"].to_numpy(dtype=np.float64)
+    cols = []
+    for offer in catalogue.offers:
+        u = truth.get(f"uplift_{offer.id}", pd.Series(0.0, index=truth.index)).to_numpy(dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p_offer = np.where(u >= 0, p + (1 - p) * u / np.maximum(1 - p0, 1e-9), p * (1 + u / np.maximum(p0, 1e-9)))
+        p_offer = np.clip(np.nan_to_num(p_offer, nan=0.0), 0.0, 1.0)
+        cost = offer.cost.expected_cost(p_offer, order_value)
+        cols.append((p_offer - p) * catalogue.margin_rate * order_value - cost)
+    return np.nan_to_num(np.column_stack(cols))
+
+
+def _codes(decisions: pd.DataFrame, catalogue: Catalogue) -> np.ndarray:
+    """Offer column index of each decision, -1 for no offer."""
+    ids = catalogue.offer_ids
+    return np.array([-1 if pd.isna(o) else ids.index(o) for o in decisions[Col.OFFER_ID]], dtype=np.int64)
+
+
+def truth_comparison(
+    nbo: NextBestOffer, frame: pd.DataFrame, truth: pd.DataFrame, *, now: datetime, history: pd.DataFrame | None
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """True expected profit of Kairos's decisions against the oracle and the baselines, on one snapshot.
+
+    Every policy chooses among the same candidates (eligible, valid, under the cap, a usable channel,
+    not in the control group); the order value is the person's planted basket value.
+    """
+    frame = frame.reset_index(drop=True)
+    known = frame[Col.CUSTOMER_KEY].isin(truth[Col.CUSTOMER_KEY])
+    frame = frame[known.to_numpy()].reset_index(drop=True)
+    t = frame[[Col.CUSTOMER_KEY]].merge(truth, on=Col.CUSTOMER_KEY, how="left")
+    scores = nbo.score(frame, now=now, history=history)
+    value = t["basket_value"].to_numpy(dtype=np.float64)
+    value = np.where(np.isfinite(value) & (value > 0), value, scores.order_value)
+    truth_profit = true_profit(t, nbo.catalogue, value)
+    cand = scores.eligible
+    n = len(frame)
+    rows = np.arange(n)
+
+    def total(choice: np.ndarray) -> float:
+        given = choice >= 0
+        return float(truth_profit[rows[given], choice[given]].sum())
+
+    kairos = decide(scores)
+    k_choice = _codes(kairos, nbo.catalogue)
+    masked = np.where(cand, truth_profit, -np.inf)
+    best = np.argmax(masked, axis=1)
+    oracle = np.where(masked[rows, best] > 0, best, -1)
+    per_offer = np.where(cand, truth_profit, 0.0).sum(axis=0)
+    single = int(np.argmax(per_offer))
+    n_cand = cand.sum(axis=1)
+    random_total = float(
+        np.where(n_cand > 0, np.where(cand, truth_profit, 0.0).sum(axis=1) / np.maximum(n_cand, 1), 0).sum()
+    )
+    rules = NextBestOffer(nbo.catalogue, None, nbo.control)
+    r_scores = rules.score(frame, now=now, history=history)
+    r_choice = _codes(decide(r_scores), nbo.catalogue)
+    alloc, summary = allocate(scores, nbo.catalogue)
+    a_choice = _codes(alloc, nbo.catalogue)
+    results = {
+        "oracle (true uplift)": (total(oracle), int((oracle >= 0).sum())),
+        "Kairos (uplift model)": (total(k_choice), int((k_choice >= 0).sum())),
+        "Kairos within the campaign budget": (total(a_choice), int((a_choice >= 0).sum())),
+        "Kairos rules only (playbook)": (total(r_choice), int((r_choice >= 0).sum())),
+        f"best single offer for everyone ({nbo.catalogue.offer_ids[single]})": (
+            float(per_offer[single]),
+            int(cand[:, single].sum()),
+        ),
+        "random eligible offer": (random_total, int((n_cand > 0).sum())),
+        "no offer": (0.0, 0),
+    }
+    oracle_total = results["oracle (true uplift)"][0]
+    table = pd.DataFrame(
+        [
+            {
+                "policy": name,
+                "true_profit": profit,
+                "per_customer": profit / max(n, 1),
+                "share_of_oracle": profit / oracle_total if oracle_total > 0 else float("nan"),
+                "offers_sent": sent,
+            }
+            for name, (profit, sent) in results.items()
+        ]
+    )
+    metrics = {
+        "truth_customers": float(n),
+        "truth_control_customers": float(scores.control.sum()),
+        "truth_kairos_profit": results["Kairos (uplift model)"][0],
+        "truth_oracle_profit": oracle_total,
+        "truth_budget_profit": results["Kairos within the campaign budget"][0],
+        "truth_rules_profit": results["Kairos rules only (playbook)"][0],
+        "truth_best_single_profit": float(per_offer[single]),
+        "truth_random_profit": random_total,
+        "truth_kairos_share_of_oracle": results["Kairos (uplift model)"][0] / oracle_total if oracle_total > 0 else 0.0,
+        "budget_spent": summary.spent,
+    }
+    return table, metrics
+
+
+# --- the job --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OffersRun:
+    """What a run produced: metrics, the evaluation tables and the registration."""
+
+    run_id: str
+    metrics: dict[str, float]
+    qini: pd.DataFrame
+    off_policy: pd.DataFrame
+    truth: pd.DataFrame | None
+    learners: pd.DataFrame
+    registration: registry.Registration | None
+    sizes: dict[str, int]
+
+
+def _split(data: pd.DataFrame, holdout_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    last = data[SENT_AT].max()
+    start = last - pd.Timedelta(days=holdout_days)
+    holdout = data[data[SENT_AT] > start]
+    train = data[data[SENT_AT] + pd.Timedelta(days=HORIZON_DAYS) <= start]
+    return train.reset_index(drop=True), holdout.reset_index(drop=True)
+
+
+def train_offers(
+    data_home: Path,
+    tracking_uri: str,
+    catalogue_path: Path | None = None,
+    *,
+    truth_dir: Path | None = None,
+    learner: str = "x",
+    compare_learners: bool = True,
+    step_days: int = 30,
+    holdout_days: int = 120,
+    margin: float = 0.0,
+    register: bool = True,
+    seed: int = 0,
+    uplift_params: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> OffersRun:
+    """Build the logged-send dataset, fit and evaluate uplift, log and register the offers bundle.
+
+    Args:
+        data_home: ingested data with a feature snapshot (the decisions of the truth comparison use it).
+        tracking_uri: MLflow tracking URI.
+        catalogue_path: offer catalogue YAML (default: the shipped example).
+        truth_dir: a synthetic world's ``truth/`` folder, for the profit comparison with the oracle.
+        learner: ``"x"`` or ``"t"``, the learner registered.
+        compare_learners: also fit the other learner and report its holdout figures.
+        step_days: days between feature cutoffs for the sends.
+        holdout_days: the last days of sends held out for evaluation.
+        margin: how much the selection metric must beat the champion by.
+        register: register the bundle (champion/challenger) in the model registry.
+        seed: random seed.
+        uplift_params: other :class:`UpliftModel` parameters (e.g. ``n_estimators``).
+        progress: callback ``(step, fraction)``.
+
+    Raises:
+        InsufficientOfferDataError: no logged offer sends to learn from, or none to evaluate on.
+    """
+    tick = progress or (lambda step, frac: None)
+    registry.quiet_mlflow()
+    catalogue = load_catalogue(catalogue_path or EXAMPLE_CATALOGUE)
+    tables = open_tables(data_home)
+    data = build_send_dataset(tables, step_days=step_days, progress=tick)
+    train, holdout = _split(data, holdout_days)
+    labels = treatment_labels(train[Col.OFFER_ID])
+    if len(set(labels.tolist()) - {CONTROL}) == 0 or holdout.empty:
+        raise InsufficientOfferDataError(
+            f"{len(train)} training and {len(holdout)} holdout sends; offers in training: "
+            f"{sorted(set(labels.tolist()) - {CONTROL})}"
+        )
+    features = uplift_feature_names()
+    tick("fitting uplift models", 0.6)
+    fitted: dict[str, UpliftModel] = {}
+    for name in [learner] + ([other for other in ("x", "t") if other != learner] if compare_learners else []):
+        fitted[name] = UpliftModel(learner=name, seed=seed, **(uplift_params or {})).fit(  # type: ignore[arg-type]
+            train[features], train[Col.OFFER_ID], train[OUTCOME]
+        )
+    model = fitted[learner]
+    tick("evaluating on held-out sends", 0.7)
+    evaluated = {name: (qini_table(m, holdout), *off_policy(m, holdout, catalogue, seed)) for name, m in fitted.items()}
+    learners = pd.DataFrame(
+        [
+            {
+                "learner": name,
+                "qini_auc_mean": float(q["qini_auc"].mean()),
+                "uplift_at_30_mean": float(q["uplift_at_30"].mean()),
+                SELECTION_METRIC: o_metrics[SELECTION_METRIC],
+            }
+            for name, (q, _, o_metrics) in evaluated.items()
+        ]
+    )
+    qini, ope, ope_metrics = evaluated[learner]
+    metrics: dict[str, float] = {
+        "qini_auc_mean": float(qini["qini_auc"].mean()),
+        "uplift_at_30_mean": float(qini["uplift_at_30"].mean()),
+        **{f"qini_auc_{r.offer_id}": float(r.qini_auc) for r in qini.itertuples()},
+        **ope_metrics,
+    }
+    truth_table = None
+    snapshot = latest_snapshot(data_home)
+    now = snapshot.as_of
+    history = tables["messages"].select(Col.CUSTOMER_KEY, Col.OFFER_ID, SENT_AT).execute()
+    if truth_dir is not None:
+        tick("comparing with the planted truth", 0.8)
+        frame = features_at(tables, now)
+        truth = load_truth(truth_dir, tables["customers"].select(Col.CUSTOMER_ID, Col.CUSTOMER_KEY).execute(), now)
+        nbo = NextBestOffer(catalogue, model, ControlGroup())
+        truth_table, truth_metrics = truth_comparison(nbo, frame, truth, now=now, history=history)
+        metrics |= truth_metrics
+    sizes = {
+        "sends": len(data),
+        "train_sends": len(train),
+        "holdout_sends": len(holdout),
+        "train_offer_sends": int((labels != CONTROL).sum()),
+        "cutoffs": int(data[CUTOFF].nunique()),
+    }
+
+    tick("logging to MLflow", 0.9)
+    client = registry.configure(tracking_uri)
+    experiment_id = registry.ensure_experiment(EXPERIMENT, tracking_uri)
+    report = ingest_report(data_home)
+    registration = None
+    manifest = {
+        "learner": learner,
+        "features": features,
+        "definition_hash": definition_hash(),
+        "horizon_days": HORIZON_DAYS,
+        "trained_until": str(train[SENT_AT].max()),
+        "holdout_from": str(holdout[SENT_AT].min()),
+        "catalogue": catalogue.name,
+        "data_hash": report["source_hash"],
+    }
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
+        bundle = Path(tmp) / "bundle"
+        write_bundle(bundle, model, catalogue, manifest)
+        mlflow.set_tags(
+            {**registry.provenance(), "kairos.model": MODEL_NAME, "kairos.data_hash": report["source_hash"]}
+        )
+        mlflow.log_params(
+            {**model.get_params(), "step_days": step_days, "holdout_days": holdout_days, "catalogue": catalogue.name}
+        )
+        mlflow.log_metrics({**metrics, **{k: float(v) for k, v in sizes.items()}})
+        mlflow.log_text(qini.to_csv(index=False), "qini.csv")
+        mlflow.log_text(ope.to_csv(index=False), "off_policy.csv")
+        mlflow.log_text(learners.to_csv(index=False), "learners.csv")
+        if truth_table is not None:
+            mlflow.log_text(truth_table.to_csv(index=False), "truth_profit.csv")
+        info = registry.log_bundle(bundle, MODEL_NAME, metadata={"kairos": manifest})
+        if register:
+            registration = registry.register_bundle(
+                client,
+                info.model_uri,
+                MODEL_NAME,
+                metric_name=SELECTION_METRIC,
+                metric_value=metrics[SELECTION_METRIC],
+                margin=margin,
+                extra_tags={"kairos.run_id": run.info.run_id, "kairos.definition_hash": manifest["definition_hash"]},
+            )
+            mlflow.set_tag(
+                "kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}"
+            )
+    tick("done", 1.0)
+    return OffersRun(run.info.run_id, metrics, qini, ope, truth_table, learners, registration, sizes)
+
+
+# --- the bundle -----------------------------------------------------------------------------------------
+
+UPLIFT_FILE = "uplift.json"
+CATALOGUE_FILE = "catalogue.json"
+MANIFEST_FILE = "manifest.json"
+
+
+def write_bundle(folder: Path, model: UpliftModel, catalogue: Catalogue, manifest: dict[str, Any]) -> None:
+    """The offers bundle: the uplift model (LightGBM text inside JSON), the catalogue and the manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / UPLIFT_FILE).write_text(json.dumps(model.to_dict()), encoding="utf-8")
+    (folder / CATALOGUE_FILE).write_text(catalogue.model_dump_json(indent=2), encoding="utf-8")
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def read_bundle(folder: Path, control: ControlGroup | None = None) -> tuple[NextBestOffer, dict[str, Any]]:
+    """A :class:`NextBestOffer` and its manifest from a bundle folder (verified by :func:`fetch_offers`)."""
+    folder = Path(folder)
+    model = UpliftModel.from_dict(json.loads((folder / UPLIFT_FILE).read_text(encoding="utf-8")))
+    catalogue = parse_catalogue(json.loads((folder / CATALOGUE_FILE).read_text(encoding="utf-8")), str(folder))
+    manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    return NextBestOffer(catalogue, model, control or ControlGroup()), manifest
+
+
+def fetch_offers(
+    tracking_uri: str, alias: str, dst: Path, control: ControlGroup | None = None
+) -> tuple[NextBestOffer, registry.FetchedBundle, dict[str, Any]]:
+    """Download ``offers@alias``, verify every file's checksum, and load it (for the serving layer)."""
+    fetched = registry.fetch_bundle(tracking_uri, MODEL_NAME, alias, dst)
+    nbo, manifest = read_bundle(fetched.path, control)
+    return nbo, fetched, manifest

@@ -9,6 +9,14 @@ Sends whose 30-day window is not complete by the end of the data are left out.
 
 Split. Sends in the last ``holdout_days`` form the holdout; training uses sends whose whole outcome
 window ends before the holdout starts, so no training label sees a holdout day.
+
+Model. The default learner is ``cells`` over :data:`DEFAULT_CELLS` (differences in purchase rates per
+offer and cell, shrunk by empirical Bayes; see :mod:`models.decisioning.uplift`), deciding on a lower
+bound of the profit. How cautious (``caution`` = standard deviations below the estimate) is chosen per
+run on a validation split of the training sends: the last ``holdout_days`` of them, with a model fitted
+on the sends whose outcome window ends before; the caution with the best doubly robust incremental
+profit wins, and the final model is refitted on every training send. The holdout and the planted truth
+are read only after that choice. Method and cells were chosen the same way (docs/offers.md).
 """
 
 from __future__ import annotations
@@ -33,8 +41,8 @@ from features.store import data_end, ingest_report, latest_snapshot, open_tables
 from models.decisioning.control import ControlGroup
 from models.decisioning.nbo import NextBestOffer, allocate, decide, expected_order_value, score_offers
 from models.decisioning.offers import EXAMPLE_CATALOGUE, Catalogue, load_catalogue, parse_catalogue
-from models.decisioning.uplift import CONTROL, UpliftModel, treatment_labels
-from models.decisioning.uplift_metrics import dr_value, ips_value, qini_auc, uplift_at_k
+from models.decisioning.uplift import CONTROL, P_BASE, UpliftModel, treatment_labels
+from models.decisioning.uplift_metrics import dr_difference, dr_value, ips_value, qini_auc, uplift_at_k
 from training import registry
 
 MODEL_NAME = "offers"
@@ -45,6 +53,11 @@ OUTCOME = "bought_30d"
 SENT_AT = Col.SENT_AT
 CUTOFF = "cutoff"
 SKIP_GROUPS = ("hour_of_week",)  # 168 hour-of-week bins: send time's business, costly, no uplift signal
+# nested cells of the default learner: predicted purchase probability without an offer, lifecycle stage,
+# order value band (chosen on validation sends, docs/offers.md)
+DEFAULT_CELLS = (P_BASE, "lifecycle", "avg_order_value")
+CAUTION_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
+KAIROS = "Kairos (uplift x margin - cost)"
 ProgressFn = Callable[[str, float], None]
 
 
@@ -59,6 +72,12 @@ def uplift_feature_names() -> list[str]:
     """Numeric features the uplift model reads (the catalogue's, without the hour-of-week bins)."""
     skipped = {f.name for g in GROUPS if g.name in SKIP_GROUPS for f in g.features}
     return [f.name for f in FEATURES if f.dtype == "float32" and f.name not in skipped]
+
+
+def uplift_columns(cells: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Columns an uplift model reads: the numeric features and any other cell column (e.g. lifecycle)."""
+    features = uplift_feature_names()
+    return features + [c for c in cells if c != P_BASE and c not in features]
 
 
 def features_at(tables: dict[str, Any], as_of: datetime) -> pd.DataFrame:
@@ -222,7 +241,7 @@ def logged_rewards(holdout: pd.DataFrame, catalogue: Catalogue) -> tuple[np.ndar
 
 
 def off_policy(
-    model: UpliftModel, holdout: pd.DataFrame, catalogue: Catalogue, seed: int = 0
+    model: UpliftModel, holdout: pd.DataFrame, catalogue: Catalogue, seed: int = 0, caution: float = 0.0
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """IPS and DR value (profit per send) of Kairos's policy and of the baselines on held-out sends.
 
@@ -248,6 +267,7 @@ def off_policy(
         uplift=model,
         control=ControlGroup(share=0.0),
         allowed_channels=lambda key: ["email", "sms", "push"],
+        caution=caution,
     )
     value, _ = expected_order_value(data)
     rules_ok = catalogue.eligible(data)
@@ -260,25 +280,33 @@ def off_policy(
             scores.p_offer[:, j] * (catalogue.margin_rate * value - c.discount_rate * value - c.discount_amount)
             - c.fixed_cost
         )
-    gain = np.where(rules_ok, m[:, 1:] - m[:, [0]], -np.inf)
-    best = np.argmax(gain, axis=1)
-    kairos = np.where(gain[np.arange(len(data)), best] > 0, best + 1, 0)
+
+    def choose(value: np.ndarray) -> np.ndarray:
+        gain = np.where(rules_ok, value, -np.inf)
+        best = np.argmax(gain, axis=1)
+        return np.where(gain[np.arange(len(data)), best] > 0, best + 1, 0)
+
+    kairos = choose(scores.profit_low)  # what decide() ranks on
     rng = np.random.default_rng(seed)
     random_pick = np.zeros(len(data), dtype=np.int64)
     for i in range(len(data)):  # a random eligible offer (no offer only when none is eligible)
         options = np.flatnonzero(rules_ok[i])
         random_pick[i] = rng.choice(options) + 1 if len(options) else 0
-    policies: dict[str, np.ndarray] = {
-        "Kairos (uplift x margin - cost)": kairos,
+    policies: dict[str, np.ndarray] = {KAIROS: kairos}
+    if caution > 0:
+        policies["Kairos without caution (expected profit)"] = choose(scores.profit)
+    policies |= {
         "no offer": np.zeros(len(data), dtype=np.int64),
         "random eligible offer": random_pick,
     }
     for j, offer in enumerate(catalogue.offers):
         policies[f"{offer.id} for everyone eligible"] = np.where(rules_ok[:, j], j + 1, 0)
     rows = []
+    nothing = np.zeros(len(data), dtype=np.int64)
     for name, pi in policies.items():
         ips = ips_value(a, propensity, pi, reward)
         dr = dr_value(a, propensity, pi, reward, m)
+        gain = dr_difference(a, propensity, pi, nothing, reward, m)
         rows.append(
             {
                 "policy": name,
@@ -286,6 +314,8 @@ def off_policy(
                 "ips_se": ips.std_error,
                 "dr_profit_per_send": dr.value,
                 "dr_se": dr.std_error,
+                "dr_vs_no_offer": gain.value,
+                "dr_vs_no_offer_se": gain.std_error,
                 "matched_sends": ips.matched,
                 "offer_share": float((pi > 0).mean()),
             }
@@ -297,6 +327,8 @@ def off_policy(
             "ips_se": float(reward.std(ddof=1) / np.sqrt(len(reward))),
             "dr_profit_per_send": float(reward.mean()),
             "dr_se": float(reward.std(ddof=1) / np.sqrt(len(reward))),
+            "dr_vs_no_offer": float("nan"),
+            "dr_vs_no_offer_se": float("nan"),
             "matched_sends": len(reward),
             "offer_share": float((a > 0).mean()),
         }
@@ -304,12 +336,13 @@ def off_policy(
     table = pd.DataFrame(rows)
     by = table.set_index("policy")
     none_dr, none_ips = by.loc["no offer", "dr_profit_per_send"], by.loc["no offer", "ips_profit_per_send"]
-    k = "Kairos (uplift x margin - cost)"
+    k = KAIROS
     metrics = {
         "ope_ips_profit_per_send": float(by.loc[k, "ips_profit_per_send"]),
         "ope_dr_profit_per_send": float(by.loc[k, "dr_profit_per_send"]),
         "ope_ips_incremental_profit_per_send": float(by.loc[k, "ips_profit_per_send"] - none_ips),
-        SELECTION_METRIC: float(by.loc[k, "dr_profit_per_send"] - none_dr),
+        SELECTION_METRIC: float(by.loc[k, "dr_vs_no_offer"]),
+        "ope_dr_incremental_se": float(by.loc[k, "dr_vs_no_offer_se"]),
         "ope_dr_random_incremental_profit_per_send": float(
             by.loc["random eligible offer", "dr_profit_per_send"] - none_dr
         ),
@@ -381,12 +414,20 @@ def _codes(decisions: pd.DataFrame, catalogue: Catalogue) -> np.ndarray:
 
 
 def truth_comparison(
-    nbo: NextBestOffer, frame: pd.DataFrame, truth: pd.DataFrame, *, now: datetime, history: pd.DataFrame | None
+    nbo: NextBestOffer,
+    frame: pd.DataFrame,
+    truth: pd.DataFrame,
+    *,
+    now: datetime,
+    history: pd.DataFrame | None,
+    others: dict[str, NextBestOffer] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """True expected profit of Kairos's decisions against the oracle and the baselines, on one snapshot.
 
     Every policy chooses among the same candidates (eligible, valid, under the cap, a usable channel,
-    not in the control group); the order value is the person's planted basket value.
+    not in the control group); the order value is the person's planted basket value. ``others`` adds
+    rows for other models (e.g. the previous learner), each choosing among its own candidates, which
+    are the same ones: candidates do not depend on the model.
     """
     frame = frame.reset_index(drop=True)
     known = frame[Col.CUSTOMER_KEY].isin(truth[Col.CUSTOMER_KEY])
@@ -424,6 +465,11 @@ def truth_comparison(
         "oracle (true uplift)": (total(oracle), int((oracle >= 0).sum())),
         "Kairos (uplift model)": (total(k_choice), int((k_choice >= 0).sum())),
         "Kairos within the campaign budget": (total(a_choice), int((a_choice >= 0).sum())),
+    }
+    for name, other in (others or {}).items():
+        o_choice = _codes(decide(other.score(frame, now=now, history=history)), nbo.catalogue)
+        results[name] = (total(o_choice), int((o_choice >= 0).sum()))
+    results |= {
         "Kairos rules only (playbook)": (total(r_choice), int((r_choice >= 0).sum())),
         f"best single offer for everyone ({nbo.catalogue.offer_ids[single]})": (
             float(per_offer[single]),
@@ -475,6 +521,7 @@ class OffersRun:
     learners: pd.DataFrame
     registration: registry.Registration | None
     sizes: dict[str, int]
+    caution: pd.DataFrame | None = None  # the validation table the caution was chosen on
 
 
 def _split(data: pd.DataFrame, holdout_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -485,13 +532,61 @@ def _split(data: pd.DataFrame, holdout_days: int) -> tuple[pd.DataFrame, pd.Data
     return train.reset_index(drop=True), holdout.reset_index(drop=True)
 
 
+def choose_caution(
+    train: pd.DataFrame,
+    catalogue: Catalogue,
+    *,
+    validation_days: int,
+    params: dict[str, Any],
+    grid: tuple[float, ...] = CAUTION_GRID,
+    seed: int = 0,
+) -> tuple[float, pd.DataFrame]:
+    """The caution with the best doubly robust incremental profit on a validation split of ``train``.
+
+    The validation sends are the last ``validation_days`` of ``train``; the model is fitted on the sends
+    whose outcome window ends before them. Ties (within a thousandth) go to the more cautious value.
+
+    Returns:
+        The chosen caution and one row per value tried (``caution``, DR incremental profit per send and
+        its standard error, offer share).
+
+    Raises:
+        InsufficientOfferDataError: the split leaves no offer to learn from or nothing to validate on.
+    """
+    fit, val = _split(train, validation_days)
+    offers = sorted(set(treatment_labels(fit[Col.OFFER_ID]).tolist()) - {CONTROL})
+    if not offers or val.empty:
+        raise InsufficientOfferDataError(
+            f"choosing the caution: {len(fit)} fitting and {len(val)} validation sends, offers {offers}"
+        )
+    columns = uplift_columns(params.get("cells", ()))
+    model = UpliftModel(seed=seed, **params).fit(fit[columns], fit[Col.OFFER_ID], fit[OUTCOME])
+    rows = []
+    for z in grid:
+        _, m = off_policy(model, val, catalogue, seed, caution=z)
+        rows.append(
+            {
+                "caution": z,
+                "dr_incremental_profit_per_send": m[SELECTION_METRIC],
+                "dr_se": m["ope_dr_incremental_se"],
+                "offer_share": m["ope_kairos_offer_share"],
+            }
+        )
+    table = pd.DataFrame(rows)
+    best = table["dr_incremental_profit_per_send"].max()
+    chosen = float(table.loc[table["dr_incremental_profit_per_send"] >= best - 1e-3, "caution"].max())
+    return chosen, table
+
+
 def train_offers(
     data_home: Path,
     tracking_uri: str,
     catalogue_path: Path | None = None,
     *,
     truth_dir: Path | None = None,
-    learner: str = "x",
+    learner: str = "cells",
+    cells: tuple[str, ...] = DEFAULT_CELLS,
+    caution: float | None = None,
     compare_learners: bool = True,
     step_days: int = 30,
     holdout_days: int = 120,
@@ -499,6 +594,7 @@ def train_offers(
     register: bool = True,
     seed: int = 0,
     uplift_params: dict[str, Any] | None = None,
+    sends: pd.DataFrame | None = None,
     progress: ProgressFn | None = None,
 ) -> OffersRun:
     """Build the logged-send dataset, fit and evaluate uplift, log and register the offers bundle.
@@ -508,14 +604,20 @@ def train_offers(
         tracking_uri: MLflow tracking URI.
         catalogue_path: offer catalogue YAML (default: the shipped example).
         truth_dir: a synthetic world's ``truth/`` folder, for the profit comparison with the oracle.
-        learner: ``"x"`` or ``"t"``, the learner registered.
-        compare_learners: also fit the other learner and report its holdout figures.
+        learner: ``"cells"`` (default), ``"x"`` or ``"t"``: the learner registered.
+        cells: the nested cells of the ``cells`` learner.
+        caution: decide on the profit minus this many standard deviations (``cells`` only); None chooses
+            it from :data:`CAUTION_GRID` on a validation split of the training sends.
+        compare_learners: also fit the X-learner (the cells learner when ``learner="x"``) and report its
+            holdout and truth figures.
         step_days: days between feature cutoffs for the sends.
         holdout_days: the last days of sends held out for evaluation.
         margin: how much the selection metric must beat the champion by.
         register: register the bundle (champion/challenger) in the model registry.
         seed: random seed.
         uplift_params: other :class:`UpliftModel` parameters (e.g. ``n_estimators``).
+        sends: the logged-send dataset when already built from this home (:func:`build_send_dataset`
+            with the same ``step_days``); built here when None.
         progress: callback ``(step, fraction)``.
 
     Raises:
@@ -525,7 +627,7 @@ def train_offers(
     registry.quiet_mlflow()
     catalogue = load_catalogue(catalogue_path or EXAMPLE_CATALOGUE)
     tables = open_tables(data_home)
-    data = build_send_dataset(tables, step_days=step_days, progress=tick)
+    data = build_send_dataset(tables, step_days=step_days, progress=tick) if sends is None else sends
     train, holdout = _split(data, holdout_days)
     labels = treatment_labels(train[Col.OFFER_ID])
     if len(set(labels.tolist()) - {CONTROL}) == 0 or holdout.empty:
@@ -533,29 +635,51 @@ def train_offers(
             f"{len(train)} training and {len(holdout)} holdout sends; offers in training: "
             f"{sorted(set(labels.tolist()) - {CONTROL})}"
         )
-    features = uplift_feature_names()
+
+    def params_of(name: str) -> dict[str, Any]:
+        extra = {"cells": cells} if name == "cells" else {}
+        return {"learner": name, **extra, **(uplift_params or {})}
+
+    caution_table = None
+    if learner != "cells":
+        caution = 0.0  # only the cells learner knows its uncertainty
+    elif caution is None:
+        tick("choosing the caution on validation sends", 0.55)
+        caution, caution_table = choose_caution(
+            train, catalogue, validation_days=holdout_days, params=params_of(learner), seed=seed
+        )
     tick("fitting uplift models", 0.6)
     fitted: dict[str, UpliftModel] = {}
-    for name in [learner] + ([other for other in ("x", "t") if other != learner] if compare_learners else []):
-        fitted[name] = UpliftModel(learner=name, seed=seed, **(uplift_params or {})).fit(  # type: ignore[arg-type]
-            train[features], train[Col.OFFER_ID], train[OUTCOME]
+    others = [("x" if learner != "x" else "cells")] if compare_learners else []
+    for name in [learner, *others]:
+        columns = uplift_columns(cells if name == "cells" else ())
+        fitted[name] = UpliftModel(seed=seed, **params_of(name)).fit(
+            train[columns], train[Col.OFFER_ID], train[OUTCOME]
         )
     model = fitted[learner]
+    cautions = {name: (caution if name == learner else 0.0) for name in fitted}
     tick("evaluating on held-out sends", 0.7)
-    evaluated = {name: (qini_table(m, holdout), *off_policy(m, holdout, catalogue, seed)) for name, m in fitted.items()}
+    evaluated = {
+        name: (qini_table(m, holdout), *off_policy(m, holdout, catalogue, seed, caution=cautions[name]))
+        for name, m in fitted.items()
+    }
     learners = pd.DataFrame(
         [
             {
                 "learner": name,
+                "caution": cautions[name],
                 "qini_auc_mean": float(q["qini_auc"].mean()),
                 "uplift_at_30_mean": float(q["uplift_at_30"].mean()),
                 SELECTION_METRIC: o_metrics[SELECTION_METRIC],
+                "ope_dr_incremental_se": o_metrics["ope_dr_incremental_se"],
+                "offer_share": o_metrics["ope_kairos_offer_share"],
             }
             for name, (q, _, o_metrics) in evaluated.items()
         ]
     )
     qini, ope, ope_metrics = evaluated[learner]
     metrics: dict[str, float] = {
+        "caution": float(caution),
         "qini_auc_mean": float(qini["qini_auc"].mean()),
         "uplift_at_30_mean": float(qini["uplift_at_30"].mean()),
         **{f"qini_auc_{r.offer_id}": float(r.qini_auc) for r in qini.itertuples()},
@@ -569,8 +693,14 @@ def train_offers(
         tick("comparing with the planted truth", 0.8)
         frame = features_at(tables, now)
         truth = load_truth(truth_dir, tables["customers"].select(Col.CUSTOMER_ID, Col.CUSTOMER_KEY).execute(), now)
-        nbo = NextBestOffer(catalogue, model, ControlGroup())
-        truth_table, truth_metrics = truth_comparison(nbo, frame, truth, now=now, history=history)
+        nbo = NextBestOffer(catalogue, model, ControlGroup(), caution=caution)
+        compared = {
+            f"Kairos, {name} learner (comparison)": NextBestOffer(catalogue, fitted[name], ControlGroup())
+            for name in others
+        }
+        if caution > 0:
+            compared["Kairos without caution (expected profit)"] = NextBestOffer(catalogue, model, ControlGroup())
+        truth_table, truth_metrics = truth_comparison(nbo, frame, truth, now=now, history=history, others=compared)
         metrics |= truth_metrics
     sizes = {
         "sends": len(data),
@@ -587,7 +717,9 @@ def train_offers(
     registration = None
     manifest = {
         "learner": learner,
-        "features": features,
+        "caution": caution,
+        "cells": list(cells) if learner == "cells" else [],
+        "features": uplift_columns(cells if learner == "cells" else ()),
         "definition_hash": definition_hash(),
         "horizon_days": HORIZON_DAYS,
         "trained_until": str(train[SENT_AT].max()),
@@ -602,12 +734,20 @@ def train_offers(
             {**registry.provenance(), "kairos.model": MODEL_NAME, "kairos.data_hash": report["source_hash"]}
         )
         mlflow.log_params(
-            {**model.get_params(), "step_days": step_days, "holdout_days": holdout_days, "catalogue": catalogue.name}
+            {
+                **model.get_params(),
+                "caution": caution,
+                "step_days": step_days,
+                "holdout_days": holdout_days,
+                "catalogue": catalogue.name,
+            }
         )
         mlflow.log_metrics({**metrics, **{k: float(v) for k, v in sizes.items()}})
         mlflow.log_text(qini.to_csv(index=False), "qini.csv")
         mlflow.log_text(ope.to_csv(index=False), "off_policy.csv")
         mlflow.log_text(learners.to_csv(index=False), "learners.csv")
+        if caution_table is not None:
+            mlflow.log_text(caution_table.to_csv(index=False), "caution_validation.csv")
         if truth_table is not None:
             mlflow.log_text(truth_table.to_csv(index=False), "truth_profit.csv")
         info = registry.log_bundle(bundle, MODEL_NAME, metadata={"kairos": manifest})
@@ -625,7 +765,7 @@ def train_offers(
                 "kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}"
             )
     tick("done", 1.0)
-    return OffersRun(run.info.run_id, metrics, qini, ope, truth_table, learners, registration, sizes)
+    return OffersRun(run.info.run_id, metrics, qini, ope, truth_table, learners, registration, sizes, caution_table)
 
 
 # --- the bundle -----------------------------------------------------------------------------------------
@@ -649,7 +789,8 @@ def read_bundle(folder: Path, control: ControlGroup | None = None) -> tuple[Next
     model = UpliftModel.from_dict(json.loads((folder / UPLIFT_FILE).read_text(encoding="utf-8")))
     catalogue = parse_catalogue(json.loads((folder / CATALOGUE_FILE).read_text(encoding="utf-8")), str(folder))
     manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-    return NextBestOffer(catalogue, model, control or ControlGroup()), manifest
+    caution = float(manifest.get("caution", 0.0))
+    return NextBestOffer(catalogue, model, control or ControlGroup(), caution=caution), manifest
 
 
 def fetch_offers(

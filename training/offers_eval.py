@@ -2,6 +2,10 @@
 worlds) the true profit of Kairos's policy against the oracle and the baselines.
 
     python -m training.offers_eval --data HOME --truth RAW/truth [--catalogue PATH] [--step-days 30]
+        [--learner cells|x|t] [--caution Z]
+
+The caution (standard deviations below the estimated profit that decisions use) is chosen on a
+validation split of the training sends unless ``--caution`` is given.
 
 Trains and logs a run like ``train_offers`` (into ``--tracking-uri``, default a SQLite file in a
 temporary folder), without registering it unless ``--register`` is given.
@@ -27,8 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: a temporary SQLite)")
     parser.add_argument("--step-days", type=int, default=30, help="days between feature cutoffs")
     parser.add_argument("--holdout-days", type=int, default=120, help="last days of sends held out")
-    parser.add_argument("--learner", choices=("x", "t"), default="x")
-    parser.add_argument("--no-compare", action="store_true", help="fit only the chosen learner")
+    parser.add_argument("--learner", choices=("cells", "x", "t"), default="cells")
+    parser.add_argument("--caution", type=float, default=None, help="fixed caution (default: chosen on validation)")
+    parser.add_argument("--no-compare", action="store_true", help="do not fit the comparison learner")
     parser.add_argument("--register", action="store_true", help="register the bundle as 'offers'")
     args = parser.parse_args(argv)
     pd.set_option("display.width", 200)
@@ -43,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
             args.catalogue,
             truth_dir=args.truth,
             learner=args.learner,
+            caution=args.caution,
             compare_learners=not args.no_compare,
             step_days=args.step_days,
             holdout_days=args.holdout_days,
@@ -50,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
             progress=lambda step, frac: print(f"[{time.perf_counter() - began:6.1f}s] {step}", flush=True),
         )
     print("\nsends:", run.sizes)
+    if run.caution is not None:
+        print("\ncaution chosen on validation sends (DR incremental profit per send)")
+        print(run.caution.to_string(index=False))
     print("\nheld-out sends, per offer (Qini AUC: 0 = random ranking)\n", run.qini.to_string(index=False))
     print("\nlearners on the holdout\n", run.learners.to_string(index=False))
     print("\noff-policy value on held-out sends (profit per send)\n", run.off_policy.to_string(index=False))

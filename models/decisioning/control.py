@@ -13,9 +13,10 @@ import hashlib
 from collections.abc import Iterable
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CONTROL_GROUP", "ControlGroup", "in_control"]
+__all__ = ["CONTROL_GROUP", "ControlGroup", "control_report", "in_control"]
 
 CONTROL_GROUP = "control_group"  # status and reason of a customer held out
 _SCALE = float(2**64)
@@ -47,3 +48,44 @@ class ControlGroup(BaseModel):
 def in_control(keys: Iterable[str], share: float = 0.05, salt: str = "kairos-control-v1") -> np.ndarray:
     """Boolean array: which ``keys`` belong to the control group of ``share`` with ``salt``."""
     return ControlGroup(share=share, salt=salt).contains(keys)
+
+
+def control_report(frame: pd.DataFrame, control: ControlGroup, columns: Iterable[str]) -> pd.DataFrame:
+    """How the control group compares with everyone else on ``columns`` (a balance check).
+
+    Incrementality is read as the difference between the customers a campaign could reach and the
+    control group, so the group must look like everyone else before the campaign. Per column: the mean
+    of each group, and the standardised difference ``(mean_control - mean_rest) / pooled sd`` (below
+    0.1 in absolute value is the usual "balanced"); a first row counts the customers.
+
+    Args:
+        frame: one row per customer with ``customer_key`` and the numeric ``columns``.
+        control: the control group.
+        columns: numeric columns to compare (missing values are left out of each mean).
+
+    Raises:
+        ValueError: no customer_key column, a column is absent or not numeric.
+    """
+    if "customer_key" not in frame.columns:
+        raise ValueError("the frame needs a customer_key column")
+    held = control.contains(frame["customer_key"].astype(str))
+    rows = [{"column": "customers", "control": float(held.sum()), "rest": float((~held).sum()), "std_diff": np.nan}]
+    for column in columns:
+        if column not in frame.columns:
+            raise ValueError(f"column {column!r} is not in the frame")
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            raise ValueError(f"column {column!r} is not numeric")
+        values = frame[column].to_numpy(dtype=np.float64)
+        a, b = values[held], values[~held]
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        sd = np.sqrt((np.var(a) + np.var(b)) / 2) if len(a) and len(b) else np.nan
+        diff = (a.mean() - b.mean()) / sd if len(a) and len(b) and sd > 0 else np.nan
+        rows.append(
+            {
+                "column": column,
+                "control": float(np.mean(a)) if len(a) else np.nan,
+                "rest": float(np.mean(b)) if len(b) else np.nan,
+                "std_diff": float(diff),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -30,6 +30,12 @@ the campaign budget is met (``lambda = 0`` when the budget does not bind: everyo
 offer). A greedy pass then walks customers from the most valuable down and gives each the best offer
 that still fits the campaign and the offer's remaining budget, and a last pass spends what is left by
 profit per unit of cost. Budgets are never exceeded (in expected cost).
+
+Caution. When the uplift model knows how uncertain it is (the cells learner's posterior standard
+deviation), ``caution = z`` makes every choice on the lower bound ``profit - z x sd(profit)``: an offer is
+sent only when it is expected to earn more than it costs even if its uplift is ``z`` standard deviations
+below the estimate, and among offers the best lower bound wins (an offer whose estimate is high only
+because its few sends were lucky loses to a well-measured one). ``caution = 0`` decides on the mean.
 """
 
 from __future__ import annotations
@@ -165,6 +171,7 @@ class OfferScores:
     margin: np.ndarray
     cost: np.ndarray
     profit: np.ndarray
+    profit_low: np.ndarray  # profit - caution x its standard deviation: what decisions rank on
     eligible: np.ndarray
     why_not: np.ndarray
     channels: list[list[list[str]]]  # per customer, per offer: usable channels in preference order
@@ -174,6 +181,7 @@ class OfferScores:
     most_viewed: np.ndarray
     currency: str = "GBP"
     control_share: float = 0.05
+    caution: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -242,6 +250,7 @@ def score_offers(
     allowed_channels: ChannelsInput = None,
     control: ControlGroup | None = None,
     p_base: np.ndarray | None = None,
+    caution: float = 0.0,
 ) -> OfferScores:
     """Score every offer of ``catalogue`` for every customer of ``frame``.
 
@@ -256,12 +265,16 @@ def score_offers(
         control: the global control group (default 5%).
         p_base: purchase probability without an offer, used only where rules give the uplift (default:
             the customer's own rhythm).
+        caution: decide on ``profit - caution x sd(profit)`` where the uplift model gives a standard
+            deviation (0: on the expected profit).
 
     Raises:
         CatalogueError: a column the rules, costs or consent need is absent.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if not (np.isfinite(caution) and caution >= 0):
+        raise ValueError(f"caution must be a finite number >= 0, got {caution}")
     if Col.CUSTOMER_KEY not in frame.columns:
         raise CatalogueError("the features need a customer_key column")
     frame = frame.reset_index(drop=True)
@@ -275,15 +288,19 @@ def score_offers(
     source = np.array([Source.RULES.value] * k, dtype=object)
     base = base_rules
     up = rules_uplift.copy()
+    up_sd = np.zeros((n, k))
     if uplift is not None:
         arms = {a: i for i, a in enumerate(uplift.arms_)}
         modelled = [j for j, o in enumerate(catalogue.offers) if o.id in arms]
         if modelled:
             model_base = uplift.predict_base(frame)
             model_up = uplift.predict_uplift(frame)
+            model_sd = uplift.predict_uplift_sd(frame)
             base = model_base
             for j in modelled:
                 up[:, j] = model_up[:, arms[catalogue.offers[j].id]]
+                if model_sd is not None:
+                    up_sd[:, j] = model_sd[:, arms[catalogue.offers[j].id]]
                 source[j] = Source.UPLIFT_MODEL.value
                 rule_words[:, j] = ""
     p_offer = np.clip(base[:, None] + up, 0.0, 1.0)
@@ -291,6 +308,14 @@ def score_offers(
     margin = up * catalogue.margin_rate * order_value[:, None]
     cost = np.column_stack([o.cost.expected_cost(p_offer[:, j], order_value) for j, o in enumerate(catalogue.offers)])
     profit = margin - cost
+    # d profit / d uplift: the margin of an added order minus what its redemption costs
+    slope = np.column_stack(
+        [
+            catalogue.margin_rate * order_value - o.cost.discount_rate * order_value - o.cost.discount_amount
+            for o in catalogue.offers
+        ]
+    )
+    profit_low = profit - caution * np.abs(slope) * up_sd
 
     allowed = _allowed_channels(keys, frame, allowed_channels)
     counts = history_counts(history, keys, catalogue)
@@ -329,6 +354,7 @@ def score_offers(
         margin=margin,
         cost=cost,
         profit=profit,
+        profit_low=profit_low,
         eligible=eligible,
         why_not=why,
         channels=usable,
@@ -338,6 +364,7 @@ def score_offers(
         most_viewed=most_viewed,
         currency=catalogue.currency,
         control_share=control.share,
+        caution=caution,
     )
 
 
@@ -356,9 +383,10 @@ def _offer_reason(s: OfferScores, i: int, j: int, n_candidates: int) -> str:
         how = f"rule '{s.rule_reason[i, j]}'{target}, assumed uplift {100 * s.uplift[i, j]:+.1f} pts (not measured)"
     else:
         how = f"uplift model: {100 * s.uplift[i, j]:+.1f} pts purchase probability"
+    bound = f" (cautious lower bound {_money(s.profit_low[i, j], cur)})" if s.caution > 0 else ""
     return (
         f"{s.offer_ids[j]} ({s.names[j]}): {how}; incremental margin {_money(s.margin[i, j], cur)} - expected cost "
-        f"{_money(s.cost[i, j], cur)} = {_money(s.profit[i, j], cur)}; best of {n_candidates} eligible offer(s)"
+        f"{_money(s.cost[i, j], cur)} = {_money(s.profit[i, j], cur)}{bound}; best of {n_candidates} eligible offer(s)"
     )
 
 
@@ -372,7 +400,13 @@ def _no_offer_reason(s: OfferScores, i: int) -> tuple[str, str]:
         why = s.why_not[i]
         parts = [f"{s.offer_ids[j]}: {_why_words(int(why[j]))}" for j in range(len(s.offer_ids))]
         return Status.NO_OFFER, "no offer: none is eligible (" + "; ".join(parts) + ")"
-    best = cand[np.argmax(s.profit[i, cand])]
+    best = cand[np.argmax(s.profit_low[i, cand])]
+    if s.caution > 0:
+        return Status.NO_OFFER, (
+            f"no offer: none of {len(cand)} eligible offer(s) is clearly expected to earn more than it costs "
+            f"(best {s.offer_ids[best]}: {_money(s.profit[i, best], s.currency)}, cautious lower bound "
+            f"{_money(s.profit_low[i, best], s.currency)})"
+        )
     return Status.NO_OFFER, (
         f"no offer: none of {len(cand)} eligible offer(s) is expected to earn more than it costs "
         f"(best {s.offer_ids[best]}: {_money(s.profit[i, best], s.currency)})"
@@ -434,7 +468,7 @@ def _rows(
 
 
 def _best_choice(s: OfferScores) -> np.ndarray:
-    masked = np.where(s.eligible, s.profit, -np.inf)
+    masked = np.where(s.eligible, s.profit_low, -np.inf)
     if not masked.size:
         return np.full(len(s), -1)
     best = np.argmax(masked, axis=1)
@@ -442,7 +476,8 @@ def _best_choice(s: OfferScores) -> np.ndarray:
 
 
 def decide(scores: OfferScores) -> pd.DataFrame:
-    """Each customer's best offer by expected incremental profit, or none, with status, channel and reason.
+    """Each customer's best offer by expected incremental profit (its cautious lower bound when
+    ``scores.caution > 0``), or none, with status, channel and reason.
 
     Returns:
         One row per customer, in input order: ``customer_key, status, offer_id, channel, channels,
@@ -493,7 +528,7 @@ def allocate(
         raise ValueError("budget must not be negative")
     n = len(scores)
     rows = np.arange(n)
-    valued = np.where(scores.eligible & (scores.profit > 0), scores.profit, -np.inf)
+    valued = np.where(scores.eligible & (scores.profit_low > 0), scores.profit_low, -np.inf)
     cost = np.maximum(scores.cost, 1e-12)
 
     def choose(lam: float) -> tuple[np.ndarray, np.ndarray]:
@@ -582,6 +617,7 @@ class NextBestOffer:
     catalogue: Catalogue
     uplift: UpliftModel | None = None
     control: ControlGroup = field(default_factory=ControlGroup)
+    caution: float = 0.0
 
     def score(
         self,
@@ -601,6 +637,7 @@ class NextBestOffer:
             allowed_channels=allowed_channels,
             control=self.control,
             p_base=p_base,
+            caution=self.caution,
         )
 
     def decide(self, frame: pd.DataFrame, *, now: datetime, **kwargs: Any) -> pd.DataFrame:

@@ -19,6 +19,19 @@ Randomised assignment means ``g`` is a constant (the arm's share of the pair), n
 
 The T-learner stays available (``learner="t"``) as the comparison; the offers job reports both.
 
+**Cells with empirical-Bayes shrinkage (``learner="cells"``).** The simplest estimator randomisation
+makes unbiased: the difference in purchase rates between an offer's sends and the control sends, per
+cell of a few coarse customer descriptors (``cells``: e.g. lifecycle, then order value band). Cells are
+nested in the order given; each level's raw difference is shrunk toward its parent's estimate (the
+offer's overall difference at the top) by the usual normal-normal weight ``tau^2 / (tau^2 + v)``, with the
+sampling variance ``v`` of the cell's difference and the spread ``tau^2`` of true effects between cells
+estimated by moments from all cells of that level. A cell with few sends keeps close to its parent; a
+level whose cells do not differ beyond noise collapses onto it. The estimate carries its posterior
+standard deviation (:meth:`UpliftModel.predict_uplift_sd`), which a decision can use as a lower bound.
+The purchase probability without an offer still comes from the LightGBM model of the control arm, which
+has most of the data. A cell column named ``p_base`` is that model's prediction (the effect of an offer
+on a customer who would buy anyway is not the same as on one who would not).
+
 Every booster is kept in LightGBM's text format (:meth:`UpliftModel.to_dict` holds the texts in a JSON
 document), never pickled.
 """
@@ -34,12 +47,15 @@ import pandas as pd
 
 from models.churn import LightGBMClassifier
 
-__all__ = ["CONTROL", "FORMAT", "UpliftModel", "treatment_labels"]
+__all__ = ["CONTROL", "FORMAT", "P_BASE", "UpliftModel", "treatment_labels"]
 
 CONTROL = "control"  # the arm without an offer
 FORMAT = "kairos-uplift/1"
-Learner = Literal["x", "t"]
+Learner = Literal["x", "t", "cells"]
+LEARNERS = ("x", "t", "cells")
 MIN_ARM_ROWS = 30
+P_BASE = "p_base"  # a cell column computed from the control model, not read from the features
+MISSING_CELL = "NA"
 
 
 def treatment_labels(treatment: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
@@ -53,7 +69,8 @@ class UpliftModel:
     """Uplift in a binary outcome (a purchase within 30 days) for several offers against no offer.
 
     Args:
-        learner: ``"x"`` (X-learner, default) or ``"t"`` (T-learner).
+        learner: ``"x"`` (X-learner, default), ``"t"`` (T-learner) or ``"cells"`` (shrunk differences in
+            rates per cell).
         n_estimators: most boosting rounds of every model (early stopping ends sooner).
         learning_rate: shrinkage per round.
         num_leaves: leaves per tree (small: effects are small and noisy).
@@ -63,6 +80,10 @@ class UpliftModel:
         seed: random seed of the split and of LightGBM.
         n_jobs: LightGBM threads (1 by default: many small models, and OpenMP threads fighting other
             processes for two cores slow LightGBM down by an order of magnitude).
+        cells: columns of ``X`` defining the nested cells of ``learner="cells"`` (numeric columns are cut
+            into ``cell_bins`` quantile bins, others taken as categories; ``"p_base"`` is the control
+            model's prediction). Ignored by the other learners.
+        cell_bins: bins per numeric cell column.
     """
 
     def __init__(
@@ -76,6 +97,8 @@ class UpliftModel:
         valid_share: float = 0.2,
         seed: int = 0,
         n_jobs: int = 1,
+        cells: Sequence[str] = (),
+        cell_bins: int = 3,
     ) -> None:
         self.learner = learner
         self.n_estimators = n_estimators
@@ -86,6 +109,8 @@ class UpliftModel:
         self.valid_share = valid_share
         self.seed = seed
         self.n_jobs = n_jobs
+        self.cells = cells
+        self.cell_bins = cell_bins
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -98,6 +123,8 @@ class UpliftModel:
             "valid_share": self.valid_share,
             "seed": self.seed,
             "n_jobs": self.n_jobs,
+            "cells": list(self.cells),
+            "cell_bins": self.cell_bins,
         }
 
     # --- fitting -----------------------------------------------------------------------------------------
@@ -111,8 +138,16 @@ class UpliftModel:
             ValueError: bad learner, shapes or labels; no control rows; an arm with too few rows or only
                 one outcome class (the message names the arm).
         """
-        if self.learner not in ("x", "t"):
-            raise ValueError(f"learner must be 'x' or 't', got {self.learner!r}")
+        if self.learner not in LEARNERS:
+            raise ValueError(f"learner must be one of {LEARNERS}, got {self.learner!r}")
+        if self.learner == "cells":
+            if not self.cells:
+                raise ValueError("learner 'cells' needs at least one cell column (cells=...)")
+            lacking = [c for c in self.cells if c != P_BASE and c not in X.columns]
+            if lacking:
+                raise ValueError(f"cell columns missing from X: {lacking}")
+            if self.cell_bins < 2:
+                raise ValueError(f"cell_bins must be at least 2, got {self.cell_bins}")
         if not 0.0 < self.valid_share < 0.5:
             raise ValueError(f"valid_share must be in (0, 0.5), got {self.valid_share}")
         n = len(X)
@@ -132,18 +167,23 @@ class UpliftModel:
                 raise ValueError(f"arm {a!r} has {int(rows.sum())} sends; at least {MIN_ARM_ROWS} are needed")
             if len(np.unique(y_arr[rows])) < 2:
                 raise ValueError(f"arm {a!r}: every send has the same outcome; its effect cannot be learned")
-        self.feature_names_ = [str(c) for c in X.columns]
-        matrix = X.to_numpy(np.float32)
+        self.feature_names_ = [str(c) for c in X.columns if pd.api.types.is_numeric_dtype(X[c])]
+        numeric = X[self.feature_names_]
+        matrix = numeric.to_numpy(np.float32)
         valid = np.random.default_rng(self.seed).random(n) < self.valid_share
 
         self.arms_ = arms
         self.rows_ = {a: int((arm == a).sum()) for a in [CONTROL, *arms]}
         self.propensity_ = {a: self.rows_[a] / n for a in self.rows_}
         self.outcome_models_: dict[str, lgb.Booster] = {}
-        for a in [CONTROL, *arms]:
+        for a in [CONTROL, *(arms if self.learner != "cells" else [])]:
             rows = arm == a
-            self.outcome_models_[a] = self._classifier(X, matrix, y_arr, rows, valid)
+            self.outcome_models_[a] = self._classifier(numeric, matrix, y_arr, rows, valid)
         self.effect_models_: dict[str, dict[str, lgb.Booster]] = {}
+        self.cell_edges_: dict[str, list[float]] = {}
+        self.cell_tables_: dict[str, list[dict[str, list[float]]]] = {}
+        if self.learner == "cells":
+            self._fit_cells(X, matrix, arm, y_arr)
         if self.learner == "x":
             mu0 = self._predict(self.outcome_models_[CONTROL], matrix)
             control = arm == CONTROL
@@ -155,6 +195,86 @@ class UpliftModel:
                     "control": self._regressor(matrix[control], mu_a - y_arr[control], valid[control]),
                 }
         return self
+
+    def _cell_columns(self, X: pd.DataFrame, matrix: np.ndarray) -> dict[str, pd.Series]:
+        out = {}
+        for c in self.cells:
+            if c == P_BASE:
+                out[c] = pd.Series(self._predict(self.outcome_models_[CONTROL], matrix), index=X.index)
+            else:
+                out[c] = X[c]
+        return out
+
+    def _cell_codes(self, X: pd.DataFrame, matrix: np.ndarray) -> list[np.ndarray]:
+        """Per level, each row's cell key (the codes of the first ``level + 1`` cell columns, joined)."""
+        codes = []
+        for c, values in self._cell_columns(X, matrix).items():
+            if c in self.cell_edges_:
+                v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+                code = np.searchsorted(np.asarray(self.cell_edges_[c]), v, side="left").astype(str).astype(object)
+                code[np.isnan(v)] = MISSING_CELL
+            else:
+                code = values.astype(object).where(values.notna(), MISSING_CELL).astype(str).to_numpy(dtype=object)
+            codes.append(code)
+        keys, out = np.full(len(X), "", dtype=object), []
+        for code in codes:
+            keys = keys + "|" + code
+            out.append(keys)
+        return out
+
+    def _fit_cells(self, X: pd.DataFrame, matrix: np.ndarray, arm: np.ndarray, y: np.ndarray) -> None:
+        """Hierarchical empirical Bayes: each level's cell differences shrunk toward their parent cell."""
+        for c, values in self._cell_columns(X, matrix).items():
+            if c == P_BASE or pd.api.types.is_numeric_dtype(values):
+                v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+                qs = np.nanquantile(v, np.linspace(0, 1, self.cell_bins + 1)[1:-1]) if np.isfinite(v).any() else []
+                self.cell_edges_[c] = sorted({float(q) for q in qs})
+        levels = self._cell_codes(X, matrix)
+        control = arm == CONTROL
+        for a in self.arms_:
+            rows = (arm == a) | control
+            treated = arm[rows] == a
+            yy = y[rows]
+            top = _difference(treated, yy, np.zeros(int(rows.sum()), dtype=np.int64), 1)
+            est, var = {"": top[0][0]}, {"": top[1][0]}
+            tables: list[dict[str, list[float]]] = [{"": [float(top[0][0]), float(top[1][0])]}]
+            parent_keys = np.full(int(rows.sum()), "", dtype=object)
+            for keys in levels:
+                k = keys[rows]
+                uniq, inverse = np.unique(k, return_inverse=True)
+                first = np.zeros(len(uniq), dtype=np.int64)
+                first[inverse[::-1]] = np.arange(len(k))[::-1]
+                parents = parent_keys[first]
+                d, v = _difference(treated, yy, inverse, len(uniq))
+                p_est = np.array([est[p] for p in parents])
+                p_var = np.array([var[p] for p in parents])
+                ok = np.isfinite(d) & np.isfinite(v)
+                w = np.where(ok, 1.0 / np.where(ok, v, 1.0), 0.0)
+                dev = np.where(ok, (d - p_est) ** 2 - v, 0.0)
+                tau2 = max(0.0, float((w * dev).sum() / w.sum())) if w.sum() > 0 else 0.0
+                b = np.where(ok, tau2 / (tau2 + np.where(ok, v, 1.0)), 0.0)
+                post = np.where(ok, p_est + b * (np.nan_to_num(d) - p_est), p_est)
+                post_var = np.where(ok, b * np.where(ok, v, 0.0), 0.0) + (1.0 - b) ** 2 * p_var
+                est = dict(zip(uniq.tolist(), post.tolist(), strict=True))
+                var = dict(zip(uniq.tolist(), post_var.tolist(), strict=True))
+                tables.append({key: [est[key], var[key]] for key in est})
+                parent_keys = k
+            self.cell_tables_[a] = tables
+
+    def _cells_predict(self, matrix: np.ndarray, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        levels = self._cell_codes(X, matrix)
+        est = np.zeros((len(X), len(self.arms_)))
+        var = np.zeros((len(X), len(self.arms_)))
+        for j, a in enumerate(self.arms_):
+            tables = self.cell_tables_[a]
+            est[:, j], var[:, j] = tables[0][""]
+            for keys, table in zip(levels, tables[1:], strict=True):  # deeper known cells overwrite
+                frame = pd.DataFrame.from_dict(table, orient="index", columns=["est", "var"])
+                hit = pd.Series(keys).map(frame["est"]).to_numpy(dtype=np.float64)
+                known = np.isfinite(hit)
+                est[known, j] = hit[known]
+                var[known, j] = pd.Series(keys[known]).map(frame["var"]).to_numpy(dtype=np.float64)
+        return est, var
 
     def _lgb_params(self, objective: str) -> dict[str, Any]:
         return {
@@ -216,6 +336,7 @@ class UpliftModel:
 
     def _matrix(self, X: pd.DataFrame) -> np.ndarray:
         lacking = [c for c in self.feature_names_ if c not in X.columns]
+        lacking += [c for c in self.cells if self.learner == "cells" and c != P_BASE and c not in X.columns]
         if lacking:
             raise ValueError(f"features missing for the uplift model: {lacking[:10]}")
         return X[self.feature_names_].to_numpy(np.float32)
@@ -227,7 +348,9 @@ class UpliftModel:
     def predict_uplift(self, X: pd.DataFrame) -> np.ndarray:
         """Uplift of each offer (columns in :attr:`arms_` order) over no offer, shape ``(n, n_offers)``."""
         matrix = self._matrix(X)
-        if self.learner == "t":
+        if self.learner == "cells":
+            cols = list(self._cells_predict(matrix, X)[0].T)
+        elif self.learner == "t":
             mu0 = self._predict(self.outcome_models_[CONTROL], matrix)
             cols = [self._predict(self.outcome_models_[a], matrix) - mu0 for a in self.arms_]
         else:
@@ -238,6 +361,12 @@ class UpliftModel:
                 tau0 = self._predict(self.effect_models_[a]["control"], matrix)
                 cols.append(g * tau0 + (1.0 - g) * tau1)
         return np.clip(np.column_stack(cols), -1.0, 1.0)
+
+    def predict_uplift_sd(self, X: pd.DataFrame) -> np.ndarray | None:
+        """Posterior standard deviation of :meth:`predict_uplift` (``learner="cells"``), else None."""
+        if self.learner != "cells":
+            return None
+        return np.sqrt(np.maximum(self._cells_predict(self._matrix(X), X)[1], 0.0))
 
     def predict_outcome(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """``(p_base, p_offer)``: P(outcome) without an offer ``(n,)`` and with each offer ``(n, n_offers)``."""
@@ -259,6 +388,8 @@ class UpliftModel:
             "effect_models": {
                 a: {side: b.model_to_string() for side, b in parts.items()} for a, parts in self.effect_models_.items()
             },
+            "cell_edges": dict(self.cell_edges_),
+            "cell_tables": dict(self.cell_tables_),
         }
 
     @classmethod
@@ -276,7 +407,7 @@ class UpliftModel:
         model.rows_ = {str(k): int(v) for k, v in doc["rows"].items()}
         total = sum(model.rows_.values())
         model.propensity_ = {a: r / total for a, r in model.rows_.items()}
-        needed = [CONTROL, *model.arms_]
+        needed = [CONTROL, *(model.arms_ if model.learner != "cells" else [])]
         if set(doc["outcome_models"]) != set(needed):
             raise ValueError(f"outcome models {sorted(doc['outcome_models'])} do not match the arms {needed}")
         model.outcome_models_ = {a: lgb.Booster(model_str=doc["outcome_models"][a]) for a in needed}
@@ -286,4 +417,32 @@ class UpliftModel:
         }
         if model.learner == "x" and set(model.effect_models_) != set(model.arms_):
             raise ValueError("an X-learner document lacks effect models for some arms")
+        model.cell_edges_ = {str(c): [float(e) for e in edges] for c, edges in doc.get("cell_edges", {}).items()}
+        model.cell_tables_ = {
+            str(a): [{str(k): [float(v[0]), float(v[1])] for k, v in level.items()} for level in levels]
+            for a, levels in doc.get("cell_tables", {}).items()
+        }
+        if model.learner == "cells" and (
+            set(model.cell_tables_) != set(model.arms_)
+            or any(len(t) != len(model.cells) + 1 for t in model.cell_tables_.values())
+        ):
+            raise ValueError("a cells document lacks the cell tables of some arms or levels")
         return model
+
+
+def _difference(treated: np.ndarray, y: np.ndarray, group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group: treated minus control purchase rate and its sampling variance (NaN without both arms).
+
+    The variance uses the group's pooled rate (kept within [0.01, 0.99]) for both arms, so a small cell
+    with no buyer on one side does not claim zero noise.
+    """
+    n_t = np.bincount(group, weights=treated, minlength=n_groups)
+    n_c = np.bincount(group, weights=~treated, minlength=n_groups)
+    y_t = np.bincount(group, weights=y * treated, minlength=n_groups)
+    y_c = np.bincount(group, weights=y * ~treated, minlength=n_groups)
+    ok = (n_t >= 2) & (n_c >= 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.where(ok, y_t / n_t - y_c / n_c, np.nan)
+        pooled = np.clip((y_t + y_c) / np.maximum(n_t + n_c, 1), 0.01, 0.99)
+        v = np.where(ok, pooled * (1 - pooled) * (1 / n_t + 1 / n_c), np.nan)
+    return d, v

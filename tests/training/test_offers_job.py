@@ -1,4 +1,5 @@
-"""The offers job on the small synthetic world: dataset, evaluation, truth comparison, bundle round trip."""
+"""The offers job on the small synthetic world: dataset, caution chosen on validation, evaluation, truth
+comparison, bundle round trip. The send dataset is built once for the module."""
 
 from __future__ import annotations
 
@@ -10,26 +11,47 @@ import pytest
 
 from features.contract import Col
 from features.store import open_tables
-from training.offers import OUTCOME, SELECTION_METRIC, OffersRun, build_send_dataset, fetch_offers, train_offers
+from models.decisioning.offers import EXAMPLE_CATALOGUE, load_catalogue
+from training.offers import (
+    CAUTION_GRID,
+    DEFAULT_CELLS,
+    OUTCOME,
+    SELECTION_METRIC,
+    OffersRun,
+    _split,
+    build_send_dataset,
+    choose_caution,
+    fetch_offers,
+    train_offers,
+)
+
+STEP_DAYS = 91
+HOLDOUT_DAYS = 120
 
 
 @pytest.fixture(scope="module")
-def run(synth_home, tmp_path_factory: pytest.TempPathFactory) -> tuple[OffersRun, str]:  # type: ignore[no-untyped-def]
+def sends(synth_home) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    return build_send_dataset(open_tables(synth_home.home), step_days=STEP_DAYS)
+
+
+@pytest.fixture(scope="module")
+def run(synth_home, sends: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> tuple[OffersRun, str]:  # type: ignore[no-untyped-def]
     uri = f"sqlite:///{tmp_path_factory.mktemp('offers') / 'mlflow.db'}"
     result = train_offers(
         synth_home.home,
         uri,
         truth_dir=synth_home.raw / "truth",
-        learner="t",  # the faster learner keeps the test short; the X-learner has its own tests
-        compare_learners=False,
-        step_days=91,
-        uplift_params={"n_estimators": 150},
+        compare_learners=False,  # the X-learner takes minutes; its own tests are in tests/models
+        step_days=STEP_DAYS,
+        holdout_days=HOLDOUT_DAYS,
+        uplift_params={"n_estimators": 80},
+        sends=sends,
     )
     return result, uri
 
 
-def test_sends_use_features_from_before_the_send(synth_home) -> None:  # type: ignore[no-untyped-def]
-    data = build_send_dataset(open_tables(synth_home.home), step_days=91)
+def test_sends_use_features_from_before_the_send(sends: pd.DataFrame) -> None:
+    data = sends
     assert (data["cutoff"] <= data[Col.SENT_AT]).all()
     assert set(data[OUTCOME].unique()) <= {0, 1}
     offered = data[Col.OFFER_ID].notna().mean()
@@ -40,13 +62,37 @@ def test_sends_use_features_from_before_the_send(synth_home) -> None:  # type: i
     assert (data.loc[buyers, "recency_days"] >= gap[buyers] - 1e-3).all()
 
 
+def test_caution_is_chosen_on_training_sends_only(run: tuple[OffersRun, str], sends: pd.DataFrame) -> None:
+    result, _ = run
+    assert result.caution is not None and result.caution["caution"].tolist() == list(CAUTION_GRID)
+    chosen = result.metrics["caution"]
+    best = result.caution["dr_incremental_profit_per_send"].max()
+    assert chosen in CAUTION_GRID
+    assert result.caution.set_index("caution").loc[chosen, "dr_incremental_profit_per_send"] >= best - 1e-3
+    # the same choice from the training sends alone: neither the holdout nor the truth took part
+    train, holdout = _split(sends, HOLDOUT_DAYS)
+    assert train[Col.SENT_AT].max() < holdout[Col.SENT_AT].min()
+    params = {"learner": "cells", "cells": DEFAULT_CELLS, "n_estimators": 80}
+    again, _table = choose_caution(
+        train, load_catalogue(EXAMPLE_CATALOGUE), validation_days=HOLDOUT_DAYS, params=params
+    )
+    assert again == chosen
+
+
 def test_holdout_figures_are_reported(run: tuple[OffersRun, str]) -> None:
     result, _ = run
     assert set(result.qini["offer_id"]) == {"OF01", "OF02", "OF03", "OF04", "OF05", "OF06"}
     assert np.isfinite(result.qini["qini_auc"]).all()
     assert result.sizes["train_sends"] > result.sizes["holdout_sends"] > 0
-    assert {"ope_ips_incremental_profit_per_send", SELECTION_METRIC} <= set(result.metrics)
+    assert {"ope_ips_incremental_profit_per_send", SELECTION_METRIC, "ope_dr_incremental_se"} <= set(result.metrics)
     assert (result.off_policy["dr_se"] > 0).all()
+    policies = result.off_policy.set_index("policy")
+    # the paired difference against no offer is what the registry compares; it matches the two values
+    k = policies.loc["Kairos (uplift x margin - cost)"]
+    assert k["dr_vs_no_offer"] == pytest.approx(
+        k["dr_profit_per_send"] - policies.loc["no offer", "dr_profit_per_send"]
+    )
+    assert result.metrics["ope_dr_incremental_se"] > 0
 
 
 def test_policy_beats_random_offer_and_no_offer_on_the_planted_truth(run: tuple[OffersRun, str]) -> None:
@@ -63,7 +109,8 @@ def test_registered_bundle_loads_and_decides(run: tuple[OffersRun, str], synth_h
     result, uri = run
     assert result.registration is not None and result.registration.alias == "champion"
     nbo, fetched, manifest = fetch_offers(uri, "champion", tmp_path)
-    assert manifest["learner"] == "t" and fetched.version == result.registration.version
+    assert manifest["learner"] == "cells" and fetched.version == result.registration.version
+    assert manifest["cells"] == list(DEFAULT_CELLS) and nbo.caution == result.metrics["caution"]
     snap = sorted((synth_home.home / "snapshots").iterdir())[-1]
     frame = pd.read_parquet(snap / "features.parquet").merge(
         pd.read_parquet(snap / "segments.parquet"), on=Col.CUSTOMER_KEY

@@ -34,3 +34,28 @@ def test_bad_keys_and_shares_are_refused() -> None:
         in_control(["ok", ""])
     with pytest.raises(ValueError):
         ControlGroup(share=1.5)
+
+
+def test_control_report_counts_and_flags_imbalance() -> None:
+    import pandas as pd
+
+    from models.decisioning.control import control_report
+
+    keys = _keys(4000)
+    group = ControlGroup(share=0.2)
+    held = group.contains(keys)
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "customer_key": keys,
+            "balanced": rng.normal(50, 10, len(keys)),
+            "skewed": np.where(held, 60.0, 50.0) + rng.normal(0, 10, len(keys)),  # 1 sd apart
+        }
+    )
+    frame.loc[0, "balanced"] = np.nan  # missing values are left out, not dropped customers
+    report = control_report(frame, group, ["balanced", "skewed"]).set_index("column")
+    assert report.loc["customers", "control"] == held.sum() and report.loc["customers", "rest"] == (~held).sum()
+    assert abs(report.loc["balanced", "std_diff"]) < 0.1
+    assert report.loc["skewed", "std_diff"] == pytest.approx(1.0, abs=0.1)  # 10 apart, sd 10 in each group
+    with pytest.raises(ValueError, match="nope"):
+        control_report(frame, group, ["nope"])

@@ -18,16 +18,20 @@ NOW = datetime(2026, 2, 1, tzinfo=UTC)
 class FixedUplift:
     """A fitted-model double with known outputs: base probability and uplift per offer for every row."""
 
-    def __init__(self, arms: list[str], base: float, uplift: list[float]) -> None:
+    def __init__(self, arms: list[str], base: float, uplift: list[float], sd: list[float] | None = None) -> None:
         self.arms_ = arms
         self.base = base
         self.uplift = np.asarray(uplift)
+        self.sd = None if sd is None else np.asarray(sd)
 
     def predict_base(self, X: pd.DataFrame) -> np.ndarray:
         return np.full(len(X), self.base)
 
     def predict_uplift(self, X: pd.DataFrame) -> np.ndarray:
         return np.tile(self.uplift, (len(X), 1))
+
+    def predict_uplift_sd(self, X: pd.DataFrame) -> np.ndarray | None:
+        return None if self.sd is None else np.tile(self.sd, (len(X), 1))
 
 
 def catalogue(budget: float | None = None, offer_budget: float | None = None) -> Catalogue:
@@ -176,6 +180,7 @@ def test_allocation_never_exceeds_budgets_and_is_deterministic(budget: float) ->
     model = FixedUplift(["PCT", "TXT"], base=0.1, uplift=[0.25, 0.01])
     scores = score_offers(frame, catalogue(budget, offer_budget=budget / 2), now=NOW, uplift=model, control=NO_CONTROL)  # type: ignore[arg-type]
     scores.profit = scores.profit * rng.uniform(0.2, 2.0, scores.profit.shape)  # varied values per customer
+    scores.profit_low = scores.profit
     cat = catalogue(budget, offer_budget=budget / 2)
     out, summary = allocate(scores, cat)
     assert summary.spent <= budget + 1e-9
@@ -204,7 +209,33 @@ def test_allocation_prefers_more_profit_per_unit_of_budget() -> None:
     model = FixedUplift(["PCT", "TXT"], base=0.1, uplift=[0.3, -0.5])
     scores = score_offers(frame, catalogue(), now=NOW, uplift=model, control=NO_CONTROL)  # type: ignore[arg-type]
     scores.profit[:, 0] = [1.0, 3.0]
+    scores.profit_low[:, 0] = [1.0, 3.0]
     one = float(scores.cost[0, 0]) * 1.5  # room for one
     out, _summary = allocate(scores, catalogue(budget=one))
     assert out["offer_id"].tolist()[1] == "PCT" and pd.isna(out["offer_id"].tolist()[0])
     assert out["status"].tolist()[0] == Status.OVER_BUDGET
+
+
+def test_caution_decides_on_the_lower_bound_of_profit() -> None:
+    frame = customers(60).assign(orders_lifetime=1.0)
+    # PCT: +30 pts but measured on few sends (sd 12 pts); TXT: +2 pts, well measured (sd 0.1 pt)
+    model = FixedUplift(["PCT", "TXT"], base=0.1, uplift=[0.3, 0.02], sd=[0.12, 0.001])
+    bold = decide(score_offers(frame, catalogue(), now=NOW, uplift=model, control=NO_CONTROL))  # type: ignore[arg-type]
+    assert (bold["offer_id"] == "PCT").all()  # on the mean, the big uncertain uplift wins
+    scores = score_offers(frame, catalogue(), now=NOW, uplift=model, control=NO_CONTROL, caution=2.0)  # type: ignore[arg-type]
+    v = frame["avg_order_value"].to_numpy()
+    # lower bound = profit - 2 x |d profit / d uplift| x sd, with d profit / d uplift = (0.5 - 0.2) x V for PCT
+    assert np.allclose(scores.profit_low[:, 0], scores.profit[:, 0] - 2.0 * 0.3 * v * 0.12)
+    careful = decide(scores)
+    assert (careful["offer_id"] == "TXT").all()  # 30 - 24 pts does not pay for 20% off; TXT's bound does
+    assert careful["reason"].str.contains("cautious lower bound").all()
+    assert np.allclose(careful["expected_profit"], scores.profit[:, 1])  # reported profit stays the mean
+    sure = FixedUplift(["PCT", "TXT"], base=0.1, uplift=[0.3, 0.02])  # no sd: caution changes nothing
+    same = decide(score_offers(frame, catalogue(), now=NOW, uplift=sure, control=NO_CONTROL, caution=2.0))  # type: ignore[arg-type]
+    assert (same["offer_id"] == "PCT").all()
+    nothing = FixedUplift(["PCT", "TXT"], base=0.1, uplift=[0.3, 0.02], sd=[0.2, 0.05])
+    none = NextBestOffer(catalogue(), nothing, NO_CONTROL, caution=3.0).decide(frame, now=NOW)  # type: ignore[arg-type]
+    assert (none["status"] == Status.NO_OFFER).all()
+    assert none["reason"].str.contains("clearly expected").all()
+    with pytest.raises(ValueError, match="caution"):
+        score_offers(frame, catalogue(), now=NOW, uplift=model, control=NO_CONTROL, caution=-1.0)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from models.decisioning.uplift import CONTROL, UpliftModel, treatment_labels
-from models.decisioning.uplift_metrics import dr_value, ips_value, qini_auc, qini_curve, uplift_at_k
+from models.decisioning.uplift_metrics import dr_difference, dr_value, ips_value, qini_auc, qini_curve, uplift_at_k
 
 SMALL = {"n_estimators": 120, "learning_rate": 0.08, "min_child_samples": 40}
 
@@ -107,3 +107,84 @@ def test_off_policy_estimates_recover_a_known_value() -> None:
     assert ips_value(logged, prop, policy, reward).value == pytest.approx(2.0, abs=0.03)
     model = np.tile(means, (n, 1)) + 0.3  # a biased reward model; DR stays unbiased
     assert dr_value(logged, prop, policy, reward, model).value == pytest.approx(2.0, abs=0.03)
+
+
+# --- the cells learner: shrunk differences in rates per cell ---------------------------------------------
+
+
+def cell_experiment(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Offer A lifts segment 'hi' by 20 pts and 'lo' by 0; B lifts everyone by 5 pts. Base rate 0.2."""
+    rng = np.random.default_rng(seed)
+    seg = rng.choice(np.array(["hi", "lo"], dtype=object), size=n)
+    x = pd.DataFrame({"segment": seg, "x1": rng.random(n)})
+    arm = rng.choice(np.array([None, "A", "B"], dtype=object), size=n, p=[0.6, 0.2, 0.2])
+    p = 0.2 + np.where(arm == "A", np.where(seg == "hi", 0.2, 0.0), 0.0) + np.where(arm == "B", 0.05, 0.0)
+    return x, arm, (rng.random(n) < p).astype(int)
+
+
+CELLS = {"n_estimators": 60, "learning_rate": 0.1, "min_child_samples": 40}
+
+
+def test_cells_recover_planted_segment_effects_and_know_their_uncertainty() -> None:
+    x, arm, y = cell_experiment(20_000, 4)
+    model = UpliftModel(learner="cells", cells=("segment",), seed=0, **CELLS).fit(x, arm, y)
+    probe = pd.DataFrame({"segment": ["hi", "lo"], "x1": [0.5, 0.5]})
+    up = model.predict_uplift(probe)
+    sd = model.predict_uplift_sd(probe)
+    assert sd is not None and sd.shape == (2, 2) and (sd > 0).all()
+    assert up[0, 0] == pytest.approx(0.20, abs=3 * sd[0, 0]) and up[1, 0] == pytest.approx(0.0, abs=3 * sd[1, 0])
+    # B does not differ between segments: the segment level collapses onto B's overall effect
+    assert up[0, 1] == pytest.approx(up[1, 1], abs=0.01) and up[0, 1] == pytest.approx(0.05, abs=0.02)
+    # a segment never seen in training gets the offer's overall effect
+    unseen = model.predict_uplift(pd.DataFrame({"segment": ["new"], "x1": [0.5]}))
+    assert unseen[0, 0] == pytest.approx(model.cell_tables_["A"][0][""][0])
+    # more data, less uncertainty
+    small = UpliftModel(learner="cells", cells=("segment",), seed=0, **CELLS).fit(x[:4000], arm[:4000], y[:4000])
+    small_sd = small.predict_uplift_sd(probe)
+    assert small_sd is not None and (small_sd[:, 0] > sd[:, 0]).all()
+    assert UpliftModel(learner="x", **CELLS).fit(x[["x1"]], arm, y).predict_uplift_sd(probe) is None
+
+
+def test_small_cells_are_shrunk_toward_their_parent() -> None:
+    # 'rare' has 40 rows: its raw difference is mostly noise, so the estimate stays near the offer's mean
+    x, arm, y = cell_experiment(12_000, 5)
+    x.loc[:39, "segment"] = "rare"
+    y = y.copy()
+    y[:40] = np.where(arm[:40] == "A", 1, 0)  # a wildly lucky raw difference (+100 pts) in the rare cell
+    model = UpliftModel(learner="cells", cells=("segment",), seed=0, **CELLS).fit(x, arm, y)
+    rare = model.predict_uplift(pd.DataFrame({"segment": ["rare"], "x1": [0.5]}))[0, 0]
+    overall = model.cell_tables_["A"][0][""][0]
+    assert abs(rare - overall) < 0.5 * abs(1.0 - overall)
+
+
+def test_cells_nest_numeric_bins_and_p_base_and_round_trip() -> None:
+    x, arm, y = cell_experiment(8_000, 6)
+    model = UpliftModel(learner="cells", cells=("segment", "x1", "p_base"), cell_bins=3, seed=0, **CELLS)
+    model.fit(x, arm, y)
+    assert len(model.cell_edges_["x1"]) == 2 and "p_base" in model.cell_edges_
+    assert [len(t) for t in model.cell_tables_.values()] == [4, 4]  # overall + three nested levels
+    back = UpliftModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert np.allclose(back.predict_uplift(x[:500]), model.predict_uplift(x[:500]))
+    assert np.allclose(back.predict_uplift_sd(x[:500]), model.predict_uplift_sd(x[:500]))  # type: ignore[arg-type]
+    assert set(back.outcome_models_) == {CONTROL}  # only the control arm needs a model
+    with pytest.raises(ValueError, match="cell columns missing"):
+        UpliftModel(learner="cells", cells=("nope",)).fit(x, arm, y)
+    with pytest.raises(ValueError, match="at least one cell column"):
+        UpliftModel(learner="cells").fit(x, arm, y)
+    with pytest.raises(ValueError, match="missing"):
+        model.predict_uplift(x.drop(columns="segment"))
+
+
+def test_paired_dr_difference_is_tighter_than_two_values() -> None:
+    rng = np.random.default_rng(8)
+    n = 50_000
+    logged = rng.choice(2, size=n, p=[0.7, 0.3])
+    prop = np.array([0.7, 0.3])[logged]
+    x = rng.normal(0, 3, n)  # a customer effect shared by both arms: noise the pairing cancels
+    reward = x + np.where(logged == 1, 0.5, 0.0) + rng.normal(0, 1, n)
+    model = np.column_stack([x, x + 0.5])
+    always, never = np.ones(n, dtype=int), np.zeros(n, dtype=int)
+    diff = dr_difference(logged, prop, always, never, reward, model)
+    assert diff.value == pytest.approx(0.5, abs=0.05) and diff.matched == n
+    separate = dr_value(logged, prop, always, reward, model).std_error
+    assert diff.std_error < separate

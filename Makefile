@@ -7,6 +7,8 @@ CUSTOMERS ?= 5000
 SEED ?= 7
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# LightGBM (OpenMP) threads spin while they wait; on a busy machine passive waiting is much faster.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo demo-build serve test lint typecheck pytest bench clean

@@ -8,7 +8,7 @@ model is handed over as LightGBM's own text format (:meth:`to_text` / :meth:`fro
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 import lightgbm as lgb
 import numpy as np
@@ -75,9 +75,9 @@ class LightGBMClassifier:
         X: pd.DataFrame,
         y: Sequence[int] | np.ndarray | pd.Series,
         eval_set: tuple[pd.DataFrame, Sequence[int] | np.ndarray | pd.Series] | None = None,
-    ) -> LightGBMClassifier:
+    ) -> Self:
         """Fit on ``X, y``; stop early on ``eval_set`` (rows from a later time window) when given."""
-        y_arr = _check_binary(y, len(X), "y")
+        y_arr = self._check_target(y, len(X), "y")
         self.feature_names_ = [str(c) for c in X.columns]
         train = lgb.Dataset(X.to_numpy(np.float32), label=y_arr, feature_name=self.feature_names_, free_raw_data=True)
         valid_sets: list[lgb.Dataset] = []
@@ -87,7 +87,7 @@ class LightGBMClassifier:
             if list(Xv.columns) != list(X.columns):
                 raise ValueError("eval_set columns differ from the training columns")
             valid_sets.append(
-                lgb.Dataset(Xv.to_numpy(np.float32), label=_check_binary(yv, len(Xv), "eval y"), reference=train)
+                lgb.Dataset(Xv.to_numpy(np.float32), label=self._check_target(yv, len(Xv), "eval y"), reference=train)
             )
             callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
         self.booster_ = lgb.train(
@@ -95,6 +95,10 @@ class LightGBMClassifier:
         )
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         return self
+
+    @staticmethod
+    def _check_target(y: Sequence[float] | np.ndarray | pd.Series, n: int, name: str) -> np.ndarray:
+        return _check_binary(y, n, name)
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """P(y = 1) per row, shape (n,)."""
@@ -106,7 +110,7 @@ class LightGBMClassifier:
         return str(self.booster_.model_to_string(num_iteration=self.best_iteration_))
 
     @classmethod
-    def from_text(cls, text: str) -> LightGBMClassifier:
+    def from_text(cls, text: str) -> Self:
         """Rebuild a fitted classifier from :meth:`to_text` output."""
         model = cls()
         model.booster_ = lgb.Booster(model_str=text)

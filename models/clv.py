@@ -561,6 +561,28 @@ class _BetaGeoBase(_Exportable):
         alive = expit(-self._log_odds_dead(zero, zero, zero))
         return np.asarray(alive * self._expected_given_alive(horizon, zero, zero))
 
+    def probability_of_purchase(
+        self, t: ArrayLike | float, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
+    ) -> np.ndarray:
+        """Probability of at least one purchase in (T, T + t]: P(alive) [1 - ((alpha + T) / (alpha + T + t))^(r + x)].
+
+        Dropout happens only just after a purchase, so a customer alive at T is still alive at their
+        next purchase; the wait to it is the gamma-mixed exponential of :meth:`next_purchase_time`.
+
+        Args:
+            t: the horizon, in model units (scalar or one per customer).
+            frequency: repeat purchases (x).
+            recency: time of the last purchase (t_x).
+            T: time from the first purchase to now.
+        """
+        x, t_x, big_t = _check_rft(frequency, recency, T)
+        horizon = _as_float(t, "t")
+        if np.any(horizon < 0):
+            raise ValueError("t: the horizon must be non-negative")
+        r, alpha, _, _ = self._params_array()
+        alive = expit(-self._log_odds_dead(x, t_x, big_t))
+        return np.asarray(alive * -np.expm1((r + x) * np.log((alpha + big_t) / (alpha + big_t + horizon))))
+
     def next_purchase_time(
         self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike, probability: float = 0.5
     ) -> np.ndarray:

@@ -204,44 +204,348 @@ def _parse_as_of(text: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_DATA_OPT = Annotated[Path, typer.Option("--data", help="Data home (after `kairos ingest`).")]
+_TRACKING_OPT = Annotated[str, typer.Option(envvar="KAIROS_TRACKING_URI", help="MLflow tracking URI.")]
+_MARGIN_OPT = Annotated[float, typer.Option(min=0.0, help="Holdout gain needed to replace the champion.")]
+_MIN_POS_OPT = Annotated[int, typer.Option(min=1, help="Fewest positive training examples to register a model.")]
+_MIN_NEG_OPT = Annotated[int, typer.Option(min=1, help="Fewest negative training examples to register a model.")]
+_MIN_HIST_OPT = Annotated[int, typer.Option(min=0, help="Fewest days of history before the first cutoff.")]
+
+
+def _sufficiency(min_positives: int, min_negatives: int, min_history_days: int) -> Any:
+    from training.propensity import Sufficiency
+
+    return Sufficiency(min_positives=min_positives, min_negatives=min_negatives, min_history_days=min_history_days)
+
+
+def _print_propensity(result: Any) -> None:
+    table = Table(title=f"{result.task}: temporal holdout {result.plan.holdout.date()}", title_justify="left")
+    cols = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "capture_top10", "lift_top20")
+    table.add_column("model")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for name, row in result.table.iterrows():
+        table.add_row(str(name), *(f"{row[c]:.4f}" for c in cols))
+    console.print(table)
+    reg = result.registration
+    passed = all(result.quality.values())
+    console.print(
+        f"quality bar ({', '.join(k for k, v in result.quality.items() if not v) or 'all met'}): "
+        f"{'[green]met[/]' if passed else '[yellow]not met[/]'}"
+    )
+    console.print(
+        f"registered: {result.task} v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered"
+    )
+
+
+def _train_binary(name: str, data: Path, tracking_uri: str, margin: float, sufficiency: Any, **target: Any) -> None:
+    from training.propensity import task_by_name, train_task
+
+    try:
+        task = task_by_name(name, **target)
+        with _progress(f"train {name}") as tick:
+            result = train_task(task, data, tracking_uri, margin=margin, sufficiency=sufficiency, progress=tick)
+    except (KairosError, ValueError) as exc:
+        raise _fail(exc) from exc
+    _print_propensity(result)
+
+
 @train_app.command("churn")
 def train_churn(
-    data: Annotated[Path, typer.Option(help="Data home (after `kairos ingest`).")] = DEFAULT_HOME,
-    tracking_uri: Annotated[
-        str, typer.Option(envvar="KAIROS_TRACKING_URI", help="MLflow tracking URI.")
-    ] = DEFAULT_TRACKING,
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
     horizon_days: Annotated[int, typer.Option(min=7, help="No purchase within this many days = churned.")] = 90,
     active_days: Annotated[
         int, typer.Option(min=30, help="Customers who bought within this many days are scored.")
     ] = 365,
-    margin: Annotated[float, typer.Option(min=0.0, help="ROC-AUC gain needed to replace the champion.")] = 0.0,
+    margin: _MARGIN_OPT = 0.0,
+    min_positives: _MIN_POS_OPT = 500,
+    min_negatives: _MIN_NEG_OPT = 500,
+    min_history_days: _MIN_HIST_OPT = 180,
 ) -> None:
-    """Train the churn model on rolling cutoffs, evaluate on the temporal holdout, register it."""
-    from training.churn import train_churn as run
+    """Churn: rolling cutoffs, LightGBM, calibration, baselines on the temporal holdout, MLflow, registry."""
+    suff = _sufficiency(min_positives, min_negatives, min_history_days)
+    _train_binary("churn", data, tracking_uri, margin, suff, horizon_days=horizon_days, active_days=active_days)
+
+
+@train_app.command("purchase")
+def train_purchase(
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    horizon_days: Annotated[int, typer.Option(min=7, help="An order within this many days = bought.")] = 30,
+    margin: _MARGIN_OPT = 0.0,
+    min_positives: _MIN_POS_OPT = 500,
+    min_negatives: _MIN_NEG_OPT = 500,
+    min_history_days: _MIN_HIST_OPT = 180,
+) -> None:
+    """Purchase probability (leads included) over the horizon, evaluated like churn."""
+    suff = _sufficiency(min_positives, min_negatives, min_history_days)
+    _train_binary("purchase", data, tracking_uri, margin, suff, horizon_days=horizon_days)
+
+
+@train_app.command("engagement")
+def train_engagement(
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    margin: _MARGIN_OPT = 0.0,
+    min_positives: _MIN_POS_OPT = 500,
+    min_negatives: _MIN_NEG_OPT = 500,
+    min_history_days: _MIN_HIST_OPT = 180,
+) -> None:
+    """Open and click probability of the next message, per channel (e-mail, SMS, push): six models."""
+    from training.propensity import engagement_task, train_many
+
+    tasks = [engagement_task(str(ch), a) for ch in ("email", "sms", "push") for a in ("open", "click")]
+    suff = _sufficiency(min_positives, min_negatives, min_history_days)
+    with _progress("train engagement") as tick:
+        results = train_many(tasks, data, tracking_uri, margin=margin, sufficiency=suff, progress=tick)
+    failed = _print_many(results)
+    if failed == len(results):
+        raise typer.Exit(code=2)
+
+
+def _print_many(results: dict[str, Any]) -> int:
+    failed = 0
+    for name, result in results.items():
+        if isinstance(result, Exception):
+            failed += 1
+            console.print(f"[yellow]{name}: not trained:[/] {result}")
+        else:
+            _print_propensity(result)
+    return failed
+
+
+@train_app.command("value")
+def train_value(
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    horizon_days: Annotated[int, typer.Option(min=30, help="Spend and orders over this many days.")] = 365,
+    margin: _MARGIN_OPT = 0.0,
+    min_positives: _MIN_POS_OPT = 500,
+    min_history_days: _MIN_HIST_OPT = 180,
+) -> None:
+    """Value (spend and orders in the horizon) beside BG/NBD x Gamma-Gamma; registers `value` and `clv`."""
+    from training.value import train_value as run
 
     try:
-        with _progress("train churn") as tick:
+        with _progress("train value") as tick:
             result = run(
-                data, tracking_uri, horizon_days=horizon_days, active_days=active_days, margin=margin, progress=tick
+                data,
+                tracking_uri,
+                horizon_days=horizon_days,
+                margin=margin,
+                sufficiency=_sufficiency(min_positives, 1, min_history_days),
+                progress=tick,
             )
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
-    reg = result.registration
-    _summary(
-        "churn model",
-        [
-            ("holdout cutoff", result.plan.holdout.date()),
-            (
-                "training cutoffs",
-                f"{len(result.plan.train)} ({result.plan.train[0].date()} .. {result.plan.train[-1].date()})",
-            ),
-            *((k, f"{v:,}") for k, v in result.sizes.items()),
-            ("holdout ROC-AUC", f"{result.metrics['holdout_roc_auc']:.4f}"),
-            ("recency baseline ROC-AUC", f"{result.metrics['baseline_recency_roc_auc']:.4f}"),
-            ("MLflow run", result.run_id),
-            ("registered", f"churn v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "no"),
-        ],
+    _print_value(result)
+
+
+def _print_value(result: Any) -> None:
+    for kind, frame in (("spend", result.spend), ("orders", result.orders)):
+        table = Table(title=f"{kind} in {result.horizon_days} days after {result.plan.holdout.date()}")
+        for col in ("model", "mae", "rmse", "spearman"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for name, row in frame.iterrows():
+            table.add_row(str(name), f"{row['mae']:.2f}", f"{row['rmse']:.2f}", f"{row['spearman']:.4f}")
+        console.print(table)
+    for label, reg in (("value", result.registration), ("clv", result.clv_registration)):
+        console.print(f"registered: {label} v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered")
+
+
+@train_app.command("all")
+def train_all(
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    value_horizon_days: Annotated[int, typer.Option(min=30, help="Horizon of the value model.")] = 365,
+    margin: _MARGIN_OPT = 0.0,
+    min_positives: _MIN_POS_OPT = 500,
+    min_negatives: _MIN_NEG_OPT = 500,
+    min_history_days: _MIN_HIST_OPT = 180,
+) -> None:
+    """Every propensity model and the value models in one run, sharing the features of each cutoff.
+
+    A model whose data is too thin is skipped with the reason; the exit code is 2 only if none trained.
+    """
+    from training.propensity import Context, InsufficientDataError, all_tasks, train_many
+    from training.value import train_value as run_value
+
+    suff = _sufficiency(min_positives, min_negatives, min_history_days)
+    with _progress("train all") as tick:
+        results: dict[str, Any] = train_many(
+            all_tasks(), data, tracking_uri, margin=margin, sufficiency=suff, progress=tick
+        )
+        try:
+            results["value"] = run_value(
+                data,
+                tracking_uri,
+                horizon_days=value_horizon_days,
+                margin=margin,
+                sufficiency=suff,
+                context=Context.open(data),
+            )
+        except InsufficientDataError as exc:
+            results["value"] = exc
+    value = results.pop("value")
+    failed = _print_many(results)
+    if isinstance(value, Exception):
+        failed += 1
+        console.print(f"[yellow]value: not trained:[/] {value}")
+    else:
+        _print_value(value)
+    if failed == len(results) + 1:
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def doctor(
+    data: _DATA_OPT = DEFAULT_HOME,
+    min_positives: _MIN_POS_OPT = 500,
+    min_negatives: _MIN_NEG_OPT = 500,
+    min_history_days: _MIN_HIST_OPT = 180,
+) -> None:
+    """Per model: does the data suffice for an honest training run, and if not, exactly what is missing."""
+    from training.doctor import diagnose
+
+    try:
+        verdicts = diagnose(data, _sufficiency(min_positives, min_negatives, min_history_days))
+    except (KairosError, ValueError) as exc:
+        raise _fail(exc) from exc
+    table = Table(title=f"data sufficiency: {data}", title_justify="left")
+    for col in ("model", "verdict", "history days", "train +", "train -", "what is missing"):
+        table.add_column(col, justify="right" if col in ("history days", "train +", "train -") else "left")
+    for v in verdicts:
+        table.add_row(
+            v.model,
+            "[green]ok[/]" if v.ok else "[red]insufficient[/]",
+            str(v.history_days),
+            f"{v.train_positives:,}",
+            f"{v.train_negatives:,}",
+            "; ".join(v.problems) or "-",
+        )
+    console.print(table)
+    short = [v.model for v in verdicts if not v.ok]
+    enough = len(verdicts) - len(short)
+    console.print(f"{enough} of {len(verdicts)} models have enough data; not enough: {', '.join(short) or 'none'}")
+
+
+@app.command()
+def backtest(
+    model: Annotated[str, typer.Argument(help="Registered model: churn, purchase, engagement_open_email, ...")],
+    as_of: Annotated[str, typer.Option("--as-of", help="The past date to score as of (YYYY-MM-DD).")],
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    alias: Annotated[str, typer.Option(help="Registry alias to backtest.")] = "champion",
+    out: Annotated[Path | None, typer.Option(help="Write per-customer score and outcome here (Parquet).")] = None,
+) -> None:
+    """Score a registered model as of a past date and compare with what then happened, beside the baselines."""
+    from training.backtest import backtest as run
+
+    try:
+        result = run(model, data, tracking_uri, _parse_as_of(as_of), alias=alias)
+    except (KairosError, ValueError) as exc:
+        raise _fail(exc) from exc
+    table = Table(
+        title=f"{model} v{result.version} as of {result.as_of.date()}, outcome to {result.outcome_until.date()}",
+        title_justify="left",
     )
+    cols = ("roc_auc", "pr_auc", "brier", "ece", "lift_top10", "capture_top10", "base_rate", "n")
+    table.add_column("model")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for name, row in result.table.iterrows():
+        table.add_row(str(name), *(f"{row[c]:.4f}" if c != "n" else f"{int(row[c]):,}" for c in cols))
+    console.print(table)
+    console.print(("[yellow]" if result.in_sample else "[green]") + result.note + "[/]")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result.scores.to_parquet(out, index=False)
+        console.print(f"per-customer scores: {out}")
+
+
+@train_app.command("sendtime")
+def train_sendtime(
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="End of the data used (default: the latest event).")
+    ] = None,
+    test_days: Annotated[int, typer.Option(min=7, help="Days before --as-of held out for evaluation.")] = 60,
+    truth: Annotated[
+        Path | None, typer.Option(help="A synthetic world's truth/ folder: also score against planted hours.")
+    ] = None,
+    min_sends: Annotated[int, typer.Option(min=1, help="Sends per channel below which it is 'not enough data'.")] = 5,
+    margin: _MARGIN_OPT = 0.0,
+) -> None:
+    """Send-time curves (168 local hour-of-week slots per customer and channel) and channel preference."""
+    from training.sendtime import train_sendtime as run
+
+    try:
+        with _progress("train sendtime") as tick:
+            result = run(
+                data,
+                tracking_uri,
+                as_of=_parse_as_of(as_of) if as_of else None,
+                test_days=test_days,
+                truth_dir=truth,
+                min_sends=min_sends,
+                margin=margin,
+                progress=tick,
+            )
+    except (KairosError, ValueError) as exc:
+        raise _fail(exc) from exc
+    console.print(result.next_hour.round(4).to_string())
+    if result.planted is not None:
+        console.print(result.planted.round(4).to_string())
+    reg = result.registration
+    console.print(f"registered: sendtime v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered")
+
+
+@train_app.command("offers")
+def train_offers(
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    catalogue: Annotated[Path | None, typer.Option(help="Offer catalogue YAML (default: the shipped example).")] = None,
+    truth: Annotated[
+        Path | None, typer.Option(help="A synthetic world's truth/ folder: also compare with the oracle's profit.")
+    ] = None,
+    learner: Annotated[
+        str, typer.Option(help="Uplift learner: cells (shrunk per-segment differences), x (X-learner) or t.")
+    ] = "cells",
+    caution: Annotated[
+        float | None, typer.Option(min=0.0, help="Standard deviations of uplift to discount (default: chosen).")
+    ] = None,
+    compare: Annotated[bool, typer.Option(help="Also fit and report the other learners.")] = True,
+    step_days: Annotated[int, typer.Option(min=7, help="Days between feature cutoffs for the logged sends.")] = 30,
+    margin: _MARGIN_OPT = 0.0,
+) -> None:
+    """Uplift models from logged randomised offer sends, evaluated (Qini, off-policy), registered as `offers`."""
+    from training.offers import train_offers as run
+
+    if learner not in ("cells", "x", "t"):
+        console.print(f"[bold red]error:[/] --learner must be cells, x or t, not {learner!r}")
+        raise typer.Exit(code=2)
+    try:
+        with _progress("train offers") as tick:
+            result = run(
+                data,
+                tracking_uri,
+                catalogue,
+                truth_dir=truth,
+                learner=learner,
+                step_days=step_days,
+                margin=margin,
+                progress=tick,
+            )
+    except (KairosError, ValueError) as exc:
+        raise _fail(exc) from exc
+    for title, frame in (("Qini", result.qini), ("off-policy value", result.off_policy), ("truth", result.truth)):
+        if frame is not None:
+            console.print(f"[bold]{title}[/]")
+            console.print(frame.round(4).to_string())
+    reg = result.registration
+    console.print(f"registered: offers v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered")
 
 
 @train_app.command("recs")
@@ -269,6 +573,39 @@ def train_recs(
     console.print(table)
     reg = result.registration
     console.print(f"registered: recs v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered")
+
+
+@app.command()
+def score(
+    all_customers: Annotated[bool, typer.Option("--all", help="Score every customer of the latest snapshot.")] = False,
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    out: Annotated[Path, typer.Option(help="Parquet file to write.")] = Path("var/scores.parquet"),
+    batch_size: Annotated[int, typer.Option(min=1_000, help="Customers per batch (memory stays flat).")] = 100_000,
+    alias: Annotated[str, typer.Option(help="Registry alias of the models to use.")] = "champion",
+) -> None:
+    """The nightly full-base export: every champion's probability and band, P(alive), CLV and segments."""
+    if not all_customers:
+        console.print("score needs --all (the full-base export); single customers are served by the API")
+        raise typer.Exit(code=2)
+    from training.score import score_all
+
+    try:
+        with _progress("score --all") as tick:
+            result = score_all(data, tracking_uri, out, batch_size=batch_size, alias=alias, progress=tick)
+    except (KairosError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    _summary(
+        "full-base scores",
+        [
+            ("customers", f"{result.customers:,}"),
+            ("seconds", f"{result.seconds:.2f}"),
+            ("customers per second", f"{result.per_second:,.0f}"),
+            ("models", ", ".join(f"{k} v{v}" for k, v in result.models.items()) or "none"),
+            ("not in the registry", ", ".join(result.missing) or "-"),
+            ("written", str(result.path)),
+        ],
+    )
 
 
 @app.command()

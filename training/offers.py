@@ -752,17 +752,15 @@ def train_offers(
             mlflow.log_text(truth_table.to_csv(index=False), "truth_profit.csv")
         info = registry.log_bundle(bundle, MODEL_NAME, metadata={"kairos": manifest})
         if register:
-            registration = registry.register_bundle(
+            registration = registry.register_run_bundle(
                 client,
                 info.model_uri,
                 MODEL_NAME,
+                run_id=run.info.run_id,
                 metric_name=SELECTION_METRIC,
                 metric_value=metrics[SELECTION_METRIC],
                 margin=margin,
-                extra_tags={"kairos.run_id": run.info.run_id, "kairos.definition_hash": manifest["definition_hash"]},
-            )
-            mlflow.set_tag(
-                "kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}"
+                extra_tags={"kairos.definition_hash": manifest["definition_hash"]},
             )
     tick("done", 1.0)
     return OffersRun(run.info.run_id, metrics, qini, ope, truth_table, learners, registration, sizes, caution_table)

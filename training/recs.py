@@ -120,17 +120,14 @@ def train_recs(
         mlflow.log_text(table.to_csv(index=False), "evaluation.csv")
         info = registry.log_bundle(bundle, "recs", metadata={"kairos": manifest})
         if register:
-            registration = registry.register_bundle(
+            registration = registry.register_run_bundle(
                 client,
                 info.model_uri,
                 MODEL_NAME,
+                run_id=run.info.run_id,
                 metric_name=SELECTION_METRIC,
                 metric_value=metrics[SELECTION_METRIC],
                 margin=margin,
-                extra_tags={"kairos.run_id": run.info.run_id},
-            )
-            mlflow.set_tag(
-                "kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}"
             )
     tick("done", 1.0)
     return RecsRun(run.info.run_id, table, metrics, registration)

@@ -28,6 +28,7 @@ MODEL_FILE = "model.lgb"
 TAG_SHA256 = "kairos.sha256"
 TAG_METRIC = "kairos.selection_metric"
 TAG_DECISION = "kairos.decision"
+TAG_META_SHA256 = "kairos.meta_sha256"  # checksum of the model's metadata (calibrator, bands, manifest)
 TAG_PREVIOUS = "kairos.previous_champion"  # the version that was champion before this one took over
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -87,6 +88,12 @@ def _git_commit() -> str:
 
 def sha256_text(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def meta_checksum(meta: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a model's metadata (what MLmodel stores beside the model file)."""
+    canonical = json.dumps(meta, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -243,6 +250,9 @@ def fetch(tracking_uri: str, name: str, alias: str, dst: Path) -> FetchedModel:
     import yaml
 
     meta = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8")) or {}
+    recorded_meta = mv.tags.get(TAG_META_SHA256)
+    if recorded_meta and recorded_meta != meta_checksum(dict(meta.get("metadata") or {})):
+        raise ModelIntegrityError(f"{name} v{mv.version}: metadata altered since registration; refusing to load")
     return FetchedModel(
         name=name,
         version=str(mv.version),
@@ -258,6 +268,11 @@ def fetch(tracking_uri: str, name: str, alias: str, dst: Path) -> FetchedModel:
 def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
     """Move ``alias`` to ``version`` by hand (promote / rollback)."""
     MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(name, alias, version)
+
+
+def requirements(*dists: str) -> list[str]:
+    """Exact pins of the installed ``dists``: given to MLflow so it does not start a subprocess to infer them."""
+    return [f"{d}=={_version(d)}" for d in dists]
 
 
 def quiet_mlflow() -> None:
@@ -293,13 +308,42 @@ def log_bundle(folder: Path, name: str, metadata: dict[str, Any] | None = None) 
         staged = Path(tmp) / Path(BUNDLE_DIR).name
         shutil.copytree(folder, staged)
         return mlflow.pyfunc.log_model(
-            name=name, python_model=str(code), artifacts={"bundle": str(staged)}, metadata=metadata or {}
+            name=name,
+            python_model=str(code),
+            artifacts={"bundle": str(staged)},
+            metadata=metadata or {},
+            pip_requirements=requirements("mlflow", "numpy", "pandas", "pyarrow"),
         )
 
 
 def register_bundle(client: MlflowClient, model_uri: str, name: str, **kwargs: Any) -> Registration:
     """:func:`register` for a bundle logged with :func:`log_bundle` (checksum of its file list)."""
     return register(client, model_uri, name, checksum_file=f"{BUNDLE_DIR}/{CHECKSUMS}", **kwargs)
+
+
+def register_run_bundle(
+    client: MlflowClient,
+    model_uri: str,
+    name: str,
+    *,
+    run_id: str,
+    metric_name: str,
+    metric_value: float,
+    margin: float = 0.0,
+    extra_tags: dict[str, str] | None = None,
+) -> Registration:
+    """:func:`register_bundle` from inside the run that logged it, recording the decision on the run too."""
+    registration = register_bundle(
+        client,
+        model_uri,
+        name,
+        metric_name=metric_name,
+        metric_value=metric_value,
+        margin=margin,
+        extra_tags={"kairos.run_id": run_id, **(extra_tags or {})},
+    )
+    mlflow.set_tag("kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}")
+    return registration
 
 
 @dataclass(frozen=True)

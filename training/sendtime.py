@@ -496,17 +496,14 @@ def train_sendtime(
             mlflow.log_text(planted.to_csv(index=False), "evaluation_planted.csv")
         info = registry.log_bundle(bundle, MODEL_NAME, metadata={"kairos": manifest})
         if register:
-            registration = registry.register_bundle(
+            registration = registry.register_run_bundle(
                 client,
                 info.model_uri,
                 MODEL_NAME,
+                run_id=run.info.run_id,
                 metric_name=SELECTION_METRIC,
                 metric_value=metrics[SELECTION_METRIC],
                 margin=margin,
-                extra_tags={"kairos.run_id": run.info.run_id},
-            )
-            mlflow.set_tag(
-                "kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}"
             )
     tick("done", 1.0)
     return SendTimeRun(run.info.run_id, metrics, next_hour, planted, registration)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from tests.conftest import ORII_SAMPLE
+from tests.conftest import ORII_SAMPLE, BuiltHome
 from training.cli import app
 
 runner = CliRunner()
@@ -20,7 +20,7 @@ def _said(output: str) -> str:
 def test_help_lists_every_job() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("synth", "ingest", "features", "train", "serve"):
+    for command in ("synth", "ingest", "features", "train", "serve", "doctor", "backtest", "score", "promote"):
         assert command in result.output
 
 
@@ -44,3 +44,40 @@ def test_quarantine_threshold_exits_non_zero_and_publishes_nothing(tmp_path: Pat
 def test_features_before_ingest_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["features", "build", "--data", str(tmp_path)])
     assert result.exit_code == 2 and "kairos ingest" in " ".join(result.output.split())
+
+
+def test_doctor_tells_what_is_missing(orii_home: BuiltHome) -> None:
+    result = runner.invoke(app, ["doctor", "--data", str(orii_home.home)])
+    assert result.exit_code == 0, result.output
+    said = _said(result.output)
+    assert "models have enough data; not enough: engagement_open_email" in said
+
+
+def test_training_on_thin_data_exits_non_zero_saying_why(orii_home: BuiltHome, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["train", "churn", "--data", str(orii_home.home), "--tracking-uri", uri, "--min-positives", "100000"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "not registering" in _said(result.output) and "need at least 100000" in _said(result.output)
+
+
+def test_backtest_of_an_unfinished_outcome_is_refused(orii_home: BuiltHome) -> None:
+    args = ["backtest", "churn", "--as-of", "2011-11-01", "--data", str(orii_home.home)]
+    result = runner.invoke(app, [*args, "--tracking-uri", orii_home.tracking_uri])
+    assert result.exit_code == 2 and "choose an earlier --as-of" in _said(result.output)
+
+
+def test_score_all_exports_every_customer(orii_home: BuiltHome, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from features.store import latest_snapshot
+
+    out = tmp_path / "scores.parquet"
+    args = ["score", "--all", "--data", str(orii_home.home), "--tracking-uri", orii_home.tracking_uri]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    scores = pd.read_parquet(out)
+    snapshot = latest_snapshot(orii_home.home).read()
+    assert sorted(scores["customer_key"]) == sorted(snapshot["customer_key"])  # nobody dropped
+    assert scores["churn_probability"].between(0, 1).all()
+    assert set(scores["churn_band"]) <= {"low", "medium", "high"}

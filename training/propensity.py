@@ -1,0 +1,592 @@
+"""Propensity jobs: churn, purchase and engagement — point-in-time data, LightGBM with early stopping,
+calibration, the baselines in the same run, plots, a model card, MLflow and the registry.
+
+Time layout for a task whose labels span ``label_days`` (snapped up to whole 30-day steps, so every
+task uses cutoffs on one grid counted back from the data's end and shares their features):
+
+    train cutoffs ... | labels end <= validation cutoff | validation cutoff (early stopping, calibration)
+    | its labels end <= holdout cutoff | holdout cutoff (evaluation only) | its labels end <= data end
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import ibis.expr.types as ir
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+
+from features.contract import Channel, Col
+from features.datasets import (
+    LABEL,
+    ChurnTarget,
+    EngagementTarget,
+    FeatureCache,
+    PurchaseTarget,
+    build_training_set,
+    monthly_cutoffs,
+)
+from features.definitions import NUMERIC_FEATURES
+from features.errors import KairosError
+from features.store import data_end, ingest_report, manifest_for, open_tables
+from models.calibration import ProbabilityCalibrator
+from models.churn import LightGBMClassifier
+from models.clv import BGNBD, ConvergenceError, rfm_summary
+from models.evaluation import binary_report
+from models.rfm import RFMLogistic, RFMScore
+from training import registry
+
+STEP_DAYS = 30
+ProgressFn = Callable[[str, float], None]
+
+
+class InsufficientDataError(KairosError):
+    """The data cannot support an honest training run; the message says what is missing."""
+
+
+class Target(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def label_days(self) -> int: ...
+    def labels(self, tables: dict[str, ir.Table], cutoff: datetime) -> ir.Table: ...
+
+
+@dataclass(frozen=True)
+class Sufficiency:
+    """What a training run needs before it may register a model (configurable)."""
+
+    min_positives: int = 500
+    min_negatives: int = 500
+    min_history_days: int = 180
+    min_holdout_per_class: int = 20
+
+
+@dataclass(frozen=True)
+class Task:
+    """One binary propensity model: its registry name, experiment, target and baseline mapping."""
+
+    name: str
+    family: str  # MLflow experiment kairos-<family>
+    target: Target
+    description: str
+    rfm_direction: str  # "active" (higher = buys) or "churn"
+    bgnbd: str | None  # "churn" (1 - P(buy in horizon)), "purchase" (P(buy in horizon)) or None
+    horizon_days: int
+
+
+def churn_task(horizon_days: int = 90, active_days: int = 365) -> Task:
+    return Task(
+        "churn",
+        "churn",
+        ChurnTarget(horizon_days, active_days),
+        f"a customer who bought in the last {active_days} days places no order in the next {horizon_days} days",
+        "churn",
+        "churn",
+        horizon_days,
+    )
+
+
+def purchase_task(horizon_days: int = 30) -> Task:
+    return Task(
+        "purchase",
+        "purchase",
+        PurchaseTarget(horizon_days),
+        f"any known customer, leads included, places an order in the next {horizon_days} days",
+        "active",
+        "purchase",
+        horizon_days,
+    )
+
+
+def engagement_task(channel: str, action: str) -> Task:
+    target = EngagementTarget(channel=channel, action=action)
+    return Task(
+        f"engagement_{action}_{channel}",
+        "engagement",
+        target,
+        f"the customer {action}s the first {channel} message sent in the {target.window_days} days after the "
+        f"cutoff, within {target.response_days} days of sending",
+        "active",
+        None,
+        target.label_days,
+    )
+
+
+def all_tasks() -> list[Task]:
+    """Every binary propensity model Kairos trains by default."""
+    engagement = [engagement_task(str(ch), a) for ch in Channel for a in ("open", "click")]
+    return [churn_task(), purchase_task(), *engagement]
+
+
+def task_by_name(name: str, **kwargs: Any) -> Task:
+    if name == "churn":
+        return churn_task(**kwargs)
+    if name == "purchase":
+        return purchase_task(**kwargs)
+    for task in all_tasks():
+        if task.name == name:
+            return task
+    known = ", ".join(t.name for t in all_tasks())
+    raise KairosError(f"unknown model {name!r}; known: {known}")
+
+
+# --- time layout ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CutoffPlan:
+    train: list[datetime]
+    valid: datetime
+    holdout: datetime
+
+
+def steps_for(label_days: int) -> int:
+    return STEP_DAYS * math.ceil(label_days / STEP_DAYS)
+
+
+def plan_cutoffs(
+    start: datetime, end: datetime, label_days: int, min_history_days: int = 180, *, overlap_train_valid: bool = False
+) -> CutoffPlan:
+    """Training, validation and holdout cutoffs; no label window reaches into the holdout's.
+
+    With ``overlap_train_valid`` the last training labels may run into the validation window (used
+    by long-horizon value targets, where the data cannot hold three disjoint windows); the
+    validation cutoff is still later than every training cutoff and no label reaches the holdout.
+    """
+    day = datetime(end.year, end.month, end.day, tzinfo=UTC)
+    span = steps_for(label_days)
+    holdout = day - timedelta(days=span)
+    valid = holdout - timedelta(days=span)
+    last_train = valid - timedelta(days=STEP_DAYS if overlap_train_valid else span)
+    first_train = start + timedelta(days=min_history_days)
+    train = monthly_cutoffs(first_train, last_train, STEP_DAYS)
+    if not train:
+        have = (end - start).days
+        gap = STEP_DAYS if overlap_train_valid else span
+        need = min_history_days + gap + 2 * span
+        raise InsufficientDataError(
+            f"{have} days of order history; a {label_days}-day target needs at least {need} "
+            f"({min_history_days} of history before the first training cutoff, then the training, validation "
+            "and holdout label windows)"
+        )
+    return CutoffPlan(train, valid, holdout)
+
+
+def first_order(tables: dict[str, ir.Table]) -> datetime:
+    ts = pd.Timestamp(tables["orders"][Col.ORDERED_AT].min().execute())
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+def sufficiency_problems(
+    counts: dict[str, tuple[int, int]], history_days: int, rules: Sufficiency, label: str = "examples"
+) -> list[str]:
+    """Everything missing for an honest run; ``counts`` maps set name -> (positives, negatives)."""
+    problems = []
+    if history_days < rules.min_history_days:
+        problems.append(f"{history_days} days of history, need at least {rules.min_history_days}")
+    pos, neg = counts.get("training", (0, 0))
+    if pos < rules.min_positives:
+        problems.append(f"training has {pos} positive {label}, need at least {rules.min_positives}")
+    if neg < rules.min_negatives:
+        problems.append(f"training has {neg} negative {label}, need at least {rules.min_negatives}")
+    for name in ("validation", "holdout"):
+        p, n = counts.get(name, (0, 0))
+        if min(p, n) < rules.min_holdout_per_class:
+            problems.append(
+                f"{name} has {p} positive and {n} negative {label}, need at least {rules.min_holdout_per_class} of each"
+            )
+    return problems
+
+
+def count_labels(labels: ir.Table) -> tuple[int, int]:
+    """(positives, negatives) of a label table, counted in the database (no features needed)."""
+    y = labels[LABEL]
+    row = labels.aggregate(pos=(y == 1).cast("int64").sum(), n=y.count()).execute().iloc[0]
+    pos = int(row["pos"] or 0)
+    return pos, int(row["n"] or 0) - pos
+
+
+def plan_counts(target: Target, tables: dict[str, ir.Table], plan: CutoffPlan) -> dict[str, tuple[int, int]]:
+    """Label counts of the training, validation and holdout sets, before any feature is computed."""
+    train = [count_labels(target.labels(tables, c)) for c in plan.train]
+    return {
+        "training": (sum(p for p, _ in train), sum(n for _, n in train)),
+        "validation": count_labels(target.labels(tables, plan.valid)),
+        "holdout": count_labels(target.labels(tables, plan.holdout)),
+    }
+
+
+# --- baselines ------------------------------------------------------------------------------------
+
+
+def order_history(tables: dict[str, ir.Table], before: datetime) -> pd.DataFrame:
+    """Orders of known customers strictly before ``before``: customer_key, ordered_at, amount."""
+    o = tables["orders"]
+    o = o.filter(o[Col.CUSTOMER_KEY].notnull(), o[Col.ORDERED_AT] < before)
+    frame = o.select(Col.CUSTOMER_KEY, Col.ORDERED_AT, Col.AMOUNT).execute()
+    frame[Col.ORDERED_AT] = pd.to_datetime(frame[Col.ORDERED_AT], utc=True).dt.tz_localize(None)
+    return frame
+
+
+PENALTIES = (0.0, 1e-3, 1e-2, 1e-1)  # tried in turn when the unpenalised likelihood does not converge
+
+
+def fit_with_penalty(make: Callable[[float], Any], *data: Any) -> Any:
+    """Fit ``make(penalizer_coef)`` on ``data``, adding a small L2 penalty only when the plain fit
+    fails to converge (e.g. data with hardly any dropout drives BG/NBD's a, b to infinity). The
+    penalty used is kept in the model's params."""
+    last: Exception | None = None
+    for penalty in PENALTIES:
+        try:
+            return make(penalty).fit(*data)
+        except ConvergenceError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+def fit_bgnbd(history: pd.DataFrame, cutoff: datetime) -> tuple[BGNBD, pd.DataFrame]:
+    """BG/NBD on the order history before ``cutoff`` (weeks), and each customer's (x, t_x, T)."""
+    last_day = (pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None) - pd.Timedelta(days=1)).normalize()
+    summary = rfm_summary(history, Col.CUSTOMER_KEY, Col.ORDERED_AT, Col.AMOUNT, last_day)
+    model = fit_with_penalty(lambda c: BGNBD(penalizer_coef=c), summary["frequency"], summary["recency"], summary["T"])
+    return model, summary
+
+
+def bgnbd_scores(model: BGNBD, summary: pd.DataFrame, keys: pd.Series, horizon_days: int, kind: str) -> np.ndarray:
+    """P(at least one order in the horizon) per key (0 for customers who never ordered), or 1 - that."""
+    p = pd.Series(
+        model.probability_of_purchase(horizon_days / 7.0, summary["frequency"], summary["recency"], summary["T"]),
+        index=summary.index,
+    )
+    buy = keys.map(p).fillna(0.0).to_numpy(np.float64)
+    return 1.0 - buy if kind == "churn" else buy
+
+
+def _engagement_rate(frame: pd.DataFrame, task: Task) -> np.ndarray:
+    """Baseline for engagement: the customer's own past rate on the channel over the last 90 days,
+    smoothed toward one half ((actions + 1) / (sends + 2)); customers never sent to score 0.5."""
+    target = task.target
+    assert isinstance(target, EngagementTarget)
+    sends = frame[f"sends_{target.channel}_90d"].fillna(0.0)
+    acts = frame[f"{target.action}s_{target.channel}_90d"].fillna(0.0)
+    return ((acts + 1.0) / (sends + 2.0)).to_numpy(np.float64)
+
+
+# --- the job ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PropensityRun:
+    """What a training run produced: metrics of the model and of every baseline, on the same holdout."""
+
+    task: str
+    run_id: str
+    metrics: dict[str, float]
+    table: pd.DataFrame  # one row per model (kairos, kairos_uncalibrated, baselines), metric columns
+    registration: registry.Registration | None
+    plan: CutoffPlan
+    sizes: dict[str, int] = field(default_factory=dict)
+    quality: dict[str, bool] = field(default_factory=dict)
+    card: str = ""
+
+
+@dataclass
+class Context:
+    """Shared by every task of one run: tables, the feature cache and the order history."""
+
+    data_home: Path
+    tables: dict[str, ir.Table]
+    features: FeatureCache
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def open(cls, data_home: Path) -> Context:
+        tables = open_tables(data_home)
+        return cls(Path(data_home), tables, FeatureCache(tables), first_order(tables), data_end(tables))
+
+
+def train_task(
+    task: Task,
+    data_home: Path,
+    tracking_uri: str,
+    *,
+    margin: float = 0.0,
+    register: bool = True,
+    seed: int = 0,
+    sufficiency: Sufficiency | None = None,
+    band_cuts: tuple[float, float] = (0.3, 0.6),
+    context: Context | None = None,
+    progress: ProgressFn | None = None,
+) -> PropensityRun:
+    """Train one propensity model, evaluate it beside its baselines on the holdout, log and register it.
+
+    Raises:
+        InsufficientDataError: the data is too thin (every missing item is named); nothing is logged.
+    """
+    tick = progress or (lambda step, frac: None)
+    rules = sufficiency or Sufficiency()
+    registry.quiet_mlflow()
+    ctx = context or Context.open(data_home)
+    if isinstance(task.target, EngagementTarget) and "messages" not in ctx.tables:
+        raise InsufficientDataError(f"{task.name}: the data has no message history (no messages table)")
+    plan = plan_cutoffs(ctx.start, ctx.end, task.target.label_days, rules.min_history_days)
+
+    # Refuse thin data before the expensive part: labels are counted in the database first.
+    counts = plan_counts(task.target, ctx.tables, plan)
+    problems = sufficiency_problems(counts, (ctx.end - ctx.start).days, rules)
+    if problems:
+        raise InsufficientDataError(f"{task.name}: not registering; " + "; ".join(problems))
+    tick(f"{task.name}: building training set", 0.05)
+    train = build_training_set(ctx.tables, plan.train, task.target.labels, ctx.features)
+    tick(f"{task.name}: building validation and holdout sets", 0.3)
+    valid = build_training_set(ctx.tables, [plan.valid], task.target.labels, ctx.features)
+    holdout = build_training_set(ctx.tables, [plan.holdout], task.target.labels, ctx.features)
+
+    tick(f"{task.name}: fitting LightGBM", 0.45)
+    features = list(NUMERIC_FEATURES)
+    model = LightGBMClassifier(seed=seed).fit(train[features], train[LABEL], eval_set=(valid[features], valid[LABEL]))
+    calibrator = ProbabilityCalibrator(method="auto", seed=seed).fit(
+        model.predict_proba(valid[features]), valid[LABEL].to_numpy()
+    )
+    y = holdout[LABEL].to_numpy()
+    raw = model.predict_proba(holdout[features])
+    scores: dict[str, np.ndarray] = {"kairos": calibrator.transform(raw), "kairos_uncalibrated": raw}
+
+    tick(f"{task.name}: baselines", 0.6)
+    rfm = RFMScore(direction=task.rfm_direction).fit(train)  # type: ignore[arg-type]
+    scores["rfm_score"] = rfm.decision_function(holdout)
+    scores["rfm_logistic"] = RFMLogistic().fit(train, train[LABEL].to_numpy()).predict_proba(holdout)
+    if task.bgnbd is not None:
+        history = order_history(ctx.tables, plan.holdout)
+        bg, summary = fit_bgnbd(history, plan.holdout)
+        scores["bgnbd"] = bgnbd_scores(bg, summary, holdout[Col.CUSTOMER_KEY], task.horizon_days, task.bgnbd)
+    else:
+        scores["past_rate"] = _engagement_rate(holdout, task)
+    reports = {name: binary_report(y, s, probabilities=name != "rfm_score") for name, s in scores.items()}
+    table = pd.DataFrame(reports).T
+    table.index.name = "model"
+    baselines = [n for n in scores if n not in ("kairos", "kairos_uncalibrated")]
+    ours = reports["kairos"]
+    quality = {
+        **{f"beats_{b}": bool(ours["roc_auc"] > reports[b]["roc_auc"]) for b in baselines},
+        "ece_below_0.05": bool(ours["ece"] < 0.05),
+    }
+    metrics = {f"holdout_{k}": float(v) for k, v in ours.items()}
+    for name in scores:
+        if name != "kairos":
+            metrics.update({f"{name}_{k}": float(v) for k, v in reports[name].items()})
+    metrics["valid_roc_auc"] = binary_report(valid[LABEL].to_numpy(), model.predict_proba(valid[features]))["roc_auc"]
+    metrics["best_iteration"] = float(model.best_iteration_)
+    sizes = {
+        "train_rows": len(train),
+        "valid_rows": len(valid),
+        "holdout_rows": len(holdout),
+        "train_positives": counts["training"][0],
+        "valid_positives": counts["validation"][0],
+        "holdout_positives": counts["holdout"][0],
+    }
+
+    tick(f"{task.name}: plots and model card", 0.7)
+    client = registry.configure(tracking_uri)
+    experiment_id = registry.ensure_experiment(f"kairos-{task.family}", tracking_uri)
+    report = ingest_report(data_home)
+    manifest = manifest_for(ctx.features(plan.holdout).head(0), plan.holdout, report["source_hash"])
+    manifest.pop("rows")
+    params = {
+        **model.get_params(),
+        "task": task.name,
+        "label_days": task.target.label_days,
+        "calibration": calibrator.method_,
+        "train_cutoffs": len(plan.train),
+        "first_train_cutoff": plan.train[0].date().isoformat(),
+        "valid_cutoff": plan.valid.date().isoformat(),
+        "holdout_cutoff": plan.holdout.date().isoformat(),
+        "band_cuts": ",".join(str(c) for c in band_cuts),
+    }
+    meta = {
+        "features": features,
+        "manifest": manifest,
+        "target": task.name,
+        "description": task.description,
+        "horizon_days": task.horizon_days,
+        "calibrator": calibrator.to_dict(),
+        "bands": list(band_cuts),
+        "holdout_cutoff": plan.holdout.isoformat(),
+        "base_rate": float(y.mean()),
+    }
+    registration = None
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.set_tags({**registry.provenance(), "kairos.model": task.name, "kairos.data_hash": report["source_hash"]})
+        mlflow.log_params(params)
+        mlflow.log_metrics({**metrics, **{k: float(v) for k, v in sizes.items()}})
+        mlflow.log_dict(manifest, "feature_manifest.json")
+        mlflow.log_dict(calibrator.to_dict(), "calibrator.json")
+        mlflow.log_dict({"rfm_score": rfm.to_dict()}, "baselines.json")
+        folder = Path(tmp)
+        table.to_csv(folder / "holdout_metrics.csv")
+        mlflow.log_artifact(str(folder / "holdout_metrics.csv"))
+        plots = _plots(folder, y, scores, model, holdout[features], raw)
+        for path in plots.values():
+            mlflow.log_artifact(str(path), artifact_path="plots")
+
+        import lightgbm as lgb
+
+        booster = lgb.Booster(model_str=model.to_text())
+        sample = holdout[features].head(5).astype(np.float32)
+        info = mlflow.lightgbm.log_model(
+            booster,
+            name="model",
+            signature=infer_signature(sample, calibrator.transform(model.predict_proba(sample))),
+            metadata={"kairos": meta},
+            pip_requirements=registry.requirements("lightgbm", "numpy", "scikit-learn"),
+        )
+        if register:
+            registration = registry.register(
+                client,
+                info.model_uri,
+                task.name,
+                metric_name="holdout_roc_auc",
+                metric_value=metrics["holdout_roc_auc"],
+                margin=margin,
+                extra_tags={
+                    "kairos.run_id": run.info.run_id,
+                    "kairos.definition_hash": manifest["definition_hash"],
+                    registry.TAG_META_SHA256: registry.meta_checksum({"kairos": meta}),
+                },
+            )
+            mlflow.set_tag(
+                "kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}"
+            )
+        card = _card(
+            task,
+            params,
+            table,
+            sizes,
+            plan,
+            registration,
+            report["source_hash"],
+            plots,
+            calibrator,
+            model,
+            run.info.run_id,
+        )
+        (folder / "model_card.md").write_text(card, encoding="utf-8")
+        mlflow.log_artifact(str(folder / "model_card.md"))
+        if registration is not None:
+            client.update_model_version(task.name, registration.version, description=card)
+    tick(f"{task.name}: done", 1.0)
+    return PropensityRun(task.name, run.info.run_id, metrics, table, registration, plan, sizes, quality, card)
+
+
+def _plots(
+    folder: Path,
+    y: np.ndarray,
+    scores: dict[str, np.ndarray],
+    model: LightGBMClassifier,
+    X: pd.DataFrame,
+    raw: np.ndarray,
+) -> dict[str, Path]:
+    from features.definitions import DESCRIPTIONS
+    from training import plots
+
+    text = model.to_text()
+    sample = X.sample(n=min(len(X), 2000), random_state=0) if len(X) > 2000 else X
+    probabilities = {k: v for k, v in scores.items() if k in ("kairos", "kairos_uncalibrated")}
+    return {
+        "Cumulative gains": plots.gains_chart(y, scores, folder / "gains.png"),
+        "Calibration": plots.calibration_curve(y, probabilities, folder / "calibration.png"),
+        "Feature importance": plots.feature_importance(text, folder / "importance.png", descriptions=DESCRIPTIONS),
+        "SHAP summary": plots.shap_summary(text, sample, folder / "shap_summary.png"),
+    }
+
+
+def _card(
+    task: Task,
+    params: dict[str, Any],
+    table: pd.DataFrame,
+    sizes: dict[str, int],
+    plan: CutoffPlan,
+    registration: registry.Registration | None,
+    data_hash: str,
+    plots: dict[str, Path],
+    calibrator: ProbabilityCalibrator,
+    model: LightGBMClassifier,
+    run_id: str,
+) -> str:
+    from features.definitions import DESCRIPTIONS
+    from training.model_card import DataSummary, ModelCard, render_model_card
+
+    gains = model.booster_.feature_importance(importance_type="gain")
+    top = sorted(zip(model.feature_names_, gains.tolist(), strict=True), key=lambda kv: -kv[1])[:10]
+    return render_model_card(
+        ModelCard(
+            name=task.name,
+            target=task.description,
+            data=DataSummary(
+                train_cutoffs=plan.train,
+                valid_cutoff=plan.valid,
+                holdout_cutoff=plan.holdout,
+                rows={"train": sizes["train_rows"], "valid": sizes["valid_rows"], "holdout": sizes["holdout_rows"]},
+                positives={
+                    "train": sizes["train_positives"],
+                    "valid": sizes["valid_positives"],
+                    "holdout": sizes["holdout_positives"],
+                },
+                data_hash=data_hash,
+            ),
+            metrics={str(k): {m: float(v) for m, v in row.items()} for k, row in table.iterrows()},
+            candidate="kairos",
+            baselines=[n for n in table.index if n not in ("kairos", "kairos_uncalibrated")],
+            primary_metric="roc_auc",
+            version=registration.version if registration else None,
+            alias=registration.alias if registration else None,
+            decision=registration.reason if registration else "not registered",
+            calibration=calibrator.to_dict(),
+            top_features=top,
+            descriptions=DESCRIPTIONS,
+            plots={title: f"plots/{path.name}" for title, path in plots.items()},
+            params=params,
+            run_id=run_id,
+            created_at=datetime.now(UTC),
+        )
+    )
+
+
+def train_many(
+    tasks: Sequence[Task],
+    data_home: Path,
+    tracking_uri: str,
+    *,
+    progress: ProgressFn | None = None,
+    **kwargs: Any,
+) -> dict[str, PropensityRun | InsufficientDataError]:
+    """Train several tasks sharing one feature cache; a task without enough data is reported, not fatal."""
+    ctx = Context.open(data_home)
+    out: dict[str, PropensityRun | InsufficientDataError] = {}
+    for i, task in enumerate(tasks):
+
+        def tick(step: str, frac: float, i: int = i) -> None:
+            if progress:
+                progress(step, (i + frac) / len(tasks))
+
+        try:
+            out[task.name] = train_task(task, data_home, tracking_uri, context=ctx, progress=tick, **kwargs)
+        except InsufficientDataError as exc:
+            out[task.name] = exc
+    return out
+
+
+def metrics_json(run: PropensityRun) -> str:
+    return json.dumps({"task": run.task, "metrics": run.metrics, "quality": run.quality}, indent=2, default=float)

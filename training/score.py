@@ -1,0 +1,152 @@
+"""``kairos score --all``: the nightly full-base export for campaign engines.
+
+Every customer of the latest feature snapshot gets the registered champions' calibrated
+probabilities and bands (churn, purchase, engagement per channel), P(alive), expected orders and
+CLV from the ``clv`` bundle, and the segments, written to Parquet batch by batch (memory stays flat
+with the base size). Models missing from the registry are skipped and listed, never guessed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.contract import Col
+from features.errors import KairosError, ModelNotFoundError
+from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, SNAPSHOT_FILE, latest_snapshot
+from models.calibration import ProbabilityCalibrator
+from models.churn import LightGBMClassifier
+from models.reasons import DEFAULT_CUTS, band
+from training import registry
+from training.propensity import all_tasks
+
+ProgressFn = Callable[[str, float], None]
+CLV_COLUMNS = ("p_alive", "expected_orders", "expected_spend", "next_order_days")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    model: LightGBMClassifier
+    calibrator: ProbabilityCalibrator | None
+    cuts: tuple[float, float]
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        raw = self.model.predict_proba(frame[self.model.feature_names_].to_numpy(np.float32))
+        return self.calibrator.transform(raw) if self.calibrator is not None else raw
+
+
+def load_champions(
+    tracking_uri: str, names: list[str], cache: Path, alias: str = registry.CHAMPION
+) -> tuple[list[LoadedModel], list[str]]:
+    """Fetch and verify each ``name@alias``; returns the loaded models and the names not in the registry."""
+    loaded, missing = [], []
+    for name in names:
+        try:
+            fetched = registry.fetch(tracking_uri, name, alias, cache / name)
+        except ModelNotFoundError:
+            missing.append(name)
+            continue
+        meta = fetched.metadata.get("kairos") or {}
+        calibrator = ProbabilityCalibrator.from_dict(meta["calibrator"]) if meta.get("calibrator") else None
+        cuts = tuple(meta.get("bands") or DEFAULT_CUTS)
+        model = LightGBMClassifier.from_text(fetched.model_text)
+        loaded.append(LoadedModel(name, fetched.version, model, calibrator, (float(cuts[0]), float(cuts[1]))))
+    return loaded, missing
+
+
+@dataclass
+class ScoreExport:
+    path: Path
+    customers: int
+    seconds: float
+    models: dict[str, str]  # name -> version
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def per_second(self) -> float:
+        return self.customers / self.seconds if self.seconds else float("nan")
+
+
+def _batches(path: Path, columns: list[str], size: int) -> Iterator[pd.DataFrame]:
+    reader = pq.ParquetFile(path)
+    for batch in reader.iter_batches(batch_size=size, columns=columns):
+        yield batch.to_pandas()
+
+
+def score_all(
+    data_home: Path,
+    tracking_uri: str,
+    out: Path,
+    *,
+    batch_size: int = 100_000,
+    alias: str = registry.CHAMPION,
+    progress: ProgressFn | None = None,
+) -> ScoreExport:
+    """Score every customer of the latest snapshot with every registered champion; write Parquet to ``out``.
+
+    Raises:
+        KairosError: no snapshot, or no model at all in the registry.
+    """
+    tick = progress or (lambda step, frac: None)
+    registry.quiet_mlflow()
+    snapshot = latest_snapshot(data_home)
+    with tempfile.TemporaryDirectory() as tmp:
+        models, missing = load_champions(tracking_uri, [t.name for t in all_tasks()], Path(tmp), alias)
+        clv = None
+        try:
+            bundle = registry.fetch_bundle(tracking_uri, "clv", alias, Path(tmp) / "clv")
+            clv = pd.read_parquet(bundle.path / "customers.parquet").set_index(Col.CUSTOMER_KEY)
+        except ModelNotFoundError:
+            missing.append("clv")
+    if not models and clv is None:
+        raise KairosError(f"no registered model to score with in {tracking_uri}: train some first")
+    segments = None
+    if (snapshot.path / SEGMENTS_FILE).is_file():
+        segments = pd.read_parquet(snapshot.path / SEGMENTS_FILE).set_index(Col.CUSTOMER_KEY)
+    needed = sorted({f for m in models for f in m.model.feature_names_})
+    total = int(snapshot.manifest.get("rows") or pq.ParquetFile(snapshot.path / SNAPSHOT_FILE).metadata.num_rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.with_name(out.name + ".partial")
+    writer: pq.ParquetWriter | None = None
+    done = 0
+    start = time.perf_counter()
+    try:
+        for frame in _batches(snapshot.path / SNAPSHOT_FILE, [Col.CUSTOMER_KEY, *needed], batch_size):
+            keys = frame[Col.CUSTOMER_KEY]
+            cols: dict[str, Any] = {Col.CUSTOMER_KEY: keys.to_numpy()}
+            for m in models:
+                p = m.score(frame)
+                cols[f"{m.name}_probability"] = p.astype(np.float32)
+                cols[f"{m.name}_band"] = band(p, m.cuts)
+            if clv is not None:
+                joined = clv.reindex(keys.to_numpy())
+                for c in CLV_COLUMNS:
+                    cols[c] = joined[c].to_numpy(np.float32)
+            if segments is not None:
+                seg = segments.reindex(keys.to_numpy())
+                for c in SEGMENT_COLUMNS:
+                    if c in seg.columns:
+                        cols[c] = seg[c].astype("string").to_numpy()
+            table = pa.Table.from_pandas(pd.DataFrame(cols), preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(staged, table.schema, compression="zstd")
+            writer.write_table(table)
+            done += len(frame)
+            tick(f"{done:,} of {total:,} customers", done / max(total, 1))
+    finally:
+        if writer is not None:
+            writer.close()
+    seconds = time.perf_counter() - start
+    staged.replace(out)
+    return ScoreExport(out, done, seconds, {m.name: m.version for m in models}, missing)

@@ -1,0 +1,299 @@
+"""Value jobs: LightGBM spend and order-count models over a horizon, and the probabilistic models
+(BG/NBD, MBG/NBD, Gamma-Gamma: P(alive), expected orders, next order date, CLV), fitted in the same run
+and compared on the same temporal holdout.
+
+The LightGBM value model's labels are ``horizon_days`` long, so a 365-day horizon needs about
+990 days of data (history, training windows, validation, holdout); shorter data must use a shorter
+``horizon_days`` and the job says so. The probabilistic models need no labels to fit: the registered
+``clv`` bundle is fitted on all the data and answers for any horizon.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from features.contract import Col
+from features.datasets import LABEL, ORDERS_LABEL, ValueTarget, build_training_set
+from features.definitions import NUMERIC_FEATURES
+from features.store import ingest_report, manifest_for
+from models.clv import BGNBD, GammaGamma, ModifiedBGNBD, rfm_summary
+from models.evaluation import decile_calibration, value_report
+from models.value import LightGBMRegressor
+from training import registry
+from training.propensity import (
+    Context,
+    CutoffPlan,
+    InsufficientDataError,
+    ProgressFn,
+    Sufficiency,
+    fit_with_penalty,
+    order_history,
+    plan_cutoffs,
+)
+
+EXPERIMENT = "kairos-value"
+VALUE_MODEL = "value"
+CLV_MODEL = "clv"
+WEEK = 7.0
+
+
+@dataclass
+class ValueRun:
+    run_id: str
+    horizon_days: int
+    metrics: dict[str, float]
+    spend: pd.DataFrame  # one row per model: MAE, RMSE, Spearman on holdout spend
+    orders: pd.DataFrame  # the same for order counts
+    deciles: pd.DataFrame  # decile calibration of Kairos's spend model
+    registration: registry.Registration | None
+    clv_registration: registry.Registration | None
+    plan: CutoffPlan
+    clv_params: dict[str, Any] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbabilisticModels:
+    """BG/NBD, MBG/NBD and Gamma-Gamma fitted on one calibration period, with each customer's summary."""
+
+    bgnbd: BGNBD
+    mbgnbd: ModifiedBGNBD
+    gamma: GammaGamma | None
+    summary: pd.DataFrame
+    as_of: datetime
+
+    def predict(self, keys: pd.Series, horizon_days: float, variant: str = "bgnbd") -> pd.DataFrame:
+        """Per key: p_alive, expected orders, expected order value and spend in the horizon; the
+        median days to the next order. Customers who never ordered get zeros and NaN days."""
+        model = self.bgnbd if variant == "bgnbd" else self.mbgnbd
+        s = self.summary
+        x, t_x, big_t = s["frequency"], s["recency"], s["T"]
+        t = horizon_days / WEEK
+        expected = model.expected_purchases(t, x, t_x, big_t)
+        # Gamma-Gamma is fitted on repeat buyers; everyone gets its conditional mean (population
+        # mean for one-time buyers). Without a fit (too few repeat buyers) the mean order value is used.
+        if self.gamma is not None:
+            value = self.gamma.conditional_expected_value(x, s["monetary_value"].clip(lower=0.01))
+        else:
+            value = np.full(len(s), float(s["first_value"].mean()))
+        frame = pd.DataFrame(
+            {
+                "p_alive": model.p_alive(x, t_x, big_t),
+                "expected_orders": expected,
+                "p_purchase": model.probability_of_purchase(t, x, t_x, big_t),
+                "expected_order_value": value,
+                "expected_spend": expected * value,
+                "next_order_days": model.expected_next_purchase_days(x, t_x, big_t, WEEK),
+            },
+            index=s.index,
+        )
+        out = frame.reindex(keys.to_numpy())
+        fill = {"p_alive": 0.0, "expected_orders": 0.0, "p_purchase": 0.0, "expected_spend": 0.0}
+        return out.fillna(fill).set_index(pd.RangeIndex(len(keys)))
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "as_of": self.as_of.isoformat(),
+            "time_unit_days": WEEK,
+            "bgnbd": self.bgnbd.to_dict(),
+            "mbgnbd": self.mbgnbd.to_dict(),
+            "gamma_gamma": self.gamma.to_dict() if self.gamma is not None else None,
+        }
+
+
+def fit_probabilistic(history: pd.DataFrame, as_of: datetime) -> ProbabilisticModels:
+    """Fit BG/NBD, MBG/NBD and Gamma-Gamma on the orders before ``as_of`` (weeks, day-level transactions)."""
+    last_day = (pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None) - pd.Timedelta(days=1)).normalize()
+    summary = rfm_summary(history, Col.CUSTOMER_KEY, Col.ORDERED_AT, Col.AMOUNT, last_day, time_unit_days=WEEK)
+    first = history.sort_values(Col.ORDERED_AT).groupby(Col.CUSTOMER_KEY)[Col.AMOUNT].first()
+    summary["first_value"] = first.reindex(summary.index).to_numpy()
+    x, t_x, big_t = summary["frequency"], summary["recency"], summary["T"]
+    bg = fit_with_penalty(lambda c: BGNBD(penalizer_coef=c), x, t_x, big_t)
+    mbg = fit_with_penalty(lambda c: ModifiedBGNBD(penalizer_coef=c), x, t_x, big_t)
+    repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
+    gamma = None
+    if len(repeat) >= 20:
+        gamma = fit_with_penalty(lambda c: GammaGamma(penalizer_coef=c), repeat["frequency"], repeat["monetary_value"])
+    return ProbabilisticModels(bg, mbg, gamma, summary, as_of)
+
+
+def _window_feature(prefix: str, horizon_days: int) -> str:
+    """The feature-store window closest to the horizon, e.g. monetary_365d for a 365-day horizon."""
+    from features.defs.orders import RFM_WINDOWS
+
+    best = min(RFM_WINDOWS, key=lambda w: abs(w - horizon_days))
+    return f"{prefix}_{best}d"
+
+
+def train_value(
+    data_home: Path,
+    tracking_uri: str,
+    *,
+    horizon_days: int = 365,
+    margin: float = 0.0,
+    register: bool = True,
+    seed: int = 0,
+    sufficiency: Sufficiency | None = None,
+    context: Context | None = None,
+    progress: ProgressFn | None = None,
+) -> ValueRun:
+    """Spend and order-count models over ``horizon_days``, beside BG/NBD x Gamma-Gamma and the
+    "same as the last period" baseline on one temporal holdout; registers ``value`` and ``clv``."""
+    tick = progress or (lambda step, frac: None)
+    rules = sufficiency or Sufficiency()
+    registry.quiet_mlflow()
+    ctx = context or Context.open(data_home)
+    plan = plan_cutoffs(ctx.start, ctx.end, horizon_days, rules.min_history_days, overlap_train_valid=True)
+    target = ValueTarget(horizon_days)
+    tick("value: building training, validation and holdout sets", 0.05)
+    train = build_training_set(ctx.tables, plan.train, target.labels, ctx.features)
+    valid = build_training_set(ctx.tables, [plan.valid], target.labels, ctx.features)
+    holdout = build_training_set(ctx.tables, [plan.holdout], target.labels, ctx.features)
+    problems = []
+    for name, frame in (("training", train), ("validation", valid), ("holdout", holdout)):
+        buyers = int((frame[LABEL] > 0).sum())
+        need = rules.min_positives if name == "training" else rules.min_holdout_per_class
+        if buyers < need:
+            problems.append(f"{name} has {buyers} customers who spent in the horizon, need at least {need}")
+    if problems:
+        raise InsufficientDataError("value: not registering; " + "; ".join(problems))
+
+    tick("value: fitting LightGBM (spend: Tweedie, orders: Poisson)", 0.35)
+    features = list(NUMERIC_FEATURES)
+    spend_model = LightGBMRegressor(objective="tweedie", seed=seed).fit(
+        train[features], train[LABEL], eval_set=(valid[features], valid[LABEL])
+    )
+    orders_model = LightGBMRegressor(objective="poisson", seed=seed).fit(
+        train[features], train[ORDERS_LABEL], eval_set=(valid[features], valid[ORDERS_LABEL])
+    )
+
+    tick("value: BG/NBD, MBG/NBD and Gamma-Gamma", 0.55)
+    history = order_history(ctx.tables, plan.holdout)
+    prob = fit_probabilistic(history, plan.holdout)
+    keys = holdout[Col.CUSTOMER_KEY]
+    bg = prob.predict(keys, horizon_days, "bgnbd")
+    mbg = prob.predict(keys, horizon_days, "mbgnbd")
+    last_spend = holdout[_window_feature("monetary", horizon_days)].fillna(0.0).to_numpy()
+    last_orders = holdout[_window_feature("orders", horizon_days)].fillna(0.0).to_numpy()
+    spend_true = holdout[LABEL].to_numpy(np.float64)
+    orders_true = holdout[ORDERS_LABEL].to_numpy(np.float64)
+    spend_pred = {
+        "kairos": spend_model.predict(holdout[features]),
+        "bgnbd_gamma_gamma": bg["expected_spend"].to_numpy(),
+        "mbgnbd_gamma_gamma": mbg["expected_spend"].to_numpy(),
+        "last_period": last_spend,
+    }
+    orders_pred = {
+        "kairos": orders_model.predict(holdout[features]),
+        "bgnbd": bg["expected_orders"].to_numpy(),
+        "mbgnbd": mbg["expected_orders"].to_numpy(),
+        "last_period": last_orders,
+    }
+    spend_table = pd.DataFrame({k: value_report(spend_true, v) for k, v in spend_pred.items()}).T
+    orders_table = pd.DataFrame({k: value_report(orders_true, v) for k, v in orders_pred.items()}).T
+    deciles = decile_calibration(spend_true, spend_pred["kairos"])
+    metrics: dict[str, float] = {}
+    for kind, table in (("spend", spend_table), ("orders", orders_table)):
+        for model_name, row in table.iterrows():
+            metrics.update({f"{model_name}_{kind}_{k}": float(v) for k, v in row.items()})
+    metrics["holdout_spearman_spend"] = metrics["kairos_spend_spearman"]
+    metrics["holdout_total_spend_ratio"] = float(spend_pred["kairos"].sum() / max(spend_true.sum(), 1e-9))
+    metrics["bgnbd_holdout_total_spend_ratio"] = float(
+        spend_pred["bgnbd_gamma_gamma"].sum() / max(spend_true.sum(), 1e-9)
+    )
+    sizes = {"train_rows": len(train), "valid_rows": len(valid), "holdout_rows": len(holdout)}
+
+    tick("value: refitting the probabilistic models on all data", 0.7)
+    full = fit_probabilistic(order_history(ctx.tables, ctx.end + pd.Timedelta(days=1)), ctx.end)
+    client = registry.configure(tracking_uri)
+    experiment_id = registry.ensure_experiment(EXPERIMENT, tracking_uri)
+    report = ingest_report(data_home)
+    manifest = manifest_for(ctx.features(plan.holdout).head(0), plan.holdout, report["source_hash"])
+    manifest.pop("rows")
+    registration = clv_registration = None
+    params = {
+        **spend_model.get_params(),
+        "horizon_days": horizon_days,
+        "train_cutoffs": len(plan.train),
+        "valid_cutoff": plan.valid.date().isoformat(),
+        "holdout_cutoff": plan.holdout.date().isoformat(),
+    }
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.set_tags(
+            {**registry.provenance(), "kairos.model": VALUE_MODEL, "kairos.data_hash": report["source_hash"]}
+        )
+        mlflow.log_params(params)
+        mlflow.log_metrics({**metrics, **{k: float(v) for k, v in sizes.items()}})
+        mlflow.log_dict(manifest, "feature_manifest.json")
+        mlflow.log_dict(prob.params(), "probabilistic_holdout_fit.json")
+        folder = Path(tmp)
+        spend_table.to_csv(folder / "holdout_spend.csv")
+        orders_table.to_csv(folder / "holdout_orders.csv")
+        deciles.to_csv(folder / "spend_deciles.csv")
+        for name in ("holdout_spend.csv", "holdout_orders.csv", "spend_deciles.csv"):
+            mlflow.log_artifact(str(folder / name))
+
+        # The value bundle: both boosters as LightGBM text (JSON-wrapped), checksummed file by file.
+        bundle = folder / "value"
+        bundle.mkdir()
+        meta = {"features": features, "horizon_days": horizon_days, "manifest": manifest}
+        (bundle / "spend.json").write_text(json.dumps({"lightgbm": spend_model.to_text()}), encoding="utf-8")
+        (bundle / "orders.json").write_text(json.dumps({"lightgbm": orders_model.to_text()}), encoding="utf-8")
+        (bundle / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
+        info = registry.log_bundle(bundle, name="value", metadata={"kairos": {"target": VALUE_MODEL}})
+        # The CLV bundle: parameters (JSON) and every customer's predictions as of the data end (Parquet).
+        clv_dir = folder / "clv"
+        clv_dir.mkdir()
+        (clv_dir / "params.json").write_text(json.dumps(full.params(), sort_keys=True), encoding="utf-8")
+        customers = full.summary.index.to_series()
+        scored = full.predict(customers, 365.0, "mbgnbd")
+        scored.insert(0, Col.CUSTOMER_KEY, customers.to_numpy())
+        scored.to_parquet(clv_dir / "customers.parquet", index=False)
+        clv_info = registry.log_bundle(clv_dir, name="clv", metadata={"kairos": {"target": CLV_MODEL}})
+        if register:
+            registration = registry.register_run_bundle(
+                client,
+                info.model_uri,
+                VALUE_MODEL,
+                run_id=run.info.run_id,
+                metric_name="holdout_spearman_spend",
+                metric_value=metrics["holdout_spearman_spend"],
+                margin=margin,
+            )
+            clv_registration = registry.register_run_bundle(
+                client,
+                clv_info.model_uri,
+                CLV_MODEL,
+                run_id=run.info.run_id,
+                metric_name="holdout_spearman_spend",
+                metric_value=metrics["mbgnbd_gamma_gamma_spend_spearman"],
+                margin=margin,
+            )
+            mlflow.set_tag(
+                "kairos.registration",
+                f"value v{registration.version} -> @{registration.alias}; "
+                f"clv v{clv_registration.version} -> @{clv_registration.alias}",
+            )
+    tick("value: done", 1.0)
+    return ValueRun(
+        run.info.run_id,
+        horizon_days,
+        metrics,
+        spend_table,
+        orders_table,
+        deciles,
+        registration,
+        clv_registration,
+        plan,
+        full.params(),
+        sizes,
+    )

@@ -72,8 +72,8 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 kairos \
     && useradd --system --uid 10001 --gid kairos --create-home --home-dir /home/kairos \
         --shell /usr/sbin/nologin kairos \
-    && mkdir -p /data \
-    && chown kairos:kairos /data
+    && mkdir -p /data /home/kairos/model-cache \
+    && chown kairos:kairos /data /home/kairos/model-cache
 
 COPY --from=builder /opt/venv /opt/venv
 

@@ -24,11 +24,14 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed ## Create .venv and install Kairos with pinned dependencies
 
-demo-build: install ## Synthesise a CRM world, ingest it, build features, train and register the churn model
+demo-build: install ## Synthesise a CRM world, ingest it, build features, train and register every model
 	$(BIN)/kairos synth --customers $(CUSTOMERS) --seed $(SEED) --out $(HOME_DIR)/raw
 	$(BIN)/kairos ingest --input $(HOME_DIR)/raw --mapping synthetic --out $(HOME_DIR)/data
 	$(BIN)/kairos features build --data $(HOME_DIR)/data
-	$(BIN)/kairos train churn --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db
+	$(BIN)/kairos train all --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --value-horizon-days 180
+	$(BIN)/kairos train recs --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db
+	$(BIN)/kairos train sendtime --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db
+	$(BIN)/kairos train offers --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --no-compare
 
 demo: demo-build ## Build the embedded default and serve the API on 127.0.0.1:8000
 	$(BIN)/kairos serve --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --host $(HOST) --port $(PORT)

@@ -1,39 +1,64 @@
-"""The app factory. The lifespan loads the online store and the champion into app state."""
+"""The app factory. The lifespan opens the online store and loads every configured model into app state."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from serving.routers import health, scores
+from serving import errors
+from serving.middleware import EdgeMiddleware
+from serving.observability import Metrics, setup_logging
+from serving.routers import customers, decisions, events, health, models, offers, recs, scores
 from serving.settings import Settings, get_settings
 from serving.state import Services
 
-log = logging.getLogger("kairos.serving")
+DESCRIPTION = """
+Scores (churn, purchase, engagement per channel, P(alive), CLV, bands, reasons), profiles,
+recommendations, decisions (contact permission, send time, next-best offer) and real-time events.
+
+**Keys.** Send an API key in `X-API-Key`. Scopes: `storefront` (recommendations, events), `campaign`
+(scores, profiles, permissions, send time, offers, events), `admin` (models, reload, and everything
+else), `pii` (profiles include personal data). 401 without a valid key, 403 without the scope, 429
+with `Retry-After` past the key's rate. In development, with no keys configured, the demo key
+`kairos-demo-key` has every scope.
+
+**Answers.** Every answer names the model version(s) that produced it, a `request_id` (also the
+`X-Request-ID` header; send your own to correlate), `degraded` and `source` (`model` or `fallback`).
+Batch answers keep input order with a status per item and never drop one. Errors share one body:
+`{"error": {"status", "code", "message"}, "request_id"}`.
+"""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the Kairos API. Models load in the lifespan, off the event loop; a failed load leaves
-    the app live but not ready (``/health/ready`` answers 503 with the reason)."""
+    """Build the Kairos API. Models load in the lifespan, off the event loop; a failed load leaves the app
+    live but not ready (``/health/ready`` answers 503 with the reason)."""
     settings = settings or get_settings()
+    metrics = Metrics()
+    if settings.log_json:
+        setup_logging()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = Services(settings)
+        services = Services(settings, metrics)
         app.state.services = services
-        await run_in_threadpool(services.load)
-        yield
+        await run_in_threadpool(services.start)
+        try:
+            yield
+        finally:
+            services.stop()
 
     app = FastAPI(
         title="Kairos",
-        version="0.1.0",
+        version="0.2.0",
         summary="Customer scores, recommendations and decisions for CRM marketing.",
+        description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.include_router(health.router)
-    app.include_router(scores.router)
+    errors.install(app)
+    app.add_middleware(EdgeMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    for module in (health, scores, customers, recs, decisions, offers, events, models):
+        app.include_router(module.router)
     return app

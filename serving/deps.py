@@ -1,33 +1,76 @@
-"""Dependencies shared by the routers."""
+"""Dependencies shared by the routers: services, the request id, the caller's key and scopes."""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 
+from serving.bundle import ModelBundle
+from serving.keys import Principal, Scope
+from serving.observability import request_id_var
+from serving.security import ApiError, retry_after
 from serving.state import Services
 
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An API key; its scopes decide which endpoints it may call."
+)
 
-def get_services(request: Request) -> Services:
+
+# The dependencies are ``async def``: trivial and non-blocking, they run on the event loop. A plain ``def``
+# dependency would cost a threadpool hop each, per request (FastAPI runs sync dependencies in threads).
+
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def ready_services(services: Annotated[Services, Depends(get_services)]) -> Services:
-    """The services, or 503 while no model is loaded (readiness tells the truth)."""
-    if not services.ready:
-        raise HTTPException(status_code=503, detail=services.last_error or "no model loaded yet")
-    return services
-
-
-def request_id(request: Request) -> str:
-    """The caller's X-Request-ID when sane, else a fresh one."""
-    given = request.headers.get("x-request-id", "")
-    return given if 0 < len(given) <= 64 and given.isascii() and given.isprintable() else uuid.uuid4().hex
+async def request_id() -> str:
+    """The request id the middleware chose (the caller's X-Request-ID when sane, else a fresh one)."""
+    return request_id_var.get()
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-ReadyDep = Annotated[Services, Depends(ready_services)]
 RequestIdDep = Annotated[str, Depends(request_id)]
+
+
+def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller's key must be valid (401) and hold one of ``scopes`` (403); then its rate (429)."""
+
+    async def check(services: ServicesDep, request: Request, key: str | None = Security(api_key_header)) -> Principal:
+        if not key:
+            raise ApiError(401, "unauthorized", "missing API key (header X-API-Key)", {"WWW-Authenticate": "ApiKey"})
+        found = services.keys.identify(key)
+        if found is None:
+            raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "ApiKey"})
+        principal, rate = found
+        request.state.key_name = principal.name
+        if not any(principal.allows(s) for s in scopes):
+            wanted = " or ".join(s.value for s in scopes)
+            raise ApiError(403, "forbidden", f"this key lacks the {wanted} scope")
+        wait = services.limiter.take(principal.name, rate)
+        if wait > 0:
+            services.metrics.rate_limited.labels(principal.name).inc()
+            raise ApiError(429, "rate_limited", "too many requests for this key", {"Retry-After": retry_after(wait)})
+        return principal
+
+    return check
+
+
+Storefront = Annotated[Principal, Depends(require(Scope.STOREFRONT))]
+Campaign = Annotated[Principal, Depends(require(Scope.CAMPAIGN))]
+Events = Annotated[Principal, Depends(require(Scope.STOREFRONT, Scope.CAMPAIGN))]
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+
+
+def model_of(services: Services, kind: str) -> ModelBundle:
+    """The bundle serving ``kind`` now, or 503 while none is loaded (readiness tells the truth)."""
+    bundle = services.bundle(kind)
+    if bundle is None:
+        slot = services.slots.get(kind)
+        reason = (slot.last_error if slot is not None else None) or f"no {kind} model configured or loaded yet"
+        raise ApiError(503, "model_unavailable", f"{kind} model not loaded: {reason}", {"Retry-After": "5"})
+    return bundle

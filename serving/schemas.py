@@ -1,18 +1,71 @@
-"""Request and response bodies. Strict: unknown fields and oversized batches are 422 naming the field."""
+"""Request and response bodies. Strict: unknown fields, oversized batches and non-finite numbers are 422
+naming the field. Every response names its model(s), a request id, ``degraded`` and ``source``."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
-CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+from features.contract import Channel, ConsentStatus
+from features.realtime import EventKind
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
+CustomerId = Id
+ItemId = Id
+Category = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+# A decision time: ISO 8601 with a timezone, in the years 1970-2199 (the schema says so; others are 422).
+DecisionTime = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "pattern": r"^(19[7-9][0-9]|2[01][0-9][0-9])-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+            r"(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$",
+            "description": "ISO 8601 with a timezone, years 1970-2199 (default: now).",
+        }
+    ),
+]
+
+
+ModelKindName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class Source(StrEnum):
+    MODEL = "model"
+    FALLBACK = "fallback"
 
 
 class ItemStatus(StrEnum):
     OK = "ok"
     UNKNOWN_CUSTOMER = "unknown_customer"
+    SUPPRESSED = "suppressed"
+    INVALID = "invalid"
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str | None = Field(description="Null when no version is loaded and the model's fallback answered.")
+    alias: str
+    source: Source = Field(Source.MODEL, description="model, or fallback (population prior / not served).")
+
+
+class Envelope(BaseModel):
+    """What every answer carries besides its items."""
+
+    request_id: str
+    models: list[ModelRef]
+    degraded: bool = Field(False, description="True when a dependency failed and a fallback answered.")
+    source: Source = Field(Source.MODEL, description="model, or fallback when no model answered.")
+
+
+# --- scores ---------------------------------------------------------------------------------------------
 
 
 class ScoreRequest(BaseModel):
@@ -20,33 +73,313 @@ class ScoreRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"customer_ids": ["R000001", "R000002", "nobody"]}]},
+        json_schema_extra={"examples": [{"customer_ids": ["100001", "100002", "nobody"], "reasons": False}]},
     )
 
     customer_ids: list[CustomerId] = Field(min_length=1, max_length=10_000)
+    reasons: bool = Field(
+        False,
+        description="Also the top-3 reasons per probability model (about 2 ms per customer and model): "
+        "allowed for batches up to max_reasons_batch ids (default 1,000); larger batches get 422.",
+    )
 
 
-class ModelRef(BaseModel):
-    name: str
-    version: str
-    alias: str
+class Segment(BaseModel):
+    rfm_segment: str | None = None
+    lifecycle: str | None = None
+
+
+class Reason(BaseModel):
+    feature: str
+    value: float | None
+    contribution: float = Field(description="TreeSHAP contribution to the log-odds (> 0: pushes the score up).")
+    text: str
+
+
+class Value(BaseModel):
+    """From the ``clv`` bundle (BG/NBD + Gamma-Gamma fitted on all data, as of the data end)."""
+
+    p_alive: float | None
+    p_alive_band: str | None
+    expected_orders_365d: float | None
+    clv_365d: float | None = Field(description="Expected spend over the next 365 days.")
+    expected_order_value: float | None
+    next_order_days: float | None
 
 
 class ScoreItem(BaseModel):
     customer_id: str
-    status: ItemStatus
+    status: ItemStatus = Field(description="ok, or unknown_customer (cold start: population priors, fallback).")
+    source: Source | None = Field(None, description="model, or fallback (the population prior) for this item.")
     customer_key: str | None = None
-    churn_probability: float | None = None
+    probabilities: dict[str, float | None] = Field(
+        description="Calibrated probability per model: churn, purchase, engagement_{open,click}_{channel}."
+    )
+    bands: dict[str, str | None] = Field(description="low / medium / high per probability (the model's cuts).")
+    value: Value | None = None
+    segments: Segment | None = None
+    reasons: dict[str, list[Reason]] | None = Field(None, description="Top-3 drivers per model, when asked.")
 
 
-class ScoreResponse(BaseModel):
-    request_id: str
-    model: ModelRef
-    degraded: bool = False
-    source: str = "model"
+class ScoreResponse(Envelope):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "3f2a...",
+                    "models": [
+                        {"name": "churn", "version": "4", "alias": "champion", "source": "model"},
+                        {"name": "purchase", "version": "2", "alias": "champion", "source": "model"},
+                        {"name": "clv", "version": "1", "alias": "champion", "source": "model"},
+                    ],
+                    "degraded": False,
+                    "source": "model",
+                    "fallback_models": [],
+                    "items": [
+                        {
+                            "customer_id": "100001",
+                            "status": "ok",
+                            "source": "model",
+                            "customer_key": "ck_97c489b6c1231ecd",
+                            "probabilities": {"churn": 0.31, "purchase": 0.22},
+                            "bands": {"churn": "medium", "purchase": "low"},
+                            "value": {
+                                "p_alive": 0.83,
+                                "p_alive_band": "high",
+                                "expected_orders_365d": 2.4,
+                                "clv_365d": 412.5,
+                                "expected_order_value": 171.9,
+                                "next_order_days": 61.0,
+                            },
+                            "segments": {"rfm_segment": "Loyal", "lifecycle": "active"},
+                        },
+                        {
+                            "customer_id": "nobody",
+                            "status": "unknown_customer",
+                            "source": "fallback",
+                            "probabilities": {"churn": 0.18, "purchase": 0.09},
+                            "bands": {"churn": "low", "purchase": "low"},
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
+    fallback_models: list[str] = Field(
+        default_factory=list, description="Configured models that answered with their fallback (not loaded)."
+    )
     items: list[ScoreItem]
+
+
+# --- profile --------------------------------------------------------------------------------------------
+
+
+class Profile(Envelope):
+    """One customer's 360: features (numeric and text), segments; personal data only with the pii scope."""
+
+    customer_id: str
+    customer_key: str
+    as_of: datetime | None = None
+    age_days: float | None = Field(None, description="Days from the snapshot to the read time.")
+    features: dict[str, float | None]
+    attributes: dict[str, str | None] = Field(default_factory=dict, description="Text features.")
+    segments: dict[str, Any] | None = None
+    personal: dict[str, list[str]] | None = Field(None, description="Only for keys with the pii (or admin) scope.")
+
+
+# --- recommendations ------------------------------------------------------------------------------------
+
+
+class RecFilters(BaseModel):
+    model_config = STRICT
+
+    include_categories: list[Category] | None = Field(None, max_length=100)
+    exclude_categories: list[Category] = Field(default_factory=list, max_length=100)
+    min_price: float | None = Field(None, ge=0)
+    max_price: float | None = Field(None, ge=0)
+    exclude: list[ItemId] = Field(default_factory=list, max_length=1000, description="Items never to return.")
+
+
+class _RecBase(BaseModel):
+    model_config = STRICT
+
+    k: int = Field(10, ge=1, le=100)
+    filters: RecFilters = Field(default_factory=lambda: RecFilters.model_validate({}))
+
+
+class CartRequest(_RecBase):
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [{"cart": ["85123A", "22423"], "customer_id": "100001", "k": 10}]},
+    )
+
+    cart: list[ItemId] = Field(min_length=1, max_length=200)
+    customer_id: CustomerId | None = Field(None, description="Leaves out what this customer already bought.")
+
+
+class CustomerRecRequest(_RecBase):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [{"customer_id": "100001", "k": 10}]}
+    )
+
+    customer_id: CustomerId
+
+
+class SimilarRequest(_RecBase):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [{"item_id": "85123A", "k": 10}]}
+    )
+
+    item_id: ItemId
+    customer_id: CustomerId | None = None
+
+
+class RecItem(BaseModel):
+    item_id: str
+    score: float
+    source: str = Field(description="bought_together, personal, similar, buy_again or popular.")
+    reason: str = Field(description="Why this item, in words a customer may read.")
+    name: str | None = None
+    category: str | None = None
+    price: float | None = None
+
+
+class RecResponse(Envelope):
+    cold_start: bool = Field(description="The model knew nothing of this customer / item / cart: popular items.")
+    items: list[RecItem]
+
+
+# --- events ---------------------------------------------------------------------------------------------
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "unsubscribe",
+                    "timestamp": "2026-01-02T10:00:00Z",
+                    "customer_id": "100001",
+                    "channel": "email",
+                }
+            ]
+        },
+    )
+
+    type: EventKind | Literal["message_sent"] = Field(
+        description="A real-time event, or message_sent: a message the campaign engine sent (counts against the "
+        "contact policy's frequency caps and, with with_offer, the offer cooldown)."
+    )
+    timestamp: datetime = Field(description="When it happened, with a timezone.")
+    customer_id: CustomerId | None = None
+    customer_key: CustomerId | None = None
+    channel: Channel | None = None
+    status: ConsentStatus | None = None
+    session_id: Id | None = None
+    item_id: ItemId | None = None
+    event_id: Id | None = None
+    with_offer: bool = Field(False, description="message_sent only: the message carried an offer.")
+
+
+class EventBatch(BaseModel):
+    model_config = STRICT
+
+    events: list[EventIn] = Field(min_length=1, max_length=1000)
+
+
+class EventResult(BaseModel):
+    index: int
+    status: str = Field(
+        description="applied, created, duplicate, before_snapshot, unknown_customer, invalid, "
+        "or unavailable (store down: send again)."
+    )
+    detail: str | None = None
+
+
+class EventResponse(BaseModel):
+    request_id: str
+    degraded: bool = False
+    results: list[EventResult]
+
+
+# --- models and health ----------------------------------------------------------------------------------
+
+
+class ReloadRequest(BaseModel):
+    model_config = STRICT
+
+    models: list[ModelKindName] | None = Field(
+        None, max_length=32, description="Model kinds to reload (default: all configured); see GET /v1/models."
+    )
+    force: bool = Field(False, description="Load again even when the alias has not moved.")
 
 
 class Health(BaseModel):
     status: str
     detail: dict[str, object] = Field(default_factory=dict)
+
+
+# --- decisions ------------------------------------------------------------------------------------------
+
+
+class PermissionItem(BaseModel):
+    model_config = STRICT
+
+    customer_id: CustomerId
+    channel: Channel
+    with_offer: bool = Field(False, description="The message carries an offer (the offer cooldown applies).")
+
+
+class PermissionRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [{"items": [{"customer_id": "100001", "channel": "email"}], "now": "2026-01-02T10:00:00Z"}]
+        },
+    )
+
+    items: list[PermissionItem] = Field(min_length=1, max_length=10_000)
+    now: DecisionTime | None = Field(None, description="The instant asked about, with a timezone (default: now).")
+
+
+class SendTimeRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [{"customer_ids": ["100001", "100002"], "channel": "email", "window_hours": 24}]
+        },
+    )
+
+    customer_ids: list[CustomerId] = Field(min_length=1, max_length=10_000)
+    channel: Channel
+    window_hours: float = Field(24.0, ge=1, le=24 * 14, description="The window, from now: 1 h to 14 days (24 h).")
+    quiet_hours: tuple[Annotated[int, Field(ge=0, le=23)], Annotated[int, Field(ge=0, le=23)]] | None = Field(
+        (22, 8), description="Local [start, end) hours never used, wrapping midnight; null for none."
+    )
+    now: DecisionTime | None = Field(None, description="Start of the window, with a timezone (default: now).")
+
+
+class NextBestRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [{"customer_id": "100001"}]}
+    )
+
+    customer_id: CustomerId
+    now: DecisionTime | None = Field(None, description="Decision time, with a timezone (default: now).")
+
+
+class CampaignRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [{"customer_ids": ["100001", "100002"], "budget": 500.0}]},
+    )
+
+    customer_ids: list[CustomerId] = Field(min_length=1, max_length=10_000)
+    budget: float | None = Field(None, gt=0, description="Expected cost the campaign may spend (default: none).")
+    now: DecisionTime | None = Field(None, description="Decision time, with a timezone (default: now).")

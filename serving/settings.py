@@ -1,13 +1,45 @@
-"""Typed service settings: documented defaults, overridden by ``KAIROS_*`` environment variables."""
+"""Typed service settings: documented defaults, overridden by ``KAIROS_*`` environment variables.
+
+API keys are configured hashed (``KAIROS_API_KEYS``, a JSON list of ``{"name", "sha256", "scopes"}``;
+make one with ``python -m serving.keys new --name shop --scope storefront``). In ``development`` the
+documented demo key (:data:`serving.keys.DEMO_KEY`) is accepted with every scope when no keys are
+configured; outside development a missing key list, or one that contains the demo key, stops start-up.
+"""
 
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serving.keys import DEMO_KEY, Scope, hash_key
+
+ENGAGEMENT_MODELS = tuple(f"engagement_{a}_{c}" for a in ("open", "click") for c in ("email", "sms", "push"))
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class StoreBackend(StrEnum):
+    MEMORY = "memory"
+    REDIS = "redis"
+
+
+class ApiKeySpec(BaseModel):
+    """One configured key: a name (logged), the sha256 of the secret (never the secret), its scopes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: frozenset[Scope] = Field(min_length=1)
+    rate_per_second: float | None = Field(None, gt=0, description="Overrides the default rate for this key.")
 
 
 class Settings(BaseSettings):
@@ -15,12 +47,54 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KAIROS_", extra="forbid", frozen=True)
 
+    environment: Environment = Field(Environment.DEVELOPMENT, description="development or production.")
     data_home: Path = Field(Path("var/demo/data"), description="Data home: ingested tables and feature snapshots.")
     tracking_uri: str = Field("sqlite:///var/demo/mlflow.db", description="MLflow tracking / registry URI.")
-    churn_model: str = Field("churn", description="Registered model name of the churn model.")
+    churn_model: str | None = Field("churn", description="Registered name of the churn model; empty: not served.")
+    purchase_model: str | None = Field("purchase", description="Registered name of the purchase model.")
+    engagement_models: list[str] = Field(
+        default_factory=lambda: list(ENGAGEMENT_MODELS),
+        description="Registered names of the engagement models (engagement_{open,click}_{email,sms,push}).",
+    )
+    clv_model: str | None = Field("clv", description="Registered name of the P(alive) / CLV bundle.")
+    recs_model: str | None = Field(
+        "recs", description="Registered model name of the recommendations bundle; empty: not served."
+    )
+    sendtime_model: str | None = Field("sendtime", description="Registered name of the send-time bundle.")
+    offers_model: str | None = Field("offers", description="Registered name of the next-best-offer bundle.")
+    required_models: list[str] = Field(
+        default_factory=lambda: ["churn", "recs"],
+        description="Model kinds that must be loaded for readiness; every other configured model is optional "
+        "(missing: an explicit, labelled fallback).",
+    )
+    model_priors: dict[str, float] = Field(
+        default_factory=dict,
+        description="Population prior per propensity model kind, served (labelled fallback) while an optional "
+        "model has never loaded. A loaded model's own base rate is its fallback otherwise.",
+    )
+    offer_window_hours: float = Field(
+        24.0, gt=0, le=24 * 14, description="An offer's message must be sendable within this window (hours)."
+    )
+    max_reasons_batch: int = Field(1_000, ge=1, description="Most customers in one scoring request with reasons.")
     model_alias: str = Field("champion", description="Registry alias the service serves.")
-    model_cache_dir: Path = Field(Path("var/model-cache"), description="Where verified model files are kept.")
+    model_cache_dir: Path = Field(
+        Path("var/model-cache"), description="Verified model files; the last good bundle per model is kept here."
+    )
+    registry_timeout_s: float = Field(10.0, gt=0, description="Timeout of one MLflow registry HTTP call.")
+    poll_interval_s: float = Field(0.0, ge=0, description="Poll the registry for moved aliases every N s (0: off).")
     max_batch: int = Field(10_000, ge=1, le=100_000, description="Most customer ids in one scoring request.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 above).")
+
+    online_store: StoreBackend = Field(StoreBackend.MEMORY, description="memory (from data_home) or redis.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL of the online store.")
+    redis_prefix: str = Field("kairos", description="Key prefix of the online store in Redis.")
+    store_timeout_s: float = Field(0.25, gt=0, le=10, description="Timeout of one online-store call.")
+    max_feature_age_days: float | None = Field(None, gt=0, description="Older feature rows count as missing.")
+
+    api_keys: list[ApiKeySpec] = Field(default_factory=list, description="Hashed API keys with scopes (JSON).")
+    rate_per_second: float = Field(200.0, gt=0, description="Sustained requests per second per key.")
+    rate_burst: int = Field(400, ge=1, description="Requests a key may make at once before being limited.")
+    log_json: bool = Field(True, description="Structured JSON logs on stderr (set up by the app factory).")
 
     @model_validator(mode="after")
     def _no_unknown_environment(self) -> Settings:
@@ -30,6 +104,49 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return self
+
+    @model_validator(mode="after")
+    def _priors_are_probabilities(self) -> Settings:
+        bad = sorted(k for k, v in self.model_priors.items() if not 0.0 <= v <= 1.0)
+        if bad:
+            raise ValueError(f"model_priors: {bad} must be probabilities in [0, 1]")
+        return self
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        """Outside development: keys must be configured, and the documented demo key is refused."""
+        if self.environment is Environment.DEVELOPMENT:
+            return self
+        if not self.api_keys:
+            raise ValueError("api_keys: no API keys configured; set KAIROS_API_KEYS (see serving/keys.py)")
+        demo = hash_key(DEMO_KEY)
+        placeholders = [k.name for k in self.api_keys if k.sha256 == demo]
+        if placeholders:
+            raise ValueError(f"api_keys: key(s) {placeholders} use the public demo key; refused in {self.environment}")
+        return self
+
+    @property
+    def model_names(self) -> dict[str, str]:
+        """Model kind -> registered name, for every configured model (propensity kinds are their names)."""
+        names: dict[str, str] = {}
+        for kind, name in (("churn", self.churn_model), ("purchase", self.purchase_model)):
+            if name:
+                names[kind] = name
+        for name in self.engagement_models:
+            names[name] = name
+        for kind, name in (
+            ("clv", self.clv_model),
+            ("recs", self.recs_model),
+            ("sendtime", self.sendtime_model),
+            ("offers", self.offers_model),
+        ):
+            if name:
+                names[kind] = name
+        return names
+
+    def required(self, kind: str) -> bool:
+        """Whether ``kind`` must be loaded for readiness (else an explicit fallback is enough)."""
+        return kind in self.required_models
 
 
 @lru_cache(maxsize=1)

@@ -1,48 +1,149 @@
-"""What the app holds while it runs: the online store and the loaded bundles, swapped atomically."""
+"""What the app holds while it runs: the online store, the model slots, keys, limits and metrics."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from dataclasses import dataclass, field
+from typing import Any
 
 from features.errors import KairosError
-from features.online import InMemoryOnlineStore, load_in_memory
-from serving.bundle import ModelBundle, load_bundle
-from serving.settings import Settings
+from models.decisioning.policy import ContactPolicy
+from serving.bundle import ModelBundle, loader_for
+from serving.contact import ContactBook
+from serving.keys import DEMO_KEY, KeyRing, Scope, hash_key
+from serving.lifecycle import LoadOutcome, ModelSlot
+from serving.observability import Metrics
+from serving.security import RateLimiter
+from serving.settings import Environment, Settings
+from serving.store import PersonalData, Segments, StoreGateway
+from training import registry
 
 log = logging.getLogger("kairos.serving")
 
 
-@dataclass
-class Services:
-    """The service's live parts. ``churn`` is replaced as a whole, never mutated."""
+def key_ring(settings: Settings) -> KeyRing:
+    """The configured keys; in development with none configured, the documented demo key with every scope."""
+    if settings.api_keys:
+        return KeyRing((k.name, k.sha256, frozenset(k.scopes), k.rate_per_second) for k in settings.api_keys)
+    if settings.environment is Environment.DEVELOPMENT:
+        return KeyRing([("demo", hash_key(DEMO_KEY), frozenset(Scope), None)])
+    return KeyRing([])  # unreachable: Settings refuses this outside development
 
-    settings: Settings
-    store: InMemoryOnlineStore | None = None
-    churn: ModelBundle | None = None
-    last_error: str | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+class Services:
+    """The service's live parts. Model bundles are replaced as a whole (see :mod:`serving.lifecycle`)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.keys = key_ring(settings)
+        self.limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
+        self.store = StoreGateway(settings)
+        self.segments = Segments.empty()
+        self.personal = PersonalData(settings.data_home)
+        self.policy = ContactPolicy()
+        self.contacts = ContactBook.empty(self.policy)
+        self.store_error: str | None = None
+        self.slots: dict[str, ModelSlot] = {
+            kind: ModelSlot(
+                kind,
+                name,
+                settings.model_alias,
+                loader_for(kind),
+                settings.tracking_uri,
+                settings.model_cache_dir,
+                self.metrics,
+            )
+            for kind, name in settings.model_names.items()
+        }
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    # -- state
+
+    def bundle(self, kind: str) -> ModelBundle | None:
+        slot = self.slots.get(kind)
+        return slot.current if slot is not None else None
+
+    def required(self, kind: str) -> bool:
+        return self.settings.required(kind)
+
+    def fallback_of(self, kind: str) -> str | None:
+        """How an optional model that is not loaded is answered (None: it is loaded, or required)."""
+        slot = self.slots.get(kind)
+        if slot is None or slot.current is not None or self.required(kind):
+            return None
+        prior = self.settings.model_priors.get(kind)
+        if prior is not None:
+            return f"population prior {prior:g} (model_priors)"
+        return "not served: its fields are null, labelled fallback"
 
     @property
     def ready(self) -> bool:
-        return self.store is not None and self.churn is not None
+        """True only when the store is open and every configured model is loaded and warmed, or is optional
+        and has an explicit fallback (see :meth:`fallback_of`)."""
+        return self.store.backend is not None and all(
+            s.current is not None or not self.required(k) for k, s in self.slots.items()
+        )
 
-    def load(self) -> None:
-        """Load the store and the churn model; on failure keep what serves now and record why."""
-        with self._lock:
+    @property
+    def last_error(self) -> str | None:
+        errors = [f"{s.name}: {s.last_error}" for s in self.slots.values() if s.last_error]
+        if self.store_error:
+            errors.insert(0, f"online store: {self.store_error}")
+        return "; ".join(errors) or None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            kind: {
+                "name": s.name,
+                "alias": s.alias,
+                "required": self.required(kind),
+                "loaded": s.current.describe() if s.current is not None else None,
+                "fallback": self.fallback_of(kind),
+                "last_error": s.last_error,
+            }
+            for kind, s in self.slots.items()
+        }
+
+    # -- loading
+
+    def start(self) -> None:
+        """Open the store, read segments, load every model (blocking: run it off the event loop)."""
+        # MLflow's HTTP client retries for minutes by default; a registry outage must not hold start-up.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(1, self.settings.registry_timeout_s))))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        registry.quiet_mlflow()
+        try:
+            self.store.open()
+            self.store_error = None
+        except (KairosError, OSError, KeyError, ValueError) as exc:
+            self.store_error = f"{type(exc).__name__}: {exc}"
+            log.error("online store failed to open", extra={"error": self.store_error})
+        self.segments = Segments.read(self.settings.data_home)
+        self.contacts = ContactBook.read(self.settings.data_home, self.policy)
+        self.reload(force=True)
+        if self.settings.poll_interval_s > 0:
+            self._poller = threading.Thread(target=self._poll, name="kairos-registry-poll", daemon=True)
+            self._poller.start()
+
+    def reload(self, force: bool = False, kinds: list[str] | None = None) -> list[LoadOutcome]:
+        """Load every (or the named) model whose alias moved; failures keep the serving bundle."""
+        return [
+            slot.load(self.store.feature_names, force=force)
+            for kind, slot in self.slots.items()
+            if kinds is None or kind in kinds
+        ]
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.settings.poll_interval_s):
             try:
-                store, _snap = load_in_memory(self.settings.data_home)
-                bundle = load_bundle(
-                    self.settings.tracking_uri,
-                    self.settings.churn_model,
-                    self.settings.model_alias,
-                    self.settings.model_cache_dir,
-                    store,
-                )
-            except (KairosError, OSError, KeyError, ValueError) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("model load failed; keeping the current bundle", extra={"error": self.last_error})
-                return
-            self.store, self.churn, self.last_error = store, bundle, None
-            log.info("loaded", extra={"model": bundle.name, "version": bundle.version, "customers": len(store)})
+                self.reload()
+            except Exception:  # the poller must outlive any one failure
+                log.exception("registry poll failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)

@@ -35,10 +35,10 @@ def test_demo_commands_build_a_served_model(tmp_path: Path) -> None:
     primary = truth.loc[(truth["person_id"] == variant["person_id"]) & truth["is_primary"], "customer_id"].iloc[0]
     pair = [primary, variant["customer_id"]]
 
-    settings = Settings(data_home=home, tracking_uri=uri, model_cache_dir=tmp_path / "cache")
-    with TestClient(create_app(settings)) as client:
+    settings = Settings(data_home=home, tracking_uri=uri, model_cache_dir=tmp_path / "cache", recs_model=None)
+    with TestClient(create_app(settings), headers={"X-API-Key": "kairos-demo-key"}) as client:
         assert client.get("/health/ready").status_code == 200
         items = client.post("/v1/scores", json={"customer_ids": [*pair[:2], "nobody"]}).json()["items"]
     assert [i["status"] for i in items] == ["ok", "ok", "unknown_customer"]
     assert items[0]["customer_key"] == items[1]["customer_key"]
-    assert items[0]["churn_probability"] == items[1]["churn_probability"]
+    assert items[0]["probabilities"]["churn"] == items[1]["probabilities"]["churn"]

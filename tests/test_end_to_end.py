@@ -20,8 +20,9 @@ from training import registry
 
 
 def _client(built: BuiltHome, **overrides: object) -> TestClient:
-    settings = Settings(data_home=built.home, tracking_uri=built.tracking_uri, model_cache_dir=built.cache, **overrides)
-    return TestClient(create_app(settings))
+    base: dict[str, object] = {"recs_model": None} | overrides
+    settings = Settings(data_home=built.home, tracking_uri=built.tracking_uri, model_cache_dir=built.cache, **base)
+    return TestClient(create_app(settings), headers={"X-API-Key": "kairos-demo-key"})
 
 
 def _known_ids(built: BuiltHome) -> list[str]:
@@ -45,9 +46,11 @@ def test_scores_keep_order_and_status(orii_home: BuiltHome) -> None:
         body = client.post("/v1/scores", json={"customer_ids": ids}).json()
     assert [i["customer_id"] for i in body["items"]] == ids
     assert [i["status"] for i in body["items"]] == ["ok", "unknown_customer", "ok"]
-    assert 0.0 <= body["items"][0]["churn_probability"] <= 1.0
-    assert body["items"][1]["churn_probability"] is None
-    assert body["model"]["name"] == "churn" and body["model"]["version"] == "1"
+    assert 0.0 <= body["items"][0]["probabilities"]["churn"] <= 1.0
+    assert body["items"][0]["source"] == "model" and body["items"][1]["source"] == "fallback"
+    prior = body["items"][1]["probabilities"]["churn"]  # the cold-start answer: the training base rate
+    assert prior is not None and 0.0 < prior < 1.0
+    assert body["models"][0]["name"] == "churn" and body["models"][0]["version"] == "1"
 
 
 def test_batch_of_1000_with_5_percent_unknown(orii_home: BuiltHome) -> None:
@@ -90,18 +93,21 @@ def test_a_tampered_model_file_is_refused(orii_home: BuiltHome, tmp_path: Path) 
         model_file.write_bytes(original)
 
 
-def test_api_scores_equal_direct_prediction_on_the_snapshot_rows(orii_home: BuiltHome, tmp_path: Path) -> None:
-    from features.store import latest_snapshot
-    from models.churn import LightGBMClassifier
+def test_api_scores_equal_the_nightly_export(orii_home: BuiltHome, tmp_path: Path) -> None:
+    """POST /v1/scores and `kairos score --all` (training/score.py) give the same calibrated probabilities."""
+    from training.score import score_all
 
-    fetched = registry.fetch(orii_home.tracking_uri, "churn", "champion", tmp_path / "dl")
-    model = LightGBMClassifier.from_text(fetched.model_text)
-    snapshot = latest_snapshot(orii_home.home).read().set_index("customer_key")
-    ids = pd.read_parquet(ingested_dir(orii_home.home) / IDENTITY_MAP_FILE).head(25)
+    export = score_all(orii_home.home, orii_home.tracking_uri, tmp_path / "scores.parquet")
+    frame = pd.read_parquet(export.path).set_index("customer_key")
+    ids = pd.read_parquet(ingested_dir(orii_home.home) / IDENTITY_MAP_FILE)
+    ids = ids[ids["customer_key"].isin(frame.index)].head(200)
     with _client(orii_home) as client:
-        items = client.post("/v1/scores", json={"customer_ids": ids["customer_id"].astype(str).tolist()}).json()[
-            "items"
-        ]
-    rows = snapshot.loc[ids["customer_key"], model.feature_names_]  # by name, in the model's own order
-    expected = model.predict_proba(rows.to_numpy(np.float32))
-    np.testing.assert_allclose([i["churn_probability"] for i in items], expected, rtol=1e-6)
+        body = client.post("/v1/scores", json={"customer_ids": ids["customer_id"].astype(str).tolist()}).json()
+    items = body["items"]
+    assert all(i["status"] == "ok" and i["source"] == "model" for i in items)
+    expected = frame.loc[ids["customer_key"]]
+    np.testing.assert_allclose(
+        [i["probabilities"]["churn"] for i in items], expected["churn_probability"].to_numpy(), rtol=1e-6
+    )
+    assert [i["bands"]["churn"] for i in items] == expected["churn_band"].tolist()
+    assert export.models["churn"] == next(m["version"] for m in body["models"] if m["name"] == "churn")

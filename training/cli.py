@@ -668,10 +668,13 @@ def serve(
     console.print("[bold]Kairos API[/] — try:")
     # plain echo, never wrapped: these lines are for copy and paste
     typer.echo(f"  curl -s {base}/health/ready")
+    key = "-H 'X-API-Key: kairos-demo-key'"  # the development key; production refuses it (docs/operations.md)
     typer.echo(
-        f"  curl -s -X POST {base}/v1/scores -H 'content-type: application/json' "
-        f"-d '{json.dumps({'customer_ids': example})}'"
+        f"  curl -s -X POST {base}/v1/scores {key} -H 'content-type: application/json' "
+        f"-d '{json.dumps({'customer_ids': example, 'reasons': True})}'"
     )
+    cart = f"-d '{json.dumps({'customer_id': example[0], 'k': 5})}'"
+    typer.echo(f"  curl -s -X POST {base}/v1/recommendations/customer {key} -H 'content-type: application/json' {cart}")
     typer.echo(f"  open {base}/docs for the OpenAPI documentation")
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 

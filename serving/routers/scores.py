@@ -1,47 +1,55 @@
-"""Batch churn scores."""
+"""Batch scores: every propensity model, P(alive) and CLV, bands, segments and reasons, in input order."""
 
 from __future__ import annotations
 
-import numpy as np
+import logging
+
 import orjson
 from fastapi import APIRouter, Response
 
-from serving.deps import ReadyDep, RequestIdDep
-from serving.schemas import ItemStatus, ScoreRequest, ScoreResponse
+from serving.bundle import is_propensity
+from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
+from serving.schemas import ScoreRequest, ScoreResponse
+from serving.scoring import score_batch
+from serving.security import ApiError
 
 router = APIRouter(prefix="/v1", tags=["scores"])
+log = logging.getLogger("kairos.serving.scores")
+
+ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "missing or invalid API key"},
+    403: {"description": "the key lacks the scope"},
+    413: {"description": "body too large"},
+    429: {"description": "rate limit; see Retry-After"},
+    503: {"description": "no model loaded yet"},
+}
 
 
-@router.post("/scores", response_model=ScoreResponse, responses={503: {"description": "no model loaded"}})
-def scores(body: ScoreRequest, services: ReadyDep, rid: RequestIdDep) -> Response:
-    """Churn probability per customer, in input order, with a per-item status.
+@router.post("/scores", response_model=ScoreResponse, responses=ERRORS)
+def scores(body: ScoreRequest, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
+    """Every configured propensity model's calibrated probability and band (churn, purchase, engagement
+    per channel), P(alive), expected orders and CLV over 365 days, next order in days, segments, and on
+    request (``reasons: true``, batches up to ``max_reasons_batch``) the top-3 reasons per model.
 
-    Runs in the threadpool (a plain ``def``): prediction is CPU-bound and must not block the loop.
+    In input order, never dropping an item; status ``ok`` or ``unknown_customer`` (the cold-start answer:
+    each model's population prior, ``source: fallback``). The store down: still 200, ``degraded: true``,
+    priors for everyone. A model that is optional and not loaded answers its configured prior (or null)
+    and is named in ``fallback_models``. Probabilities equal ``kairos score --all``'s for the same data.
+    A plain ``def``: scoring runs in the threadpool, vectorised (one store gather, one LightGBM call and
+    one calibration per model for the whole batch).
     """
-    store, bundle = services.store, services.churn
-    assert store is not None and bundle is not None  # guaranteed by ReadyDep
-    found = store.lookup(body.customer_ids)
-    ok = found.found
-    probs = np.full(len(body.customer_ids), np.nan)
-    if ok.any():
-        # The store may hold more features than this model uses: take the model's, in its order.
-        probs[ok] = bundle.model.predict_proba(found.values[np.ix_(ok, bundle.columns)])
-    items = [
-        {"customer_id": cid, "status": ItemStatus.OK, "customer_key": key, "churn_probability": float(p)}
-        if key is not None
-        else {
-            "customer_id": cid,
-            "status": ItemStatus.UNKNOWN_CUSTOMER,
-            "customer_key": None,
-            "churn_probability": None,
-        }
-        for cid, key, p in zip(body.customer_ids, found.keys, probs.tolist(), strict=True)
-    ]
-    payload = {
-        "request_id": rid,
-        "model": {"name": bundle.name, "version": bundle.version, "alias": bundle.alias},
-        "degraded": False,
-        "source": "model",
-        "items": items,
-    }
-    return Response(orjson.dumps(payload), media_type="application/json", headers={"x-request-id": rid})
+    ids = body.customer_ids
+    settings = services.settings
+    if len(ids) > settings.max_batch:
+        raise ApiError(422, "invalid_request", f"body.customer_ids: at most {settings.max_batch} ids")
+    if body.reasons and len(ids) > settings.max_reasons_batch:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"body.reasons: reasons are computed for at most {settings.max_reasons_batch} ids per request",
+        )
+    for kind in services.slots:  # a required model not loaded yet: 503 (readiness says so too)
+        if is_propensity(kind) and services.required(kind):
+            model_of(services, kind)
+    payload = {"request_id": rid} | score_batch(services, ids, body.reasons)
+    return Response(orjson.dumps(payload), media_type="application/json")

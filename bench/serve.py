@@ -1,0 +1,296 @@
+"""Benchmark: the API on a real uvicorn server on 127.0.0.1, loaded by ``wrk`` from another process.
+
+    .venv/bin/python bench/serve.py [--data /tmp/lead/w5k/data] [--tracking-uri sqlite:////tmp/lead/w5k/mlflow.db]
+                                    [--work var/bench/serve] [--seconds 10]
+
+(a) ``POST /v1/scores`` for 1,000 customers: wrk with one connection (latency, not throughput), next to
+    its in-process floor measured in the same run: the online store's lookup of the same 1,000 ids
+    plus the raw LightGBM predict of the same models on the same rows (no calibration, no JSON, no
+    HTTP). Aim: API p50 within 1.5x of the floor.
+(b) ``POST /v1/recommendations/cart`` (3 items, k = 10): maximum throughput against a bare FastAPI
+    endpoint returning constant JSON under the same server settings (one uvicorn worker, same host,
+    same wrk settings; aim >= 60 %), then p99 at half the measured maximum (paced with wrk's
+    ``delay()`` hook; aim < 20 ms).
+
+The registry at ``--tracking-uri`` is only read. The recommendations bundle is trained on ``--data``
+into a registry of the work folder (``--recs-uri`` to reuse one). Needs ``wrk`` (``apt-get install
+wrk``). Figures only: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this folder comes first on sys.path and bench/features.py would shadow the package.
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
+
+KEY = "kairos-demo-key"  # development mode, no keys configured: the documented demo key
+PROPENSITY = [
+    "churn",
+    "purchase",
+    *(f"engagement_{a}_{c}" for a in ("open", "click") for c in ("email", "sms", "push")),
+]
+
+
+def bare_app():  # type: ignore[no-untyped-def]
+    """The floor of (b): FastAPI returning constant JSON (orjson), a sync endpoint like the API's."""
+    import orjson
+    from fastapi import FastAPI, Response
+
+    app = FastAPI()
+    body = orjson.dumps({"items": [{"item_id": str(i), "score": 1.0} for i in range(10)]})
+
+    @app.post("/v1/recommendations/cart")
+    def cart() -> Response:
+        return Response(body, media_type="application/json")
+
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(
+    target: str, env: dict[str, str], log: Path, ready: str = "/health/ready"
+) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd += ["--no-access-log", "--log-level", "warning", "--factory"]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server {target} exited; see {log}")
+        try:
+            if httpx.get(f"{url}{ready}", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"server {target} not ready in time; see {log}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "{key}"
+wrk.body = io.open("{body}"):read("*a")
+local pause = {delay}
+function delay() return pause end
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status
+  io.write(string.format("JSON {{\\"rps\\": %f, \\"p50\\": %f, \\"p90\\": %f, \\"p99\\": %f, \\"mean\\": %f, "
+    .. "\\"requests\\": %d, \\"errors\\": %d}}\\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1e3, latency:percentile(90) / 1e3,
+    latency:percentile(99) / 1e3, latency.mean / 1e3, summary.requests, errors))
+end
+"""
+
+
+def wrk(url: str, body: dict, work: Path, seconds: int, connections: int, delay_ms: float = 0) -> dict[str, float]:
+    body_file = work / f"body-{abs(hash(json.dumps(body))) % 10**8}.json"
+    body_file.write_text(json.dumps(body))
+    script = work / "post.lua"
+    script.write_text(LUA.format(key=KEY, body=body_file, delay=round(delay_ms)))
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"^JSON (.*)$", out, re.M)
+    if match is None:
+        raise SystemExit(f"wrk printed no summary:\n{out}")
+    return json.loads(match.group(1))
+
+
+def scores_floor(data: Path, uri: str, ids: list[str], reps: int) -> tuple[float, list[str]]:
+    """Median seconds of: online lookup of ``ids`` + raw LightGBM predict of every registered model."""
+    import numpy as np
+
+    from features.errors import ModelNotFoundError
+    from features.online import load_in_memory
+    from models.churn import LightGBMClassifier
+    from training import registry
+
+    store, _ = load_in_memory(data)
+    names = list(store.feature_names)
+    index = {n: i for i, n in enumerate(names)}
+    models = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in PROPENSITY:
+            try:
+                got = registry.fetch(uri, name, "champion", Path(tmp) / name)
+            except ModelNotFoundError:
+                continue
+            model = LightGBMClassifier.from_text(got.model_text)
+            models.append((name, model, np.array([index[f] for f in model.feature_names_])))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        found = store.lookup(ids)
+        rows = found.values[found.found]
+        for _name, model, cols in models:
+            model.predict_proba(np.ascontiguousarray(rows[:, cols]))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), [m[0] for m in models]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("/tmp/lead/w5k/data"))
+    parser.add_argument("--tracking-uri", default="sqlite:////tmp/lead/w5k/mlflow.db")
+    parser.add_argument("--recs-uri", default=None, help="A registry holding recs@champion (default: train one).")
+    parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench" / "serve")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--parts", default="ab", help="a, b or ab")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install -y wrk)")
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    import pandas as pd
+
+    ident = pd.read_parquet(args.data / "ingested" / "identity_map.parquet")
+    ids = ident["customer_id"].astype(str).drop_duplicates().head(1000).tolist()
+    common = {
+        "KAIROS_DATA_HOME": str(args.data),
+        "KAIROS_RATE_PER_SECOND": "1000000",
+        "KAIROS_RATE_BURST": "1000000",
+        "KAIROS_POLL_INTERVAL_S": "0",
+    }
+
+    if "a" in args.parts:
+        bench_scores(args, work, ids, common)
+    if "b" in args.parts:
+        bench_cart(args, work, common)
+
+
+def bench_scores(args: argparse.Namespace, work: Path, ids: list[str], common: dict[str, str]) -> None:
+    """(a) scores for 1,000 customers."""
+    floor, loaded = scores_floor(args.data, args.tracking_uri, ids, reps=30)
+    env_a = common | {
+        "KAIROS_TRACKING_URI": args.tracking_uri,
+        "KAIROS_MODEL_CACHE_DIR": str(work / "cache-a"),
+        "KAIROS_RECS_MODEL": "",
+        "KAIROS_SENDTIME_MODEL": "",
+        "KAIROS_OFFERS_MODEL": "",
+        "KAIROS_REQUIRED_MODELS": '["churn"]',
+    }
+    proc, url = start_server("serving.app:create_app", env_a, work / "server-a.log")
+    try:
+        wrk(f"{url}/v1/scores", {"customer_ids": ids}, work, 3, 1)  # warm
+        a = wrk(f"{url}/v1/scores", {"customer_ids": ids}, work, args.seconds, 1)
+    finally:
+        stop(proc)
+    print(f"(a) POST /v1/scores, 1,000 customers, models {loaded} + clv")
+    print(f"    floor (lookup + raw LightGBM predict, in process): {floor * 1e3:.1f} ms")
+    print(f"    API: p50 {a['p50']:.1f} ms, p90 {a['p90']:.1f} ms, p99 {a['p99']:.1f} ms ({a['errors']} errors)")
+    print(f"    ratio p50 / floor: {a['p50'] / (floor * 1e3):.2f} (aim <= 1.5)")
+    (work / "result-a.json").write_text(json.dumps({"floor_ms": floor * 1e3, "models": loaded, **a}, indent=2))
+
+
+def bench_cart(args: argparse.Namespace, work: Path, common: dict[str, str]) -> None:
+    """(b) cart recommendations against a bare FastAPI endpoint."""
+
+    # (b) cart recommendations
+    recs_uri = args.recs_uri
+    if recs_uri is None:
+        from training.recs import train_recs
+
+        recs_uri = f"sqlite:///{work / 'recs-mlflow.db'}"
+        from mlflow import MlflowClient
+
+        try:
+            MlflowClient(tracking_uri=recs_uri).get_model_version_by_alias("recs", "champion")
+        except Exception:
+            train_recs(args.data, recs_uri, test_days=60)
+    from training import registry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        got = registry.fetch_bundle(recs_uri, "recs", "champion", Path(tmp))
+        from models.recs.cooccurrence import BoughtTogether
+
+        together = BoughtTogether.load(got.path / "bought_together")
+        import numpy as np
+
+        hubs = np.argsort(-np.diff(together.nbr_indptr_))[:3]
+        cart = [str(together.item_ids_[i]) for i in hubs]
+    body = {"cart": cart, "k": 10}
+    env_b = common | {
+        "KAIROS_TRACKING_URI": recs_uri,
+        "KAIROS_MODEL_CACHE_DIR": str(work / "cache-b"),
+        "KAIROS_CHURN_MODEL": "",
+        "KAIROS_PURCHASE_MODEL": "",
+        "KAIROS_ENGAGEMENT_MODELS": "[]",
+        "KAIROS_CLV_MODEL": "",
+        "KAIROS_SENDTIME_MODEL": "",
+        "KAIROS_OFFERS_MODEL": "",
+        "KAIROS_REQUIRED_MODELS": '["recs"]',
+    }
+    c = args.connections
+    proc, url = start_server("bench.serve:bare_app", {}, work / "server-bare.log", ready="/docs")
+    try:
+        wrk(f"{url}/v1/recommendations/cart", body, work, 3, c)
+        bare = wrk(f"{url}/v1/recommendations/cart", body, work, args.seconds, c)
+    finally:
+        stop(proc)
+    proc, url = start_server("serving.app:create_app", env_b, work / "server-b.log")
+    try:
+        wrk(f"{url}/v1/recommendations/cart", body, work, 3, c)
+        full = wrk(f"{url}/v1/recommendations/cart", body, work, args.seconds, c)
+        half = full["rps"] / 2
+        # c connections, each waiting `delay` after every answer: rate ~ c / (latency + delay)
+        delay_ms = max(0.0, c / half * 1e3 - full["p50"] / 2)
+        paced = wrk(f"{url}/v1/recommendations/cart", body, work, args.seconds, c, delay_ms)
+    finally:
+        stop(proc)
+    print(f"(b) POST /v1/recommendations/cart (3 items, k = 10), wrk -t1 -c{c}, one uvicorn worker")
+    print(f"    bare FastAPI constant JSON: {bare['rps']:.0f} req/s (p50 {bare['p50']:.1f} ms)")
+    print(
+        f"    API: {full['rps']:.0f} req/s (p50 {full['p50']:.1f} ms, p99 {full['p99']:.1f} ms, "
+        f"{full['errors']} errors)"
+    )
+    print(f"    ratio API / bare: {full['rps'] / bare['rps']:.0%} (aim >= 60%)")
+    print(
+        f"    at half the maximum ({paced['rps']:.0f} req/s achieved of {half:.0f} aimed): "
+        f"p50 {paced['p50']:.1f} ms, p99 {paced['p99']:.1f} ms (aim < 20 ms), {paced['errors']} errors"
+    )
+    result = {"bare": bare, "api": full, "half": paced, "cart": cart, "connections": c}
+    (work / "result-b.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

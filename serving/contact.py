@@ -1,0 +1,107 @@
+"""Contact state as the API sees it: consent from the online store, send history and time zones.
+
+* **Consent** is read from the online store's ``consent_<channel>`` features at decision time, so an
+  ``unsubscribe`` (or ``consent``) event applied through ``POST /v1/events`` changes the very next
+  decision. 1 is an opt-in in force; 0 an opt-out; missing means no record (never contact).
+* **Sends**: the ingested ``messages`` table's sends within the policy's longest window before the
+  data end, read at start-up, plus every ``message_sent`` event posted since (kept in process; with
+  several replicas each keeps its own: route a customer's sends and decisions to one replica, or
+  accept caps counted per replica).
+* **Time zone**: the ingested customers' ``timezone`` (first valid one per customer_key).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.contract import Channel, Col, ConsentStatus
+from features.errors import DataNotFoundError
+from features.realtime import CONSENT_PREFIX
+from features.store import ingested_dir
+from models.decisioning.policy import ConsentEvent, ContactPolicy, ContactState, SendRecord
+from models.decisioning.sendtime import valid_zone
+
+log = logging.getLogger("kairos.serving.contact")
+
+CHANNELS = tuple(c.value for c in Channel)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ContactBook:
+    """Send history and time zones per customer_key; thread-safe appends (``message_sent`` events)."""
+
+    def __init__(self, sends: dict[str, list[SendRecord]], zones: dict[str, str], lookback: timedelta) -> None:
+        self._sends = sends
+        self.zones = zones
+        self.lookback = lookback
+        self._lock = threading.Lock()
+
+    @classmethod
+    def empty(cls, policy: ContactPolicy) -> ContactBook:
+        return cls({}, {}, timedelta(hours=policy.config.longest_window_hours()))
+
+    @classmethod
+    def read(cls, data_home: Path, policy: ContactPolicy) -> ContactBook:
+        """Recent sends (the policy's longest window before the last send on record) and time zones."""
+        lookback = timedelta(hours=policy.config.longest_window_hours())
+        try:
+            folder = ingested_dir(data_home)
+        except (DataNotFoundError, OSError):
+            return cls({}, {}, lookback)
+        sends: dict[str, list[SendRecord]] = {}
+        path = folder / "messages.parquet"
+        if path.is_file():
+            cols = [Col.CUSTOMER_KEY, Col.CHANNEL, Col.SENT_AT, Col.OFFER_ID]
+            frame = pd.read_parquet(path, columns=cols)
+            at = pd.to_datetime(frame[Col.SENT_AT], utc=True)
+            if len(frame):
+                recent = (at >= at.max() - lookback).to_numpy() & frame[Col.CUSTOMER_KEY].notna().to_numpy()
+                offer = frame[Col.OFFER_ID].notna().to_numpy()
+                keys = frame[Col.CUSTOMER_KEY].astype(str).to_numpy()
+                chans = frame[Col.CHANNEL].astype(str).to_numpy()
+                for i in np.flatnonzero(recent):
+                    sends.setdefault(keys[i], []).append(
+                        SendRecord(chans[i], at.iloc[i].to_pydatetime(), bool(offer[i]))
+                    )
+        zones: dict[str, str] = {}
+        path = folder / "customers.parquet"
+        if path.is_file():
+            frame = pd.read_parquet(path, columns=[Col.CUSTOMER_KEY, Col.TIMEZONE])
+            for key, zone in zip(frame[Col.CUSTOMER_KEY].astype(str), frame[Col.TIMEZONE], strict=True):
+                if key not in zones and isinstance(zone, str) and valid_zone(zone):
+                    zones[key] = zone
+        return cls(sends, zones, lookback)
+
+    def sends(self, key: str) -> tuple[SendRecord, ...]:
+        return tuple(self._sends.get(key, ()))
+
+    def record(self, key: str, channel: str, at: datetime, with_offer: bool) -> None:
+        """A message sent now (``message_sent`` event); sends older than the lookback are dropped."""
+        with self._lock:
+            kept = [s for s in self._sends.get(key, []) if s.at >= at - self.lookback]
+            kept.append(SendRecord(channel, at.astimezone(UTC), with_offer))
+            self._sends[key] = kept
+
+
+def consent_columns(names: list[str]) -> dict[str, int]:
+    """Channel -> column of its consent feature in the store's matrix (channels the store lacks are absent)."""
+    index = {n: i for i, n in enumerate(names)}
+    return {ch: index[f"{CONSENT_PREFIX}{ch}"] for ch in CHANNELS if f"{CONSENT_PREFIX}{ch}" in index}
+
+
+def state_of(key: str, row: np.ndarray, columns: dict[str, int], book: ContactBook) -> ContactState:
+    """The policy's view of one customer: consent from the store row, sends and zone from the book."""
+    consents = []
+    for ch, col in columns.items():
+        v = float(row[col])
+        if v == 1.0:
+            consents.append(ConsentEvent(ch, ConsentStatus.OPT_IN.value, _EPOCH))
+        elif v == 0.0:
+            consents.append(ConsentEvent(ch, ConsentStatus.OPT_OUT.value, _EPOCH))
+    return ContactState(key, tuple(consents), book.sends(key), book.zones.get(key))

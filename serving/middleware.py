@@ -1,0 +1,143 @@
+"""The edge: request id, body size limit, latency metrics and one structured access-log line per request.
+
+A plain ASGI middleware (no ``BaseHTTPMiddleware``): it adds no thread hop and buffers at most
+``max_body_bytes`` of a body. A body announced larger (Content-Length) is refused before it is read;
+a body sent without a length (chunked) is counted as it streams and refused once past the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.observability import Metrics, request_id_var
+
+log = logging.getLogger("kairos.serving.access")
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            try:
+                given = value.decode("ascii")
+            except UnicodeDecodeError:
+                break
+            if 0 < len(given) <= 64 and given.isprintable() and " " not in given:
+                return given
+            break
+    return uuid.uuid4().hex
+
+
+def error_body(status: int, code: str, message: str, rid: str, **extra: Any) -> bytes:
+    """The stable error body every error answer has."""
+    return orjson.dumps({"error": {"status": status, "code": code, "message": message}, "request_id": rid, **extra})
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _request_id(scope.get("headers") or [])
+        token = request_id_var.set(rid)
+        started = time.perf_counter()
+        status_box = [500]
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        try:
+            body_receive = await self._bounded(scope, receive)
+            if body_receive is None:
+                await self._reject(send_with_id, rid)
+            else:
+                await self.app(scope, body_receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            status = status_box[0]
+            self.metrics.latency.labels(template, scope["method"], str(status)).observe(elapsed)
+            if status >= 400:
+                self.metrics.errors.labels(f"{status // 100}xx").inc()
+            state = scope.get("state") or {}
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "route": template,  # the template: a raw path could carry a customer id
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "key": state.get("key_name"),
+                },
+            )
+            request_id_var.reset(token)
+
+    async def _bounded(self, scope: Scope, receive: Receive) -> Receive | None:
+        """A receive that replays the body once it is known to fit; None when it does not."""
+        length = None
+        for name, value in scope.get("headers") or []:
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+                break
+        if length is not None and length > self.max_body:
+            return None
+        if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE") and not length:
+            return receive
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                chunks_message = message  # a disconnect: hand it on
+                return _replay(b"".join(chunks), receive, chunks_message)
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.max_body:
+                return None
+            chunks.append(body)
+            if not message.get("more_body", False):
+                return _replay(b"".join(chunks), receive, None)
+
+    async def _reject(self, send: Send, rid: str) -> None:
+        body = error_body(413, "payload_too_large", f"request body over {self.max_body} bytes", rid)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes, receive: Receive, first: Message | None) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if first is not None:
+            return first
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

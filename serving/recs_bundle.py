@@ -1,0 +1,180 @@
+"""The recommendations bundle (``training/recs.py``): every recommender, the catalogue and purchase history.
+
+Each answer is the recommender's candidates passed through the business rules
+(:func:`models.recs.rules.apply_rules`: cart, exclusions, already bought, stock, categories, prices)
+and topped up to ``k`` from the popular fallback; every item keeps its source and its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.errors import ModelIntegrityError
+from models.recs.base import Query, Recommendation
+from models.recs.blend import RepeatThenPersonal
+from models.recs.buy_again import BuyAgain
+from models.recs.cooccurrence import BoughtTogether
+from models.recs.popular import Popular
+from models.recs.rules import CustomerHistory, ItemCatalogue, RulePolicy, apply_rules
+from models.recs.similar import SimilarItems
+from serving.bundle import FolderLoader, Provenance
+
+_CANDIDATE_FACTOR = 3  # candidates asked of a recommender per item returned (the rules drop some)
+_POLICY_CACHE_LIMIT = 256  # the catalogue caches masks per policy; callers choose filters, so bound it
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the caller may restrict: categories, prices, items to leave out."""
+
+    include_categories: frozenset[str] | None = None
+    exclude_categories: frozenset[str] = frozenset()
+    min_price: float | None = None
+    max_price: float | None = None
+    exclude: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RecsAnswer:
+    items: list[Recommendation]
+    cold_start: bool  # the recommender knew nothing of the customer / item / cart: fallback only
+
+
+class RecsModel:
+    """The loaded bundle; answers are pure functions of the query (safe to call from many threads)."""
+
+    def __init__(
+        self,
+        together: BoughtTogether,
+        personal: RepeatThenPersonal,
+        similar: SimilarItems,
+        buy_again: BuyAgain,
+        popular: Popular,
+        catalogue: ItemCatalogue,
+        history: CustomerHistory,
+        manifest: dict[str, Any],
+    ) -> None:
+        self.together = together
+        self.personal = personal
+        self.similar = similar
+        self.buy_again_model = buy_again
+        self.popular = popular
+        self.catalogue = catalogue
+        self.history = history
+        self.manifest = manifest
+        self._categories = {str(c) for c in catalogue.category_names}
+
+    def describe_item(self, item_id: str) -> tuple[str | None, str | None, float | None]:
+        code = int(self.catalogue.codes([item_id])[0])
+        if code < 0:
+            return None, None, None
+        c = self.catalogue
+        price = float(c.prices[code])
+        return c.names[code], c.categories[code], (price if np.isfinite(price) else None)
+
+    def knows_item(self, item_id: str) -> bool:
+        return int(self.catalogue.codes([item_id])[0]) >= 0
+
+    def _policy(self, filters: Filters, **overrides: Any) -> RulePolicy | None:
+        """The rules for ``filters``; None when nothing can pass (only unknown categories, min above max).
+
+        Unknown categories match nothing: they are dropped from both lists before they reach the
+        catalogue's per-policy caches (so arbitrary strings cannot grow them).
+        """
+        include = filters.include_categories
+        if include is not None:
+            include = frozenset(c for c in include if c in self._categories)
+            if not include:
+                return None
+        if filters.min_price is not None and filters.max_price is not None and filters.min_price > filters.max_price:
+            return None
+        if len(self.catalogue._static) > _POLICY_CACHE_LIMIT:
+            self.catalogue._static.clear()
+        return RulePolicy(
+            include_categories=include,
+            exclude_categories=frozenset(c for c in filters.exclude_categories if c in self._categories),
+            min_price=filters.min_price,
+            max_price=filters.max_price,
+            **overrides,
+        )
+
+    def _answer(self, candidates: list[Recommendation], query: Query, k: int, policy: RulePolicy | None) -> RecsAnswer:
+        if policy is None:
+            return RecsAnswer([], cold_start=False)
+        items = apply_rules(candidates, query, k, self.catalogue, policy, fallback=self.popular, history=self.history)
+        return RecsAnswer(items, cold_start=not candidates)
+
+    def cart(self, cart: Sequence[str], customer_key: str | None, k: int, filters: Filters) -> RecsAnswer:
+        """Items bought together with the cart's (the customer's past purchases excluded)."""
+        policy = self._policy(filters)
+        query = Query(customer_key=customer_key, cart=tuple(cart), exclude=filters.exclude)
+        return self._answer(self.together.recommend(query, k * _CANDIDATE_FACTOR), query, k, policy)
+
+    def for_customer(self, customer_key: str | None, k: int, filters: Filters) -> RecsAnswer:
+        """The customer's next basket: own items, then new personal picks; popular for a stranger."""
+        policy = self._policy(filters, exclude_bought=False)  # own items are the point of this answer
+        query = Query(customer_key=customer_key, exclude=filters.exclude)
+        cands = self.personal.recommend(query, k * _CANDIDATE_FACTOR) if customer_key is not None else []
+        return self._answer(cands, query, k, policy)
+
+    def similar_items(self, item_id: str, customer_key: str | None, k: int, filters: Filters) -> RecsAnswer:
+        """Items like ``item_id`` (factors and category)."""
+        policy = self._policy(filters)
+        query = Query(customer_key=customer_key, item_id=item_id, exclude=filters.exclude)
+        return self._answer(self.similar.recommend(query, k * _CANDIDATE_FACTOR), query, k, policy)
+
+    def buy_again(self, customer_key: str | None, k: int, filters: Filters) -> RecsAnswer:
+        """The customer's items that are due again by their own interval; never topped up with others."""
+        policy = self._policy(filters, exclude_bought=False, fill_from_fallback=False)
+        query = Query(customer_key=customer_key, exclude=filters.exclude)
+        cands = self.buy_again_model.recommend(query, k) if customer_key is not None else []
+        return self._answer(cands, query, k, policy)
+
+    def fallback(self, k: int, filters: Filters, cart: Sequence[str] = (), item_id: str | None = None) -> RecsAnswer:
+        """Popular items only (the store is unavailable): nothing personal, cart and exclusions still apply."""
+        policy = self._policy(filters, exclude_bought=False)
+        query = Query(cart=tuple(cart), item_id=item_id, exclude=filters.exclude)
+        return self._answer([], query, k, policy)
+
+
+class RecsLoader(FolderLoader):
+    """Fetches the bundle with every file verified (``registry.fetch_bundle``), then loads and warms it."""
+
+    kind = "recs"
+
+    def build(self, folder: Path, provenance: Provenance, store_features: Sequence[str] | None) -> RecsModel:
+        name, version = provenance.name, provenance.version
+        try:
+            catalogue = ItemCatalogue.load(folder / "catalogue")
+            model = RecsModel(
+                BoughtTogether.load(folder / "bought_together"),
+                RepeatThenPersonal.load(folder / "repeat_personal"),
+                SimilarItems.load(folder / "similar"),
+                BuyAgain.load(folder / "buy_again"),
+                Popular.load(folder / "popular"),
+                catalogue,
+                CustomerHistory.load(folder / "history", catalogue),
+                dict(provenance.manifest),
+            )
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelIntegrityError(f"{name} v{version}: the bundle does not load: {exc}") from exc
+        if not len(catalogue):
+            raise ModelIntegrityError(f"{name} v{version}: empty catalogue")
+        # Warm: one answer of each kind, on the best-connected item and a customer with history.
+        hub = model.together.item_ids_[int(np.argmax(np.diff(model.together.nbr_indptr_)))]
+        someone = str(model.history.customers_[0]) if len(model.history.customers_) else None
+        none = Filters()
+        for answer in (
+            model.cart([str(hub)], someone, 10, none),
+            model.for_customer(someone, 10, none),
+            model.similar_items(str(hub), None, 10, none),
+            model.fallback(10, none),
+        ):
+            if not answer.items:
+                raise ModelIntegrityError(f"{name} v{version}: warm-up returned no items")
+        return model

@@ -1,0 +1,172 @@
+"""Decisions: contact permission and send time, per customer of a batch, in input order.
+
+Consent is read from the online store at decision time (an ``unsubscribe`` event changes the very next
+answer); send history and time zones from :class:`serving.contact.ContactBook`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pandas as pd
+from fastapi import APIRouter, Response
+
+from features.errors import KairosError
+from features.online import OnlineStoreUnavailable
+from serving.contact import consent_columns, state_of
+from serving.decision_bundles import SendTime
+from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
+from serving.routers.scores import ERRORS
+from serving.schemas import ItemStatus, PermissionRequest, SendTimeRequest, Source
+from serving.security import ApiError
+
+router = APIRouter(prefix="/v1", tags=["decisions"])
+log = logging.getLogger("kairos.serving.decisions")
+
+
+def _iso(t: Any) -> str | None:
+    if t is None or (isinstance(t, float) and t != t) or t is pd.NaT:
+        return None
+    return pd.Timestamp(t).isoformat()
+
+
+_EARLIEST, _LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _now(given: datetime | None) -> datetime:
+    if given is None:
+        return datetime.now(UTC)
+    if given.tzinfo is None:
+        raise ApiError(422, "invalid_request", "body.now: give a timezone (e.g. 2026-01-02T10:00:00Z)")
+    try:
+        now = given.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ApiError(422, "invalid_request", f"body.now: {exc}") from exc
+    if not _EARLIEST <= now < _LATEST:
+        raise ApiError(422, "invalid_request", "body.now: must lie between 1970 and 2200")
+    return now
+
+
+@router.post("/permissions", responses=ERRORS)
+def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
+    """May I contact this customer on this channel now; if not, when? One answer per item, in order.
+
+    Rules (``models.decisioning.policy``): consent (from the online store: a hard filter, an opt-out or
+    no record means never: ``next_allowed_at`` null), frequency caps per channel and across channels,
+    quiet hours in the customer's zone, and the offer cooldown when ``with_offer``. Status per item:
+    ``ok`` (see ``allowed``), ``unknown_customer``. The store down: 200, ``degraded``, every item
+    ``allowed: false`` with the reason (never a message without a consent read).
+    """
+    now = _now(body.now)
+    ids = [i.customer_id for i in body.items]
+    try:
+        found, names = services.store.lookup(ids)
+    except OnlineStoreUnavailable as exc:
+        services.metrics.fallbacks.labels("permissions", "store_unavailable").inc(len(ids))
+        log.warning("online store unavailable; no contact allowed", extra={"error": str(exc)[:200]})
+        items = [
+            {
+                "customer_id": i.customer_id,
+                "channel": i.channel,
+                "status": ItemStatus.OK,
+                "allowed": False,
+                "reasons": ["consent: unknown (the online store is unavailable); ask again"],
+                "next_allowed_at": None,
+            }
+            for i in body.items
+        ]
+        payload = {"request_id": rid, "models": [], "degraded": True, "source": Source.FALLBACK, "items": items}
+        return Response(orjson.dumps(payload), media_type="application/json")
+    columns = consent_columns(names)
+    out: list[dict[str, Any]] = []
+    for n, item in enumerate(body.items):
+        key = found.keys[n]
+        if key is None:
+            out.append(
+                {"customer_id": item.customer_id, "channel": item.channel, "status": ItemStatus.UNKNOWN_CUSTOMER}
+            )
+            continue
+        state = state_of(key, found.values[n], columns, services.contacts)
+        p = services.policy.may_contact(state, item.channel.value, now, with_offer=item.with_offer)
+        out.append(
+            {
+                "customer_id": item.customer_id,
+                "channel": item.channel,
+                "status": ItemStatus.OK,
+                "customer_key": key,
+                "allowed": p.allowed,
+                "reasons": p.reasons,
+                "next_allowed_at": _iso(p.next_allowed_at),
+                "timezone": p.timezone,
+                "timezone_source": p.timezone_source,
+            }
+        )
+    payload = {"request_id": rid, "models": [], "degraded": False, "source": Source.MODEL, "now": now.isoformat()}
+    payload["items"] = out
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+@router.post("/send-time", responses=ERRORS)
+def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
+    """The best send slot per customer for one channel within a window (default the next 24 h), outside
+    quiet hours in the customer's zone, and a second-best slot on another day (for re-sends).
+
+    ``source`` per item: ``customer`` (own history), ``segment`` or ``population`` (cold start). An unknown
+    customer gets the population's slot, ``status: unknown_customer``. Needs the ``sendtime`` bundle
+    (503 while it is not loaded).
+    """
+    bundle = model_of(services, "sendtime")
+    sendtime: SendTime = bundle.payload
+    now = _now(body.now)
+    quiet = None if body.quiet_hours is None else (body.quiet_hours[0], body.quiet_hours[1])
+    degraded = False
+    try:
+        keys = services.store.resolve(body.customer_ids)
+    except OnlineStoreUnavailable:
+        services.metrics.fallbacks.labels("send_time", "store_unavailable").inc(len(body.customer_ids))
+        keys, degraded = [None] * len(body.customer_ids), True
+    lookup_keys = [k if k is not None else f"unknown:{i}" for i, k in enumerate(keys)]
+    zones = [services.contacts.zones.get(k) if k is not None else None for k in keys]
+    segments = [(services.segments.headline(k) or {}).get("lifecycle") if k is not None else None for k in keys]
+    try:
+        frame = sendtime.model.best_slots_batch(
+            lookup_keys,
+            body.channel.value,
+            now,
+            timedelta(hours=body.window_hours),
+            quiet,
+            timezones=zones,
+            segments=segments,
+        )
+    except KairosError as exc:  # the model refused the request's window or quiet hours
+        raise ApiError(422, "invalid_request", f"body: {exc}") from exc
+    items = []
+    for cid, key, row in zip(body.customer_ids, keys, frame.to_dict("records"), strict=True):
+        items.append(
+            {
+                "customer_id": cid,
+                "status": ItemStatus.OK if key is not None or degraded else ItemStatus.UNKNOWN_CUSTOMER,
+                "customer_key": key,
+                "best_at": _iso(row["best_at"]),
+                "best_local": _iso(row["best_local"]),
+                "score": float(row["score"]),
+                "second_at": _iso(row["second_at"]),
+                "second_local": _iso(row["second_local"]),
+                "source": row["source"],
+                "timezone": row["timezone"],
+                "timezone_source": row["timezone_source"],
+                "scale": row["scale"],
+            }
+        )
+    payload = {
+        "request_id": rid,
+        "models": [bundle.ref() | {"source": Source.MODEL}],
+        "degraded": degraded,
+        "source": Source.MODEL,
+        "channel": body.channel,
+        "items": items,
+    }
+    return Response(orjson.dumps(payload), media_type="application/json")

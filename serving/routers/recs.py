@@ -1,0 +1,139 @@
+"""Recommendations: for a cart, for a customer, similar to an item, buy again. Each item says why."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import orjson
+from fastapi import APIRouter, Response
+
+from features.online import OnlineStoreUnavailable
+from serving.deps import RequestIdDep, ServicesDep, Storefront, model_of
+from serving.recs_bundle import Filters, RecsAnswer, RecsModel
+from serving.routers.scores import ERRORS
+from serving.schemas import CartRequest, CustomerRecRequest, RecFilters, RecResponse, SimilarRequest, Source
+from serving.state import Services
+
+router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
+log = logging.getLogger("kairos.serving.recs")
+
+RESPONSES = {**ERRORS, 422: {"description": "invalid request, e.g. an unknown category in the filters"}}
+
+
+def _filters(f: RecFilters) -> Filters:
+    return Filters(
+        include_categories=frozenset(f.include_categories) if f.include_categories is not None else None,
+        exclude_categories=frozenset(f.exclude_categories),
+        min_price=f.min_price,
+        max_price=f.max_price,
+        exclude=frozenset(f.exclude),
+    )
+
+
+def _customer_key(services: Services, customer_id: str | None) -> tuple[str | None, bool]:
+    """(customer_key or None, degraded): an unavailable store means "unknown, degraded"."""
+    if customer_id is None:
+        return None, False
+    try:
+        return services.store.resolve([customer_id])[0], False
+    except OnlineStoreUnavailable as exc:
+        log.warning("online store unavailable; answering without the customer", extra={"error": str(exc)[:200]})
+        return None, True
+
+
+def _respond(
+    services: Services, rid: str, endpoint: str, answer: RecsAnswer, degraded: bool, model: RecsModel, ref: dict
+) -> Response:
+    items = []
+    for r in answer.items:
+        name, category, price = model.describe_item(r.item_id)
+        items.append(
+            {
+                "item_id": r.item_id,
+                "score": r.score,
+                "source": r.source.value,
+                "reason": r.reason,
+                "name": name,
+                "category": category,
+                "price": price,
+            }
+        )
+    fallback = answer.cold_start or degraded
+    if fallback:
+        services.metrics.fallbacks.labels(endpoint, "store_unavailable" if degraded else "cold_start").inc()
+    payload = {
+        "request_id": rid,
+        "models": [ref],
+        "degraded": degraded,
+        "source": Source.FALLBACK if fallback else Source.MODEL,
+        "cold_start": answer.cold_start,
+        "items": items,
+    }
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _run(
+    services: Services,
+    rid: str,
+    endpoint: str,
+    customer_id: str | None,
+    ask: Callable[[RecsModel, str | None], RecsAnswer],
+    on_degraded: Callable[[RecsModel], RecsAnswer] | None = None,
+) -> Response:
+    bundle = model_of(services, "recs")
+    model: RecsModel = bundle.payload
+    key, degraded = _customer_key(services, customer_id)
+    answer = on_degraded(model) if degraded and on_degraded is not None else ask(model, key)
+    return _respond(services, rid, endpoint, answer, degraded, model, bundle.ref())
+
+
+@router.post("/cart", response_model=RecResponse, responses=RESPONSES)
+def cart(body: CartRequest, services: ServicesDep, rid: RequestIdDep, _: Storefront) -> Response:
+    """Items bought together with the cart's, never a cart item, an excluded one or (for a known customer)
+    one they already bought; topped up to ``k`` from popular items. Anonymous carts are fine."""
+    f = _filters(body.filters)
+    return _run(services, rid, "recs_cart", body.customer_id, lambda m, key: m.cart(body.cart, key, body.k, f))
+
+
+@router.post("/customer", response_model=RecResponse, responses=RESPONSES)
+def for_customer(body: CustomerRecRequest, services: ServicesDep, rid: RequestIdDep, _: Storefront) -> Response:
+    """The customer's next basket: their own items by recency-weighted frequency, then new personal picks.
+    An unknown customer gets popular items (``cold_start: true``); a store outage, the same, degraded."""
+    f = _filters(body.filters)
+    return _run(
+        services,
+        rid,
+        "recs_customer",
+        body.customer_id,
+        lambda m, key: m.for_customer(key, body.k, f),
+        lambda m: m.fallback(body.k, f),
+    )
+
+
+@router.post("/similar", response_model=RecResponse, responses=RESPONSES)
+def similar(body: SimilarRequest, services: ServicesDep, rid: RequestIdDep, _: Storefront) -> Response:
+    """Items like ``item_id`` (purchase factors and category); popular ones for an item the model does not know."""
+    f = _filters(body.filters)
+    return _run(
+        services,
+        rid,
+        "recs_similar",
+        body.customer_id,
+        lambda m, key: m.similar_items(body.item_id, key, body.k, f),
+    )
+
+
+@router.post("/buy-again", response_model=RecResponse, responses=RESPONSES)
+def buy_again(body: CustomerRecRequest, services: ServicesDep, rid: RequestIdDep, _: Storefront) -> Response:
+    """The customer's items that are due again by their own purchase interval (may be fewer than ``k``;
+    empty for an unknown customer or when the store is down: nothing else is a "buy again")."""
+    f = _filters(body.filters)
+    return _run(
+        services,
+        rid,
+        "recs_buy_again",
+        body.customer_id,
+        lambda m, key: m.buy_again(key, body.k, f),
+        lambda m: RecsAnswer([], cold_start=True),
+    )

@@ -1,0 +1,186 @@
+"""Batch scoring, vectorised end to end: one store gather, one LightGBM call and one calibration per model,
+one index lookup into the CLV table, then the items in input order.
+
+The calibrated probabilities are exactly ``training/score.py``'s (``kairos score --all``): the same
+LightGBM text, the same float32 features, the same calibrator. Fallbacks are labelled per model:
+the store down or a row too old -> the model's training base rate; an optional model that never
+loaded -> ``model_priors`` when configured, else null.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.definitions import DESCRIPTIONS
+from features.online import Lookup, OnlineStoreUnavailable
+from models.reasons import DEFAULT_CUTS, ReasonExplainer, band
+from serving.bundle import ModelBundle, PropensityModel, is_propensity
+from serving.decision_bundles import ClvTable
+from serving.schemas import ItemStatus, Source
+from serving.state import Services
+
+log = logging.getLogger("kairos.serving.scores")
+REASONS_K = 3
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """One propensity model kind as this request sees it: its bundle (or None) and its fallback prior."""
+
+    kind: str
+    bundle: ModelBundle | None
+    prior: float | None
+
+    @property
+    def model(self) -> PropensityModel | None:
+        return self.bundle.payload if self.bundle is not None else None
+
+    def ref(self, alias: str, name: str) -> dict[str, Any]:
+        if self.bundle is not None:
+            return self.bundle.ref() | {"source": Source.MODEL}
+        return {"name": name, "version": None, "alias": alias, "source": Source.FALLBACK}
+
+
+def scorers(services: Services) -> list[Scorer]:
+    """Every configured propensity model, in configuration order (the bundle each request holds)."""
+    out = []
+    for kind in services.slots:
+        if not is_propensity(kind):
+            continue
+        bundle = services.bundle(kind)
+        prior = bundle.payload.prior if bundle is not None else services.settings.model_priors.get(kind)
+        out.append(Scorer(kind, bundle, prior))
+    return out
+
+
+def _finite(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[str, Any]:
+    """The body of ``POST /v1/scores`` (without the request id)."""
+    settings = services.settings
+    active = scorers(services)
+    clv_bundle = services.bundle("clv")
+    clv: ClvTable | None = clv_bundle.payload if clv_bundle is not None else None
+    models = [s.ref(settings.model_alias, settings.model_names[s.kind]) for s in active]
+    if "clv" in services.slots:
+        models.append(
+            clv_bundle.ref() | {"source": Source.MODEL}
+            if clv_bundle is not None
+            else {
+                "name": settings.model_names["clv"],
+                "version": None,
+                "alias": settings.model_alias,
+                "source": "fallback",
+            }
+        )
+    n = len(ids)
+    degraded = False
+    try:
+        found, names = services.store.lookup(ids)
+    except OnlineStoreUnavailable as exc:
+        services.metrics.fallbacks.labels("scores", "store_unavailable").inc(n)
+        log.warning("online store unavailable; population priors served", extra={"error": str(exc)[:200]})
+        found, names, degraded = _nothing(n), [], True
+
+    ok = found.found
+    rows = np.flatnonzero(ok)
+    known = np.array([k is not None for k in found.keys], dtype=bool)
+    stale = int(found.stale.sum())
+    if stale:
+        services.metrics.fallbacks.labels("scores", "stale_features").inc(stale)
+
+    probs: dict[str, np.ndarray] = {}
+    bands: dict[str, np.ndarray] = {}
+    why: dict[str, list[list[dict[str, Any]]]] = {}
+    frame = pd.DataFrame(found.values[rows], columns=names) if reasons and len(rows) else None
+    explainer = ReasonExplainer(DESCRIPTIONS) if frame is not None else None
+    for s in active:
+        m = s.model
+        p = np.full(n, s.prior if s.prior is not None else np.nan, dtype=np.float64)
+        if m is not None and len(rows):
+            p[rows] = m.predict(found.values[rows], names)
+            if explainer is not None and frame is not None:
+                why[s.kind] = [
+                    [r.as_dict() for r in rs] for rs in explainer.explain(m.model.booster_, frame, k=REASONS_K)
+                ]
+        probs[s.kind] = p
+        good = np.isfinite(p)
+        b = np.full(n, None, dtype=object)
+        if good.any():
+            b[good] = band(p[good], m.cuts if m is not None else DEFAULT_CUTS)
+        bands[s.kind] = b
+
+    keys = found.keys
+    value: dict[str, np.ndarray] = {}
+    in_clv = np.zeros(n, dtype=bool)
+    alive_band = np.full(n, None, dtype=object)
+    if clv is not None:
+        in_clv, value = clv.lookup(keys)
+        pa = value["p_alive"]
+        has = np.isfinite(pa)
+        if has.any():
+            alive_band[has] = band(pa[has], DEFAULT_CUTS)
+    segments = services.segments
+    row_of = {int(r): i for i, r in enumerate(rows)} if why else {}
+
+    items: list[dict[str, Any]] = []
+    plists = {k: v.tolist() for k, v in probs.items()}
+    blists = {k: v.tolist() for k, v in bands.items()}
+    vlists = {k: v.tolist() for k, v in value.items()}
+    ok_list, known_list, clv_list, alive_bands = ok.tolist(), known.tolist(), in_clv.tolist(), alive_band.tolist()
+    for i, cid in enumerate(ids):
+        key = keys[i]
+        good = ok_list[i]
+        item: dict[str, Any] = {
+            "customer_id": cid,
+            "status": ItemStatus.OK if (known_list[i] or degraded) else ItemStatus.UNKNOWN_CUSTOMER,
+            "source": Source.MODEL if good else Source.FALLBACK,
+            "customer_key": key,
+            "probabilities": {k: _finite(v[i]) for k, v in plists.items()},
+            "bands": {k: v[i] for k, v in blists.items()},
+        }
+        if clv is not None and clv_list[i]:
+            item["value"] = {
+                "p_alive": _finite(vlists["p_alive"][i]),
+                "p_alive_band": alive_bands[i],
+                "expected_orders_365d": _finite(vlists["expected_orders"][i]),
+                "clv_365d": _finite(vlists["expected_spend"][i]),
+                "expected_order_value": _finite(vlists["expected_order_value"][i]),
+                "next_order_days": _finite(vlists["next_order_days"][i]),
+            }
+        else:
+            item["value"] = None
+        if key is not None:
+            item["segments"] = segments.headline(key)
+        if reasons:
+            j = row_of.get(i)
+            item["reasons"] = {k: (v[j] if j is not None else []) for k, v in why.items()}
+        items.append(item)
+    any_fallback = degraded or bool(stale) or any(s.bundle is None for s in active)
+    return {
+        "models": models,
+        "degraded": degraded or bool(stale),
+        "source": Source.FALLBACK if degraded else Source.MODEL,
+        "fallback_models": [s.kind for s in active if s.bundle is None] if any_fallback else [],
+        "items": items,
+    }
+
+
+def _nothing(n: int) -> Lookup:
+    """A lookup in which no id was found (the store could not answer)."""
+    return Lookup(
+        keys=[None] * n,
+        rows=np.full(n, -1, dtype=np.int64),
+        values=np.empty((n, 0), dtype=np.float32),
+        age_days=np.full(n, np.nan),
+        stale=np.zeros(n, dtype=bool),
+    )

@@ -1,0 +1,182 @@
+"""The online store as the API sees it: one backend (in-process or Redis), segments and personal data.
+
+Every read is bounded: Redis calls carry socket timeouts (``store_timeout_s``) and no retries, and
+any failure surfaces as :class:`OnlineStoreUnavailable`, which the routers turn into a degraded 200.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.contract import PERSONAL_COLUMNS, Col
+from features.errors import DataNotFoundError, KairosError
+from features.online import InMemoryOnlineStore, Lookup, OnlineStoreUnavailable, RedisOnlineStore, load_in_memory
+from features.realtime import ApplyResult, Event
+from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, ingested_dir, latest_snapshot
+from serving.settings import Settings, StoreBackend
+
+log = logging.getLogger("kairos.serving.store")
+
+SEGMENT_FIELDS = SEGMENT_COLUMNS  # the segment columns every answer carries
+
+
+@dataclass(frozen=True)
+class Segments:
+    """customer_key -> segment labels, from the latest snapshot's ``segments.parquet``."""
+
+    columns: tuple[str, ...]
+    by_key: dict[str, tuple[Any, ...]]
+
+    @classmethod
+    def empty(cls) -> Segments:
+        return cls((), {})
+
+    @classmethod
+    def read(cls, data_home: Path) -> Segments:
+        try:
+            snap = latest_snapshot(data_home)
+        except (DataNotFoundError, OSError):
+            return cls.empty()
+        path = snap.path / SEGMENTS_FILE
+        if not path.is_file():
+            return cls.empty()
+        frame = pd.read_parquet(path)
+        columns = tuple(c for c in frame.columns if c != Col.CUSTOMER_KEY)
+        values = frame[list(columns)].astype(object).where(frame[list(columns)].notna(), None)
+        rows = [tuple(_plain(v) for v in row) for row in values.itertuples(index=False, name=None)]
+        return cls(columns, dict(zip(frame[Col.CUSTOMER_KEY].astype(str), rows, strict=True)))
+
+    def of(self, key: str | None) -> dict[str, Any] | None:
+        row = self.by_key.get(key) if key is not None else None
+        return None if row is None else dict(zip(self.columns, row, strict=True))
+
+    def headline(self, key: str | None) -> dict[str, Any] | None:
+        """Only the segment columns a score item carries (RFM segment, lifecycle)."""
+        full = self.of(key)
+        return None if full is None else {c: full.get(c) for c in SEGMENT_FIELDS}
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+class PersonalData:
+    """The customers' personal columns (read lazily from the ingested customers table), by customer_key.
+
+    Only the profile endpoint reads it, and only for keys with the ``pii`` scope; nothing here is logged.
+    """
+
+    def __init__(self, data_home: Path) -> None:
+        self.data_home = data_home
+        self._by_key: dict[str, dict[str, Any]] | None = None
+
+    def of(self, key: str) -> dict[str, Any] | None:
+        if self._by_key is None:
+            self._by_key = self._read()
+        return self._by_key.get(key)
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            path = ingested_dir(self.data_home) / "customers.parquet"
+            frame = pd.read_parquet(path)
+        except (DataNotFoundError, OSError):
+            return {}
+        cols = [c for c in frame.columns if c in PERSONAL_COLUMNS]
+        # One customer_key may have several source records (identity resolution): keep every one's values.
+        out: dict[str, dict[str, Any]] = {}
+        clean = frame[[Col.CUSTOMER_KEY, *cols]].astype(object).where(frame[[Col.CUSTOMER_KEY, *cols]].notna(), None)
+        for rec in clean.to_dict("records"):
+            key = str(rec.pop(Col.CUSTOMER_KEY))
+            entry = out.setdefault(key, {c: [] for c in cols})
+            for c in cols:
+                v = rec[c]
+                if v is not None and str(v) not in entry[c]:
+                    entry[c].append(str(v))
+        return out
+
+
+class StoreGateway:
+    """The configured backend behind one interface with the failures the API degrades on."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.backend: InMemoryOnlineStore | RedisOnlineStore | None = None
+        self.as_of: datetime | None = None
+
+    def open(self) -> None:
+        """Build (memory) or connect to (Redis) the store. Redis being down is not an error here."""
+        s = self.settings
+        if s.online_store is StoreBackend.REDIS:
+            self.backend = RedisOnlineStore.connect(
+                s.redis_url, s.redis_prefix, timeout=s.store_timeout_s, connect_timeout=s.store_timeout_s
+            )
+        else:
+            store, snap = load_in_memory(s.data_home)
+            self.backend, self.as_of = store, snap.as_of
+
+    @property
+    def kind(self) -> str:
+        return self.settings.online_store.value
+
+    def feature_names(self) -> list[str] | None:
+        """The store's features, or None when it cannot say now (Redis down)."""
+        if self.backend is None:
+            return None
+        try:
+            return list(self.backend.feature_names)
+        except (OnlineStoreUnavailable, DataNotFoundError):
+            return None
+
+    def size(self) -> int | None:
+        if self.backend is None:
+            return None
+        try:
+            return len(self.backend)
+        except (OnlineStoreUnavailable, DataNotFoundError):
+            return None
+
+    def lookup(self, ids: Sequence[str], strings: bool = False) -> tuple[Lookup, list[str]]:
+        """Rows for ``ids`` in order and the feature names of their columns.
+
+        Raises:
+            OnlineStoreUnavailable: the store cannot answer now (including "nothing published yet").
+        """
+        backend = self.backend
+        if backend is None:
+            raise OnlineStoreUnavailable("the online store is not open")
+        try:
+            names = list(backend.feature_names)
+            found = backend.lookup(ids, max_age_days=self.settings.max_feature_age_days, strings=strings)
+        except DataNotFoundError as exc:
+            raise OnlineStoreUnavailable(str(exc)) from exc
+        if found.values.shape[1] != len(names):  # a Redis version switched between the two calls
+            raise OnlineStoreUnavailable("the online store switched versions during the read; retry")
+        return found, names
+
+    def resolve(self, ids: Sequence[str]) -> list[str | None]:
+        """customer_key per id (None: unknown). Raises OnlineStoreUnavailable like :meth:`lookup`."""
+        backend = self.backend
+        if isinstance(backend, InMemoryOnlineStore):
+            return backend.resolve(ids)
+        return self.lookup(ids)[0].keys
+
+    def apply_event(self, event: Event) -> ApplyResult:
+        backend = self.backend
+        if backend is None:
+            raise OnlineStoreUnavailable("the online store is not open")
+        try:
+            return backend.apply_event(event)
+        except DataNotFoundError as exc:
+            raise OnlineStoreUnavailable(str(exc)) from exc
+
+
+__all__ = ["KairosError", "OnlineStoreUnavailable", "PersonalData", "Segments", "StoreGateway"]

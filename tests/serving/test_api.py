@@ -1,0 +1,148 @@
+"""The endpoints on the served synthetic world: order and status, recommendations, events, profile, models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from features.store import latest_snapshot
+from tests.serving.conftest import FEATURES, World, headers
+
+
+@pytest.fixture(scope="module")
+def client(world: World) -> Iterator[TestClient]:
+    with world.client() as c:
+        yield c
+
+
+def test_batch_of_1000_with_5_percent_unknown_keeps_order(world: World, client: TestClient) -> None:
+    ids = [world.ids[i % len(world.ids)] if i % 20 else f"ghost-{i}" for i in range(1000)]
+    body = client.post("/v1/scores", json={"customer_ids": ids}, headers=headers("campaign")).json()
+    items = body["items"]
+    assert [i["customer_id"] for i in items] == ids
+    statuses = [i["status"] for i in items]
+    assert statuses.count("ok") == 950 and statuses.count("unknown_customer") == 50
+    assert all((i["status"] == "unknown_customer") == ids[n].startswith("ghost-") for n, i in enumerate(items))
+    assert body["models"] == [{"name": "churn", "version": "1", "alias": "champion", "source": "model"}]
+    assert body["degraded"] is False and body["source"] == "model" and len(body["request_id"]) >= 8
+    ok = [i for i in items if i["status"] == "ok"]
+    assert all(0.0 <= i["probabilities"]["churn"] <= 1.0 and i["segments"]["rfm_segment"] for i in ok)
+
+
+def test_scores_equal_the_model_on_the_snapshot_rows(world: World, client: TestClient) -> None:
+    app_services = client.app.state.services  # type: ignore[attr-defined]
+    body = client.post("/v1/scores", json={"customer_ids": world.ids[:50]}, headers=headers("campaign")).json()
+    model = app_services.bundle("churn").payload.model
+    snap = latest_snapshot(world.home).read().set_index("customer_key")
+    keys = [i["customer_key"] for i in body["items"]]
+    churn = app_services.bundle("churn").payload
+    expected = churn.calibrator.transform(model.predict_proba(snap.loc[keys, FEATURES].to_numpy(np.float32)))
+    np.testing.assert_allclose([i["probabilities"]["churn"] for i in body["items"]], expected, rtol=1e-6)
+
+
+def test_recommendations_with_k_filters_exclusions_and_reasons(world: World, client: TestClient) -> None:
+    h = headers("storefront")
+    services = client.app.state.services  # type: ignore[attr-defined]
+    recs = services.bundle("recs").payload
+    hub = str(recs.together.item_ids_[int(np.argmax(np.diff(recs.together.nbr_indptr_)))])
+    first = client.post("/v1/recommendations/cart", json={"cart": [hub], "k": 7}, headers=h).json()
+    assert len(first["items"]) == 7 and first["cold_start"] is False
+    assert first["items"][0]["source"] == "bought_together" and first["items"][0]["reason"]
+    assert hub not in {i["item_id"] for i in first["items"]}
+    assert first["models"][0]["name"] == "recs"
+    banned = first["items"][0]["item_id"]
+    category = first["items"][1]["category"]
+    again = client.post(
+        "/v1/recommendations/cart",
+        json={"cart": [hub], "k": 5, "filters": {"exclude": [banned], "exclude_categories": [category]}},
+        headers=h,
+    ).json()
+    got = again["items"]
+    assert len(got) == 5 and banned not in {i["item_id"] for i in got}
+    assert category not in {i["category"] for i in got}
+    only = client.post(
+        "/v1/recommendations/cart",
+        json={"cart": [hub], "k": 4, "filters": {"include_categories": [category], "max_price": 1000}},
+        headers=h,
+    ).json()["items"]
+    assert {i["category"] for i in only} == {category}
+    bad = client.post(
+        "/v1/recommendations/cart", json={"cart": [hub], "filters": {"include_categories": ["Nope"]}}, headers=h
+    )
+    assert bad.status_code == 200 and bad.json()["items"] == []  # an unknown category matches nothing
+    nothing = client.post(
+        "/v1/recommendations/cart", json={"cart": [hub], "filters": {"min_price": 5, "max_price": 1}}, headers=h
+    )
+    assert nothing.status_code == 200 and nothing.json()["items"] == []
+
+    stranger = client.post("/v1/recommendations/customer", json={"customer_id": "ghost", "k": 5}, headers=h).json()
+    assert stranger["cold_start"] is True and stranger["source"] == "fallback" and len(stranger["items"]) == 5
+    assert {i["source"] for i in stranger["items"]} == {"popular"}
+    mine = client.post("/v1/recommendations/customer", json={"customer_id": world.ids[0], "k": 5}, headers=h).json()
+    assert mine["cold_start"] is False and len(mine["items"]) == 5
+    similar = client.post("/v1/recommendations/similar", json={"item_id": hub, "k": 5}, headers=h).json()
+    assert similar["items"][0]["source"] == "similar" and hub not in {i["item_id"] for i in similar["items"]}
+    due = [
+        client.post("/v1/recommendations/buy-again", json={"customer_id": cid, "k": 5}, headers=h).json()
+        for cid in world.ids[:40]
+    ]
+    assert any(d["items"] for d in due)
+    assert all(i["source"] == "buy_again" for d in due for i in d["items"])
+
+
+def _consented(world: World, client: object) -> str:
+    snap = latest_snapshot(world.home).read().set_index("customer_key")
+    import pandas as pd
+
+    idmap = pd.read_parquet(world.home / "ingested" / "identity_map.parquet").set_index("customer_id")
+    for cid in world.ids:
+        if snap.loc[idmap.loc[cid, "customer_key"], "consent_email"] == 1.0:
+            return cid
+    raise AssertionError("no customer with e-mail consent in the world")
+
+
+def test_an_unsubscribe_changes_the_very_next_read(world: World, client: TestClient) -> None:
+    cid = _consented(world, client)
+    before = client.get(f"/v1/customers/{cid}/profile", headers=headers("campaign")).json()
+    assert before["features"]["consent_email"] == 1.0
+    when = datetime(2026, 1, 2, 9, tzinfo=UTC).isoformat()
+    event = {"type": "unsubscribe", "timestamp": when, "customer_id": cid, "channel": "email"}
+    r = client.post(
+        "/v1/events", json={"events": [event, event, {**event, "channel": None}]}, headers=headers("storefront")
+    )
+    assert r.status_code == 200
+    assert [x["status"] for x in r.json()["results"]] == ["applied", "duplicate", "invalid"]
+    assert "channel" in r.json()["results"][2]["detail"]
+    after = client.get(f"/v1/customers/{cid}/profile", headers=headers("campaign")).json()
+    assert after["features"]["consent_email"] == 0.0
+
+
+def test_profile_hides_personal_data_without_the_pii_scope(world: World, client: TestClient) -> None:
+    cid = world.ids[3]
+    plain = client.get(f"/v1/customers/{cid}/profile", headers=headers("campaign")).json()
+    full = client.get(f"/v1/customers/{cid}/profile", headers=headers("pii")).json()
+    assert client.get("/v1/customers/ghost/profile", headers=headers("campaign")).status_code == 404
+    assert plain["personal"] is None and "email" not in str(plain["attributes"])
+    assert full["personal"]["email"] and "@" in full["personal"]["email"][0]
+    assert plain["segments"]["rfm_segment"] and len(plain["features"]) > 100
+
+
+def test_models_and_metrics(world: World, client: TestClient) -> None:
+    assert client.get("/v1/models", headers=headers("campaign")).status_code == 403
+    models = client.get("/v1/models", headers=headers("admin")).json()["models"]
+    assert models["churn"]["loaded"]["version"] == "1" and models["churn"]["loaded"]["features"] == FEATURES
+    assert "holdout_roc_auc" in models["churn"]["loaded"]["metrics"]
+    assert models["recs"]["loaded"]["trained_at"]
+    client.post("/v1/scores", json={"customer_ids": ["x"]}, headers=headers("campaign"))
+    text = client.get("/metrics").text
+    assert 'kairos_request_duration_seconds_count{method="POST",route="/v1/scores",status="200"}' in text
+    assert 'kairos_model_loaded{alias="champion",model="churn",source="registry",version="1"} 1.0' in text
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/health/ready"])
+def test_health_needs_no_key(client: TestClient, path: str) -> None:
+    assert client.get(path).status_code == 200

@@ -1,0 +1,76 @@
+"""Redis as the online store: the same answers as in-process; Redis down means 200, degraded, fallbacks.
+
+Uses the shared Redis at 127.0.0.1:6379 under a key prefix of its own (deleted afterwards); "down" is a
+port nothing listens on. The shared server is never stopped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from features.online import RedisOnlineStore, publish_to_redis
+from tests.serving.conftest import World, closed_port, headers
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def redis_prefix(world: World) -> Iterator[str]:
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    prefix = f"kairos-test-serving-{uuid.uuid4().hex[:8]}"
+    store = RedisOnlineStore.connect("redis://127.0.0.1:6379/0", prefix, timeout=5, connect_timeout=5)
+    publish_to_redis(world.home, store)
+    yield prefix
+    store.drop_all()
+
+
+def test_redis_store_answers_like_the_in_process_one(world: World, redis_prefix: str) -> None:
+    ids = [*world.ids[:30], "ghost"]
+    with world.client() as client:
+        local = client.post("/v1/scores", json={"customer_ids": ids}, headers=headers("campaign")).json()["items"]
+    with world.client(online_store="redis", redis_prefix=redis_prefix) as client:
+        shared = client.post("/v1/scores", json={"customer_ids": ids}, headers=headers("campaign")).json()
+    assert shared["degraded"] is False
+    assert [i["status"] for i in shared["items"]] == [i["status"] for i in local]
+    got = [i["probabilities"].get("churn") for i in shared["items"][:-1]]
+    assert got == pytest.approx([i["probabilities"]["churn"] for i in local[:-1]])
+
+
+def test_redis_down_is_200_degraded_with_fallbacks(world: World) -> None:
+    down = f"redis://127.0.0.1:{closed_port()}/0"
+    ids = world.ids[:20]
+    with world.client(online_store="redis", redis_url=down, store_timeout_s=0.2) as client:
+        assert client.get("/health/ready").status_code == 200  # models loaded; answers degrade, not fail
+        r = client.post("/v1/scores", json={"customer_ids": ids}, headers=headers("campaign"))
+        body = r.json()
+        assert r.status_code == 200 and body["degraded"] is True and body["source"] == "fallback"
+        assert [i["customer_id"] for i in body["items"]] == ids
+        prior = client.app.state.services.bundle("churn").payload.prior  # type: ignore[attr-defined]
+        assert prior is not None and all(i["probabilities"]["churn"] == prior for i in body["items"])
+        recs = client.post(
+            "/v1/recommendations/customer", json={"customer_id": ids[0], "k": 6}, headers=headers("storefront")
+        ).json()
+        assert (
+            recs["degraded"] is True and len(recs["items"]) == 6 and {i["source"] for i in recs["items"]} == {"popular"}
+        )
+        cart = client.post(
+            "/v1/recommendations/cart",
+            json={"cart": world.items[:2], "customer_id": ids[0]},
+            headers=headers("storefront"),
+        )
+        assert cart.status_code == 200 and cart.json()["degraded"] is True and len(cart.json()["items"]) == 10
+        event = {"type": "view", "timestamp": "2026-01-02T00:00:00Z", "customer_id": ids[0]}
+        ev = client.post("/v1/events", json={"events": [event, event]}, headers=headers("storefront")).json()
+        assert ev["degraded"] is True and [x["status"] for x in ev["results"]] == ["unavailable", "unavailable"]
+        prof = client.get(f"/v1/customers/{ids[0]}/profile", headers=headers("campaign"))
+        assert prof.status_code == 200 and prof.json()["degraded"] is True
+        metrics = client.get("/metrics").text
+    assert 'kairos_fallback_total{endpoint="scores",reason="store_unavailable"} 20.0' in metrics
+    assert 'status="5' not in metrics

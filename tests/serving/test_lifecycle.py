@@ -1,0 +1,142 @@
+"""Model lifecycle: bad candidates never replace the serving bundle, the disk cache covers a registry
+outage, readiness tells the truth, and moving @champion under load fails no request."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from features.store import latest_snapshot
+from tests.serving.conftest import FEATURES, World, closed_port, headers, register_churn
+from training import registry
+
+
+@dataclass(frozen=True)
+class Lab:
+    uri: str
+    cache: Path
+
+
+@pytest.fixture()
+def lab(world: World, tmp_path: Path) -> Lab:
+    """A registry of our own (a copy of the world's), so aliases can move without touching other tests."""
+    shutil.copy(world.root / "mlflow.db", tmp_path / "mlflow.db")
+    return Lab(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "cache")
+
+
+def _model_file(uri: str, version: str) -> Path:
+    source = MlflowClient(tracking_uri=uri).get_model_version_download_uri("churn", version)
+    return Path(source.removeprefix("file://")) / registry.MODEL_FILE
+
+
+def _champion(uri: str, version: str) -> None:
+    MlflowClient(tracking_uri=uri).set_registered_model_alias("churn", "champion", version)
+
+
+def _scored_by(client: object, ids: list[str]) -> str:
+    r = client.post("/v1/scores", json={"customer_ids": ids}, headers=headers("campaign"))  # type: ignore[attr-defined]
+    assert r.status_code == 200, r.text
+    return str(r.json()["models"][0]["version"])
+
+
+def test_bad_candidates_never_replace_the_serving_bundle(world: World, lab: Lab) -> None:
+    frame = latest_snapshot(world.home).read()
+    frame["no_such_feature"] = 1.0
+    checksum = register_churn(lab.uri, frame, FEATURES, seed=1).version
+    _model_file(lab.uri, checksum).write_bytes(_model_file(lab.uri, checksum).read_bytes().replace(b"tree", b"tres", 1))
+    truncated = register_churn(lab.uri, frame, FEATURES, seed=2).version
+    path = _model_file(lab.uri, truncated)
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
+    MlflowClient(tracking_uri=lab.uri).set_model_version_tag(
+        "churn", truncated, registry.TAG_SHA256, registry.sha256_text(path)
+    )  # a file truncated before registration: its checksum matches, it still must not load
+    missing = register_churn(lab.uri, frame, [*FEATURES, "no_such_feature"], seed=3).version
+    _champion(lab.uri, "1")
+    with world.client(tracking_uri=lab.uri, model_cache_dir=lab.cache) as client:
+        assert _scored_by(client, world.ids[:3]) == "1"
+        for bad, why in ((checksum, "checksum mismatch"), (truncated, "does not load"), (missing, "no_such_feature")):
+            _champion(lab.uri, bad)
+            r = client.post("/v1/models/reload", json={"models": ["churn"]}, headers=headers("admin")).json()
+            outcome = r["outcomes"][0]
+            assert outcome["outcome"] == "failed" and why in outcome["detail"], outcome
+            assert outcome["version"] == "1" and _scored_by(client, world.ids[:3]) == "1"
+            assert client.get("/health/ready").status_code == 200
+            assert r["models"]["churn"]["last_error"]
+        metrics = client.get("/metrics").text
+    assert 'kairos_model_reload_total{model="churn",outcome="failed"} 3.0' in metrics
+
+
+def test_the_disk_cache_covers_a_registry_outage_and_is_verified(world: World, lab: Lab) -> None:
+    with world.client(tracking_uri=lab.uri, model_cache_dir=lab.cache) as client:
+        assert client.get("/health/ready").status_code == 200
+    down = f"http://127.0.0.1:{closed_port()}"
+    with world.client(tracking_uri=down, model_cache_dir=lab.cache) as client:
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["detail"]["models"]["churn"]["source"] == "disk_cache"
+        assert _scored_by(client, world.ids[:3]) == "1"
+        assert (
+            client.post(
+                "/v1/recommendations/cart", json={"cart": [world.items[0]]}, headers=headers("admin")
+            ).status_code
+            == 200
+        )
+        # the registry is still down: a reload keeps what serves and says why
+        out = client.post("/v1/models/reload", json={}, headers=headers("admin")).json()["outcomes"]
+        assert {o["outcome"] for o in out} == {"failed"} and all("registry unavailable" in o["detail"] for o in out)
+    cached = lab.cache / "churn" / "champion" / "last-good" / registry.MODEL_FILE
+    cached.write_bytes(cached.read_bytes() + b"\n# tampered\n")
+    with world.client(tracking_uri=down, model_cache_dir=lab.cache) as client:
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and "checksum mismatch" in ready.json()["detail"]["last_error"]
+
+
+def test_not_ready_while_no_model_is_loaded(world: World, lab: Lab) -> None:
+    with world.client(tracking_uri=lab.uri, model_cache_dir=lab.cache, churn_model="no-such-model") as client:
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and "no-such-model" in ready.json()["detail"]["last_error"]
+        assert client.get("/health/live").status_code == 200
+        r = client.post("/v1/scores", json={"customer_ids": ["x"]}, headers=headers("campaign"))
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable"
+        # the other model still serves
+        assert (
+            client.post("/v1/recommendations/cart", json={"cart": ["x"]}, headers=headers("storefront")).status_code
+            == 200
+        )
+
+
+def test_champion_moved_back_and_forth_under_load_fails_no_request(world: World, lab: Lab) -> None:
+    frame = latest_snapshot(world.home).read()
+    second = register_churn(lab.uri, frame, FEATURES, seed=4).version
+    _champion(lab.uri, "1")
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+    with world.client(tracking_uri=lab.uri, model_cache_dir=lab.cache) as client:
+        valid = {"1", second}
+
+        def hammer() -> None:
+            while not stop.is_set():
+                r = client.post("/v1/scores", json={"customer_ids": world.ids[:50]}, headers=headers("campaign"))
+                seen.append((r.status_code, r.json()["models"][0]["version"] if r.status_code == 200 else None))
+                stop.wait(0.02)
+
+        workers = [threading.Thread(target=hammer) for _ in range(2)]
+        for w in workers:
+            w.start()
+        versions = []
+        for flip in range(10):
+            target = second if flip % 2 == 0 else "1"
+            _champion(lab.uri, target)
+            out = client.post("/v1/models/reload", json={"models": ["churn"]}, headers=headers("admin")).json()
+            versions.append(out["outcomes"][0]["version"])
+        stop.set()
+        for w in workers:
+            w.join()
+    assert versions == [second, "1"] * 5
+    assert seen and all(code == 200 for code, _ in seen), {c for c, _ in seen}
+    assert {v for _, v in seen} <= valid and len({v for _, v in seen}) == 2

@@ -1,0 +1,136 @@
+"""Keys, scopes, rate limits, body limits, strict bodies, and no personal data in any log line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from serving.keys import DEMO_KEY, KeyRing, Scope, hash_key
+from serving.observability import JsonFormatter
+from serving.security import RateLimiter
+from serving.settings import ApiKeySpec, Settings
+from tests.serving.conftest import World, api_keys, headers
+
+
+@pytest.fixture(scope="module")
+def client(world: World) -> Iterator[TestClient]:
+    with world.client(api_keys=api_keys(storefront=2.0), rate_burst=3, max_body_bytes=4096) as c:
+        yield c
+
+
+def test_keys_are_stored_hashed_and_matched_in_constant_time() -> None:
+    ring = KeyRing([("shop", hash_key("s3cret"), frozenset({Scope.STOREFRONT}), None)])
+    found = ring.identify("s3cret")
+    assert found is not None and found[0].name == "shop" and found[0].allows(Scope.STOREFRONT)
+    assert not found[0].allows(Scope.CAMPAIGN)
+    assert ring.identify("s3cret ") is None and ring.identify("") is None
+
+
+def test_placeholder_secrets_are_refused_outside_development() -> None:
+    demo = ApiKeySpec(name="demo", sha256=hash_key(DEMO_KEY), scopes=frozenset({Scope.ADMIN}))
+    with pytest.raises(ValidationError, match="demo key"):
+        Settings(environment="production", api_keys=[demo])  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="no API keys"):
+        Settings(environment="production")  # type: ignore[arg-type]
+    real = ApiKeySpec(name="ops", sha256=hash_key("a-real-secret"), scopes=frozenset({Scope.ADMIN}))
+    assert Settings(environment="production", api_keys=[real]).api_keys == [real]  # type: ignore[arg-type]
+
+
+def test_401_and_403(client: TestClient) -> None:
+    body = {"customer_ids": ["x"]}
+    r = client.post("/v1/scores", json=body)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    assert client.post("/v1/scores", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.post("/v1/scores", json=body, headers={"X-API-Key": DEMO_KEY}).status_code == 401  # keys configured
+    r = client.post("/v1/scores", json=body, headers=headers("storefront"))
+    assert r.status_code == 403 and "campaign" in r.json()["error"]["message"]
+    assert client.post("/v1/models/reload", json={}, headers=headers("campaign")).status_code == 403
+    assert client.post("/v1/recommendations/cart", json={"cart": ["x"]}, headers=headers("campaign")).status_code == 403
+    assert client.post("/v1/scores", json=body, headers=headers("admin")).status_code == 200  # admin may do anything
+
+
+def test_rate_limit_answers_429_with_retry_after(client: TestClient) -> None:
+    codes = [
+        client.post("/v1/recommendations/cart", json={"cart": ["x"]}, headers=headers("storefront")) for _ in range(8)
+    ]
+    limited = [r for r in codes if r.status_code == 429]
+    assert limited and int(limited[0].headers["retry-after"]) >= 1
+    assert limited[0].json()["error"]["code"] == "rate_limited"
+    # another key has its own bucket
+    assert client.post("/v1/scores", json={"customer_ids": ["x"]}, headers=headers("campaign")).status_code == 200
+
+
+def test_token_bucket_refills() -> None:
+    bucket = RateLimiter(rate=10.0, burst=2)
+    assert bucket.take("k", now=0.0) == 0.0 and bucket.take("k", now=0.0) == 0.0
+    assert bucket.take("k", now=0.0) == pytest.approx(0.1)
+    assert bucket.take("k", now=0.1) == 0.0
+
+
+def test_413_by_declared_length_and_by_streamed_size(client: TestClient) -> None:
+    big = b'{"customer_ids": ["' + b"a" * 5000 + b'"]}'
+    h = {**headers("campaign"), "content-type": "application/json"}
+    r = client.post("/v1/scores", content=big, headers=h)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        yield b'{"customer_ids": ["'
+        for _ in range(10):
+            yield b"a" * 1000
+        yield b'"]}'
+
+    r = client.post("/v1/scores", content=chunks(), headers=h)
+    assert r.status_code == 413
+
+
+def test_422_names_the_field(client: TestClient) -> None:
+    h = headers("campaign")
+    r = client.post("/v1/scores", json={"customer_ids": ["a"], "extra": 1}, headers=h)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "extra"]
+    assert r.json()["error"]["message"].startswith("body.extra")
+    r = client.post("/v1/scores", json={"customer_ids": []}, headers=h)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "customer_ids"]
+    sf = {**headers("admin"), "content-type": "application/json"}
+    for literal in (b"NaN", b"Infinity", b"-Infinity", b"1e400"):
+        body = b'{"cart": ["x"], "filters": {"min_price": ' + literal + b"}}"
+        r = client.post("/v1/recommendations/cart", content=body, headers=sf)
+        assert r.status_code == 422, literal
+        assert r.json()["detail"][0]["loc"] == ["body", "filters", "min_price"]
+        assert "input" not in r.json()["detail"][0]  # never echo what was sent
+
+
+def test_oversized_batch_is_422(world: World) -> None:
+    with world.client(max_body_bytes=1 << 20) as c:
+        r = c.post("/v1/scores", json={"customer_ids": ["x"] * 10_001}, headers=headers("campaign"))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "customer_ids"]
+
+
+CANARIES = ("canary.person@example.org", "+15550109999", "Quillon Zabriskie")
+
+
+def test_no_personal_data_in_any_log_line(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with world.client(log_json=True) as c:
+        cid = world.ids[5]
+        full = c.get(f"/v1/customers/{cid}/profile", headers=headers("pii")).json()["personal"]
+        c.post("/v1/scores", json={"customer_ids": [*CANARIES, cid]}, headers=headers("campaign"))
+        for canary in CANARIES:
+            c.get(f"/v1/customers/{canary}/profile", headers=headers("pii"))
+            c.post("/v1/recommendations/customer", json={"customer_id": canary}, headers=headers("storefront"))
+            c.post(
+                "/v1/events",
+                json={"events": [{"type": "view", "timestamp": "2026-01-02T00:00:00", "customer_id": canary}]},
+                headers=headers("storefront"),
+            )
+            c.post("/v1/scores", json={"customer_ids": [canary], "oops": canary}, headers=headers("campaign"))
+    formatter = JsonFormatter()
+    # Every record but the test's own HTTP client's (httpx logs the URL it calls, which holds the canary).
+    server = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+    text = "\n".join(formatter.format(r) + "\n" + r.getMessage() for r in server)
+    assert '"route":"/v1/customers/{customer_id}/profile"' in text  # the access log ran, with the template
+    secrets = [*CANARIES, *full["email"], *full.get("phone", []), *full["last_name"]]
+    assert secrets and not [s for s in secrets if s in text]

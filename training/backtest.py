@@ -18,8 +18,6 @@ import pandas as pd
 from features.contract import Col
 from features.datasets import LABEL
 from features.errors import KairosError
-from models.calibration import ProbabilityCalibrator
-from models.churn import LightGBMClassifier
 from models.evaluation import binary_report
 from models.rfm import RFMLogistic, RFMScore
 from training import registry
@@ -31,6 +29,7 @@ from training.propensity import (
     steps_for,
     task_by_name,
 )
+from training.score import LoadedModel
 
 
 @dataclass
@@ -71,16 +70,14 @@ def backtest(
             f"the outcome of {as_of.date()} is known only after {outcome_until.date()}; the data ends "
             f"{ctx.end.date()}: choose an earlier --as-of"
         )
-    model = LightGBMClassifier.from_text(fetched.model_text)
-    calibrator = ProbabilityCalibrator.from_dict(meta["calibrator"]) if meta.get("calibrator") else None
+    model = LoadedModel.from_fetched(fetched)
     feats = ctx.features(as_of)
     labels = task.target.labels(ctx.tables, as_of).execute()
     rows = feats.merge(labels, on=Col.CUSTOMER_KEY, how="inner")
     if rows[LABEL].nunique() < 2:
         raise KairosError(f"as of {as_of.date()} the outcome has a single class; nothing to evaluate")
     y = rows[LABEL].to_numpy()
-    raw = model.predict_proba(rows[model.feature_names_])
-    scores = {"kairos": calibrator.transform(raw) if calibrator else raw}
+    scores = {"kairos": model.score(rows)}
     scores["rfm_score"] = RFMScore(direction=task.rfm_direction).fit(rows).decision_function(rows)  # type: ignore[arg-type]
     earlier = as_of - timedelta(days=steps_for(task.target.label_days))
     past = ctx.features(earlier).merge(task.target.labels(ctx.tables, earlier).execute(), on=Col.CUSTOMER_KEY)

@@ -41,7 +41,17 @@ class LoadedModel:
     calibrator: ProbabilityCalibrator | None
     cuts: tuple[float, float]
 
+    @classmethod
+    def from_fetched(cls, fetched: registry.FetchedModel) -> LoadedModel:
+        """The model, calibrator and band cuts recorded in a verified registry download."""
+        meta = fetched.metadata.get("kairos") or {}
+        calibrator = ProbabilityCalibrator.from_dict(meta["calibrator"]) if meta.get("calibrator") else None
+        cuts = tuple(meta.get("bands") or DEFAULT_CUTS)
+        model = LightGBMClassifier.from_text(fetched.model_text)
+        return cls(fetched.name, fetched.version, model, calibrator, (float(cuts[0]), float(cuts[1])))
+
     def score(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities (raw ones when the version has no calibrator)."""
         raw = self.model.predict_proba(frame[self.model.feature_names_].to_numpy(np.float32))
         return self.calibrator.transform(raw) if self.calibrator is not None else raw
 
@@ -57,11 +67,7 @@ def load_champions(
         except ModelNotFoundError:
             missing.append(name)
             continue
-        meta = fetched.metadata.get("kairos") or {}
-        calibrator = ProbabilityCalibrator.from_dict(meta["calibrator"]) if meta.get("calibrator") else None
-        cuts = tuple(meta.get("bands") or DEFAULT_CUTS)
-        model = LightGBMClassifier.from_text(fetched.model_text)
-        loaded.append(LoadedModel(name, fetched.version, model, calibrator, (float(cuts[0]), float(cuts[1]))))
+        loaded.append(LoadedModel.from_fetched(fetched))
     return loaded, missing
 
 

@@ -39,7 +39,14 @@ from features.errors import KairosError
 from features.segments import assign_segments
 from features.store import data_end, ingest_report, latest_snapshot, open_tables
 from models.decisioning.control import ControlGroup
-from models.decisioning.nbo import NextBestOffer, allocate, decide, expected_order_value, score_offers
+from models.decisioning.nbo import (
+    NextBestOffer,
+    allocate,
+    decide,
+    expected_order_value,
+    population_order_value,
+    score_offers,
+)
 from models.decisioning.offers import EXAMPLE_CATALOGUE, Catalogue, load_catalogue, parse_catalogue
 from models.decisioning.uplift import CONTROL, P_BASE, UpliftModel, treatment_labels
 from models.decisioning.uplift_metrics import dr_difference, dr_value, ips_value, qini_auc, uplift_at_k
@@ -726,6 +733,8 @@ def train_offers(
         "holdout_from": str(holdout[SENT_AT].min()),
         "catalogue": catalogue.name,
         "data_hash": report["source_hash"],
+        # the order value of a customer without one (a lead), so that a one-customer request has one
+        "fallback_order_value": population_order_value(train),
     }
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
         bundle = Path(tmp) / "bundle"
@@ -788,7 +797,15 @@ def read_bundle(folder: Path, control: ControlGroup | None = None) -> tuple[Next
     catalogue = parse_catalogue(json.loads((folder / CATALOGUE_FILE).read_text(encoding="utf-8")), str(folder))
     manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
     caution = float(manifest.get("caution", 0.0))
-    return NextBestOffer(catalogue, model, control or ControlGroup(), caution=caution), manifest
+    fallback = manifest.get("fallback_order_value")
+    nbo = NextBestOffer(
+        catalogue,
+        model,
+        control or ControlGroup(),
+        caution=caution,
+        fallback_order_value=None if fallback is None else float(fallback),
+    )
+    return nbo, manifest
 
 
 def fetch_offers(

@@ -112,19 +112,47 @@ _WHY_WORDS = {
 }
 
 
-def expected_order_value(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Each customer's expected order value and whether it fell back to the population median.
+def population_order_value(frame: pd.DataFrame) -> float:
+    """The median positive ``avg_order_value`` of ``frame``: the value of an order by someone without one.
 
     Raises:
         CatalogueError: the frame has no ``avg_order_value`` or nobody has a positive one.
     """
-    if AVG_ORDER_VALUE not in frame.columns:
-        raise CatalogueError(f"the features need {AVG_ORDER_VALUE} to value an order")
-    aov = pd.to_numeric(frame[AVG_ORDER_VALUE], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    aov = _order_values(frame)
     own = np.isfinite(aov) & (aov > 0)
     if not own.any():
         raise CatalogueError(f"nobody has a positive {AVG_ORDER_VALUE}; no order value to fall back on")
-    return np.where(own, aov, float(np.median(aov[own]))), ~own
+    return float(np.median(aov[own]))
+
+
+def _order_values(frame: pd.DataFrame) -> np.ndarray:
+    if AVG_ORDER_VALUE not in frame.columns:
+        raise CatalogueError(f"the features need {AVG_ORDER_VALUE} to value an order")
+    return pd.to_numeric(frame[AVG_ORDER_VALUE], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def expected_order_value(frame: pd.DataFrame, fallback: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each customer's expected order value and whether it fell back to the population's.
+
+    Args:
+        frame: rows with ``avg_order_value``.
+        fallback: the value for customers without a positive one of their own (leads, say); the trained
+            bundle carries the population median so that one customer's answer does not depend on who
+            else is in the request. None: the median of ``frame`` itself.
+
+    Raises:
+        CatalogueError: the frame has no ``avg_order_value``, or no fallback is given and nobody in the
+            frame has a positive one.
+    """
+    aov = _order_values(frame)
+    own = np.isfinite(aov) & (aov > 0)
+    if fallback is None:
+        if own.all():
+            return aov, ~own
+        fallback = population_order_value(frame)
+    elif not (np.isfinite(fallback) and fallback > 0):
+        raise ValueError(f"the fallback order value must be a finite number > 0, got {fallback}")
+    return np.where(own, aov, float(fallback)), ~own
 
 
 def history_counts(history: pd.DataFrame | None, keys: np.ndarray, catalogue: Catalogue) -> np.ndarray:
@@ -251,6 +279,7 @@ def score_offers(
     control: ControlGroup | None = None,
     p_base: np.ndarray | None = None,
     caution: float = 0.0,
+    fallback_order_value: float | None = None,
 ) -> OfferScores:
     """Score every offer of ``catalogue`` for every customer of ``frame``.
 
@@ -267,6 +296,7 @@ def score_offers(
             the customer's own rhythm).
         caution: decide on ``profit - caution x sd(profit)`` where the uplift model gives a standard
             deviation (0: on the expected profit).
+        fallback_order_value: the order value of customers without one (see :func:`expected_order_value`).
 
     Raises:
         CatalogueError: a column the rules, costs or consent need is absent.
@@ -281,7 +311,7 @@ def score_offers(
     keys = frame[Col.CUSTOMER_KEY].astype(str).to_numpy()
     n, k = len(frame), len(catalogue.offers)
     control = control or ControlGroup()
-    order_value, fallback = expected_order_value(frame)
+    order_value, fallback = expected_order_value(frame, fallback_order_value)
 
     rules_uplift, rule_words = _rules_uplift(frame, catalogue)
     base_rules = _rhythm_probability(frame) if p_base is None else np.asarray(p_base, dtype=np.float64)
@@ -618,6 +648,7 @@ class NextBestOffer:
     uplift: UpliftModel | None = None
     control: ControlGroup = field(default_factory=ControlGroup)
     caution: float = 0.0
+    fallback_order_value: float | None = None
 
     def score(
         self,
@@ -638,6 +669,7 @@ class NextBestOffer:
             control=self.control,
             p_base=p_base,
             caution=self.caution,
+            fallback_order_value=self.fallback_order_value,
         )
 
     def decide(self, frame: pd.DataFrame, *, now: datetime, **kwargs: Any) -> pd.DataFrame:

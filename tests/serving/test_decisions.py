@@ -141,3 +141,20 @@ def test_offers_for_a_campaign_keep_order_and_respect_consent(decided: World, cl
         if i["status"] == "suppressed":
             assert i["decision"] == "not_contactable" and i["offer_id"] is None and i["reason"]
     assert body["summary"]["spent"] <= 100.0 + 1e-9
+
+
+def test_next_best_offer_for_a_lead_values_an_order_at_the_population_median(
+    decided: World, client: TestClient
+) -> None:
+    frame = latest_snapshot(decided.home).read()
+    aov = pd.to_numeric(frame["avg_order_value"], errors="coerce")
+    leads = set(frame.loc[~(aov > 0), "customer_key"].astype(str))
+    ids = pd.read_parquet(decided.home / "ingested" / "identity_map.parquet")
+    lead = str(ids.loc[ids["customer_key"].astype(str).isin(leads), "customer_id"].iloc[0])
+    r = client.post(
+        "/v1/offers/next-best", json={"customer_id": lead, "now": "2026-01-02T10:00:00Z"}, headers=headers("campaign")
+    )
+    assert r.status_code == 200, r.text  # one customer without an order value of their own: no 503
+    assert r.json()["items"][0]["status"] in {"ok", "suppressed"}
+    nbo = client.app.state.services.bundle("offers").payload  # type: ignore[attr-defined]
+    assert nbo.fallback_order_value == pytest.approx(float(aov[aov > 0].median()), rel=0.5)

@@ -10,7 +10,7 @@ import pytest
 
 from models.decisioning.control import ControlGroup
 from models.decisioning.nbo import NextBestOffer, Status, allocate, decide, score_offers
-from models.decisioning.offers import Catalogue, parse_catalogue
+from models.decisioning.offers import Catalogue, CatalogueError, parse_catalogue
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
 
@@ -239,3 +239,18 @@ def test_caution_decides_on_the_lower_bound_of_profit() -> None:
     assert none["reason"].str.contains("clearly expected").all()
     with pytest.raises(ValueError, match="caution"):
         score_offers(frame, catalogue(), now=NOW, uplift=model, control=NO_CONTROL, caution=-1.0)  # type: ignore[arg-type]
+
+
+def test_a_lead_alone_is_valued_at_the_bundles_population_order_value() -> None:
+    lead = customers(1).assign(avg_order_value=np.nan, orders_lifetime=0.0)
+    model = FixedUplift(["PCT", "TXT"], base=0.1, uplift=[0.0, 0.3])
+    with pytest.raises(CatalogueError, match="no order value to fall back on"):
+        score_offers(lead, catalogue(), now=NOW, uplift=model, control=NO_CONTROL)  # type: ignore[arg-type]
+    nbo = NextBestOffer(catalogue(), model, NO_CONTROL, fallback_order_value=40.0)  # type: ignore[arg-type]
+    scores = nbo.score(lead, now=NOW)
+    assert scores.order_value.tolist() == [40.0]
+    # the same customer in a batch gets the same value: it does not depend on who else is asked
+    batch = pd.concat([lead, customers(30, seed=3)], ignore_index=True)
+    assert nbo.score(batch, now=NOW).order_value[0] == 40.0
+    with pytest.raises(ValueError, match="fallback order value"):
+        NextBestOffer(catalogue(), model, NO_CONTROL, fallback_order_value=0.0).score(lead, now=NOW)  # type: ignore[arg-type]

@@ -583,6 +583,14 @@ def score(
     out: Annotated[Path, typer.Option(help="Parquet file to write.")] = Path("var/scores.parquet"),
     batch_size: Annotated[int, typer.Option(min=1_000, help="Customers per batch (memory stays flat).")] = 100_000,
     alias: Annotated[str, typer.Option(help="Registry alias of the models to use.")] = "champion",
+    compiled: Annotated[
+        bool,
+        typer.Option(
+            "--compiled/--no-compiled",
+            help="Score with lleaves-compiled models (built once per version into DATA/compiled, checked "
+            "against LightGBM) or with LightGBM itself.",
+        ),
+    ] = True,
 ) -> None:
     """The nightly full-base export: every champion's probability and band, P(alive), CLV and segments."""
     if not all_customers:
@@ -592,7 +600,9 @@ def score(
 
     try:
         with _progress("score --all") as tick:
-            result = score_all(data, tracking_uri, out, batch_size=batch_size, alias=alias, progress=tick)
+            result = score_all(
+                data, tracking_uri, out, batch_size=batch_size, alias=alias, progress=tick, compiled=compiled
+            )
     except (KairosError, ValueError, OSError) as exc:
         raise _fail(exc) from exc
     _summary(
@@ -603,6 +613,8 @@ def score(
             ("customers per second", f"{result.per_second:,.0f}"),
             ("models", ", ".join(f"{k} v{v}" for k, v in result.models.items()) or "none"),
             ("not in the registry", ", ".join(result.missing) or "-"),
+            ("engines", ", ".join(f"{k}: {v}" for k, v in result.engines.items()) or "-"),
+            ("compiling (not in seconds)", f"{result.compile_seconds:.1f} s"),
             ("written", str(result.path)),
         ],
     )

@@ -8,6 +8,7 @@ with the base size). Models missing from the registry are skipped and listed, ne
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,12 +26,15 @@ from features.errors import KairosError, ModelNotFoundError
 from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, SNAPSHOT_FILE, latest_snapshot
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
+from models.compiled import CompiledBooster, CompileError
 from models.reasons import DEFAULT_CUTS, band
 from training import registry
 from training.propensity import all_tasks
 
 ProgressFn = Callable[[str, float], None]
 CLV_COLUMNS = ("p_alive", "expected_orders", "expected_spend", "next_order_days")
+COMPILED_DIR = "compiled"
+PROBE_ROWS = 2_000
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class LoadedModel:
     model: LightGBMClassifier
     calibrator: ProbabilityCalibrator | None
     cuts: tuple[float, float]
+    compiled: CompiledBooster | None = None
 
     @classmethod
     def from_fetched(cls, fetched: registry.FetchedModel) -> LoadedModel:
@@ -50,10 +55,26 @@ class LoadedModel:
         model = LightGBMClassifier.from_text(fetched.model_text)
         return cls(fetched.name, fetched.version, model, calibrator, (float(cuts[0]), float(cuts[1])))
 
+    def raw(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model's uncalibrated probabilities, from the compiled model when there is one."""
+        matrix = frame[self.model.feature_names_].to_numpy(np.float32)
+        return self.compiled.predict(matrix) if self.compiled is not None else self.model.predict_proba(matrix)
+
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities (raw ones when the version has no calibrator)."""
-        raw = self.model.predict_proba(frame[self.model.feature_names_].to_numpy(np.float32))
+        raw = self.raw(frame)
         return self.calibrator.transform(raw) if self.calibrator is not None else raw
+
+    def compile(self, cache_dir: Path, probe: pd.DataFrame) -> LoadedModel:
+        """This model with its compiled form (built into ``cache_dir`` unless there), checked on ``probe``.
+
+        Raises:
+            CompileError: lleaves is missing, failed, or disagrees with LightGBM on the probe rows.
+        """
+        compiled = CompiledBooster.build(self.model.to_text(), cache_dir)
+        matrix = probe[self.model.feature_names_].to_numpy(np.float32)
+        compiled.verify(matrix, self.model.predict_proba(matrix))
+        return dataclasses.replace(self, compiled=compiled)
 
 
 def load_champions(
@@ -78,6 +99,8 @@ class ScoreExport:
     seconds: float
     models: dict[str, str]  # name -> version
     missing: list[str] = field(default_factory=list)
+    engines: dict[str, str] = field(default_factory=dict)  # name -> "lleaves" or "LightGBM (why)"
+    compile_seconds: float = 0.0  # building compiled models not yet cached (not in ``seconds``)
 
     @property
     def per_second(self) -> float:
@@ -98,8 +121,14 @@ def score_all(
     batch_size: int = 100_000,
     alias: str = registry.CHAMPION,
     progress: ProgressFn | None = None,
+    compiled: bool = True,
+    compile_cache: Path | None = None,
 ) -> ScoreExport:
     """Score every customer of the latest snapshot with every registered champion; write Parquet to ``out``.
+
+    Args:
+        compiled: score with lleaves-compiled models (built once per version into ``compile_cache``,
+            default ``data_home/compiled``; the build time is reported apart from the scoring time).
 
     Raises:
         KairosError: no snapshot, or no model at all in the registry.
@@ -121,6 +150,11 @@ def score_all(
     if (snapshot.path / SEGMENTS_FILE).is_file():
         segments = pd.read_parquet(snapshot.path / SEGMENTS_FILE).set_index(Col.CUSTOMER_KEY)
     needed = sorted({f for m in models for f in m.model.feature_names_})
+    engines = {m.name: "LightGBM" for m in models}
+    compile_seconds = 0.0
+    if compiled and models:
+        probe = next(_batches(snapshot.path / SNAPSHOT_FILE, needed, PROBE_ROWS))
+        models, engines, compile_seconds = _compile_all(models, compile_cache or data_home / COMPILED_DIR, probe, tick)
     total = int(snapshot.manifest.get("rows") or pq.ParquetFile(snapshot.path / SNAPSHOT_FILE).metadata.num_rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(out.name + ".partial")
@@ -155,4 +189,22 @@ def score_all(
             writer.close()
     seconds = time.perf_counter() - start
     staged.replace(out)
-    return ScoreExport(out, done, seconds, {m.name: m.version for m in models}, missing)
+    versions = {m.name: m.version for m in models}
+    return ScoreExport(out, done, seconds, versions, missing, engines, compile_seconds)
+
+
+def _compile_all(
+    models: list[LoadedModel], cache: Path, probe: pd.DataFrame, tick: ProgressFn
+) -> tuple[list[LoadedModel], dict[str, str], float]:
+    """Each model compiled and checked, or left to LightGBM with the reason; and the seconds spent."""
+    out, engines = [], {}
+    started = time.perf_counter()
+    for m in models:
+        tick(f"compiling {m.name} v{m.version} (once per version)", 0.0)
+        try:
+            out.append(m.compile(cache, probe))
+            engines[m.name] = "lleaves"
+        except CompileError as exc:
+            out.append(m)
+            engines[m.name] = f"LightGBM ({exc})"
+    return out, engines, time.perf_counter() - started

@@ -8,7 +8,10 @@ tests can register good and bad versions in seconds. The recs bundle is the real
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from features.store import latest_snapshot
@@ -110,6 +115,32 @@ class World:
 
     def client(self, **overrides: object) -> TestClient:
         return TestClient(create_app(self.settings(**overrides)))
+
+    @contextmanager
+    def server(self, **overrides: object) -> Iterator[tuple[str, FastAPI]]:
+        """A real uvicorn server on 127.0.0.1 (a free port) in a thread: its base URL and the app."""
+        app = create_app(self.settings(**overrides))
+        with live_server(app) as url:
+            yield url, app
+
+
+@contextmanager
+def live_server(app: FastAPI, timeout_s: float = 120.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn over real HTTP on 127.0.0.1 until the block ends (lifespan included)."""
+    port = closed_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="kairos-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,20 @@
 """Redis as the online store: the same answers as in-process; Redis down means 200, degraded, fallbacks.
 
 Uses the shared Redis at 127.0.0.1:6379 under a key prefix of its own (deleted afterwards); "down" is a
-port nothing listens on. The shared server is never stopped.
+port nothing listens on. The shared server is never stopped: the stop-under-load test starts a
+redis-server of its own and kills it.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis
 
@@ -74,3 +80,74 @@ def test_redis_down_is_200_degraded_with_fallbacks(world: World) -> None:
         metrics = client.get("/metrics").text
     assert 'kairos_fallback_total{endpoint="scores",reason="store_unavailable"} 20.0' in metrics
     assert 'status="5' not in metrics
+
+
+@pytest.fixture()
+def own_redis(world: World) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    """A Redis server of this test's own (it gets stopped), loaded with the world's online store."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = closed_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the test's redis-server did not start") from None
+                time.sleep(0.05)
+        prefix = "kairos-test-stop"
+        publish_to_redis(world.home, RedisOnlineStore.connect(url, prefix, timeout=5, connect_timeout=5))
+        yield proc, url, prefix
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_redis_stopped_during_load_gives_no_5xx_only_degraded_answers(
+    world: World, own_redis: tuple[subprocess.Popen[bytes], str, str]
+) -> None:
+    """A real server over HTTP under steady load; its Redis is killed mid-way: every answer is still 200."""
+    proc, url, prefix = own_redis
+    seen: list[tuple[str, float, int, bool | None]] = []  # (endpoint, when, status, degraded)
+    stop = threading.Event()
+    calls = [
+        ("/v1/scores", {"customer_ids": world.ids[:40]}, "campaign"),
+        ("/v1/recommendations/customer", {"customer_id": world.ids[0], "k": 6}, "storefront"),
+        ("/v1/recommendations/cart", {"cart": world.items[:2], "customer_id": world.ids[1]}, "storefront"),
+    ]
+    with world.server(online_store="redis", redis_url=url, redis_prefix=prefix, store_timeout_s=0.2) as (base, _):
+
+        def hammer(path: str, body: dict[str, object], who: str) -> None:
+            with httpx.Client(base_url=base, timeout=30) as http:
+                while not stop.is_set():
+                    r = http.post(path, json=body, headers=headers(who))
+                    degraded = r.json().get("degraded") if r.status_code == 200 else None
+                    seen.append((path, time.monotonic(), r.status_code, degraded))
+
+        workers = [threading.Thread(target=hammer, args=call) for call in calls]
+        for w in workers:
+            w.start()
+        time.sleep(1.0)
+        killed_at = time.monotonic()
+        proc.kill()
+        proc.wait(timeout=10)
+        time.sleep(2.0)
+        stop.set()
+        for w in workers:
+            w.join()
+    assert all(status == 200 for _, _, status, _ in seen), {s for _, _, s, _ in seen}
+    before = [d for _, t, _, d in seen if t < killed_at - 0.05]
+    after = [(p, d) for p, t, _, d in seen if t > killed_at + 0.5]
+    assert before and not any(before)  # Redis up: model answers
+    assert {p for p, _ in after} == {c[0] for c in calls}  # every endpoint kept answering
+    assert all(d is True for _, d in after)  # Redis gone: degraded, labelled

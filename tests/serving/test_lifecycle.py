@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from mlflow import MlflowClient
 
@@ -111,29 +113,34 @@ def test_not_ready_while_no_model_is_loaded(world: World, lab: Lab) -> None:
 
 
 def test_champion_moved_back_and_forth_under_load_fails_no_request(world: World, lab: Lab) -> None:
+    """A real uvicorn server over HTTP: steady load from three clients while @champion moves 10 times."""
     frame = latest_snapshot(world.home).read()
     second = register_churn(lab.uri, frame, FEATURES, seed=4).version
     _champion(lab.uri, "1")
     seen: list[tuple[int, str | None]] = []
     stop = threading.Event()
-    with world.client(tracking_uri=lab.uri, model_cache_dir=lab.cache) as client:
-        valid = {"1", second}
+    valid = {"1", second}
+    with world.server(tracking_uri=lab.uri, model_cache_dir=lab.cache) as (url, _app):
 
         def hammer() -> None:
-            while not stop.is_set():
-                r = client.post("/v1/scores", json={"customer_ids": world.ids[:50]}, headers=headers("campaign"))
-                seen.append((r.status_code, r.json()["models"][0]["version"] if r.status_code == 200 else None))
-                stop.wait(0.02)
+            with httpx.Client(base_url=url, timeout=30) as http:
+                while not stop.is_set():
+                    r = http.post("/v1/scores", json={"customer_ids": world.ids[:50]}, headers=headers("campaign"))
+                    seen.append((r.status_code, r.json()["models"][0]["version"] if r.status_code == 200 else None))
 
-        workers = [threading.Thread(target=hammer) for _ in range(2)]
+        workers = [threading.Thread(target=hammer) for _ in range(3)]
         for w in workers:
             w.start()
         versions = []
-        for flip in range(10):
-            target = second if flip % 2 == 0 else "1"
-            _champion(lab.uri, target)
-            out = client.post("/v1/models/reload", json={"models": ["churn"]}, headers=headers("admin")).json()
-            versions.append(out["outcomes"][0]["version"])
+        with httpx.Client(base_url=url, timeout=60) as admin:
+            for flip in range(10):
+                target = second if flip % 2 == 0 else "1"
+                _champion(lab.uri, target)
+                before = len(seen)
+                out = admin.post("/v1/models/reload", json={"models": ["churn"]}, headers=headers("admin")).json()
+                versions.append(out["outcomes"][0]["version"])
+                while len(seen) < before + 3:  # the load goes on across every swap
+                    time.sleep(0.01)
         stop.set()
         for w in workers:
             w.join()

@@ -7,6 +7,10 @@
   data end, read at start-up, plus every ``message_sent`` event posted since (kept in process; with
   several replicas each keeps its own: route a customer's sends and decisions to one replica, or
   accept caps counted per replica).
+* **Offers sent**: every send of the ingested ``messages`` table that carried an ``offer_id``, plus
+  every ``message_sent`` event with an ``offer_id``, so each offer's limit per customer (counted within
+  its validity dates) holds for API decisions too. Kept whole, not trimmed to the policy's window:
+  offers run for weeks or months.
 * **Time zone**: the ingested customers' ``timezone`` (first valid one per customer_key).
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,10 +41,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class ContactBook:
     """Send history and time zones per customer_key; thread-safe appends (``message_sent`` events)."""
 
-    def __init__(self, sends: dict[str, list[SendRecord]], zones: dict[str, str], lookback: timedelta) -> None:
+    def __init__(
+        self,
+        sends: dict[str, list[SendRecord]],
+        zones: dict[str, str],
+        lookback: timedelta,
+        offers: dict[str, list[tuple[str, datetime]]] | None = None,
+    ) -> None:
         self._sends = sends
         self.zones = zones
         self.lookback = lookback
+        self._offers = offers or {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -55,6 +67,7 @@ class ContactBook:
         except (DataNotFoundError, OSError):
             return cls({}, {}, lookback)
         sends: dict[str, list[SendRecord]] = {}
+        offers: dict[str, list[tuple[str, datetime]]] = {}
         path = folder / "messages.parquet"
         if path.is_file():
             cols = [Col.CUSTOMER_KEY, Col.CHANNEL, Col.SENT_AT, Col.OFFER_ID]
@@ -69,6 +82,9 @@ class ContactBook:
                     sends.setdefault(keys[i], []).append(
                         SendRecord(chans[i], at.iloc[i].to_pydatetime(), bool(offer[i]))
                     )
+                ids = frame[Col.OFFER_ID].astype(str).to_numpy()
+                for i in np.flatnonzero(offer & frame[Col.CUSTOMER_KEY].notna().to_numpy()):
+                    offers.setdefault(keys[i], []).append((ids[i], at.iloc[i].to_pydatetime()))
         zones: dict[str, str] = {}
         path = folder / "customers.parquet"
         if path.is_file():
@@ -76,17 +92,30 @@ class ContactBook:
             for key, zone in zip(frame[Col.CUSTOMER_KEY].astype(str), frame[Col.TIMEZONE], strict=True):
                 if key not in zones and isinstance(zone, str) and valid_zone(zone):
                     zones[key] = zone
-        return cls(sends, zones, lookback)
+        return cls(sends, zones, lookback, offers)
 
     def sends(self, key: str) -> tuple[SendRecord, ...]:
         return tuple(self._sends.get(key, ()))
 
-    def record(self, key: str, channel: str, at: datetime, with_offer: bool) -> None:
-        """A message sent now (``message_sent`` event); sends older than the lookback are dropped."""
+    def record(self, key: str, channel: str, at: datetime, with_offer: bool, offer_id: str | None = None) -> None:
+        """A message sent now (``message_sent`` event); sends older than the lookback are dropped.
+
+        With ``offer_id`` the send also counts against that offer's limit per customer.
+        """
+        at = at.astimezone(UTC)
         with self._lock:
             kept = [s for s in self._sends.get(key, []) if s.at >= at - self.lookback]
-            kept.append(SendRecord(channel, at.astimezone(UTC), with_offer))
+            kept.append(SendRecord(channel, at, with_offer or offer_id is not None))
             self._sends[key] = kept
+            if offer_id is not None:
+                self._offers[key] = [*self._offers.get(key, []), (offer_id, at)]
+
+    def offer_history(self, keys: Sequence[str]) -> pd.DataFrame:
+        """The offers sent to ``keys``: ``customer_key, offer_id, sent_at`` (the shape ``nbo`` counts)."""
+        rows = [(k, oid, at) for k in dict.fromkeys(keys) for oid, at in self._offers.get(k, ())]
+        frame = pd.DataFrame(rows, columns=[Col.CUSTOMER_KEY, Col.OFFER_ID, Col.SENT_AT])
+        frame[Col.SENT_AT] = pd.to_datetime(frame[Col.SENT_AT], utc=True)
+        return frame
 
 
 def consent_columns(names: list[str]) -> dict[str, int]:

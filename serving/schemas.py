@@ -282,6 +282,11 @@ class EventIn(BaseModel):
     item_id: ItemId | None = None
     event_id: Id | None = None
     with_offer: bool = Field(False, description="message_sent only: the message carried an offer.")
+    offer_id: Id | None = Field(
+        None,
+        description="message_sent only: the catalogue offer it carried (implies with_offer); counts against that "
+        "offer's limit per customer.",
+    )
 
 
 class EventBatch(BaseModel):

@@ -82,5 +82,5 @@ def _message_sent(services: Services, i: int, e: EventIn) -> dict[str, object]:
         return {"index": i, "status": "unavailable", "detail": "online store unavailable; send again"}
     if key is None:
         return {"index": i, "status": "unknown_customer"}
-    services.contacts.record(key, e.channel.value, e.timestamp, e.with_offer)
+    services.contacts.record(key, e.channel.value, e.timestamp, e.with_offer, e.offer_id)
     return {"index": i, "status": "applied"}

@@ -103,10 +103,14 @@ def _decisions(
     if not len(batch.frame):
         decided = pd.DataFrame(columns=[Col.CUSTOMER_KEY])
     elif campaign:
-        decided, alloc = nbo.allocate(batch.frame, now=now, budget=budget, allowed_channels=batch.usable)
+        history = services.contacts.offer_history(batch.frame[Col.CUSTOMER_KEY].astype(str).tolist())
+        decided, alloc = nbo.allocate(
+            batch.frame, now=now, budget=budget, allowed_channels=batch.usable, history=history
+        )
         summary = asdict(alloc)
     else:
-        decided = nbo.decide(batch.frame, now=now, allowed_channels=batch.usable)
+        history = services.contacts.offer_history(batch.frame[Col.CUSTOMER_KEY].astype(str).tolist())
+        decided = nbo.decide(batch.frame, now=now, allowed_channels=batch.usable, history=history)
     by_row = dict(zip(batch.rows.tolist(), decided.to_dict("records"), strict=True))
     window_end = now + timedelta(hours=services.settings.offer_window_hours)
     items: list[dict[str, Any]] = []

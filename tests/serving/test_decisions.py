@@ -158,3 +158,37 @@ def test_next_best_offer_for_a_lead_values_an_order_at_the_population_median(
     assert r.json()["items"][0]["status"] in {"ok", "suppressed"}
     nbo = client.app.state.services.bundle("offers").payload  # type: ignore[attr-defined]
     assert nbo.fallback_order_value == pytest.approx(float(aov[aov > 0].median()), rel=0.5)
+
+
+def test_offers_sent_through_events_count_against_the_limit_per_customer(decided: World) -> None:
+    now = "2026-01-20T10:00:00Z"
+    with decided.client(**ALL) as c:
+        services = c.app.state.services  # type: ignore[attr-defined]
+        limits = {o.id: o.max_per_customer for o in services.bundle("offers").payload.catalogue.offers}
+        chosen = None
+        for cid in decided.ids[:300]:
+            r = c.post("/v1/offers/next-best", json={"customer_id": cid, "now": now}, headers=headers("campaign"))
+            item = r.json()["items"][0]
+            if item["decision"] == "offer" and limits[item["offer_id"]]:
+                chosen = item
+                break
+        assert chosen is not None, "no customer got a capped offer"
+        oid, cap = chosen["offer_id"], limits[chosen["offer_id"]]
+        events = [
+            {
+                "type": "message_sent",
+                "timestamp": f"2026-01-0{2 + i}T10:00:00Z",  # inside the offer's dates, long before `now`
+                "customer_id": chosen["customer_id"],
+                "channel": chosen["channel"],
+                "offer_id": oid,
+            }
+            for i in range(cap)
+        ]
+        sent = c.post("/v1/events", json={"events": events}, headers=headers("campaign")).json()
+        assert [x["status"] for x in sent["results"]] == ["applied"] * cap
+        after = c.post(
+            "/v1/offers/next-best", json={"customer_id": chosen["customer_id"], "now": now}, headers=headers("campaign")
+        ).json()["items"][0]
+        assert after["status"] == "ok" and after["offer_id"] != oid  # the limit holds for API decisions
+        history = services.contacts.offer_history([chosen["customer_key"]])
+        assert (history["offer_id"] == oid).sum() >= cap

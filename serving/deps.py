@@ -40,7 +40,8 @@ RequestIdDep = Annotated[str, Depends(request_id)]
 def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller's key must be valid (401) and hold one of ``scopes`` (403); then its rate (429)."""
 
-    async def check(services: ServicesDep, request: Request, key: str | None = Security(api_key_header)) -> Principal:
+    async def check(request: Request, key: str | None = Security(api_key_header)) -> Principal:
+        services: Services = request.app.state.services
         if not key:
             raise ApiError(401, "unauthorized", "missing API key (header X-API-Key)", {"WWW-Authenticate": "ApiKey"})
         found = services.keys.identify(key)

@@ -127,6 +127,11 @@ class StoreGateway:
     def kind(self) -> str:
         return self.settings.online_store.value
 
+    @property
+    def in_process(self) -> bool:
+        """The store is this process's memory: a lookup never waits on the network."""
+        return isinstance(self.backend, InMemoryOnlineStore)
+
     def feature_names(self) -> list[str] | None:
         """The store's features, or None when it cannot say now (Redis down)."""
         if self.backend is None:

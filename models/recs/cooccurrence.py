@@ -212,22 +212,26 @@ class BoughtTogether:
         uniq, inv = np.unique(cand, return_inverse=True)
         total = np.bincount(inv, weights=score, minlength=len(uniq))
         banned = [p for p in (self._pos.get(x) for x in (*seeds, *query.exclude)) if p is not None]
-        if banned:
-            total[np.isin(uniq, banned)] = -np.inf
+        if banned:  # uniq is sorted: find the banned items in it without np.isin's set machinery
+            b = np.asarray(banned)
+            at = np.searchsorted(uniq, b)
+            inside = at < len(uniq)
+            at, b = at[inside], b[inside]
+            total[at[uniq[at] == b]] = -np.inf
         ranked = np.argsort(-total, kind="stable")[:k]
         ranked = ranked[np.isfinite(total[ranked])]
         # The strongest single contribution per candidate: sort contributions by (candidate, -score).
         by = np.lexsort((-score, inv))
         first = by[np.searchsorted(inv[by], ranked)]
-        names = self.names_
+        # Plain Python values first: the answer is built per item, and numpy scalars are slow one by one.
+        ids = self.item_ids_[uniq[ranked]].tolist()
+        totals = total[ranked].tolist()
+        seed_names = self.names_[src[first]].tolist()
+        counts = orders[first].tolist()
+        source = self.source
         return [
-            Recommendation(
-                str(self.item_ids_[uniq[r]]),
-                float(total[r]),
-                self.source,
-                _reason(names[src[f]], int(orders[f])),
-            )
-            for r, f in zip(ranked, first, strict=True)
+            Recommendation(str(i), t, source, _reason(n, c))
+            for i, t, n, c in zip(ids, totals, seed_names, counts, strict=True)
         ]
 
     def recommend_batch(self, queries: Sequence[Query], k: int = 10) -> list[list[Recommendation]]:

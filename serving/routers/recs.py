@@ -57,8 +57,8 @@ def _respond(
     services: Services, rid: str, endpoint: str, answer: RecsAnswer, degraded: bool, model: RecsModel, ref: dict
 ) -> Response:
     items = []
-    for r in answer.items:
-        name, category, price = model.describe_item(r.item_id)
+    described = model.describe_items([r.item_id for r in answer.items])
+    for r, (name, category, price) in zip(answer.items, described, strict=True):
         items.append(
             {
                 "item_id": r.item_id,

@@ -38,6 +38,11 @@ class ChurnTarget:
     def label_days(self) -> int:
         return self.horizon_days
 
+    @property
+    def lookback_days(self) -> int:
+        """Days of history before a cutoff that the population reads: fewer, and it is truncated."""
+        return self.active_days
+
     def labels(self, tables: dict[str, ir.Table], cutoff: datetime) -> ir.Table:
         active = _orders_between(tables, cutoff - timedelta(days=self.active_days), cutoff)
         active = active.select(Col.CUSTOMER_KEY).distinct()
@@ -57,6 +62,10 @@ class PurchaseTarget:
     @property
     def label_days(self) -> int:
         return self.horizon_days
+
+    @property
+    def lookback_days(self) -> int:
+        return 0  # everyone known before the cutoff, however long ago
 
     def labels(self, tables: dict[str, ir.Table], cutoff: datetime) -> ir.Table:
         t = ibis.timestamp(cutoff)
@@ -115,6 +124,10 @@ class EngagementTarget:
     @property
     def label_days(self) -> int:
         return self.window_days + self.response_days
+
+    @property
+    def lookback_days(self) -> int:
+        return 0  # whoever is sent a message after the cutoff
 
     def labels(self, tables: dict[str, ir.Table], cutoff: datetime) -> ir.Table:
         if self.action not in ("open", "click"):

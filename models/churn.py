@@ -26,6 +26,9 @@ class LightGBMClassifier:
         early_stopping_rounds: rounds without improvement on the validation set before stopping.
         seed: random seed (bagging, feature sampling).
         n_jobs: threads (LightGBM's ``num_threads``).
+        reg_lambda: L2 penalty on leaf values.
+        subsample: share of rows drawn for each tree (1 = all; below 1, bagging every round).
+        colsample_bytree: share of features drawn for each tree.
     """
 
     def __init__(
@@ -37,6 +40,9 @@ class LightGBMClassifier:
         early_stopping_rounds: int = 50,
         seed: int = 0,
         n_jobs: int = 2,
+        reg_lambda: float = 0.0,
+        subsample: float = 1.0,
+        colsample_bytree: float = 1.0,
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -45,6 +51,9 @@ class LightGBMClassifier:
         self.early_stopping_rounds = early_stopping_rounds
         self.seed = seed
         self.n_jobs = n_jobs
+        self.reg_lambda = reg_lambda
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -55,15 +64,28 @@ class LightGBMClassifier:
             "early_stopping_rounds": self.early_stopping_rounds,
             "seed": self.seed,
             "n_jobs": self.n_jobs,
+            "reg_lambda": self.reg_lambda,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
         }
 
     def _lgb_params(self) -> dict[str, Any]:
+        for name in ("subsample", "colsample_bytree"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{name}: expected a share in (0, 1], got {value!r}")
+        if self.reg_lambda < 0:
+            raise ValueError(f"reg_lambda: expected a penalty >= 0, got {self.reg_lambda!r}")
         return {
             "objective": "binary",
             "metric": "binary_logloss",
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "min_child_samples": self.min_child_samples,
+            "lambda_l2": self.reg_lambda,
+            "bagging_fraction": self.subsample,
+            "bagging_freq": 1 if self.subsample < 1.0 else 0,
+            "feature_fraction": self.colsample_bytree,
             "seed": self.seed,
             "deterministic": True,
             "num_threads": self.n_jobs,

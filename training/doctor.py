@@ -18,6 +18,7 @@ from training.propensity import (
     all_tasks,
     plan_counts,
     plan_cutoffs,
+    plan_for,
     sufficiency_problems,
 )
 
@@ -37,7 +38,7 @@ def _binary(task: Task, ctx: Context, rules: Sufficiency) -> Verdict:
     if task.family == "engagement" and "messages" not in ctx.tables:
         return Verdict(task.name, False, history, 0, 0, ("the data has no message history (no messages table)",))
     try:
-        plan = plan_cutoffs(ctx.start, ctx.end, task.target.label_days, rules.min_history_days)
+        plan = plan_for(task, ctx, rules)
     except InsufficientDataError as exc:
         return Verdict(task.name, False, history, 0, 0, (str(exc),))
     counts = plan_counts(task.target, ctx.tables, plan)

@@ -36,3 +36,20 @@ def test_one_class_is_refused_with_a_reason() -> None:
     X, _ = _data(50, 0)
     with pytest.raises(ValueError, match="only one class"):
         LightGBMClassifier().fit(X, np.zeros(50, dtype=int))
+
+
+@pytest.mark.parametrize("bad", [{"subsample": 0.0}, {"colsample_bytree": 1.5}, {"reg_lambda": -1.0}])
+def test_bad_regularisation_is_refused_by_name(bad: dict[str, float]) -> None:
+    X, y = _data(200, 0)
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        LightGBMClassifier(**bad).fit(X, y)  # type: ignore[arg-type]
+
+
+def test_row_and_feature_sampling_are_seeded() -> None:
+    X, y = _data(1000, 0)
+    params = {"n_estimators": 30, "subsample": 0.7, "colsample_bytree": 0.5, "reg_lambda": 5.0, "n_jobs": 1}
+    a = LightGBMClassifier(seed=1, **params).fit(X, y).predict_proba(X)  # type: ignore[arg-type]
+    b = LightGBMClassifier(seed=1, **params).fit(X, y).predict_proba(X)  # type: ignore[arg-type]
+    c = LightGBMClassifier(seed=2, **params).fit(X, y).predict_proba(X)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)

@@ -106,6 +106,18 @@ def test_plan_never_lets_labels_reach_the_next_window() -> None:
     assert max(relaxed.train) < relaxed.valid and relaxed.valid + timedelta(days=365) <= relaxed.holdout
 
 
+def test_plan_waits_for_the_targets_lookback_and_finds_the_same_season() -> None:
+    start, end = datetime(2022, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 15, tzinfo=UTC)
+    churn = plan_cutoffs(start, end, 90, lookback_days=365)
+    assert min(churn.train) >= start + timedelta(days=365)  # a full active year before every training cutoff
+    assert churn.season == churn.holdout - timedelta(days=360) and churn.season not in churn.train
+    assert churn.season >= start + timedelta(days=180)
+    short = plan_cutoffs(start, start + timedelta(days=500), 90, lookback_days=365)
+    assert start + timedelta(days=180) <= min(short.train) < start + timedelta(days=365)  # no full year fits
+    assert short.season is None  # a year before its holdout is before the data's first 180 days
+    assert plan_cutoffs(start, end, 30).season is None  # that cutoff is trained on: it cannot calibrate
+
+
 def test_plan_says_how_much_history_is_needed() -> None:
     start = datetime(2024, 1, 1, tzinfo=UTC)
     with pytest.raises(InsufficientDataError, match=r"400 days of order history.*needs at least 720"):
@@ -145,6 +157,10 @@ def test_jobs_report_model_beside_every_baseline(trained: tuple[str, dict[str, A
         assert run.table.loc["kairos", "ece"] < 0.1
         assert run.registration is not None and run.registration.alias == "champion"
         assert "## " in run.card and "rfm_logistic" in run.card
+    # Churn is calibrated on the validation rows and the same season a year before the holdout.
+    churn = runs["churn"]
+    assert churn.plan.season is not None and churn.sizes["calibration_rows"] > churn.sizes["valid_rows"]
+    assert runs["purchase"].sizes["calibration_rows"] == runs["purchase"].sizes["valid_rows"]
 
 
 def test_registered_model_carries_calibrator_and_refuses_tampered_metadata(
@@ -188,8 +204,10 @@ def test_training_refuses_thin_data_and_says_what_is_missing(orii_home: BuiltHom
 def test_doctor_lists_each_model(orii_home: BuiltHome) -> None:
     from training.doctor import diagnose
 
-    verdicts = {v.model: v for v in diagnose(orii_home.home)}
-    assert verdicts["churn"].ok, verdicts["churn"].problems  # 300 real customers x 10 cutoffs suffice
+    verdicts = {v.model: v for v in diagnose(orii_home.home, small_data_rules())}
+    assert verdicts["churn"].ok, verdicts["churn"].problems  # the rules the fixture trained with
+    default = {v.model: v for v in diagnose(orii_home.home)}  # 300 real customers on 4 full-year cutoffs
+    assert not default["churn"].ok and "negative examples, need at least 500" in default["churn"].problems[0]
     assert verdicts["engagement_open_email"].problems == ("the data has no message history (no messages table)",)
     assert "value (365 d)" in verdicts and not verdicts["value (365 d)"].ok
     strict = {v.model: v for v in diagnose(orii_home.home, Sufficiency(min_positives=100_000))}

@@ -198,3 +198,20 @@ def shap_summary(
         bar = fig.colorbar(points, ax=ax, pad=0.01, fraction=0.04)
         bar.set_label("value percentile\n(grey: missing)", fontsize=8)
     return _save(fig, path)
+
+
+def decile_chart(deciles: pd.DataFrame, path: str | Path, *, title: str = "Value calibration by decile") -> Path:
+    """Mean predicted against mean realised value per decile of the prediction
+    (:func:`models.evaluation.decile_calibration` output), bars side by side."""
+    missing = {"decile", "mean_predicted", "mean_actual"} - set(deciles.columns)
+    if missing:
+        raise ValueError(f"deciles: missing columns {sorted(missing)}")
+    fig = _figure(7.0, 3.6)
+    ax = fig.add_subplot()
+    x = np.arange(len(deciles))
+    ax.bar(x - 0.2, deciles["mean_predicted"], width=0.4, label="mean predicted", color="tab:blue")
+    ax.bar(x + 0.2, deciles["mean_actual"], width=0.4, label="mean realised", color="tab:orange")
+    ax.set_xticks(x, [str(int(d) + 1) for d in deciles["decile"]])
+    ax.set(xlabel="decile of the prediction (1 = lowest)", ylabel="value in the horizon", title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)

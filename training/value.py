@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +241,16 @@ def train_value(
         deciles.to_csv(folder / "spend_deciles.csv")
         for name in ("holdout_spend.csv", "holdout_orders.csv", "spend_deciles.csv"):
             mlflow.log_artifact(str(folder / name))
+        plots = _plots(folder / "plots", spend_model, holdout[features], deciles)
+        from training.plots import decile_chart
+
+        clv_deciles = decile_calibration(spend_true, spend_pred["mbgnbd_gamma_gamma"])
+        clv_plots = {
+            "Value calibration by decile (MBG/NBD x Gamma-Gamma)": decile_chart(
+                clv_deciles, folder / "plots" / "deciles_clv.png"
+            )
+        }
+        mlflow.log_artifacts(str(folder / "plots"), artifact_path="plots")
 
         # The value bundle: both boosters as LightGBM text (JSON-wrapped), checksummed file by file.
         bundle = folder / "value"
@@ -283,6 +293,16 @@ def train_value(
                 f"value v{registration.version} -> @{registration.alias}; "
                 f"clv v{clv_registration.version} -> @{clv_registration.alias}",
             )
+        facts = _CardFacts(horizon_days, plan, sizes, report["source_hash"], run.info.run_id, params)
+        for name, candidate, reg, card_plots in (
+            (VALUE_MODEL, "kairos", registration, plots),
+            (CLV_MODEL, "mbgnbd_gamma_gamma", clv_registration, clv_plots),
+        ):
+            card = _card(name, candidate, facts, spend_table, orders_table, reg, card_plots, spend_model, full)
+            (folder / f"model_card_{name}.md").write_text(card, encoding="utf-8")
+            mlflow.log_artifact(str(folder / f"model_card_{name}.md"))
+            if reg is not None:
+                client.update_model_version(name, reg.version, description=card)
     tick("value: done", 1.0)
     return ValueRun(
         run.info.run_id,
@@ -296,4 +316,100 @@ def train_value(
         plan,
         full.params(),
         sizes,
+    )
+
+
+@dataclass(frozen=True)
+class _CardFacts:
+    horizon_days: int
+    plan: CutoffPlan
+    sizes: dict[str, int]
+    data_hash: str
+    run_id: str
+    params: dict[str, Any]
+
+
+def _plots(folder: Path, spend_model: LightGBMRegressor, X: pd.DataFrame, deciles: pd.DataFrame) -> dict[str, Path]:
+    from features.definitions import DESCRIPTIONS
+    from training import plots
+
+    text = spend_model.to_text()
+    sample = X.sample(n=min(len(X), 2000), random_state=0) if len(X) > 2000 else X
+    return {
+        "Value calibration by decile": plots.decile_chart(deciles, folder / "deciles.png"),
+        "Feature importance (spend)": plots.feature_importance(
+            text, folder / "importance.png", descriptions=DESCRIPTIONS
+        ),
+        "SHAP summary (spend)": plots.shap_summary(text, sample, folder / "shap_summary.png"),
+    }
+
+
+def _card(
+    name: str,
+    candidate: str,
+    facts: _CardFacts,
+    spend: pd.DataFrame,
+    orders: pd.DataFrame,
+    registration: registry.Registration | None,
+    plots: dict[str, Path],
+    spend_model: LightGBMRegressor,
+    full: Any,
+) -> str:
+    """The model card of the ``value`` (LightGBM) or ``clv`` (MBG/NBD x Gamma-Gamma) version."""
+    from features.definitions import DESCRIPTIONS
+    from training.model_card import DataSummary, ModelCard, render_model_card
+
+    h = facts.horizon_days
+    if name == VALUE_MODEL:
+        target = (
+            f"Spend (LightGBM, Tweedie) and number of orders (LightGBM, Poisson) in the {h} days after the "
+            "cutoff, for every customer known at the cutoff."
+        )
+        gains = spend_model.booster_.feature_importance(importance_type="gain")
+        top = sorted(zip(spend_model.feature_names_, gains.tolist(), strict=True), key=lambda kv: -kv[1])[:10]
+        own_orders = "kairos"
+    else:
+        target = (
+            f"P(alive), expected orders and spend per customer from MBG/NBD x Gamma-Gamma, judged on spend in the "
+            f"{h} days after the holdout cutoff; the registered bundle is refitted on all orders and predicts "
+            f"365 days from the data's end. Parameters: {json.dumps(full.params(), sort_keys=True)}."
+        )
+        top = []
+        own_orders = "mbgnbd"
+    own = orders.loc[own_orders]
+    limitations = [
+        f"Orders in the horizon: MAE {own['mae']:.3f}, Spearman {own['spearman']:.3f} (BG/NBD "
+        f"{orders.loc['bgnbd', 'spearman']:.3f}, same as the last period {orders.loc['last_period', 'spearman']:.3f}).",
+        "Spend is in the data's currency; the metrics table is about spend only. There are no calibrated "
+        "probabilities here: ECE, lift and calibration do not apply.",
+    ]
+    return render_model_card(
+        ModelCard(
+            name=name,
+            target=target,
+            data=DataSummary(
+                train_cutoffs=facts.plan.train,
+                valid_cutoff=facts.plan.valid,
+                holdout_cutoff=facts.plan.holdout,
+                rows={
+                    "train": facts.sizes["train_rows"],
+                    "valid": facts.sizes["valid_rows"],
+                    "holdout": facts.sizes["holdout_rows"],
+                },
+                data_hash=facts.data_hash,
+            ),
+            metrics={str(k): {m: float(v) for m, v in row.items()} for k, row in spend.iterrows()},
+            candidate=candidate,
+            primary_metric="spearman",
+            version=registration.version if registration else None,
+            alias=registration.alias if registration else None,
+            decision=registration.reason if registration else "not registered",
+            top_features=top,
+            descriptions=DESCRIPTIONS,
+            plots={title: f"plots/{path.name}" for title, path in plots.items()},
+            limitations=limitations,
+            params=facts.params,
+            run_id=facts.run_id,
+            created_at=datetime.now(UTC),
+        )
     )

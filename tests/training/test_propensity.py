@@ -242,3 +242,12 @@ def test_value_job_registers_value_and_clv(synth_home: SynthHome, tmp_path: Path
     assert customers["p_alive"].between(0, 1).all() and (customers["expected_spend"] >= 0).all()
     # MBG/NBD does not call every one-time buyer alive.
     assert customers["p_alive"].min() < 1.0
+    # a model card goes with each version, with its plots beside it in the run
+    client = registry.configure(uri)
+    for name, candidate in (("value", "**kairos** (this model)"), ("clv", "**mbgnbd_gamma_gamma** (this model)")):
+        version = client.get_model_version_by_alias(name, "champion")
+        assert version.description.startswith(f"# Model card: {name} (version {version.version})")
+        assert candidate in version.description and "bgnbd_gamma_gamma" in version.description
+    artifacts = {a.path for a in client.list_artifacts(run.run_id, "plots")}
+    assert {"plots/deciles.png", "plots/deciles_clv.png", "plots/importance.png", "plots/shap_summary.png"} <= artifacts
+    assert {"model_card_value.md", "model_card_clv.md"} <= {a.path for a in client.list_artifacts(run.run_id)}

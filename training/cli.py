@@ -591,6 +591,9 @@ def score(
             "against LightGBM) or with LightGBM itself.",
         ),
     ] = True,
+    reasons: Annotated[
+        bool, typer.Option("--reasons", help="Add each model's top 3 drivers in words (slower: TreeSHAP).")
+    ] = False,
 ) -> None:
     """The nightly full-base export: every champion's probability and band, P(alive), CLV and segments."""
     if not all_customers:
@@ -601,7 +604,14 @@ def score(
     try:
         with _progress("score --all") as tick:
             result = score_all(
-                data, tracking_uri, out, batch_size=batch_size, alias=alias, progress=tick, compiled=compiled
+                data,
+                tracking_uri,
+                out,
+                batch_size=batch_size,
+                alias=alias,
+                progress=tick,
+                compiled=compiled,
+                reasons=reasons,
             )
     except (KairosError, ValueError, OSError) as exc:
         raise _fail(exc) from exc

@@ -22,12 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.contract import Col
+from features.definitions import DESCRIPTIONS
 from features.errors import KairosError, ModelNotFoundError
 from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, SNAPSHOT_FILE, latest_snapshot
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
 from models.compiled import CompiledBooster, CompileError
-from models.reasons import DEFAULT_CUTS, band
+from models.reasons import DEFAULT_CUTS, ReasonExplainer, band
 from training import registry
 from training.propensity import all_tasks
 
@@ -35,6 +36,7 @@ ProgressFn = Callable[[str, float], None]
 CLV_COLUMNS = ("p_alive", "expected_orders", "expected_spend", "next_order_days")
 COMPILED_DIR = "compiled"
 PROBE_ROWS = 2_000
+REASONS_K = 3
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class ScoreExport:
         return self.customers / self.seconds if self.seconds else float("nan")
 
 
-def _batches(path: Path, columns: list[str], size: int) -> Iterator[pd.DataFrame]:
+def _batches(path: Path, columns: list[str] | None, size: int) -> Iterator[pd.DataFrame]:
     reader = pq.ParquetFile(path)
     for batch in reader.iter_batches(batch_size=size, columns=columns):
         yield batch.to_pandas()
@@ -123,12 +125,15 @@ def score_all(
     progress: ProgressFn | None = None,
     compiled: bool = True,
     compile_cache: Path | None = None,
+    reasons: bool = False,
 ) -> ScoreExport:
     """Score every customer of the latest snapshot with every registered champion; write Parquet to ``out``.
 
     Args:
         compiled: score with lleaves-compiled models (built once per version into ``compile_cache``,
             default ``data_home/compiled``; the build time is reported apart from the scoring time).
+        reasons: add each model's top 3 drivers in words (``<model>_reason_1`` .. ``_3``, empty where
+            fewer push the score up), as the API gives them; TreeSHAP costs several times the scoring.
 
     Raises:
         KairosError: no snapshot, or no model at all in the registry.
@@ -162,13 +167,20 @@ def score_all(
     done = 0
     start = time.perf_counter()
     try:
-        for frame in _batches(snapshot.path / SNAPSHOT_FILE, [Col.CUSTOMER_KEY, *needed], batch_size):
+        # the reason templates read other columns of the row (e.g. the usual gap between orders)
+        read = None if reasons else [Col.CUSTOMER_KEY, *needed]
+        explainer = ReasonExplainer(DESCRIPTIONS) if reasons else None
+        for frame in _batches(snapshot.path / SNAPSHOT_FILE, read, batch_size):
             keys = frame[Col.CUSTOMER_KEY]
             cols: dict[str, Any] = {Col.CUSTOMER_KEY: keys.to_numpy()}
             for m in models:
                 p = m.score(frame)
                 cols[f"{m.name}_probability"] = p.astype(np.float32)
                 cols[f"{m.name}_band"] = band(p, m.cuts)
+                if explainer is not None:
+                    why = explainer.explain(m.model.booster_, frame, k=REASONS_K)
+                    for r in range(REASONS_K):
+                        cols[f"{m.name}_reason_{r + 1}"] = [w[r].text if len(w) > r else "" for w in why]
             if clv is not None:
                 joined = clv.reindex(keys.to_numpy())
                 for c in CLV_COLUMNS:

@@ -84,3 +84,10 @@ def test_score_all_exports_every_customer(orii_home: BuiltHome, tmp_path: Path) 
     assert sorted(scores["customer_key"]) == sorted(snapshot["customer_key"])  # nobody dropped
     assert scores["churn_probability"].between(0, 1).all()
     assert set(scores["churn_band"]) <= {"low", "medium", "high"}
+    # on request, every score with its drivers in words (as the API gives them)
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "why.parquet"), "--reasons"])
+    assert result.exit_code == 0, result.output
+    why = pd.read_parquet(tmp_path / "why.parquet")
+    assert why["churn_probability"].tolist() == scores["churn_probability"].tolist()
+    assert (why["churn_reason_1"] != "").mean() > 0.5 and why["churn_reason_3"].notna().all()
+    assert why["churn_reason_1"].str.contains("order|day|never", regex=True).any()

@@ -59,13 +59,18 @@ class LoadedModel:
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
         """The model's uncalibrated probabilities, from the compiled model when there is one."""
-        matrix = frame[self.model.feature_names_].to_numpy(np.float32)
+        return self.raw_matrix(frame[self.model.feature_names_].to_numpy(np.float32))
+
+    def raw_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """:meth:`raw` for a float32 matrix whose columns are the model's features, in its order."""
         return self.compiled.predict(matrix) if self.compiled is not None else self.model.predict_proba(matrix)
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        return self.calibrator.transform(raw) if self.calibrator is not None else raw
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities (raw ones when the version has no calibrator)."""
-        raw = self.raw(frame)
-        return self.calibrator.transform(raw) if self.calibrator is not None else raw
+        return self.calibrate(self.raw(frame))
 
     def compile(self, cache_dir: Path, probe: pd.DataFrame) -> LoadedModel:
         """This model with its compiled form (built into ``cache_dir`` unless there), checked on ``probe``.
@@ -154,7 +159,11 @@ def score_all(
     segments = None
     if (snapshot.path / SEGMENTS_FILE).is_file():
         segments = pd.read_parquet(snapshot.path / SEGMENTS_FILE).set_index(Col.CUSTOMER_KEY)
+        segments = segments[[c for c in SEGMENT_COLUMNS if c in segments.columns]].astype("string")
     needed = sorted({f for m in models for f in m.model.feature_names_})
+    # each model reads its columns out of one float32 matrix per batch (built once, not per model)
+    at = {f: i for i, f in enumerate(needed)}
+    picks = [np.array([at[f] for f in m.model.feature_names_]) for m in models]
     engines = {m.name: "LightGBM" for m in models}
     compile_seconds = 0.0
     if compiled and models:
@@ -173,8 +182,9 @@ def score_all(
         for frame in _batches(snapshot.path / SNAPSHOT_FILE, read, batch_size):
             keys = frame[Col.CUSTOMER_KEY]
             cols: dict[str, Any] = {Col.CUSTOMER_KEY: keys.to_numpy()}
-            for m in models:
-                p = m.score(frame)
+            matrix = frame[needed].to_numpy(np.float32)
+            for m, pick in zip(models, picks, strict=True):
+                p = m.calibrate(m.raw_matrix(matrix[:, pick]))
                 cols[f"{m.name}_probability"] = p.astype(np.float32)
                 cols[f"{m.name}_band"] = band(p, m.cuts)
                 if explainer is not None:
@@ -187,9 +197,8 @@ def score_all(
                     cols[c] = joined[c].to_numpy(np.float32)
             if segments is not None:
                 seg = segments.reindex(keys.to_numpy())
-                for c in SEGMENT_COLUMNS:
-                    if c in seg.columns:
-                        cols[c] = seg[c].astype("string").to_numpy()
+                for c in seg.columns:
+                    cols[c] = seg[c].array
             table = pa.Table.from_pandas(pd.DataFrame(cols), preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(staged, table.schema, compression="zstd")

@@ -62,7 +62,9 @@ CUTOFF = "cutoff"
 SKIP_GROUPS = ("hour_of_week",)  # 168 hour-of-week bins: send time's business, costly, no uplift signal
 # nested cells of the default learner: predicted purchase probability without an offer, lifecycle stage,
 # order value band (chosen on validation sends, docs/offers.md)
-DEFAULT_CELLS = (P_BASE, "lifecycle", "avg_order_value")
+# Chosen on validation sends (synthetic 5,000, docs/offers.md): with loyalty_member the best caution's
+# DR incremental profit was 0.45 per send (s.e. 0.19) against 0.30 (0.16) without it.
+DEFAULT_CELLS = (P_BASE, "lifecycle", "avg_order_value", "loyalty_member")
 CAUTION_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
 KAIROS = "Kairos (uplift x margin - cost)"
 ProgressFn = Callable[[str, float], None]

@@ -24,6 +24,7 @@ MAX_AGE_YEARS = 120  # an older birth date is a placeholder (1900-01-01), not an
 # Internal column names (never leave this module).
 _RANK = "rank"
 _FIRST_AT = "first_at"
+_LOYAL = "loyal"
 
 # --- attributes ---------------------------------------------------------------------------------
 
@@ -35,6 +36,11 @@ ATTRIBUTES = (
     Feature("city", "city the customer lives in (latest record that says)", dtype="string"),
     Feature("timezone", "time zone (IANA name, e.g. Europe/London)", dtype="string"),
     Feature("customer_age_days", "days since the customer first registered", ages=True),
+    Feature(
+        "loyalty_member",
+        "1 when one of the person's customer records carries a loyalty card id, else 0",
+        fill=0.0,
+    ),
 )
 _STRING_ATTRIBUTES = {"gender": Col.GENDER, "country": Col.COUNTRY, "city": Col.CITY, "timezone": Col.TIMEZONE}
 
@@ -78,6 +84,7 @@ def _attributes(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
 
     per_person = c.group_by(Col.CUSTOMER_KEY).aggregate(
         **{_FIRST_AT: c[Col.CREATED_AT].min()},
+        **{_LOYAL: c[Col.LOYALTY_ID].notnull().any() if Col.LOYALTY_ID in c.columns else ibis.literal(False)},
         **{Col.BIRTH_DATE: latest(Col.BIRTH_DATE, "date")},
         **{name: latest(column, "string") for name, column in _STRING_ATTRIBUTES.items()},
     )
@@ -89,6 +96,7 @@ def _attributes(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
         age_band=age_band(age),
         **{name: per_person[name].cast("string") for name in _STRING_ATTRIBUTES},
         customer_age_days=days_before(cutoff, per_person[_FIRST_AT]),
+        loyalty_member=per_person[_LOYAL].ifelse(1.0, 0.0),
     )
 
 

@@ -111,6 +111,20 @@ def test_attributes_come_from_the_newest_record_that_has_them(literal: pd.DataFr
     assert (q["age_years"], q["age_band"]) == (17, "under-18")  # 18 tomorrow
 
 
+def test_loyalty_member_when_any_record_before_the_cutoff_has_a_card(literal: pd.DataFrame) -> None:
+    assert (literal["loyalty_member"] == 0.0).all()  # no loyalty_id column in the export: nobody
+    tables = _tables(CUSTOMERS, CONSENTS, ORDERS)
+    con = tables["orders"]._find_backend()
+    c = tables["customers"].execute()
+    cards = {"p2": "L-17", "q1": None, "u1": "L-99"}  # p: on its newer record only
+    c[Col.LOYALTY_ID] = pd.array([cards.get(i) for i in c[Col.CUSTOMER_ID]], dtype="string")
+    tables["customers"] = con.create_table("customers_loyal", c)
+    got = _all(tables)["loyalty_member"]
+    assert got.to_dict() == {"p": 1.0, "q": 0.0, "r": 0.0, "s": 0.0, "u": 1.0}
+    before_p2 = _all(tables, datetime(2023, 1, 1, tzinfo=UTC))["loyalty_member"]
+    assert before_p2["p"] == 0.0  # p2 was created after this cutoff
+
+
 def test_unknowns_and_placeholders(literal: pd.DataFrame) -> None:
     s = literal.loc["s"]
     assert pd.isna(s["age_years"]) and s["age_band"] == "unknown"

@@ -40,6 +40,9 @@ ArrayLike: TypeAlias = Sequence[float] | np.ndarray | pd.Series
 DateLike: TypeAlias = str | date | datetime | pd.Timestamp
 
 FORMAT_VERSION = 1
+# What the registered ``clv`` bundle holds per customer (training/value.py writes it; the nightly export
+# and the API read it).
+CLV_FIELDS = ("p_alive", "expected_orders", "p_purchase", "expected_order_value", "expected_spend", "next_order_days")
 
 
 class ConvergenceError(KairosError, RuntimeError):

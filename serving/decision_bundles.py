@@ -19,13 +19,13 @@ import pandas as pd
 
 from features.contract import Col
 from features.errors import KairosError, ModelIntegrityError
+from models.clv import CLV_FIELDS
 from models.decisioning.channel import ChannelPreference
 from models.decisioning.nbo import NextBestOffer
 from models.decisioning.sendtime import SendTimeModel
 from serving.bundle import FolderLoader, Provenance, check_signature
 
 CLV_FILE = "customers.parquet"
-CLV_FIELDS = ("p_alive", "expected_orders", "p_purchase", "expected_order_value", "expected_spend", "next_order_days")
 
 
 class ClvTable:

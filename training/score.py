@@ -27,13 +27,13 @@ from features.errors import KairosError, ModelNotFoundError
 from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, SNAPSHOT_FILE, latest_snapshot
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
+from models.clv import CLV_FIELDS
 from models.compiled import CompiledBooster, CompileError
 from models.reasons import DEFAULT_CUTS, ReasonExplainer, band
 from training import registry
 from training.propensity import all_tasks
 
 ProgressFn = Callable[[str, float], None]
-CLV_COLUMNS = ("p_alive", "expected_orders", "expected_spend", "next_order_days")
 COMPILED_DIR = "compiled"
 PROBE_ROWS = 2_000
 REASONS_K = 3
@@ -207,7 +207,7 @@ def score_all(
                         cols[f"{m.name}_reason_{r + 1}"] = [w[r].text if len(w) > r else "" for w in why]
             if clv is not None:
                 joined = clv.reindex(keys.to_numpy())
-                for c in CLV_COLUMNS:
+                for c in CLV_FIELDS:
                     cols[c] = joined[c].to_numpy(np.float32)
             if segments is not None:
                 seg = segments.reindex(keys.to_numpy())

@@ -25,7 +25,7 @@ from features.contract import Col
 from features.datasets import LABEL, ORDERS_LABEL, ValueTarget, build_training_set
 from features.definitions import NUMERIC_FEATURES
 from features.store import ingest_report, manifest_for
-from models.clv import BGNBD, GammaGamma, ModifiedBGNBD, rfm_summary
+from models.clv import BGNBD, CLV_FIELDS, GammaGamma, ModifiedBGNBD, rfm_summary
 from models.evaluation import decile_calibration, value_report
 from models.value import LightGBMRegressor
 from training import registry
@@ -96,6 +96,7 @@ class ProbabilisticModels:
             },
             index=s.index,
         )
+        assert tuple(frame.columns) == CLV_FIELDS  # what the bundle promises its readers
         out = frame.reindex(keys.to_numpy())
         fill = {"p_alive": 0.0, "expected_orders": 0.0, "p_purchase": 0.0, "expected_spend": 0.0}
         return out.fillna(fill).set_index(pd.RangeIndex(len(keys)))

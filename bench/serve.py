@@ -45,34 +45,32 @@ PROPENSITY = [
 ]
 
 
-def bare_app():  # type: ignore[no-untyped-def]
-    """A floor of (b): FastAPI returning constant JSON (orjson) from a sync endpoint (run in the threadpool)."""
+def _bare(sync: bool):  # type: ignore[no-untyped-def]
+    """FastAPI returning constant JSON (orjson) from one endpoint, ``def`` (threadpool) or ``async def``."""
     import orjson
     from fastapi import FastAPI, Response
 
     app = FastAPI()
     body = orjson.dumps({"items": [{"item_id": str(i), "score": 1.0} for i in range(10)]})
 
-    @app.post("/v1/recommendations/cart")
     def cart() -> Response:
         return Response(body, media_type="application/json")
 
+    async def cart_async() -> Response:
+        return Response(body, media_type="application/json")
+
+    app.post("/v1/recommendations/cart")(cart if sync else cart_async)
     return app
+
+
+def bare_app():  # type: ignore[no-untyped-def]
+    """A floor of (b): a sync endpoint (run in the threadpool)."""
+    return _bare(sync=True)
 
 
 def bare_async_app():  # type: ignore[no-untyped-def]
-    """The stricter floor of (b): the same constant JSON from an ``async def`` endpoint (no thread hop)."""
-    import orjson
-    from fastapi import FastAPI, Response
-
-    app = FastAPI()
-    body = orjson.dumps({"items": [{"item_id": str(i), "score": 1.0} for i in range(10)]})
-
-    @app.post("/v1/recommendations/cart")
-    async def cart() -> Response:
-        return Response(body, media_type="application/json")
-
-    return app
+    """The stricter floor of (b): an ``async def`` endpoint (no thread hop)."""
+    return _bare(sync=False)
 
 
 def free_port() -> int:

@@ -73,7 +73,7 @@ class CompiledBooster:
         Raises:
             CompileError: lleaves is missing or the compile failed.
         """
-        return cls._open(model_text, Path(cache_dir), compile_missing=True)
+        return cls._open(model_text, Path(cache_dir), cache_key(model_text))
 
     @classmethod
     def cached(cls, model_text: str, cache_dir: Path) -> CompiledBooster | None:
@@ -84,11 +84,11 @@ class CompiledBooster:
             return None
         if not (Path(cache_dir) / f"{key}{SUFFIX}").is_file():
             return None
-        return cls._open(model_text, Path(cache_dir), compile_missing=False)
+        return cls._open(model_text, Path(cache_dir), key)
 
     @classmethod
-    def _open(cls, model_text: str, cache_dir: Path, *, compile_missing: bool) -> CompiledBooster:
-        key = cache_key(model_text)
+    def _open(cls, model_text: str, cache_dir: Path, key: str) -> CompiledBooster:
+        """Load ``key`` from ``cache_dir``, compiling it there first when it is not."""
         try:
             import lleaves
         except ImportError as exc:  # pragma: no cover - lleaves is a dependency; an odd install
@@ -102,15 +102,11 @@ class CompiledBooster:
             try:
                 if target.is_file():
                     model.compile(cache=str(target))
-                elif compile_missing:
+                else:
                     # compile beside, then rename: a reader never sees half a shared object
                     staged = Path(tmp) / f"{key}{SUFFIX}"
                     model.compile(cache=str(staged))
                     os.replace(staged, target)
-                else:
-                    raise CompileError(f"no compiled model {target.name} in {cache_dir}")
-            except CompileError:
-                raise
             except Exception as exc:  # llvmlite raises its own RuntimeErrors
                 raise CompileError(f"lleaves failed to compile the model: {exc}") from exc
         return cls(key, target, model)

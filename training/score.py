@@ -61,12 +61,10 @@ class LoadedModel:
         """The model's uncalibrated probabilities, from the compiled model when there is one."""
         return self.raw_matrix(frame[self.model.feature_names_].to_numpy(np.float32))
 
-    def raw_matrix(self, matrix: np.ndarray, as_float64: np.ndarray | None = None) -> np.ndarray:
-        """:meth:`raw` for a float32 matrix whose columns are the model's features, in its order
-        (``as_float64``: the same values as a C-ordered float64 matrix, what the compiled model reads)."""
-        if self.compiled is None:
-            return self.model.predict_proba(matrix)
-        return self.compiled.predict(matrix if as_float64 is None else as_float64)
+    def raw_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """:meth:`raw` for a matrix of float32 values (float32 or float64 dtype) whose columns are the
+        model's features, in its order. The compiled model reads a C-ordered float64 matrix as it is."""
+        return self.compiled.predict(matrix) if self.compiled is not None else self.model.predict_proba(matrix)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         return self.calibrator.transform(raw) if self.calibrator is not None else raw
@@ -163,8 +161,8 @@ def score_all(
     if (snapshot.path / SEGMENTS_FILE).is_file():
         segments = pd.read_parquet(snapshot.path / SEGMENTS_FILE).set_index(Col.CUSTOMER_KEY)
         segments = segments[[c for c in SEGMENT_COLUMNS if c in segments.columns]].astype("string")
-    # Each model reads its columns out of one float32 matrix per batch, built once; models with the same
-    # features (churn and purchase have) share their slice and its float64 copy for the compiled code.
+    # Each model reads its columns out of one matrix per batch, built once: float32 values (what LightGBM
+    # sees) held as float64 (what the compiled code reads); models with the same features share a slice.
     needed = list(dict.fromkeys(f for m in models for f in m.model.feature_names_))
     at = {f: i for i, f in enumerate(needed)}
     picks = [tuple(at[f] for f in m.model.feature_names_) for m in models]
@@ -187,18 +185,12 @@ def score_all(
         for frame in _batches(snapshot.path / SNAPSHOT_FILE, read, batch_size):
             keys = frame[Col.CUSTOMER_KEY]
             cols: dict[str, Any] = {Col.CUSTOMER_KEY: keys.to_numpy()}
-            matrix = frame[needed].to_numpy(np.float32)
+            matrix = frame[needed].to_numpy(np.float32).astype(np.float64, order="C")
             views: dict[tuple[int, ...], np.ndarray] = {}
-            wides: dict[tuple[int, ...], np.ndarray] = {}
             for m, pick in zip(models, picks, strict=True):
                 if pick not in views:
                     views[pick] = matrix if pick == identity else matrix[:, list(pick)]
-                wide = None
-                if m.compiled is not None:
-                    if pick not in wides:
-                        wides[pick] = np.ascontiguousarray(views[pick], dtype=np.float64)
-                    wide = wides[pick]
-                p = m.calibrate(m.raw_matrix(views[pick], wide))
+                p = m.calibrate(m.raw_matrix(views[pick]))
                 cols[f"{m.name}_probability"] = p.astype(np.float32)
                 cols[f"{m.name}_band"] = band(p, m.cuts)
                 if explainer is not None:

@@ -242,15 +242,8 @@ def train_value(
         deciles.to_csv(folder / "spend_deciles.csv")
         for name in ("holdout_spend.csv", "holdout_orders.csv", "spend_deciles.csv"):
             mlflow.log_artifact(str(folder / name))
-        plots = _plots(folder / "plots", spend_model, holdout[features], deciles)
-        from training.plots import decile_chart
-
         clv_deciles = decile_calibration(spend_true, spend_pred["mbgnbd_gamma_gamma"])
-        clv_plots = {
-            "Value calibration by decile (MBG/NBD x Gamma-Gamma)": decile_chart(
-                clv_deciles, folder / "plots" / "deciles_clv.png"
-            )
-        }
+        plots, clv_plots = _plots(folder / "plots", spend_model, holdout[features], deciles, clv_deciles)
         mlflow.log_artifacts(str(folder / "plots"), artifact_path="plots")
 
         # The value bundle: both boosters as LightGBM text (JSON-wrapped), checksummed file by file.
@@ -330,19 +323,28 @@ class _CardFacts:
     params: dict[str, Any]
 
 
-def _plots(folder: Path, spend_model: LightGBMRegressor, X: pd.DataFrame, deciles: pd.DataFrame) -> dict[str, Path]:
+def _plots(
+    folder: Path, spend_model: LightGBMRegressor, X: pd.DataFrame, deciles: pd.DataFrame, clv_deciles: pd.DataFrame
+) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The value card's plots (deciles, importance and SHAP of the spend model) and the clv card's (deciles)."""
     from features.definitions import DESCRIPTIONS
     from training import plots
 
     text = spend_model.to_text()
     sample = X.sample(n=min(len(X), 2000), random_state=0) if len(X) > 2000 else X
-    return {
+    value = {
         "Value calibration by decile": plots.decile_chart(deciles, folder / "deciles.png"),
         "Feature importance (spend)": plots.feature_importance(
             text, folder / "importance.png", descriptions=DESCRIPTIONS
         ),
         "SHAP summary (spend)": plots.shap_summary(text, sample, folder / "shap_summary.png"),
     }
+    clv = {
+        "Value calibration by decile (MBG/NBD x Gamma-Gamma)": plots.decile_chart(
+            clv_deciles, folder / "deciles_clv.png"
+        )
+    }
+    return value, clv
 
 
 def _card(

@@ -118,17 +118,22 @@ def population_order_value(frame: pd.DataFrame) -> float:
     Raises:
         CatalogueError: the frame has no ``avg_order_value`` or nobody has a positive one.
     """
-    aov = _order_values(frame)
-    own = np.isfinite(aov) & (aov > 0)
+    aov, own = _order_values(frame)
+    return _median_of_own(aov, own)
+
+
+def _order_values(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``avg_order_value`` as floats, and whether each is a real (finite, positive) order value."""
+    if AVG_ORDER_VALUE not in frame.columns:
+        raise CatalogueError(f"the features need {AVG_ORDER_VALUE} to value an order")
+    aov = pd.to_numeric(frame[AVG_ORDER_VALUE], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return aov, np.isfinite(aov) & (aov > 0)
+
+
+def _median_of_own(aov: np.ndarray, own: np.ndarray) -> float:
     if not own.any():
         raise CatalogueError(f"nobody has a positive {AVG_ORDER_VALUE}; no order value to fall back on")
     return float(np.median(aov[own]))
-
-
-def _order_values(frame: pd.DataFrame) -> np.ndarray:
-    if AVG_ORDER_VALUE not in frame.columns:
-        raise CatalogueError(f"the features need {AVG_ORDER_VALUE} to value an order")
-    return pd.to_numeric(frame[AVG_ORDER_VALUE], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def expected_order_value(frame: pd.DataFrame, fallback: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -144,12 +149,11 @@ def expected_order_value(frame: pd.DataFrame, fallback: float | None = None) -> 
         CatalogueError: the frame has no ``avg_order_value``, or no fallback is given and nobody in the
             frame has a positive one.
     """
-    aov = _order_values(frame)
-    own = np.isfinite(aov) & (aov > 0)
+    aov, own = _order_values(frame)
     if fallback is None:
         if own.all():
             return aov, ~own
-        fallback = population_order_value(frame)
+        fallback = _median_of_own(aov, own)
     elif not (np.isfinite(fallback) and fallback > 0):
         raise ValueError(f"the fallback order value must be a finite number > 0, got {fallback}")
     return np.where(own, aov, float(fallback)), ~own

@@ -7,6 +7,7 @@ redis-server of its own and kills it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -24,12 +25,19 @@ from tests.serving.conftest import World, closed_port, headers
 pytestmark = pytest.mark.integration
 
 
+def _skip_or_fail(message: str) -> None:
+    """Skip on a developer machine without Redis; under CI=true a missing Redis fails the run."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + ": CI must run the Redis tests")
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="module")
 def redis_prefix(world: World) -> Iterator[str]:
     try:
         redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping()
     except redis.RedisError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
+        _skip_or_fail("no Redis at 127.0.0.1:6379")
     prefix = f"kairos-test-serving-{uuid.uuid4().hex[:8]}"
     store = RedisOnlineStore.connect("redis://127.0.0.1:6379/0", prefix, timeout=5, connect_timeout=5)
     publish_to_redis(world.home, store)
@@ -87,7 +95,7 @@ def own_redis(world: World) -> Iterator[tuple[subprocess.Popen[bytes], str, str]
     """A Redis server of this test's own (it gets stopped), loaded with the world's online store."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed")
+        _skip_or_fail("redis-server is not installed")
     port = closed_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

@@ -59,6 +59,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
-    for module in (health, scores, customers, recs, decisions, offers, events, models):
+    for module in (recs, health, scores, customers, decisions, offers, events, models):
         app.include_router(module.router)
     return app

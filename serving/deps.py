@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -14,8 +13,9 @@ from serving.observability import request_id_var
 from serving.security import ApiError, retry_after
 from serving.state import Services
 
+KEY_HEADER = "X-API-Key"
 api_key_header = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="An API key; its scopes decide which endpoints it may call."
+    name=KEY_HEADER, auto_error=False, description="An API key; its scopes decide which endpoints it may call."
 )
 
 
@@ -37,10 +37,13 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 RequestIdDep = Annotated[str, Depends(request_id)]
 
 
-def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
+class KeyCheck:
     """A dependency: the caller's key must be valid (401) and hold one of ``scopes`` (403); then its rate (429)."""
 
-    async def check(request: Request, key: str | None = Security(api_key_header)) -> Principal:
+    def __init__(self, *scopes: Scope) -> None:
+        self.scopes = scopes
+
+    async def __call__(self, request: Request, key: str | None = Security(api_key_header)) -> Principal:
         services: Services = request.app.state.services
         if not key:
             raise ApiError(401, "unauthorized", "missing API key (header X-API-Key)", {"WWW-Authenticate": "ApiKey"})
@@ -49,8 +52,8 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
             raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "ApiKey"})
         principal, rate = found
         request.state.key_name = principal.name
-        if not any(principal.allows(s) for s in scopes):
-            wanted = " or ".join(s.value for s in scopes)
+        if not any(principal.allows(s) for s in self.scopes):
+            wanted = " or ".join(s.value for s in self.scopes)
             raise ApiError(403, "forbidden", f"this key lacks the {wanted} scope")
         wait = services.limiter.take(principal.name, rate)
         if wait > 0:
@@ -58,13 +61,15 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
             raise ApiError(429, "rate_limited", "too many requests for this key", {"Retry-After": retry_after(wait)})
         return principal
 
-    return check
+    async def of(self, request: Request) -> Principal:
+        """The check on ``request`` called directly (what FastAPI does with the key header it reads)."""
+        return await self(request, request.headers.get(KEY_HEADER))
 
 
-Storefront = Annotated[Principal, Depends(require(Scope.STOREFRONT))]
-Campaign = Annotated[Principal, Depends(require(Scope.CAMPAIGN))]
-Events = Annotated[Principal, Depends(require(Scope.STOREFRONT, Scope.CAMPAIGN))]
-Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+Storefront = Annotated[Principal, Depends(KeyCheck(Scope.STOREFRONT))]
+Campaign = Annotated[Principal, Depends(KeyCheck(Scope.CAMPAIGN))]
+Events = Annotated[Principal, Depends(KeyCheck(Scope.STOREFRONT, Scope.CAMPAIGN))]
+Admin = Annotated[Principal, Depends(KeyCheck(Scope.ADMIN))]
 
 
 def model_of(services: Services, kind: str) -> ModelBundle:

@@ -209,8 +209,14 @@ class BoughtTogether:
         orders = np.concatenate([self.nbr_orders_[s] for s in slices])
         src = np.repeat(np.array(seed_pos), [s.stop - s.start for s in slices])
 
-        uniq, inv = np.unique(cand, return_inverse=True)
-        total = np.bincount(inv, weights=score, minlength=len(uniq))
+        # One sort by (candidate, strongest contribution first): each run is a candidate, its first row
+        # the contribution the reason names, the run's sum its score.
+        order = np.lexsort((-score, cand))
+        ranked_cand = cand[order]
+        starts = np.flatnonzero(np.concatenate(([True], ranked_cand[1:] != ranked_cand[:-1])))
+        uniq = ranked_cand[starts]
+        total = np.add.reduceat(score[order], starts)
+        strongest = order[starts]
         banned = [p for p in (self._pos.get(x) for x in (*seeds, *query.exclude)) if p is not None]
         if banned:  # uniq is sorted: find the banned items in it without np.isin's set machinery
             b = np.asarray(banned)
@@ -220,9 +226,7 @@ class BoughtTogether:
             total[at[uniq[at] == b]] = -np.inf
         ranked = np.argsort(-total, kind="stable")[:k]
         ranked = ranked[np.isfinite(total[ranked])]
-        # The strongest single contribution per candidate: sort contributions by (candidate, -score).
-        by = np.lexsort((-score, inv))
-        first = by[np.searchsorted(inv[by], ranked)]
+        first = strongest[ranked]
         # Plain Python values first: the answer is built per item, and numpy scalars are slow one by one.
         ids = self.item_ids_[uniq[ranked]].tolist()
         totals = total[ranked].tolist()

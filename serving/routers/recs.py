@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from features.online import OnlineStoreUnavailable
 from serving.deps import RequestIdDep, ServicesDep, Storefront, model_of
+from serving.lean import LeanRoute
 from serving.observability import request_id_var
 from serving.recs_bundle import Filters, RecsAnswer, RecsModel
 from serving.routers.scores import ERRORS
@@ -114,7 +115,6 @@ async def _run_small(
     return await run_in_threadpool(_run, services, rid, endpoint, customer_id, ask)
 
 
-@router.post("/cart", response_model=RecResponse, responses=RESPONSES)
 async def cart(body: CartRequest, request: Request, _: Storefront) -> Response:
     """Items bought together with the cart's, never a cart item, an excluded one or (for a known customer)
     one they already bought; topped up to ``k`` from popular items. Anonymous carts are fine."""
@@ -122,6 +122,12 @@ async def cart(body: CartRequest, request: Request, _: Storefront) -> Response:
     return await _run_small(
         request, "recs_cart", body.customer_id, len(body.cart), lambda m, key: m.cart(body.cart, key, body.k, f)
     )
+
+
+# the storefront's hot path: valid requests skip FastAPI's general handler (serving/lean.py)
+router.add_api_route(
+    "/cart", cart, methods=["POST"], response_model=RecResponse, responses=RESPONSES, route_class_override=LeanRoute
+)
 
 
 @router.post("/customer", response_model=RecResponse, responses=RESPONSES)

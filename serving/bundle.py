@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from features.datasets import Population
 from features.errors import ModelIntegrityError
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
@@ -158,6 +159,7 @@ class PropensityModel:
         cuts: tuple[float, float] = DEFAULT_CUTS,
         description: str | None = None,
         horizon_days: int | None = None,
+        population: Population | None = None,
     ) -> None:
         self.model = model
         self.features = tuple(features)
@@ -166,6 +168,7 @@ class PropensityModel:
         self.cuts = cuts
         self.description = description
         self.horizon_days = horizon_days
+        self.population = population
         self._columns: tuple[tuple[str, ...], np.ndarray] | None = None
 
     def columns(self, store_features: Sequence[str]) -> np.ndarray:
@@ -198,6 +201,14 @@ class PropensityModel:
 
     def bands(self, p: np.ndarray) -> np.ndarray:
         return band(p, self.cuts) if len(p) else np.empty(0, dtype=object)
+
+    def outside(self, values: np.ndarray, store_features: Sequence[str]) -> np.ndarray:
+        """True for rows of the store's matrix outside the model's population (churn: no order in the last
+        year); their probability means nothing. All False when the model scores everyone."""
+        if self.population is None:
+            return np.zeros(len(values), dtype=bool)
+        column = list(store_features).index(self.population.feature)
+        return ~self.population.contains(values[:, column])
 
 
 class PropensityLoader:
@@ -255,6 +266,12 @@ class PropensityLoader:
             raise ModelIntegrityError(f"{name} v{version}: calibrator or bands do not load: {exc}") from exc
         prior = meta.get("base_rate", provenance.metrics.get("holdout_churn_rate"))
         horizon = meta.get("horizon_days")
+        try:
+            population = Population.from_dict(meta["population"]) if meta.get("population") else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelIntegrityError(f"{name} v{version}: population does not load: {exc}") from exc
+        if population is not None and store_features is not None and population.feature not in store_features:
+            raise ModelIntegrityError(f"{name} v{version}: the online store lacks feature {population.feature!r}")
         scored = PropensityModel(
             model,
             features,
@@ -263,6 +280,7 @@ class PropensityLoader:
             (cuts_in[0], cuts_in[1]),
             meta.get("description"),
             int(horizon) if horizon is not None else None,
+            population,
         )
         warm = scored.predict(np.zeros((8, len(features)), dtype=np.float32), features)
         if not np.all(np.isfinite(warm)) or np.any((warm < 0) | (warm > 1)):

@@ -116,6 +116,11 @@ class ScoreItem(BaseModel):
         description="Calibrated probability per model: churn, purchase, engagement_{open,click}_{channel}."
     )
     bands: dict[str, str | None] = Field(description="low / medium / high per probability (the model's cuts).")
+    not_applicable: list[str] = Field(
+        default_factory=list,
+        description="Models whose question is not about this customer, their probability and band null: churn "
+        "for anyone without an order in the last year (a lead, a lapsed customer).",
+    )
     value: Value | None = None
     segments: Segment | None = None
     reasons: dict[str, list[Reason]] | None = Field(None, description="Top-3 drivers per model, when asked.")

@@ -4,7 +4,8 @@ one index lookup into the CLV table, then the items in input order.
 The calibrated probabilities are exactly ``training/score.py``'s (``kairos score --all``): the same
 LightGBM text, the same float32 features, the same calibrator. Fallbacks are labelled per model:
 the store down or a row too old -> the model's training base rate; an optional model that never
-loaded -> ``model_priors`` when configured, else null.
+loaded -> ``model_priors`` when configured, else null. A customer outside a model's population (churn:
+no order in the last year) gets null for it, named in ``not_applicable``: not a score, not a fallback.
 """
 
 from __future__ import annotations
@@ -103,11 +104,15 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
     why: dict[str, list[list[dict[str, Any]]]] = {}
     frame = pd.DataFrame(found.values[rows], columns=names) if reasons and len(rows) else None
     explainer = ReasonExplainer(DESCRIPTIONS) if frame is not None else None
-    for s in active:
+    not_applicable = np.zeros((n, len(active)), dtype=bool)
+    for col, s in enumerate(active):
         m = s.model
         p = np.full(n, s.prior if s.prior is not None else np.nan, dtype=np.float64)
         if m is not None and len(rows):
             p[rows] = m.predict(found.values[rows], names)
+            outside = rows[m.outside(found.values[rows], names)]
+            p[outside] = np.nan
+            not_applicable[outside, col] = True
             if explainer is not None and frame is not None:
                 why[s.kind] = [
                     [r.as_dict() for r in rs] for rs in explainer.explain(m.model.booster_, frame, k=REASONS_K)
@@ -137,9 +142,13 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
     blists = {k: v.tolist() for k, v in bands.items()}
     vlists = {k: v.tolist() for k, v in value.items()}
     ok_list, known_list, clv_list, alive_bands = ok.tolist(), known.tolist(), in_clv.tolist(), alive_band.tolist()
+    skipped_by_row: list[list[str]] = [[] for _ in range(n)]
+    for row, col in zip(*np.nonzero(not_applicable), strict=True):
+        skipped_by_row[row].append(active[col].kind)
     for i, cid in enumerate(ids):
         key = keys[i]
         good = ok_list[i]
+        skipped = skipped_by_row[i]
         item: dict[str, Any] = {
             "customer_id": cid,
             "status": ItemStatus.OK if (known_list[i] or degraded) else ItemStatus.UNKNOWN_CUSTOMER,
@@ -147,6 +156,7 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
             "customer_key": key,
             "probabilities": {k: _finite(v[i]) for k, v in plists.items()},
             "bands": {k: v[i] for k, v in blists.items()},
+            "not_applicable": skipped,
         }
         if clv is not None and clv_list[i]:
             item["value"] = {
@@ -163,7 +173,7 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
             item["segments"] = segments.headline(key)
         if reasons:
             j = row_of.get(i)
-            item["reasons"] = {k: (v[j] if j is not None else []) for k, v in why.items()}
+            item["reasons"] = {k: (v[j] if j is not None and k not in skipped else []) for k, v in why.items()}
         items.append(item)
     any_fallback = degraded or bool(stale) or any(s.bundle is None for s in active)
     return {

@@ -37,6 +37,7 @@ from features.datasets import (
     ChurnTarget,
     EngagementTarget,
     FeatureCache,
+    Population,
     PurchaseTarget,
     build_training_set,
     monthly_cutoffs,
@@ -77,6 +78,8 @@ class Target(Protocol):
     def label_days(self) -> int: ...
     @property
     def lookback_days(self) -> int: ...
+    @property
+    def population(self) -> Population | None: ...
     def labels(self, tables: dict[str, ir.Table], cutoff: datetime) -> ir.Table: ...
 
 
@@ -472,6 +475,7 @@ def train_task(
         "target": task.name,
         "description": task.description,
         "horizon_days": task.horizon_days,
+        "population": population.to_dict() if (population := task.target.population) is not None else None,
         "calibrator": calibrator.to_dict(),
         "bands": list(band_cuts),
         "holdout_cutoff": plan.holdout.isoformat(),

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.contract import Col
+from features.datasets import Population
 from features.definitions import DESCRIPTIONS
 from features.errors import KairosError, ModelNotFoundError
 from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, SNAPSHOT_FILE, latest_snapshot
@@ -47,6 +48,7 @@ class LoadedModel:
     calibrator: ProbabilityCalibrator | None
     cuts: tuple[float, float]
     compiled: CompiledBooster | None = None
+    population: Population | None = None
 
     @classmethod
     def from_fetched(cls, fetched: registry.FetchedModel) -> LoadedModel:
@@ -55,7 +57,8 @@ class LoadedModel:
         calibrator = ProbabilityCalibrator.from_dict(meta["calibrator"]) if meta.get("calibrator") else None
         cuts = tuple(meta.get("bands") or DEFAULT_CUTS)
         model = LightGBMClassifier.from_text(fetched.model_text)
-        return cls(fetched.name, fetched.version, model, calibrator, (float(cuts[0]), float(cuts[1])))
+        population = Population.from_dict(meta["population"]) if meta.get("population") else None
+        return cls(fetched.name, fetched.version, model, calibrator, (float(cuts[0]), float(cuts[1])), None, population)
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
         """The model's uncalibrated probabilities, from the compiled model when there is one."""
@@ -164,6 +167,7 @@ def score_all(
     # Each model reads its columns out of one matrix per batch, built once: float32 values (what LightGBM
     # sees) held as float64 (what the compiled code reads); models with the same features share a slice.
     needed = list(dict.fromkeys(f for m in models for f in m.model.feature_names_))
+    rules = [f.feature for m in models if (f := m.population) is not None and f.feature not in needed]
     at = {f: i for i, f in enumerate(needed)}
     picks = [tuple(at[f] for f in m.model.feature_names_) for m in models]
     identity = tuple(range(len(needed)))
@@ -180,7 +184,7 @@ def score_all(
     start = time.perf_counter()
     try:
         # the reason templates read other columns of the row (e.g. the usual gap between orders)
-        read = None if reasons else [Col.CUSTOMER_KEY, *needed]
+        read = None if reasons else [Col.CUSTOMER_KEY, *needed, *dict.fromkeys(rules)]
         explainer = ReasonExplainer(DESCRIPTIONS) if reasons else None
         for frame in _batches(snapshot.path / SNAPSHOT_FILE, read, batch_size):
             keys = frame[Col.CUSTOMER_KEY]
@@ -191,12 +195,20 @@ def score_all(
                 if pick not in views:
                     views[pick] = matrix if pick == identity else matrix[:, list(pick)]
                 p = m.calibrate(m.raw_matrix(views[pick]))
+                inside = np.ones(len(p), dtype=bool)
+                if m.population is not None:  # outside it (churn: a lead), the probability means nothing
+                    inside = m.population.contains(frame[m.population.feature].to_numpy(np.float64))
+                    p = np.where(inside, p, np.nan)
                 cols[f"{m.name}_probability"] = p.astype(np.float32)
-                cols[f"{m.name}_band"] = band(p, m.cuts)
+                bands = np.full(len(p), None, dtype=object)
+                bands[inside] = band(p[inside], m.cuts)
+                cols[f"{m.name}_band"] = bands
                 if explainer is not None:
                     why = explainer.explain(m.model.booster_, frame, k=REASONS_K)
                     for r in range(REASONS_K):
-                        cols[f"{m.name}_reason_{r + 1}"] = [w[r].text if len(w) > r else "" for w in why]
+                        cols[f"{m.name}_reason_{r + 1}"] = [
+                            w[r].text if len(w) > r and ok else "" for w, ok in zip(why, inside.tolist(), strict=True)
+                        ]
             if clv is not None:
                 joined = clv.reindex(keys.to_numpy())
                 for c in CLV_FIELDS:

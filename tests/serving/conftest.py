@@ -49,7 +49,12 @@ def api_keys(**rates: float) -> list[ApiKeySpec]:
 
 
 def register_churn(
-    uri: str, frame: pd.DataFrame, features: Sequence[str], seed: int = 0, name: str = "churn"
+    uri: str,
+    frame: pd.DataFrame,
+    features: Sequence[str],
+    seed: int = 0,
+    name: str = "churn",
+    population: dict[str, object] | None = None,
 ) -> registry.Registration:
     """Fit a small LightGBM on ``frame`` (label: recent buyers) and register it as ``name``, as
     ``training/propensity.py`` does: LightGBM flavour, ``kairos`` metadata (features, calibrator, bands,
@@ -69,6 +74,7 @@ def register_churn(
         "calibrator": calibrator.to_dict(),
         "bands": [0.3, 0.6],
         "base_rate": float(label.mean()),
+        "population": population,
     }
     client = registry.configure(uri)
     experiment = registry.ensure_experiment("serving-tests", uri)

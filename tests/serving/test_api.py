@@ -6,11 +6,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from features.store import latest_snapshot
-from tests.serving.conftest import FEATURES, World, headers
+from tests.serving.conftest import FEATURES, World, headers, register_churn
+
+POPULATION: dict[str, object] = {"feature": "recency_days", "at_most": 365.0}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,36 @@ def test_scores_equal_the_model_on_the_snapshot_rows(world: World, client: TestC
     churn = app_services.bundle("churn").payload
     expected = churn.calibrator.transform(model.predict_proba(snap.loc[keys, FEATURES].to_numpy(np.float32)))
     np.testing.assert_allclose([i["probabilities"]["churn"] for i in body["items"]], expected, rtol=1e-6)
+
+
+def test_churn_is_null_and_named_for_customers_outside_its_population(world: World) -> None:
+    """A churn model trained on last year's buyers says nothing about a lead or a lapsed customer."""
+    snap = latest_snapshot(world.home).read()
+    register_churn(world.uri, snap, FEATURES, seed=3, name="churn_pop", population=POPULATION)
+    ident = pd.read_parquet(world.home / "ingested" / "identity_map.parquet").drop_duplicates("customer_key")
+    recency = snap.set_index("customer_key")["recency_days"]
+    ident = ident[ident["customer_key"].isin(recency.index)]
+    key_of = dict(zip(ident["customer_id"].astype(str), ident["customer_key"], strict=True))
+    inside = [c for c, k in key_of.items() if recency[k] <= 365][:20]
+    lapsed = [c for c, k in key_of.items() if recency[k] > 365][:10]
+    leads = [c for c, k in key_of.items() if np.isnan(recency[k])][:10]
+    assert inside and lapsed and leads, (len(inside), len(lapsed), len(leads))
+    ids = [*inside, *lapsed, *leads, "nobody"]
+    with world.client(churn_model="churn_pop") as client:
+        body = client.post(
+            "/v1/scores", json={"customer_ids": ids, "reasons": True}, headers=headers("campaign")
+        ).json()
+    got = {i["customer_id"]: i for i in body["items"]}
+    assert [i["customer_id"] for i in body["items"]] == ids
+    for c in inside:
+        assert got[c]["probabilities"]["churn"] is not None and got[c]["bands"]["churn"] is not None
+        assert got[c]["not_applicable"] == []
+    for c in lapsed + leads:
+        item = got[c]
+        assert item["status"] == "ok" and item["source"] == "model"
+        assert item["probabilities"]["churn"] is None and item["bands"]["churn"] is None
+        assert item["not_applicable"] == ["churn"] and item["reasons"]["churn"] == []
+    assert got["nobody"]["status"] == "unknown_customer" and got["nobody"]["not_applicable"] == []
 
 
 def test_recommendations_with_k_filters_exclusions_and_reasons(world: World, client: TestClient) -> None:

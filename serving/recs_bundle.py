@@ -8,7 +8,7 @@ and topped up to ``k`` from the popular fallback; every item keeps its source an
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from models.recs.similar import SimilarItems
 from serving.bundle import FolderLoader, Provenance
 
 _CANDIDATE_FACTOR = 3  # candidates asked of a recommender per item returned (the rules drop some)
+_CANDIDATE_SLACK = 5  # asked first beyond k; the full k * factor only when the rules keep fewer than k
 _POLICY_CACHE_LIMIT = 256  # the catalogue caches masks per policy; callers choose filters, so bound it
 
 
@@ -114,11 +115,25 @@ class RecsModel:
         items = apply_rules(candidates, query, k, self.catalogue, policy, fallback=self.popular, history=self.history)
         return RecsAnswer(items, cold_start=not candidates)
 
+    def _ranked(
+        self, recommend: Callable[[Query, int], list[Recommendation]], query: Query, k: int, policy: RulePolicy | None
+    ) -> RecsAnswer:
+        """The recommender's candidates through the rules: the first ``k`` + slack of them, and the first ``k`` *
+        factor only when the rules keep fewer than ``k`` of those. The rules keep candidates in rank order, so
+        the answer is the one ``k`` * factor candidates give; building fewer is the point (the hot path)."""
+        asked = min(k + _CANDIDATE_SLACK, k * _CANDIDATE_FACTOR)
+        candidates = recommend(query, asked)
+        answer = self._answer(candidates, query, k, policy)
+        if len(candidates) == asked and policy is not None:
+            offered = {id(r) for r in candidates}
+            if sum(id(r) in offered for r in answer.items) < k:  # the rules dropped too many: ask for more
+                answer = self._answer(recommend(query, k * _CANDIDATE_FACTOR), query, k, policy)
+        return answer
+
     def cart(self, cart: Sequence[str], customer_key: str | None, k: int, filters: Filters) -> RecsAnswer:
         """Items bought together with the cart's (the customer's past purchases excluded)."""
-        policy = self._policy(filters)
         query = Query(customer_key=customer_key, cart=tuple(cart), exclude=filters.exclude)
-        return self._answer(self.together.recommend(query, k * _CANDIDATE_FACTOR), query, k, policy)
+        return self._ranked(self.together.recommend, query, k, self._policy(filters))
 
     def for_customer(self, customer_key: str | None, k: int, filters: Filters) -> RecsAnswer:
         """The customer's next basket: own items, then new personal picks; popular for a stranger."""

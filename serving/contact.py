@@ -4,13 +4,14 @@
   ``unsubscribe`` (or ``consent``) event applied through ``POST /v1/events`` changes the very next
   decision. 1 is an opt-in in force; 0 an opt-out; missing means no record (never contact).
 * **Sends**: the ingested ``messages`` table's sends within the policy's longest window before the
-  data end, read at start-up, plus every ``message_sent`` event posted since (kept in process; with
-  several replicas each keeps its own: route a customer's sends and decisions to one replica, or
-  accept caps counted per replica).
+  data end, read at start-up (every replica reads the same), plus every ``message_sent`` event posted
+  since. With the in-process store those are kept in process; with Redis as the online store they go
+  to Redis beside it (:class:`SharedSends`), so a send posted to one replica counts in every replica's
+  next decision, and caps hold however requests are routed.
 * **Offers sent**: every send of the ingested ``messages`` table that carried an ``offer_id``, plus
   every ``message_sent`` event with an ``offer_id``, so each offer's limit per customer (counted within
-  its validity dates) holds for API decisions too. Kept whole, not trimmed to the policy's window:
-  offers run for weeks or months.
+  its validity dates) holds for API decisions too. Kept whole in process, and for
+  :data:`OFFER_MEMORY` in Redis, not trimmed to the policy's window: offers run for weeks or months.
 * **Time zone**: the ingested customers' ``timezone`` (first valid one per customer_key).
 """
 
@@ -18,15 +19,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
+import redis
 
 from features.contract import Channel, Col, ConsentStatus
 from features.errors import DataNotFoundError
+from features.online import OnlineStoreUnavailable
 from features.realtime import CONSENT_PREFIX
 from features.store import ingested_dir
 from models.decisioning.policy import ConsentEvent, ContactPolicy, ContactState, SendRecord
@@ -36,6 +41,64 @@ log = logging.getLogger("kairos.serving.contact")
 
 CHANNELS = tuple(c.value for c in Channel)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+OFFER_MEMORY = timedelta(days=400)  # how long Redis keeps a posted send that carried an offer
+
+
+class SharedSends:
+    """The ``message_sent`` events posted to any replica, in Redis beside the online store.
+
+    One sorted set per customer (``<prefix>:sends:<customer_key>``), scored by send time; a member is
+    the send as JSON with a nonce (two identical sends are two sends). Writing trims what no rule can
+    need any more (older than :data:`OFFER_MEMORY`, or than the policy's window for a send without an
+    offer) and sets the key to expire with it. Every call is bounded by the client's timeouts; a
+    failure raises :class:`~features.online.OnlineStoreUnavailable`, which the routers answer as for
+    the store (an event ``unavailable``: send again; a decision degraded, no contact allowed).
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, lookback: timedelta) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.lookback = lookback
+        self.keep = max(lookback, OFFER_MEMORY)
+
+    def _key(self, customer_key: str) -> str:
+        return f"{self.prefix}:sends:{customer_key}"
+
+    def add(self, customer_key: str, send: SendRecord, offer_id: str | None) -> None:
+        at = send.at.timestamp()
+        member = orjson.dumps([send.channel, at, send.with_offer, offer_id, uuid.uuid4().hex[:12]])
+        key = self._key(customer_key)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(key, {member: at})
+            pipe.zremrangebyscore(key, "-inf", f"({at - self.keep.total_seconds()}")
+            pipe.expire(key, int(self.keep.total_seconds()))
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise OnlineStoreUnavailable(f"send log (Redis) write failed: {type(exc).__name__}: {exc}") from exc
+
+    def read(
+        self, customer_keys: Sequence[str]
+    ) -> tuple[dict[str, list[SendRecord]], dict[str, list[tuple[str, datetime]]]]:
+        """(sends, offers sent) per customer of ``customer_keys``: one pipeline, whatever the batch size."""
+        unique = list(dict.fromkeys(customer_keys))
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for k in unique:
+                pipe.zrange(self._key(k), 0, -1)
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise OnlineStoreUnavailable(f"send log (Redis) read failed: {type(exc).__name__}: {exc}") from exc
+        sends: dict[str, list[SendRecord]] = {}
+        offers: dict[str, list[tuple[str, datetime]]] = {}
+        for k, members in zip(unique, replies, strict=True):
+            for raw in members:
+                channel, at, with_offer, offer_id, _ = orjson.loads(raw)
+                when = datetime.fromtimestamp(float(at), UTC)
+                sends.setdefault(k, []).append(SendRecord(str(channel), when, bool(with_offer)))
+                if offer_id is not None:
+                    offers.setdefault(k, []).append((str(offer_id), when))
+        return sends, offers
 
 
 class ContactBook:
@@ -47,11 +110,13 @@ class ContactBook:
         zones: dict[str, str],
         lookback: timedelta,
         offers: dict[str, list[tuple[str, datetime]]] | None = None,
+        shared: SharedSends | None = None,
     ) -> None:
         self._sends = sends
         self.zones = zones
         self.lookback = lookback
         self._offers = offers or {}
+        self.shared = shared
         self._lock = threading.Lock()
 
     @classmethod
@@ -103,12 +168,26 @@ class ContactBook:
         With ``offer_id`` the send also counts against that offer's limit per customer.
         """
         at = at.astimezone(UTC)
+        send = SendRecord(channel, at, with_offer or offer_id is not None)
+        if self.shared is not None:
+            self.shared.add(key, send, offer_id)  # every replica sees it; raises OnlineStoreUnavailable
+            return
         with self._lock:
             kept = [s for s in self._sends.get(key, []) if s.at >= at - self.lookback]
-            kept.append(SendRecord(channel, at, with_offer or offer_id is not None))
+            kept.append(send)
             self._sends[key] = kept
             if offer_id is not None:
                 self._offers[key] = [*self._offers.get(key, []), (offer_id, at)]
+
+    def view(self, keys: Sequence[str]) -> ContactBook:
+        """The book as one request sees it: with a shared log, the ingested sends of ``keys`` plus every
+        replica's posted ones, read in one call (raises OnlineStoreUnavailable); else this book itself."""
+        if self.shared is None:
+            return self
+        posted, offered = self.shared.read(keys)
+        sends = {k: [*self._sends.get(k, ()), *posted.get(k, ())] for k in dict.fromkeys(keys)}
+        offers = {k: [*self._offers.get(k, ()), *offered.get(k, ())] for k in dict.fromkeys(keys)}
+        return ContactBook(sends, self.zones, self.lookback, offers)
 
     def offer_history(self, keys: Sequence[str]) -> pd.DataFrame:
         """The offers sent to ``keys``: ``customer_key, offer_id, sent_at`` (the shape ``nbo`` counts)."""

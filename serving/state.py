@@ -8,9 +8,10 @@ import threading
 from typing import Any
 
 from features.errors import KairosError
+from features.online import RedisOnlineStore
 from models.decisioning.policy import ContactPolicy
 from serving.bundle import ModelBundle, loader_for
-from serving.contact import ContactBook
+from serving.contact import ContactBook, SharedSends
 from serving.keys import DEMO_KEY, KeyRing, Scope, hash_key
 from serving.lifecycle import LoadOutcome, ModelSlot
 from serving.observability import Metrics
@@ -123,6 +124,9 @@ class Services:
             log.error("online store failed to open", extra={"error": self.store_error})
         self.segments = Segments.read(self.settings.data_home)
         self.contacts = ContactBook.read(self.settings.data_home, self.policy)
+        backend = self.store.backend
+        if isinstance(backend, RedisOnlineStore):  # several replicas: sends posted to one count in all
+            self.contacts.shared = SharedSends(backend.client, backend.prefix, self.contacts.lookback)
         self.reload(force=True)
         if self.settings.poll_interval_s > 0:
             self._poller = threading.Thread(target=self._poll, name="kairos-registry-poll", daemon=True)

@@ -82,5 +82,8 @@ def _message_sent(services: Services, i: int, e: EventIn) -> dict[str, object]:
         return {"index": i, "status": "unavailable", "detail": "online store unavailable; send again"}
     if key is None:
         return {"index": i, "status": "unknown_customer"}
-    services.contacts.record(key, e.channel.value, e.timestamp, e.with_offer, e.offer_id)
+    try:
+        services.contacts.record(key, e.channel.value, e.timestamp, e.with_offer, e.offer_id)
+    except OnlineStoreUnavailable:  # the shared send log (Redis) did not take it: nothing is lost silently
+        return {"index": i, "status": "unavailable", "detail": "send log unavailable; send again"}
     return {"index": i, "status": "applied"}

@@ -45,8 +45,9 @@ class _Batch:
         self.keys = found.keys
         self.rows = np.flatnonzero(found.found)
         columns = consent_columns(names)
+        self.book = services.contacts.view([str(found.keys[i]) for i in self.rows])  # every replica's sends
         self.states: dict[int, ContactState] = {
-            int(i): state_of(str(found.keys[i]), found.values[i], columns, services.contacts) for i in self.rows
+            int(i): state_of(str(found.keys[i]), found.values[i], columns, self.book) for i in self.rows
         }
         frame = pd.DataFrame(found.values[self.rows], columns=names)
         for name, values in found.strings.items():
@@ -103,13 +104,13 @@ def _decisions(
     if not len(batch.frame):
         decided = pd.DataFrame(columns=[Col.CUSTOMER_KEY])
     elif campaign:
-        history = services.contacts.offer_history(batch.frame[Col.CUSTOMER_KEY].astype(str).tolist())
+        history = batch.book.offer_history(batch.frame[Col.CUSTOMER_KEY].astype(str).tolist())
         decided, alloc = nbo.allocate(
             batch.frame, now=now, budget=budget, allowed_channels=batch.usable, history=history
         )
         summary = asdict(alloc)
     else:
-        history = services.contacts.offer_history(batch.frame[Col.CUSTOMER_KEY].astype(str).tolist())
+        history = batch.book.offer_history(batch.frame[Col.CUSTOMER_KEY].astype(str).tolist())
         decided = nbo.decide(batch.frame, now=now, allowed_channels=batch.usable, history=history)
     by_row = dict(zip(batch.rows.tolist(), decided.to_dict("records"), strict=True))
     window_end = now + timedelta(hours=services.settings.offer_window_hours)

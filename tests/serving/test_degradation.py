@@ -159,3 +159,50 @@ def test_redis_stopped_during_load_gives_no_5xx_only_degraded_answers(
     assert before and not any(before)  # Redis up: model answers
     assert {p for p, _ in after} == {c[0] for c in calls}  # every endpoint kept answering
     assert all(d is True for _, d in after)  # Redis gone: degraded, labelled
+
+
+def test_a_send_posted_to_one_replica_counts_in_every_replica(world: World, redis_prefix: str) -> None:
+    """Two API replicas on one Redis: a message_sent (with an offer) posted to A caps B's next decision."""
+    now = "2026-01-02T13:00:00Z"
+    with (
+        world.client(online_store="redis", redis_prefix=redis_prefix) as a,
+        world.client(online_store="redis", redis_prefix=redis_prefix) as b,
+    ):
+        ask = {"items": [{"customer_id": c, "channel": "email"} for c in world.ids[:200]], "now": now}
+        before = b.post("/v1/permissions", json=ask, headers=headers("campaign")).json()["items"]
+        free = next(
+            i
+            for i in before
+            if i["status"] == "ok" and not any(r.startswith(("consent", "frequency")) for r in i["reasons"])
+        )
+        event = {
+            "type": "message_sent",
+            "timestamp": "2026-01-02T12:00:00Z",
+            "customer_id": free["customer_id"],
+            "channel": "email",
+            "offer_id": "OF-shared",
+        }
+        sent = a.post("/v1/events", json={"events": [event]}, headers=headers("campaign")).json()
+        assert sent["results"][0]["status"] == "applied" and sent["degraded"] is False
+        one = {"items": [{"customer_id": free["customer_id"], "channel": "email"}], "now": now}
+        for replica in (a, b):
+            after = replica.post("/v1/permissions", json=one, headers=headers("campaign")).json()["items"][0]
+            assert after["allowed"] is False and any(r.startswith("frequency cap") for r in after["reasons"])
+        services = b.app.state.services  # type: ignore[attr-defined]
+        key = free["customer_key"]
+        history = services.contacts.view([key]).offer_history([key])
+        assert history["offer_id"].tolist().count("OF-shared") == 1  # B counts A's offer against its limit
+
+
+def test_the_shared_send_log_down_loses_no_send_silently(world: World) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from features.online import OnlineStoreUnavailable
+    from serving.contact import ContactBook, SharedSends
+
+    down = redis.Redis(host="127.0.0.1", port=closed_port(), socket_timeout=0.2, socket_connect_timeout=0.2)
+    book = ContactBook({}, {}, timedelta(hours=168), shared=SharedSends(down, "kairos-test-down", timedelta(hours=168)))
+    with pytest.raises(OnlineStoreUnavailable, match="send log"):
+        book.record("k1", "email", datetime(2026, 1, 2, tzinfo=UTC), False, "OF1")
+    with pytest.raises(OnlineStoreUnavailable, match="send log"):
+        book.view(["k1"])

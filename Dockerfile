@@ -17,6 +17,9 @@
 #
 #   docker run -e KAIROS_TRACKING_URI=http://mlflow:5000 -p 8000:8000 -v kairos-data:/data kairos
 #
+# The image also runs that MLflow server (docker-compose.yml: PostgreSQL store, artifacts under
+# /mlflow/artifacts, a directory the kairos user owns so that a fresh named volume is writable).
+#
 # A bind-mounted /data must be writable by uid 10001 (the sqlite store is written on start-up).
 
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -72,8 +75,8 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 kairos \
     && useradd --system --uid 10001 --gid kairos --create-home --home-dir /home/kairos \
         --shell /usr/sbin/nologin kairos \
-    && mkdir -p /data /home/kairos/model-cache \
-    && chown kairos:kairos /data /home/kairos/model-cache
+    && mkdir -p /data /home/kairos/model-cache /mlflow/artifacts \
+    && chown kairos:kairos /data /home/kairos/model-cache /mlflow/artifacts
 
 COPY --from=builder /opt/venv /opt/venv
 

@@ -191,6 +191,30 @@ def _print_segments(seg: dict[str, Any]) -> None:
         console.print("flags not available (features missing): " + ", ".join(seg["not_available"]))
 
 
+@features_app.command("publish")
+def features_publish(
+    data: Annotated[Path, typer.Option(help="Data home with a feature snapshot.")] = DEFAULT_HOME,
+    redis_url: Annotated[
+        str, typer.Option(envvar="KAIROS_REDIS_URL", help="Redis of the online store (KAIROS_REDIS_URL).")
+    ] = "redis://127.0.0.1:6379/0",
+    prefix: Annotated[
+        str, typer.Option(envvar="KAIROS_REDIS_PREFIX", help="Key prefix the API reads (KAIROS_REDIS_PREFIX).")
+    ] = "kairos",
+) -> None:
+    """Publish the latest snapshot to Redis as a new online-store version; API replicas switch to it at once."""
+    from features.online import RedisOnlineStore, publish_to_redis
+
+    try:
+        with _progress("publish") as tick:
+            tick("writing", 0.1)
+            store = RedisOnlineStore.connect(redis_url, prefix, timeout=30, connect_timeout=5)
+            version = publish_to_redis(data, store)
+            rows = len(store)
+    except (KairosError, ValueError) as exc:  # OnlineStoreUnavailable is a KairosError
+        raise _fail(exc) from exc
+    _summary(f"online store {prefix!r}", [("version", version), ("customers", f"{rows:,}")])
+
+
 @features_app.command("catalogue")
 def features_catalogue() -> None:
     """Print the feature catalogue (markdown): every feature, its meaning, type and window."""

@@ -275,3 +275,19 @@ def test_a_published_home_reads_as_the_in_memory_store(home: Path, store: RedisO
     ids += pd.read_parquet(home / "ingested" / "identity_map.parquet")[Col.CUSTOMER_ID].astype(str).tolist()[:40]
     for now in (None, snap.as_of + timedelta(days=3)):
         _same(store.lookup(ids, now=now, strings=True), memory.lookup(ids, now=now, strings=True))
+
+
+def test_kairos_features_publish_puts_the_snapshot_where_the_api_reads(home: Path, store: RedisOnlineStore) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    url = f"redis://127.0.0.1:{store.client.connection_pool.connection_kwargs['port']}/0"
+    args = ["features", "publish", "--data", str(home), "--redis-url", url, "--prefix", store.prefix]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    memory, snap = load_in_memory(home)
+    ids = snap.read()[Col.CUSTOMER_KEY].tolist()[:40]
+    _same(store.lookup(ids, strings=True), memory.lookup(ids, strings=True))
+    down = CliRunner().invoke(app, [*args[:4], "--redis-url", "redis://127.0.0.1:1/0", "--prefix", store.prefix])
+    assert down.exit_code != 0 and "Connectionrefused" in "".join(down.output.split()), down.output

@@ -1,12 +1,13 @@
 """LightGBM models compiled to machine code by lleaves: the same predictions, several times faster.
 
-Compiling is a build step (tens of seconds per model on 2 cores), done by ``kairos compile`` or by a
-batch job before it scores, never by the API at start-up. The shared object is cached under a key
-made of the model text's SHA-256, the lleaves and llvmlite versions and the host CPU (lleaves
-specialises the code to it), so a new model version, a new compiler or another machine never picks
-up a stale build.
+Compiling is a build step (tens of seconds per model on 2 cores), done by ``kairos compile`` or by
+``kairos score --all`` before it scores, never by the API at start-up. The API uses a build it finds
+(:meth:`CompiledBooster.cached`) once the build reproduced LightGBM on :func:`split_probe` rows. The
+shared object is cached under a key made of the model text's SHA-256, the lleaves and llvmlite
+versions and the host CPU (lleaves specialises the code to it), so a new model version, a new compiler
+or another machine never picks up a stale build.
 
-A compiled model is trusted only after it reproduced LightGBM's own predictions on real rows
+A compiled model is trusted only after it reproduced LightGBM's own predictions
 (:meth:`CompiledBooster.verify`); the callers fall back to LightGBM when it does not.
 """
 
@@ -19,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,7 @@ from features.errors import KairosError
 # at most 6e-16); anything above this is a real difference and the compiled model is refused.
 TOLERANCE = 1e-9
 SUFFIX = ".so"
+COMPILED_DIR = "compiled"  # the builds' folder under a data home (kairos compile, score --all, the API)
 
 
 class CompileError(KairosError):
@@ -140,3 +143,34 @@ class CompiledBooster:
         if not np.isfinite(worst) or worst > TOLERANCE:
             raise CompileError(f"compiled model differs from LightGBM by {worst:.3g} (> {TOLERANCE:g})")
         return worst
+
+
+def split_probe(booster: Any, rows: int = 1024, seed: int = 0) -> np.ndarray:
+    """Rows that walk the trees' branches: each value is one of the model's own split thresholds for
+    that feature (the edge a compiled comparison could get wrong), a value just above one, or NaN.
+
+    A check for a compiled model where no real rows are at hand (the API at load time): float32
+    values, columns in the model's feature order.
+    """
+    n_features = int(booster.num_feature())
+    thresholds: list[list[float]] = [[] for _ in range(n_features)]
+
+    def walk(node: dict[str, Any]) -> None:
+        if "split_feature" in node:
+            if isinstance(node.get("threshold"), int | float):
+                thresholds[int(node["split_feature"])].append(float(node["threshold"]))
+            walk(node["left_child"])
+            walk(node["right_child"])
+
+    for tree in booster.dump_model()["tree_info"]:
+        walk(tree["tree_structure"])
+    rng = np.random.default_rng(seed)
+    out = np.empty((rows, n_features), dtype=np.float32)
+    for j, cuts in enumerate(thresholds):
+        values = np.array(cuts or [0.0], dtype=np.float64)
+        picks = values[rng.integers(0, len(values), rows)]
+        above = rng.random(rows) < 0.5
+        picks = np.where(above, np.nextafter(picks.astype(np.float32), np.float32(np.inf)), picks)
+        picks[rng.random(rows) < 0.05] = np.nan
+        out[:, j] = picks
+    return out

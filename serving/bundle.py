@@ -10,6 +10,7 @@ feature signature checked against the online store, then warmed. Adding a model 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -24,10 +25,13 @@ from features.datasets import Population
 from features.errors import ModelIntegrityError
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
+from models.compiled import CompiledBooster, CompileError, split_probe
 from models.reasons import DEFAULT_CUTS, band
 from training import registry
 
 BUNDLE_META = "bundle.json"  # provenance of a cached bundle, written beside its files
+
+log = logging.getLogger("kairos.serving.models")
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class ModelBundle:
             "features": list(p.features),
             "definition_hash": p.manifest.get("definition_hash"),
             "metrics": p.metrics,
+            "engine": getattr(self.payload, "engine", None),  # propensity: lleaves (compiled) or lightgbm
         }
 
 
@@ -160,6 +165,7 @@ class PropensityModel:
         description: str | None = None,
         horizon_days: int | None = None,
         population: Population | None = None,
+        compiled: CompiledBooster | None = None,
     ) -> None:
         self.model = model
         self.features = tuple(features)
@@ -169,6 +175,7 @@ class PropensityModel:
         self.description = description
         self.horizon_days = horizon_days
         self.population = population
+        self.compiled = compiled
         self._columns: tuple[tuple[str, ...], np.ndarray] | None = None
 
     def columns(self, store_features: Sequence[str]) -> np.ndarray:
@@ -190,7 +197,13 @@ class PropensityModel:
         if not len(values):
             return np.empty(0)
         matrix = np.ascontiguousarray(values[:, self.columns(store_features)], dtype=np.float32)
+        if self.compiled is not None:  # the same float32 values, as the float64 the compiled code reads
+            return self.compiled.predict(matrix.astype(np.float64), n_jobs=1)
         return self.model.predict_proba(matrix)
+
+    @property
+    def engine(self) -> str:
+        return "lleaves" if self.compiled is not None else "lightgbm"
 
     def predict(self, values: np.ndarray, store_features: Sequence[str]) -> np.ndarray:
         """Calibrated probabilities per row of the store's matrix ``values`` (vectorised)."""
@@ -216,6 +229,9 @@ class PropensityLoader:
     against its recorded checksum: ``registry.fetch``); never a pickle."""
 
     kind = "propensity"
+
+    def __init__(self, compiled_dir: Path | None = None) -> None:
+        self.compiled_dir = compiled_dir
 
     def fetch(self, tracking_uri: str, name: str, alias: str, dst: Path) -> Fetched:
         got = registry.fetch(tracking_uri, name, alias, dst)
@@ -281,11 +297,28 @@ class PropensityLoader:
             meta.get("description"),
             int(horizon) if horizon is not None else None,
             population,
+            self._compiled(text, model, f"{name} v{version}"),
         )
         warm = scored.predict(np.zeros((8, len(features)), dtype=np.float32), features)
         if not np.all(np.isfinite(warm)) or np.any((warm < 0) | (warm > 1)):
             raise ModelIntegrityError(f"{name} v{version}: warm-up predictions are not probabilities")
         return scored
+
+    def _compiled(self, text: str, model: LightGBMClassifier, what: str) -> CompiledBooster | None:
+        """A compiled build of ``text`` already in ``compiled_dir`` (``kairos compile``; never compiled here),
+        used only if it reproduces LightGBM on rows that walk every split; else None and LightGBM."""
+        if self.compiled_dir is None:
+            return None
+        try:
+            compiled = CompiledBooster.cached(text, self.compiled_dir)
+            if compiled is None:
+                return None
+            probe = split_probe(model.booster_)
+            compiled.verify(probe.astype(np.float64), model.predict_proba(probe))
+        except (CompileError, OSError, ValueError) as exc:
+            log.warning("compiled model refused; serving with LightGBM", extra={"model": what, "error": str(exc)[:300]})
+            return None
+        return compiled
 
 
 # --- bundles: folders of files listed in checksums.json ----------------------------------------------
@@ -405,7 +438,9 @@ def is_propensity(kind: str) -> bool:
     return kind not in BUNDLE_KINDS
 
 
-def loader_for(kind: str) -> BundleLoader:
-    factory = LOADERS.get(kind, PropensityLoader)
-    loader: BundleLoader = factory()
-    return loader
+def loader_for(kind: str, compiled_dir: Path | None = None) -> BundleLoader:
+    """The loader of ``kind``; propensity models use lleaves builds found in ``compiled_dir``."""
+    if kind in LOADERS:
+        loader: BundleLoader = LOADERS[kind]()
+        return loader
+    return PropensityLoader(compiled_dir)

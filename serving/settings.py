@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Field(
         Path("var/model-cache"), description="Verified model files; the last good bundle per model is kept here."
     )
+    compiled_dir: Path | None = Field(
+        None,
+        description="lleaves builds of the propensity models (`kairos compile`; default DATA_HOME/compiled). The API "
+        "never compiles; a build it finds is used once it reproduces LightGBM, else LightGBM serves.",
+    )
     registry_timeout_s: float = Field(10.0, gt=0, description="Timeout of one MLflow registry HTTP call.")
     poll_interval_s: float = Field(0.0, ge=0, description="Poll the registry for moved aliases every N s (0: off).")
     max_batch: int = Field(10_000, ge=1, le=100_000, description="Most customer ids in one scoring request.")

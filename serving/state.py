@@ -9,6 +9,7 @@ from typing import Any
 
 from features.errors import KairosError
 from features.online import RedisOnlineStore
+from models.compiled import COMPILED_DIR
 from models.decisioning.policy import ContactPolicy
 from serving.bundle import ModelBundle, loader_for
 from serving.contact import ContactBook, SharedSends
@@ -51,7 +52,7 @@ class Services:
                 kind,
                 name,
                 settings.model_alias,
-                loader_for(kind),
+                loader_for(kind, settings.compiled_dir or settings.data_home / COMPILED_DIR),
                 settings.tracking_uri,
                 settings.model_cache_dir,
                 self.metrics,

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,16 @@ class Segments:
         return None if row is None else dict(zip(self.columns, row, strict=True))
 
     def headline(self, key: str | None) -> dict[str, Any] | None:
-        """Only the segment columns a score item carries (RFM segment, lifecycle)."""
-        full = self.of(key)
-        return None if full is None else {c: full.get(c) for c in SEGMENT_FIELDS}
+        """Only the segment columns a score item carries (RFM segment, lifecycle); None for a column absent."""
+        row = self.by_key.get(key) if key is not None else None
+        if row is None:
+            return None
+        return {c: (row[i] if i is not None else None) for c, i in self._headline_at}
+
+    @cached_property
+    def _headline_at(self) -> tuple[tuple[str, int | None], ...]:
+        at = {c: i for i, c in enumerate(self.columns)}
+        return tuple((c, at.get(c)) for c in SEGMENT_FIELDS)
 
 
 def _plain(v: Any) -> Any:

@@ -654,6 +654,27 @@ def score(
     )
 
 
+@app.command("compile")
+def compile_models(
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder of the builds (default DATA/compiled, where the API looks).")
+    ] = None,
+    alias: Annotated[str, typer.Option(help="Registry alias of the models to compile.")] = "champion",
+) -> None:
+    """Compile the propensity champions with lleaves, each checked against LightGBM on real rows; the API and
+    score --all then use them. A build step (tens of seconds a model), run after training."""
+    from training.score import compile_champions
+
+    try:
+        with _progress("compile") as tick:
+            engines, seconds = compile_champions(data, tracking_uri, out, alias=alias, progress=tick)
+    except (KairosError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    _summary("compiled models", [*engines.items(), ("seconds", f"{seconds:.1f}")])
+
+
 @app.command()
 def promote(
     name: Annotated[str, typer.Argument(help="Registered model name, e.g. churn or recs.")],

@@ -29,13 +29,12 @@ from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, SNAPSHOT_FILE, latest
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
 from models.clv import CLV_FIELDS
-from models.compiled import CompiledBooster, CompileError
+from models.compiled import COMPILED_DIR, CompiledBooster, CompileError
 from models.reasons import DEFAULT_CUTS, ReasonExplainer, band
 from training import registry
 from training.propensity import all_tasks
 
 ProgressFn = Callable[[str, float], None]
-COMPILED_DIR = "compiled"
 PROBE_ROWS = 2_000
 REASONS_K = 3
 
@@ -230,6 +229,36 @@ def score_all(
     staged.replace(out)
     versions = {m.name: m.version for m in models}
     return ScoreExport(out, done, seconds, versions, missing, engines, compile_seconds)
+
+
+def compile_champions(
+    data_home: Path,
+    tracking_uri: str,
+    cache: Path | None = None,
+    *,
+    alias: str = registry.CHAMPION,
+    progress: ProgressFn | None = None,
+) -> tuple[dict[str, str], float]:
+    """Compile every registered propensity champion into ``cache`` (default ``data_home/compiled``, where
+    ``score --all`` and the API look), each checked against LightGBM on the latest snapshot's first rows.
+
+    Returns:
+        ``{"name vN": "lleaves" or "LightGBM (why not)"}`` and the seconds spent compiling.
+
+    Raises:
+        KairosError: no snapshot, or no propensity model in the registry.
+    """
+    tick = progress or (lambda step, frac: None)
+    registry.quiet_mlflow()
+    snapshot = latest_snapshot(data_home)
+    with tempfile.TemporaryDirectory() as tmp:
+        models, _ = load_champions(tracking_uri, [t.name for t in all_tasks()], Path(tmp), alias)
+    if not models:
+        raise KairosError(f"no registered propensity model to compile in {tracking_uri}: train some first")
+    needed = list(dict.fromkeys(f for m in models for f in m.model.feature_names_))
+    probe = next(_batches(snapshot.path / SNAPSHOT_FILE, needed, PROBE_ROWS))
+    _, engines, seconds = _compile_all(models, cache or data_home / COMPILED_DIR, probe, tick)
+    return {f"{m.name} v{m.version}": engines[m.name] for m in models}, seconds
 
 
 def _compile_all(

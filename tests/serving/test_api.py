@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -179,3 +181,39 @@ def test_models_and_metrics(world: World, client: TestClient) -> None:
 @pytest.mark.parametrize("path", ["/health/live", "/health/ready"])
 def test_health_needs_no_key(client: TestClient, path: str) -> None:
     assert client.get(path).status_code == 200
+
+
+def test_compiled_models_found_on_disk_serve_the_same_scores(world: World, tmp_path: Path) -> None:
+    """A lleaves build of the model (``kairos compile``) is used once it reproduces LightGBM; a build that
+    does not is refused and LightGBM serves. The API never compiles."""
+    from models.compiled import CompiledBooster, cache_key
+    from training import registry
+
+    text = registry.fetch(world.uri, "churn", "champion", tmp_path / "dl").model_text
+    builds = tmp_path / "compiled"
+    CompiledBooster.build(text, builds)
+    ids = world.ids[:200]
+
+    def served(compiled_dir: Path) -> tuple[str, list[float | None]]:
+        with world.client(compiled_dir=compiled_dir, model_cache_dir=tmp_path / "cache") as c:
+            engine = c.get("/v1/models", headers=headers("admin")).json()["models"]["churn"]["loaded"]["engine"]
+            body = c.post("/v1/scores", json={"customer_ids": ids}, headers=headers("campaign")).json()
+        return engine, [i["probabilities"]["churn"] for i in body["items"]]
+
+    engine, compiled = served(builds)
+    assert engine == "lleaves"
+    engine, reference = served(tmp_path / "no-builds")
+    assert engine == "lightgbm" and not (tmp_path / "no-builds").exists()  # nothing compiled at start-up
+    np.testing.assert_allclose(compiled, reference, rtol=0, atol=1e-12)
+    # another model's build under this model's key: it disagrees on the probe rows, so it is refused
+    other = tmp_path / "other"
+    snap = latest_snapshot(world.home).read()
+    shuffled = snap.assign(recency_days=snap["recency_days"].sample(frac=1.0, random_state=0).to_numpy())
+    register_churn(world.uri, shuffled, FEATURES, seed=7, name="churn_other")  # same features, other trees
+    other_text = registry.fetch(world.uri, "churn_other", "champion", tmp_path / "dl2").model_text
+    wrong = CompiledBooster.build(other_text, other)
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    shutil.copy(wrong.path, forged / f"{cache_key(text)}{wrong.path.suffix}")
+    engine, refused = served(forged)
+    assert engine == "lightgbm" and refused == reference

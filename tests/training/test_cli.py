@@ -27,7 +27,18 @@ def _has(output: str, *texts: str) -> bool:
 def test_help_lists_every_job() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("synth", "ingest", "features", "train", "serve", "doctor", "backtest", "score", "promote"):
+    for command in (
+        "synth",
+        "ingest",
+        "features",
+        "train",
+        "serve",
+        "doctor",
+        "backtest",
+        "score",
+        "compile",
+        "promote",
+    ):
         assert command in result.output
 
 
@@ -74,6 +85,19 @@ def test_backtest_of_an_unfinished_outcome_is_refused(orii_home: BuiltHome) -> N
     args = ["backtest", "churn", "--as-of", "2011-11-01", "--data", str(orii_home.home)]
     result = runner.invoke(app, [*args, "--tracking-uri", orii_home.tracking_uri])
     assert result.exit_code == 2 and _has(result.output, "choose an earlier --as-of")
+
+
+def test_compile_builds_every_champion_where_the_api_looks(orii_home: BuiltHome, tmp_path: Path) -> None:
+    from models.compiled import COMPILED_DIR
+
+    args = ["compile", "--data", str(orii_home.home), "--tracking-uri", orii_home.tracking_uri]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert _has(result.output, "churn v", "lleaves") and "LightGBM (" not in result.output
+    assert any((orii_home.home / COMPILED_DIR).glob("*.so"))
+    nowhere = f"sqlite:///{tmp_path / 'empty.db'}"
+    empty = runner.invoke(app, ["compile", "--data", str(orii_home.home), "--tracking-uri", nowhere])
+    assert empty.exit_code == 2 and _has(empty.output, "no registered propensity model")
 
 
 def test_score_all_exports_every_customer(orii_home: BuiltHome, tmp_path: Path) -> None:

@@ -161,9 +161,12 @@ def _score(args: argparse.Namespace, home: Path, uri: str) -> None:
     floor_rate = len(frame) / floor_s
     a, b = pd.read_parquet(out), pd.read_parquet(args.work / "scores-lightgbm.parquet")
     probs = [c for c in a.columns if c.endswith("_probability")]
-    worst = float(np.abs(a[probs].to_numpy(np.float64) - b[probs].to_numpy(np.float64)).max())
-    bands = int(sum((a[c] != b[c]).sum() for c in a.columns if c.endswith("_band")))
-    same = f"largest probability difference {worst:.2g}, bands differing {bands}"
+    pa, pb = a[probs].to_numpy(np.float64), b[probs].to_numpy(np.float64)
+    nulls = int((np.isnan(pa) != np.isnan(pb)).sum())  # churn is null outside its population, in both
+    worst = float(np.nanmax(np.abs(pa - pb))) if np.isfinite(pa).any() else 0.0
+    band_cols = [c for c in a.columns if c.endswith("_band")]
+    bands = int(sum((a[c].fillna("-") != b[c].fillna("-")).sum() for c in band_cols))
+    same = f"largest probability difference {worst:.2g}, nulls differing {nulls}, bands differing {bands}"
     print(f"\n== kairos score --all: {export.customers:,} customers, models {export.models}")
     print(f"   engines {export.engines}; compiling (once per model version) {export.compile_seconds:.1f} s")
     print(

@@ -194,20 +194,21 @@ def score_all(
                 if pick not in views:
                     views[pick] = matrix if pick == identity else matrix[:, list(pick)]
                 p = m.calibrate(m.raw_matrix(views[pick]))
-                inside = np.ones(len(p), dtype=bool)
+                bands = band(p, m.cuts)
+                outside = None
                 if m.population is not None:  # outside it (churn: a lead), the probability means nothing
-                    inside = m.population.contains(frame[m.population.feature].to_numpy(np.float64))
-                    p = np.where(inside, p, np.nan)
+                    outside = ~m.population.contains(frame[m.population.feature].to_numpy(np.float64))
+                    p = np.where(outside, np.nan, p)
+                    bands = bands.astype(object)
+                    bands[outside] = None
                 cols[f"{m.name}_probability"] = p.astype(np.float32)
-                bands = np.full(len(p), None, dtype=object)
-                bands[inside] = band(p[inside], m.cuts)
                 cols[f"{m.name}_band"] = bands
                 if explainer is not None:
                     why = explainer.explain(m.model.booster_, frame, k=REASONS_K)
+                    if outside is not None:
+                        why = [[] if out else w for w, out in zip(why, outside.tolist(), strict=True)]
                     for r in range(REASONS_K):
-                        cols[f"{m.name}_reason_{r + 1}"] = [
-                            w[r].text if len(w) > r and ok else "" for w, ok in zip(why, inside.tolist(), strict=True)
-                        ]
+                        cols[f"{m.name}_reason_{r + 1}"] = [w[r].text if len(w) > r else "" for w in why]
             if clv is not None:
                 joined = clv.reindex(keys.to_numpy())
                 for c in CLV_FIELDS:

@@ -50,6 +50,11 @@ class Population:
     def from_dict(cls, data: dict[str, Any]) -> Population:
         return cls(str(data["feature"]), float(data["at_most"]))
 
+    @classmethod
+    def of_model(cls, meta: dict[str, Any]) -> Population | None:
+        """The population a model's registry metadata records (None: the model scores everyone)."""
+        return cls.from_dict(meta["population"]) if meta.get("population") else None
+
 
 @dataclass(frozen=True)
 class ChurnTarget:

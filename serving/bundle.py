@@ -197,8 +197,8 @@ class PropensityModel:
         if not len(values):
             return np.empty(0)
         matrix = np.ascontiguousarray(values[:, self.columns(store_features)], dtype=np.float32)
-        if self.compiled is not None:  # the same float32 values, as the float64 the compiled code reads
-            return self.compiled.predict(matrix.astype(np.float64), n_jobs=1)
+        if self.compiled is not None:  # the same float32 values (it reads them as float64)
+            return self.compiled.predict(matrix, n_jobs=1)
         return self.model.predict_proba(matrix)
 
     @property
@@ -283,7 +283,7 @@ class PropensityLoader:
         prior = meta.get("base_rate", provenance.metrics.get("holdout_churn_rate"))
         horizon = meta.get("horizon_days")
         try:
-            population = Population.from_dict(meta["population"]) if meta.get("population") else None
+            population = Population.of_model(meta)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelIntegrityError(f"{name} v{version}: population does not load: {exc}") from exc
         if population is not None and store_features is not None and population.feature not in store_features:

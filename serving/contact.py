@@ -48,9 +48,9 @@ class SharedSends:
     """The ``message_sent`` events posted to any replica, in Redis beside the online store.
 
     One sorted set per customer (``<prefix>:sends:<customer_key>``), scored by send time; a member is
-    the send as JSON with a nonce (two identical sends are two sends). Writing trims what no rule can
-    need any more (older than :data:`OFFER_MEMORY`, or than the policy's window for a send without an
-    offer) and sets the key to expire with it. Every call is bounded by the client's timeouts; a
+    the send as JSON with a nonce (two identical sends are two sends). Writing trims sends older than
+    the longer of the policy's window and :data:`OFFER_MEMORY` (offer limits need the long memory) and
+    sets the key to expire with it. Every call is bounded by the client's timeouts; a
     failure raises :class:`~features.online.OnlineStoreUnavailable`, which the routers answer as for
     the store (an event ``unavailable``: send again; a decision degraded, no contact allowed).
     """
@@ -58,7 +58,6 @@ class SharedSends:
     def __init__(self, client: redis.Redis, prefix: str, lookback: timedelta) -> None:
         self.client = client
         self.prefix = prefix
-        self.lookback = lookback
         self.keep = max(lookback, OFFER_MEMORY)
 
     def _key(self, customer_key: str) -> str:
@@ -184,9 +183,10 @@ class ContactBook:
         replica's posted ones, read in one call (raises OnlineStoreUnavailable); else this book itself."""
         if self.shared is None:
             return self
-        posted, offered = self.shared.read(keys)
-        sends = {k: [*self._sends.get(k, ()), *posted.get(k, ())] for k in dict.fromkeys(keys)}
-        offers = {k: [*self._offers.get(k, ()), *offered.get(k, ())] for k in dict.fromkeys(keys)}
+        unique = list(dict.fromkeys(keys))
+        posted, offered = self.shared.read(unique)
+        sends = {k: [*self._sends.get(k, ()), *posted.get(k, ())] for k in unique}
+        offers = {k: [*self._offers.get(k, ()), *offered.get(k, ())] for k in unique}
         return ContactBook(sends, self.zones, self.lookback, offers)
 
     def offer_history(self, keys: Sequence[str]) -> pd.DataFrame:

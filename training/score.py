@@ -56,7 +56,7 @@ class LoadedModel:
         calibrator = ProbabilityCalibrator.from_dict(meta["calibrator"]) if meta.get("calibrator") else None
         cuts = tuple(meta.get("bands") or DEFAULT_CUTS)
         model = LightGBMClassifier.from_text(fetched.model_text)
-        population = Population.from_dict(meta["population"]) if meta.get("population") else None
+        population = Population.of_model(meta)
         return cls(fetched.name, fetched.version, model, calibrator, (float(cuts[0]), float(cuts[1])), None, population)
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
@@ -165,7 +165,7 @@ def score_all(
         segments = segments[[c for c in SEGMENT_COLUMNS if c in segments.columns]].astype("string")
     # Each model reads its columns out of one matrix per batch, built once: float32 values (what LightGBM
     # sees) held as float64 (what the compiled code reads); models with the same features share a slice.
-    needed = list(dict.fromkeys(f for m in models for f in m.model.feature_names_))
+    needed = _features(models)
     rules = [f.feature for m in models if (f := m.population) is not None and f.feature not in needed]
     at = {f: i for i, f in enumerate(needed)}
     picks = [tuple(at[f] for f in m.model.feature_names_) for m in models]
@@ -173,7 +173,7 @@ def score_all(
     engines = {m.name: "LightGBM" for m in models}
     compile_seconds = 0.0
     if compiled and models:
-        probe = next(_batches(snapshot.path / SNAPSHOT_FILE, needed, PROBE_ROWS))
+        probe = _probe(models, snapshot.path / SNAPSHOT_FILE)
         models, engines, compile_seconds = _compile_all(models, compile_cache or data_home / COMPILED_DIR, probe, tick)
     total = int(snapshot.manifest.get("rows") or pq.ParquetFile(snapshot.path / SNAPSHOT_FILE).metadata.num_rows)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -256,16 +256,25 @@ def compile_champions(
         models, _ = load_champions(tracking_uri, [t.name for t in all_tasks()], Path(tmp), alias)
     if not models:
         raise KairosError(f"no registered propensity model to compile in {tracking_uri}: train some first")
-    needed = list(dict.fromkeys(f for m in models for f in m.model.feature_names_))
-    probe = next(_batches(snapshot.path / SNAPSHOT_FILE, needed, PROBE_ROWS))
+    probe = _probe(models, snapshot.path / SNAPSHOT_FILE)
     _, engines, seconds = _compile_all(models, cache or data_home / COMPILED_DIR, probe, tick)
     return {f"{m.name} v{m.version}": engines[m.name] for m in models}, seconds
+
+
+def _features(models: list[LoadedModel]) -> list[str]:
+    """Every feature the models read, each once, in the order the models list them."""
+    return list(dict.fromkeys(f for m in models for f in m.model.feature_names_))
+
+
+def _probe(models: list[LoadedModel], snapshot_file: Path) -> pd.DataFrame:
+    """The snapshot's first rows, every model's features: what a compiled model is checked on."""
+    return next(_batches(snapshot_file, _features(models), PROBE_ROWS))
 
 
 def _compile_all(
     models: list[LoadedModel], cache: Path, probe: pd.DataFrame, tick: ProgressFn
 ) -> tuple[list[LoadedModel], dict[str, str], float]:
-    """Each model compiled and checked, or left to LightGBM with the reason; and the seconds spent."""
+    """Each model compiled and checked on ``probe``, or left to LightGBM with the reason; and the seconds spent."""
     out, engines = [], {}
     started = time.perf_counter()
     for m in models:

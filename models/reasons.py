@@ -532,8 +532,8 @@ class ReasonExplainer:
         return out
 
 
-def band(p: Sequence[float] | np.ndarray | pd.Series, cuts: Sequence[float] = DEFAULT_CUTS) -> np.ndarray:
-    """``"low"`` / ``"medium"`` / ``"high"`` per probability.
+def band_codes(p: Sequence[float] | np.ndarray | pd.Series, cuts: Sequence[float] = DEFAULT_CUTS) -> np.ndarray:
+    """The position in :data:`BANDS` of each probability's band (int8): 0 low, 1 medium, 2 high.
 
     ``p < cuts[0]`` is low, ``cuts[0] <= p < cuts[1]`` medium, ``p >= cuts[1]`` high. ``cuts`` must be
     two increasing numbers strictly inside (0, 1); ``p`` must be probabilities (NaN raises).
@@ -549,4 +549,9 @@ def band(p: Sequence[float] | np.ndarray | pd.Series, cuts: Sequence[float] = DE
         raise ValueError(
             f"p: {int(bad.sum())} values are not probabilities in [0, 1] (first at row {int(np.argmax(bad))})"
         )
-    return np.asarray(BANDS, dtype=object)[np.searchsorted(lo_hi, arr, side="right")]
+    return np.searchsorted(lo_hi, arr, side="right").astype(np.int8)
+
+
+def band(p: Sequence[float] | np.ndarray | pd.Series, cuts: Sequence[float] = DEFAULT_CUTS) -> np.ndarray:
+    """``"low"`` / ``"medium"`` / ``"high"`` per probability (the rules of :func:`band_codes`)."""
+    return np.asarray(BANDS, dtype=object)[band_codes(p, cuts)]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.contract import Col
@@ -30,7 +31,7 @@ from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
 from models.clv import CLV_FIELDS
 from models.compiled import COMPILED_DIR, CompiledBooster, CompileError
-from models.reasons import DEFAULT_CUTS, ReasonExplainer, band
+from models.reasons import BANDS, DEFAULT_CUTS, ReasonExplainer, band_codes
 from training import registry
 from training.propensity import all_tasks
 
@@ -176,6 +177,11 @@ def score_all(
         probe = _probe(models, snapshot.path / SNAPSHOT_FILE)
         models, engines, compile_seconds = _compile_all(models, compile_cache or data_home / COMPILED_DIR, probe, tick)
     total = int(snapshot.manifest.get("rows") or pq.ParquetFile(snapshot.path / SNAPSHOT_FILE).metadata.num_rows)
+    # CLV and segments are joined once for the whole snapshot: each batch takes its slice of the positions.
+    keys_all = pq.read_table(snapshot.path / SNAPSHOT_FILE, columns=[Col.CUSTOMER_KEY]).column(0)
+    extra = [_Joined.of(clv, CLV_FIELDS, pa.float32(), keys_all)] if clv is not None else []
+    if segments is not None:
+        extra.append(_Joined.of(segments, list(segments.columns), pa.string(), keys_all))
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(out.name + ".partial")
     writer: pq.ParquetWriter | None = None
@@ -185,43 +191,35 @@ def score_all(
         # the reason templates read other columns of the row (e.g. the usual gap between orders)
         read = None if reasons else [Col.CUSTOMER_KEY, *needed, *dict.fromkeys(rules)]
         explainer = ReasonExplainer(DESCRIPTIONS) if reasons else None
-        for frame in _batches(snapshot.path / SNAPSHOT_FILE, read, batch_size):
-            keys = frame[Col.CUSTOMER_KEY]
-            cols: dict[str, Any] = {Col.CUSTOMER_KEY: keys.to_numpy()}
-            matrix = frame[needed].to_numpy(np.float32).astype(np.float64, order="C")
+        reader = pq.ParquetFile(snapshot.path / SNAPSHOT_FILE)
+        for batch in reader.iter_batches(batch_size=batch_size, columns=read):
+            frame = batch.to_pandas() if explainer is not None else None
+            cols: dict[str, pa.Array] = {Col.CUSTOMER_KEY: batch.column(Col.CUSTOMER_KEY).cast(pa.string())}
+            matrix = _matrix(batch, needed)
             views: dict[tuple[int, ...], np.ndarray] = {}
             for m, pick in zip(models, picks, strict=True):
                 if pick not in views:
-                    views[pick] = matrix if pick == identity else matrix[:, list(pick)]
+                    views[pick] = matrix if pick == identity else np.ascontiguousarray(matrix[:, list(pick)])
                 p = m.calibrate(m.raw_matrix(views[pick]))
-                bands = band(p, m.cuts)
+                codes = band_codes(p, m.cuts)
                 outside = None
                 if m.population is not None:  # outside it (churn: a lead), the probability means nothing
-                    outside = ~m.population.contains(frame[m.population.feature].to_numpy(np.float64))
-                    p = np.where(outside, np.nan, p)
-                    bands = bands.astype(object)
-                    bands[outside] = None
-                cols[f"{m.name}_probability"] = p.astype(np.float32)
-                cols[f"{m.name}_band"] = bands
+                    outside = ~m.population.contains(_numbers(batch.column(m.population.feature)))
+                cols[f"{m.name}_probability"] = pa.array(p.astype(np.float32), mask=outside)
+                cols[f"{m.name}_band"] = _band_strings(codes, outside)
                 if explainer is not None:
                     why = explainer.explain(m.model.booster_, frame, k=REASONS_K)
                     if outside is not None:
                         why = [[] if out else w for w, out in zip(why, outside.tolist(), strict=True)]
                     for r in range(REASONS_K):
-                        cols[f"{m.name}_reason_{r + 1}"] = [w[r].text if len(w) > r else "" for w in why]
-            if clv is not None:
-                joined = clv.reindex(keys.to_numpy())
-                for c in CLV_FIELDS:
-                    cols[c] = joined[c].to_numpy(np.float32)
-            if segments is not None:
-                seg = segments.reindex(keys.to_numpy())
-                for c in seg.columns:
-                    cols[c] = seg[c].array
-            table = pa.Table.from_pandas(pd.DataFrame(cols), preserve_index=False)
+                        cols[f"{m.name}_reason_{r + 1}"] = pa.array([w[r].text if len(w) > r else "" for w in why])
+            for joined in extra:
+                cols.update(joined.take(done, batch.num_rows))
+            table = pa.Table.from_pydict(cols)
             if writer is None:
                 writer = pq.ParquetWriter(staged, table.schema, compression="zstd")
             writer.write_table(table)
-            done += len(frame)
+            done += batch.num_rows
             tick(f"{done:,} of {total:,} customers", done / max(total, 1))
     finally:
         if writer is not None:
@@ -286,3 +284,49 @@ def _compile_all(
             out.append(m)
             engines[m.name] = f"LightGBM ({exc})"
     return out, engines, time.perf_counter() - started
+
+
+def _numbers(column: pa.Array) -> np.ndarray:
+    """A numeric or boolean column as float64, null as NaN."""
+    return np.asarray(pc.cast(column, pa.float64(), safe=False).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _matrix(batch: pa.RecordBatch, names: list[str]) -> np.ndarray:
+    """The batch's ``names`` columns as a C-ordered float64 matrix of float32 values (what LightGBM sees;
+    what the compiled code reads), null as NaN."""
+    out = np.empty((len(names), batch.num_rows), dtype=np.float32)  # column by column, contiguous writes
+    for j, name in enumerate(names):
+        out[j] = _numbers(batch.column(name))
+    return np.ascontiguousarray(out.T, dtype=np.float64)
+
+
+_BAND_LABELS = pa.array(BANDS, pa.string())
+
+
+def _band_strings(codes: np.ndarray, outside: np.ndarray | None) -> pa.Array:
+    """Band names from their codes (null where ``outside``), built in Arrow rather than as Python strings."""
+    indices = pa.array(codes, pa.int8(), mask=outside)
+    return pa.DictionaryArray.from_arrays(indices, _BAND_LABELS).cast(pa.string())
+
+
+@dataclass(frozen=True)
+class _Joined:
+    """Columns of a per-customer table lined up with the snapshot's customers once (null where a customer
+    has no row); a batch takes its slice."""
+
+    columns: dict[str, pa.Array]
+    positions: pa.Array  # per snapshot row, the table's row, or null
+
+    @classmethod
+    def of(cls, table: pd.DataFrame, names: Any, kind: pa.DataType, keys: pa.ChunkedArray) -> _Joined:
+        own = pa.array(table.index.to_numpy(dtype=object), pa.string())
+        positions = pc.index_in(keys.cast(pa.string()), value_set=own).combine_chunks()
+        numeric = pa.types.is_floating(kind)
+        columns = {
+            c: pa.array(table[c].to_numpy(np.float32) if numeric else table[c], kind, from_pandas=True) for c in names
+        }
+        return cls(columns, positions)
+
+    def take(self, offset: int, length: int) -> dict[str, pa.Array]:
+        rows = self.positions.slice(offset, length)
+        return {c: values.take(rows) for c, values in self.columns.items()}

@@ -104,7 +104,7 @@ def test_score_all_exports_every_customer(orii_home: BuiltHome, tmp_path: Path) 
     import numpy as np
     import pandas as pd
 
-    from features.store import latest_snapshot
+    from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, latest_snapshot
 
     out = tmp_path / "scores.parquet"
     args = ["score", "--all", "--data", str(orii_home.home), "--tracking-uri", orii_home.tracking_uri]
@@ -120,6 +120,10 @@ def test_score_all_exports_every_customer(orii_home: BuiltHome, tmp_path: Path) 
     assert scores.loc[inside, "churn_probability"].between(0, 1).all()
     assert set(scores.loc[inside, "churn_band"]) <= {"low", "medium", "high"}
     assert scores.loc[~inside, "churn_band"].isna().all()
+    segments = pd.read_parquet(latest_snapshot(orii_home.home).path / SEGMENTS_FILE).set_index("customer_key")
+    for column in SEGMENT_COLUMNS:  # joined to the right customer
+        want = segments.loc[scores["customer_key"], column].astype("string").to_numpy()
+        assert (scores[column].astype("string").to_numpy() == want).all()
     # on request, every score with its drivers in words (as the API gives them)
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "why.parquet"), "--reasons"])
     assert result.exit_code == 0, result.output

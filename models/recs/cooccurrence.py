@@ -21,6 +21,8 @@ strongest single association in the reason.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -178,6 +180,10 @@ class BoughtTogether:
 
     def _index(self) -> None:
         self._pos = {str(item): p for p, item in enumerate(self.item_ids_)}
+        # plain Python copies for the per-answer work: numpy indexes one element at a time slowly
+        self._ids = [str(i) for i in self.item_ids_]
+        self._names = [str(n) for n in self.names_]
+        self._bounds = list(zip(self.nbr_indptr_[:-1].tolist(), self.nbr_indptr_[1:].tolist(), strict=True))
 
     def neighbours(self, item_id: str) -> list[tuple[str, float, int]]:
         """Item ``item_id``'s kept neighbours as ``(item_id, score, co-occurring orders)``, best first."""
@@ -197,46 +203,43 @@ class BoughtTogether:
         names the cart item with the strongest single association and their co-occurring orders.
         """
         seeds = query.cart if query.cart else ((query.item_id,) if query.item_id is not None else ())
-        seed_pos = [p for p in (self._pos.get(s) for s in seeds) if p is not None]
+        pos = self._pos
+        seed_pos = [p for p in (pos.get(s) for s in seeds) if p is not None]
         if not seed_pos or k <= 0:
             return []
-        indptr = self.nbr_indptr_
-        slices = [slice(indptr[p], indptr[p + 1]) for p in seed_pos]
-        cand = np.concatenate([self.nbr_index_[s] for s in slices])
+        bounds = [self._bounds[p] for p in seed_pos]
+        cand = np.concatenate([self.nbr_index_[s:e] for s, e in bounds])
         if not len(cand):
             return []
-        score = np.concatenate([self.nbr_score_[s] for s in slices])
-        orders = np.concatenate([self.nbr_orders_[s] for s in slices])
-        src = np.repeat(np.array(seed_pos), [s.stop - s.start for s in slices])
+        score = np.concatenate([self.nbr_score_[s:e] for s, e in bounds])
 
         # One sort by (candidate, strongest contribution first): each run is a candidate, its first row
         # the contribution the reason names, the run's sum its score.
         order = np.lexsort((-score, cand))
         ranked_cand = cand[order]
-        starts = np.flatnonzero(np.concatenate(([True], ranked_cand[1:] != ranked_cand[:-1])))
-        uniq = ranked_cand[starts]
+        first_of_run = np.empty(len(order), dtype=bool)
+        first_of_run[0] = True
+        np.not_equal(ranked_cand[1:], ranked_cand[:-1], out=first_of_run[1:])
+        starts = np.flatnonzero(first_of_run)
         total = np.add.reduceat(score[order], starts)
-        strongest = order[starts]
-        banned = [p for p in (self._pos.get(x) for x in (*seeds, *query.exclude)) if p is not None]
-        if banned:  # uniq is sorted: find the banned items in it without np.isin's set machinery
-            b = np.asarray(banned)
-            at = np.searchsorted(uniq, b)
-            inside = at < len(uniq)
-            at, b = at[inside], b[inside]
-            total[at[uniq[at] == b]] = -np.inf
-        ranked = np.argsort(-total, kind="stable")[:k]
-        ranked = ranked[np.isfinite(total[ranked])]
-        first = strongest[ranked]
-        # Plain Python values first: the answer is built per item, and numpy scalars are slow one by one.
-        ids = self.item_ids_[uniq[ranked]].tolist()
-        totals = total[ranked].tolist()
-        seed_names = self.names_[src[first]].tolist()
-        counts = orders[first].tolist()
-        source = self.source
-        return [
-            Recommendation(str(i), t, source, _reason(n, c))
-            for i, t, n, c in zip(ids, totals, seed_names, counts, strict=True)
-        ]
+        # Cart items and exclusions are never returned: skipped below, so at most len(banned) extra are ranked.
+        banned = {p for p in (pos.get(x) for x in (*seeds, *query.exclude)) if p is not None}
+        best = np.argsort(-total, kind="stable")[: k + len(banned)]
+        items = ranked_cand[starts[best]].tolist()
+        totals = total[best].tolist()
+        strongest = order[starts[best]].tolist()  # rows of the concatenated neighbour lists
+        offsets = list(itertools.accumulate((e - s for s, e in bounds), initial=0))
+        source, ids, names, orders = self.source, self._ids, self._names, self.nbr_orders_
+        out: list[Recommendation] = []
+        for item, t, row in zip(items, totals, strongest, strict=True):
+            if item in banned:
+                continue
+            j = bisect.bisect_right(offsets, row) - 1  # the cart item whose list holds the row
+            n = int(orders[bounds[j][0] + row - offsets[j]])
+            out.append(Recommendation(ids[item], t, source, _reason(names[seed_pos[j]], n)))
+            if len(out) == k:
+                break
+        return out
 
     def recommend_batch(self, queries: Sequence[Query], k: int = 10) -> list[list[Recommendation]]:
         """One answer per query, in order (a cart query touches only a few hundred neighbours)."""

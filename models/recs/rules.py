@@ -14,6 +14,7 @@ cached on the catalogue, as is the fallback's ranking in catalogue codes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -331,6 +332,9 @@ class CustomerHistory:
         return out
 
 
+_LOOP_MAX = 64  # candidate lists up to this long are checked item by item, longer ones in numpy
+
+
 def apply_rules(
     candidates: Sequence[Recommendation] | Sequence[Sequence[Recommendation]],
     query: Query,
@@ -392,8 +396,28 @@ def apply_rules(
             ok &= np.isnan(price) | ((price >= lo) & (price <= hi))
         return ok
 
+    def allowed_one(code: int, may_be_bought: bool) -> bool:
+        """``allowed`` for one known item (numpy's per-call cost dominates a handful of items)."""
+        if not static[code] or blocked[code] or (bought[code] and not may_be_bought):
+            return False
+        if cat_code is not None and catalogue.category_codes[code] != cat_code:
+            return False
+        if np.isfinite(lo):
+            price = float(catalogue.prices[code])
+            return math.isnan(price) or lo <= price <= hi
+        return True
+
     out: list[Recommendation] = []
-    if flat:
+    if flat and len(flat) <= _LOOP_MAX:  # a short list (the hot path): item by item, the same checks
+        pos, buy_again = catalogue._pos, Source.BUY_AGAIN
+        for r in flat:
+            code = pos.get(r.item_id, -1)
+            if code >= 0 and allowed_one(code, r.source == buy_again):
+                out.append(r)
+                blocked[code] = True
+                if len(out) == k:
+                    break
+    elif flat:
         codes = catalogue.codes(r.item_id for r in flat)
         from_buy_again = np.fromiter((r.source == Source.BUY_AGAIN for r in flat), dtype=bool, count=len(flat))
         passing = np.flatnonzero(allowed(codes, from_buy_again))

@@ -187,3 +187,69 @@ def test_catalogue_history_and_policy_round_trip(
     assert cat2.names.tolist() == cat.names.tolist()
     assert cat2.categories.tolist() == cat.categories.tolist()
     assert {p.suffix for p in tmp_path.iterdir()} == {".parquet"}
+
+
+def test_short_lists_checked_item_by_item_answer_as_numpy_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hot path checks a short candidate list item by item; on random catalogues, histories, policies,
+    queries and candidate lists (repeats, unknown items, buy-again sources) it answers as the numpy path."""
+    import numpy as np
+
+    import models.recs.rules as rules
+
+    rng = np.random.default_rng(11)
+    names = [f"x{n}" for n in range(60)]
+    cats = ["Toys", "Books", "Food", None]
+    items = pd.DataFrame(
+        {
+            IX.ITEM: names,
+            IX.NAME: names,
+            IX.CATEGORY: rng.choice(np.array(cats, dtype=object), 60),
+            IX.PRICE: np.where(rng.random(60) < 0.1, np.nan, rng.uniform(1, 100, 60).round(1)),
+            IX.ACTIVE: rng.random(60) > 0.1,
+            IX.IN_STOCK: rng.random(60) > 0.1,
+            "replenishable": rng.random(60) < 0.1,
+        }
+    )
+    catalogue = ItemCatalogue.from_items(items)
+    bought = rng.choice(names, 200)
+    interactions = pd.DataFrame(
+        {
+            IX.CUSTOMER: rng.choice(["k", "z", "q"], 200),
+            IX.ITEM: bought,
+            IX.BASKET: [f"o{i}" for i in range(200)],
+            IX.TS: END,
+            IX.QUANTITY: 1.0,
+            IX.EVENT: EventKind.PURCHASE.value,
+            "unit_price": rng.uniform(1, 100, 200),
+        }
+    )
+    history = CustomerHistory().fit(interactions, catalogue)
+    popular = Popular(half_life_days=None).fit(interactions, items)
+    sources = [Source.BOUGHT_TOGETHER, Source.BUY_AGAIN, Source.PERSONAL]
+    for _ in range(300):
+        lo = float(rng.uniform(0, 50)) if rng.random() < 0.3 else None
+        policy = RulePolicy(
+            exclude_bought=bool(rng.random() < 0.7),
+            include_categories=frozenset(rng.choice(cats[:3], 2, replace=False)) if rng.random() < 0.3 else None,
+            exclude_categories=frozenset(rng.choice(cats[:3], 1)) if rng.random() < 0.3 else frozenset(),
+            min_price=lo,
+            max_price=lo + float(rng.uniform(5, 60)) if lo is not None else None,
+            customer_price_band=bool(rng.random() < 0.3),
+            fill_from_fallback=bool(rng.random() < 0.7),
+        )
+        query = Query(
+            customer_key=str(rng.choice(["k", "z", "q", "nobody"])) if rng.random() < 0.8 else None,
+            cart=tuple(rng.choice(names, int(rng.integers(0, 4)))),
+            exclude=frozenset(rng.choice(names, int(rng.integers(0, 4))).tolist()),
+            category=str(rng.choice(cats[:3])) if rng.random() < 0.2 else None,
+        )
+        flat = [
+            Recommendation(str(rng.choice([*names, "unknown"])), float(s), sources[int(rng.integers(0, 3))], "r")
+            for s in rng.random(int(rng.integers(0, 40)))
+        ]
+        k = int(rng.integers(1, 15))
+        looped = apply_rules(flat, query, k, catalogue, policy, fallback=popular, history=history)
+        monkeypatch.setattr(rules, "_LOOP_MAX", 0)
+        vectorised = apply_rules(flat, query, k, catalogue, policy, fallback=popular, history=history)
+        monkeypatch.setattr(rules, "_LOOP_MAX", 64)
+        assert looped == vectorised

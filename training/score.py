@@ -2,8 +2,9 @@
 
 Every customer of the latest feature snapshot gets the registered champions' calibrated
 probabilities and bands (churn, purchase, engagement per channel), P(alive), expected orders and
-CLV from the ``clv`` bundle, and the segments, written to Parquet batch by batch (memory stays flat
-with the base size). Models missing from the registry are skipped and listed, never guessed.
+CLV from the ``clv`` bundle, and the segments, written to Parquet batch by batch (beyond one batch,
+memory holds two int32 positions per customer: its CLV and segment rows). Models missing from the
+registry are skipped and listed, never guessed.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -182,6 +182,7 @@ def score_all(
     extra = [_Joined.of(clv, CLV_FIELDS, pa.float32(), keys_all)] if clv is not None else []
     if segments is not None:
         extra.append(_Joined.of(segments, list(segments.columns), pa.string(), keys_all))
+    del keys_all  # the positions are kept, not the keys
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(out.name + ".partial")
     writer: pq.ParquetWriter | None = None
@@ -318,7 +319,7 @@ class _Joined:
     positions: pa.Array  # per snapshot row, the table's row, or null
 
     @classmethod
-    def of(cls, table: pd.DataFrame, names: Any, kind: pa.DataType, keys: pa.ChunkedArray) -> _Joined:
+    def of(cls, table: pd.DataFrame, names: Sequence[str], kind: pa.DataType, keys: pa.ChunkedArray) -> _Joined:
         own = pa.array(table.index.to_numpy(dtype=object), pa.string())
         positions = pc.index_in(keys.cast(pa.string()), value_set=own).combine_chunks()
         numeric = pa.types.is_floating(kind)

@@ -13,13 +13,17 @@
   its validity dates) holds for API decisions too. Kept whole in process, and for
   :data:`OFFER_MEMORY` in Redis, not trimmed to the policy's window: offers run for weeks or months.
 * **Time zone**: the ingested customers' ``timezone`` (first valid one per customer_key).
+
+A posted send is recorded once: a second ``message_sent`` with the same ``event_id`` (or, without one,
+the same customer, channel, time and offer, as a client's retry sends it) is a duplicate and counts
+for nothing, in process and in Redis alike (:func:`send_identity`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,13 +48,35 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OFFER_MEMORY = timedelta(days=400)  # how long Redis keeps a posted send that carried an offer
 
 
+def send_identity(key: str, send: SendRecord, offer_id: str | None, event_id: str | None) -> str:
+    """What makes a posted send the same as another: its ``event_id``, else a digest of its content."""
+    if event_id:
+        return "id:" + event_id
+    text = "|".join((key, send.channel, send.at.astimezone(UTC).isoformat(), str(send.with_offer), offer_id or ""))
+    return "h:" + hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+# Records a send unless its identity is known: the identity set and the send log change together or not at all.
+_ADD_ONCE = """
+if redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+for i = 1, 2 do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[4])
+    redis.call('EXPIRE', KEYS[i], ARGV[5])
+end
+return 1
+"""
+
+
 class SharedSends:
     """The ``message_sent`` events posted to any replica, in Redis beside the online store.
 
-    One sorted set per customer (``<prefix>:sends:<customer_key>``), scored by send time; a member is
-    the send as JSON with a nonce (two identical sends are two sends). Writing trims sends older than
-    the longer of the policy's window and :data:`OFFER_MEMORY` (offer limits need the long memory) and
-    sets the key to expire with it. Every call is bounded by the client's timeouts; a
+    One sorted set per customer (``<prefix>:sends:{<customer_key>}``), scored by send time; a member is
+    the send as JSON with its identity (:func:`send_identity`), which a second sorted set
+    (``<prefix>:sendids:{<customer_key>}``) keeps so that a send posted again is recorded once; one
+    Lua script writes both (the hash tag keeps them in one slot of a cluster). Writing trims sends
+    older than the longer of the policy's window and :data:`OFFER_MEMORY` (offer limits need the long
+    memory) and sets both keys to expire with it. Every call is bounded by the client's timeouts; a
     failure raises :class:`~features.online.OnlineStoreUnavailable`, which the routers answer as for
     the store (an event ``unavailable``: send again; a decision degraded, no contact allowed).
     """
@@ -59,22 +85,22 @@ class SharedSends:
         self.client = client
         self.prefix = prefix
         self.keep = max(lookback, OFFER_MEMORY)
+        self._add_once = client.register_script(_ADD_ONCE)
 
     def _key(self, customer_key: str) -> str:
-        return f"{self.prefix}:sends:{customer_key}"
+        return f"{self.prefix}:sends:{{{customer_key}}}"
 
-    def add(self, customer_key: str, send: SendRecord, offer_id: str | None) -> None:
+    def add(self, customer_key: str, send: SendRecord, offer_id: str | None, identity: str) -> bool:
+        """Record the send; False when a send of the same identity is already recorded (nothing changes)."""
         at = send.at.timestamp()
-        member = orjson.dumps([send.channel, at, send.with_offer, offer_id, uuid.uuid4().hex[:12]])
-        key = self._key(customer_key)
+        member = orjson.dumps([send.channel, at, send.with_offer, offer_id, identity])
+        keys = [self._key(customer_key), f"{self.prefix}:sendids:{{{customer_key}}}"]
+        oldest = at - self.keep.total_seconds()
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(key, {member: at})
-            pipe.zremrangebyscore(key, "-inf", f"({at - self.keep.total_seconds()}")
-            pipe.expire(key, int(self.keep.total_seconds()))
-            pipe.execute()
+            added = self._add_once(keys=keys, args=[member, at, identity, oldest, int(self.keep.total_seconds())])
         except redis.RedisError as exc:
             raise OnlineStoreUnavailable(f"send log (Redis) write failed: {type(exc).__name__}: {exc}") from exc
+        return bool(added)
 
     def read(
         self, customer_keys: Sequence[str]
@@ -116,6 +142,7 @@ class ContactBook:
         self.lookback = lookback
         self._offers = offers or {}
         self.shared = shared
+        self._seen: dict[str, dict[str, datetime]] = {}  # per customer: posted sends' identities, when sent
         self._lock = threading.Lock()
 
     @classmethod
@@ -161,22 +188,37 @@ class ContactBook:
     def sends(self, key: str) -> tuple[SendRecord, ...]:
         return tuple(self._sends.get(key, ()))
 
-    def record(self, key: str, channel: str, at: datetime, with_offer: bool, offer_id: str | None = None) -> None:
-        """A message sent now (``message_sent`` event); sends older than the lookback are dropped.
+    def record(
+        self,
+        key: str,
+        channel: str,
+        at: datetime,
+        with_offer: bool,
+        offer_id: str | None = None,
+        event_id: str | None = None,
+    ) -> bool:
+        """A message sent (``message_sent`` event); sends older than the lookback are dropped. False, and
+        nothing recorded, when the same send was recorded before (same ``event_id``, or same content).
 
         With ``offer_id`` the send also counts against that offer's limit per customer.
         """
         at = at.astimezone(UTC)
         send = SendRecord(channel, at, with_offer or offer_id is not None)
-        if self.shared is not None:
-            self.shared.add(key, send, offer_id)  # every replica sees it; raises OnlineStoreUnavailable
-            return
+        identity = send_identity(key, send, offer_id, event_id)
+        if self.shared is not None:  # every replica sees it; raises OnlineStoreUnavailable
+            return self.shared.add(key, send, offer_id, identity)
         with self._lock:
+            seen = self._seen.setdefault(key, {})
+            if identity in seen:
+                return False
+            memory = max(self.lookback, OFFER_MEMORY)  # as long as an offer's limit may count the send
+            self._seen[key] = {i: t for i, t in seen.items() if t >= at - memory} | {identity: at}
             kept = [s for s in self._sends.get(key, []) if s.at >= at - self.lookback]
             kept.append(send)
             self._sends[key] = kept
             if offer_id is not None:
                 self._offers[key] = [*self._offers.get(key, []), (offer_id, at)]
+        return True
 
     def view(self, keys: Sequence[str]) -> ContactBook:
         """The book as one request sees it: with a shared log, the ingested sends of ``keys`` plus every

@@ -24,7 +24,8 @@ def events(body: EventBatch, services: ServicesDep, rid: RequestIdDep, _: Events
 
     ``applied`` / ``created`` (a customer first seen now) change the features the very next read sees
     (consents included: an ``unsubscribe`` opts the channel out at once). ``duplicate`` (same
-    ``event_id``, or same content when none is given) and ``before_snapshot`` change nothing.
+    ``event_id``, or same content when none is given; for ``message_sent``: same customer, channel,
+    time and offer) and ``before_snapshot`` change nothing, so a retried batch is safe to send again.
     ``invalid`` names what is wrong. When the store is down the answer is still 200, ``degraded``,
     and the events not applied are ``unavailable``: send them again.
     """
@@ -83,7 +84,7 @@ def _message_sent(services: Services, i: int, e: EventIn) -> dict[str, object]:
     if key is None:
         return {"index": i, "status": "unknown_customer"}
     try:
-        services.contacts.record(key, e.channel.value, e.timestamp, e.with_offer, e.offer_id)
+        recorded = services.contacts.record(key, e.channel.value, e.timestamp, e.with_offer, e.offer_id, e.event_id)
     except OnlineStoreUnavailable:  # the shared send log (Redis) did not take it: nothing is lost silently
         return {"index": i, "status": "unavailable", "detail": "send log unavailable; send again"}
-    return {"index": i, "status": "applied"}
+    return {"index": i, "status": "applied" if recorded else "duplicate"}

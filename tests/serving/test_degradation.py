@@ -184,6 +184,9 @@ def test_a_send_posted_to_one_replica_counts_in_every_replica(world: World, redi
         }
         sent = a.post("/v1/events", json={"events": [event]}, headers=headers("campaign")).json()
         assert sent["results"][0]["status"] == "applied" and sent["degraded"] is False
+        # the campaign engine timed out and sends it again, through the other replica: recorded once
+        again = b.post("/v1/events", json={"events": [event]}, headers=headers("campaign")).json()
+        assert again["results"][0]["status"] == "duplicate"
         one = {"items": [{"customer_id": free["customer_id"], "channel": "email"}], "now": now}
         for replica in (a, b):
             after = replica.post("/v1/permissions", json=one, headers=headers("campaign")).json()["items"][0]
@@ -206,3 +209,38 @@ def test_the_shared_send_log_down_loses_no_send_silently(world: World) -> None:
         book.record("k1", "email", datetime(2026, 1, 2, tzinfo=UTC), False, "OF1")
     with pytest.raises(OnlineStoreUnavailable, match="send log"):
         book.view(["k1"])
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_send_posted_twice_is_recorded_once(shared: bool) -> None:
+    """The same send (same event_id, or same content without one) counts once, in process and in Redis;
+    another send, or the same event_id for another customer, counts."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from serving.contact import ContactBook, SharedSends
+
+    window = timedelta(hours=168)
+    prefix = f"kairos-test-sends-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2) if shared else None
+    if client is not None:
+        try:
+            client.ping()
+        except redis.RedisError:
+            _skip_or_fail("no Redis at 127.0.0.1:6379")
+    log = SharedSends(client, prefix, window) if client is not None else None
+    book = ContactBook({}, {}, window, shared=log)
+    at = datetime(2026, 1, 2, 9, tzinfo=UTC)
+    try:
+        assert book.record("k1", "email", at, False, "OF1", event_id="m-1") is True
+        assert book.record("k1", "email", at, False, "OF1", event_id="m-1") is False  # the retry
+        assert book.record("k1", "email", at, False, "OF1", event_id="m-2") is True  # another send
+        assert book.record("k2", "email", at, False, "OF1", event_id="m-1") is True  # another customer
+        assert book.record("k1", "sms", at, False) is True
+        assert book.record("k1", "sms", at.astimezone(timezone(timedelta(hours=2))), False) is False  # same, no id
+        assert book.record("k1", "sms", at + timedelta(minutes=1), False) is True
+        seen = book.view(["k1", "k2"])
+        assert len(seen.sends("k1")) == 4 and len(seen.sends("k2")) == 1
+        assert seen.offer_history(["k1"])["offer_id"].tolist() == ["OF1", "OF1"]
+    finally:
+        if client is not None:
+            client.delete(*client.keys(f"{prefix}:*") or ["-"])

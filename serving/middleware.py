@@ -8,8 +8,8 @@ a body sent without a length (chunked) is counted as it streams and refused once
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -30,7 +30,7 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
             if 0 < len(given) <= 64 and given.isprintable() and " " not in given:
                 return given
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 32 random hex digits, as a uuid4's, at a quarter of the cost
 
 
 def error_body(status: int, code: str, message: str, rid: str, **extra: Any) -> bytes:
@@ -43,6 +43,9 @@ class EdgeMiddleware:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
+        # the histogram's child per (route, method, status), as Prometheus keeps them: labels() costs more than
+        # the observation itself
+        self._latency: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,7 +74,11 @@ class EdgeMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             status = status_box[0]
-            self.metrics.latency.labels(template, scope["method"], str(status)).observe(elapsed)
+            series = (template, scope["method"], status)
+            child = self._latency.get(series)
+            if child is None:
+                child = self._latency[series] = self.metrics.latency.labels(template, series[1], str(status))
+            child.observe(elapsed)
             if status >= 400:
                 self.metrics.errors.labels(f"{status // 100}xx").inc()
             state = scope.get("state") or {}

@@ -96,7 +96,8 @@ class ProbabilisticModels:
             },
             index=s.index,
         )
-        assert tuple(frame.columns) == CLV_FIELDS  # what the bundle promises its readers
+        if tuple(frame.columns) != CLV_FIELDS:  # what the bundle promises its readers
+            raise RuntimeError(f"CLV columns {list(frame.columns)} differ from the promised {list(CLV_FIELDS)}")
         out = frame.reindex(keys.to_numpy())
         fill = {"p_alive": 0.0, "expected_orders": 0.0, "p_purchase": 0.0, "expected_spend": 0.0}
         return out.fillna(fill).set_index(pd.RangeIndex(len(keys)))
@@ -382,7 +383,7 @@ def _card(
     own = orders.loc[own_orders]
     limitations = [
         f"Orders in the horizon: MAE {own['mae']:.3f}, Spearman {own['spearman']:.3f} (BG/NBD "
-        f"{orders.loc['bgnbd', 'spearman']:.3f}, same as the last period {orders.loc['last_period', 'spearman']:.3f}).",
+        f"{orders.loc['bgnbd', 'spearman']:.3f}, last-period baseline {orders.loc['last_period', 'spearman']:.3f}).",
         "Spend is in the data's currency; the metrics table is about spend only. There are no calibrated "
         "probabilities here: ECE, lift and calibration do not apply.",
     ]

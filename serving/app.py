@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             services.stop()
+            await services.stop_async()
             gc.unfreeze()  # what this app held may be collected again (tests start many apps in one process)
 
     app = FastAPI(

@@ -55,7 +55,7 @@ class KeyCheck:
         if not any(principal.allows(s) for s in self.scopes):
             wanted = " or ".join(s.value for s in self.scopes)
             raise ApiError(403, "forbidden", f"this key lacks the {wanted} scope")
-        wait = services.limiter.take(principal.name, rate)
+        wait = await services.limiter.take_async(principal.name, rate)
         if wait > 0:
             services.metrics.rate_limited.labels(principal.name).inc()
             raise ApiError(429, "rate_limited", "too many requests for this key", {"Retry-After": retry_after(wait)})

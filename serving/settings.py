@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     api_keys: list[ApiKeySpec] = Field(default_factory=list, description="Hashed API keys with scopes (JSON).")
     rate_per_second: float = Field(200.0, gt=0, description="Sustained requests per second per key.")
     rate_burst: int = Field(400, ge=1, description="Requests a key may make at once before being limited.")
+    shared_rate_limits: bool = Field(
+        True,
+        description="With Redis as the online store, count each key's rate in Redis across every replica "
+        "(one round trip a request); false: each replica limits on its own.",
+    )
     log_json: bool = Field(True, description="Structured JSON logs on stderr (set up by the app factory).")
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from serving.contact import ContactBook, SharedSends
 from serving.keys import DEMO_KEY, KeyRing, Scope, hash_key
 from serving.lifecycle import LoadOutcome, ModelSlot
 from serving.observability import Metrics
-from serving.security import RateLimiter
+from serving.security import RateLimiter, SharedRateLimiter
 from serving.settings import Environment, Settings
 from serving.store import PersonalData, Segments, StoreGateway
 from training import registry
@@ -40,7 +40,7 @@ class Services:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.keys = key_ring(settings)
-        self.limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
+        self.limiter: RateLimiter | SharedRateLimiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
         self.store = StoreGateway(settings)
         self.segments = Segments.empty()
         self.personal = PersonalData(settings.data_home)
@@ -128,6 +128,14 @@ class Services:
         backend = self.store.backend
         if isinstance(backend, RedisOnlineStore):  # several replicas: sends posted to one count in all
             self.contacts.shared = SharedSends(backend.client, backend.prefix, self.contacts.lookback)
+            if self.settings.shared_rate_limits:  # and a key's rate is its rate across all of them
+                self.limiter = SharedRateLimiter(
+                    self.settings.redis_url,
+                    backend.prefix,
+                    self.settings.store_timeout_s,
+                    RateLimiter(self.settings.rate_per_second, self.settings.rate_burst),
+                    self.metrics.errors.labels("rate_limit_store").inc,
+                )
         self.reload(force=True)
         if self.settings.poll_interval_s > 0:
             self._poller = threading.Thread(target=self._poll, name="kairos-registry-poll", daemon=True)
@@ -152,3 +160,8 @@ class Services:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=5)
+
+    async def stop_async(self) -> None:
+        """Close what lives on the event loop: the shared rate limits' Redis client."""
+        if isinstance(self.limiter, SharedRateLimiter):
+            await self.limiter.close()

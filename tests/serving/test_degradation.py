@@ -244,3 +244,41 @@ def test_a_send_posted_twice_is_recorded_once(shared: bool) -> None:
     finally:
         if client is not None:
             client.delete(*client.keys(f"{prefix}:*") or ["-"])
+
+
+def test_a_keys_rate_is_counted_across_replicas(world: World, redis_prefix: str) -> None:
+    """Two replicas on one Redis share each key's bucket: 3 requests in all, then 429 from either replica.
+    Per replica (the setting off), the same calls would each have their own 3."""
+    limits = {"online_store": "redis", "redis_prefix": redis_prefix, "rate_per_second": 0.001, "rate_burst": 3}
+    cart = {"cart": world.items[:2], "k": 3}
+    with world.client(**limits) as a, world.client(**limits) as b:
+        got = [c.post("/v1/recommendations/cart", json=cart, headers=headers("storefront")) for c in (a, a, b, b, a)]
+        assert [r.status_code for r in got] == [200, 200, 200, 429, 429]
+        assert got[3].json()["error"]["code"] == "rate_limited" and int(got[3].headers["Retry-After"]) >= 900
+        # another key has its own bucket
+        other = b.post("/v1/scores", json={"customer_ids": world.ids[:2]}, headers=headers("campaign"))
+        assert other.status_code == 200
+    own = {**limits, "shared_rate_limits": False}
+    with world.client(**own) as a, world.client(**own) as b:
+        got = [c.post("/v1/recommendations/cart", json=cart, headers=headers("storefront")) for c in (a, a, b, b, a)]
+        assert [r.status_code for r in got] == [200, 200, 200, 200, 200]
+
+
+def test_shared_rate_limits_fall_back_to_the_replicas_own_while_redis_fails() -> None:
+    import asyncio
+
+    from serving.security import RateLimiter, SharedRateLimiter
+
+    failures: list[int] = []
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    down = SharedRateLimiter(url, "kairos-test-down", 0.2, RateLimiter(0.001, 2), lambda: failures.append(1))
+
+    async def three() -> list[float]:
+        try:
+            return [await down.take_async("k") for _ in range(3)]
+        finally:
+            await down.close()
+
+    waits = asyncio.run(three())
+    assert waits[:2] == [0.0, 0.0] and waits[2] > 900  # the local bucket: 2 at once, then about 1,000 s
+    assert len(failures) == 3

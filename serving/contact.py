@@ -48,6 +48,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OFFER_MEMORY = timedelta(days=400)  # how long Redis keeps a posted send that carried an offer
 
 
+def send_memory(lookback: timedelta) -> timedelta:
+    """How long a posted send is remembered: the policy's window, or longer for offer limits."""
+    return max(lookback, OFFER_MEMORY)
+
+
 def send_identity(key: str, send: SendRecord, offer_id: str | None, event_id: str | None) -> str:
     """What makes a posted send the same as another: its ``event_id``, else a digest of its content."""
     if event_id:
@@ -84,7 +89,7 @@ class SharedSends:
     def __init__(self, client: redis.Redis, prefix: str, lookback: timedelta) -> None:
         self.client = client
         self.prefix = prefix
-        self.keep = max(lookback, OFFER_MEMORY)
+        self.keep = send_memory(lookback)
         self._add_once = client.register_script(_ADD_ONCE)
 
     def _key(self, customer_key: str) -> str:
@@ -211,8 +216,8 @@ class ContactBook:
             seen = self._seen.setdefault(key, {})
             if identity in seen:
                 return False
-            memory = max(self.lookback, OFFER_MEMORY)  # as long as an offer's limit may count the send
-            self._seen[key] = {i: t for i, t in seen.items() if t >= at - memory} | {identity: at}
+            oldest = at - send_memory(self.lookback)  # as long as an offer's limit may count the send
+            self._seen[key] = {i: t for i, t in seen.items() if t >= oldest} | {identity: at}
             kept = [s for s in self._sends.get(key, []) if s.at >= at - self.lookback]
             kept.append(send)
             self._sends[key] = kept

@@ -110,13 +110,12 @@ class SharedRateLimiter:
         )
         self._take = self.client.register_script(_TAKE)
         self._warned_at = -math.inf
-        # a bucket refills fully in burst / rate seconds: after that, a missing key is the same as a full one
-        self._ttl = max(1, math.ceil(local.burst / local.rate) + 1)
 
     async def take_async(self, key: str, rate: float | None = None) -> float:
         """0 when the request may go ahead, else the seconds until it could."""
         rate = rate or self.local.rate
-        ttl = max(self._ttl, math.ceil(self.local.burst / rate) + 1)
+        # a bucket refills fully in burst / rate seconds: after that, a missing key is the same as a full one
+        ttl = math.ceil(self.local.burst / rate) + 1
         try:
             wait = await self._take(keys=[f"{self.prefix}:rate:{key}"], args=[rate, self.local.burst, ttl])
             return float(wait)

@@ -40,7 +40,8 @@ class Services:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.keys = key_ring(settings)
-        self.limiter: RateLimiter | SharedRateLimiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
+        self._own_limits = RateLimiter(settings.rate_per_second, settings.rate_burst)  # this replica's buckets
+        self.limiter: RateLimiter | SharedRateLimiter = self._own_limits
         self.store = StoreGateway(settings)
         self.segments = Segments.empty()
         self.personal = PersonalData(settings.data_home)
@@ -133,7 +134,7 @@ class Services:
                     self.settings.redis_url,
                     backend.prefix,
                     self.settings.store_timeout_s,
-                    RateLimiter(self.settings.rate_per_second, self.settings.rate_burst),
+                    self._own_limits,  # while Redis fails
                     self.metrics.errors.labels("rate_limit_store").inc,
                 )
         self.reload(force=True)

@@ -11,6 +11,11 @@
     endpoint returning constant JSON under the same server settings (one uvicorn worker, same host,
     same wrk settings; aim >= 60 %), then p99 at half the measured maximum (paced with wrk's
     ``delay()`` hook; aim < 20 ms).
+(d) where (b)'s time goes (``--parts d``, not by default): the API next to two copies of itself that
+    skip work, each started the same way: one whose recommender is free (answers memoised, so key
+    check, validation, response building, metrics and logs remain) and one whose cart endpoint is free
+    (the same answer bytes every time: only the request path remains), beside the two floors and a raw
+    ASGI app (no framework at all). Two rounds, interleaved. Bench-only copies: the API never memoises.
 
 The registry at ``--tracking-uri`` is only read. The recommendations bundle is trained on ``--data``
 into a registry of the work folder (``--recs-uri`` to reuse one). Needs ``wrk`` (``apt-get install
@@ -71,6 +76,64 @@ def bare_app():  # type: ignore[no-untyped-def]
 def bare_async_app():  # type: ignore[no-untyped-def]
     """The stricter floor of (b): an ``async def`` endpoint (no thread hop)."""
     return _bare(sync=False)
+
+
+def raw_asgi_app():  # type: ignore[no-untyped-def]
+    """Below every floor: uvicorn and a plain ASGI callable returning the floors' JSON (no framework)."""
+    import orjson
+
+    body = orjson.dumps({"items": [{"item_id": str(i), "score": 1.0} for i in range(10)]})
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return  # no lifespan: uvicorn notes it and serves on
+        while (await receive()).get("more_body"):
+            pass
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def api_free_recommender_app():  # type: ignore[no-untyped-def]
+    """(d): the API with the recommender's answers memoised (bench only): everything else per request."""
+    from serving.app import create_app
+    from serving.recs_bundle import RecsModel
+
+    real = RecsModel.cart
+    memo: dict = {}
+
+    def cart(self, cart, customer_key, k, filters):  # type: ignore[no-untyped-def]
+        key = (id(self), tuple(cart), customer_key, k, filters)
+        if key not in memo:
+            memo[key] = real(self, cart, customer_key, k, filters)
+        return memo[key]
+
+    RecsModel.cart = cart  # type: ignore[method-assign]
+    return create_app()
+
+
+def api_free_cart_app():  # type: ignore[no-untyped-def]
+    """(d): the API whose cart endpoint returns its first answer's bytes every time (bench only): what
+    remains is the request path (edge, lean dispatch, validation, key check, rate limit, metrics, log)."""
+    import serving.routers.recs as recs
+    from serving.app import create_app
+
+    real = recs._run_small
+    first: list = []
+
+    async def run_small(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not first:
+            first.append(await real(*args, **kwargs))
+        return first[0]
+
+    recs._run_small = run_small  # type: ignore[assignment]
+    return create_app()
 
 
 def free_port() -> int:
@@ -207,8 +270,12 @@ def main() -> None:
 
     if "a" in args.parts:
         bench_scores(args, work, ids, common)
-    if "b" in args.parts:
-        bench_cart(args, work, common)
+    if "b" in args.parts or "d" in args.parts:
+        body, env_b = cart_setup(args, work, common)
+        if "b" in args.parts:
+            bench_cart(args, work, body, env_b)
+        if "d" in args.parts:
+            bench_cart_parts(args, work, body, env_b)
 
 
 def bench_scores(args: argparse.Namespace, work: Path, ids: list[str], common: dict[str, str]) -> None:
@@ -235,10 +302,8 @@ def bench_scores(args: argparse.Namespace, work: Path, ids: list[str], common: d
     (work / "result-a.json").write_text(json.dumps({"floor_ms": floor * 1e3, "models": loaded, **a}, indent=2))
 
 
-def bench_cart(args: argparse.Namespace, work: Path, common: dict[str, str]) -> None:
-    """(b) cart recommendations against a bare FastAPI endpoint."""
-
-    # (b) cart recommendations
+def cart_setup(args: argparse.Namespace, work: Path, common: dict[str, str]) -> tuple[dict, dict[str, str]]:
+    """The cart (the 3 best-connected items) and the server environment of (b) and (d)."""
     recs_uri = args.recs_uri
     if recs_uri is None:
         from training.recs import train_recs
@@ -273,7 +338,13 @@ def bench_cart(args: argparse.Namespace, work: Path, common: dict[str, str]) -> 
         "KAIROS_OFFERS_MODEL": "",
         "KAIROS_REQUIRED_MODELS": '["recs"]',
     }
+    return body, env_b
+
+
+def bench_cart(args: argparse.Namespace, work: Path, body: dict, env_b: dict[str, str]) -> None:
+    """(b) cart recommendations against a bare FastAPI endpoint."""
     c = args.connections
+    cart = body["cart"]
     floors = {}
     for name in ("bare_app", "bare_async_app"):
         proc, url = start_server(f"bench.serve:{name}", {}, work / f"server-{name}.log", ready="/docs")
@@ -313,6 +384,39 @@ def bench_cart(args: argparse.Namespace, work: Path, common: dict[str, str]) -> 
     )
     result = {"bare": bare, "bare_async": bare_async, "api": full, "half": paced, "cart": cart, "connections": c}
     (work / "result-b.json").write_text(json.dumps(result, indent=2))
+
+
+def bench_cart_parts(args: argparse.Namespace, work: Path, body: dict, env_b: dict[str, str]) -> None:
+    """(d) the API beside copies of itself that skip work, the floors and a raw ASGI app, interleaved."""
+    c = args.connections
+    servers = [
+        ("raw ASGI, no framework", "bench.serve:raw_asgi_app", {}, "/"),
+        ("bare FastAPI, async def", "bench.serve:bare_async_app", {}, "/docs"),
+        ("bare FastAPI, def", "bench.serve:bare_app", {}, "/docs"),
+        ("API, cart endpoint free", "bench.serve:api_free_cart_app", env_b, "/health/ready"),
+        ("API, recommender free", "bench.serve:api_free_recommender_app", env_b, "/health/ready"),
+        ("API", "serving.app:create_app", env_b, "/health/ready"),
+    ]
+    rounds: dict[str, list[float]] = {name: [] for name, *_ in servers}
+    for _ in range(2):
+        for name, target, env, ready in servers:
+            factory = target.rsplit(":", 1)[1]
+            proc, url = start_server(target, env, work / f"server-d-{factory}.log", ready=ready)
+            try:
+                wrk(f"{url}/v1/recommendations/cart", body, work, 3, c)
+                rounds[name].append(wrk(f"{url}/v1/recommendations/cart", body, work, args.seconds, c)["rps"])
+            finally:
+                stop(proc)
+    async_floor = statistics.mean(rounds["bare FastAPI, async def"])
+    def_floor = statistics.mean(rounds["bare FastAPI, def"])
+    print(f"(d) where the cart's time goes: wrk -t1 -c{c}, one uvicorn worker, two rounds interleaved")
+    for name, got in rounds.items():
+        rps = statistics.mean(got)
+        print(
+            f"    {name:26s} {' / '.join(f'{r:6.0f}' for r in got)} req/s  {1e6 / rps:5.0f} us/req  "
+            f"{rps / def_floor:4.0%} of def, {rps / async_floor:4.0%} of async def floor"
+        )
+    (work / "result-d.json").write_text(json.dumps({"rps": rounds, "connections": c}, indent=2))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from serving import errors
+from serving.lean import LeanDispatch
 from serving.middleware import EdgeMiddleware
 from serving.observability import Metrics, setup_logging
 from serving.routers import customers, decisions, events, health, models, offers, recs, scores
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(LeanDispatch)  # inside the edge: ids, size limit, metrics and logs apply as to any route
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     for module in (recs, health, scores, customers, decisions, offers, events, models):
         app.include_router(module.router)

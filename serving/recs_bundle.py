@@ -100,7 +100,7 @@ class RecsModel:
         if filters.min_price is not None and filters.max_price is not None and filters.min_price > filters.max_price:
             return None
         if len(self.catalogue._static) > _POLICY_CACHE_LIMIT:
-            self.catalogue._static.clear()
+            self.catalogue.forget_policies()
         return RulePolicy(
             include_categories=include,
             exclude_categories=frozenset(c for c in filters.exclude_categories if c in self._categories),

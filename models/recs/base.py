@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, Self, runtime_checkable
+from typing import NamedTuple, Protocol, Self, runtime_checkable
 
 import pandas as pd
 
@@ -72,9 +72,9 @@ class Query:
     category: str | None = None
 
 
-@dataclass(frozen=True)
-class Recommendation:
-    """One recommended item."""
+class Recommendation(NamedTuple):
+    """One recommended item (a named tuple: immutable, and three times cheaper to make than a frozen
+    dataclass, which counts on the storefront's hot path)."""
 
     item_id: str
     score: float

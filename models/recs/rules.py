@@ -128,6 +128,7 @@ class ItemCatalogue:
             [self._cat_pos.get(str(c), -1) if c is not None else -1 for c in self.categories]
         )
         self._static: dict[RulePolicy, tuple[np.ndarray, np.ndarray]] = {}
+        self._static_bytes: dict[RulePolicy, bytes] = {}
         self._fallback: dict[str | None, tuple[Popular, np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -195,6 +196,19 @@ class ItemCatalogue:
         replen = self.replenishable | np.array([c in policy.replenishable_categories for c in cats], dtype=bool)
         self._static[policy] = (ok, replen)
         return ok, replen
+
+    def static_bytes(self, policy: RulePolicy) -> bytes:
+        """:meth:`static_masks`' allowed mask as bytes (1 allowed, 0 not): indexed one item at a time, bytes
+        cost a fraction of a numpy array (cached per policy as the masks are)."""
+        cached = self._static_bytes.get(policy)
+        if cached is None:
+            cached = self._static_bytes[policy] = self.static_masks(policy)[0].tobytes()
+        return cached
+
+    def forget_policies(self) -> None:
+        """Empty the per-policy caches (callers that let arbitrary filters through bound them this way)."""
+        self._static.clear()
+        self._static_bytes.clear()
 
     def fallback_codes(self, fallback: Popular, category: str | None) -> tuple[np.ndarray, np.ndarray]:
         """The fallback's ranking (of ``category`` when given) as catalogue codes and scores (cached)."""
@@ -368,23 +382,52 @@ def apply_rules(
         return []
     static, replen = catalogue.static_masks(policy)
     n = len(catalogue)
-    blocked = np.zeros(n, dtype=bool)
+    pos = catalogue._pos
     banned = [*query.cart, *query.exclude] + ([query.item_id] if query.item_id is not None else [])
-    if banned:
-        codes = catalogue.codes(banned)
-        blocked[codes[codes >= 0]] = True
-    bought = np.zeros(n, dtype=bool)
+    taken = {c for c in (pos.get(i, -1) for i in banned) if c >= 0}  # banned, then every item chosen
+    bought_codes: list[int] = []
     if policy.exclude_bought and history is not None and query.customer_key is not None:
         codes = history.bought(query.customer_key)
-        bought[codes[~replen[codes]]] = True
-    lo, hi = -np.inf, np.inf
+        bought_codes = codes[~replen[codes]].tolist()
+    lo, hi = -math.inf, math.inf
     if policy.customer_price_band and history is not None:
         p10, p90 = history.price_band(query.customer_key)
-        if not np.isnan(p10):
+        if not math.isnan(p10):
             lo, hi = p10 / policy.price_band_widen, p90 * policy.price_band_widen
     cat_code: int | None = None
     if query.category is not None:
         cat_code = catalogue._cat_pos.get(query.category, -2)  # -2: a category no item has
+
+    out: list[Recommendation] = []
+    if flat and len(flat) <= _LOOP_MAX:  # a short list (the hot path): item by item, in Python sets and bytes
+        static_bytes = catalogue.static_bytes(policy)
+        bought_set = set(bought_codes)
+        buy_again, prices, cat_codes = Source.BUY_AGAIN, catalogue.prices, catalogue.category_codes
+        band = math.isfinite(lo)
+        for r in flat:
+            code = pos.get(r.item_id, -1)
+            if code < 0 or not static_bytes[code] or code in taken:
+                continue
+            if code in bought_set and r.source != buy_again:
+                continue
+            if cat_code is not None and cat_codes[code] != cat_code:
+                continue
+            if band:
+                price = float(prices[code])
+                if not (math.isnan(price) or lo <= price <= hi):
+                    continue
+            out.append(r)
+            taken.add(code)
+            if len(out) == k:
+                break
+        if len(out) >= k or not policy.fill_from_fallback:
+            return out
+
+    # the numpy path: a long candidate list, and the top-up
+    blocked = np.zeros(n, dtype=bool)
+    blocked[list(taken)] = True
+    bought = np.zeros(n, dtype=bool)
+    bought[bought_codes] = True
 
     def allowed(codes: np.ndarray, may_be_bought: np.ndarray | bool) -> np.ndarray:
         c = np.maximum(codes, 0)
@@ -396,28 +439,7 @@ def apply_rules(
             ok &= np.isnan(price) | ((price >= lo) & (price <= hi))
         return ok
 
-    def allowed_one(code: int, may_be_bought: bool) -> bool:
-        """``allowed`` for one known item (numpy's per-call cost dominates a handful of items)."""
-        if not static[code] or blocked[code] or (bought[code] and not may_be_bought):
-            return False
-        if cat_code is not None and catalogue.category_codes[code] != cat_code:
-            return False
-        if np.isfinite(lo):
-            price = float(catalogue.prices[code])
-            return math.isnan(price) or lo <= price <= hi
-        return True
-
-    out: list[Recommendation] = []
-    if flat and len(flat) <= _LOOP_MAX:  # a short list (the hot path): item by item, the same checks
-        pos, buy_again = catalogue._pos, Source.BUY_AGAIN
-        for r in flat:
-            code = pos.get(r.item_id, -1)
-            if code >= 0 and allowed_one(code, r.source == buy_again):
-                out.append(r)
-                blocked[code] = True
-                if len(out) == k:
-                    break
-    elif flat:
+    if flat and len(flat) > _LOOP_MAX:
         codes = catalogue.codes(r.item_id for r in flat)
         from_buy_again = np.fromiter((r.source == Source.BUY_AGAIN for r in flat), dtype=bool, count=len(flat))
         passing = np.flatnonzero(allowed(codes, from_buy_again))

@@ -1,4 +1,5 @@
-"""The cart's lean route answers exactly as FastAPI's own handler would, and skips it on the happy path."""
+"""The cart's lean route answers exactly as FastAPI's own handler would, and skips it on the happy path;
+the lean dispatcher serves it before Starlette's routing and hands on everything else intact."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from typing import Any
 
 import fastapi.routing
 import pytest
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.testclient import TestClient
 
+from serving import errors
 from serving.deps import KeyCheck, get_services
 from serving.keys import Scope
-from serving.lean import LeanRoute
+from serving.lean import LeanDispatch, LeanRoute
 from serving.schemas import CartRequest
+from serving.security import ApiError
 from tests.serving.conftest import World, api_keys, headers
 
 CART = "/v1/recommendations/cart"
@@ -117,3 +120,92 @@ def test_lean_route_refuses_endpoints_it_cannot_serve() -> None:
     for endpoint in (with_query, sync, other_dependency):
         with pytest.raises(TypeError, match="LeanRoute"):
             LeanRoute("/x", endpoint, methods=["POST"])
+
+
+def test_dispatcher_serves_the_happy_path_before_routing(
+    world: World, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    routed: list[str] = []
+    real = fastapi.routing.APIRouter.__call__
+
+    async def counting(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        routed.append(scope["path"])
+        await real(self, scope, receive, send)
+
+    monkeypatch.setattr(fastapi.routing.APIRouter, "__call__", counting)
+    shop = headers("storefront") | {"Content-Type": "application/json"}
+    ok = client.post(CART, json={"cart": world.items[:2], "k": 4}, headers=shop)
+    assert ok.status_code == 200 and len(ok.json()["items"]) == 4
+    assert ok.headers["x-request-id"] == ok.json()["request_id"]
+    assert routed == []  # answered by the dispatcher
+    forbidden = client.post(CART, json={"cart": world.items[:2]}, headers=headers("campaign"))
+    assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+    assert routed == []  # the key check's error, rendered by the app's own handler
+    invalid = client.post(CART, json={"cart": world.items[:2], "k": 0}, headers=shop)
+    assert invalid.status_code == 422 and "k" in invalid.json()["error"]["message"]
+    assert routed == [CART]  # declined: FastAPI's handler read the replayed body and named the field
+    text = client.get("/metrics", headers=headers("admin")).text
+    for status in ("200", "403", "422"):
+        assert f'kairos_request_duration_seconds_count{{method="POST",route="{CART}",status="{status}"}}' in text
+
+
+def _small_app(router: APIRouter, **include: Any) -> FastAPI:
+    app = FastAPI()
+    errors.install(app)
+    app.add_middleware(LeanDispatch)
+    app.include_router(router, **include)
+    return app
+
+
+class _Body(CartRequest):
+    pass
+
+
+def test_dispatcher_reads_routes_with_their_prefix_and_leaves_what_it_cannot_serve() -> None:
+    async def fine(body: _Body) -> Response:
+        return Response(b'{"lean": true}', media_type="application/json")
+
+    async def by_id(body: _Body) -> Response:
+        return Response(b"{}", media_type="application/json")
+
+    router = APIRouter(prefix="/r")
+    router.add_api_route("/{kind}", by_id, methods=["POST"], route_class_override=LeanRoute)
+    router.add_api_route("/fine", fine, methods=["POST"], route_class_override=LeanRoute)
+    router.add_api_route("/second", by_id, methods=["POST"])
+    router.add_api_route("/second", fine, methods=["POST"], route_class_override=LeanRoute)
+    outer = APIRouter(prefix="/v9")
+    outer.include_router(router)
+    assert LeanDispatch(None)._read(_small_app(outer)) == {}  # "/{kind}" and the plain "/second" route first
+    router.routes[:] = router.routes[1:3]
+    outer.routes[:] = []
+    outer.include_router(router)
+    app = _small_app(outer)
+    assert list(LeanDispatch(None)._read(app)) == ["/v9/r/fine"]
+    with TestClient(app) as c:
+        assert c.post("/v9/r/fine", json={"cart": ["a"]}).json() == {"lean": True}
+
+    async def extra() -> None:
+        raise ApiError(401, "unauthorized", "the include's own check")
+
+    guarded = APIRouter()
+    guarded.add_api_route("/guarded", by_id, methods=["POST"], route_class_override=LeanRoute)
+    app = _small_app(guarded, dependencies=[Depends(extra)])
+    assert LeanDispatch(None)._read(app) == {}  # only FastAPI's handler runs the include's dependencies
+    with TestClient(app) as c:
+        assert c.post("/guarded", json={"cart": ["a"]}).status_code == 401
+
+
+def test_dispatcher_errors_take_the_apps_handlers() -> None:
+    async def broken(body: _Body) -> Response:
+        if body.cart == ["domain"]:
+            raise ApiError(503, "model_unavailable", "not loaded", {"Retry-After": "5"})
+        raise RuntimeError("a bug")
+
+    router = APIRouter()
+    router.add_api_route("/broken", broken, methods=["POST"], route_class_override=LeanRoute)
+    with TestClient(_small_app(router), raise_server_exceptions=False) as c:
+        mapped = c.post("/broken", json={"cart": ["domain"]})
+        assert mapped.status_code == 503 and mapped.headers["retry-after"] == "5"
+        assert mapped.json()["error"]["code"] == "model_unavailable"
+        bug = c.post("/broken", json={"cart": ["x"]})
+        assert bug.status_code == 500 and bug.json()["error"]["code"] == "internal_error"

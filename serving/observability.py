@@ -50,17 +50,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """JSON lines on stderr for the ``kairos`` loggers (idempotent; called by the app factory, not at import).
-
-    A record no longer collects what no line prints: the caller's file and line (a walk up the stack),
-    thread, process and multiprocessing names (the logging HOWTO's "Optimization" switches; they hold
-    for the whole process, as the server's). About a fifth of the cost of the access line every request
-    writes.
-    """
-    logging._srcfile = None  # documented: skips findCaller
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+    """JSON lines on stderr for the ``kairos`` loggers (idempotent; called by the app factory, not at import)."""
     logger = logging.getLogger("kairos")
     if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         return

@@ -17,6 +17,12 @@
 A posted send is recorded once: a second ``message_sent`` with the same ``event_id`` (or, without one,
 the same customer, channel, time and offer, as a client's retry sends it) is a duplicate and counts
 for nothing, in process and in Redis alike (:func:`send_identity`).
+
+A posted send that a later export also holds counts once. With Redis, posted sends outlive a restart,
+and a replica started on the next nightly export reads the same sends from the ``messages`` table: a
+posted send is taken as one of those when an ingested send of the customer on the same channel lies
+within :data:`SAME_SEND` of it (and, for its offer, an ingested send of the same offer), each ingested
+send standing for at most one posted send. In process, posted sends do not outlive the process.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ log = logging.getLogger("kairos.serving.contact")
 CHANNELS = tuple(c.value for c in Channel)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OFFER_MEMORY = timedelta(days=400)  # how long Redis keeps a posted send that carried an offer
+SAME_SEND = timedelta(seconds=60)  # a posted and an exported send this close (same customer, channel) are one
 
 
 def send_memory(lookback: timedelta) -> timedelta:
@@ -107,10 +114,9 @@ class SharedSends:
             raise OnlineStoreUnavailable(f"send log (Redis) write failed: {type(exc).__name__}: {exc}") from exc
         return bool(added)
 
-    def read(
-        self, customer_keys: Sequence[str]
-    ) -> tuple[dict[str, list[SendRecord]], dict[str, list[tuple[str, datetime]]]]:
-        """(sends, offers sent) per customer of ``customer_keys``: one pipeline, whatever the batch size."""
+    def read(self, customer_keys: Sequence[str]) -> dict[str, list[tuple[SendRecord, str | None]]]:
+        """The posted sends (each with its offer id or None) per customer of ``customer_keys``: one pipeline,
+        whatever the batch size."""
         unique = list(dict.fromkeys(customer_keys))
         try:
             pipe = self.client.pipeline(transaction=False)
@@ -119,16 +125,13 @@ class SharedSends:
             replies = pipe.execute()
         except redis.RedisError as exc:
             raise OnlineStoreUnavailable(f"send log (Redis) read failed: {type(exc).__name__}: {exc}") from exc
-        sends: dict[str, list[SendRecord]] = {}
-        offers: dict[str, list[tuple[str, datetime]]] = {}
+        posted: dict[str, list[tuple[SendRecord, str | None]]] = {}
         for k, members in zip(unique, replies, strict=True):
             for raw in members:
                 channel, at, with_offer, offer_id, _ = orjson.loads(raw)
-                when = datetime.fromtimestamp(float(at), UTC)
-                sends.setdefault(k, []).append(SendRecord(str(channel), when, bool(with_offer)))
-                if offer_id is not None:
-                    offers.setdefault(k, []).append((str(offer_id), when))
-        return sends, offers
+                send = SendRecord(str(channel), datetime.fromtimestamp(float(at), UTC), bool(with_offer))
+                posted.setdefault(k, []).append((send, None if offer_id is None else str(offer_id)))
+        return posted
 
 
 class ContactBook:
@@ -231,9 +234,20 @@ class ContactBook:
         if self.shared is None:
             return self
         unique = list(dict.fromkeys(keys))
-        posted, offered = self.shared.read(unique)
-        sends = {k: [*self._sends.get(k, ()), *posted.get(k, ())] for k in unique}
-        offers = {k: [*self._offers.get(k, ()), *offered.get(k, ())] for k in unique}
+        posted = self.shared.read(unique)
+        sends: dict[str, list[SendRecord]] = {}
+        offers: dict[str, list[tuple[str, datetime]]] = {}
+        for k in unique:
+            exported, exported_offers = self._sends.get(k, []), self._offers.get(k, [])
+            sends[k], offers[k] = list(exported), list(exported_offers)
+            # what the export holds, as (channel or offer id, time): each stands for one posted send at most
+            free_sends = [(s.channel, s.at) for s in exported]
+            free_offers = list(exported_offers)
+            for send, offer_id in posted.get(k, ()):
+                if not _take(free_sends, send.channel, send.at):
+                    sends[k].append(send)
+                if offer_id is not None and not _take(free_offers, offer_id, send.at):
+                    offers[k].append((offer_id, send.at))
         return ContactBook(sends, self.zones, self.lookback, offers)
 
     def offer_history(self, keys: Sequence[str]) -> pd.DataFrame:
@@ -242,6 +256,15 @@ class ContactBook:
         frame = pd.DataFrame(rows, columns=[Col.CUSTOMER_KEY, Col.OFFER_ID, Col.SENT_AT])
         frame[Col.SENT_AT] = pd.to_datetime(frame[Col.SENT_AT], utc=True)
         return frame
+
+
+def _take(pool: list[tuple[str, datetime]], what: str, at: datetime) -> bool:
+    """Remove the first ``(what, time)`` of ``pool`` within :data:`SAME_SEND` of ``at``; False when there is none."""
+    for i, (name, when) in enumerate(pool):
+        if name == what and abs(when - at) <= SAME_SEND:
+            del pool[i]
+            return True
+    return False
 
 
 def consent_columns(names: list[str]) -> dict[str, int]:

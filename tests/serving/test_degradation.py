@@ -246,6 +246,48 @@ def test_a_send_posted_twice_is_recorded_once(shared: bool) -> None:
             client.delete(*client.keys(f"{prefix}:*") or ["-"])
 
 
+def test_a_posted_send_that_the_next_export_holds_counts_once() -> None:
+    """With Redis, posted sends outlive a restart; a replica started on the next export reads the same sends
+    from the messages table. An exported send within a minute on the same channel (and, for an offer, of
+    the same offer) stands for one posted send; others, and posted sends the export lacks, still count."""
+    from datetime import UTC, datetime, timedelta
+
+    from models.decisioning.policy import SendRecord
+    from serving.contact import ContactBook, SharedSends
+
+    window = timedelta(hours=168)
+    prefix = f"kairos-test-export-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError:
+        _skip_or_fail("no Redis at 127.0.0.1:6379")
+    at = datetime(2026, 1, 2, 9, tzinfo=UTC)
+    try:
+        before = ContactBook({}, {}, window, shared=SharedSends(client, prefix, window))
+        assert before.record("k1", "email", at, False, "OF1", event_id="m-1")
+        assert before.record("k1", "email", at + timedelta(seconds=10), False, event_id="m-2")  # a second email
+        assert before.record("k1", "sms", at, False, event_id="m-3")
+        assert before.record("k1", "push", at + timedelta(hours=1), False, event_id="m-4")  # after the export
+        # the next export holds the first email (its time rounded to the minute), the sms 30 s off and another
+        # email of its own a day before
+        exported = [
+            SendRecord("email", at.replace(second=0), True),
+            SendRecord("sms", at + timedelta(seconds=30), False),
+            SendRecord("email", at - timedelta(days=1), False),
+        ]
+        offers = [("OF1", at.replace(second=0))]
+        after = ContactBook({"k1": exported}, {}, window, {"k1": offers}, shared=SharedSends(client, prefix, window))
+        seen = after.view(["k1"])
+        got = sorted((s.channel, s.at) for s in seen.sends("k1"))
+        exported_ones = [("email", at - timedelta(days=1)), ("email", at), ("sms", at + timedelta(seconds=30))]
+        posted_only = [("email", at + timedelta(seconds=10)), ("push", at + timedelta(hours=1))]
+        assert got == sorted([*exported_ones, *posted_only])  # 5 sends, not 7
+        assert seen.offer_history(["k1"])["offer_id"].tolist() == ["OF1"]  # the offer once, not twice
+    finally:
+        client.delete(*client.keys(f"{prefix}:*") or ["-"])
+
+
 def test_a_keys_rate_is_counted_across_replicas(world: World, redis_prefix: str) -> None:
     """Two replicas on one Redis share each key's bucket: 3 requests in all, then 429 from either replica.
     Per replica (the setting off), the same calls would each have their own 3."""

@@ -30,9 +30,10 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.deps import KeyCheck
+from serving.middleware import replay_body
 
 LeanHandler = Callable[[Request], Coroutine[Any, Any, Response | None]]
 
@@ -141,20 +142,6 @@ class LeanDispatch:
             else:
                 response = await run_in_threadpool(handler, request, exc)
         if response is None:
-            await self.app(scope, _replay(await request.body(), receive), send)
+            await self.app(scope, replay_body(await request.body(), receive), send)
             return
         await response(scope, receive, send)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands on ``body`` (read already) once, then what ``receive`` gets (a disconnect)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

@@ -114,14 +114,14 @@ class EdgeMiddleware:
             message = await receive()
             if message["type"] != "http.request":
                 chunks_message = message  # a disconnect: hand it on
-                return _replay(b"".join(chunks), receive, chunks_message)
+                return replay_body(b"".join(chunks), receive, chunks_message)
             body = message.get("body", b"")
             total += len(body)
             if total > self.max_body:
                 return None
             chunks.append(body)
             if not message.get("more_body", False):
-                return _replay(b"".join(chunks), receive, None)
+                return replay_body(b"".join(chunks), receive)
 
     async def _reject(self, send: Send, rid: str) -> None:
         body = error_body(413, "payload_too_large", f"request body over {self.max_body} bytes", rid)
@@ -135,7 +135,9 @@ class EdgeMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def _replay(body: bytes, receive: Receive, first: Message | None) -> Receive:
+def replay_body(body: bytes, receive: Receive, first: Message | None = None) -> Receive:
+    """A receive that hands on ``body`` (read already) once, then what ``receive`` gets; ``first`` instead of
+    everything when the client left while the body was read."""
     sent = False
 
     async def replay() -> Message:

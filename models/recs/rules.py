@@ -127,8 +127,8 @@ class ItemCatalogue:
         self.category_codes = np.array(
             [self._cat_pos.get(str(c), -1) if c is not None else -1 for c in self.categories]
         )
-        self._static: dict[RulePolicy, tuple[np.ndarray, np.ndarray]] = {}
-        self._static_bytes: dict[RulePolicy, bytes] = {}
+        # per policy: the allowed mask, the replenishable mask, and the allowed mask as bytes
+        self._static: dict[RulePolicy, tuple[np.ndarray, np.ndarray, bytes]] = {}
         self._fallback: dict[str | None, tuple[Popular, np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -175,6 +175,19 @@ class ItemCatalogue:
 
     def static_masks(self, policy: RulePolicy) -> tuple[np.ndarray, np.ndarray]:
         """(allowed, replenishable) per item: the checks that depend on the catalogue and policy only."""
+        ok, replen, _ = self._policy_masks(policy)
+        return ok, replen
+
+    def static_bytes(self, policy: RulePolicy) -> bytes:
+        """:meth:`static_masks`' allowed mask as bytes (1 allowed, 0 not): indexed one item at a time, bytes
+        cost a fraction of a numpy array."""
+        return self._policy_masks(policy)[2]
+
+    def forget_policies(self) -> None:
+        """Empty the per-policy cache (callers that let arbitrary filters through bound it this way)."""
+        self._static.clear()
+
+    def _policy_masks(self, policy: RulePolicy) -> tuple[np.ndarray, np.ndarray, bytes]:
         cached = self._static.get(policy)
         if cached is not None:
             return cached
@@ -194,21 +207,8 @@ class ItemCatalogue:
         if policy.max_price is not None:
             ok &= nan | (self.prices <= policy.max_price)
         replen = self.replenishable | np.array([c in policy.replenishable_categories for c in cats], dtype=bool)
-        self._static[policy] = (ok, replen)
-        return ok, replen
-
-    def static_bytes(self, policy: RulePolicy) -> bytes:
-        """:meth:`static_masks`' allowed mask as bytes (1 allowed, 0 not): indexed one item at a time, bytes
-        cost a fraction of a numpy array (cached per policy as the masks are)."""
-        cached = self._static_bytes.get(policy)
-        if cached is None:
-            cached = self._static_bytes[policy] = self.static_masks(policy)[0].tobytes()
-        return cached
-
-    def forget_policies(self) -> None:
-        """Empty the per-policy caches (callers that let arbitrary filters through bound them this way)."""
-        self._static.clear()
-        self._static_bytes.clear()
+        masks = self._static[policy] = (ok, replen, ok.tobytes())
+        return masks
 
     def fallback_codes(self, fallback: Popular, category: str | None) -> tuple[np.ndarray, np.ndarray]:
         """The fallback's ranking (of ``category`` when given) as catalogue codes and scores (cached)."""

@@ -64,6 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Customer scores, recommendations and decisions for CRM marketing.",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry only when asked for: otherwise every request pays for looking up
+        # the global providers (serving/settings.py)
+        telemetry=None if settings.otel else {"tracing": False, "metrics": False, "logs": False},
     )
     errors.install(app)
     app.add_middleware(LeanDispatch)  # inside the edge: ids, size limit, metrics and logs apply as to any route

@@ -7,7 +7,6 @@ and topped up to ``k`` from the popular fallback; every item keeps its source an
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,15 +72,7 @@ class RecsModel:
 
     def describe_items(self, item_ids: Sequence[str]) -> list[tuple[str | None, str | None, float | None]]:
         """(name, category, price) per item, None for what the catalogue does not know (one lookup for all)."""
-        c = self.catalogue
-        out: list[tuple[str | None, str | None, float | None]] = []
-        for code in c.codes(item_ids).tolist():
-            if code < 0:
-                out.append((None, None, None))
-                continue
-            price = float(c.prices[code])
-            out.append((c.names[code], c.categories[code], price if math.isfinite(price) else None))
-        return out
+        return self.catalogue.describe(item_ids)
 
     def knows_item(self, item_id: str) -> bool:
         return int(self.catalogue.codes([item_id])[0]) >= 0

@@ -21,8 +21,7 @@ strongest single association in the reason.
 
 from __future__ import annotations
 
-import bisect
-import itertools
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -207,12 +206,39 @@ class BoughtTogether:
         seed_pos = [p for p in (pos.get(s) for s in seeds) if p is not None]
         if not seed_pos or k <= 0:
             return []
-        bounds = [self._bounds[p] for p in seed_pos]
-        cand = np.concatenate([self.nbr_index_[s:e] for s, e in bounds])
-        if not len(cand):
-            return []
-        score = np.concatenate([self.nbr_score_[s:e] for s, e in bounds])
+        # Cart items and exclusions are never returned: skipped below, so at most len(banned) extra are ranked.
+        banned = {p for p in (pos.get(x) for x in (*seeds, *query.exclude)) if p is not None}
+        want = k + len(banned)
+        if len(seed_pos) == 1:
+            # One seed: its list is the answer's order already (best first, ties by item, as the sort below
+            # ranks them), so the first ``want`` rows are the ranked candidates.
+            s, e = self._bounds[seed_pos[0]]
+            e = min(e, s + want)
+            items = self.nbr_index_[s:e].tolist()
+            totals = self.nbr_score_[s:e].tolist()
+            counts = self.nbr_orders_[s:e].tolist()
+            seed_of = [seed_pos[0]] * len(items)
+        else:
+            items, totals, counts, seed_of = self._merged(seed_pos, want)
+        source, ids, names = self.source, self._ids, self._names
+        out: list[Recommendation] = []
+        for item, t, n, seed in zip(items, totals, counts, seed_of, strict=True):
+            if item in banned:
+                continue
+            out.append(Recommendation(ids[item], t, source, _reason(names[seed], n)))
+            if len(out) == k:
+                break
+        return out
 
+    def _merged(self, seed_pos: list[int], want: int) -> tuple[list[int], list[float], list[int], list[int]]:
+        """The best ``want`` candidates of several seeds' lists: (item, summed score, orders and seed of the
+        strongest single contribution), best first, ties by item."""
+        bounds = [self._bounds[p] for p in seed_pos]
+        rows = np.concatenate([np.arange(s, e) for s, e in bounds])
+        if not len(rows):
+            return [], [], [], []
+        cand = self.nbr_index_[rows]
+        score = self.nbr_score_[rows]
         # One sort by (candidate, strongest contribution first): each run is a candidate, its first row
         # the contribution the reason names, the run's sum its score.
         order = np.lexsort((-score, cand))
@@ -222,24 +248,16 @@ class BoughtTogether:
         np.not_equal(ranked_cand[1:], ranked_cand[:-1], out=first_of_run[1:])
         starts = np.flatnonzero(first_of_run)
         total = np.add.reduceat(score[order], starts)
-        # Cart items and exclusions are never returned: skipped below, so at most len(banned) extra are ranked.
-        banned = {p for p in (pos.get(x) for x in (*seeds, *query.exclude)) if p is not None}
-        best = np.argsort(-total, kind="stable")[: k + len(banned)]
-        items = ranked_cand[starts[best]].tolist()
-        totals = total[best].tolist()
-        strongest = order[starts[best]].tolist()  # rows of the concatenated neighbour lists
-        offsets = list(itertools.accumulate((e - s for s, e in bounds), initial=0))
-        source, ids, names, orders = self.source, self._ids, self._names, self.nbr_orders_
-        out: list[Recommendation] = []
-        for item, t, row in zip(items, totals, strongest, strict=True):
-            if item in banned:
-                continue
-            j = bisect.bisect_right(offsets, row) - 1  # the cart item whose list holds the row
-            n = int(orders[bounds[j][0] + row - offsets[j]])
-            out.append(Recommendation(ids[item], t, source, _reason(names[seed_pos[j]], n)))
-            if len(out) == k:
-                break
-        return out
+        best = np.argsort(-total, kind="stable")[:want]
+        strongest = order[starts[best]]  # positions in ``rows`` of each candidate's strongest contribution
+        lengths = np.array([e - s for s, e in bounds])
+        seed_of = np.repeat(np.array(seed_pos), lengths)[strongest]
+        return (
+            ranked_cand[starts[best]].tolist(),
+            total[best].tolist(),
+            self.nbr_orders_[rows[strongest]].tolist(),
+            seed_of.tolist(),
+        )
 
     def recommend_batch(self, queries: Sequence[Query], k: int = 10) -> list[list[Recommendation]]:
         """One answer per query, in order (a cart query touches only a few hundred neighbours)."""
@@ -336,7 +354,9 @@ def _names_for(ids: np.ndarray, items: pd.DataFrame | None) -> np.ndarray:
     return np.array([str(i) if pd.isna(v) else str(v) for i, v in zip(ids, found, strict=True)], dtype=object)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _reason(name: str, orders: int) -> str:
+    """The reason of a bought-together item (cached: the same hot pairs come back answer after answer)."""
     if orders <= 0:  # the association came from sessions only
         return f"often viewed together with {name}"
     return f"bought together with {name} in {orders} order{'' if orders == 1 else 's'}"

@@ -130,6 +130,7 @@ class ItemCatalogue:
         # per policy: the allowed mask, the replenishable mask, and the allowed mask as bytes
         self._static: dict[RulePolicy, tuple[np.ndarray, np.ndarray, bytes]] = {}
         self._fallback: dict[str | None, tuple[Popular, np.ndarray, np.ndarray]] = {}
+        self._described: list[tuple[str | None, str | None, float | None]] | None = None
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -172,6 +173,18 @@ class ItemCatalogue:
         """Catalogue codes of ``item_ids`` (-1 for an item the catalogue does not know)."""
         pos = self._pos
         return np.fromiter((pos.get(i, -1) for i in item_ids), dtype=np.int64)
+
+    def describe(self, item_ids: Iterable[str]) -> list[tuple[str | None, str | None, float | None]]:
+        """(name, category, price) per item; None for what the catalogue does not know (an unknown item,
+        a missing or non-finite price). Plain Python tuples, built once: numpy indexes one item slowly."""
+        described = self._described
+        if described is None:
+            described = self._described = [
+                (n, c, p if math.isfinite(p) else None)
+                for n, c, p in zip(self.names.tolist(), self.categories.tolist(), self.prices.tolist(), strict=True)
+            ]
+        pos, unknown = self._pos, (None, None, None)
+        return [described[p] if (p := pos.get(i)) is not None else unknown for i in item_ids]
 
     def static_masks(self, policy: RulePolicy) -> tuple[np.ndarray, np.ndarray]:
         """(allowed, replenishable) per item: the checks that depend on the catalogue and policy only."""

@@ -57,20 +57,20 @@ def _customer_key(services: Services, customer_id: str | None) -> tuple[str | No
 def _respond(
     services: Services, rid: str, endpoint: str, answer: RecsAnswer, degraded: bool, model: RecsModel, ref: dict
 ) -> Response:
-    items = []
     described = model.describe_items([r.item_id for r in answer.items])
-    for r, (name, category, price) in zip(answer.items, described, strict=True):
-        items.append(
-            {
-                "item_id": r.item_id,
-                "score": r.score,
-                "source": r.source.value,
-                "reason": r.reason,
-                "name": name,
-                "category": category,
-                "price": price,
-            }
-        )
+    items = [
+        # orjson writes the Source (a StrEnum) as its value
+        {
+            "item_id": r.item_id,
+            "score": r.score,
+            "source": r.source,
+            "reason": r.reason,
+            "name": n,
+            "category": c,
+            "price": p,
+        }
+        for r, (n, c, p) in zip(answer.items, described, strict=True)
+    ]
     fallback = answer.cold_start or degraded
     if fallback:
         services.metrics.fallbacks.labels(endpoint, "store_unavailable" if degraded else "cold_start").inc()

@@ -139,3 +139,33 @@ def test_no_personal_data_in_any_log_line(world: World, caplog: pytest.LogCaptur
     assert '"route":"/v1/customers/{customer_id}/profile"' in text  # the access log ran, with the template
     secrets = [*CANARIES, *full["email"], *full.get("phone", []), *full["last_name"]]
     assert secrets and not [s for s in secrets if s in text]
+
+
+def test_log_timestamps_read_as_datetime_writes_them() -> None:
+    """The formatter's own timestamp (its seconds' text reused within a second) is datetime's ISO text, to the
+    millisecond: random instants, several in one second, and the edges a microsecond rounds over."""
+    import json
+    import random
+    from datetime import UTC, datetime
+
+    formatter = JsonFormatter()
+    rng = random.Random(7)
+    instants = [rng.uniform(1.6e9, 1.9e9) for _ in range(3000)]
+    instants += [1_800_000_000 + f for f in (0.0, 0.0009995, 0.0009996, 0.9994999, 0.9999994, 0.9999996, 0.5)]
+    instants += [instants[0] + d for d in (0.001, 0.25, 0.999)]
+    for created in instants:
+        record = logging.LogRecord("kairos.test", logging.INFO, __file__, 1, "m", None, None)
+        record.created = created
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert json.loads(formatter.format(record))["ts"] == expected, created
+
+
+def test_fastapi_native_telemetry_only_when_configured() -> None:
+    """FastAPI's OpenTelemetry looks up the global providers on every request unless turned off: off by
+    default (our metrics are Prometheus'), FastAPI's defaults with KAIROS_OTEL."""
+    from serving.app import create_app
+
+    quiet = create_app(Settings(log_json=False))._telemetry  # type: ignore[attr-defined]
+    assert not (quiet["tracing"] or quiet["metrics"] or quiet["logs"])
+    loud = create_app(Settings(log_json=False, otel=True))._telemetry  # type: ignore[attr-defined]
+    assert loud["tracing"] and loud["metrics"] and loud["logs"]

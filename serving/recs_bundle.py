@@ -26,7 +26,6 @@ from serving.bundle import FolderLoader, Provenance
 
 _CANDIDATE_FACTOR = 3  # candidates asked of a recommender per item returned (the rules drop some)
 _CANDIDATE_SLACK = 5  # asked first beyond k; the full k * factor only when the rules keep fewer than k
-_POLICY_CACHE_LIMIT = 256  # the catalogue caches masks per policy; callers choose filters, so bound it
 
 
 @dataclass(frozen=True)
@@ -90,8 +89,6 @@ class RecsModel:
                 return None
         if filters.min_price is not None and filters.max_price is not None and filters.min_price > filters.max_price:
             return None
-        if len(self.catalogue._static) > _POLICY_CACHE_LIMIT:
-            self.catalogue.forget_policies()
         return RulePolicy(
             include_categories=include,
             exclude_categories=frozenset(c for c in filters.exclude_categories if c in self._categories),

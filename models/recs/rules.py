@@ -30,6 +30,7 @@ PAID_PRICE = "unit_price"  # optional interactions column: the unit price actual
 REPLENISHABLE = "replenishable"  # optional items column: a flag for items bought again and again
 CATALOGUE_FILE = "catalogue.parquet"
 CATALOGUE_REASON = "from our catalogue"
+POLICY_CACHE_LIMIT = 256  # policies whose masks a catalogue keeps (filters come from callers: bounded)
 
 
 @dataclass(frozen=True)
@@ -186,24 +187,16 @@ class ItemCatalogue:
         pos, unknown = self._pos, (None, None, None)
         return [described[p] if (p := pos.get(i)) is not None else unknown for i in item_ids]
 
-    def static_masks(self, policy: RulePolicy) -> tuple[np.ndarray, np.ndarray]:
-        """(allowed, replenishable) per item: the checks that depend on the catalogue and policy only."""
-        ok, replen, _ = self._policy_masks(policy)
-        return ok, replen
-
-    def static_bytes(self, policy: RulePolicy) -> bytes:
-        """:meth:`static_masks`' allowed mask as bytes (1 allowed, 0 not): indexed one item at a time, bytes
-        cost a fraction of a numpy array."""
-        return self._policy_masks(policy)[2]
-
-    def forget_policies(self) -> None:
-        """Empty the per-policy cache (callers that let arbitrary filters through bound it this way)."""
-        self._static.clear()
-
-    def _policy_masks(self, policy: RulePolicy) -> tuple[np.ndarray, np.ndarray, bytes]:
+    def static_masks(self, policy: RulePolicy) -> tuple[np.ndarray, np.ndarray, bytes]:
+        """(allowed, replenishable, allowed as bytes) per item: the checks that depend on the catalogue and
+        policy only. The bytes (1 allowed, 0 not) serve item-by-item checks: indexed one item at a time, they
+        cost a fraction of a numpy array. Cached per policy, at most :data:`POLICY_CACHE_LIMIT` policies
+        (callers may let arbitrary filters through: a full cache starts again empty)."""
         cached = self._static.get(policy)
         if cached is not None:
             return cached
+        if len(self._static) >= POLICY_CACHE_LIMIT:
+            self._static.clear()
         ok = np.ones(len(self), dtype=bool)
         if policy.exclude_inactive:
             ok &= self.active
@@ -393,7 +386,7 @@ def apply_rules(
     flat = _flatten(candidates)
     if k <= 0:
         return []
-    static, replen = catalogue.static_masks(policy)
+    static, replen, static_bytes = catalogue.static_masks(policy)
     n = len(catalogue)
     pos = catalogue._pos
     banned = [*query.cart, *query.exclude] + ([query.item_id] if query.item_id is not None else [])
@@ -413,7 +406,6 @@ def apply_rules(
 
     out: list[Recommendation] = []
     if flat and len(flat) <= _LOOP_MAX:  # a short list (the hot path): item by item, in Python sets and bytes
-        static_bytes = catalogue.static_bytes(policy)
         bought_set = set(bought_codes)
         buy_again, prices, cat_codes = Source.BUY_AGAIN, catalogue.prices, catalogue.category_codes
         band = math.isfinite(lo)

@@ -253,3 +253,20 @@ def test_short_lists_checked_item_by_item_answer_as_numpy_does(monkeypatch: pyte
         vectorised = apply_rules(flat, query, k, catalogue, policy, fallback=popular, history=history)
         monkeypatch.setattr(rules, "_LOOP_MAX", 64)
         assert looped == vectorised
+
+
+def test_the_per_policy_cache_is_bounded_and_answers_stay_right() -> None:
+    """Callers choose filters, so the catalogue keeps the masks of at most POLICY_CACHE_LIMIT policies; a
+    policy seen again after the cache started over gets the same masks."""
+    from models.recs.rules import POLICY_CACHE_LIMIT
+
+    catalogue = ItemCatalogue.from_items(ITEMS)
+    first = RulePolicy(min_price=0.0)
+    ok, replen, ok_bytes = catalogue.static_masks(first)
+    assert ok.tolist() == [True, False, True, False, True, True, True, True, True]
+    assert ok_bytes == ok.tobytes()
+    for n in range(1, 3 * POLICY_CACHE_LIMIT):
+        catalogue.static_masks(RulePolicy(min_price=float(n)))
+        assert len(catalogue._static) <= POLICY_CACHE_LIMIT
+    again = catalogue.static_masks(first)
+    assert again[0].tolist() == ok.tolist() and again[1].tolist() == replen.tolist() and again[2] == ok_bytes

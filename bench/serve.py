@@ -343,19 +343,26 @@ def cart_setup(args: argparse.Namespace, work: Path, common: dict[str, str]) -> 
     return body, env_b
 
 
+def served_cart(
+    target: str, env: dict[str, str], log: Path, ready: str, body: dict, work: Path, seconds: int, connections: int
+) -> dict[str, float]:
+    """wrk's figures for the cart on ``target``, started on its own, after a 3-second warm-up."""
+    proc, url = start_server(target, env, log, ready=ready)
+    try:
+        wrk(f"{url}/v1/recommendations/cart", body, work, 3, connections)
+        return wrk(f"{url}/v1/recommendations/cart", body, work, seconds, connections)
+    finally:
+        stop(proc)
+
+
 def bench_cart(args: argparse.Namespace, work: Path, body: dict, env_b: dict[str, str]) -> None:
     """(b) cart recommendations against a bare FastAPI endpoint."""
     c = args.connections
     cart = body["cart"]
-    floors = {}
-    for name in ("bare_app", "bare_async_app"):
-        proc, url = start_server(f"bench.serve:{name}", {}, work / f"server-{name}.log", ready="/docs")
-        try:
-            wrk(f"{url}/v1/recommendations/cart", body, work, 3, c)
-            floors[name] = wrk(f"{url}/v1/recommendations/cart", body, work, args.seconds, c)
-        finally:
-            stop(proc)
-    bare, bare_async = floors["bare_app"], floors["bare_async_app"]
+    bare, bare_async = (
+        served_cart(f"bench.serve:{name}", {}, work / f"server-{name}.log", "/docs", body, work, args.seconds, c)
+        for name in ("bare_app", "bare_async_app")
+    )
     proc, url = start_server("serving.app:create_app", env_b, work / "server-b.log")
     try:
         wrk(f"{url}/v1/recommendations/cart", body, work, 3, c)
@@ -402,13 +409,8 @@ def bench_cart_parts(args: argparse.Namespace, work: Path, body: dict, env_b: di
     rounds: dict[str, list[float]] = {name: [] for name, *_ in servers}
     for _ in range(2):
         for name, target, env, ready in servers:
-            factory = target.rsplit(":", 1)[1]
-            proc, url = start_server(target, env, work / f"server-d-{factory}.log", ready=ready)
-            try:
-                wrk(f"{url}/v1/recommendations/cart", body, work, 3, c)
-                rounds[name].append(wrk(f"{url}/v1/recommendations/cart", body, work, args.seconds, c)["rps"])
-            finally:
-                stop(proc)
+            log = work / f"server-d-{target.rsplit(':', 1)[1]}.log"
+            rounds[name].append(served_cart(target, env, log, ready, body, work, args.seconds, c)["rps"])
     async_floor = statistics.mean(rounds["bare FastAPI, async def"])
     def_floor = statistics.mean(rounds["bare FastAPI, def"])
     print(f"(d) where the cart's time goes: wrk -t1 -c{c}, one uvicorn worker, two rounds interleaved")

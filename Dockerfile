@@ -53,8 +53,11 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # Then the package itself (a regular install, not editable: the source tree is not copied on).
 COPY features ./features
 COPY models ./models
+COPY bundles ./bundles
 COPY training ./training
+COPY batch ./batch
 COPY serving ./serving
+COPY cli ./cli
 RUN pip install -c constraints.txt . \
     && kairos --help > /dev/null
 

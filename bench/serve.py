@@ -104,8 +104,8 @@ def raw_asgi_app():  # type: ignore[no-untyped-def]
 
 def api_free_recommender_app():  # type: ignore[no-untyped-def]
     """(d): the API with the recommender's answers memoised (bench only): everything else per request."""
+    from bundles.recs import RecsModel
     from serving.app import create_app
-    from serving.recs_bundle import RecsModel
 
     real = RecsModel.cart
     memo: dict = {}
@@ -215,10 +215,10 @@ def scores_floor(data: Path, uri: str, ids: list[str], reps: int) -> tuple[float
     """Median seconds of: online lookup of ``ids`` + raw LightGBM predict of every registered model."""
     import numpy as np
 
-    from features.errors import ModelNotFoundError
+    from bundles import registry
+    from bundles.errors import ModelNotFoundError
     from features.online import load_in_memory
     from models.churn import LightGBMClassifier
-    from training import registry
 
     store, _ = load_in_memory(data)
     names = list(store.feature_names)
@@ -317,7 +317,7 @@ def cart_setup(args: argparse.Namespace, work: Path, common: dict[str, str]) -> 
             MlflowClient(tracking_uri=recs_uri).get_model_version_by_alias("recs", "champion")
         except Exception:
             train_recs(args.data, recs_uri, test_days=60)
-    from training import registry
+    from bundles import registry
 
     with tempfile.TemporaryDirectory() as tmp:
         got = registry.fetch_bundle(recs_uri, "recs", "champion", Path(tmp))

@@ -141,8 +141,8 @@ def _score(args: argparse.Namespace, home: Path, uri: str) -> None:
     import numpy as np
     import pandas as pd
 
+    from batch.score import load_champions, score_all
     from features.store import latest_snapshot
-    from training.score import load_champions, score_all
 
     big = _big_home(home, args.work, args.customers)
     shutil.copytree(home / "ingested", big / "ingested", dirs_exist_ok=True)

@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import ibis
 import ibis.expr.types as ir
-import numpy as np
 import pandas as pd
 
 from features.contract import Col
@@ -25,35 +23,6 @@ CUTOFF = "cutoff"
 ORDERS_LABEL = "label_orders"  # value targets: orders in the horizon beside the spend in LABEL
 
 LabelFn = Callable[[dict[str, ir.Table], datetime], ir.Table]
-
-
-@dataclass(frozen=True)
-class Population:
-    """Whom a model's question is about, as a rule on one feature: ``feature <= at_most``.
-
-    Churn asks about customers who bought in the last year; for anyone else (a lead, a lapsed
-    customer) its probability means nothing, so scoring leaves it out rather than guessing. A missing
-    value (never bought) is outside.
-    """
-
-    feature: str
-    at_most: float
-
-    def contains(self, values: np.ndarray) -> np.ndarray:
-        """True where a value of ``feature`` is inside (NaN is not)."""
-        return np.asarray(values, dtype=np.float64) <= self.at_most
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"feature": self.feature, "at_most": self.at_most}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Population:
-        return cls(str(data["feature"]), float(data["at_most"]))
-
-    @classmethod
-    def of_model(cls, meta: dict[str, Any]) -> Population | None:
-        """The population a model's registry metadata records (None: the model scores everyone)."""
-        return cls.from_dict(meta["population"]) if meta.get("population") else None
 
 
 @dataclass(frozen=True)
@@ -73,11 +42,6 @@ class ChurnTarget:
     def lookback_days(self) -> int:
         """Days of history before a cutoff that the population reads: fewer, and it is truncated."""
         return self.active_days
-
-    @property
-    def population(self) -> Population:
-        """The labelled customers as a rule on the features: an order at most ``active_days`` ago."""
-        return Population("recency_days", float(self.active_days))
 
     def labels(self, tables: dict[str, ir.Table], cutoff: datetime) -> ir.Table:
         active = _orders_between(tables, cutoff - timedelta(days=self.active_days), cutoff)
@@ -102,10 +66,6 @@ class PurchaseTarget:
     @property
     def lookback_days(self) -> int:
         return 0  # everyone known before the cutoff, however long ago
-
-    @property
-    def population(self) -> None:
-        return None  # every known customer
 
     def labels(self, tables: dict[str, ir.Table], cutoff: datetime) -> ir.Table:
         t = ibis.timestamp(cutoff)
@@ -168,10 +128,6 @@ class EngagementTarget:
     @property
     def lookback_days(self) -> int:
         return 0  # whoever is sent a message after the cutoff
-
-    @property
-    def population(self) -> None:
-        return None  # the question is "if we send": anyone may be asked it
 
     def labels(self, tables: dict[str, ir.Table], cutoff: datetime) -> ir.Table:
         if self.action not in ("open", "click"):

@@ -25,11 +25,3 @@ class QuarantineThresholdError(KairosError):
 
 class DataNotFoundError(KairosError):
     """A data directory or snapshot the command needs does not exist yet."""
-
-
-class ModelNotFoundError(KairosError):
-    """No registered model version under the requested name or alias."""
-
-
-class ModelIntegrityError(KairosError):
-    """A model artifact failed verification (checksum, format, feature signature)."""

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from serving.bundle import ModelBundle
+from bundles.base import ModelBundle
 from serving.keys import Principal, Scope
 from serving.observability import request_id_var
 from serving.security import ApiError, retry_after

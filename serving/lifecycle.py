@@ -23,8 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from features.errors import KairosError, ModelIntegrityError, ModelNotFoundError
-from serving.bundle import BUNDLE_META, BundleLoader, ModelBundle, Provenance
+from bundles.base import BUNDLE_META, BundleKind, ModelBundle, Provenance
+from bundles.errors import ModelIntegrityError, ModelNotFoundError
+from features.errors import KairosError
 from serving.observability import Metrics
 
 log = logging.getLogger("kairos.serving.models")
@@ -75,7 +76,7 @@ class ModelSlot:
         kind: str,
         name: str,
         alias: str,
-        loader: BundleLoader,
+        loader: BundleKind,
         tracking_uri: str,
         cache_root: Path,
         metrics: Metrics,

@@ -1,7 +1,7 @@
 """Batch scoring, vectorised end to end: one store gather, one LightGBM call and one calibration per model,
 one index lookup into the CLV table, then the items in input order.
 
-The calibrated probabilities are exactly ``training/score.py``'s (``kairos score --all``): the same
+The calibrated probabilities are exactly ``batch/score.py``'s (``kairos score --all``): the same
 LightGBM text, the same float32 features, the same calibrator. Fallbacks are labelled per model:
 the store down or a row too old -> the model's training base rate; an optional model that never
 loaded -> ``model_priors`` when configured, else null. A customer outside a model's population (churn:
@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bundles.base import ModelBundle
+from bundles.kinds import is_propensity
+from bundles.propensity import PropensityModel
+from bundles.value import ClvTable
 from features.definitions import DESCRIPTIONS
 from features.online import Lookup, OnlineStoreUnavailable
 from models.reasons import DEFAULT_CUTS, ReasonExplainer, band
-from serving.bundle import ModelBundle, PropensityModel, is_propensity
-from serving.decision_bundles import ClvTable
 from serving.schemas import ItemStatus, Source
 from serving.state import Services
 

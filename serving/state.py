@@ -7,11 +7,13 @@ import os
 import threading
 from typing import Any
 
+from bundles import registry
+from bundles.base import ModelBundle
+from bundles.kinds import bundle_for
 from features.errors import KairosError
 from features.online import RedisOnlineStore
 from models.compiled import COMPILED_DIR
 from models.decisioning.policy import ContactPolicy
-from serving.bundle import ModelBundle, loader_for
 from serving.contact import ContactBook, SharedSends
 from serving.keys import DEMO_KEY, KeyRing, Scope, hash_key
 from serving.lifecycle import LoadOutcome, ModelSlot
@@ -19,7 +21,6 @@ from serving.observability import Metrics
 from serving.security import RateLimiter, SharedRateLimiter
 from serving.settings import Environment, Settings
 from serving.store import PersonalData, Segments, StoreGateway
-from training import registry
 
 log = logging.getLogger("kairos.serving")
 
@@ -53,7 +54,7 @@ class Services:
                 kind,
                 name,
                 settings.model_alias,
-                loader_for(kind, settings.compiled_dir or settings.data_home / COMPILED_DIR),
+                bundle_for(kind, settings.compiled_dir or settings.data_home / COMPILED_DIR),
                 settings.tracking_uri,
                 settings.model_cache_dir,
                 self.metrics,

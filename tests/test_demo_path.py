@@ -8,9 +8,9 @@ import pandas as pd
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from cli.main import app
 from serving.app import create_app
 from serving.settings import Settings
-from training.cli import app
 
 runner = CliRunner()
 

@@ -10,13 +10,13 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
-from features.errors import ModelIntegrityError
+from bundles import registry
+from bundles.errors import ModelIntegrityError
 from features.ingest import IDENTITY_MAP_FILE
 from features.store import ingested_dir
 from serving.app import create_app
 from serving.settings import Settings
 from tests.conftest import BuiltHome
-from training import registry
 
 
 def _client(built: BuiltHome, **overrides: object) -> TestClient:
@@ -94,8 +94,8 @@ def test_a_tampered_model_file_is_refused(orii_home: BuiltHome, tmp_path: Path) 
 
 
 def test_api_scores_equal_the_nightly_export(orii_home: BuiltHome, tmp_path: Path) -> None:
-    """POST /v1/scores and `kairos score --all` (training/score.py) give the same calibrated probabilities."""
-    from training.score import score_all
+    """POST /v1/scores and `kairos score --all` (batch/score.py) give the same calibrated probabilities."""
+    from batch.score import score_all
 
     export = score_all(orii_home.home, orii_home.tracking_uri, tmp_path / "scores.parquet")
     frame = pd.read_parquet(export.path).set_index("customer_key")

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bundles import registry
+from bundles.propensity import PropensityBundle
 from features.contract import Col
 from features.datasets import LABEL
 from features.errors import KairosError
 from models.evaluation import binary_report
 from models.rfm import RFMLogistic, RFMScore
-from training import registry
 from training.propensity import (
     Context,
     bgnbd_scores,
@@ -29,7 +30,6 @@ from training.propensity import (
     steps_for,
     task_by_name,
 )
-from training.score import LoadedModel
 
 
 @dataclass
@@ -58,10 +58,12 @@ def backtest(
         KairosError: the outcome is not known yet (the horizon runs past the data), or the model is
             missing or fails its checksum.
     """
+    bundle = PropensityBundle()
     with tempfile.TemporaryDirectory() as tmp:
-        fetched = registry.fetch(tracking_uri, name, alias, Path(tmp))
-    meta = fetched.metadata.get("kairos") or {}
-    horizon = int(meta.get("horizon_days") or 0)
+        fetched = bundle.fetch(tracking_uri, name, alias, Path(tmp))
+        model = bundle.build(fetched.folder, fetched.provenance, None)
+    meta = fetched.provenance.metadata
+    horizon = model.horizon_days or 0
     task = task_by_name(name, horizon_days=horizon) if name in ("churn", "purchase") and horizon else task_by_name(name)
     ctx = Context.open(data_home)
     outcome_until = as_of + timedelta(days=task.target.label_days)
@@ -70,7 +72,6 @@ def backtest(
             f"the outcome of {as_of.date()} is known only after {outcome_until.date()}; the data ends "
             f"{ctx.end.date()}: choose an earlier --as-of"
         )
-    model = LoadedModel.from_fetched(fetched)
     feats = ctx.features(as_of)
     labels = task.target.labels(ctx.tables, as_of).execute()
     rows = feats.merge(labels, on=Col.CUSTOMER_KEY, how="inner")
@@ -91,7 +92,7 @@ def backtest(
     holdout_cutoff = meta.get("holdout_cutoff")
     in_sample = bool(holdout_cutoff) and pd.Timestamp(holdout_cutoff) > pd.Timestamp(as_of)
     note = (
-        f"v{fetched.version} was trained on labels up to {str(holdout_cutoff)[:10]}, after {as_of.date()}: "
+        f"v{model.version} was trained on labels up to {str(holdout_cutoff)[:10]}, after {as_of.date()}: "
         "it has seen part of this outcome, so the figures flatter it"
         if in_sample
         else "out of sample: the model never saw these outcomes"
@@ -99,4 +100,4 @@ def backtest(
     per_customer = pd.DataFrame(
         {Col.CUSTOMER_KEY: rows[Col.CUSTOMER_KEY], "score": scores["kairos"], "outcome": y.astype(np.int8)}
     )
-    return BacktestResult(name, fetched.version, as_of, outcome_until, table, per_customer, in_sample, note)
+    return BacktestResult(name, model.version, as_of, outcome_until, table, per_customer, in_sample, note)

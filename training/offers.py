@@ -21,8 +21,6 @@ are read only after that choice. Method and cells were chosen the same way (docs
 
 from __future__ import annotations
 
-import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +31,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from bundles import registry
+from bundles.offers import MODEL_NAME, OffersBundle
 from features.contract import Col, OrderStatus
 from features.definitions import FEATURES, GROUPS, definition_hash, population
 from features.errors import KairosError
@@ -47,12 +47,10 @@ from models.decisioning.nbo import (
     population_order_value,
     score_offers,
 )
-from models.decisioning.offers import EXAMPLE_CATALOGUE, Catalogue, load_catalogue, parse_catalogue
+from models.decisioning.offers import EXAMPLE_CATALOGUE, Catalogue, load_catalogue
 from models.decisioning.uplift import CONTROL, P_BASE, UpliftModel, treatment_labels
 from models.decisioning.uplift_metrics import dr_difference, dr_value, ips_value, qini_auc, uplift_at_k
-from training import registry
 
-MODEL_NAME = "offers"
 EXPERIMENT = "kairos-offers"
 SELECTION_METRIC = "ope_dr_incremental_profit_per_send"
 HORIZON_DAYS = 30
@@ -727,10 +725,7 @@ def train_offers(
     }
 
     tick("logging to MLflow", 0.9)
-    client = registry.configure(tracking_uri)
-    experiment_id = registry.ensure_experiment(EXPERIMENT, tracking_uri)
     report = ingest_report(data_home)
-    registration = None
     manifest = {
         "learner": learner,
         "caution": caution,
@@ -745,12 +740,9 @@ def train_offers(
         # the order value of a customer without one (a lead), so that a one-customer request has one
         "fallback_order_value": population_order_value(train),
     }
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
-        bundle = Path(tmp) / "bundle"
-        write_bundle(bundle, model, catalogue, manifest)
-        mlflow.set_tags(
-            {**registry.provenance(), "kairos.model": MODEL_NAME, "kairos.data_hash": report["source_hash"]}
-        )
+    with registry.job_run(tracking_uri, EXPERIMENT, MODEL_NAME, {"kairos.data_hash": report["source_hash"]}) as job:
+        bundle = job.folder / "bundle"
+        OffersBundle.write(bundle, model, catalogue, manifest)
         mlflow.log_params(
             {
                 **model.get_params(),
@@ -768,59 +760,16 @@ def train_offers(
             mlflow.log_text(caution_table.to_csv(index=False), "caution_validation.csv")
         if truth_table is not None:
             mlflow.log_text(truth_table.to_csv(index=False), "truth_profit.csv")
-        info = registry.log_bundle(bundle, MODEL_NAME, metadata={"kairos": manifest})
-        if register:
-            registration = registry.register_run_bundle(
-                client,
-                info.model_uri,
-                MODEL_NAME,
-                run_id=run.info.run_id,
-                metric_name=SELECTION_METRIC,
-                metric_value=metrics[SELECTION_METRIC],
-                margin=margin,
-                extra_tags={"kairos.definition_hash": manifest["definition_hash"]},
-            )
+        registration = registry.log_and_register(
+            job,
+            bundle,
+            MODEL_NAME,
+            metadata={"kairos": manifest},
+            register=register,
+            metric_name=SELECTION_METRIC,
+            metric_value=metrics[SELECTION_METRIC],
+            margin=margin,
+            extra_tags={"kairos.definition_hash": manifest["definition_hash"]},
+        )
     tick("done", 1.0)
-    return OffersRun(run.info.run_id, metrics, qini, ope, truth_table, learners, registration, sizes, caution_table)
-
-
-# --- the bundle -----------------------------------------------------------------------------------------
-
-UPLIFT_FILE = "uplift.json"
-CATALOGUE_FILE = "catalogue.json"
-MANIFEST_FILE = "manifest.json"
-
-
-def write_bundle(folder: Path, model: UpliftModel, catalogue: Catalogue, manifest: dict[str, Any]) -> None:
-    """The offers bundle: the uplift model (LightGBM text inside JSON), the catalogue and the manifest."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / UPLIFT_FILE).write_text(json.dumps(model.to_dict()), encoding="utf-8")
-    (folder / CATALOGUE_FILE).write_text(catalogue.model_dump_json(indent=2), encoding="utf-8")
-    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-
-
-def read_bundle(folder: Path, control: ControlGroup | None = None) -> tuple[NextBestOffer, dict[str, Any]]:
-    """A :class:`NextBestOffer` and its manifest from a bundle folder (verified by :func:`fetch_offers`)."""
-    folder = Path(folder)
-    model = UpliftModel.from_dict(json.loads((folder / UPLIFT_FILE).read_text(encoding="utf-8")))
-    catalogue = parse_catalogue(json.loads((folder / CATALOGUE_FILE).read_text(encoding="utf-8")), str(folder))
-    manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-    caution = float(manifest.get("caution", 0.0))
-    fallback = manifest.get("fallback_order_value")
-    nbo = NextBestOffer(
-        catalogue,
-        model,
-        control or ControlGroup(),
-        caution=caution,
-        fallback_order_value=None if fallback is None else float(fallback),
-    )
-    return nbo, manifest
-
-
-def fetch_offers(
-    tracking_uri: str, alias: str, dst: Path, control: ControlGroup | None = None
-) -> tuple[NextBestOffer, registry.FetchedBundle, dict[str, Any]]:
-    """Download ``offers@alias``, verify every file's checksum, and load it (for the serving layer)."""
-    fetched = registry.fetch_bundle(tracking_uri, MODEL_NAME, alias, dst)
-    nbo, manifest = read_bundle(fetched.path, control)
-    return nbo, fetched, manifest
+    return OffersRun(job.run_id, metrics, qini, ope, truth_table, learners, registration, sizes, caution_table)

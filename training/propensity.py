@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,15 +28,15 @@ import ibis.expr.types as ir
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
 
+from bundles import registry
+from bundles.propensity import ENGAGEMENT_ACTIONS, PropensityMeta, engagement_name, log_model
 from features.contract import Channel, Col
 from features.datasets import (
     LABEL,
     ChurnTarget,
     EngagementTarget,
     FeatureCache,
-    Population,
     PurchaseTarget,
     build_training_set,
     monthly_cutoffs,
@@ -49,8 +48,8 @@ from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
 from models.clv import BGNBD, ConvergenceError, rfm_summary
 from models.evaluation import binary_report
+from models.population import Population
 from models.rfm import RFMLogistic, RFMScore
-from training import registry
 
 STEP_DAYS = 30
 SEASON_STEPS = 12  # 360 days: the grid cutoff nearest to one year before the holdout
@@ -78,8 +77,6 @@ class Target(Protocol):
     def label_days(self) -> int: ...
     @property
     def lookback_days(self) -> int: ...
-    @property
-    def population(self) -> Population | None: ...
     def labels(self, tables: dict[str, ir.Table], cutoff: datetime) -> ir.Table: ...
 
 
@@ -104,6 +101,8 @@ class Task:
     rfm_direction: str  # "active" (higher = buys) or "churn"
     bgnbd: str | None  # "churn" (1 - P(buy in horizon)), "purchase" (P(buy in horizon)) or None
     horizon_days: int
+    # whom the question is about, as a rule on the features (None: everyone); scoring leaves others out
+    population: Population | None = None
 
 
 def churn_task(horizon_days: int = 90, active_days: int = 365) -> Task:
@@ -115,6 +114,8 @@ def churn_task(horizon_days: int = 90, active_days: int = 365) -> Task:
         "churn",
         "churn",
         horizon_days,
+        # the labelled customers as a rule on the features: an order at most ``active_days`` ago
+        Population("recency_days", float(active_days)),
     )
 
 
@@ -133,7 +134,7 @@ def purchase_task(horizon_days: int = 30) -> Task:
 def engagement_task(channel: str, action: str) -> Task:
     target = EngagementTarget(channel=channel, action=action)
     return Task(
-        f"engagement_{action}_{channel}",
+        engagement_name(action, channel),
         "engagement",
         target,
         f"the customer {action}s the first {channel} message sent in the {target.window_days} days after the "
@@ -146,7 +147,7 @@ def engagement_task(channel: str, action: str) -> Task:
 
 def all_tasks() -> list[Task]:
     """Every binary propensity model Kairos trains by default."""
-    engagement = [engagement_task(str(ch), a) for ch in Channel for a in ("open", "click")]
+    engagement = [engagement_task(str(ch), a) for ch in Channel for a in ENGAGEMENT_ACTIONS]
     return [churn_task(), purchase_task(), *engagement]
 
 
@@ -362,35 +363,63 @@ class Context:
         return cls(Path(data_home), tables, FeatureCache(tables), first_order(tables), data_end(tables))
 
 
-def train_task(
-    task: Task,
-    data_home: Path,
-    tracking_uri: str,
-    *,
-    margin: float = 0.0,
-    register: bool = True,
-    seed: int = 0,
-    sufficiency: Sufficiency | None = None,
-    band_cuts: tuple[float, float] = (0.3, 0.6),
-    context: Context | None = None,
-    progress: ProgressFn | None = None,
-) -> PropensityRun:
-    """Train one propensity model, evaluate it beside its baselines on the holdout, log and register it.
+@dataclass(frozen=True)
+class PropensityConfig:
+    """Everything one propensity training run is a function of, besides the data."""
+
+    task: Task
+    tracking_uri: str
+    margin: float = 0.0  # how much the new version must beat the champion's holdout ROC-AUC by
+    register: bool = True
+    seed: int = 0
+    sufficiency: Sufficiency = field(default_factory=Sufficiency)
+    band_cuts: tuple[float, float] = (0.3, 0.6)
+
+
+@dataclass(frozen=True)
+class PropensityData:
+    """The point-in-time sets of one run: rolling-origin training rows, validation, calibration, holdout."""
+
+    plan: CutoffPlan
+    counts: dict[str, tuple[int, int]]  # labels per set, counted in the database before anything is built
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    calibration: pd.DataFrame  # the validation rows and the same season a year earlier
+    holdout: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class PropensityFit:
+    model: LightGBMClassifier
+    calibrator: ProbabilityCalibrator
+
+
+@dataclass(frozen=True)
+class PropensityEvaluation:
+    """The model beside its baselines on the holdout."""
+
+    scores: dict[str, np.ndarray]  # per holdout row, by model
+    raw: np.ndarray  # the model's uncalibrated holdout probabilities
+    table: pd.DataFrame  # one row per model, binary_report columns
+    metrics: dict[str, float]
+    quality: dict[str, bool]
+    sizes: dict[str, int]
+    rfm: RFMScore
+
+
+def build_data(cfg: PropensityConfig, ctx: Context, tick: ProgressFn) -> PropensityData:
+    """The training, validation, calibration and holdout sets of ``cfg.task``.
 
     Raises:
-        InsufficientDataError: the data is too thin (every missing item is named); nothing is logged.
+        InsufficientDataError: the data is too thin (every missing item is named); nothing is built.
     """
-    tick = progress or (lambda step, frac: None)
-    rules = sufficiency or Sufficiency()
-    registry.quiet_mlflow()
-    ctx = context or Context.open(data_home)
+    task = cfg.task
     if isinstance(task.target, EngagementTarget) and "messages" not in ctx.tables:
         raise InsufficientDataError(f"{task.name}: the data has no message history (no messages table)")
-    plan = plan_for(task, ctx, rules)
-
+    plan = plan_for(task, ctx, cfg.sufficiency)
     # Refuse thin data before the expensive part: labels are counted in the database first.
     counts = plan_counts(task.target, ctx.tables, plan)
-    problems = sufficiency_problems(counts, (ctx.end - ctx.start).days, rules)
+    problems = sufficiency_problems(counts, (ctx.end - ctx.start).days, cfg.sufficiency)
     if problems:
         raise InsufficientDataError(f"{task.name}: not registering; " + "; ".join(problems))
     tick(f"{task.name}: building training set", 0.05)
@@ -398,20 +427,33 @@ def train_task(
     tick(f"{task.name}: building validation and holdout sets", 0.3)
     valid = build_training_set(ctx.tables, [plan.valid], task.target.labels, ctx.features)
     holdout = build_training_set(ctx.tables, [plan.holdout], task.target.labels, ctx.features)
-
-    tick(f"{task.name}: fitting LightGBM", 0.45)
-    features = list(NUMERIC_FEATURES)
-    model = LightGBMClassifier(seed=seed, **MODEL_PARAMS).fit(
-        train[features], train[LABEL], eval_set=(valid[features], valid[LABEL])
-    )
-    # Calibrate on the validation rows and the same season a year earlier (both unseen by the model).
     calibration = valid
     if plan.season is not None:
         season = build_training_set(ctx.tables, [plan.season], task.target.labels, ctx.features)
         calibration = pd.concat([valid, season], ignore_index=True)
-    calibrator = ProbabilityCalibrator(method="auto", seed=seed).fit(
-        model.predict_proba(calibration[features]), calibration[LABEL].to_numpy()
+    return PropensityData(plan, counts, train, valid, calibration, holdout)
+
+
+def fit(cfg: PropensityConfig, data: PropensityData, tick: ProgressFn) -> PropensityFit:
+    """LightGBM with early stopping on the validation rows, calibrated on rows it never saw."""
+    tick(f"{cfg.task.name}: fitting LightGBM", 0.45)
+    features = list(NUMERIC_FEATURES)
+    model = LightGBMClassifier(seed=cfg.seed, **MODEL_PARAMS).fit(
+        data.train[features], data.train[LABEL], eval_set=(data.valid[features], data.valid[LABEL])
     )
+    calibrator = ProbabilityCalibrator(method="auto", seed=cfg.seed).fit(
+        model.predict_proba(data.calibration[features]), data.calibration[LABEL].to_numpy()
+    )
+    return PropensityFit(model, calibrator)
+
+
+def evaluate(
+    cfg: PropensityConfig, ctx: Context, data: PropensityData, fitted: PropensityFit, tick: ProgressFn
+) -> PropensityEvaluation:
+    """The model and its baselines (RFM score, logistic RFM, BG/NBD or the past rate) on the holdout."""
+    task, train, valid, holdout = cfg.task, data.train, data.valid, data.holdout
+    features = list(NUMERIC_FEATURES)
+    model, calibrator = fitted.model, fitted.calibrator
     y = holdout[LABEL].to_numpy()
     raw = model.predict_proba(holdout[features])
     scores: dict[str, np.ndarray] = {"kairos": calibrator.transform(raw), "kairos_uncalibrated": raw}
@@ -421,8 +463,8 @@ def train_task(
     scores["rfm_score"] = rfm.decision_function(holdout)
     scores["rfm_logistic"] = RFMLogistic().fit(train, train[LABEL].to_numpy()).predict_proba(holdout)
     if task.bgnbd is not None:
-        history = order_history(ctx.tables, plan.holdout)
-        bg, summary = fit_bgnbd(history, plan.holdout)
+        history = order_history(ctx.tables, data.plan.holdout)
+        bg, summary = fit_bgnbd(history, data.plan.holdout)
         scores["bgnbd"] = bgnbd_scores(bg, summary, holdout[Col.CUSTOMER_KEY], task.horizon_days, task.bgnbd)
     else:
         scores["past_rate"] = _engagement_rate(holdout, task)
@@ -444,17 +486,31 @@ def train_task(
     sizes = {
         "train_rows": len(train),
         "valid_rows": len(valid),
-        "calibration_rows": len(calibration),
+        "calibration_rows": len(data.calibration),
         "holdout_rows": len(holdout),
-        "train_positives": counts["training"][0],
-        "valid_positives": counts["validation"][0],
-        "holdout_positives": counts["holdout"][0],
+        "train_positives": data.counts["training"][0],
+        "valid_positives": data.counts["validation"][0],
+        "holdout_positives": data.counts["holdout"][0],
     }
+    return PropensityEvaluation(scores, raw, table, metrics, quality, sizes, rfm)
 
+
+def log_and_register(
+    cfg: PropensityConfig,
+    ctx: Context,
+    data: PropensityData,
+    fitted: PropensityFit,
+    result: PropensityEvaluation,
+    tick: ProgressFn,
+) -> PropensityRun:
+    """The run in MLflow (parameters, metrics, tables, plots, model card) and the model registered:
+    ``@champion`` only if it beats the champion's holdout ROC-AUC by more than ``cfg.margin``."""
+    task, plan, holdout = cfg.task, data.plan, data.holdout
+    model, calibrator = fitted.model, fitted.calibrator
+    features = list(NUMERIC_FEATURES)
+    y = holdout[LABEL].to_numpy()
     tick(f"{task.name}: plots and model card", 0.7)
-    client = registry.configure(tracking_uri)
-    experiment_id = registry.ensure_experiment(f"kairos-{task.family}", tracking_uri)
-    report = ingest_report(data_home)
+    report = ingest_report(ctx.data_home)
     manifest = manifest_for(ctx.features(plan.holdout).head(0), plan.holdout, report["source_hash"])
     manifest.pop("rows")
     params = {
@@ -467,82 +523,95 @@ def train_task(
         "valid_cutoff": plan.valid.date().isoformat(),
         "calibration_cutoffs": ",".join(c.date().isoformat() for c in (plan.valid, plan.season) if c is not None),
         "holdout_cutoff": plan.holdout.date().isoformat(),
-        "band_cuts": ",".join(str(c) for c in band_cuts),
+        "band_cuts": ",".join(str(c) for c in cfg.band_cuts),
     }
-    meta = {
-        "features": features,
-        "manifest": manifest,
-        "target": task.name,
-        "description": task.description,
-        "horizon_days": task.horizon_days,
-        "population": population.to_dict() if (population := task.target.population) is not None else None,
-        "calibrator": calibrator.to_dict(),
-        "bands": list(band_cuts),
-        "holdout_cutoff": plan.holdout.isoformat(),
-        "base_rate": float(y.mean()),
-    }
+    meta = PropensityMeta(
+        features=tuple(features),
+        manifest=manifest,
+        target=task.name,
+        description=task.description,
+        horizon_days=task.horizon_days,
+        calibrator=calibrator.to_dict(),
+        bands=cfg.band_cuts,
+        base_rate=float(y.mean()),
+        population=task.population,
+        holdout_cutoff=plan.holdout.isoformat(),
+    )
     registration = None
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.set_tags({**registry.provenance(), "kairos.model": task.name, "kairos.data_hash": report["source_hash"]})
+    tags = {"kairos.data_hash": report["source_hash"]}
+    with registry.job_run(cfg.tracking_uri, f"kairos-{task.family}", task.name, tags) as job:
         mlflow.log_params(params)
-        mlflow.log_metrics({**metrics, **{k: float(v) for k, v in sizes.items()}})
+        mlflow.log_metrics({**result.metrics, **{k: float(v) for k, v in result.sizes.items()}})
         mlflow.log_dict(manifest, "feature_manifest.json")
         mlflow.log_dict(calibrator.to_dict(), "calibrator.json")
-        mlflow.log_dict({"rfm_score": rfm.to_dict()}, "baselines.json")
-        folder = Path(tmp)
-        table.to_csv(folder / "holdout_metrics.csv")
+        mlflow.log_dict({"rfm_score": result.rfm.to_dict()}, "baselines.json")
+        folder = job.folder
+        result.table.to_csv(folder / "holdout_metrics.csv")
         mlflow.log_artifact(str(folder / "holdout_metrics.csv"))
-        plots = _plots(folder, y, scores, model, holdout[features], raw)
+        plots = _plots(folder, y, result.scores, model, holdout[features], result.raw)
         for path in plots.values():
             mlflow.log_artifact(str(path), artifact_path="plots")
-
-        import lightgbm as lgb
-
-        booster = lgb.Booster(model_str=model.to_text())
-        sample = holdout[features].head(5).astype(np.float32)
-        info = mlflow.lightgbm.log_model(
-            booster,
-            name="model",
-            signature=infer_signature(sample, calibrator.transform(model.predict_proba(sample))),
-            metadata={"kairos": meta},
-            pip_requirements=registry.requirements("lightgbm", "numpy", "scikit-learn"),
-        )
-        if register:
-            registration = registry.register(
-                client,
+        info = log_model(model, meta, holdout[features].head(5))
+        if cfg.register:
+            registration = registry.register_in_run(
+                job,
                 info.model_uri,
                 task.name,
                 metric_name="holdout_roc_auc",
-                metric_value=metrics["holdout_roc_auc"],
-                margin=margin,
-                extra_tags={
-                    "kairos.run_id": run.info.run_id,
-                    "kairos.definition_hash": manifest["definition_hash"],
-                    registry.TAG_META_SHA256: registry.meta_checksum({"kairos": meta}),
-                },
-            )
-            mlflow.set_tag(
-                "kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}"
+                metric_value=result.metrics["holdout_roc_auc"],
+                margin=cfg.margin,
+                extra_tags={"kairos.definition_hash": manifest["definition_hash"], **meta.checksum_tags()},
             )
         card = _card(
             task,
             params,
-            table,
-            sizes,
+            result.table,
+            result.sizes,
             plan,
             registration,
             report["source_hash"],
             plots,
             calibrator,
             model,
-            run.info.run_id,
+            job.run_id,
         )
         (folder / "model_card.md").write_text(card, encoding="utf-8")
         mlflow.log_artifact(str(folder / "model_card.md"))
         if registration is not None:
-            client.update_model_version(task.name, registration.version, description=card)
+            job.client.update_model_version(task.name, registration.version, description=card)
+    return PropensityRun(
+        task.name, job.run_id, result.metrics, result.table, registration, plan, result.sizes, result.quality, card
+    )
+
+
+def train_task(
+    task: Task,
+    data_home: Path,
+    tracking_uri: str,
+    *,
+    margin: float = 0.0,
+    register: bool = True,
+    seed: int = 0,
+    sufficiency: Sufficiency | None = None,
+    band_cuts: tuple[float, float] = (0.3, 0.6),
+    context: Context | None = None,
+    progress: ProgressFn | None = None,
+) -> PropensityRun:
+    """Train one propensity model, evaluate it beside its baselines on the holdout, log and register it:
+    :func:`build_data` -> :func:`fit` -> :func:`evaluate` -> :func:`log_and_register`.
+
+    Raises:
+        InsufficientDataError: the data is too thin (every missing item is named); nothing is logged.
+    """
+    tick = progress or (lambda step, frac: None)
+    cfg = PropensityConfig(task, tracking_uri, margin, register, seed, sufficiency or Sufficiency(), band_cuts)
+    ctx = context or Context.open(data_home)
+    data = build_data(cfg, ctx, tick)
+    fitted = fit(cfg, data, tick)
+    result = evaluate(cfg, ctx, data, fitted, tick)
+    run = log_and_register(cfg, ctx, data, fitted, result, tick)
     tick(f"{task.name}: done", 1.0)
-    return PropensityRun(task.name, run.info.run_id, metrics, table, registration, plan, sizes, quality, card)
+    return run
 
 
 def _plots(

@@ -8,8 +8,6 @@ for the business rules, each in its own folder of NumPy / Parquet / JSON files.
 
 from __future__ import annotations
 
-import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +17,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from bundles import registry
+from bundles.recs import RecsBundle, RecsModel
 from features.errors import KairosError
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
@@ -27,7 +27,6 @@ from models.recs.personal import ImplicitRecommender
 from models.recs.popular import Popular
 from models.recs.rules import CustomerHistory, ItemCatalogue
 from models.recs.similar import SimilarItems
-from training import registry
 from training.recs_eval import BASKET_COMPLETION, NEXT_BASKET, baseline_models, evaluate, load_home
 
 MODEL_NAME = "recs"
@@ -102,32 +101,34 @@ def train_recs(
     catalogue = ItemCatalogue.from_items(items)
     history = CustomerHistory().fit(interactions, catalogue)
 
+    manifest = {"models": sorted(fitted), "trained_until": end.isoformat(), "split_at": split_at.isoformat()}
+    model = RecsModel(
+        fitted["bought_together"],
+        fitted["repeat_personal"],
+        fitted["similar"],
+        fitted["buy_again"],
+        fitted["popular"],
+        catalogue,
+        history,
+        manifest,
+    )
+
     tick("logging to MLflow", 0.85)
-    client = registry.configure(tracking_uri)
-    experiment_id = registry.ensure_experiment(EXPERIMENT, tracking_uri)
-    registration = None
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
-        bundle = Path(tmp) / "bundle"
-        for name, model in fitted.items():
-            model.save(bundle / name)
-        catalogue.save(bundle / "catalogue")
-        history.save(bundle / "history", catalogue)
-        manifest = {"models": sorted(fitted), "trained_until": end.isoformat(), "split_at": split_at.isoformat()}
-        (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        mlflow.set_tags({**registry.provenance(), "kairos.model": MODEL_NAME})
+    with registry.job_run(tracking_uri, EXPERIMENT, MODEL_NAME) as job:
+        bundle = job.folder / "bundle"
+        RecsBundle.write(bundle, model)
         mlflow.log_params({"test_days": test_days, "k": k, "split_at": split_at.isoformat(), "margin": margin})
         mlflow.log_metrics(metrics)
         mlflow.log_text(table.to_csv(index=False), "evaluation.csv")
-        info = registry.log_bundle(bundle, "recs", metadata={"kairos": manifest})
-        if register:
-            registration = registry.register_run_bundle(
-                client,
-                info.model_uri,
-                MODEL_NAME,
-                run_id=run.info.run_id,
-                metric_name=SELECTION_METRIC,
-                metric_value=metrics[SELECTION_METRIC],
-                margin=margin,
-            )
+        registration = registry.log_and_register(
+            job,
+            bundle,
+            MODEL_NAME,
+            metadata={"kairos": manifest},
+            register=register,
+            metric_name=SELECTION_METRIC,
+            metric_value=metrics[SELECTION_METRIC],
+            margin=margin,
+        )
     tick("done", 1.0)
-    return RecsRun(run.info.run_id, table, metrics, registration)
+    return RecsRun(job.run_id, table, metrics, registration)

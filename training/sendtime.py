@@ -16,7 +16,6 @@ Evaluation (all temporal: fit on what happened before ``T = as_of - test_days``,
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,15 +26,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from bundles import registry
+from bundles.sendtime import MODEL_NAME, SendTimeBundle
 from features.contract import Col
 from features.errors import DataNotFoundError, KairosError
 from features.mapping import load_mapping
 from features.store import SEGMENTS_FILE, SNAPSHOTS_DIR, ingest_report, open_tables
 from models.decisioning.channel import ChannelPreference
 from models.decisioning.sendtime import CHANNELS, HOURS, SendTimeModel, local_slots, valid_zone
-from training import registry
 
-MODEL_NAME = "sendtime"
 EXPERIMENT = "kairos-sendtime"
 SELECTION_METRIC = "next_hour_hit_1h"
 SEGMENT_COLUMN = "lifecycle"
@@ -401,33 +400,6 @@ def evaluate(
     return metrics, next_hour, planted
 
 
-def write_bundle(folder: Path, model: SendTimeModel, channel: ChannelPreference, manifest: dict[str, Any]) -> None:
-    """The bundle's files: ``sendtime/*.parquet`` + ``meta.json``, ``channel/*.parquet`` + ``meta.json``."""
-    for name, fitted in (("sendtime", model), ("channel", channel)):
-        frames, meta = fitted.to_frames()
-        target = Path(folder) / name
-        target.mkdir(parents=True, exist_ok=True)
-        for key, frame in frames.items():
-            frame.to_parquet(target / f"{key}.parquet", index=False)
-        (target / "meta.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-    (Path(folder) / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-
-
-def read_bundle(folder: Path) -> tuple[SendTimeModel, ChannelPreference, dict[str, Any]]:
-    """Rebuild the fitted models from a bundle folder (e.g. :func:`training.registry.fetch_bundle`'s path)."""
-    folder = Path(folder)
-    out: list[Any] = []
-    for name, cls in (("sendtime", SendTimeModel), ("channel", ChannelPreference)):
-        target = folder / name
-        if not (target / "meta.json").is_file():
-            raise DataNotFoundError(f"{target} is not a send-time bundle part (meta.json missing)")
-        frames = {p.stem: pd.read_parquet(p) for p in sorted(target.glob("*.parquet"))}
-        meta = json.loads((target / "meta.json").read_text(encoding="utf-8"))
-        out.append(cls.from_frames(frames, meta))
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    return out[0], out[1], manifest
-
-
 def train_sendtime(
     data_home: Path,
     tracking_uri: str,
@@ -472,9 +444,6 @@ def train_sendtime(
     model, channel = fit_models(inputs, end, params, min_sends)
 
     tick("logging to MLflow", 0.85)
-    client = registry.configure(tracking_uri)
-    experiment_id = registry.ensure_experiment(EXPERIMENT, tracking_uri)
-    registration = None
     manifest = {
         "model": MODEL_NAME,
         "as_of": end.isoformat(),
@@ -485,25 +454,23 @@ def train_sendtime(
         "default_timezone": model.default_timezone_,
         "segments": f"{SEGMENT_COLUMN} from the snapshot of {inputs.segments_as_of}" if len(inputs.segments) else None,
     }
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
-        bundle = Path(tmp) / "bundle"
-        write_bundle(bundle, model, channel, manifest)
-        mlflow.set_tags({**registry.provenance(), "kairos.model": MODEL_NAME})
+    with registry.job_run(tracking_uri, EXPERIMENT, MODEL_NAME) as job:
+        bundle = job.folder / "bundle"
+        SendTimeBundle.write(bundle, model, channel, manifest)
         mlflow.log_params({**model.get_params(), "min_sends": min_sends, "test_days": test_days, "margin": margin})
         mlflow.log_metrics(metrics)
         mlflow.log_text(next_hour.to_csv(index=False), "evaluation_next_hour.csv")
         if planted is not None:
             mlflow.log_text(planted.to_csv(index=False), "evaluation_planted.csv")
-        info = registry.log_bundle(bundle, MODEL_NAME, metadata={"kairos": manifest})
-        if register:
-            registration = registry.register_run_bundle(
-                client,
-                info.model_uri,
-                MODEL_NAME,
-                run_id=run.info.run_id,
-                metric_name=SELECTION_METRIC,
-                metric_value=metrics[SELECTION_METRIC],
-                margin=margin,
-            )
+        registration = registry.log_and_register(
+            job,
+            bundle,
+            MODEL_NAME,
+            metadata={"kairos": manifest},
+            register=register,
+            metric_name=SELECTION_METRIC,
+            metric_value=metrics[SELECTION_METRIC],
+            margin=margin,
+        )
     tick("done", 1.0)
-    return SendTimeRun(run.info.run_id, metrics, next_hour, planted, registration)
+    return SendTimeRun(job.run_id, metrics, next_hour, planted, registration)

@@ -11,7 +11,6 @@ The LightGBM value model's labels are ``horizon_days`` long, so a 365-day horizo
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from bundles import registry
+from bundles.value import CLV_MODEL, VALUE_MODEL, ClvBundle, ValueBundle
 from features.contract import Col
 from features.datasets import LABEL, ORDERS_LABEL, ValueTarget, build_training_set
 from features.definitions import NUMERIC_FEATURES
@@ -28,7 +29,6 @@ from features.store import ingest_report, manifest_for
 from models.clv import BGNBD, CLV_FIELDS, GammaGamma, ModifiedBGNBD, rfm_summary
 from models.evaluation import decile_calibration, value_report
 from models.value import LightGBMRegressor
-from training import registry
 from training.propensity import (
     Context,
     CutoffPlan,
@@ -41,8 +41,6 @@ from training.propensity import (
 )
 
 EXPERIMENT = "kairos-value"
-VALUE_MODEL = "value"
-CLV_MODEL = "clv"
 WEEK = 7.0
 
 
@@ -216,12 +214,9 @@ def train_value(
 
     tick("value: refitting the probabilistic models on all data", 0.7)
     full = fit_probabilistic(order_history(ctx.tables, ctx.end + pd.Timedelta(days=1)), ctx.end)
-    client = registry.configure(tracking_uri)
-    experiment_id = registry.ensure_experiment(EXPERIMENT, tracking_uri)
     report = ingest_report(data_home)
     manifest = manifest_for(ctx.features(plan.holdout).head(0), plan.holdout, report["source_hash"])
     manifest.pop("rows")
-    registration = clv_registration = None
     params = {
         **spend_model.get_params(),
         "horizon_days": horizon_days,
@@ -229,15 +224,12 @@ def train_value(
         "valid_cutoff": plan.valid.date().isoformat(),
         "holdout_cutoff": plan.holdout.date().isoformat(),
     }
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.set_tags(
-            {**registry.provenance(), "kairos.model": VALUE_MODEL, "kairos.data_hash": report["source_hash"]}
-        )
+    with registry.job_run(tracking_uri, EXPERIMENT, VALUE_MODEL, {"kairos.data_hash": report["source_hash"]}) as job:
         mlflow.log_params(params)
         mlflow.log_metrics({**metrics, **{k: float(v) for k, v in sizes.items()}})
         mlflow.log_dict(manifest, "feature_manifest.json")
         mlflow.log_dict(prob.params(), "probabilistic_holdout_fit.json")
-        folder = Path(tmp)
+        folder = job.folder
         spend_table.to_csv(folder / "holdout_spend.csv")
         orders_table.to_csv(folder / "holdout_orders.csv")
         deciles.to_csv(folder / "spend_deciles.csv")
@@ -247,48 +239,43 @@ def train_value(
         plots, clv_plots = _plots(folder / "plots", spend_model, holdout[features], deciles, clv_deciles)
         mlflow.log_artifacts(str(folder / "plots"), artifact_path="plots")
 
-        # The value bundle: both boosters as LightGBM text (JSON-wrapped), checksummed file by file.
-        bundle = folder / "value"
-        bundle.mkdir()
-        meta = {"features": features, "horizon_days": horizon_days, "manifest": manifest}
-        (bundle / "spend.json").write_text(json.dumps({"lightgbm": spend_model.to_text()}), encoding="utf-8")
-        (bundle / "orders.json").write_text(json.dumps({"lightgbm": orders_model.to_text()}), encoding="utf-8")
-        (bundle / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
-        info = registry.log_bundle(bundle, name="value", metadata={"kairos": {"target": VALUE_MODEL}})
-        # The CLV bundle: parameters (JSON) and every customer's predictions as of the data end (Parquet).
-        clv_dir = folder / "clv"
-        clv_dir.mkdir()
-        (clv_dir / "params.json").write_text(json.dumps(full.params(), sort_keys=True), encoding="utf-8")
+        ValueBundle.write(
+            folder / "value",
+            spend_model,
+            orders_model,
+            {"features": features, "horizon_days": horizon_days, "manifest": manifest},
+        )
         customers = full.summary.index.to_series()
         scored = full.predict(customers, 365.0, "mbgnbd")
         scored.insert(0, Col.CUSTOMER_KEY, customers.to_numpy())
-        scored.to_parquet(clv_dir / "customers.parquet", index=False)
-        clv_info = registry.log_bundle(clv_dir, name="clv", metadata={"kairos": {"target": CLV_MODEL}})
-        if register:
-            registration = registry.register_run_bundle(
-                client,
-                info.model_uri,
-                VALUE_MODEL,
-                run_id=run.info.run_id,
-                metric_name="holdout_spearman_spend",
-                metric_value=metrics["holdout_spearman_spend"],
-                margin=margin,
-            )
-            clv_registration = registry.register_run_bundle(
-                client,
-                clv_info.model_uri,
-                CLV_MODEL,
-                run_id=run.info.run_id,
-                metric_name="holdout_spearman_spend",
-                metric_value=metrics["mbgnbd_gamma_gamma_spend_spearman"],
-                margin=margin,
-            )
+        ClvBundle.write(folder / "clv", full.params(), scored)
+        registration = registry.log_and_register(
+            job,
+            folder / "value",
+            VALUE_MODEL,
+            metadata={"kairos": {"target": VALUE_MODEL}},
+            register=register,
+            metric_name="holdout_spearman_spend",
+            metric_value=metrics["holdout_spearman_spend"],
+            margin=margin,
+        )
+        clv_registration = registry.log_and_register(
+            job,
+            folder / "clv",
+            CLV_MODEL,
+            metadata={"kairos": {"target": CLV_MODEL}},
+            register=register,
+            metric_name="holdout_spearman_spend",
+            metric_value=metrics["mbgnbd_gamma_gamma_spend_spearman"],
+            margin=margin,
+        )
+        if registration is not None and clv_registration is not None:
             mlflow.set_tag(
                 "kairos.registration",
                 f"value v{registration.version} -> @{registration.alias}; "
                 f"clv v{clv_registration.version} -> @{clv_registration.alias}",
             )
-        facts = _CardFacts(horizon_days, plan, sizes, report["source_hash"], run.info.run_id, params)
+        facts = _CardFacts(horizon_days, plan, sizes, report["source_hash"], job.run_id, params)
         for name, candidate, reg, card_plots in (
             (VALUE_MODEL, "kairos", registration, plots),
             (CLV_MODEL, "mbgnbd_gamma_gamma", clv_registration, clv_plots),
@@ -297,10 +284,10 @@ def train_value(
             (folder / f"model_card_{name}.md").write_text(card, encoding="utf-8")
             mlflow.log_artifact(str(folder / f"model_card_{name}.md"))
             if reg is not None:
-                client.update_model_version(name, reg.version, description=card)
+                job.client.update_model_version(name, reg.version, description=card)
     tick("value: done", 1.0)
     return ValueRun(
-        run.info.run_id,
+        job.run_id,
         horizon_days,
         metrics,
         spend_table,

@@ -14,10 +14,10 @@ import orjson
 import pandas as pd
 from fastapi import APIRouter, Response
 
+from bundles.sendtime import SendTime
 from features.errors import KairosError
 from features.online import OnlineStoreUnavailable
 from serving.contact import consent_columns, state_of
-from serving.decision_bundles import SendTime
 from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
 from serving.routers.scores import ERRORS
 from serving.schemas import ItemStatus, PermissionRequest, SendTimeRequest, Source

@@ -19,12 +19,12 @@ import orjson
 import pandas as pd
 from fastapi import APIRouter, Response
 
+from bundles.sendtime import SendTime
 from features.contract import Channel, Col
 from features.online import OnlineStoreUnavailable
 from models.decisioning.nbo import NextBestOffer, Status
 from models.decisioning.policy import ContactState
 from serving.contact import consent_columns, state_of
-from serving.decision_bundles import SendTime
 from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
 from serving.routers.decisions import _iso, _now
 from serving.routers.scores import ERRORS

@@ -17,11 +17,11 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from bundles.recs import Filters, RecsAnswer, RecsModel
 from features.online import OnlineStoreUnavailable
 from serving.deps import RequestIdDep, ServicesDep, Storefront, model_of
 from serving.lean import LeanRoute
 from serving.observability import request_id_var
-from serving.recs_bundle import Filters, RecsAnswer, RecsModel
 from serving.routers.scores import ERRORS
 from serving.schemas import CartRequest, CustomerRecRequest, RecFilters, RecResponse, SimilarRequest, Source
 from serving.state import Services

@@ -7,7 +7,7 @@ import logging
 import orjson
 from fastapi import APIRouter, Response
 
-from serving.bundle import is_propensity
+from bundles.kinds import is_propensity
 from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
 from serving.schemas import ScoreRequest, ScoreResponse
 from serving.scoring import score_batch

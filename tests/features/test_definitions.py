@@ -56,23 +56,6 @@ def test_churn_labels_look_only_after_the_cutoff() -> None:
     assert list(train.columns[:2]) == ["customer_key", "cutoff"] and set(FEATURE_NAMES) <= set(train.columns)
 
 
-def test_churn_population_rule_picks_exactly_the_labelled_customers() -> None:
-    """Scoring leaves out whom churn never learnt about: the rule on the features is the label's population."""
-    orders = [
-        ("in", "2024-05-31 23:00", 1.0),
-        ("edge_in", "2023-06-02", 1.0),  # 365 days before T, to the day: labelled
-        ("edge_out", "2023-05-31", 1.0),  # 367 days: not labelled
-        ("lapsed", "2022-01-01", 1.0),
-        ("later", "2024-06-03", 1.0),  # only after the cutoff
-    ]
-    target = ChurnTarget(horizon_days=90, active_days=365)
-    labelled = set(target.labels(_tables(orders), T).execute()["customer_key"])
-    features = compute_features(_tables(orders), T)
-    inside = target.population.contains(features["recency_days"].to_numpy())
-    assert set(features.loc[inside, "customer_key"]) == labelled == {"in", "edge_in"}
-    assert not target.population.contains(pd.array([float("nan")], dtype="float64").to_numpy()).any()
-
-
 def test_the_catalogue_doc_is_the_code() -> None:
     from pathlib import Path
 

@@ -280,7 +280,7 @@ def test_a_published_home_reads_as_the_in_memory_store(home: Path, store: RedisO
 def test_kairos_features_publish_puts_the_snapshot_where_the_api_reads(home: Path, store: RedisOnlineStore) -> None:
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from cli.main import app
 
     url = f"redis://127.0.0.1:{store.client.connection_pool.connection_kwargs['port']}/0"
     args = ["features", "publish", "--data", str(home), "--redis-url", url, "--prefix", store.prefix]

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from batch.score import _compile_all
+from bundles.propensity import PropensityModel
 from models.churn import LightGBMClassifier
 from models.compiled import CompiledBooster, CompileError, cache_key
-from training.score import LoadedModel, _compile_all
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_the_cache_key_follows_the_model_text(model: LightGBMClassifier) -> None
 def test_the_export_falls_back_to_lightgbm_and_says_why(
     model: LightGBMClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loaded = LoadedModel("churn", "3", model, None, (0.3, 0.6))
+    loaded = PropensityModel(model, model.feature_names_, None, None, (0.3, 0.6), name="churn", version="3")
     probe = pd.DataFrame(_rows(100, 4), columns=model.feature_names_)
     done, engines, _ = _compile_all([loaded], tmp_path, probe, lambda step, frac: None)
     assert engines == {"churn": "lleaves"} and done[0].compiled is not None

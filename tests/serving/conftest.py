@@ -1,8 +1,8 @@
 """A served world: the synthetic home (session fixture ``synth_home``) with churn and recs registered.
 
-The churn models here are small LightGBM fits logged exactly as ``training/churn.py`` logs its model
-(LightGBM flavour, ``kairos`` metadata with the feature list, checksum tag, aliases), so the lifecycle
-tests can register good and bad versions in seconds. The recs bundle is the real job's.
+The churn models here are small LightGBM fits logged through the propensity bundle's own writer, as
+``training/propensity.py`` logs its models (LightGBM flavour, typed ``kairos`` metadata, checksum tag,
+aliases), so the lifecycle tests can register good and bad versions in seconds. The recs bundle is the real job's.
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from bundles import registry
+from bundles.propensity import PropensityMeta, log_model
 from features.store import latest_snapshot
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
+from models.population import Population
 from serving.app import create_app
 from serving.keys import hash_key
 from serving.settings import ApiKeySpec, Settings
 from tests.conftest import SynthHome
-from training import registry
 
 KEYS = {"campaign": "k-campaign", "storefront": "k-storefront", "admin": "k-admin", "pii": "k-campaign-pii"}
 SCOPES = {"campaign": ["campaign"], "storefront": ["storefront"], "admin": ["admin"], "pii": ["campaign", "pii"]}
@@ -56,42 +58,30 @@ def register_churn(
     name: str = "churn",
     population: dict[str, object] | None = None,
 ) -> registry.Registration:
-    """Fit a small LightGBM on ``frame`` (label: recent buyers) and register it as ``name``, as
-    ``training/propensity.py`` does: LightGBM flavour, ``kairos`` metadata (features, calibrator, bands,
-    base rate) with its checksum tag, aliases."""
+    """Fit a small LightGBM on ``frame`` (label: recent buyers) and register it as ``name`` through the
+    same bundle writer as ``training/propensity.py`` (:func:`bundles.propensity.log_model`)."""
     label = (frame["recency_days"].fillna(9999) > frame["recency_days"].median()).astype(int)
     x = frame[list(features)].astype(np.float32)
     model = LightGBMClassifier(seed=seed, n_estimators=20, n_jobs=1).fit(x, label)
     calibrator = ProbabilityCalibrator(method="platt", seed=seed).fit(model.predict_proba(x), label)
-    import lightgbm as lgb
-
-    meta = {
-        "features": list(features),
-        "manifest": {"definition_hash": "test"},
-        "target": name,
-        "description": f"test {name}",
-        "horizon_days": 90,
-        "calibrator": calibrator.to_dict(),
-        "bands": [0.3, 0.6],
-        "base_rate": float(label.mean()),
-        "population": population,
-    }
-    client = registry.configure(uri)
-    experiment = registry.ensure_experiment("serving-tests", uri)
-    with mlflow.start_run(experiment_id=experiment) as run:
+    meta = PropensityMeta(
+        features=tuple(features),
+        manifest={"definition_hash": "test"},
+        target=name,
+        description=f"test {name}",
+        horizon_days=90,
+        calibrator=calibrator.to_dict(),
+        bands=(0.3, 0.6),
+        base_rate=float(label.mean()),
+        population=Population.from_dict(population) if population else None,
+    )
+    registry.ensure_experiment("serving-tests", uri)
+    with registry.job_run(uri, "serving-tests", name) as job:
         mlflow.log_metrics({"holdout_roc_auc": 0.7 + seed / 100})
-        info = mlflow.lightgbm.log_model(
-            lgb.Booster(model_str=model.to_text()), name="model", metadata={"kairos": meta}
+        info = log_model(model, meta, x.head(5))
+        reg = registry.register_in_run(
+            job, info.model_uri, name, metric_name="holdout_roc_auc", metric_value=0.0, extra_tags=meta.checksum_tags()
         )
-        reg = registry.register(
-            client,
-            info.model_uri,
-            name,
-            metric_name="holdout_roc_auc",
-            metric_value=0.0,
-            extra_tags={registry.TAG_META_SHA256: registry.meta_checksum({"kairos": meta})},
-        )
-        assert run.info.run_id
     return reg
 
 

@@ -186,8 +186,8 @@ def test_health_needs_no_key(client: TestClient, path: str) -> None:
 def test_compiled_models_found_on_disk_serve_the_same_scores(world: World, tmp_path: Path) -> None:
     """A lleaves build of the model (``kairos compile``) is used once it reproduces LightGBM; a build that
     does not is refused and LightGBM serves. The API never compiles."""
+    from bundles import registry
     from models.compiled import CompiledBooster, cache_key
-    from training import registry
 
     text = registry.fetch(world.uri, "churn", "champion", tmp_path / "dl").model_text
     builds = tmp_path / "compiled"

@@ -13,9 +13,10 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
+from bundles import registry
+from features.io import sha256_file
 from features.store import latest_snapshot
 from tests.serving.conftest import FEATURES, World, closed_port, headers, register_churn
-from training import registry
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def test_bad_candidates_never_replace_the_serving_bundle(world: World, lab: Lab)
     path = _model_file(lab.uri, truncated)
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
     MlflowClient(tracking_uri=lab.uri).set_model_version_tag(
-        "churn", truncated, registry.TAG_SHA256, registry.sha256_text(path)
+        "churn", truncated, registry.TAG_SHA256, sha256_file(path)
     )  # a file truncated before registration: its checksum matches, it still must not load
     missing = register_churn(lab.uri, frame, [*FEATURES, "no_such_feature"], seed=3).version
     _champion(lab.uri, "1")

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bundles import registry
+from bundles.offers import MODEL_NAME, OffersBundle
 from features.contract import Col
 from features.store import open_tables
 from models.decisioning.offers import EXAMPLE_CATALOGUE, load_catalogue
@@ -21,7 +23,6 @@ from training.offers import (
     _split,
     build_send_dataset,
     choose_caution,
-    fetch_offers,
     train_offers,
 )
 
@@ -108,7 +109,8 @@ def test_policy_beats_random_offer_and_no_offer_on_the_planted_truth(run: tuple[
 def test_registered_bundle_loads_and_decides(run: tuple[OffersRun, str], synth_home, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result, uri = run
     assert result.registration is not None and result.registration.alias == "champion"
-    nbo, fetched, manifest = fetch_offers(uri, "champion", tmp_path)
+    fetched = registry.fetch_bundle(uri, MODEL_NAME, registry.CHAMPION, tmp_path)
+    nbo, manifest = OffersBundle.read(fetched.path)
     assert manifest["learner"] == "cells" and fetched.version == result.registration.version
     assert manifest["cells"] == list(DEFAULT_CELLS) and nbo.caution == result.metrics["caution"]
     snap = sorted((synth_home.home / "snapshots").iterdir())[-1]

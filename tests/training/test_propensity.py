@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from bundles import registry
+from bundles.errors import ModelIntegrityError
 from features.contract import Col
 from features.datasets import LABEL, ORDERS_LABEL, EngagementTarget, PurchaseTarget, ValueTarget
-from features.errors import KairosError, ModelIntegrityError
+from features.errors import KairosError
 from tests.conftest import BuiltHome, SynthHome, small_data_rules
-from training import registry
 from training.propensity import (
     InsufficientDataError,
     Sufficiency,

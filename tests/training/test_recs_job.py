@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bundles import registry
 from models.recs.base import Query
 from models.recs.cooccurrence import BoughtTogether
 from models.recs.rules import ItemCatalogue, apply_rules
 from tests.conftest import BuiltHome
-from training import registry
 from training.recs import SELECTION_METRIC, train_recs
 
 

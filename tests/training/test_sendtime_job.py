@@ -8,11 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bundles import registry
+from bundles.sendtime import MODEL_NAME, SendTimeBundle
 from features.store import open_tables
 from models.decisioning.policy import ContactPolicy, contact_states
 from tests.conftest import SynthHome
-from training import registry
-from training.sendtime import MODEL_NAME, SELECTION_METRIC, SendTimeRun, load_inputs, read_bundle, train_sendtime
+from training.sendtime import SELECTION_METRIC, SendTimeRun, load_inputs, train_sendtime
 from training.sendtime_eval import main as eval_main
 
 
@@ -44,7 +45,8 @@ def test_bundle_is_registered_verified_and_reloads(run: tuple[SendTimeRun, str],
     result, uri = run
     assert result.registration is not None and result.registration.alias == registry.CHAMPION
     fetched = registry.fetch_bundle(uri, MODEL_NAME, registry.CHAMPION, tmp_path)
-    model, channel, manifest = read_bundle(fetched.path)
+    loaded = SendTimeBundle.read(fetched.path)
+    model, channel, manifest = loaded.model, loaded.channels, loaded.manifest
     assert manifest["model"] == MODEL_NAME and manifest["customers"] == len(model.keys_)
     assert {p.name for p in (fetched.path / "sendtime").iterdir()} >= {"meta.json", "population_curves.parquet"}
     key = str(model.keys_[model.own_[:, 0]][0])

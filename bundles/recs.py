@@ -1,4 +1,7 @@
-"""The recommendations bundle (``training/recs.py``): every recommender, the catalogue and purchase history.
+"""The recommendations bundle: every recommender, the catalogue and purchase history, as one folder.
+
+Training (``training/recs.py``) fits the parts and writes them with :meth:`RecsBundle.write`; the API
+reads them back with :meth:`RecsBundle.build` into a :class:`RecsModel`.
 
 Each answer is the recommender's candidates passed through the business rules
 (:func:`models.recs.rules.apply_rules`: cart, exclusions, already bought, stock, categories, prices)
@@ -7,6 +10,7 @@ and topped up to ``k`` from the popular fallback; every item keeps its source an
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from features.errors import ModelIntegrityError
-from models.recs.base import Query, Recommendation
+from bundles.base import MANIFEST_FILE, FolderBundle, Provenance
+from bundles.errors import ModelIntegrityError
+from models.recs.base import Query, Recommendation, Recommender
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
 from models.recs.cooccurrence import BoughtTogether
 from models.recs.popular import Popular
 from models.recs.rules import CustomerHistory, ItemCatalogue, RulePolicy, apply_rules
 from models.recs.similar import SimilarItems
-from serving.bundle import FolderLoader, Provenance
 
 _CANDIDATE_FACTOR = 3  # candidates asked of a recommender per item returned (the rules drop some)
 _CANDIDATE_SLACK = 5  # asked first beyond k; the full k * factor only when the rules keep fewer than k
@@ -150,10 +154,31 @@ class RecsModel:
         return self._answer([], query, k, policy)
 
 
-class RecsLoader(FolderLoader):
-    """Fetches the bundle with every file verified (``registry.fetch_bundle``), then loads and warms it."""
+# The bundle's folders, one per part (the recommenders under the names their manifest lists).
+PARTS = ("bought_together", "repeat_personal", "similar", "buy_again", "popular")
+
+
+class RecsBundle(FolderBundle):
+    """Fetched with every file verified (:func:`bundles.registry.fetch_bundle`), then loaded and warmed."""
 
     kind = "recs"
+
+    @staticmethod
+    def write(folder: Path, model: RecsModel) -> None:
+        """The bundle's files: one folder per recommender, the catalogue, the history and the manifest."""
+        folder = Path(folder)
+        parts: tuple[Recommender, ...] = (
+            model.together,
+            model.personal,
+            model.similar,
+            model.buy_again_model,
+            model.popular,
+        )
+        for name, part in zip(PARTS, parts, strict=True):
+            part.save(folder / name)
+        model.catalogue.save(folder / "catalogue")
+        model.history.save(folder / "history", model.catalogue)
+        (folder / MANIFEST_FILE).write_text(json.dumps(model.manifest, indent=2), encoding="utf-8")
 
     def build(self, folder: Path, provenance: Provenance, store_features: Sequence[str] | None) -> RecsModel:
         name, version = provenance.name, provenance.version

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from cli.main import app
 from tests.conftest import ORII_SAMPLE, BuiltHome
-from training.cli import app
 
 runner = CliRunner()
 

@@ -9,7 +9,6 @@ registry are skipped and listed, never guessed.
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,84 +21,34 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bundles import registry
+from bundles.errors import ModelNotFoundError
+from bundles.propensity import MODEL_NAMES, PropensityBundle, PropensityModel
+from bundles.value import CLV_MODEL, ClvBundle
 from features.contract import Col
-from features.datasets import Population
 from features.definitions import DESCRIPTIONS
-from features.errors import KairosError, ModelNotFoundError
+from features.errors import KairosError
 from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, SNAPSHOT_FILE, latest_snapshot
-from models.calibration import ProbabilityCalibrator
-from models.churn import LightGBMClassifier
 from models.clv import CLV_FIELDS
-from models.compiled import COMPILED_DIR, CompiledBooster, CompileError
-from models.reasons import BANDS, DEFAULT_CUTS, ReasonExplainer, band_codes
-from training import registry
-from training.propensity import all_tasks
+from models.compiled import COMPILED_DIR, CompileError
+from models.reasons import BANDS, ReasonExplainer, band_codes
 
 ProgressFn = Callable[[str, float], None]
 PROBE_ROWS = 2_000
 REASONS_K = 3
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    name: str
-    version: str
-    model: LightGBMClassifier
-    calibrator: ProbabilityCalibrator | None
-    cuts: tuple[float, float]
-    compiled: CompiledBooster | None = None
-    population: Population | None = None
-
-    @classmethod
-    def from_fetched(cls, fetched: registry.FetchedModel) -> LoadedModel:
-        """The model, calibrator and band cuts recorded in a verified registry download."""
-        meta = fetched.metadata.get("kairos") or {}
-        calibrator = ProbabilityCalibrator.from_dict(meta["calibrator"]) if meta.get("calibrator") else None
-        cuts = tuple(meta.get("bands") or DEFAULT_CUTS)
-        model = LightGBMClassifier.from_text(fetched.model_text)
-        population = Population.of_model(meta)
-        return cls(fetched.name, fetched.version, model, calibrator, (float(cuts[0]), float(cuts[1])), None, population)
-
-    def raw(self, frame: pd.DataFrame) -> np.ndarray:
-        """The model's uncalibrated probabilities, from the compiled model when there is one."""
-        return self.raw_matrix(frame[self.model.feature_names_].to_numpy(np.float32))
-
-    def raw_matrix(self, matrix: np.ndarray) -> np.ndarray:
-        """:meth:`raw` for a matrix of float32 values (float32 or float64 dtype) whose columns are the
-        model's features, in its order. The compiled model reads a C-ordered float64 matrix as it is."""
-        return self.compiled.predict(matrix) if self.compiled is not None else self.model.predict_proba(matrix)
-
-    def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        return self.calibrator.transform(raw) if self.calibrator is not None else raw
-
-    def score(self, frame: pd.DataFrame) -> np.ndarray:
-        """Calibrated probabilities (raw ones when the version has no calibrator)."""
-        return self.calibrate(self.raw(frame))
-
-    def compile(self, cache_dir: Path, probe: pd.DataFrame) -> LoadedModel:
-        """This model with its compiled form (built into ``cache_dir`` unless there), checked on ``probe``.
-
-        Raises:
-            CompileError: lleaves is missing, failed, or disagrees with LightGBM on the probe rows.
-        """
-        compiled = CompiledBooster.build(self.model.to_text(), cache_dir)
-        matrix = probe[self.model.feature_names_].to_numpy(np.float32)
-        compiled.verify(matrix, self.model.predict_proba(matrix))
-        return dataclasses.replace(self, compiled=compiled)
-
-
 def load_champions(
     tracking_uri: str, names: list[str], cache: Path, alias: str = registry.CHAMPION
-) -> tuple[list[LoadedModel], list[str]]:
-    """Fetch and verify each ``name@alias``; returns the loaded models and the names not in the registry."""
+) -> tuple[list[PropensityModel], list[str]]:
+    """Fetch, verify and build each ``name@alias``; returns the models and the names not in the registry."""
     loaded, missing = [], []
+    bundle = PropensityBundle()
     for name in names:
         try:
-            fetched = registry.fetch(tracking_uri, name, alias, cache / name)
+            loaded.append(bundle.load(tracking_uri, name, alias, cache / name))
         except ModelNotFoundError:
             missing.append(name)
-            continue
-        loaded.append(LoadedModel.from_fetched(fetched))
     return loaded, missing
 
 
@@ -151,13 +100,13 @@ def score_all(
     registry.quiet_mlflow()
     snapshot = latest_snapshot(data_home)
     with tempfile.TemporaryDirectory() as tmp:
-        models, missing = load_champions(tracking_uri, [t.name for t in all_tasks()], Path(tmp), alias)
+        models, missing = load_champions(tracking_uri, list(MODEL_NAMES), Path(tmp), alias)
         clv = None
         try:
-            bundle = registry.fetch_bundle(tracking_uri, "clv", alias, Path(tmp) / "clv")
-            clv = pd.read_parquet(bundle.path / "customers.parquet").set_index(Col.CUSTOMER_KEY)
+            fetched = registry.fetch_bundle(tracking_uri, CLV_MODEL, alias, Path(tmp) / CLV_MODEL)
+            clv = ClvBundle.read_customers(fetched.path)
         except ModelNotFoundError:
-            missing.append("clv")
+            missing.append(CLV_MODEL)
     if not models and clv is None:
         raise KairosError(f"no registered model to score with in {tracking_uri}: train some first")
     segments = None
@@ -252,7 +201,7 @@ def compile_champions(
     registry.quiet_mlflow()
     snapshot = latest_snapshot(data_home)
     with tempfile.TemporaryDirectory() as tmp:
-        models, _ = load_champions(tracking_uri, [t.name for t in all_tasks()], Path(tmp), alias)
+        models, _ = load_champions(tracking_uri, list(MODEL_NAMES), Path(tmp), alias)
     if not models:
         raise KairosError(f"no registered propensity model to compile in {tracking_uri}: train some first")
     probe = _probe(models, snapshot.path / SNAPSHOT_FILE)
@@ -260,19 +209,19 @@ def compile_champions(
     return {f"{m.name} v{m.version}": engines[m.name] for m in models}, seconds
 
 
-def _features(models: list[LoadedModel]) -> list[str]:
+def _features(models: list[PropensityModel]) -> list[str]:
     """Every feature the models read, each once, in the order the models list them."""
     return list(dict.fromkeys(f for m in models for f in m.model.feature_names_))
 
 
-def _probe(models: list[LoadedModel], snapshot_file: Path) -> pd.DataFrame:
+def _probe(models: list[PropensityModel], snapshot_file: Path) -> pd.DataFrame:
     """The snapshot's first rows, every model's features: what a compiled model is checked on."""
     return next(_batches(snapshot_file, _features(models), PROBE_ROWS))
 
 
 def _compile_all(
-    models: list[LoadedModel], cache: Path, probe: pd.DataFrame, tick: ProgressFn
-) -> tuple[list[LoadedModel], dict[str, str], float]:
+    models: list[PropensityModel], cache: Path, probe: pd.DataFrame, tick: ProgressFn
+) -> tuple[list[PropensityModel], dict[str, str], float]:
     """Each model compiled and checked on ``probe``, or left to LightGBM with the reason; and the seconds spent."""
     out, engines = [], {}
     started = time.perf_counter()

@@ -1,7 +1,8 @@
-"""The ``kairos`` command: one entry point for every job.
+"""The ``kairos`` command: one entry point for every package's jobs.
 
-It lives in ``training`` (the jobs package); commands import their modules lazily so that
-``kairos --help`` stays fast and serving never imports training code paths it does not need.
+It sits above every other package (ingest and features, training, the batch export, the registry,
+the API) and is imported by none of them. Commands import their modules lazily, so that
+``kairos --help`` stays fast and each command loads only what it runs.
 """
 
 from __future__ import annotations
@@ -623,7 +624,7 @@ def score(
     if not all_customers:
         console.print("score needs --all (the full-base export); single customers are served by the API")
         raise typer.Exit(code=2)
-    from training.score import score_all
+    from batch.score import score_all
 
     try:
         with _progress("score --all") as tick:
@@ -665,7 +666,7 @@ def compile_models(
 ) -> None:
     """Compile the propensity champions with lleaves, each checked against LightGBM on real rows; the API and
     score --all then use them. A build step (tens of seconds a model), run after training."""
-    from training.score import compile_champions
+    from batch.score import compile_champions
 
     try:
         with _progress("compile") as tick:
@@ -685,7 +686,7 @@ def promote(
     ] = DEFAULT_TRACKING,
 ) -> None:
     """Move an alias to a version by hand (the decision is recorded on the version)."""
-    from training.registry import promote as run
+    from bundles.registry import promote as run
 
     try:
         reg = run(tracking_uri, name, version, alias)
@@ -702,7 +703,7 @@ def rollback(
     ] = DEFAULT_TRACKING,
 ) -> None:
     """Give @champion back to the version that held it before the current one."""
-    from training.registry import rollback as run
+    from bundles.registry import rollback as run
 
     try:
         reg = run(tracking_uri, name)

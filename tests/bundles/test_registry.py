@@ -9,8 +9,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from features.errors import ModelIntegrityError
-from training import registry
+from bundles import registry
+from bundles.errors import ModelIntegrityError
 
 
 def _bundle(folder: Path) -> Path:

@@ -10,9 +10,9 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from features.errors import ModelNotFoundError
-from training import registry
-from training.cli import app
+from bundles import registry
+from bundles.errors import ModelNotFoundError
+from cli.main import app
 
 
 def _register(uri: str, folder: Path, value: float) -> registry.Registration:

@@ -1,4 +1,4 @@
-"""The export's Arrow plumbing (training/score.py): the matrix the models read, bands, the once-per-snapshot joins."""
+"""The export's Arrow plumbing (batch/score.py): the matrix the models read, bands, the once-per-snapshot joins."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from batch.score import _band_strings, _Joined, _matrix
 from models.reasons import band
-from training.score import _band_strings, _Joined, _matrix
 
 
 def test_matrix_is_what_pandas_gives_lightgbm() -> None:

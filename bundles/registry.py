@@ -13,6 +13,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +24,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from features.errors import ModelIntegrityError, ModelNotFoundError
+from bundles.errors import ModelIntegrityError, ModelNotFoundError
+from features.io import sha256_file
 
 MODEL_FILE = "model.lgb"
 TAG_SHA256 = "kairos.sha256"
@@ -86,10 +89,6 @@ def _git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def sha256_text(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def meta_checksum(meta: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of a model's metadata (what MLmodel stores beside the model file)."""
     canonical = json.dumps(meta, sort_keys=True, separators=(",", ":"), default=str)
@@ -125,7 +124,7 @@ def register(
     """
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
-        checksum = sha256_text(local / checksum_file)
+        checksum = sha256_file(local / checksum_file)
     version = mlflow.register_model(model_uri, name)
     v = str(version.version)
     client.set_model_version_tag(name, v, TAG_SHA256, checksum)
@@ -242,7 +241,7 @@ def fetch(tracking_uri: str, name: str, alias: str, dst: Path) -> FetchedModel:
     if not path.is_file():
         raise ModelIntegrityError(f"{name} v{mv.version}: {MODEL_FILE} missing from the artifact")
     recorded = mv.tags.get(TAG_SHA256)
-    actual = sha256_text(path)
+    actual = sha256_file(path)
     if not recorded or recorded != actual:
         raise ModelIntegrityError(
             f"{name} v{mv.version}: checksum mismatch (recorded {recorded!r}, file {actual[:12]}...); refusing to load"
@@ -263,11 +262,6 @@ def fetch(tracking_uri: str, name: str, alias: str, dst: Path) -> FetchedModel:
         model_text=path.read_text(encoding="utf-8"),
         metadata=dict(meta.get("metadata") or {}),
     )
-
-
-def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
-    """Move ``alias`` to ``version`` by hand (promote / rollback)."""
-    MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(name, alias, version)
 
 
 def requirements(*dists: str) -> list[str]:
@@ -301,9 +295,9 @@ def log_bundle(folder: Path, name: str, metadata: dict[str, Any] | None = None) 
     odd = [p.name for p in files if p.suffix not in _BUNDLE_SUFFIXES]
     if odd:
         raise ModelIntegrityError(f"bundle {folder} holds files Kairos does not load: {odd}")
-    listing = {str(p.relative_to(folder)): sha256_text(p) for p in files}
+    listing = {str(p.relative_to(folder)): sha256_file(p) for p in files}
     (folder / CHECKSUMS).write_text(json.dumps(listing, indent=2, sort_keys=True), encoding="utf-8")
-    code = Path(__file__).resolve().parent / "bundle_model.py"
+    code = Path(__file__).resolve().parent / "pyfunc.py"
     with tempfile.TemporaryDirectory() as tmp:  # MLflow stores the folder under its own name
         staged = Path(tmp) / Path(BUNDLE_DIR).name
         shutil.copytree(folder, staged)
@@ -321,29 +315,81 @@ def register_bundle(client: MlflowClient, model_uri: str, name: str, **kwargs: A
     return register(client, model_uri, name, checksum_file=f"{BUNDLE_DIR}/{CHECKSUMS}", **kwargs)
 
 
-def register_run_bundle(
-    client: MlflowClient,
+@dataclass(frozen=True)
+class JobRun:
+    """One training job's MLflow run: the client, the run id and a scratch folder removed afterwards."""
+
+    client: MlflowClient
+    run_id: str
+    folder: Path
+
+
+@contextmanager
+def job_run(tracking_uri: str, experiment: str, model: str, tags: dict[str, str] | None = None) -> Iterator[JobRun]:
+    """Start a run in ``experiment`` with the provenance tags (git commit, library versions) and
+    ``kairos.model``; the run ends (and the scratch folder goes) when the block does."""
+    quiet_mlflow()
+    client = configure(tracking_uri)
+    experiment_id = ensure_experiment(experiment, tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.set_tags({**provenance(), "kairos.model": model, **(tags or {})})
+        yield JobRun(client, run.info.run_id, Path(tmp))
+
+
+def register_in_run(
+    job: JobRun,
     model_uri: str,
     name: str,
     *,
-    run_id: str,
     metric_name: str,
     metric_value: float,
     margin: float = 0.0,
     extra_tags: dict[str, str] | None = None,
+    checksum_file: str = MODEL_FILE,
 ) -> Registration:
-    """:func:`register_bundle` from inside the run that logged it, recording the decision on the run too."""
-    registration = register_bundle(
-        client,
+    """:func:`register` from inside the job's run; the version records the run, the run the decision."""
+    registration = register(
+        job.client,
         model_uri,
         name,
         metric_name=metric_name,
         metric_value=metric_value,
         margin=margin,
-        extra_tags={"kairos.run_id": run_id, **(extra_tags or {})},
+        extra_tags={"kairos.run_id": job.run_id, **(extra_tags or {})},
+        checksum_file=checksum_file,
     )
     mlflow.set_tag("kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}")
     return registration
+
+
+def log_and_register(
+    job: JobRun,
+    folder: Path,
+    name: str,
+    *,
+    metadata: dict[str, Any],
+    register: bool,
+    metric_name: str,
+    metric_value: float,
+    margin: float = 0.0,
+    extra_tags: dict[str, str] | None = None,
+) -> Registration | None:
+    """Log a bundle folder in the job's run (:func:`log_bundle`) and, if ``register``, register it as
+    ``name``: ``@champion`` when it beats the champion's ``metric_name`` by more than ``margin``, else
+    ``@challenger``. Returns the registration, or None when not registering."""
+    info = log_bundle(folder, name, metadata)
+    if not register:
+        return None
+    return register_in_run(
+        job,
+        info.model_uri,
+        name,
+        metric_name=metric_name,
+        metric_value=metric_value,
+        margin=margin,
+        extra_tags=extra_tags,
+        checksum_file=f"{BUNDLE_DIR}/{CHECKSUMS}",
+    )
 
 
 @dataclass(frozen=True)
@@ -355,6 +401,7 @@ class FetchedBundle:
     alias: str
     run_id: str
     path: Path
+    sha256: str  # the recorded checksum of the file list
 
 
 def fetch_bundle(tracking_uri: str, name: str, alias: str, dst: Path) -> FetchedBundle:
@@ -376,13 +423,13 @@ def fetch_bundle(tracking_uri: str, name: str, alias: str, dst: Path) -> Fetched
     if not listing_file.is_file():
         raise ModelIntegrityError(f"{name} v{mv.version}: {CHECKSUMS} missing; not a Kairos bundle")
     recorded = mv.tags.get(TAG_SHA256)
-    if not recorded or recorded != sha256_text(listing_file):
+    if not recorded or recorded != sha256_file(listing_file):
         raise ModelIntegrityError(f"{name} v{mv.version}: file list checksum mismatch; refusing to load")
     listing: dict[str, str] = json.loads(listing_file.read_text(encoding="utf-8"))
     present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS}
     if present != set(listing):
         raise ModelIntegrityError(f"{name} v{mv.version}: files differ from those registered")
     for rel, digest in listing.items():
-        if sha256_text(folder / rel) != digest:
+        if sha256_file(folder / rel) != digest:
             raise ModelIntegrityError(f"{name} v{mv.version}: {rel} altered since registration; refusing to load")
-    return FetchedBundle(name, str(mv.version), alias, str(mv.run_id), folder)
+    return FetchedBundle(name, str(mv.version), alias, str(mv.run_id), folder, recorded)

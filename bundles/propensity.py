@@ -1,0 +1,436 @@
+"""Propensity bundles: a LightGBM classifier in its own text format, its calibrator, band cuts and population.
+
+Training logs one through :func:`log_model` (MLflow's LightGBM flavour, the :class:`PropensityMeta` as the
+model's ``kairos`` metadata, its checksum as a version tag); the API and the nightly export read it back
+through :class:`PropensityBundle` into the one scorer, :class:`PropensityModel`. Never a pickle.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bundles import registry
+from bundles.base import Fetched, Provenance, check_signature, run_details
+from bundles.errors import ModelIntegrityError
+from features.contract import Channel
+from features.io import sha256_file
+from models.calibration import ProbabilityCalibrator
+from models.churn import LightGBMClassifier
+from models.compiled import CompiledBooster, CompileError, split_probe
+from models.population import Population
+from models.reasons import DEFAULT_CUTS, band
+
+log = logging.getLogger("kairos.bundles")
+
+KIND = "propensity"
+ENGAGEMENT_ACTIONS = ("open", "click")
+
+
+def engagement_name(action: str, channel: str) -> str:
+    """The registered name of the model of ``action`` on ``channel`` (e.g. ``engagement_open_email``)."""
+    return f"engagement_{action}_{channel}"
+
+
+# Every propensity model Kairos trains by default, by registered name (training/propensity.py's tasks).
+MODEL_NAMES: tuple[str, ...] = (
+    "churn",
+    "purchase",
+    *(engagement_name(a, str(ch)) for ch in Channel for a in ENGAGEMENT_ACTIONS),
+)
+
+
+@dataclass(frozen=True)
+class PropensityMeta:
+    """What a propensity model records beside its LightGBM text (the MLmodel's ``metadata.kairos``)."""
+
+    features: tuple[str, ...]
+    manifest: dict[str, Any]
+    target: str
+    description: str | None = None
+    horizon_days: int | None = None
+    calibrator: dict[str, Any] | None = None
+    bands: tuple[float, float] = DEFAULT_CUTS
+    base_rate: float | None = None
+    population: Population | None = None
+    holdout_cutoff: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "features": list(self.features),
+            "manifest": self.manifest,
+            "target": self.target,
+            "description": self.description,
+            "horizon_days": self.horizon_days,
+            "population": self.population.to_dict() if self.population is not None else None,
+            "calibrator": self.calibrator,
+            "bands": list(self.bands),
+            "base_rate": self.base_rate,
+        }
+        if self.holdout_cutoff is not None:
+            out["holdout_cutoff"] = self.holdout_cutoff
+        return out
+
+    @classmethod
+    def from_dict(cls, meta: dict[str, Any], what: str = "model") -> PropensityMeta:
+        """The metadata as recorded (older versions may lack keys: defaults, never guesses).
+
+        Raises:
+            ModelIntegrityError: a recorded value does not parse (bands, population, horizon).
+        """
+        try:
+            cuts = [float(c) for c in (meta.get("bands") or DEFAULT_CUTS)]
+            band(np.array([0.5]), cuts)  # validates the cuts
+            horizon = meta.get("horizon_days")
+            base_rate = meta.get("base_rate")
+            population = Population.from_dict(meta["population"]) if meta.get("population") else None
+            return cls(
+                features=tuple(meta.get("features") or ()),
+                manifest=dict(meta.get("manifest") or {}),
+                target=str(meta.get("target") or ""),
+                description=meta.get("description"),
+                horizon_days=int(horizon) if horizon is not None else None,
+                calibrator=meta.get("calibrator") or None,
+                bands=(cuts[0], cuts[1]),
+                base_rate=float(base_rate) if base_rate is not None else None,
+                population=population,
+                holdout_cutoff=meta.get("holdout_cutoff"),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelIntegrityError(f"{what}: calibrator, bands or population do not load: {exc}") from exc
+
+    def checksum_tags(self) -> dict[str, str]:
+        """The version tag that lets a reader detect metadata altered after registration."""
+        return {registry.TAG_META_SHA256: registry.meta_checksum({"kairos": self.to_dict()})}
+
+
+class PropensityModel:
+    """A LightGBM classifier, its calibrator, band cuts and population: the one propensity scorer.
+
+    Rows come either as a matrix of the model's features in its order (:meth:`raw_matrix`, the nightly
+    export) or as the online store's matrix with the store's feature names (:meth:`predict`, the API).
+    Both give the raw LightGBM probability on float32 features (from the compiled build when there is
+    one), then the calibrator recorded at training. ``prior`` (the training base rate) is the fallback.
+    """
+
+    def __init__(
+        self,
+        model: LightGBMClassifier,
+        features: Sequence[str],
+        prior: float | None,
+        calibrator: ProbabilityCalibrator | None = None,
+        cuts: tuple[float, float] = DEFAULT_CUTS,
+        description: str | None = None,
+        horizon_days: int | None = None,
+        population: Population | None = None,
+        compiled: CompiledBooster | None = None,
+        name: str = "",
+        version: str = "",
+    ) -> None:
+        self.model = model
+        self.features = tuple(features)
+        self.prior = prior
+        self.calibrator = calibrator
+        self.cuts = cuts
+        self.description = description
+        self.horizon_days = horizon_days
+        self.population = population
+        self.compiled = compiled
+        self.name = name
+        self.version = version
+        self._columns: tuple[tuple[str, ...], np.ndarray] | None = None
+
+    @classmethod
+    def from_parts(
+        cls,
+        model: LightGBMClassifier,
+        meta: PropensityMeta,
+        *,
+        prior: float | None = None,
+        name: str = "",
+        version: str = "",
+    ) -> PropensityModel:
+        """The scorer of a fitted model and its metadata (``prior`` defaults to the recorded base rate)."""
+        calibrator = ProbabilityCalibrator.from_dict(meta.calibrator) if meta.calibrator else None
+        return cls(
+            model,
+            meta.features or tuple(model.feature_names_),
+            meta.base_rate if prior is None else prior,
+            calibrator,
+            meta.bands,
+            meta.description,
+            meta.horizon_days,
+            meta.population,
+            None,
+            name,
+            version,
+        )
+
+    def with_compiled(self, compiled: CompiledBooster | None) -> PropensityModel:
+        """The same model scored by ``compiled`` (checked by the caller)."""
+        twin = PropensityModel(
+            self.model,
+            self.features,
+            self.prior,
+            self.calibrator,
+            self.cuts,
+            self.description,
+            self.horizon_days,
+            self.population,
+            compiled,
+            self.name,
+            self.version,
+        )
+        return twin
+
+    def compile(self, cache_dir: Path, probe: pd.DataFrame) -> PropensityModel:
+        """This model with its compiled form (built into ``cache_dir`` unless there), checked on ``probe``.
+
+        Raises:
+            CompileError: lleaves is missing, failed, or disagrees with LightGBM on the probe rows.
+        """
+        compiled = CompiledBooster.build(self.model.to_text(), cache_dir)
+        matrix = probe[self.model.feature_names_].to_numpy(np.float32)
+        compiled.verify(matrix, self.model.predict_proba(matrix))
+        return self.with_compiled(compiled)
+
+    @property
+    def engine(self) -> str:
+        return "lleaves" if self.compiled is not None else "lightgbm"
+
+    # --- rows as the model's own features, in its order -------------------------------------------------
+
+    def raw_matrix(self, matrix: np.ndarray, n_jobs: int | None = None) -> np.ndarray:
+        """Uncalibrated probabilities for a matrix of float32 values (float32 or float64 dtype) whose columns
+        are the model's features, in its order. The compiled model reads a C-ordered float64 matrix as it is."""
+        if self.compiled is not None:
+            return self.compiled.predict(matrix, n_jobs=n_jobs)
+        return self.model.predict_proba(matrix)
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities from raw ones (the raw ones when the version has no calibrator)."""
+        if self.calibrator is None or not len(raw):
+            return raw
+        return np.asarray(self.calibrator.transform(raw), dtype=np.float64)
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities for a frame holding the model's feature columns."""
+        return self.calibrate(self.raw_matrix(frame[self.model.feature_names_].to_numpy(np.float32)))
+
+    # --- rows of the online store's matrix ---------------------------------------------------------------
+
+    def columns(self, store_features: Sequence[str]) -> np.ndarray:
+        """The model's features as column indices of the store's matrix, in model order (cached)."""
+        key = tuple(store_features)
+        cached = self._columns
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        index = {n: i for i, n in enumerate(key)}
+        missing = [f for f in self.features if f not in index]
+        if missing:
+            raise ModelIntegrityError(f"the online store lacks feature(s) {missing}")
+        cols = np.array([index[f] for f in self.features], dtype=np.intp)
+        self._columns = (key, cols)
+        return cols
+
+    def raw(self, values: np.ndarray, store_features: Sequence[str]) -> np.ndarray:
+        """Uncalibrated LightGBM probabilities per row of the store's float32 matrix (one LightGBM call)."""
+        if not len(values):
+            return np.empty(0)
+        matrix = np.ascontiguousarray(values[:, self.columns(store_features)], dtype=np.float32)
+        return self.raw_matrix(matrix, n_jobs=1)  # the same float32 values (compiled reads them as float64)
+
+    def predict(self, values: np.ndarray, store_features: Sequence[str]) -> np.ndarray:
+        """Calibrated probabilities per row of the store's matrix ``values`` (vectorised)."""
+        return self.calibrate(self.raw(values, store_features))
+
+    def bands(self, p: np.ndarray) -> np.ndarray:
+        return band(p, self.cuts) if len(p) else np.empty(0, dtype=object)
+
+    def outside(self, values: np.ndarray, store_features: Sequence[str]) -> np.ndarray:
+        """True for rows of the store's matrix outside the model's population (churn: no order in the last
+        year); their probability means nothing. All False when the model scores everyone."""
+        if self.population is None:
+            return np.zeros(len(values), dtype=bool)
+        column = list(store_features).index(self.population.feature)
+        return ~self.population.contains(values[:, column])
+
+
+# --- writing (training) -------------------------------------------------------------------------------
+
+
+def log_model(model: LightGBMClassifier, meta: PropensityMeta, sample: pd.DataFrame) -> Any:
+    """Log ``model`` in the active MLflow run as LightGBM text with ``meta`` as its ``kairos`` metadata.
+
+    ``sample`` (a few rows of the model's features) gives the signature. Register the returned model URI
+    with :func:`bundles.registry.register` and ``meta.checksum_tags()``.
+    """
+    import lightgbm as lgb
+    import mlflow
+    from mlflow.models import infer_signature
+
+    rows = sample[list(meta.features)].astype(np.float32)
+    scorer = PropensityModel.from_parts(model, meta)
+    return mlflow.lightgbm.log_model(
+        lgb.Booster(model_str=model.to_text()),
+        name="model",
+        signature=infer_signature(rows, scorer.score(rows)),
+        metadata={"kairos": meta.to_dict()},
+        pip_requirements=registry.requirements("lightgbm", "numpy", "scikit-learn"),
+    )
+
+
+# --- reading (the API, the nightly export) ------------------------------------------------------------
+
+
+class PropensityBundle:
+    """A propensity model: LightGBM's own text file checked against the recorded sha256 (and the metadata
+    against its recorded checksum: :func:`bundles.registry.fetch`); never a pickle.
+
+    ``compiled_dir``: where ``kairos compile`` put lleaves builds; a build found there is used only if it
+    reproduces LightGBM on rows that walk every split (never compiled here).
+    """
+
+    kind = KIND
+
+    def __init__(self, compiled_dir: Path | None = None) -> None:
+        self.compiled_dir = compiled_dir
+
+    def fetch(self, tracking_uri: str, name: str, alias: str, dst: Path) -> Fetched:
+        got = registry.fetch(tracking_uri, name, alias, dst)
+        meta = dict(got.metadata.get("kairos") or {})
+        features = tuple(meta.get("features") or ())
+        metrics, trained_at = run_details(tracking_uri, got.run_id)
+        prov = Provenance(
+            name,
+            got.version,
+            alias,
+            got.run_id,
+            got.sha256,
+            trained_at,
+            features,
+            metrics,
+            meta.get("manifest") or {},
+            {k: v for k, v in meta.items() if k not in ("manifest", "features")},
+        )
+        return Fetched(got.path, prov)
+
+    def verify_cached(self, folder: Path, provenance: Provenance) -> None:
+        path = folder / registry.MODEL_FILE
+        if not path.is_file():
+            raise ModelIntegrityError(f"{provenance.name} v{provenance.version}: cached {registry.MODEL_FILE} missing")
+        if sha256_file(path) != provenance.sha256:
+            raise ModelIntegrityError(f"{provenance.name} v{provenance.version}: cached file checksum mismatch")
+
+    def build(self, folder: Path, provenance: Provenance, store_features: Sequence[str] | None) -> PropensityModel:
+        name, version = provenance.name, provenance.version
+        what = f"{name} v{version}"
+        path = folder / registry.MODEL_FILE
+        text = path.read_text(encoding="utf-8")
+        check_lightgbm_text(text, what)
+        probe_in_subprocess(path, what)
+        try:
+            model = LightGBMClassifier.from_text(text)
+        except Exception as exc:  # LightGBM raises its own error type on a garbled file
+            raise ModelIntegrityError(f"{what}: the model file does not load: {exc}") from exc
+        recorded = {**provenance.metadata, "features": list(provenance.features), "manifest": provenance.manifest}
+        meta = PropensityMeta.from_dict(recorded, what)
+        features = meta.features or tuple(model.feature_names_)
+        if list(features) != model.feature_names_:
+            raise ModelIntegrityError(f"{what}: manifest features differ from the model's own")
+        check_signature(name, version, features, store_features)
+        population = meta.population
+        if population is not None and store_features is not None and population.feature not in store_features:
+            raise ModelIntegrityError(f"{what}: the online store lacks feature {population.feature!r}")
+        try:
+            scorer = PropensityModel.from_parts(
+                model,
+                meta,
+                prior=meta.base_rate if meta.base_rate is not None else provenance.metrics.get("holdout_churn_rate"),
+                name=name,
+                version=version,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelIntegrityError(f"{what}: calibrator does not load: {exc}") from exc
+        scorer = scorer.with_compiled(self._compiled(text, model, what))
+        warm = scorer.predict(np.zeros((8, len(features)), dtype=np.float32), features)
+        if not np.all(np.isfinite(warm)) or np.any((warm < 0) | (warm > 1)):
+            raise ModelIntegrityError(f"{what}: warm-up predictions are not probabilities")
+        return scorer
+
+    def load(self, tracking_uri: str, name: str, alias: str, dst: Path) -> PropensityModel:
+        """Fetch, verify and build ``name@alias`` (the nightly export's path; the API's goes through its
+        model slots, which keep a verified copy on disk)."""
+        fetched = self.fetch(tracking_uri, name, alias, dst)
+        return self.build(fetched.folder, fetched.provenance, None)
+
+    def _compiled(self, text: str, model: LightGBMClassifier, what: str) -> CompiledBooster | None:
+        """A compiled build of ``text`` already in ``compiled_dir``, used only if it reproduces LightGBM on
+        rows that walk every split; else None and LightGBM."""
+        if self.compiled_dir is None:
+            return None
+        try:
+            compiled = CompiledBooster.cached(text, self.compiled_dir)
+            if compiled is None:
+                return None
+            probe = split_probe(model.booster_)
+            compiled.verify(probe.astype(np.float64), model.predict_proba(probe))
+        except (CompileError, OSError, ValueError) as exc:
+            log.warning("compiled model refused; serving with LightGBM", extra={"model": what, "error": str(exc)[:300]})
+            return None
+        return compiled
+
+
+def check_lightgbm_text(text: str, what: str) -> None:
+    """A complete LightGBM text model: as many trees as its header announces, and the closing markers.
+
+    LightGBM aborts the whole process on some malformed files instead of raising, so a file is checked
+    before it reaches the parser (see also :func:`probe_in_subprocess`).
+    """
+    head, _, _ = text.partition("\nTree=")
+    sizes = next(
+        (line.removeprefix("tree_sizes=") for line in head.splitlines() if line.startswith("tree_sizes=")), None
+    )
+    trees = text.count("\nTree=")
+    if sizes is None or "end of trees" not in text or "end of parameters" not in text:
+        raise ModelIntegrityError(f"{what}: the model file does not load: incomplete LightGBM text (truncated?)")
+    if len(sizes.split()) != trees:
+        raise ModelIntegrityError(
+            f"{what}: the model file does not load: header announces {len(sizes.split())} trees, file has {trees}"
+        )
+
+
+_PROBE = """
+import ctypes, sys
+lib = ctypes.cdll.LoadLibrary(sys.argv[2])
+iterations, handle = ctypes.c_int(0), ctypes.c_void_p()
+rc = lib.LGBM_BoosterCreateFromModelfile(sys.argv[1].encode(), ctypes.byref(iterations), ctypes.byref(handle))
+sys.exit(0 if rc == 0 else 3)
+"""
+
+
+def probe_in_subprocess(path: Path, what: str, timeout: float = 120.0) -> None:
+    """Parse the model once in a child process: a file that crashes LightGBM crashes the child, not the API.
+
+    The child loads only LightGBM's shared library through ctypes (no pandas, no scikit-learn), so the
+    probe costs a fraction of a second beside the load it protects.
+    """
+    from lightgbm.basic import _LIB
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-S", "-c", _PROBE, str(path), str(_LIB._name)], capture_output=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ModelIntegrityError(f"{what}: the model file does not load: parsing took over {timeout} s") from exc
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        raise ModelIntegrityError(f"{what}: the model file does not load (exit {done.returncode}): {tail[0][:200]}")

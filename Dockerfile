@@ -55,6 +55,7 @@ COPY features ./features
 COPY models ./models
 COPY training ./training
 COPY serving ./serving
+COPY synth ./synth
 RUN pip install -c constraints.txt . \
     && kairos --help > /dev/null
 

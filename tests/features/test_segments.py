@@ -34,7 +34,7 @@ from features.segments import (
     transition_matrix,
 )
 from features.store import compute_features, default_as_of, open_tables
-from features.synth import generate_world
+from synth import generate_world
 
 KEY = Col.CUSTOMER_KEY
 REQUIRED = (Feat.RECENCY_DAYS, Feat.ORDERS_LIFETIME, Feat.TENURE_DAYS, Feat.MONETARY_365D)

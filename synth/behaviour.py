@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.synth_common import Clock, ZoneTable, season
+from synth.common import Clock, ZoneTable, season
 
 # relative activity by local hour, for orders and sessions away from a person's preferred hour
 DIURNAL = np.array(
@@ -91,7 +91,7 @@ def simulate(rng: np.random.Generator, persons: pd.DataFrame, clock: Clock, zone
 
     Args:
         rng: Random stream of behaviour.
-        persons: Person traits from :func:`features.synth_people.build_people`.
+        persons: Person traits from :func:`synth.people.build_people`.
         clock: The world's clock.
         zones: UTC offsets of the world's zones.
 

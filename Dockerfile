@@ -58,6 +58,7 @@ COPY training ./training
 COPY batch ./batch
 COPY serving ./serving
 COPY cli ./cli
+COPY synth ./synth
 RUN pip install -c constraints.txt . \
     && kairos --help > /dev/null
 

@@ -38,8 +38,8 @@ demo: demo-build ## Build the embedded default and serve the API on 127.0.0.1:80
 	$(BIN)/kairos serve --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --host $(HOST) --port $(PORT)
 
 lint: install ## ruff
-	$(BIN)/ruff check features models bundles training batch serving cli tests bench
-	$(BIN)/ruff format --check features models bundles training batch serving cli tests bench
+	$(BIN)/ruff check features models bundles training batch serving cli synth tests bench
+	$(BIN)/ruff format --check features models bundles training batch serving cli synth tests bench
 
 typecheck: install ## mypy on the packages
 	$(BIN)/mypy

@@ -25,7 +25,7 @@ sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != R
 ORII = ROOT.parent / "shared" / "data" / "online_retail_ii"
 
 _STEPS = {
-    "synth": "from features.synth import generate_world; generate_world({n}, 42, Path({raw!r}))",
+    "synth": "from synth import generate_world; generate_world({n}, 42, Path({raw!r}))",
     "ingest": (
         "from features.ingest import ingest; from features.mapping import load_mapping; "
         "ingest(Path({raw!r}), load_mapping({mapping!r}), Path({home!r}), now=datetime(2026, 6, 1, tzinfo=UTC))"

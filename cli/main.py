@@ -74,7 +74,7 @@ def synth(
     out: Annotated[Path, typer.Option(help="Folder to write the export into.")] = Path("var/demo/raw"),
 ) -> None:
     """Generate the synthetic CRM world (an export in the contract's format, plus ground truth)."""
-    from features.synth import generate_world
+    from synth import generate_world
 
     with _progress("synth") as tick:
         summary = generate_world(customers, seed, out, progress=tick)

@@ -62,7 +62,7 @@ def synth_home(tmp_path_factory: pytest.TempPathFactory) -> SynthHome:
     from features.ingest import ingest
     from features.mapping import load_mapping
     from features.store import build_snapshot
-    from features.synth import generate_world
+    from synth import generate_world
 
     root = tmp_path_factory.mktemp("synth")
     generate_world(1500, 7, root / "raw")

@@ -361,41 +361,10 @@ def off_policy(
 # --- truth (synthetic worlds) ---------------------------------------------------------------------------
 
 
-LAPSE_DECAY_DAYS = 25.0  # features/synth_behaviour.py: purchases decay as exp(-days since the drift / 25)
-
-
-def load_truth(truth_dir: Path, customers: pd.DataFrame, now: datetime) -> pd.DataFrame:
-    """Planted truth per customer_key: ``person_id``, ``baseline_30d`` (planted), ``p_natural`` (the
-    person's real 30-day purchase probability at ``now``), ``basket_value`` and ``uplift_<offer>``.
-
-    ``p_natural`` follows the generator (:mod:`features.synth_behaviour`): zero after churn, the planted
-    rate decayed by ``exp(-days since the drift began / 25)`` while lapsing, else the planted baseline.
-    A customer_key made of several persons (an identity-resolution error) takes its most frequent one.
-    """
-    truth_dir = Path(truth_dir)
-    for name in ("identities", "offer_uplift", "persons"):
-        if not (truth_dir / f"{name}.parquet").is_file():
-            raise KairosError(f"no {name}.parquet in {truth_dir}: pass the synthetic world's truth folder")
-    ids = pd.read_parquet(truth_dir / "identities.parquet")[["customer_id", "person_id"]]
-    link = customers[[Col.CUSTOMER_ID, Col.CUSTOMER_KEY]].astype(str).merge(ids.astype(str), on=Col.CUSTOMER_ID)
-    person = link.groupby(Col.CUSTOMER_KEY)["person_id"].agg(lambda s: s.value_counts().index[0]).reset_index()
-    up = pd.read_parquet(truth_dir / "offer_uplift.parquet")
-    wide = up.pivot(index="person_id", columns="offer_id", values="uplift_30d").add_prefix("uplift_")
-    base = up.groupby("person_id")["baseline_30d"].first()
-    persons = pd.read_parquet(truth_dir / "persons.parquet").set_index("person_id")
-    when = pd.Timestamp(now)
-    churned = pd.to_datetime(persons["churn_at"], utc=True) <= when
-    lapse_days = ((when - pd.to_datetime(persons["lapse_at"], utc=True)).dt.total_seconds() / 86_400).clip(lower=0)
-    rate = persons["purchase_rate_per_day"] * np.exp(-lapse_days.fillna(0.0) / LAPSE_DECAY_DAYS)
-    persons["p_natural"] = np.where(churned, 0.0, 1.0 - np.exp(-HORIZON_DAYS * rate))
-    out = person.join(wide, on="person_id").join(base, on="person_id")
-    return out.join(persons[["basket_value", "p_natural"]], on="person_id")
-
-
 def true_profit(truth: pd.DataFrame, catalogue: Catalogue, order_value: np.ndarray) -> np.ndarray:
     """``(n, n_offers)`` true expected incremental profit of each offer.
 
-    The offer's effect is the generator's (:func:`features.synth_messages.apply_offers`): with planted
+    The offer's effect is the generator's (:func:`synth.messages.apply_offers`): with planted
     baseline ``p0`` and uplift ``u``, a positive ``u`` adds a purchase with probability ``u / (1 - p0)``
     when none was coming, a negative one cancels a coming purchase with probability ``-u / p0``. With the
     person's real purchase probability ``p`` now, buying becomes ``p + (1 - p) u / (1 - p0)`` or
@@ -706,6 +675,8 @@ def train_offers(
     if truth_dir is not None:
         tick("comparing with the planted truth", 0.8)
         frame = features_at(tables, now)
+        from synth.truth import load_truth  # synthetic worlds only: serving never loads synth
+
         truth = load_truth(truth_dir, tables["customers"].select(Col.CUSTOMER_ID, Col.CUSTOMER_KEY).execute(), now)
         nbo = NextBestOffer(catalogue, model, ControlGroup(), caution=caution)
         compared = {

@@ -252,25 +252,6 @@ def evaluate_next_hour(model: SendTimeModel, events: pd.DataFrame, channel: str 
     return out
 
 
-def truth_people(truth_dir: Path, customer_ids: pd.DataFrame) -> pd.DataFrame:
-    """Customer key -> planted person (the person most of the key's records belong to) and their traits.
-
-    Args:
-        truth_dir: The world's ``truth/`` folder.
-        customer_ids: ``customer_id, customer_key`` (the ingested customers or identity map).
-    """
-    identities = pd.read_parquet(Path(truth_dir) / "identities.parquet", columns=["customer_id", "person_id"])
-    persons = pd.read_parquet(Path(truth_dir) / "persons.parquet")
-    links = (
-        customer_ids[[Col.CUSTOMER_ID, Col.CUSTOMER_KEY]]
-        .astype(str)
-        .merge(identities.astype({"customer_id": str}), on=Col.CUSTOMER_ID, how="inner")
-    )
-    top = links.groupby([Col.CUSTOMER_KEY, "person_id"]).size().reset_index(name="n")
-    top = top.sort_values(["n", "person_id"], ascending=[False, True]).drop_duplicates(Col.CUSTOMER_KEY)
-    return top[[Col.CUSTOMER_KEY, "person_id"]].merge(persons, on="person_id", how="left")
-
-
 def evaluate_planted(
     model: SendTimeModel,
     people: pd.DataFrame,
@@ -283,7 +264,7 @@ def evaluate_planted(
 
     Args:
         model: Fitted on data before ``now``.
-        people: :func:`truth_people` (``customer_key`` and ``pref_hour_<channel>``).
+        people: :func:`synth.truth.truth_people` (``customer_key`` and ``pref_hour_<channel>``).
         now: The time of the recommendation (the split).
         sends_before: Messages before ``now`` (``customer_key``, ``channel``): defines the "with sends" group.
         channels: Channels to evaluate.
@@ -390,6 +371,8 @@ def evaluate(
     if truth_dir is not None:
         if customer_ids is None:
             raise KairosError("the planted evaluation needs the customers' ids (customer_id, customer_key)")
+        from synth.truth import truth_people  # synthetic worlds only: serving never loads synth
+
         people = truth_people(truth_dir, customer_ids)
         planted = evaluate_planted(model, people, split, before.messages)
         for row in planted.itertuples(index=False):

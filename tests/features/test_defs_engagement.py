@@ -35,7 +35,7 @@ from features.defs.engagement import (
 from features.ingest import ingest
 from features.mapping import load_mapping
 from features.store import open_tables
-from features.synth import generate_world
+from synth import generate_world
 
 T = datetime(2024, 6, 1, tzinfo=UTC)
 CUTOFF = ibis.timestamp(T)

@@ -18,7 +18,7 @@ from features.defs.common import FeatureGroup
 from features.ingest import ingest
 from features.mapping import load_mapping
 from features.store import default_as_of, open_tables
-from features.synth import generate_world
+from synth import generate_world
 
 T = datetime(2024, 6, 1, tzinfo=UTC)
 ORII_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "online_retail_ii"

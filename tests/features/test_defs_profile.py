@@ -15,7 +15,7 @@ from features.defs.profile import GROUPS, age_band, age_in_years, days_to_annive
 from features.ingest import ingest
 from features.mapping import load_mapping
 from features.store import open_tables
-from features.synth import generate_world
+from synth import generate_world
 from tests.features.group_helpers import run_group
 
 T = datetime(2024, 6, 10, tzinfo=UTC)

@@ -9,7 +9,7 @@ import pytest
 
 from features.contract import Col
 from features.identity import resolve_identities
-from features.synth import generate_world
+from synth import generate_world
 
 # Pairwise recall has a ceiling: the world plants duplicates linked by nothing but a typo. At 3,000
 # customers it swings between 0.94 and 0.99 with the seed; at 10,000 it stays near 0.97.

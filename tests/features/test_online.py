@@ -113,7 +113,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from features.ingest import ingest
     from features.mapping import load_mapping
     from features.store import build_snapshot
-    from features.synth import generate_world
+    from synth import generate_world
 
     root = tmp_path_factory.mktemp("online")
     generate_world(300, 7, root / "world")

@@ -259,7 +259,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from features.ingest import ingest
     from features.mapping import load_mapping
     from features.store import build_snapshot
-    from features.synth import generate_world
+    from synth import generate_world
 
     root = tmp_path_factory.mktemp("online-redis")
     generate_world(300, 5, root / "world")

@@ -284,7 +284,7 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
     from features.ingest import ingest
     from features.mapping import load_mapping
     from features.store import open_tables
-    from features.synth import generate_world
+    from synth import generate_world
 
     root = tmp_path_factory.mktemp("realtime")
     generate_world(800, 3, root / "world")

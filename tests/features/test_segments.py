@@ -34,7 +34,7 @@ from features.segments import (
     transition_matrix,
 )
 from features.store import compute_features, default_as_of, open_tables
-from features.synth import generate_world
+from synth import generate_world
 
 KEY = Col.CUSTOMER_KEY
 REQUIRED = (Feat.RECENCY_DAYS, Feat.ORDERS_LIFETIME, Feat.TENURE_DAYS, Feat.MONETARY_365D)
@@ -443,7 +443,7 @@ def test_transition_matrix_refuses_a_customer_listed_twice() -> None:
 
 N_CUSTOMERS = 1000
 SEED = 7
-# Which of our stages agree with each planted lifecycle (persons.parquet, see features/synth.py).
+# Which of our stages agree with each planted lifecycle (persons.parquet, see synth/world.py).
 AGREES = {
     "lead": {Lifecycle.LEAD},
     "loyal": {Lifecycle.NEW, Lifecycle.ACTIVE, Lifecycle.AT_RISK},

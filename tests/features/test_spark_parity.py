@@ -18,7 +18,7 @@ from features.definitions import FEATURES
 from features.ingest import ingest
 from features.mapping import load_mapping
 from features.store import execute_features, open_tables
-from features.synth import generate_world
+from synth import generate_world
 
 pytestmark = pytest.mark.slow
 

@@ -202,7 +202,7 @@ def test_evaluate_gives_a_row_per_model_and_task_and_reports_skips() -> None:
 def synth_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from features.ingest import ingest
     from features.mapping import load_mapping
-    from features.synth import generate_world
+    from synth import generate_world
 
     root = tmp_path_factory.mktemp("recs_eval")
     generate_world(300, 3, root / "raw")

@@ -154,7 +154,7 @@ def test_sessions_add_viewed_together_pairs_only_when_asked() -> None:
 def synthetic_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     from features.ingest import ingest
     from features.mapping import load_mapping
-    from features.synth import generate_world
+    from synth import generate_world
 
     root: Path = tmp_path_factory.mktemp("world")
     generate_world(2000, 3, root / "raw")

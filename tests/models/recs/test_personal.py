@@ -185,7 +185,7 @@ def test_beats_popularity_on_next_month_of_synthetic_world(tmp_path: Path) -> No
     """Temporal check: trained before 2025-12-01, scored on December purchases of new-to-customer items."""
     from features.ingest import ingest
     from features.mapping import load_mapping
-    from features.synth import generate_world
+    from synth import generate_world
 
     generate_world(2000, 3, tmp_path / "raw")
     ingest(tmp_path / "raw", load_mapping("synthetic"), tmp_path / "home", now=datetime(2026, 1, 1, tzinfo=UTC))

@@ -13,7 +13,7 @@ import pytest
 
 from features.contract import INPUT_TABLES, TABLES, Col
 from features.mapping import load_mapping
-from features.synth import TABLE_NAMES, generate_world
+from synth import TABLE_NAMES, generate_world
 
 N_CUSTOMERS = 1500
 SEED = 11

@@ -2,7 +2,7 @@
 
 Each defect touches rows chosen among clean ones and disjoint from the other defects, so the counts
 written to ``truth/dirt.json`` equal what a validator finds in the files. Malformed e-mails and phones
-are planted with the records (:mod:`features.synth_people`).
+are planted with the records (:mod:`synth.people`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from features.synth_common import Clock
+from synth.common import Clock
 
 DUPLICATE_LINE_SHARE = 0.005
 BAD_PRICE_SHARE = 0.0003

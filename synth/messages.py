@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.synth_behaviour import Behaviour
-from features.synth_catalog import OFFERS
-from features.synth_common import Clock, ZoneTable, whole_seconds
-from features.synth_people import CHANNELS, People
+from synth.behaviour import Behaviour
+from synth.catalog import OFFERS
+from synth.common import Clock, ZoneTable, whole_seconds
+from synth.people import CHANNELS, People
 
 OFFER_SHARE = 0.35  # share of messages that carry an offer; the offer is then uniform over OFFERS
 WINDOW_DAYS = 30.0  # uplift horizon and offer redemption window

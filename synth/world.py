@@ -11,7 +11,7 @@ read by the built-in ``synthetic`` mapping, and the planted ground truth beside 
 - ``dirt.json``: the count of every planted defect; ``world.json``: seed, parameters and counts.
 
 The same seed gives byte-identical files. Generation is vectorised (a weekly loop over ~105 weeks
-and a loop over ~300 campaigns, never over events); the parts live in ``features/synth_*.py``.
+and a loop over ~300 campaigns, never over events); the parts live in ``synth/*.py``.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import pandas as pd
 import pyarrow as pa
 
 from features.contract import INPUT_TABLES, Channel, Col, ConsentStatus, OrderStatus, SalesChannel
-from features.synth_behaviour import DRIFT_DAYS, LAPSE_HAZARD, Behaviour, simulate
-from features.synth_catalog import CATEGORIES, OFFERS, Catalogue, build_catalogue, offers_frame, plant_uplift
-from features.synth_commerce import (
+from synth.behaviour import DRIFT_DAYS, LAPSE_HAZARD, Behaviour, simulate
+from synth.catalog import CATEGORIES, OFFERS, Catalogue, build_catalogue, offers_frame, plant_uplift
+from synth.commerce import (
     CANCEL_SHARE,
     EVENT_TYPES,
     GUEST_SHARE,
@@ -45,7 +45,7 @@ from features.synth_commerce import (
     build_sessions,
     cancel,
 )
-from features.synth_common import (
+from synth.common import (
     SECONDS_PER_DAY,
     Clock,
     ZoneTable,
@@ -56,8 +56,8 @@ from features.synth_common import (
     write_table,
     write_table_chunks,
 )
-from features.synth_dirt import FUTURE_EVENT_SHARE, FUTURE_ORDER_SHARE, plant_future, plant_line_dirt
-from features.synth_messages import (
+from synth.dirt import FUTURE_EVENT_SHARE, FUTURE_ORDER_SHARE, plant_future, plant_line_dirt
+from synth.messages import (
     OFFER_SHARE,
     WINDOW_DAYS,
     Messages,
@@ -67,9 +67,9 @@ from features.synth_messages import (
     consent_rows,
     send,
 )
-from features.synth_people import CHANNELS, People, build_people
+from synth.people import CHANNELS, People, build_people
 
-__all__ = ["GENERATOR", "WorldSummary", "generate_world"]
+__all__ = ["GENERATOR", "TABLE_NAMES", "WorldSummary", "generate_world"]
 
 logger = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 
 from features.contract import OfferType
-from features.synth_behaviour import DIURNAL, Behaviour, local_hours
-from features.synth_catalog import CATEGORIES, OFFERS, Catalogue
-from features.synth_common import COUNTRIES, EUR_PER_GBP, Clock, ZoneTable, season
-from features.synth_messages import Purchases
-from features.synth_people import People
+from synth.behaviour import DIURNAL, Behaviour, local_hours
+from synth.catalog import CATEGORIES, OFFERS, Catalogue
+from synth.common import COUNTRIES, EUR_PER_GBP, Clock, ZoneTable, season
+from synth.messages import Purchases
+from synth.people import People
 
 GUEST_SHARE = 0.04  # online orders checked out as a guest
 CANCEL_SHARE = 0.03  # orders later cancelled (in part or in full) by a "C" document

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from features.contract import Channel
-from features.synth_catalog import CATEGORIES, Catalogue
-from features.synth_common import (
+from synth.catalog import CATEGORIES, Catalogue
+from synth.common import (
     COUNTRIES,
     US_CITY_ZONE,
     ZONES,

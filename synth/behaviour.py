@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.synth_common import Clock, ZoneTable, season
+from synth.common import Clock, ZoneTable, season
 
 # relative activity by local hour, for orders and sessions away from a person's preferred hour
 DIURNAL = np.array(
@@ -50,6 +50,7 @@ DIURNAL = np.array(
 )
 LAPSE_HAZARD = 0.003  # weekly hazard that an engaged buyer on rhythm starts drifting away
 DRIFT_DAYS = 120.0  # mean time from the start of the drift to churn
+LAPSE_DECAY_DAYS = 25.0  # while drifting, the purchase rate decays as exp(-days since the drift began / 25)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def simulate(rng: np.random.Generator, persons: pd.DataFrame, clock: Clock, zone
 
     Args:
         rng: Random stream of behaviour.
-        persons: Person traits from :func:`features.synth_people.build_people`.
+        persons: Person traits from :func:`synth.people.build_people`.
         clock: The world's clock.
         zones: UTC offsets of the world's zones.
 
@@ -143,7 +144,7 @@ def simulate(rng: np.random.Generator, persons: pd.DataFrame, clock: Clock, zone
 
         lo = np.maximum(a, np.where(np.isfinite(first), first, -np.inf))
         active = alive & buyer & ~ooad & (lo < b)
-        mean = rate * np.exp(-lapsed * 7.0 / 25.0) * week_season[w] * np.maximum(b - lo, 0.0)
+        mean = rate * np.exp(-lapsed * 7.0 / LAPSE_DECAY_DAYS) * week_season[w] * np.maximum(b - lo, 0.0)
         k = np.where(active, rng.poisson(np.where(active, mean, 0.0)), 0)
         who = np.repeat(np.arange(n), k)
         when = lo[who] + rng.random(len(who)) * (b - lo[who])

@@ -507,13 +507,18 @@ def train_sendtime(
     from training.sendtime import train_sendtime as run
 
     try:
+        check = None
+        if truth is not None:
+            from synth.checks import SendTimeTruth
+
+            check = SendTimeTruth(truth, data)
         with _progress("train sendtime") as tick:
             result = run(
                 data,
                 tracking_uri,
                 as_of=_parse_as_of(as_of) if as_of else None,
                 test_days=test_days,
-                truth_dir=truth,
+                planted_check=check,
                 min_sends=min_sends,
                 margin=margin,
                 progress=tick,
@@ -552,12 +557,17 @@ def train_offers(
         console.print(f"[bold red]error:[/] --learner must be cells, x or t, not {learner!r}")
         raise typer.Exit(code=2)
     try:
+        check = None
+        if truth is not None:
+            from synth.checks import OffersTruth
+
+            check = OffersTruth(truth, data)
         with _progress("train offers") as tick:
             result = run(
                 data,
                 tracking_uri,
                 catalogue,
-                truth_dir=truth,
+                policy_check=check,
                 learner=learner,
                 step_days=step_days,
                 margin=margin,

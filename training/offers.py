@@ -1,5 +1,6 @@
 """The offers job: logged sends -> uplift (X-learner over LightGBM) -> held-out Qini and off-policy value
--> (synthetic) profit against the planted truth -> one verified bundle in MLflow, registered as "offers".
+-> an optional outside check of the policy (on a synthetic world, its true profit against the planted
+truth: ``synth.checks``) -> one verified bundle in MLflow, registered as "offers".
 
 Dataset. Every logged campaign message is a randomised experiment: it carried no offer or one offer
 drawn at random. Its outcome is any order by the customer within 30 days after the send. Its features
@@ -15,7 +16,7 @@ offer and cell, shrunk by empirical Bayes; see :mod:`models.decisioning.uplift`)
 bound of the profit. How cautious (``caution`` = standard deviations below the estimate) is chosen per
 run on a validation split of the training sends: the last ``holdout_days`` of them, with a model fitted
 on the sends whose outcome window ends before; the caution with the best doubly robust incremental
-profit wins, and the final model is refitted on every training send. The holdout and the planted truth
+profit wins, and the final model is refitted on every training send. The holdout and any outside check
 are read only after that choice. Method and cells were chosen the same way (docs/offers.md).
 """
 
@@ -41,8 +42,6 @@ from features.store import data_end, ingest_report, latest_snapshot, open_tables
 from models.decisioning.control import ControlGroup
 from models.decisioning.nbo import (
     NextBestOffer,
-    allocate,
-    decide,
     expected_order_value,
     population_order_value,
     score_offers,
@@ -65,6 +64,12 @@ SKIP_GROUPS = ("hour_of_week",)  # 168 hour-of-week bins: send time's business, 
 DEFAULT_CELLS = (P_BASE, "lifecycle", "avg_order_value", "loyalty_member")
 CAUTION_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
 KAIROS = "Kairos (uplift x margin - cost)"
+# (the policy, features and segments as of now, now, the message history, other policies to compare by
+# name) -> a table and figures to log (synth.checks.OffersTruth on a synthetic world)
+PolicyCheck = Callable[
+    [NextBestOffer, pd.DataFrame, datetime, pd.DataFrame, dict[str, NextBestOffer]],
+    tuple[pd.DataFrame, dict[str, float]],
+]
 ProgressFn = Callable[[str, float], None]
 
 
@@ -358,137 +363,6 @@ def off_policy(
     return table, metrics
 
 
-# --- truth (synthetic worlds) ---------------------------------------------------------------------------
-
-
-def true_profit(truth: pd.DataFrame, catalogue: Catalogue, order_value: np.ndarray) -> np.ndarray:
-    """``(n, n_offers)`` true expected incremental profit of each offer.
-
-    The offer's effect is the generator's (:func:`synth.messages.apply_offers`): with planted
-    baseline ``p0`` and uplift ``u``, a positive ``u`` adds a purchase with probability ``u / (1 - p0)``
-    when none was coming, a negative one cancels a coming purchase with probability ``-u / p0``. With the
-    person's real purchase probability ``p`` now, buying becomes ``p + (1 - p) u / (1 - p0)`` or
-    ``p (1 + u / p0)`` (``p0 + u`` exactly when ``p = p0``).
-    """
-    p0 = truth["baseline_30d"].to_numpy(dtype=np.float64)
-    p = truth["p_natural"].to_numpy(dtype=np.float64)
-    cols = []
-    for offer in catalogue.offers:
-        u = truth.get(f"uplift_{offer.id}", pd.Series(0.0, index=truth.index)).to_numpy(dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p_offer = np.where(u >= 0, p + (1 - p) * u / np.maximum(1 - p0, 1e-9), p * (1 + u / np.maximum(p0, 1e-9)))
-        p_offer = np.clip(np.nan_to_num(p_offer, nan=0.0), 0.0, 1.0)
-        cost = offer.cost.expected_cost(p_offer, order_value)
-        cols.append((p_offer - p) * catalogue.margin_rate * order_value - cost)
-    return np.nan_to_num(np.column_stack(cols))
-
-
-def _codes(decisions: pd.DataFrame, catalogue: Catalogue) -> np.ndarray:
-    """Offer column index of each decision, -1 for no offer."""
-    ids = catalogue.offer_ids
-    return np.array([-1 if pd.isna(o) else ids.index(o) for o in decisions[Col.OFFER_ID]], dtype=np.int64)
-
-
-def truth_comparison(
-    nbo: NextBestOffer,
-    frame: pd.DataFrame,
-    truth: pd.DataFrame,
-    *,
-    now: datetime,
-    history: pd.DataFrame | None,
-    others: dict[str, NextBestOffer] | None = None,
-) -> tuple[pd.DataFrame, dict[str, float]]:
-    """True expected profit of Kairos's decisions against the oracle and the baselines, on one snapshot.
-
-    Every policy chooses among the same candidates (eligible, valid, under the cap, a usable channel,
-    not in the control group); the order value is the person's planted basket value. ``others`` adds
-    rows for other models (e.g. the previous learner), each choosing among its own candidates, which
-    are the same ones: candidates do not depend on the model.
-    """
-    frame = frame.reset_index(drop=True)
-    known = frame[Col.CUSTOMER_KEY].isin(truth[Col.CUSTOMER_KEY])
-    frame = frame[known.to_numpy()].reset_index(drop=True)
-    t = frame[[Col.CUSTOMER_KEY]].merge(truth, on=Col.CUSTOMER_KEY, how="left")
-    scores = nbo.score(frame, now=now, history=history)
-    value = t["basket_value"].to_numpy(dtype=np.float64)
-    value = np.where(np.isfinite(value) & (value > 0), value, scores.order_value)
-    truth_profit = true_profit(t, nbo.catalogue, value)
-    cand = scores.eligible
-    n = len(frame)
-    rows = np.arange(n)
-
-    def total(choice: np.ndarray) -> float:
-        given = choice >= 0
-        return float(truth_profit[rows[given], choice[given]].sum())
-
-    kairos = decide(scores)
-    k_choice = _codes(kairos, nbo.catalogue)
-    masked = np.where(cand, truth_profit, -np.inf)
-    best = np.argmax(masked, axis=1)
-    oracle = np.where(masked[rows, best] > 0, best, -1)
-    per_offer = np.where(cand, truth_profit, 0.0).sum(axis=0)
-    single = int(np.argmax(per_offer))  # in hindsight: the offer whose true total is best
-    # without hindsight: the one offer the uplift model expects to earn most across its candidates
-    believed = int(np.argmax(np.where(cand, scores.profit, 0.0).sum(axis=0)))
-    n_cand = cand.sum(axis=1)
-    random_total = float(
-        np.where(n_cand > 0, np.where(cand, truth_profit, 0.0).sum(axis=1) / np.maximum(n_cand, 1), 0).sum()
-    )
-    rules = NextBestOffer(nbo.catalogue, None, nbo.control)
-    r_scores = rules.score(frame, now=now, history=history)
-    r_choice = _codes(decide(r_scores), nbo.catalogue)
-    alloc, summary = allocate(scores, nbo.catalogue)
-    a_choice = _codes(alloc, nbo.catalogue)
-    results = {
-        "oracle (true uplift)": (total(oracle), int((oracle >= 0).sum())),
-        "Kairos (uplift model)": (total(k_choice), int((k_choice >= 0).sum())),
-        "Kairos within the campaign budget": (total(a_choice), int((a_choice >= 0).sum())),
-    }
-    for name, other in (others or {}).items():
-        o_choice = _codes(decide(other.score(frame, now=now, history=history)), nbo.catalogue)
-        results[name] = (total(o_choice), int((o_choice >= 0).sum()))
-    results |= {
-        "Kairos rules only (playbook)": (total(r_choice), int((r_choice >= 0).sum())),
-        f"best single offer for everyone, in hindsight ({nbo.catalogue.offer_ids[single]})": (
-            float(per_offer[single]),
-            int(cand[:, single].sum()),
-        ),
-        f"best single offer for everyone, chosen from the logged sends ({nbo.catalogue.offer_ids[believed]})": (
-            float(per_offer[believed]),
-            int(cand[:, believed].sum()),
-        ),
-        "random eligible offer": (random_total, int((n_cand > 0).sum())),
-        "no offer": (0.0, 0),
-    }
-    oracle_total = results["oracle (true uplift)"][0]
-    table = pd.DataFrame(
-        [
-            {
-                "policy": name,
-                "true_profit": profit,
-                "per_customer": profit / max(n, 1),
-                "share_of_oracle": profit / oracle_total if oracle_total > 0 else float("nan"),
-                "offers_sent": sent,
-            }
-            for name, (profit, sent) in results.items()
-        ]
-    )
-    metrics = {
-        "truth_customers": float(n),
-        "truth_control_customers": float(scores.control.sum()),
-        "truth_kairos_profit": results["Kairos (uplift model)"][0],
-        "truth_oracle_profit": oracle_total,
-        "truth_budget_profit": results["Kairos within the campaign budget"][0],
-        "truth_rules_profit": results["Kairos rules only (playbook)"][0],
-        "truth_best_single_profit": float(per_offer[single]),
-        "truth_logged_single_profit": float(per_offer[believed]),
-        "truth_random_profit": random_total,
-        "truth_kairos_share_of_oracle": results["Kairos (uplift model)"][0] / oracle_total if oracle_total > 0 else 0.0,
-        "budget_spent": summary.spent,
-    }
-    return table, metrics
-
-
 # --- the job --------------------------------------------------------------------------------------------
 
 
@@ -566,7 +440,7 @@ def train_offers(
     tracking_uri: str,
     catalogue_path: Path | None = None,
     *,
-    truth_dir: Path | None = None,
+    policy_check: PolicyCheck | None = None,
     learner: str = "cells",
     cells: tuple[str, ...] = DEFAULT_CELLS,
     caution: float | None = None,
@@ -586,7 +460,9 @@ def train_offers(
         data_home: ingested data with a feature snapshot (the decisions of the truth comparison use it).
         tracking_uri: MLflow tracking URI.
         catalogue_path: offer catalogue YAML (default: the shipped example).
-        truth_dir: a synthetic world's ``truth/`` folder, for the profit comparison with the oracle.
+        policy_check: an outside check of the fitted policy on the latest snapshot (a synthetic world's
+            true profit against the oracle: :class:`synth.checks.OffersTruth`); its table and figures
+            are logged.
         learner: ``"cells"`` (default), ``"x"`` or ``"t"``: the learner registered.
         cells: the nested cells of the ``cells`` learner.
         caution: decide on the profit minus this many standard deviations (``cells`` only); None chooses
@@ -672,12 +548,9 @@ def train_offers(
     snapshot = latest_snapshot(data_home)
     now = snapshot.as_of
     history = tables["messages"].select(Col.CUSTOMER_KEY, Col.OFFER_ID, SENT_AT).execute()
-    if truth_dir is not None:
-        tick("comparing with the planted truth", 0.8)
+    if policy_check is not None:
+        tick("checking the policy (e.g. against a planted truth)", 0.8)
         frame = features_at(tables, now)
-        from synth.truth import load_truth  # synthetic worlds only: serving never loads synth
-
-        truth = load_truth(truth_dir, tables["customers"].select(Col.CUSTOMER_ID, Col.CUSTOMER_KEY).execute(), now)
         nbo = NextBestOffer(catalogue, model, ControlGroup(), caution=caution)
         compared = {
             f"Kairos, {name} learner (comparison)": NextBestOffer(catalogue, fitted[name], ControlGroup())
@@ -685,7 +558,7 @@ def train_offers(
         }
         if caution > 0:
             compared["Kairos without caution (expected profit)"] = NextBestOffer(catalogue, model, ControlGroup())
-        truth_table, truth_metrics = truth_comparison(nbo, frame, truth, now=now, history=history, others=compared)
+        truth_table, truth_metrics = policy_check(nbo, frame, now, history, compared)
         metrics |= truth_metrics
     sizes = {
         "sends": len(data),

@@ -7,16 +7,16 @@ Evaluation (all temporal: fit on what happened before ``T = as_of - test_days``,
   data without messages, placed an order), the local hour of the first such event, against the
   customer's learnt habit: hit when the habit's most likely hour is within +-1 h, and the mean
   log-likelihood of the hour; the baseline is the population's habit. This is the selection metric.
-* planted preference (synthetic worlds only, with their ``truth/``): the share of customers whose
-  recommended slot at ``T`` (next 24 h, outside quiet hours) is within +-1 h of their planted
-  preferred local hour, against the best single hour for everyone (chosen with the truth, so an upper
-  bound for any one-hour-for-all rule) and the population curve's slot.
+* an optional outside check of the model fitted before ``T`` (``planted_check``): on a synthetic world,
+  :class:`synth.checks.SendTimeTruth` gives the share of customers whose recommended slot at ``T`` is
+  within +-1 h of their planted preferred local hour, against the best single hour for everyone and
+  the population curve's slot. The job itself knows nothing of synthetic worlds.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,11 +33,14 @@ from features.errors import DataNotFoundError, KairosError
 from features.mapping import load_mapping
 from features.store import SEGMENTS_FILE, SNAPSHOTS_DIR, ingest_report, open_tables
 from models.decisioning.channel import ChannelPreference
-from models.decisioning.sendtime import CHANNELS, HOURS, SendTimeModel, local_slots, valid_zone
+from models.decisioning.sendtime import CHANNELS, HOURS, SendTimeModel, hour_distance, local_slots, valid_zone
 
 EXPERIMENT = "kairos-sendtime"
 SELECTION_METRIC = "next_hour_hit_1h"
 SEGMENT_COLUMN = "lifecycle"
+# (model fitted before the split, the split, the messages before it) -> one row per channel and group with
+# ``channel``, ``group``, ``kairos``, ``best_single_hour`` and ``population_curve`` (synth.checks.SendTimeTruth)
+PlantedCheck = Callable[[SendTimeModel, datetime, pd.DataFrame], pd.DataFrame]
 ProgressFn = Callable[[str, float], None]
 
 
@@ -206,11 +209,6 @@ def fit_models(
 # --- evaluation ---------------------------------------------------------------------------------
 
 
-def _hour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    d = np.abs(np.asarray(a, dtype=np.int64) - np.asarray(b, dtype=np.int64)) % HOURS
-    return np.minimum(d, HOURS - d)
-
-
 def _daily(habit: np.ndarray) -> np.ndarray:
     """A 168-slot distribution folded to the 24 hours of the day."""
     return habit.reshape(*habit.shape[:-1], 7, HOURS).sum(axis=-2)
@@ -247,63 +245,9 @@ def evaluate_next_hour(model: SendTimeModel, events: pd.DataFrame, channel: str 
         daily = _daily(dist)
         daily = daily / daily.sum(axis=1, keepdims=True)
         guess = daily.argmax(axis=1)
-        out[f"{name}hit_1h"] = float((_hour_distance(guess, hour) <= 1).mean())
+        out[f"{name}hit_1h"] = float((hour_distance(guess, hour) <= 1).mean())
         out[f"{name}log_lik"] = float(np.log(np.maximum(daily[np.arange(len(hour)), hour], 1e-12)).mean())
     return out
-
-
-def evaluate_planted(
-    model: SendTimeModel,
-    people: pd.DataFrame,
-    now: datetime,
-    sends_before: pd.DataFrame,
-    channels: Sequence[str] = CHANNELS,
-    quiet: tuple[int, int] | None = (22, 8),
-) -> pd.DataFrame:
-    """Share of customers whose recommended slot is within +-1 h of their planted preferred local hour.
-
-    Args:
-        model: Fitted on data before ``now``.
-        people: :func:`synth.truth.truth_people` (``customer_key`` and ``pref_hour_<channel>``).
-        now: The time of the recommendation (the split).
-        sends_before: Messages before ``now`` (``customer_key``, ``channel``): defines the "with sends" group.
-        channels: Channels to evaluate.
-        quiet: Quiet hours for the recommendation.
-
-    Returns:
-        One row per channel and group (``all`` / ``with_sends``): ``customers``, ``kairos``,
-        ``population_curve``, ``best_single_hour`` (the truth-chosen hour) and ``single_hour``.
-    """
-    rows = []
-    keys = people[Col.CUSTOMER_KEY].astype(str).to_numpy()
-    for channel in channels:
-        planted = people[f"pref_hour_{channel}"].to_numpy(dtype=np.int64)
-        ours = model.best_slots_batch(keys, channel, now, quiet=quiet)
-        zones = ours["timezone"].tolist()
-        pop = model.best_slots_batch(["\x00population"] * len(keys), channel, now, quiet=quiet, timezones=zones)
-        our_hour = np.array([t.hour if t is not None else -99 for t in ours["best_local"]])
-        pop_hour = np.array([t.hour if t is not None else -99 for t in pop["best_local"]])
-        sent = set(sends_before.loc[sends_before[Col.CHANNEL] == channel, Col.CUSTOMER_KEY].astype(str))
-        with_sends = np.array([k in sent for k in keys])
-        for group, mask in (("all", np.ones(len(keys), dtype=bool)), ("with_sends", with_sends)):
-            if not mask.any():
-                continue
-            within = _hour_distance(our_hour[mask], planted[mask]) <= 1
-            pop_within = _hour_distance(pop_hour[mask], planted[mask]) <= 1
-            single = np.array([(_hour_distance(np.full(mask.sum(), h), planted[mask]) <= 1).mean() for h in range(24)])
-            rows.append(
-                {
-                    "channel": channel,
-                    "group": group,
-                    "customers": int(mask.sum()),
-                    "kairos": float(within.mean()),
-                    "population_curve": float(pop_within.mean()),
-                    "best_single_hour": float(single.max()),
-                    "single_hour": int(single.argmax()),
-                    "kairos_source_customer": float((ours["source"].to_numpy()[mask] == "customer").mean()),
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 # --- the job ------------------------------------------------------------------------------------
@@ -338,8 +282,7 @@ def evaluate(
     inputs: SendTimeInputs,
     as_of: datetime,
     test_days: int = 60,
-    truth_dir: Path | None = None,
-    customer_ids: pd.DataFrame | None = None,
+    planted_check: PlantedCheck | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame, pd.DataFrame | None]:
     """Fit before ``as_of - test_days`` and evaluate on what followed (see the module docstring).
@@ -368,13 +311,8 @@ def evaluate(
         "next_hour_customers": figures["customers"],
     }
     planted = None
-    if truth_dir is not None:
-        if customer_ids is None:
-            raise KairosError("the planted evaluation needs the customers' ids (customer_id, customer_key)")
-        from synth.truth import truth_people  # synthetic worlds only: serving never loads synth
-
-        people = truth_people(truth_dir, customer_ids)
-        planted = evaluate_planted(model, people, split, before.messages)
+    if planted_check is not None:
+        planted = planted_check(model, split, before.messages)
         for row in planted.itertuples(index=False):
             prefix = f"planted_{row.channel}_{row.group}"
             metrics[f"{prefix}_kairos"] = row.kairos
@@ -389,7 +327,7 @@ def train_sendtime(
     *,
     as_of: datetime | None = None,
     test_days: int = 60,
-    truth_dir: Path | None = None,
+    planted_check: PlantedCheck | None = None,
     params: Mapping[str, Any] | None = None,
     min_sends: int = 5,
     margin: float = 0.0,
@@ -403,7 +341,9 @@ def train_sendtime(
         tracking_uri: MLflow tracking URI.
         as_of: End of the data used (default: the latest timestamp in messages and activity).
         test_days: Length of the evaluation period before ``as_of``.
-        truth_dir: A synthetic world's ``truth/`` folder, for the planted-preference evaluation.
+        planted_check: An outside check of the model fitted before the split (a synthetic world's planted
+            preferred hours: :class:`synth.checks.SendTimeTruth`); its table is logged and its figures
+            become ``planted_*`` metrics.
         params: :class:`SendTimeModel` parameters.
         min_sends: :class:`ChannelPreference`'s minimum sends.
         margin: How much better than the champion the selection metric must be to take over.
@@ -416,12 +356,9 @@ def train_sendtime(
     inputs = load_inputs(Path(data_home))
     end = inputs.latest() if as_of is None else as_of.astimezone(UTC)
     inputs = inputs.cut(end)
-    customer_ids = None
-    if truth_dir is not None:
-        customer_ids = open_tables(Path(data_home))["customers"].select(Col.CUSTOMER_ID, Col.CUSTOMER_KEY).execute()
 
     tick("evaluating on the last days", 0.1)
-    metrics, next_hour, planted = evaluate(inputs, end, test_days, truth_dir, customer_ids, params)
+    metrics, next_hour, planted = evaluate(inputs, end, test_days, planted_check, params)
 
     tick("refitting on all data", 0.6)
     model, channel = fit_models(inputs, end, params, min_sends)

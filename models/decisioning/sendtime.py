@@ -947,3 +947,9 @@ def _opt(value: Any) -> datetime | None:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
         return None
     return value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+
+
+def hour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hours between hours of the day, around the clock (23 and 1 are 2 apart)."""
+    d = np.abs(np.asarray(a, dtype=np.int64) - np.asarray(b, dtype=np.int64)) % HOURS
+    return np.minimum(d, HOURS - d)

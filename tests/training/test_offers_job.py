@@ -14,6 +14,7 @@ from bundles.offers import MODEL_NAME, OffersBundle
 from features.contract import Col
 from features.store import open_tables
 from models.decisioning.offers import EXAMPLE_CATALOGUE, load_catalogue
+from synth.checks import OffersTruth
 from training.offers import (
     CAUTION_GRID,
     DEFAULT_CELLS,
@@ -41,7 +42,7 @@ def run(synth_home, sends: pd.DataFrame, tmp_path_factory: pytest.TempPathFactor
     result = train_offers(
         synth_home.home,
         uri,
-        truth_dir=synth_home.raw / "truth",
+        policy_check=OffersTruth(synth_home.raw / "truth", synth_home.home),
         compare_learners=False,  # the X-learner takes minutes; its own tests are in tests/models
         step_days=STEP_DAYS,
         holdout_days=HOLDOUT_DAYS,

@@ -12,15 +12,17 @@ from bundles import registry
 from bundles.sendtime import MODEL_NAME, SendTimeBundle
 from features.store import open_tables
 from models.decisioning.policy import ContactPolicy, contact_states
+from synth.checks import SendTimeTruth
 from tests.conftest import SynthHome
 from training.sendtime import SELECTION_METRIC, SendTimeRun, load_inputs, train_sendtime
-from training.sendtime_eval import main as eval_main
 
 
 @pytest.fixture(scope="module")
 def run(synth_home: SynthHome, tmp_path_factory: pytest.TempPathFactory) -> tuple[SendTimeRun, str]:
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow_sendtime') / 'mlflow.db'}"
-    return train_sendtime(synth_home.home, uri, truth_dir=synth_home.raw / "truth"), uri
+    return train_sendtime(
+        synth_home.home, uri, planted_check=SendTimeTruth(synth_home.raw / "truth", synth_home.home)
+    ), uri
 
 
 def test_planted_preference_clearly_beats_one_hour_for_everyone(run: tuple[SendTimeRun, str]) -> None:
@@ -76,6 +78,15 @@ def test_policy_on_the_real_tables_never_permits_an_opted_out_channel(synth_home
 
 
 def test_eval_entry_prints_the_figures(synth_home: SynthHome, capsys: pytest.CaptureFixture[str]) -> None:
-    eval_main(["--data", str(synth_home.home), "--truth", str(synth_home.raw / "truth")])
+    """bench/sendtime_eval.py, the figures of docs/decisioning.md."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "sendtime_eval.py"
+    spec = importlib.util.spec_from_file_location("sendtime_eval", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--data", str(synth_home.home), "--truth", str(synth_home.raw / "truth")])
     out = capsys.readouterr().out
     assert "best_single_hour" in out and "Kairos habit" in out

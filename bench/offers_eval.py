@@ -1,7 +1,7 @@
 """Print the offers job's figures: held-out Qini and uplift at 30%, off-policy value, and (synthetic
 worlds) the true profit of Kairos's policy against the oracle and the baselines.
 
-    python -m training.offers_eval --data HOME --truth RAW/truth [--catalogue PATH] [--step-days 30]
+    python bench/offers_eval.py --data HOME --truth RAW/truth [--catalogue PATH] [--step-days 30]
         [--learner cells|x|t] [--caution Z]
 
 The caution (standard deviations below the estimated profit that decisions use) is chosen on a
@@ -14,16 +14,22 @@ temporary folder), without registering it unless ``--register`` is given.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
-from training.offers import train_offers
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this folder comes first on sys.path and bench/features.py would shadow the package.
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 
 
 def main(argv: list[str] | None = None) -> None:
+    import pandas as pd
+
+    from synth.checks import OffersTruth
+    from training.offers import train_offers
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="ingested data home with a snapshot")
     parser.add_argument("--truth", type=Path, default=None, help="the synthetic world's truth folder")
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
             args.data,
             uri,
             args.catalogue,
-            truth_dir=args.truth,
+            policy_check=OffersTruth(args.truth, args.data) if args.truth is not None else None,
             learner=args.learner,
             caution=args.caution,
             compare_learners=not args.no_compare,

@@ -27,11 +27,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -413,23 +412,22 @@ def evaluate(
 
 
 def kairos_models() -> tuple[dict[str, Recommender], dict[str, tuple[str, ...]]]:
-    """The Kairos recommenders importable right now, with the task each is judged on."""
-    found: dict[str, Recommender] = {}
-    tasks: dict[str, tuple[str, ...]] = {}
-    candidates: list[tuple[str, str, str, dict[str, object], str]] = [
-        ("Kairos BoughtTogether", "models.recs.cooccurrence", "BoughtTogether", {}, BASKET_COMPLETION),
+    """The Kairos recommenders, with the task each is judged on."""
+    from models.recs.blend import RepeatThenPersonal
+    from models.recs.cooccurrence import BoughtTogether
+    from models.recs.personal import ImplicitRecommender
+
+    found: dict[str, Recommender] = {
+        "Kairos BoughtTogether": BoughtTogether(),
         # own items by recency-weighted frequency, then implicit-ALS picks of new items
-        ("Kairos Repeat+Personal", "models.recs.blend", "RepeatThenPersonal", {}, NEXT_BASKET),
-        ("Kairos Implicit (new items only)", "models.recs.personal", "ImplicitRecommender", {}, NEXT_BASKET),
-    ]
-    for name, module, cls, params, task in candidates:
-        try:
-            factory: Callable[..., Recommender] = getattr(importlib.import_module(module), cls)
-            found[name] = factory(**params)
-        except Exception as exc:  # a model still being written must not stop the baselines
-            logger.warning("%s not evaluated: %s.%s is not importable (%s)", name, module, cls, exc)
-            continue
-        tasks[name] = (task,)
+        "Kairos Repeat+Personal": RepeatThenPersonal(),
+        "Kairos Implicit (new items only)": ImplicitRecommender(),
+    }
+    tasks = {
+        "Kairos BoughtTogether": (BASKET_COMPLETION,),
+        "Kairos Repeat+Personal": (NEXT_BASKET,),
+        "Kairos Implicit (new items only)": (NEXT_BASKET,),
+    }
     return found, tasks
 
 
@@ -450,7 +448,7 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Evaluate the baselines and the importable Kairos recommenders on an ingested home; print the table."""
+    """Evaluate the baselines and the Kairos recommenders on an ingested home; print the table."""
     parser = argparse.ArgumentParser(prog="python -m training.recs_eval", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="data home holding ingested/*.parquet")
     parser.add_argument("--split-at", required=True, help="split time T (ISO date or time, UTC)")

@@ -23,6 +23,7 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
+from models.base import Estimator
 from models.recs.base import IX, Query, Recommendation, Source
 from models.recs.popular import Popular, purchases, read_strings
 
@@ -259,7 +260,7 @@ class ItemCatalogue:
         )
 
 
-class CustomerHistory:
+class CustomerHistory(Estimator):
     """Per customer: the catalogue items they bought and their usual unit price (10th, 90th percentile).
 
     The price paid comes from the interactions' ``unit_price`` column where present, else from the

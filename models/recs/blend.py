@@ -19,7 +19,7 @@ from typing import Self
 import numpy as np
 import pandas as pd
 
-from models.base import Estimator
+from models.base import Estimator, check_fitted
 from models.recs.base import IX, EventKind, Query, Recommendation, Source
 from models.recs.personal import ImplicitRecommender
 
@@ -106,6 +106,7 @@ class RepeatThenPersonal(Estimator):
 
     def save(self, folder: Path) -> None:
         """``blend.json`` + ``own.parquet`` + the personal model in ``personal/`` (no pickle)."""
+        check_fitted(self, "own_", "personal_")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {

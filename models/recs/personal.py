@@ -34,7 +34,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits
 
-from models.base import Estimator
+from models.base import Estimator, check_fitted
 from models.recs.base import IX, EventKind, Query, Recommendation, Source
 
 _LN2 = float(np.log(2.0))
@@ -377,6 +377,7 @@ class ImplicitRecommender(Estimator):
 
     def save(self, folder: Path) -> None:
         """Write the model into ``folder``: JSON, Parquet, ``.npy`` and ``.npz`` files only."""
+        check_fitted(self, "item_factors_")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {

@@ -23,7 +23,7 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
-from models.base import Estimator
+from models.base import Estimator, check_fitted
 from models.recs.base import IX, Query, Recommendation, Source
 from models.recs.popular import Popular, purchases, read_strings
 
@@ -314,6 +314,7 @@ class CustomerHistory(Estimator):
 
     def save(self, folder: Path, catalogue: ItemCatalogue) -> None:
         """Write ``history.parquet`` (one row per bought item) and ``prices.parquet`` into ``folder``."""
+        check_fitted(self, "customers_")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         counts = np.diff(self.indptr_)

@@ -21,7 +21,7 @@ from typing import Self
 import numpy as np
 import pandas as pd
 
-from models.base import Estimator
+from models.base import Estimator, check_fitted
 from models.recs.base import IX, EventKind, Query, Recommendation, Source
 from models.recs.personal import ARTIFACT_FORMAT, ImplicitRecommender, _top_k, read_model_meta
 
@@ -164,6 +164,7 @@ class SimilarItems(Estimator):
 
     def save(self, folder: Path) -> None:
         """Write the model into ``folder``: JSON, Parquet and ``.npy`` files only."""
+        check_fitted(self, "item_factors_")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {

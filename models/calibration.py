@@ -29,6 +29,7 @@ from scipy.special import expit, logit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import StratifiedKFold
 
+from models.base import Estimator, check_fitted
 from models.evaluation import check_labels
 
 ArrayLike: TypeAlias = Sequence[float] | np.ndarray | pd.Series
@@ -93,7 +94,7 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
 
 
-class ProbabilityCalibrator:
+class ProbabilityCalibrator(Estimator):
     """Maps a model's raw probabilities to calibrated ones (fit on the validation window).
 
     Args:
@@ -115,9 +116,6 @@ class ProbabilityCalibrator:
         self.folds = folds
         self.seed = seed
         self.eps = eps
-
-    def get_params(self) -> dict[str, Any]:
-        return {"method": self.method, "folds": self.folds, "seed": self.seed, "eps": self.eps}
 
     def fit(self, raw_p: ArrayLike, y: ArrayLike) -> ProbabilityCalibrator:
         """Learn the mapping from ``raw_p`` (the model's probabilities on validation rows) to ``y``."""
@@ -161,16 +159,14 @@ class ProbabilityCalibrator:
 
     def transform(self, raw_p: ArrayLike) -> np.ndarray:
         """Calibrated probabilities in ``[eps, 1 - eps]``, non-decreasing in ``raw_p``."""
-        if not hasattr(self, "params_"):
-            raise AttributeError("ProbabilityCalibrator is not fitted; call fit() or from_dict() first")
+        check_fitted(self, "params_")
         return _apply(self.method_, self.params_, _check_raw(raw_p), self.eps)
 
     predict = transform
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able state: method, its parameters and the out-of-fold scores of the choice."""
-        if not hasattr(self, "params_"):
-            raise AttributeError("ProbabilityCalibrator is not fitted; nothing to save")
+        check_fitted(self, "params_")
         return {
             "format_version": FORMAT_VERSION,
             "kind": "probability_calibrator",

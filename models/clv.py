@@ -35,6 +35,8 @@ from scipy.optimize import minimize
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
 from features.errors import KairosError
+from models.base import Estimator, check_fitted
+from models.base import NotFittedError as NotFittedError  # its home before models.base
 
 ArrayLike: TypeAlias = Sequence[float] | np.ndarray | pd.Series
 DateLike: TypeAlias = str | date | datetime | pd.Timestamp
@@ -47,10 +49,6 @@ CLV_FIELDS = ("p_alive", "expected_orders", "p_purchase", "expected_order_value"
 
 class ConvergenceError(KairosError, RuntimeError):
     """The likelihood maximisation did not converge; try more data or a positive ``penalizer_coef``."""
-
-
-class NotFittedError(KairosError, AttributeError):
-    """A prediction was asked of a model that has not been fitted (or loaded with ``from_dict``)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,7 +279,7 @@ def _unique_rows(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     return [rows[:, i] for i in range(rows.shape[1])], counts.astype("float64")
 
 
-class _Exportable:
+class _Exportable(Estimator):
     """``to_dict`` / ``from_dict`` over a fitted ``params_`` dict and the constructor settings."""
 
     _param_names: ClassVar[tuple[str, ...]]
@@ -289,13 +287,8 @@ class _Exportable:
     log_likelihood_: float
     n_customers_: int
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor settings (scikit-learn's ``get_params``)."""
-        raise NotImplementedError
-
     def _check_fitted(self) -> dict[str, float]:
-        if not hasattr(self, "params_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or from_dict() first")
+        check_fitted(self, "params_")
         return self.params_
 
     def to_dict(self) -> dict[str, Any]:
@@ -368,10 +361,6 @@ class _BetaGeoBase(_Exportable):
         self.penalizer_coef = penalizer_coef
         self.tol = tol
         self.max_iter = max_iter
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor settings (scikit-learn's ``get_params``)."""
-        return {"penalizer_coef": self.penalizer_coef, "tol": self.tol, "max_iter": self.max_iter}
 
     # --- the model ----------------------------------------------------------------------------------
 
@@ -725,10 +714,6 @@ class GammaGamma(_Exportable):
         self.penalizer_coef = penalizer_coef
         self.tol = tol
         self.max_iter = max_iter
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor settings (scikit-learn's ``get_params``)."""
-        return {"penalizer_coef": self.penalizer_coef, "tol": self.tol, "max_iter": self.max_iter}
 
     @staticmethod
     def _log_lik_and_grad(params: np.ndarray, x: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
+from models.base import Estimator, check_fitted
 from models.evaluation import check_labels
 
 ArrayLike: TypeAlias = Sequence[float] | np.ndarray | pd.Series
@@ -61,7 +62,7 @@ def _columns(X: pd.DataFrame, recency: str, frequency: str, monetary: str) -> tu
     return tuple(out)
 
 
-class RFMScore:
+class RFMScore(Estimator):
     """Classic RFM quintile scores combined into one ranking score.
 
     ``fit`` learns the quintile edges of R, F and M from the training buyers. Each buyer then gets
@@ -88,14 +89,6 @@ class RFMScore:
         self.frequency = frequency
         self.monetary = monetary
 
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "direction": self.direction,
-            "recency": self.recency,
-            "frequency": self.frequency,
-            "monetary": self.monetary,
-        }
-
     def fit(self, X: pd.DataFrame, y: ArrayLike | None = None) -> RFMScore:
         """Learn the quintile edges from the buyers among the training rows (``y`` is ignored)."""
         if self.direction not in ("active", "churn"):
@@ -113,8 +106,7 @@ class RFMScore:
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per row: ``r_score``, ``f_score``, ``m_score`` (1..5; 0 for leads) and ``rfm_score``."""
-        if not hasattr(self, "edges_"):
-            raise AttributeError("RFMScore is not fitted; call fit() or from_dict() first")
+        check_fitted(self, "edges_")
         r, f, m = _columns(X, self.recency, self.frequency, self.monetary)
         lead = ~np.isfinite(r)
         # recency: lower is better, so 5 at or below the first edge, 1 above the last
@@ -134,8 +126,7 @@ class RFMScore:
         return MAX_SCORE - total if self.direction == "churn" else total
 
     def to_dict(self) -> dict[str, Any]:
-        if not hasattr(self, "edges_"):
-            raise AttributeError("RFMScore is not fitted; nothing to save")
+        check_fitted(self, "edges_")
         return {
             "format_version": FORMAT_VERSION,
             "kind": "rfm_score",
@@ -157,7 +148,7 @@ class RFMScore:
         return model
 
 
-class RFMLogistic:
+class RFMLogistic(Estimator):
     """Logistic regression on standardised ``log1p`` R, F, M and a never-ordered flag.
 
     Inputs per row: ``log1p(recency_days)`` (leads: the training buyers' mean), ``log1p(frequency)``,
@@ -185,15 +176,6 @@ class RFMLogistic:
         self.monetary = monetary
         self.max_iter = max_iter
 
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "C": self.C,
-            "recency": self.recency,
-            "frequency": self.frequency,
-            "monetary": self.monetary,
-            "max_iter": self.max_iter,
-        }
-
     def _design(self, X: pd.DataFrame, recency_fill: float) -> np.ndarray:
         r, f, m = _columns(X, self.recency, self.frequency, self.monetary)
         lead = ~np.isfinite(r)
@@ -220,8 +202,7 @@ class RFMLogistic:
 
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         """The linear score (log-odds) per row."""
-        if not hasattr(self, "coef_"):
-            raise AttributeError("RFMLogistic is not fitted; call fit() or from_dict() first")
+        check_fitted(self, "coef_")
         z = (self._design(X, self.recency_fill_) - self.means_) / self.scales_
         return np.asarray(z @ self.coef_ + self.intercept_, dtype=np.float64)
 
@@ -230,8 +211,7 @@ class RFMLogistic:
         return np.asarray(expit(self.decision_function(X)), dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
-        if not hasattr(self, "coef_"):
-            raise AttributeError("RFMLogistic is not fitted; nothing to save")
+        check_fitted(self, "coef_")
         return {
             "format_version": FORMAT_VERSION,
             "kind": "rfm_logistic",

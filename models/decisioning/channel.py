@@ -26,6 +26,7 @@ import pandas as pd
 
 from features.contract import Channel, Col
 from features.errors import InputDataError, KairosError
+from models.base import Estimator, check_fitted
 
 CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
 
@@ -47,7 +48,7 @@ class ChannelScore:
     rank: int
 
 
-class ChannelPreference:
+class ChannelPreference(Estimator):
     """Smoothed per-channel engagement probabilities, over consented channels only.
 
     Args:
@@ -60,9 +61,6 @@ class ChannelPreference:
         self.min_sends = min_sends
         self.prior_strength = prior_strength
         self.rank_by = rank_by
-
-    def get_params(self) -> dict[str, Any]:
-        return {"min_sends": self.min_sends, "prior_strength": self.prior_strength, "rank_by": self.rank_by}
 
     def fit(self, messages: pd.DataFrame) -> Self:
         """Count sends, engaged sends and clicks per customer and channel.
@@ -127,8 +125,7 @@ class ChannelPreference:
         self._prior = {c: (float(pop.loc[c, "p_open"]), float(pop.loc[c, "p_click"])) for c in CHANNELS}
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "counts_"):
-            raise KairosError("ChannelPreference is not fitted: call fit() or from_frames() first")
+        check_fitted(self, "counts_")
 
     def scores(self, customer_key: str, consented: Iterable[str]) -> list[ChannelScore]:
         """The consented channels, ranked (``ok`` ones first, each group by probability, descending).

@@ -58,6 +58,7 @@ import pandas as pd
 
 from features.contract import Channel, Col
 from features.errors import InputDataError, KairosError
+from models.base import Estimator, check_fitted
 
 SLOTS = 168
 HOURS = 24
@@ -216,7 +217,7 @@ def propensity(habit: np.ndarray, read_decay_hours: float) -> np.ndarray:
 # --- the model ------------------------------------------------------------------------------------
 
 
-class SendTimeModel:
+class SendTimeModel(Estimator):
     """Hour-of-week engagement curves per customer and channel with hierarchical shrinkage.
 
     Args:
@@ -259,21 +260,6 @@ class SendTimeModel:
         self.send_strength = send_strength
         self.min_events = min_events
         self.default_timezone = default_timezone
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "engage_hours": self.engage_hours,
-            "open_delay_hours": self.open_delay_hours,
-            "activity_weight": self.activity_weight,
-            "read_decay_hours": self.read_decay_hours,
-            "day_specificity": self.day_specificity,
-            "hour_spread": self.hour_spread,
-            "habit_strength": self.habit_strength,
-            "level_strength": self.level_strength,
-            "send_strength": self.send_strength,
-            "min_events": self.min_events,
-            "default_timezone": self.default_timezone,
-        }
 
     def _validate_params(self) -> None:
         positive = ("engage_hours", "open_delay_hours", "read_decay_hours", "habit_strength", "level_strength")
@@ -485,8 +471,7 @@ class SendTimeModel:
     # -- lookups ----------------------------------------------------------------------------------
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "curves_"):
-            raise KairosError("SendTimeModel is not fitted: call fit() or from_frames() first")
+        check_fitted(self, "curves_")
 
     def _channel(self, channel: str) -> int:
         if channel not in CHANNELS:

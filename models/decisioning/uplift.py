@@ -45,6 +45,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models.base import Estimator
 from models.churn import LightGBMClassifier
 
 __all__ = ["CONTROL", "FORMAT", "P_BASE", "UpliftModel", "treatment_labels"]
@@ -65,7 +66,7 @@ def treatment_labels(treatment: Sequence[Any] | np.ndarray | pd.Series) -> np.nd
     return np.where(missing, CONTROL, values.astype(str)).astype(object)
 
 
-class UpliftModel:
+class UpliftModel(Estimator):
     """Uplift in a binary outcome (a purchase within 30 days) for several offers against no offer.
 
     Args:
@@ -111,21 +112,6 @@ class UpliftModel:
         self.n_jobs = n_jobs
         self.cells = cells
         self.cell_bins = cell_bins
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "learner": self.learner,
-            "n_estimators": self.n_estimators,
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "min_child_samples": self.min_child_samples,
-            "early_stopping_rounds": self.early_stopping_rounds,
-            "valid_share": self.valid_share,
-            "seed": self.seed,
-            "n_jobs": self.n_jobs,
-            "cells": list(self.cells),
-            "cell_bins": self.cell_bins,
-        }
 
     # --- fitting -----------------------------------------------------------------------------------------
 
@@ -380,7 +366,7 @@ class UpliftModel:
         """A JSON-ready document: parameters, arms, feature names, arm sizes and every booster's text."""
         return {
             "format": FORMAT,
-            "params": self.get_params(),
+            "params": {**self.get_params(), "cells": list(self.cells)},  # JSON has lists, not tuples
             "arms": list(self.arms_),
             "feature_names": list(self.feature_names_),
             "rows": dict(self.rows_),

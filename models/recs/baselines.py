@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import pandas as pd
 
+from models.base import Estimator, check_fitted
 from models.recs.base import IX, EventKind, Query, Recommendation, Source
 
 _POPULARITY_FILE = "popularity.parquet"
@@ -58,12 +59,7 @@ def _blocked(query: Query) -> set[str]:
     return set(query.cart) | set(query.exclude)
 
 
-def _fitted(model: Any, attribute: str) -> None:
-    if not hasattr(model, attribute):
-        raise RuntimeError(f"{type(model).__name__} is not fitted: call fit() first")
-
-
-class GlobalTopFreq:
+class GlobalTopFreq(Estimator):
     """G-TopFreq: the most popular items (by number of training orders holding them) for everyone.
 
     Attributes (after ``fit``):
@@ -106,7 +102,7 @@ class GlobalTopFreq:
         return self._top(query, k, _blocked(query))
 
     def _top(self, query: Query, k: int, blocked: set[str]) -> list[Recommendation]:
-        _fitted(self, "items_")
+        check_fitted(self, "items_")
         out: list[Recommendation] = []
         if k < 1:
             return out
@@ -140,7 +136,7 @@ class GlobalTopFreq:
 
     def save(self, folder: Path) -> None:
         """Write ``popularity.parquet`` and ``params.json`` into ``folder``."""
-        _fitted(self, "items_")
+        check_fitted(self, "items_")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         cats = [self.categories_.get(item) for item in self.items_]
@@ -169,7 +165,7 @@ class GlobalTopFreq:
         return model
 
 
-class PersonalTopFreq:
+class PersonalTopFreq(Estimator):
     """P-TopFreq: the customer's own most frequently bought items ("you often buy this").
 
     Attributes (after ``fit``):
@@ -217,7 +213,7 @@ class PersonalTopFreq:
 
     def recommend(self, query: Query, k: int = 10) -> list[Recommendation]:
         """The customer's own items, most often bought first; empty without a known customer."""
-        _fitted(self, "by_customer_")
+        check_fitted(self, "by_customer_")
         out: list[Recommendation] = []
         if k < 1 or query.customer_key is None or query.customer_key not in self.by_customer_:
             return out
@@ -238,7 +234,7 @@ class PersonalTopFreq:
 
     def save(self, folder: Path) -> None:
         """Write ``history.parquet`` and ``params.json`` into ``folder``."""
-        _fitted(self, "history_")
+        check_fitted(self, "history_")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.history_.to_parquet(folder / _HISTORY_FILE, index=False)
@@ -259,7 +255,7 @@ class PersonalTopFreq:
         return model
 
 
-class GlobalPersonalTopFreq:
+class GlobalPersonalTopFreq(Estimator):
     """GP-TopFreq: the customer's own most frequent items, topped up with the global best sellers.
 
     Attributes (after ``fit``):
@@ -284,7 +280,7 @@ class GlobalPersonalTopFreq:
 
     def recommend(self, query: Query, k: int = 10) -> list[Recommendation]:
         """Own items first (``BUY_AGAIN``), then best sellers not already listed (``POPULAR``)."""
-        _fitted(self, "personal_")
+        check_fitted(self, "personal_")
         own = self.personal_.recommend(query, k)
         if len(own) >= k:
             return own
@@ -297,7 +293,7 @@ class GlobalPersonalTopFreq:
 
     def save(self, folder: Path) -> None:
         """Write the two parts into ``folder/personal`` and ``folder/global``."""
-        _fitted(self, "personal_")
+        check_fitted(self, "personal_")
         folder = Path(folder)
         self.personal_.save(folder / "personal")
         self.global_.save(folder / "global")

@@ -10,6 +10,7 @@ own items in (1, 2) by their weighted frequency, new picks in (0, 1) by the fact
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Self
 import numpy as np
 import pandas as pd
 
+from models.base import Estimator, check_fitted
 from models.recs.base import IX, EventKind, Query, Recommendation, Source
 from models.recs.personal import ImplicitRecommender
 
@@ -25,7 +27,7 @@ _SCORE = "score"
 _ORDERS = "orders"
 
 
-class RepeatThenPersonal:
+class RepeatThenPersonal(Estimator):
     """The customer's own items by recency-weighted frequency, topped up with new personal picks.
 
     Args:
@@ -62,9 +64,10 @@ class RepeatThenPersonal:
         )
         self.own_ = own.reset_index(drop=True)
         self.own_index_ = _row_spans(self.own_)
-        self.personal_ = self.personal if self.personal is not None else ImplicitRecommender()
-        if not hasattr(self.personal_, "user_factors_"):
-            self.personal_ = self.personal_.fit(interactions, items)
+        personal = self.personal if self.personal is not None else ImplicitRecommender()
+        # a fitted model is reused as it is; an unfitted one is fitted as a copy, leaving the parameter alone
+        fitted = hasattr(personal, "user_factors_")
+        self.personal_ = personal if fitted else copy.copy(personal).fit(interactions, items)
         return self
 
     def _own(self, query: Query, blocked: set[str], limit: int) -> list[Recommendation]:
@@ -103,6 +106,7 @@ class RepeatThenPersonal:
 
     def save(self, folder: Path) -> None:
         """``blend.json`` + ``own.parquet`` + the personal model in ``personal/`` (no pickle)."""
+        check_fitted(self, "own_", "personal_")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import pandas as pd
 
+from models.base import Estimator
 from models.recs.base import IX, Query, Recommendation, Source
 from models.recs.popular import (
     SECONDS_PER_DAY,
@@ -31,7 +32,7 @@ from models.recs.popular import (
 )
 
 
-class BuyAgain:
+class BuyAgain(Estimator):
     """Per customer, items bought repeatedly that are due again.
 
     Args:
@@ -52,9 +53,6 @@ class BuyAgain:
         self.min_purchases = min_purchases
         self.min_ratio = min_ratio
         self.max_score = max_score
-
-    def get_params(self) -> dict[str, Any]:
-        return {"min_purchases": self.min_purchases, "min_ratio": self.min_ratio, "max_score": self.max_score}
 
     def fit(self, interactions: pd.DataFrame, items: pd.DataFrame | None = None) -> Self:
         """Learn each customer's repurchase intervals from their purchases (``items`` is not used)."""

@@ -24,12 +24,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from models.base import Estimator
 from models.recs.base import IX, EventKind, Query, Recommendation, Source
 from models.recs.popular import (
     check_interactions,
@@ -46,7 +47,7 @@ MEASURES = ("lift", "cosine", "pmi")
 SESSION_EVENTS = (EventKind.VIEW.value, EventKind.ADD_TO_CART.value)
 
 
-class BoughtTogether:
+class BoughtTogether(Estimator):
     """Items bought in the same orders (optionally seen in the same sessions) as the cart's items.
 
     Args:
@@ -85,17 +86,6 @@ class BoughtTogether:
         self.n_neighbours = n_neighbours
         self.use_sessions = use_sessions
         self.session_weight = session_weight
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "measure": self.measure,
-            "min_support": self.min_support,
-            "shrinkage": self.shrinkage,
-            "half_life_days": self.half_life_days,
-            "n_neighbours": self.n_neighbours,
-            "use_sessions": self.use_sessions,
-            "session_weight": self.session_weight,
-        }
 
     def _check_params(self) -> None:
         if self.measure not in MEASURES:

@@ -34,6 +34,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits
 
+from models.base import Estimator, check_fitted
 from models.recs.base import IX, EventKind, Query, Recommendation, Source
 
 _LN2 = float(np.log(2.0))
@@ -65,7 +66,7 @@ class _Weighted:
     bought: np.ndarray
 
 
-class ImplicitRecommender:
+class ImplicitRecommender(Estimator):
     """Personal recommendations from implicit-feedback matrix factorisation.
 
     Args:
@@ -120,23 +121,6 @@ class ImplicitRecommender:
         self.filter_bought = filter_bought
         self.num_threads = num_threads
         self.random_state = random_state
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters (scikit-learn style)."""
-        return {
-            "factors": self.factors,
-            "iterations": self.iterations,
-            "regularization": self.regularization,
-            "alpha": self.alpha,
-            "algorithm": self.algorithm,
-            "learning_rate": self.learning_rate,
-            "half_life_days": self.half_life_days,
-            "view_weight": self.view_weight,
-            "cart_weight": self.cart_weight,
-            "filter_bought": self.filter_bought,
-            "num_threads": self.num_threads,
-            "random_state": self.random_state,
-        }
 
     # ------------------------------------------------------------------ fit
 
@@ -393,6 +377,7 @@ class ImplicitRecommender:
 
     def save(self, folder: Path) -> None:
         """Write the model into ``folder``: JSON, Parquet, ``.npy`` and ``.npz`` files only."""
+        check_fitted(self, "item_factors_")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {

@@ -20,6 +20,7 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
+from models.base import Estimator
 from models.recs.base import IX, EventKind, Query, Recommendation, Source
 
 SECONDS_PER_DAY = 86_400.0
@@ -106,7 +107,7 @@ def read_strings(path: Path, column: str) -> np.ndarray:
     return np.array([None if pd.isna(v) else str(v) for v in col], dtype=object)
 
 
-class Popular:
+class Popular(Estimator):
     """Time-decayed best sellers (or trending items), overall or within one category.
 
     Args:
@@ -140,15 +141,6 @@ class Popular:
         self.recent_days = recent_days
         self.long_days = long_days
         self.smoothing = smoothing
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "half_life_days": self.half_life_days,
-            "trending": self.trending,
-            "recent_days": self.recent_days,
-            "long_days": self.long_days,
-            "smoothing": self.smoothing,
-        }
 
     def fit(self, interactions: pd.DataFrame, items: pd.DataFrame | None = None) -> Self:
         """Count purchases (once per order and item), weighted by recency; categories from ``items``."""

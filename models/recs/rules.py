@@ -23,6 +23,7 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
+from models.base import Estimator, check_fitted
 from models.recs.base import IX, Query, Recommendation, Source
 from models.recs.popular import Popular, purchases, read_strings
 
@@ -259,7 +260,7 @@ class ItemCatalogue:
         )
 
 
-class CustomerHistory:
+class CustomerHistory(Estimator):
     """Per customer: the catalogue items they bought and their usual unit price (10th, 90th percentile).
 
     The price paid comes from the interactions' ``unit_price`` column where present, else from the
@@ -313,6 +314,7 @@ class CustomerHistory:
 
     def save(self, folder: Path, catalogue: ItemCatalogue) -> None:
         """Write ``history.parquet`` (one row per bought item) and ``prices.parquet`` into ``folder``."""
+        check_fitted(self, "customers_")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         counts = np.diff(self.indptr_)

@@ -16,18 +16,19 @@ import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import pandas as pd
 
+from models.base import Estimator, check_fitted
 from models.recs.base import IX, EventKind, Query, Recommendation, Source
 from models.recs.personal import ARTIFACT_FORMAT, ImplicitRecommender, _top_k, read_model_meta
 
 _TIE = 1e-6  # popularity breaks ties (cold candidates, equal category bonuses) without moving real scores
 
 
-class SimilarItems:
+class SimilarItems(Estimator):
     """Item-to-item recommendations from item factors and categories.
 
     Args:
@@ -43,10 +44,6 @@ class SimilarItems:
     def __init__(self, base: ImplicitRecommender | None = None, category_weight: float = 0.3) -> None:
         self.base = base
         self.category_weight = category_weight
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters (scikit-learn style)."""
-        return {"base": self.base, "category_weight": self.category_weight}
 
     def fit(self, interactions: pd.DataFrame, items: pd.DataFrame | None = None) -> Self:
         """Take item factors from the base model and categories and popularity from the data.
@@ -167,6 +164,7 @@ class SimilarItems:
 
     def save(self, folder: Path) -> None:
         """Write the model into ``folder``: JSON, Parquet and ``.npy`` files only."""
+        check_fitted(self, "item_factors_")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {

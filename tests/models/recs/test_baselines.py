@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from models.base import NotFittedError
 from models.recs.base import IX, Query, Recommendation, Recommender, Source
 from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, ItemPopularity, PersonalTopFreq
 
@@ -147,5 +148,5 @@ def test_save_load_round_trip_without_pickle(cls: Baseline, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("cls", [GlobalTopFreq, PersonalTopFreq, GlobalPersonalTopFreq])
 def test_unfitted_model_says_so(cls: Baseline) -> None:
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         cls().recommend(Query(customer_key="c1"), 3)

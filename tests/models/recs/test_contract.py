@@ -1,169 +1,78 @@
 """The contract every recommender passes, on one small literal interactions frame.
 
 Parametrized over every recommender class there is: bought together, popular (and trending), buy
-again, and, where their modules exist, the implicit-feedback personal recommender and similar items.
+again, the implicit-feedback personal recommender, similar items, repeat-then-personal and the three
+frequency baselines. Every module is imported directly: a missing one fails the suite, never skips it,
+and :func:`test_every_recommender_is_in_the_suite` fails when a recommender class is left out.
 """
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import itertools
 import math
+import pkgutil
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
 import pytest
 
-from models.recs.base import IX, EventKind, Query, Recommendation, Recommender, Source
+import models.recs
+from models.recs.base import Query, Recommendation, Recommender, Source
+from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, PersonalTopFreq
+from models.recs.blend import RepeatThenPersonal
+from models.recs.buy_again import BuyAgain
+from models.recs.cooccurrence import BoughtTogether
+from models.recs.personal import ImplicitRecommender
+from models.recs.popular import Popular
+from models.recs.similar import SimilarItems
+from tests.models.recs.data import ITEMS, QUERIES, interactions
 
-T0 = pd.Timestamp("2025-01-01", tz="UTC")
 ALLOWED_SUFFIXES = {".npy", ".npz", ".parquet", ".json"}
 
 
-def _interactions() -> pd.DataFrame:
-    """Eight customers, ten items, repeat purchases (for buy again), a guest order and some views."""
-    baskets = [
-        ("c1", "abc", 0),
-        ("c1", "ab", 20),
-        ("c1", "ad", 40),
-        ("c1", "a", 60),
-        ("c2", "bce", 5),
-        ("c2", "ce", 35),
-        ("c2", "cf", 65),
-        ("c3", "abg", 10),
-        ("c3", "dh", 50),
-        ("c4", "efg", 15),
-        ("c4", "ef", 45),
-        ("c5", "hij", 25),
-        ("c5", "hi", 55),
-        ("c6", "ab", 30),
-        ("c7", "cde", 12),
-        ("c8", "gij", 70),
-        (None, "abj", 33),
-    ]
-    rows = [
-        {
-            IX.CUSTOMER: cust,
-            IX.ITEM: item,
-            IX.BASKET: f"o{n}",
-            IX.TS: T0 + pd.Timedelta(days=day, hours=n),
-            IX.QUANTITY: 1.0,
-            IX.EVENT: EventKind.PURCHASE.value,
-        }
-        for n, (cust, items, day) in enumerate(baskets)
-        for item in items
-    ]
-    rows += [
-        {
-            IX.CUSTOMER: cust,
-            IX.ITEM: item,
-            IX.BASKET: f"s{n}",
-            IX.TS: T0 + pd.Timedelta(days=day),
-            IX.QUANTITY: 1.0,
-            IX.EVENT: event,
-        }
-        for n, (cust, item, day, event) in enumerate(
-            [
-                ("c1", "e", 61, EventKind.VIEW.value),
-                ("c1", "f", 61, EventKind.ADD_TO_CART.value),
-                ("c2", "a", 66, EventKind.VIEW.value),
-                ("c6", "j", 31, EventKind.VIEW.value),
-            ]
-        )
-    ]
-    df = pd.DataFrame(rows)
-    df[IX.CUSTOMER] = df[IX.CUSTOMER].astype("string")
-    return df
-
-
-ITEMS = pd.DataFrame(
-    {
-        IX.ITEM: list("abcdefghij"),
-        IX.NAME: [f"ITEM {x.upper()}" for x in "abcdefghij"],
-        IX.CATEGORY: ["Toys", "Toys", "Books", "Books", "Food", "Food", "Toys", "Books", "Food", "Toys"],
-        IX.PRICE: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0],
-    }
-)
-
-LATER = T0 + pd.Timedelta(days=200)
-QUERIES = [
-    Query(),
-    Query(customer_key="c1"),
-    Query(customer_key="c1", now=LATER.to_pydatetime()),
-    Query(customer_key="c2", now=LATER.to_pydatetime(), exclude=frozenset({"c"})),
-    Query(cart=("a",)),
-    Query(cart=("a", "b"), exclude=frozenset({"c", "d"})),
-    Query(cart=("h", "zzz")),
-    Query(item_id="a"),
-    Query(item_id="e", exclude=frozenset({"f"})),
-    Query(customer_key="c3", cart=("g",), exclude=frozenset({"a"})),
-    Query(customer_key="c4", category="Food"),
-    Query(category="Books"),
-    Query(customer_key="nobody", cart=("i",)),
-]
-
-
-def _optional(module: str, name: str) -> Any:
-    """A class from a module that may not exist yet (skips the case when it does not)."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError:
-        pytest.skip(f"{module} is not there")
-    return getattr(mod, name)
-
-
-def _implicit() -> Recommender:
-    cls = _optional("models.recs.personal", "ImplicitRecommender")
-    model: Recommender = cls(factors=8, iterations=5, num_threads=1, random_state=0)
-    return model
-
-
-def _similar() -> Recommender:
-    base = _optional("models.recs.personal", "ImplicitRecommender")(factors=8, iterations=5, num_threads=1)
-    model: Recommender = _optional("models.recs.similar", "SimilarItems")(base=base)
-    return model
-
-
-def _repeat_personal() -> Recommender:
-    personal = _optional("models.recs.personal", "ImplicitRecommender")(
-        factors=8, iterations=5, num_threads=1, random_state=0
-    )
-    model: Recommender = _optional("models.recs.blend", "RepeatThenPersonal")(personal=personal)
-    return model
-
-
-def _local(module: str, name: str, **params: Any) -> Callable[[], Recommender]:
-    def make() -> Recommender:
-        model: Recommender = getattr(importlib.import_module(module), name)(**params)
-        return model
-
-    return make
+def _implicit() -> ImplicitRecommender:
+    return ImplicitRecommender(factors=8, iterations=5, num_threads=1, random_state=0)
 
 
 FACTORIES: dict[str, Callable[[], Recommender]] = {
-    "bought_together": _local("models.recs.cooccurrence", "BoughtTogether", min_support=1),
-    "bought_together_lift_sessions": _local(
-        "models.recs.cooccurrence", "BoughtTogether", measure="lift", min_support=1, use_sessions=True
-    ),
-    "popular": _local("models.recs.popular", "Popular"),
-    "trending": _local("models.recs.popular", "Popular", trending=True, recent_days=14, long_days=60),
-    "buy_again": _local("models.recs.buy_again", "BuyAgain"),
+    "bought_together": lambda: BoughtTogether(min_support=1),
+    "bought_together_lift_sessions": lambda: BoughtTogether(measure="lift", min_support=1, use_sessions=True),
+    "popular": lambda: Popular(),
+    "trending": lambda: Popular(trending=True, recent_days=14, long_days=60),
+    "buy_again": lambda: BuyAgain(),
     "implicit": _implicit,
-    "similar": _similar,
-    "repeat_personal": _repeat_personal,
-    "g_topfreq": _local("models.recs.baselines", "GlobalTopFreq"),
-    "p_topfreq": _local("models.recs.baselines", "PersonalTopFreq"),
-    "gp_topfreq": _local("models.recs.baselines", "GlobalPersonalTopFreq"),
+    "similar": lambda: SimilarItems(base=ImplicitRecommender(factors=8, iterations=5, num_threads=1)),
+    "repeat_personal": lambda: RepeatThenPersonal(personal=_implicit()),
+    "g_topfreq": lambda: GlobalTopFreq(),
+    "p_topfreq": lambda: PersonalTopFreq(),
+    "gp_topfreq": lambda: GlobalPersonalTopFreq(),
 }
+
+
+def _recommender_classes() -> set[type]:
+    """Every class in ``models.recs`` that has the recommender interface (``recommend`` and ``fit``)."""
+    found = set()
+    for info in pkgutil.iter_modules(models.recs.__path__, "models.recs."):
+        for _, cls in inspect.getmembers(import_module(info.name), inspect.isclass):
+            is_one = callable(getattr(cls, "recommend", None)) and callable(getattr(cls, "fit", None))
+            if cls.__module__ == info.name and is_one and cls is not Recommender:
+                found.add(cls)
+    return found
+
+
+def test_every_recommender_is_in_the_suite() -> None:
+    covered = {type(make()) for make in FACTORIES.values()}
+    missing = sorted(c.__qualname__ for c in _recommender_classes() - covered)
+    assert not missing, f"add these recommenders to FACTORIES: {missing}"
 
 
 @pytest.fixture(scope="module", params=sorted(FACTORIES))
 def fitted(request: pytest.FixtureRequest) -> Recommender:
     model = FACTORIES[request.param]()
     assert not [a for a in vars(model) if a.endswith("_") and not a.startswith("_")], "__init__ learned state"
-    out = model.fit(_interactions(), ITEMS)
+    out = model.fit(interactions(), ITEMS)
     assert out is model
     return model
 

@@ -423,7 +423,7 @@ def kairos_models() -> tuple[dict[str, Recommender], dict[str, tuple[str, ...]]]
         "Kairos Repeat+Personal": RepeatThenPersonal(),
         "Kairos Implicit (new items only)": ImplicitRecommender(),
     }
-    tasks = {
+    tasks: dict[str, tuple[str, ...]] = {
         "Kairos BoughtTogether": (BASKET_COMPLETION,),
         "Kairos Repeat+Personal": (NEXT_BASKET,),
         "Kairos Implicit (new items only)": (NEXT_BASKET,),

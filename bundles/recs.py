@@ -77,9 +77,6 @@ class RecsModel:
         """(name, category, price) per item, None for what the catalogue does not know (one lookup for all)."""
         return self.catalogue.describe(item_ids)
 
-    def knows_item(self, item_id: str) -> bool:
-        return int(self.catalogue.codes([item_id])[0]) >= 0
-
     def _policy(self, filters: Filters, **overrides: Any) -> RulePolicy | None:
         """The rules for ``filters``; None when nothing can pass (only unknown categories, min above max).
 

@@ -569,6 +569,7 @@ def train_offers(
                 catalogue,
                 policy_check=check,
                 learner=learner,
+                compare_learners=compare,
                 step_days=step_days,
                 margin=margin,
                 progress=tick,

@@ -349,9 +349,6 @@ INPUT_TABLES: dict[str, Table] = {
 }
 TABLES: dict[str, Table] = {**INPUT_TABLES, RETURNS.name: RETURNS, ADJUSTMENTS.name: ADJUSTMENTS}
 
-# Tables whose rows refer to a customer record and get re-keyed to ``customer_key``.
-CUSTOMER_REF_TABLES = ("customers", "consents", "orders", "web_events", "messages", "returns", "adjustments")
-
 PERSONAL_COLUMNS = frozenset(c.name for t in TABLES.values() for c in t.columns if c.personal)
 
 # ISO 4217 active codes; a mapping may narrow this list.

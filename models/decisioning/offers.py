@@ -445,10 +445,6 @@ class Catalogue(BaseModel):
                 return o
         raise CatalogueError(f"no offer {offer_id!r} in catalogue {self.name!r}")
 
-    def names_used(self) -> set[str]:
-        """Feature and segment names the eligibility rules read."""
-        return {n for o in self.offers for n in o.rule.names}
-
     def eligible(self, frame: pd.DataFrame) -> np.ndarray:
         """``(n, n_offers)`` eligibility by the offers' expressions alone (no dates, caps or channels)."""
         return np.column_stack([o.rule.evaluate(frame) for o in self.offers])

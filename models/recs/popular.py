@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -39,11 +39,6 @@ def to_epoch(moment: datetime | pd.Timestamp) -> float:
     if t.tzinfo is None:
         t = t.tz_localize("UTC")
     return float((t - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1))
-
-
-def from_epoch(seconds: float) -> datetime:
-    """Epoch seconds back to an aware UTC datetime."""
-    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def factorize_sorted(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -132,3 +132,19 @@ def test_score_all_exports_every_customer(orii_home: BuiltHome, tmp_path: Path) 
     assert (why.loc[inside, "churn_reason_1"] != "").mean() > 0.5 and why["churn_reason_3"].notna().all()
     assert (why.loc[~inside, "churn_reason_1"] == "").all()
     assert why["churn_reason_1"].str.contains("order|day|never", regex=True).any()
+
+
+def test_train_offers_passes_every_option_to_the_job(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``--no-compare`` reaches the job (it was accepted and ignored: every demo fitted the other learner)."""
+    import training.offers
+
+    seen: dict[str, object] = {}
+
+    def job(*args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise training.offers.InsufficientOfferDataError("stop here")
+
+    monkeypatch.setattr(training.offers, "train_offers", job)
+    result = runner.invoke(app, ["train", "offers", "--data", str(tmp_path), "--no-compare", "--learner", "x"])
+    assert result.exit_code == 2 and _has(result.output, "stop here")
+    assert seen["compare_learners"] is False and seen["learner"] == "x" and seen["policy_check"] is None

@@ -23,7 +23,7 @@ are read only after that choice. Method and cells were chosen the same way (docs
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -435,55 +435,70 @@ def choose_caution(
     return chosen, table
 
 
-def train_offers(
-    data_home: Path,
-    tracking_uri: str,
-    catalogue_path: Path | None = None,
-    *,
-    policy_check: PolicyCheck | None = None,
-    learner: str = "cells",
-    cells: tuple[str, ...] = DEFAULT_CELLS,
-    caution: float | None = None,
-    compare_learners: bool = True,
-    step_days: int = 30,
-    holdout_days: int = 120,
-    margin: float = 0.0,
-    register: bool = True,
-    seed: int = 0,
-    uplift_params: dict[str, Any] | None = None,
-    sends: pd.DataFrame | None = None,
-    progress: ProgressFn | None = None,
-) -> OffersRun:
-    """Build the logged-send dataset, fit and evaluate uplift, log and register the offers bundle.
+@dataclass(frozen=True)
+class OffersConfig:
+    """Everything one offers training run is a function of, besides the data (see :func:`train_offers`)."""
 
-    Args:
-        data_home: ingested data with a feature snapshot (the decisions of the truth comparison use it).
-        tracking_uri: MLflow tracking URI.
-        catalogue_path: offer catalogue YAML (default: the shipped example).
-        policy_check: an outside check of the fitted policy on the latest snapshot (a synthetic world's
-            true profit against the oracle: :class:`synth.checks.OffersTruth`); its table and figures
-            are logged.
-        learner: ``"cells"`` (default), ``"x"`` or ``"t"``: the learner registered.
-        cells: the nested cells of the ``cells`` learner.
-        caution: decide on the profit minus this many standard deviations (``cells`` only); None chooses
-            it from :data:`CAUTION_GRID` on a validation split of the training sends.
-        compare_learners: also fit the X-learner (the cells learner when ``learner="x"``) and report its
-            holdout and truth figures.
-        step_days: days between feature cutoffs for the sends.
-        holdout_days: the last days of sends held out for evaluation.
-        margin: how much the selection metric must beat the champion by.
-        register: register the bundle (champion/challenger) in the model registry.
-        seed: random seed.
-        uplift_params: other :class:`UpliftModel` parameters (e.g. ``n_estimators``).
-        sends: the logged-send dataset when already built from this home (:func:`build_send_dataset`
-            with the same ``step_days``); built here when None.
-        progress: callback ``(step, fraction)``.
+    tracking_uri: str
+    catalogue_path: Path | None = None
+    learner: str = "cells"
+    cells: tuple[str, ...] = DEFAULT_CELLS
+    caution: float | None = None  # None: chosen on validation sends
+    compare_learners: bool = True
+    step_days: int = 30
+    holdout_days: int = 120
+    margin: float = 0.0
+    register: bool = True
+    seed: int = 0
+    uplift_params: dict[str, Any] = field(default_factory=dict)
+
+    def params_of(self, name: str) -> dict[str, Any]:
+        """The :class:`UpliftModel` parameters of learner ``name``."""
+        extra = {"cells": self.cells} if name == "cells" else {}
+        return {"learner": name, **extra, **self.uplift_params}
+
+    @property
+    def others(self) -> list[str]:
+        """The learners fitted for comparison only."""
+        return [("x" if self.learner != "x" else "cells")] if self.compare_learners else []
+
+
+@dataclass(frozen=True)
+class OffersData:
+    """The logged sends, split in time, and what they are decided with."""
+
+    catalogue: Catalogue
+    tables: dict[str, Any]
+    data: pd.DataFrame
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    labels: pd.Series  # the training sends' treatment labels
+
+
+@dataclass(frozen=True)
+class OffersFit:
+    fitted: dict[str, UpliftModel]  # by learner; the registered one is cfg.learner
+    caution: float
+    caution_table: pd.DataFrame | None
+
+
+@dataclass(frozen=True)
+class OffersEvaluation:
+    qini: pd.DataFrame
+    ope: pd.DataFrame
+    learners: pd.DataFrame
+    truth: pd.DataFrame | None
+    metrics: dict[str, float]
+    sizes: dict[str, int]
+
+
+def build_data(cfg: OffersConfig, data_home: Path, sends: pd.DataFrame | None, tick: ProgressFn) -> OffersData:
+    """The logged-send dataset (built here unless ``sends`` is given), split into training and holdout.
 
     Raises:
         InsufficientOfferDataError: no logged offer sends to learn from, or none to evaluate on.
     """
-    tick = progress or (lambda step, frac: None)
-    registry.quiet_mlflow()
+    step_days, holdout_days, catalogue_path = cfg.step_days, cfg.holdout_days, cfg.catalogue_path
     catalogue = load_catalogue(catalogue_path or EXAMPLE_CATALOGUE)
     tables = open_tables(data_home)
     data = build_send_dataset(tables, step_days=step_days, progress=tick) if sends is None else sends
@@ -495,10 +510,13 @@ def train_offers(
             f"{sorted(set(labels.tolist()) - {CONTROL})}"
         )
 
-    def params_of(name: str) -> dict[str, Any]:
-        extra = {"cells": cells} if name == "cells" else {}
-        return {"learner": name, **extra, **(uplift_params or {})}
+    return OffersData(catalogue, tables, data, train, holdout, labels)
 
+
+def fit(cfg: OffersConfig, d: OffersData, tick: ProgressFn) -> OffersFit:
+    """The caution (chosen on validation sends unless given), then every learner on the training sends."""
+    learner, cells, seed, holdout_days, caution = cfg.learner, cfg.cells, cfg.seed, cfg.holdout_days, cfg.caution
+    train, catalogue, params_of, others = d.train, d.catalogue, cfg.params_of, cfg.others
     caution_table = None
     if learner != "cells":
         caution = 0.0  # only the cells learner knows its uncertainty
@@ -509,12 +527,26 @@ def train_offers(
         )
     tick("fitting uplift models", 0.6)
     fitted: dict[str, UpliftModel] = {}
-    others = [("x" if learner != "x" else "cells")] if compare_learners else []
     for name in [learner, *others]:
         columns = uplift_columns(cells if name == "cells" else ())
         fitted[name] = UpliftModel(seed=seed, **params_of(name)).fit(
             train[columns], train[Col.OFFER_ID], train[OUTCOME]
         )
+    return OffersFit(fitted, caution, caution_table)
+
+
+def evaluate(
+    cfg: OffersConfig,
+    data_home: Path,
+    d: OffersData,
+    f: OffersFit,
+    policy_check: PolicyCheck | None,
+    tick: ProgressFn,
+) -> OffersEvaluation:
+    """Qini and off-policy value on the held-out sends for every learner, then the optional outside check."""
+    learner, seed, others = cfg.learner, cfg.seed, cfg.others
+    holdout, train, data, labels, tables, catalogue = d.holdout, d.train, d.data, d.labels, d.tables, d.catalogue
+    fitted, caution = f.fitted, f.caution
     model = fitted[learner]
     cautions = {name: (caution if name == learner else 0.0) for name in fitted}
     tick("evaluating on held-out sends", 0.7)
@@ -568,6 +600,20 @@ def train_offers(
         "cutoffs": int(data[CUTOFF].nunique()),
     }
 
+    return OffersEvaluation(qini, ope, learners, truth_table, metrics, sizes)
+
+
+def log_and_register(
+    cfg: OffersConfig, data_home: Path, d: OffersData, f: OffersFit, result: OffersEvaluation, tick: ProgressFn
+) -> OffersRun:
+    """The run in MLflow and the bundle registered: ``@champion`` only if its doubly robust incremental
+    profit per send beats the champion's by more than ``cfg.margin``."""
+    learner, cells, step_days, holdout_days = cfg.learner, cfg.cells, cfg.step_days, cfg.holdout_days
+    register, margin, tracking_uri = cfg.register, cfg.margin, cfg.tracking_uri
+    train, holdout, catalogue = d.train, d.holdout, d.catalogue
+    model, caution, caution_table = f.fitted[learner], f.caution, f.caution_table
+    qini, ope, learners, truth_table = result.qini, result.ope, result.learners, result.truth
+    metrics, sizes = result.metrics, result.sizes
     tick("logging to MLflow", 0.9)
     report = ingest_report(data_home)
     manifest = {
@@ -615,5 +661,75 @@ def train_offers(
             margin=margin,
             extra_tags={"kairos.definition_hash": manifest["definition_hash"]},
         )
-    tick("done", 1.0)
     return OffersRun(job.run_id, metrics, qini, ope, truth_table, learners, registration, sizes, caution_table)
+
+
+def train_offers(
+    data_home: Path,
+    tracking_uri: str,
+    catalogue_path: Path | None = None,
+    *,
+    policy_check: PolicyCheck | None = None,
+    learner: str = "cells",
+    cells: tuple[str, ...] = DEFAULT_CELLS,
+    caution: float | None = None,
+    compare_learners: bool = True,
+    step_days: int = 30,
+    holdout_days: int = 120,
+    margin: float = 0.0,
+    register: bool = True,
+    seed: int = 0,
+    uplift_params: dict[str, Any] | None = None,
+    sends: pd.DataFrame | None = None,
+    progress: ProgressFn | None = None,
+) -> OffersRun:
+    """Build the logged-send dataset, fit and evaluate uplift, log and register the offers bundle:
+    :func:`build_data` -> :func:`fit` -> :func:`evaluate` -> :func:`log_and_register`.
+
+    Args:
+        data_home: ingested data with a feature snapshot (the decisions of the truth comparison use it).
+        tracking_uri: MLflow tracking URI.
+        catalogue_path: offer catalogue YAML (default: the shipped example).
+        policy_check: an outside check of the fitted policy on the latest snapshot (a synthetic world's
+            true profit against the oracle: :class:`synth.checks.OffersTruth`); its table and figures
+            are logged.
+        learner: ``"cells"`` (default), ``"x"`` or ``"t"``: the learner registered.
+        cells: the nested cells of the ``cells`` learner.
+        caution: decide on the profit minus this many standard deviations (``cells`` only); None chooses
+            it from :data:`CAUTION_GRID` on a validation split of the training sends.
+        compare_learners: also fit the X-learner (the cells learner when ``learner="x"``) and report its
+            holdout and truth figures.
+        step_days: days between feature cutoffs for the sends.
+        holdout_days: the last days of sends held out for evaluation.
+        margin: how much the selection metric must beat the champion by.
+        register: register the bundle (champion/challenger) in the model registry.
+        seed: random seed.
+        uplift_params: other :class:`UpliftModel` parameters (e.g. ``n_estimators``).
+        sends: the logged-send dataset when already built from this home (:func:`build_send_dataset`
+            with the same ``step_days``); built here when None.
+        progress: callback ``(step, fraction)``.
+
+    Raises:
+        InsufficientOfferDataError: no logged offer sends to learn from, or none to evaluate on.
+    """
+    tick = progress or (lambda step, frac: None)
+    cfg = OffersConfig(
+        tracking_uri,
+        catalogue_path,
+        learner,
+        tuple(cells),
+        caution,
+        compare_learners,
+        step_days,
+        holdout_days,
+        margin,
+        register,
+        seed,
+        dict(uplift_params or {}),
+    )
+    d = build_data(cfg, data_home, sends, tick)
+    f = fit(cfg, d, tick)
+    result = evaluate(cfg, data_home, d, f, policy_check, tick)
+    run = log_and_register(cfg, data_home, d, f, result, tick)
+    tick("done", 1.0)
+    return run

@@ -134,24 +134,55 @@ def _window_feature(prefix: str, horizon_days: int) -> str:
     return f"{prefix}_{best}d"
 
 
-def train_value(
-    data_home: Path,
-    tracking_uri: str,
-    *,
-    horizon_days: int = 365,
-    margin: float = 0.0,
-    register: bool = True,
-    seed: int = 0,
-    sufficiency: Sufficiency | None = None,
-    context: Context | None = None,
-    progress: ProgressFn | None = None,
-) -> ValueRun:
-    """Spend and order-count models over ``horizon_days``, beside BG/NBD x Gamma-Gamma and the
-    "same as the last period" baseline on one temporal holdout; registers ``value`` and ``clv``."""
-    tick = progress or (lambda step, frac: None)
-    rules = sufficiency or Sufficiency()
-    registry.quiet_mlflow()
-    ctx = context or Context.open(data_home)
+@dataclass(frozen=True)
+class ValueConfig:
+    """Everything one value training run is a function of, besides the data."""
+
+    tracking_uri: str
+    horizon_days: int = 365
+    margin: float = 0.0  # how much the new version must beat the champion's holdout Spearman by
+    register: bool = True
+    seed: int = 0
+    sufficiency: Sufficiency = field(default_factory=Sufficiency)
+
+
+@dataclass(frozen=True)
+class ValueData:
+    """Rolling-origin training rows, validation and holdout, labelled with spend and orders in the horizon."""
+
+    plan: CutoffPlan
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    holdout: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class ValueFit:
+    spend: LightGBMRegressor  # Tweedie
+    orders: LightGBMRegressor  # Poisson
+
+
+@dataclass(frozen=True)
+class ValueEvaluation:
+    """The models beside the probabilistic ones and "same as the last period" on the holdout."""
+
+    probabilistic: ProbabilisticModels  # fitted on the history before the holdout cutoff
+    spend_true: np.ndarray
+    spend_pred: dict[str, np.ndarray]  # by model
+    spend: pd.DataFrame
+    orders: pd.DataFrame
+    deciles: pd.DataFrame
+    metrics: dict[str, float]
+    sizes: dict[str, int]
+
+
+def build_data(cfg: ValueConfig, ctx: Context, tick: ProgressFn) -> ValueData:
+    """The labelled sets of one run.
+
+    Raises:
+        InsufficientDataError: too few customers spent in the horizon in some set (each one named).
+    """
+    horizon_days, rules = cfg.horizon_days, cfg.sufficiency
     plan = plan_cutoffs(ctx.start, ctx.end, horizon_days, rules.min_history_days, overlap_train_valid=True)
     target = ValueTarget(horizon_days)
     tick("value: building training, validation and holdout sets", 0.05)
@@ -166,7 +197,12 @@ def train_value(
             problems.append(f"{name} has {buyers} customers who spent in the horizon, need at least {need}")
     if problems:
         raise InsufficientDataError("value: not registering; " + "; ".join(problems))
+    return ValueData(plan, train, valid, holdout)
 
+
+def fit(cfg: ValueConfig, data: ValueData, tick: ProgressFn) -> ValueFit:
+    """Spend (Tweedie) and order-count (Poisson) LightGBM regressors, early-stopped on the validation rows."""
+    seed, train, valid = cfg.seed, data.train, data.valid
     tick("value: fitting LightGBM (spend: Tweedie, orders: Poisson)", 0.35)
     features = list(NUMERIC_FEATURES)
     spend_model = LightGBMRegressor(objective="tweedie", seed=seed).fit(
@@ -175,7 +211,14 @@ def train_value(
     orders_model = LightGBMRegressor(objective="poisson", seed=seed).fit(
         train[features], train[ORDERS_LABEL], eval_set=(valid[features], valid[ORDERS_LABEL])
     )
+    return ValueFit(spend_model, orders_model)
 
+
+def evaluate(cfg: ValueConfig, ctx: Context, data: ValueData, fitted: ValueFit, tick: ProgressFn) -> ValueEvaluation:
+    """Both regressors beside BG/NBD and MBG/NBD x Gamma-Gamma and the last period, on the holdout."""
+    horizon_days, plan, train, valid, holdout = cfg.horizon_days, data.plan, data.train, data.valid, data.holdout
+    spend_model, orders_model = fitted.spend, fitted.orders
+    features = list(NUMERIC_FEATURES)
     tick("value: BG/NBD, MBG/NBD and Gamma-Gamma", 0.55)
     history = order_history(ctx.tables, plan.holdout)
     prob = fit_probabilistic(history, plan.holdout)
@@ -211,9 +254,28 @@ def train_value(
         spend_pred["bgnbd_gamma_gamma"].sum() / max(spend_true.sum(), 1e-9)
     )
     sizes = {"train_rows": len(train), "valid_rows": len(valid), "holdout_rows": len(holdout)}
+    return ValueEvaluation(prob, spend_true, spend_pred, spend_table, orders_table, deciles, metrics, sizes)
 
-    tick("value: refitting the probabilistic models on all data", 0.7)
-    full = fit_probabilistic(order_history(ctx.tables, ctx.end + pd.Timedelta(days=1)), ctx.end)
+
+def log_and_register(
+    cfg: ValueConfig,
+    ctx: Context,
+    data: ValueData,
+    fitted: ValueFit,
+    result: ValueEvaluation,
+    full: ProbabilisticModels,
+    tick: ProgressFn,
+) -> ValueRun:
+    """The run in MLflow (tables, plots, model cards) and both bundles registered: ``value`` (the
+    regressors) and ``clv`` (``full``'s per-customer table), each ``@champion`` only if better."""
+    horizon_days, plan, holdout = cfg.horizon_days, data.plan, data.holdout
+    register, margin, data_home = cfg.register, cfg.margin, ctx.data_home
+    spend_model, orders_model = fitted.spend, fitted.orders
+    prob, spend_true, spend_pred = result.probabilistic, result.spend_true, result.spend_pred
+    spend_table, orders_table, deciles = result.spend, result.orders, result.deciles
+    metrics, sizes = result.metrics, result.sizes
+    features = list(NUMERIC_FEATURES)
+    tracking_uri = cfg.tracking_uri
     report = ingest_report(data_home)
     manifest = manifest_for(ctx.features(plan.holdout).head(0), plan.holdout, report["source_hash"])
     manifest.pop("rows")
@@ -285,7 +347,6 @@ def train_value(
             mlflow.log_artifact(str(folder / f"model_card_{name}.md"))
             if reg is not None:
                 job.client.update_model_version(name, reg.version, description=card)
-    tick("value: done", 1.0)
     return ValueRun(
         job.run_id,
         horizon_days,
@@ -299,6 +360,35 @@ def train_value(
         full.params(),
         sizes,
     )
+
+
+def train_value(
+    data_home: Path,
+    tracking_uri: str,
+    *,
+    horizon_days: int = 365,
+    margin: float = 0.0,
+    register: bool = True,
+    seed: int = 0,
+    sufficiency: Sufficiency | None = None,
+    context: Context | None = None,
+    progress: ProgressFn | None = None,
+) -> ValueRun:
+    """Spend and order-count models over ``horizon_days``, beside BG/NBD x Gamma-Gamma and the
+    "same as the last period" baseline on one temporal holdout; registers ``value`` and ``clv``:
+    :func:`build_data` -> :func:`fit` -> :func:`evaluate` -> the probabilistic models refitted on all
+    data -> :func:`log_and_register`."""
+    tick = progress or (lambda step, frac: None)
+    cfg = ValueConfig(tracking_uri, horizon_days, margin, register, seed, sufficiency or Sufficiency())
+    ctx = context or Context.open(data_home)
+    data = build_data(cfg, ctx, tick)
+    fitted = fit(cfg, data, tick)
+    result = evaluate(cfg, ctx, data, fitted, tick)
+    tick("value: refitting the probabilistic models on all data", 0.7)
+    full = fit_probabilistic(order_history(ctx.tables, ctx.end + pd.Timedelta(days=1)), ctx.end)
+    run = log_and_register(cfg, ctx, data, fitted, result, full, tick)
+    tick("value: done", 1.0)
+    return run
 
 
 @dataclass(frozen=True)

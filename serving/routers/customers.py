@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Path, Response
 
 from features.online import OnlineStoreUnavailable
 from serving.deps import Campaign, RequestIdDep, ServicesDep
 from serving.keys import Scope
-from serving.routers.scores import ERRORS
+from serving.routers.common import ERRORS, json_response
 from serving.schemas import CustomerId, Profile, Source
 from serving.security import ApiError
 
@@ -43,7 +42,7 @@ def profile(
             "customer_key": "",
             "features": {},
         }
-        return Response(orjson.dumps(body), media_type="application/json")
+        return json_response(body)
     key = found.keys[0]
     if key is None:
         raise ApiError(404, "unknown_customer", "no customer with this id")
@@ -63,4 +62,4 @@ def profile(
         "segments": services.segments.of(key),
         "personal": services.personal.of(key) if principal.allows(Scope.PII) else None,
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+    return json_response(body)

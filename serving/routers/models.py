@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from serving.deps import Admin, RequestIdDep, ServicesDep
-from serving.routers.scores import ERRORS
+from serving.routers.common import ERRORS
 from serving.schemas import ReloadRequest
 
 router = APIRouter(prefix="/v1/models", tags=["models"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -22,7 +21,7 @@ from serving.deps import RequestIdDep, ServicesDep, Storefront, model_of
 from serving.lean import LeanRoute
 from serving.observability import request_id_var
 from serving.recs_bundle import Filters, RecsAnswer, RecsModel
-from serving.routers.scores import ERRORS
+from serving.routers.common import ERRORS, json_response
 from serving.schemas import CartRequest, CustomerRecRequest, RecFilters, RecResponse, SimilarRequest, Source
 from serving.state import Services
 
@@ -82,7 +81,7 @@ def _respond(
         "cold_start": answer.cold_start,
         "items": items,
     }
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return json_response(payload)
 
 
 def _run(

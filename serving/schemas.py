@@ -37,9 +37,14 @@ DecisionTime = Annotated[
 ModelKindName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 
 
-class Source(StrEnum):
+class AnswerSource(StrEnum):
+    """Who answered: the model, or its declared fallback (a population prior, popular items, no contact)."""
+
     MODEL = "model"
     FALLBACK = "fallback"
+
+
+Source = AnswerSource  # the former name, kept while serving/scoring.py (outside this change) imports it
 
 
 class ItemStatus(StrEnum):
@@ -53,7 +58,7 @@ class ModelRef(BaseModel):
     name: str
     version: str | None = Field(description="Null when no version is loaded and the model's fallback answered.")
     alias: str
-    source: Source = Field(Source.MODEL, description="model, or fallback (population prior / not served).")
+    source: AnswerSource = Field(AnswerSource.MODEL, description="model, or fallback (population prior / not served).")
 
 
 class Envelope(BaseModel):
@@ -62,7 +67,7 @@ class Envelope(BaseModel):
     request_id: str
     models: list[ModelRef]
     degraded: bool = Field(False, description="True when a dependency failed and a fallback answered.")
-    source: Source = Field(Source.MODEL, description="model, or fallback when no model answered.")
+    source: AnswerSource = Field(AnswerSource.MODEL, description="model, or fallback when no model answered.")
 
 
 # --- scores ---------------------------------------------------------------------------------------------
@@ -110,7 +115,7 @@ class Value(BaseModel):
 class ScoreItem(BaseModel):
     customer_id: str
     status: ItemStatus = Field(description="ok, or unknown_customer (cold start: population priors, fallback).")
-    source: Source | None = Field(None, description="model, or fallback (the population prior) for this item.")
+    source: AnswerSource | None = Field(None, description="model, or fallback (the population prior) for this item.")
     customer_key: str | None = None
     probabilities: dict[str, float | None] = Field(
         description="Calibrated probability per model: churn, purchase, engagement_{open,click}_{channel}."

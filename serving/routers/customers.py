@@ -11,7 +11,7 @@ from features.online import OnlineStoreUnavailable
 from serving.deps import Campaign, RequestIdDep, ServicesDep
 from serving.keys import Scope
 from serving.routers.common import ERRORS, json_response
-from serving.schemas import CustomerId, Profile, Source
+from serving.schemas import AnswerSource, CustomerId, Profile
 from serving.security import ApiError
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -37,7 +37,7 @@ def profile(
             "request_id": rid,
             "models": [],
             "degraded": True,
-            "source": Source.FALLBACK,
+            "source": AnswerSource.FALLBACK,
             "customer_id": customer_id,
             "customer_key": "",
             "features": {},
@@ -52,7 +52,7 @@ def profile(
         "request_id": rid,
         "models": [],
         "degraded": bool(found.stale[0]),
-        "source": Source.MODEL,
+        "source": AnswerSource.MODEL,
         "customer_id": customer_id,
         "customer_key": key,
         "as_of": found.now.isoformat() if found.now is not None else None,

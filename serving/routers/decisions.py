@@ -18,7 +18,7 @@ from serving.contact import consent_columns, state_of
 from serving.decision_bundles import SendTime
 from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
 from serving.routers.common import ERRORS, decision_time, iso, json_response
-from serving.schemas import ItemStatus, PermissionRequest, SendTimeRequest, Source
+from serving.schemas import AnswerSource, ItemStatus, PermissionRequest, SendTimeRequest
 from serving.security import ApiError
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
@@ -54,7 +54,7 @@ def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDe
             }
             for i in body.items
         ]
-        payload = {"request_id": rid, "models": [], "degraded": True, "source": Source.FALLBACK, "items": items}
+        payload = {"request_id": rid, "models": [], "degraded": True, "source": AnswerSource.FALLBACK, "items": items}
         return json_response(payload)
     columns = consent_columns(names)
     out: list[dict[str, Any]] = []
@@ -80,7 +80,7 @@ def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDe
                 "timezone_source": p.timezone_source,
             }
         )
-    payload = {"request_id": rid, "models": [], "degraded": False, "source": Source.MODEL, "now": now.isoformat()}
+    payload = {"request_id": rid, "models": [], "degraded": False, "source": AnswerSource.MODEL, "now": now.isoformat()}
     payload["items"] = out
     return json_response(payload)
 
@@ -139,9 +139,9 @@ def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _
         )
     payload = {
         "request_id": rid,
-        "models": [bundle.ref() | {"source": Source.MODEL}],
+        "models": [bundle.ref() | {"source": AnswerSource.MODEL}],
         "degraded": degraded,
-        "source": Source.MODEL,
+        "source": AnswerSource.MODEL,
         "channel": body.channel,
         "items": items,
     }

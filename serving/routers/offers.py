@@ -26,7 +26,7 @@ from serving.contact import consent_columns, state_of
 from serving.decision_bundles import SendTime
 from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
 from serving.routers.common import ERRORS, decision_time, iso, json_response
-from serving.schemas import CampaignRequest, ItemStatus, NextBestRequest, Source
+from serving.schemas import AnswerSource, CampaignRequest, ItemStatus, NextBestRequest
 from serving.security import ApiError
 from serving.state import Services
 
@@ -153,10 +153,10 @@ def _respond(
     bundle = model_of(services, "offers")
     nbo: NextBestOffer = bundle.payload
     window = timedelta(hours=services.settings.offer_window_hours)
-    models = [bundle.ref() | {"source": Source.MODEL}]
+    models = [bundle.ref() | {"source": AnswerSource.MODEL}]
     sendtime = services.bundle("sendtime")
     if sendtime is not None:
-        models.append(sendtime.ref() | {"source": Source.MODEL})
+        models.append(sendtime.ref() | {"source": AnswerSource.MODEL})
     try:
         batch = _Batch(services, ids, now, window)
     except OnlineStoreUnavailable as exc:
@@ -172,14 +172,14 @@ def _respond(
             }
             for cid in ids
         ]
-        down = {"request_id": rid, "models": models, "degraded": True, "source": Source.FALLBACK, "items": items}
+        down = {"request_id": rid, "models": models, "degraded": True, "source": AnswerSource.FALLBACK, "items": items}
         return json_response(down)
     items, summary = _decisions(services, nbo, batch, now, budget, campaign)
     payload: dict[str, Any] = {
         "request_id": rid,
         "models": models,
         "degraded": False,
-        "source": Source.MODEL,
+        "source": AnswerSource.MODEL,
         "now": now.isoformat(),
         "items": items,
     }

@@ -22,7 +22,7 @@ from serving.lean import LeanRoute
 from serving.observability import request_id_var
 from serving.recs_bundle import Filters, RecsAnswer, RecsModel
 from serving.routers.common import ERRORS, json_response
-from serving.schemas import CartRequest, CustomerRecRequest, RecFilters, RecResponse, SimilarRequest, Source
+from serving.schemas import AnswerSource, CartRequest, CustomerRecRequest, RecFilters, RecResponse, SimilarRequest
 from serving.state import Services
 
 router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
@@ -58,7 +58,7 @@ def _respond(
 ) -> Response:
     described = model.describe_items([r.item_id for r in answer.items])
     items = [
-        # orjson writes the Source (a StrEnum) as its value
+        # orjson writes the RecSource (a StrEnum) as its value
         {
             "item_id": r.item_id,
             "score": r.score,
@@ -77,7 +77,7 @@ def _respond(
         "request_id": rid,
         "models": [ref],
         "degraded": degraded,
-        "source": Source.FALLBACK if fallback else Source.MODEL,
+        "source": AnswerSource.FALLBACK if fallback else AnswerSource.MODEL,
         "cold_start": answer.cold_start,
         "items": items,
     }

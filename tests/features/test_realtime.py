@@ -18,11 +18,13 @@ import pandas as pd
 import pytest
 
 from features import definitions
-from features.contract import Col
+from features.contract import Col, EventType
 from features.defs.common import Feature, FeatureGroup, Tables
 from features.online import InMemoryOnlineStore, OnlineStore, RedisOnlineStore, SnapshotParts
 from features.realtime import (
+    CHANNEL_KINDS,
     REALTIME_FEATURES,
+    WEB_KINDS,
     ApplyResult,
     CustomerState,
     Event,
@@ -88,6 +90,13 @@ def test_events_are_validated() -> None:
     e = Event("consent", D, customer_key="k", channel="sms", status="opt_out")  # type: ignore[arg-type]
     assert e.type is EventKind.CONSENT and Event.from_json(e.to_json()) == e
     assert e.id == Event.from_json(e.to_json()).id and e.id != _ev("view", H).id
+
+
+def test_event_kinds_take_the_contracts_web_event_types() -> None:
+    """One vocabulary: every web event type of the contract is a real-time kind of the same value, a web kind."""
+    assert {t.value for t in EventType} <= {k.value for k in EventKind}
+    assert {EventKind(t.value) for t in EventType} | {EventKind.SESSION_START} == WEB_KINDS
+    assert not WEB_KINDS & CHANNEL_KINDS
 
 
 def test_state_round_trips_through_json() -> None:

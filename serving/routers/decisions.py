@@ -18,14 +18,21 @@ from serving.contact import consent_columns, state_of
 from serving.decision_bundles import SendTime
 from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
 from serving.routers.common import ERRORS, decision_time, iso, json_response
-from serving.schemas import AnswerSource, ItemStatus, PermissionRequest, SendTimeRequest
+from serving.schemas import (
+    AnswerSource,
+    ItemStatus,
+    PermissionRequest,
+    PermissionResponse,
+    SendTimeRequest,
+    SendTimeResponse,
+)
 from serving.security import ApiError
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 log = logging.getLogger("kairos.serving.decisions")
 
 
-@router.post("/permissions", responses=ERRORS)
+@router.post("/permissions", response_model=PermissionResponse, responses=ERRORS)
 def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
     """May I contact this customer on this channel now; if not, when? One answer per item, in order.
 
@@ -85,7 +92,7 @@ def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDe
     return json_response(payload)
 
 
-@router.post("/send-time", responses=ERRORS)
+@router.post("/send-time", response_model=SendTimeResponse, responses=ERRORS)
 def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
     """The best send slot per customer for one channel within a window (default the next 24 h), outside
     quiet hours in the customer's zone, and a second-best slot on another day (for re-sends).

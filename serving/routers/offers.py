@@ -26,7 +26,14 @@ from serving.contact import consent_columns, state_of
 from serving.decision_bundles import SendTime
 from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
 from serving.routers.common import ERRORS, decision_time, iso, json_response
-from serving.schemas import AnswerSource, CampaignRequest, ItemStatus, NextBestRequest
+from serving.schemas import (
+    AnswerSource,
+    CampaignRequest,
+    CampaignResponse,
+    ItemStatus,
+    NextBestRequest,
+    OfferResponse,
+)
 from serving.security import ApiError
 from serving.state import Services
 
@@ -188,7 +195,7 @@ def _respond(
     return json_response(payload, numpy=True)
 
 
-@router.post("/next-best", responses=ERRORS)
+@router.post("/next-best", response_model=OfferResponse, responses=ERRORS)
 def next_best(body: NextBestRequest, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
     """One customer's best offer by expected incremental profit, or ``no_offer`` with the reason.
 
@@ -199,7 +206,7 @@ def next_best(body: NextBestRequest, services: ServicesDep, rid: RequestIdDep, _
     return _respond(services, rid, [body.customer_id], decision_time(body.now), None, campaign=False)
 
 
-@router.post("/campaign", responses=ERRORS)
+@router.post("/campaign", response_model=CampaignResponse, responses=ERRORS)
 def campaign(body: CampaignRequest, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
     """Offers for a batch within a budget (expected cost), in input order, with the allocation summary.
 

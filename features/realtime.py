@@ -111,16 +111,8 @@ class EventKind(StrEnum):
     CONSENT = "consent"
 
 
-WEB_KINDS = frozenset(
-    {
-        EventKind.VIEW,
-        EventKind.ADD_TO_CART,
-        EventKind.REMOVE_FROM_CART,
-        EventKind.SEARCH,
-        EventKind.CHECKOUT,
-        EventKind.SESSION_START,
-    }
-)
+# every web event type of the contract is a web kind (one missing from EventKind fails here, at import)
+WEB_KINDS = frozenset({*(EventKind(t.value) for t in EventType), EventKind.SESSION_START})
 CHANNEL_KINDS = frozenset({EventKind.OPEN, EventKind.CLICK, EventKind.UNSUBSCRIBE, EventKind.CONSENT})
 
 

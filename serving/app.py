@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +35,15 @@ Batch answers keep input order with a status per item and never drop one. Errors
 """
 
 
+def app_version() -> str:
+    """The installed package's version (``pyproject.toml``); ``0+unknown`` when run from a source tree
+    that is not installed."""
+    try:
+        return version("kairos")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the Kairos API. Models load in the lifespan, off the event loop; a failed load leaves the app
     live but not ready (``/health/ready`` answers 503 with the reason)."""
@@ -60,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Kairos",
-        version="0.2.0",
+        version=app_version(),
         summary="Customer scores, recommendations and decisions for CRM marketing.",
         description=DESCRIPTION,
         lifespan=lifespan,

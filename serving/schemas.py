@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSc
 
 from features.contract import Channel, ConsentStatus
 from features.realtime import EventKind
+from models.decisioning.nbo import OfferSource, Status
+from models.decisioning.sendtime import CurveSource, Scale
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
 CustomerId = Id
@@ -37,9 +39,14 @@ DecisionTime = Annotated[
 ModelKindName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 
 
-class Source(StrEnum):
+class AnswerSource(StrEnum):
+    """Who answered: the model, or its declared fallback (a population prior, popular items, no contact)."""
+
     MODEL = "model"
     FALLBACK = "fallback"
+
+
+Source = AnswerSource  # the former name, kept while serving/scoring.py (outside this change) imports it
 
 
 class ItemStatus(StrEnum):
@@ -53,7 +60,7 @@ class ModelRef(BaseModel):
     name: str
     version: str | None = Field(description="Null when no version is loaded and the model's fallback answered.")
     alias: str
-    source: Source = Field(Source.MODEL, description="model, or fallback (population prior / not served).")
+    source: AnswerSource = Field(AnswerSource.MODEL, description="model, or fallback (population prior / not served).")
 
 
 class Envelope(BaseModel):
@@ -62,7 +69,7 @@ class Envelope(BaseModel):
     request_id: str
     models: list[ModelRef]
     degraded: bool = Field(False, description="True when a dependency failed and a fallback answered.")
-    source: Source = Field(Source.MODEL, description="model, or fallback when no model answered.")
+    source: AnswerSource = Field(AnswerSource.MODEL, description="model, or fallback when no model answered.")
 
 
 # --- scores ---------------------------------------------------------------------------------------------
@@ -110,7 +117,7 @@ class Value(BaseModel):
 class ScoreItem(BaseModel):
     customer_id: str
     status: ItemStatus = Field(description="ok, or unknown_customer (cold start: population priors, fallback).")
-    source: Source | None = Field(None, description="model, or fallback (the population prior) for this item.")
+    source: AnswerSource | None = Field(None, description="model, or fallback (the population prior) for this item.")
     customer_key: str | None = None
     probabilities: dict[str, float | None] = Field(
         description="Calibrated probability per model: churn, purchase, engagement_{open,click}_{channel}."
@@ -332,6 +339,55 @@ class Health(BaseModel):
     detail: dict[str, object] = Field(default_factory=dict)
 
 
+class LoadedVersion(BaseModel):
+    """The model version serving a kind, with its provenance."""
+
+    kind: str
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    sha256: str = Field(description="Checksum of the version's files, verified at load.")
+    trained_at: str | None = Field(description="When its training run ended (or started), ISO 8601.")
+    loaded_at: datetime
+    source: Literal["registry", "disk_cache"] = Field(description="disk_cache: the registry was unreachable.")
+    features: list[str] = Field(description="The features it reads, in its order (empty for non-feature models).")
+    definition_hash: str | None = Field(description="Hash of the feature definitions it was trained with.")
+    metrics: dict[str, float] = Field(description="Its training run's metrics.")
+    engine: str | None = Field(description="Propensity models: lleaves (compiled) or lightgbm; else null.")
+
+
+class ModelState(BaseModel):
+    """One configured model kind: what serves it, or how it is answered while nothing does."""
+
+    name: str = Field(description="The registered model name.")
+    alias: str
+    required: bool = Field(description="Readiness waits for it (an optional one has a declared fallback).")
+    loaded: LoadedVersion | None = Field(description="Null while no version is loaded.")
+    fallback: str | None = Field(description="How an optional model not loaded is answered; null otherwise.")
+    last_error: str | None = Field(description="Why the last load failed (null after a good load).")
+
+
+class ModelsResponse(BaseModel):
+    request_id: str
+    models: dict[str, ModelState] = Field(description="Per configured model kind.")
+
+
+class ReloadOutcome(BaseModel):
+    model: str = Field(description="The registered name (the kind for not_configured).")
+    outcome: Literal["loaded", "unchanged", "cached", "failed", "not_configured"] = Field(
+        description="cached: the registry is down, the disk copy loaded; failed: the serving version stays."
+    )
+    version: str | None = Field(description="The version serving after the attempt.")
+    detail: str | None = Field(description="Why, for cached and failed.")
+
+
+class ReloadResponse(BaseModel):
+    request_id: str
+    outcomes: list[ReloadOutcome] = Field(description="One per model asked for, then the kinds not configured.")
+    models: dict[str, ModelState] = Field(description="Per configured model kind, after the reload.")
+
+
 # --- decisions ------------------------------------------------------------------------------------------
 
 
@@ -393,3 +449,96 @@ class CampaignRequest(BaseModel):
     customer_ids: list[CustomerId] = Field(min_length=1, max_length=10_000)
     budget: float | None = Field(None, gt=0, description="Expected cost the campaign may spend (default: none).")
     now: DecisionTime | None = Field(None, description="Decision time, with a timezone (default: now).")
+
+
+TimezoneSource = Literal["customer", "default"]
+# An offer decision (named so in the schema: the decisioning module calls it Status).
+Decision = Annotated[Status, WithJsonSchema({"title": "Decision", "type": "string", "enum": [s.value for s in Status]})]
+
+
+class PermissionAnswer(BaseModel):
+    """One item's answer. An unknown customer's has only ``customer_id``, ``channel`` and ``status``; with
+    the online store down, no ``customer_key``, ``timezone`` nor ``timezone_source``."""
+
+    customer_id: str
+    channel: Channel
+    status: ItemStatus = Field(description="ok, or unknown_customer.")
+    customer_key: str | None = None
+    allowed: bool | None = Field(None, description="A send now is allowed.")
+    reasons: list[str] | None = Field(None, description="Why not, one per rule broken (empty when allowed).")
+    next_allowed_at: datetime | None = Field(
+        None, description="The earliest instant every rule holds (now, when allowed); null without consent: never."
+    )
+    timezone: str | None = Field(None, description="The zone quiet hours were judged in.")
+    timezone_source: TimezoneSource | None = Field(None, description="default: the customer's zone is unknown.")
+
+
+class PermissionResponse(Envelope):
+    now: datetime | None = Field(None, description="The instant judged, UTC (absent when degraded).")
+    items: list[PermissionAnswer]
+
+
+class SendTimeItem(BaseModel):
+    customer_id: str
+    status: ItemStatus = Field(description="ok, or unknown_customer (the population's slot).")
+    customer_key: str | None = Field(description="Null for an unknown customer, or when the store is down.")
+    best_at: datetime | None = Field(description="The slot to send in, UTC; null when the window has none.")
+    best_local: datetime | None = Field(description="best_at in the customer's zone.")
+    score: float | None = Field(description="The curve's value in that slot (see scale); null without a slot.")
+    second_at: datetime | None = Field(description="The best slot on a later local day (for re-sends), UTC.")
+    second_local: datetime | None
+    source: CurveSource = Field(description="customer (own history), segment or population (cold start).")
+    timezone: str
+    timezone_source: TimezoneSource
+    scale: Scale = Field(description="probability, or relative (no sends on the channel anywhere).")
+
+
+class SendTimeResponse(Envelope):
+    channel: Channel
+    items: list[SendTimeItem]
+
+
+class OfferDecision(BaseModel):
+    """One customer's decision. An unknown customer's has ``customer_id``, ``status`` and ``decision``; with
+    the online store down, those and ``reason``. ``send_at`` and the rest come with an offer on a channel."""
+
+    customer_id: str
+    customer_key: str | None = None
+    status: ItemStatus = Field(description="ok, suppressed (no channel may be used) or unknown_customer.")
+    decision: Decision = Field(description="offer, no_offer, control_group, not_contactable or over_budget.")
+    offer_id: str | None = None
+    channel: Channel | None = None
+    reason: str | None = Field(None, description="Why, in words a marketer may read.")
+    control_group: bool | None = Field(None, description="Held out of every offer (to measure uplift).")
+    expected_profit: float | None = Field(None, description="Expected incremental profit of the offer.")
+    uplift: float | None = Field(None, description="Expected increase of the purchase probability.")
+    source: OfferSource | None = Field(None, description="uplift_model, or rules (the CRM playbook).")
+    send_at: datetime | None = Field(None, description="When to send, UTC.")
+    send_at_local: datetime | None = Field(None, description="send_at in the customer's zone.")
+    send_time_source: CurveSource | Literal["policy"] | None = Field(
+        None, description="The send-time model's curve, or policy: the first instant the contact policy allows."
+    )
+
+
+class OfferResponse(Envelope):
+    now: datetime | None = Field(None, description="The decision time, UTC (absent when degraded).")
+    items: list[OfferDecision]
+
+
+class CampaignSummary(BaseModel):
+    """What the allocation spends and expects to earn (expected values)."""
+
+    budget: float | None = Field(description="The campaign's budget (the catalogue's when none was given).")
+    spent: float
+    expected_profit: float
+    shadow_price: float = Field(description="The budget's price per unit of cost (0 when it does not bind).")
+    offers: dict[str, int] = Field(description="Customers given each offer.")
+    spent_by_offer: dict[str, float]
+    control: int
+    over_budget: int
+    no_offer: int
+    not_contactable: int
+
+
+class CampaignResponse(OfferResponse):
+    summary: CampaignSummary | None = Field(None, description="Absent when degraded.")

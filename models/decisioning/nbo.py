@@ -60,7 +60,7 @@ __all__ = [
     "ChannelsInput",
     "NextBestOffer",
     "OfferScores",
-    "Source",
+    "OfferSource",
     "Status",
     "allocate",
     "decide",
@@ -79,7 +79,9 @@ ChannelsInput = Mapping[str, Iterable[str]] | Callable[[str], Iterable[str]] | N
 """Channels the contact policy allows now, per customer_key: a mapping or a callable (None: any consented)."""
 
 
-class Source(StrEnum):
+class OfferSource(StrEnum):
+    """Where an offer's uplift comes from: the uplift model, or the CRM playbook's rules."""
+
     UPLIFT_MODEL = "uplift_model"
     RULES = "rules"
 
@@ -194,7 +196,7 @@ class OfferScores:
     keys: np.ndarray
     offer_ids: list[str]
     names: list[str]
-    source: np.ndarray  # (n_offers,) Source of each offer's uplift
+    source: np.ndarray  # (n_offers,) OfferSource of each offer's uplift
     order_value: np.ndarray
     order_value_fallback: np.ndarray
     p_base: np.ndarray
@@ -319,7 +321,7 @@ def score_offers(
 
     rules_uplift, rule_words = _rules_uplift(frame, catalogue)
     base_rules = _rhythm_probability(frame) if p_base is None else np.asarray(p_base, dtype=np.float64)
-    source = np.array([Source.RULES.value] * k, dtype=object)
+    source = np.array([OfferSource.RULES.value] * k, dtype=object)
     base = base_rules
     up = rules_uplift.copy()
     up_sd = np.zeros((n, k))
@@ -335,7 +337,7 @@ def score_offers(
                 up[:, j] = model_up[:, arms[catalogue.offers[j].id]]
                 if model_sd is not None:
                     up_sd[:, j] = model_sd[:, arms[catalogue.offers[j].id]]
-                source[j] = Source.UPLIFT_MODEL.value
+                source[j] = OfferSource.UPLIFT_MODEL.value
                 rule_words[:, j] = ""
     p_offer = np.clip(base[:, None] + up, 0.0, 1.0)
     up = p_offer - base[:, None]
@@ -412,7 +414,7 @@ def _money(x: float, currency: str) -> str:
 
 def _offer_reason(s: OfferScores, i: int, j: int, n_candidates: int) -> str:
     cur = s.currency
-    if s.source[j] == Source.RULES:
+    if s.source[j] == OfferSource.RULES:
         target = f" ({s.most_viewed[i]})" if s.rule_reason[i, j].startswith("browses") and s.most_viewed[i] else ""
         how = f"rule '{s.rule_reason[i, j]}'{target}, assumed uplift {100 * s.uplift[i, j]:+.1f} pts (not measured)"
     else:
@@ -472,7 +474,7 @@ def _rows(
         "reason": [],
     }
     n_cand = s.eligible.sum(axis=1)
-    model_source = Source.UPLIFT_MODEL if (s.source == Source.UPLIFT_MODEL).any() else Source.RULES
+    model_source = OfferSource.UPLIFT_MODEL if (s.source == OfferSource.UPLIFT_MODEL).any() else OfferSource.RULES
     for i in range(n):
         j = int(choice[i])
         if j >= 0:

@@ -17,31 +17,36 @@ from typing import NamedTuple, Protocol, Self, runtime_checkable
 
 import pandas as pd
 
+from features.contract import Col, EventType
+
 
 class IX:
-    """Column names of the interactions and items frames (one vocabulary)."""
+    """Column names of the interactions and items frames: the contract's (:class:`features.contract.Col`),
+    plus the two the interactions frame adds."""
 
-    CUSTOMER = "customer_key"
-    ITEM = "item_id"
-    BASKET = "order_id"  # an order (or a session, for session baskets)
+    CUSTOMER = Col.CUSTOMER_KEY
+    ITEM = Col.ITEM_ID
+    BASKET = Col.ORDER_ID  # an order (or a session, for session baskets)
     TS = "ts"  # UTC timestamp of the interaction
-    QUANTITY = "quantity"
-    EVENT = "event"  # purchase | view | add_to_cart
+    QUANTITY = Col.QUANTITY
+    EVENT = "event"  # an InteractionKind
 
-    NAME = "name"
-    CATEGORY = "category"
-    PRICE = "price"
-    ACTIVE = "active"
-    IN_STOCK = "in_stock"
+    NAME = Col.NAME
+    CATEGORY = Col.CATEGORY
+    PRICE = Col.PRICE
+    ACTIVE = Col.ACTIVE
+    IN_STOCK = Col.IN_STOCK
 
 
-class EventKind(StrEnum):
+class InteractionKind(StrEnum):
+    """What an interaction is: a purchased order line, or a web event of the contract's (:class:`EventType`)."""
+
     PURCHASE = "purchase"
-    VIEW = "view"
-    ADD_TO_CART = "add_to_cart"
+    VIEW = EventType.VIEW.value
+    ADD_TO_CART = EventType.ADD_TO_CART.value
 
 
-class Source(StrEnum):
+class RecSource(StrEnum):
     """Where a recommended item came from (every answer knows its source)."""
 
     BOUGHT_TOGETHER = "bought_together"
@@ -49,6 +54,11 @@ class Source(StrEnum):
     SIMILAR = "similar"
     BUY_AGAIN = "buy_again"
     POPULAR = "popular"
+
+
+# The former names, kept while modules outside this change still import them (models/recs/*, training/).
+EventKind = InteractionKind
+Source = RecSource
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,7 @@ class Recommendation(NamedTuple):
 
     item_id: str
     score: float
-    source: Source
+    source: RecSource
     reason: str
 
 
@@ -91,7 +101,7 @@ class Recommender(Protocol):
     layer fills from the fallback). ``save`` writes only NumPy / Parquet / JSON files into a folder.
     """
 
-    source: Source
+    source: RecSource
 
     def fit(self, interactions: pd.DataFrame, items: pd.DataFrame | None = None) -> Self: ...
 
@@ -111,28 +121,30 @@ def interactions_from_tables(order_lines: pd.DataFrame, web_events: pd.DataFrame
     lines = order_lines
     out = pd.DataFrame(
         {
-            IX.CUSTOMER: lines["customer_key"].astype("string"),
-            IX.ITEM: lines["item_id"].astype("string"),
-            IX.BASKET: lines["order_id"].astype("string"),
-            IX.TS: pd.to_datetime(lines["ordered_at"], utc=True),
-            IX.QUANTITY: lines["quantity"].astype("float64"),
-            IX.EVENT: EventKind.PURCHASE.value,
+            IX.CUSTOMER: lines[Col.CUSTOMER_KEY].astype("string"),
+            IX.ITEM: lines[Col.ITEM_ID].astype("string"),
+            IX.BASKET: lines[Col.ORDER_ID].astype("string"),
+            IX.TS: pd.to_datetime(lines[Col.ORDERED_AT], utc=True),
+            IX.QUANTITY: lines[Col.QUANTITY].astype("float64"),
+            IX.EVENT: InteractionKind.PURCHASE.value,
         }
     )
     if web_events is not None and len(web_events):
-        ev = web_events[web_events["event_type"].isin([EventKind.VIEW.value, EventKind.ADD_TO_CART.value])]
-        ev = ev[ev["item_id"].notna()]
+        ev = web_events[
+            web_events[Col.EVENT_TYPE].isin([InteractionKind.VIEW.value, InteractionKind.ADD_TO_CART.value])
+        ]
+        ev = ev[ev[Col.ITEM_ID].notna()]
         out = pd.concat(
             [
                 out,
                 pd.DataFrame(
                     {
-                        IX.CUSTOMER: ev["customer_key"].astype("string"),
-                        IX.ITEM: ev["item_id"].astype("string"),
-                        IX.BASKET: ev["session_id"].astype("string"),
-                        IX.TS: pd.to_datetime(ev["occurred_at"], utc=True),
+                        IX.CUSTOMER: ev[Col.CUSTOMER_KEY].astype("string"),
+                        IX.ITEM: ev[Col.ITEM_ID].astype("string"),
+                        IX.BASKET: ev[Col.SESSION_ID].astype("string"),
+                        IX.TS: pd.to_datetime(ev[Col.OCCURRED_AT], utc=True),
                         IX.QUANTITY: 1.0,
-                        IX.EVENT: ev["event_type"].astype("string"),
+                        IX.EVENT: ev[Col.EVENT_TYPE].astype("string"),
                     }
                 ),
             ],

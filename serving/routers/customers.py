@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Path, Response
 
 from features.online import OnlineStoreUnavailable
 from serving.deps import Campaign, RequestIdDep, ServicesDep
 from serving.keys import Scope
-from serving.routers.scores import ERRORS
-from serving.schemas import CustomerId, Profile, Source
+from serving.routers.common import ERRORS, json_response
+from serving.schemas import AnswerSource, CustomerId, Profile
 from serving.security import ApiError
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -38,12 +37,12 @@ def profile(
             "request_id": rid,
             "models": [],
             "degraded": True,
-            "source": Source.FALLBACK,
+            "source": AnswerSource.FALLBACK,
             "customer_id": customer_id,
             "customer_key": "",
             "features": {},
         }
-        return Response(orjson.dumps(body), media_type="application/json")
+        return json_response(body)
     key = found.keys[0]
     if key is None:
         raise ApiError(404, "unknown_customer", "no customer with this id")
@@ -53,7 +52,7 @@ def profile(
         "request_id": rid,
         "models": [],
         "degraded": bool(found.stale[0]),
-        "source": Source.MODEL,
+        "source": AnswerSource.MODEL,
         "customer_id": customer_id,
         "customer_key": key,
         "as_of": found.now.isoformat() if found.now is not None else None,
@@ -63,4 +62,4 @@ def profile(
         "segments": services.segments.of(key),
         "personal": services.personal.of(key) if principal.allows(Scope.PII) else None,
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+    return json_response(body)

@@ -7,11 +7,9 @@ answer); send history and time zones from :class:`serving.contact.ContactBook`.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import orjson
-import pandas as pd
 from fastapi import APIRouter, Response
 
 from bundles.sendtime import SendTime
@@ -19,38 +17,22 @@ from features.errors import KairosError
 from features.online import OnlineStoreUnavailable
 from serving.contact import consent_columns, state_of
 from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
-from serving.routers.scores import ERRORS
-from serving.schemas import ItemStatus, PermissionRequest, SendTimeRequest, Source
+from serving.routers.common import ERRORS, decision_time, iso, json_response
+from serving.schemas import (
+    AnswerSource,
+    ItemStatus,
+    PermissionRequest,
+    PermissionResponse,
+    SendTimeRequest,
+    SendTimeResponse,
+)
 from serving.security import ApiError
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 log = logging.getLogger("kairos.serving.decisions")
 
 
-def _iso(t: Any) -> str | None:
-    if t is None or (isinstance(t, float) and t != t) or t is pd.NaT:
-        return None
-    return pd.Timestamp(t).isoformat()
-
-
-_EARLIEST, _LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
-
-
-def _now(given: datetime | None) -> datetime:
-    if given is None:
-        return datetime.now(UTC)
-    if given.tzinfo is None:
-        raise ApiError(422, "invalid_request", "body.now: give a timezone (e.g. 2026-01-02T10:00:00Z)")
-    try:
-        now = given.astimezone(UTC)
-    except (OverflowError, ValueError) as exc:
-        raise ApiError(422, "invalid_request", f"body.now: {exc}") from exc
-    if not _EARLIEST <= now < _LATEST:
-        raise ApiError(422, "invalid_request", "body.now: must lie between 1970 and 2200")
-    return now
-
-
-@router.post("/permissions", responses=ERRORS)
+@router.post("/permissions", response_model=PermissionResponse, responses=ERRORS)
 def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
     """May I contact this customer on this channel now; if not, when? One answer per item, in order.
 
@@ -60,7 +42,7 @@ def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDe
     ``ok`` (see ``allowed``), ``unknown_customer``. The store down: 200, ``degraded``, every item
     ``allowed: false`` with the reason (never a message without a consent read).
     """
-    now = _now(body.now)
+    now = decision_time(body.now)
     ids = [i.customer_id for i in body.items]
     try:
         found, names = services.store.lookup(ids)
@@ -79,8 +61,8 @@ def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDe
             }
             for i in body.items
         ]
-        payload = {"request_id": rid, "models": [], "degraded": True, "source": Source.FALLBACK, "items": items}
-        return Response(orjson.dumps(payload), media_type="application/json")
+        payload = {"request_id": rid, "models": [], "degraded": True, "source": AnswerSource.FALLBACK, "items": items}
+        return json_response(payload)
     columns = consent_columns(names)
     out: list[dict[str, Any]] = []
     for n, item in enumerate(body.items):
@@ -100,17 +82,17 @@ def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDe
                 "customer_key": key,
                 "allowed": p.allowed,
                 "reasons": p.reasons,
-                "next_allowed_at": _iso(p.next_allowed_at),
+                "next_allowed_at": iso(p.next_allowed_at),
                 "timezone": p.timezone,
                 "timezone_source": p.timezone_source,
             }
         )
-    payload = {"request_id": rid, "models": [], "degraded": False, "source": Source.MODEL, "now": now.isoformat()}
+    payload = {"request_id": rid, "models": [], "degraded": False, "source": AnswerSource.MODEL, "now": now.isoformat()}
     payload["items"] = out
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return json_response(payload)
 
 
-@router.post("/send-time", responses=ERRORS)
+@router.post("/send-time", response_model=SendTimeResponse, responses=ERRORS)
 def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
     """The best send slot per customer for one channel within a window (default the next 24 h), outside
     quiet hours in the customer's zone, and a second-best slot on another day (for re-sends).
@@ -121,7 +103,7 @@ def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _
     """
     bundle = model_of(services, "sendtime")
     sendtime: SendTime = bundle.payload
-    now = _now(body.now)
+    now = decision_time(body.now)
     quiet = None if body.quiet_hours is None else (body.quiet_hours[0], body.quiet_hours[1])
     degraded = False
     try:
@@ -151,11 +133,11 @@ def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _
                 "customer_id": cid,
                 "status": ItemStatus.OK if key is not None or degraded else ItemStatus.UNKNOWN_CUSTOMER,
                 "customer_key": key,
-                "best_at": _iso(row["best_at"]),
-                "best_local": _iso(row["best_local"]),
+                "best_at": iso(row["best_at"]),
+                "best_local": iso(row["best_local"]),
                 "score": float(row["score"]),
-                "second_at": _iso(row["second_at"]),
-                "second_local": _iso(row["second_local"]),
+                "second_at": iso(row["second_at"]),
+                "second_local": iso(row["second_local"]),
                 "source": row["source"],
                 "timezone": row["timezone"],
                 "timezone_source": row["timezone_source"],
@@ -164,10 +146,10 @@ def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _
         )
     payload = {
         "request_id": rid,
-        "models": [bundle.ref() | {"source": Source.MODEL}],
+        "models": [bundle.ref() | {"source": AnswerSource.MODEL}],
         "degraded": degraded,
-        "source": Source.MODEL,
+        "source": AnswerSource.MODEL,
         "channel": body.channel,
         "items": items,
     }
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return json_response(payload)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 
-import orjson
 from fastapi import APIRouter, Response
 
 from features.online import OnlineStoreUnavailable
 from features.realtime import Event, InvalidEventError
 from serving.deps import Events, RequestIdDep, ServicesDep
-from serving.routers.scores import ERRORS
+from serving.routers.common import ERRORS, json_response
 from serving.schemas import EventBatch, EventIn, EventResponse
 from serving.state import Services
 
@@ -65,7 +64,7 @@ def events(body: EventBatch, services: ServicesDep, rid: RequestIdDep, _: Events
     if down is not None:
         services.metrics.fallbacks.labels("events", "store_unavailable").inc()
     payload = {"request_id": rid, "degraded": down is not None, "results": results}
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return json_response(payload)
 
 
 def _message_sent(services: Services, i: int, e: EventIn) -> dict[str, object]:

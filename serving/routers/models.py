@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from serving.deps import Admin, RequestIdDep, ServicesDep
-from serving.routers.scores import ERRORS
-from serving.schemas import ReloadRequest
+from serving.routers.common import ERRORS, json_response
+from serving.schemas import ModelsResponse, ReloadRequest, ReloadResponse
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-@router.get("", responses=ERRORS)
-def models(services: ServicesDep, rid: RequestIdDep, _: Admin) -> dict[str, object]:
+@router.get("", response_model=ModelsResponse, responses=ERRORS)
+def models(services: ServicesDep, rid: RequestIdDep, _: Admin) -> Response:
     """Each configured model: name, alias, the version serving (trained at, features, metrics, checksum,
     source registry or disk_cache) and the last load error."""
-    return {"request_id": rid, "models": services.describe()}
+    return json_response({"request_id": rid, "models": services.describe()})
 
 
-@router.post("/reload", responses=ERRORS)
-def reload(body: ReloadRequest, services: ServicesDep, rid: RequestIdDep, _: Admin) -> dict[str, object]:
+@router.post("/reload", response_model=ReloadResponse, responses=ERRORS)
+def reload(body: ReloadRequest, services: ServicesDep, rid: RequestIdDep, _: Admin) -> Response:
     """Load the models whose alias moved (all, or ``models``); ``force`` loads again regardless.
 
     Outcome per model: ``loaded``, ``unchanged``, ``cached`` (registry down: the disk copy) or
@@ -28,9 +28,11 @@ def reload(body: ReloadRequest, services: ServicesDep, rid: RequestIdDep, _: Adm
     kinds = list(body.models) if body.models is not None else None
     unknown = sorted(set(kinds or ()) - set(services.slots))
     outcomes = services.reload(force=body.force, kinds=kinds)
-    return {
-        "request_id": rid,
-        "outcomes": [o.__dict__ for o in outcomes]
-        + [{"model": k, "outcome": "not_configured", "version": None, "detail": None} for k in unknown],
-        "models": services.describe(),
-    }
+    return json_response(
+        {
+            "request_id": rid,
+            "outcomes": [o.__dict__ for o in outcomes]
+            + [{"model": k, "outcome": "not_configured", "version": None, "detail": None} for k in unknown],
+            "models": services.describe(),
+        }
+    )

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 from fastapi import APIRouter, Response
 
@@ -26,9 +25,15 @@ from models.decisioning.nbo import NextBestOffer, Status
 from models.decisioning.policy import ContactState
 from serving.contact import consent_columns, state_of
 from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
-from serving.routers.decisions import _iso, _now
-from serving.routers.scores import ERRORS
-from serving.schemas import CampaignRequest, ItemStatus, NextBestRequest, Source
+from serving.routers.common import ERRORS, decision_time, iso, json_response
+from serving.schemas import (
+    AnswerSource,
+    CampaignRequest,
+    CampaignResponse,
+    ItemStatus,
+    NextBestRequest,
+    OfferResponse,
+)
 from serving.security import ApiError
 from serving.state import Services
 
@@ -144,7 +149,7 @@ def _decisions(
             at, local, src = _send_at(
                 services, state, item["channel"], batch.from_at[(key, item["channel"])], window_end
             )
-            item |= {"send_at": _iso(at), "send_at_local": _iso(local), "send_time_source": src}
+            item |= {"send_at": iso(at), "send_at_local": iso(local), "send_time_source": src}
         items.append(item)
     return items, summary
 
@@ -155,10 +160,10 @@ def _respond(
     bundle = model_of(services, "offers")
     nbo: NextBestOffer = bundle.payload
     window = timedelta(hours=services.settings.offer_window_hours)
-    models = [bundle.ref() | {"source": Source.MODEL}]
+    models = [bundle.ref() | {"source": AnswerSource.MODEL}]
     sendtime = services.bundle("sendtime")
     if sendtime is not None:
-        models.append(sendtime.ref() | {"source": Source.MODEL})
+        models.append(sendtime.ref() | {"source": AnswerSource.MODEL})
     try:
         batch = _Batch(services, ids, now, window)
     except OnlineStoreUnavailable as exc:
@@ -174,23 +179,23 @@ def _respond(
             }
             for cid in ids
         ]
-        down = {"request_id": rid, "models": models, "degraded": True, "source": Source.FALLBACK, "items": items}
-        return Response(orjson.dumps(down), media_type="application/json")
+        down = {"request_id": rid, "models": models, "degraded": True, "source": AnswerSource.FALLBACK, "items": items}
+        return json_response(down)
     items, summary = _decisions(services, nbo, batch, now, budget, campaign)
     payload: dict[str, Any] = {
         "request_id": rid,
         "models": models,
         "degraded": False,
-        "source": Source.MODEL,
+        "source": AnswerSource.MODEL,
         "now": now.isoformat(),
         "items": items,
     }
     if summary is not None:
         payload["summary"] = summary
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    return json_response(payload, numpy=True)
 
 
-@router.post("/next-best", responses=ERRORS)
+@router.post("/next-best", response_model=OfferResponse, responses=ERRORS)
 def next_best(body: NextBestRequest, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
     """One customer's best offer by expected incremental profit, or ``no_offer`` with the reason.
 
@@ -198,10 +203,10 @@ def next_best(body: NextBestRequest, services: ServicesDep, rid: RequestIdDep, _
     ``not_contactable`` (item status ``suppressed``: no consented channel the policy allows within
     ``offer_window_hours``). With an offer: the channel and the send time (UTC and local).
     """
-    return _respond(services, rid, [body.customer_id], _now(body.now), None, campaign=False)
+    return _respond(services, rid, [body.customer_id], decision_time(body.now), None, campaign=False)
 
 
-@router.post("/campaign", responses=ERRORS)
+@router.post("/campaign", response_model=CampaignResponse, responses=ERRORS)
 def campaign(body: CampaignRequest, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
     """Offers for a batch within a budget (expected cost), in input order, with the allocation summary.
 
@@ -210,4 +215,4 @@ def campaign(body: CampaignRequest, services: ServicesDep, rid: RequestIdDep, _:
     """
     if len(body.customer_ids) > services.settings.max_batch:
         raise ApiError(422, "invalid_request", f"body.customer_ids: at most {services.settings.max_batch} ids")
-    return _respond(services, rid, list(body.customer_ids), _now(body.now), body.budget, campaign=True)
+    return _respond(services, rid, list(body.customer_ids), decision_time(body.now), body.budget, campaign=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -22,8 +21,8 @@ from features.online import OnlineStoreUnavailable
 from serving.deps import RequestIdDep, ServicesDep, Storefront, model_of
 from serving.lean import LeanRoute
 from serving.observability import request_id_var
-from serving.routers.scores import ERRORS
-from serving.schemas import CartRequest, CustomerRecRequest, RecFilters, RecResponse, SimilarRequest, Source
+from serving.routers.common import ERRORS, json_response
+from serving.schemas import AnswerSource, CartRequest, CustomerRecRequest, RecFilters, RecResponse, SimilarRequest
 from serving.state import Services
 
 router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
@@ -59,7 +58,7 @@ def _respond(
 ) -> Response:
     described = model.describe_items([r.item_id for r in answer.items])
     items = [
-        # orjson writes the Source (a StrEnum) as its value
+        # orjson writes the RecSource (a StrEnum) as its value
         {
             "item_id": r.item_id,
             "score": r.score,
@@ -78,11 +77,11 @@ def _respond(
         "request_id": rid,
         "models": [ref],
         "degraded": degraded,
-        "source": Source.FALLBACK if fallback else Source.MODEL,
+        "source": AnswerSource.FALLBACK if fallback else AnswerSource.MODEL,
         "cold_start": answer.cold_start,
         "items": items,
     }
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return json_response(payload)
 
 
 def _run(

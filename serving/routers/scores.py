@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import logging
 
-import orjson
 from fastapi import APIRouter, Response
 
 from bundles.kinds import is_propensity
 from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
+from serving.routers.common import ERRORS, json_response
 from serving.schemas import ScoreRequest, ScoreResponse
 from serving.scoring import score_batch
 from serving.security import ApiError
 
 router = APIRouter(prefix="/v1", tags=["scores"])
 log = logging.getLogger("kairos.serving.scores")
-
-ERRORS: dict[int | str, dict[str, str]] = {
-    401: {"description": "missing or invalid API key"},
-    403: {"description": "the key lacks the scope"},
-    413: {"description": "body too large"},
-    429: {"description": "rate limit; see Retry-After"},
-    503: {"description": "no model loaded yet"},
-}
 
 
 @router.post("/scores", response_model=ScoreResponse, responses=ERRORS)
@@ -52,4 +44,4 @@ def scores(body: ScoreRequest, services: ServicesDep, rid: RequestIdDep, _: Camp
         if is_propensity(kind) and services.required(kind):
             model_of(services, kind)
     payload = {"request_id": rid} | score_batch(services, ids, body.reasons)
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return json_response(payload)

@@ -1,0 +1,174 @@
+"""The OpenAPI document: every JSON endpoint documents its answer's body, and the answers keep to it, the
+degraded ones (which schemathesis never sees) included, with no key the document does not declare."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.testclient import TestClient
+
+from features.store import latest_snapshot
+from serving import app as app_module
+from serving.app import create_app
+from serving.settings import Settings
+from tests.serving.conftest import ALL, World, closed_port, headers
+
+NOT_JSON = {"/metrics": "text/plain"}  # Prometheus' exposition format
+
+
+def _document() -> dict[str, Any]:
+    return create_app(Settings(log_json=False)).openapi()
+
+
+def _operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            yield path, method, operation
+
+
+def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def test_every_json_route_documents_its_body() -> None:
+    app = create_app(Settings(log_json=False))
+    doc = app.openapi()
+    routes = {
+        (ctx.path, method.lower())
+        for ctx in iter_route_contexts(app.routes)  # included routers' routes, with their prefixes
+        if isinstance(ctx.original_route, APIRoute)
+        for method in ctx.original_route.methods
+    }
+    assert routes == {(p, m) for p, m, _ in _operations(doc)}, "a route is missing from the document"
+    assert len(routes) >= 16
+    for path, method, operation in _operations(doc):
+        ok = {code: r for code, r in operation["responses"].items() if code.startswith("2")}
+        assert ok, f"{method} {path}: no 2xx answer documented"
+        for code, response in ok.items():
+            content = response.get("content", {})
+            if path in NOT_JSON:
+                assert list(content) == [NOT_JSON[path]], f"{method} {path}"
+                continue
+            schema = _resolve(doc, content["application/json"]["schema"])
+            assert schema.get("properties"), f"{method} {path} {code}: the body is not described: {schema}"
+
+
+def test_the_documented_version_is_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _document()["info"]["version"] == version("kairos")
+
+    def missing(name: str) -> str:
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(app_module, "version", missing)
+    assert _document()["info"]["version"] == "0+unknown"
+
+
+# --- the answers keep to the document -------------------------------------------------------------------
+
+
+def _strict(node: Any) -> Any:
+    """The schema with ``additionalProperties: false`` on every object that lists its properties."""
+    if isinstance(node, dict):
+        if node.get("type") == "object" and "properties" in node:
+            node.setdefault("additionalProperties", False)
+        for value in node.values():
+            _strict(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strict(value)
+    return node
+
+
+class Conformance:
+    """Validates answers against the app's own document (strictly) and counts the operations seen."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.jsonschema = pytest.importorskip("jsonschema")
+        self.doc = doc
+        self.components = _strict(copy.deepcopy(doc["components"]))
+        self.seen: set[tuple[str, str]] = set()
+
+    def check(self, client: TestClient, method: str, url: str, who: str, **kwargs: Any) -> dict[str, Any]:
+        r = client.request(method, url, headers=headers(who), **kwargs)
+        assert r.status_code == 200, (url, r.text)
+        path = next(p for p in self.doc["paths"] if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", p), url))
+        schema = self.doc["paths"][path][method.lower()]["responses"]["200"]["content"]["application/json"]
+        root = {"components": self.components, **_strict(copy.deepcopy(schema["schema"]))}
+        validator = self.jsonschema.Draft202012Validator(root, format_checker=self.jsonschema.FormatChecker())
+        body = r.json()
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(body)]
+        assert not errors, f"{method} {url}: {errors[:5]}"
+        self.seen.add((path, method.lower()))
+        return dict(body)
+
+
+def _every_operation(c: Conformance, client: TestClient, world: World, ids: list[str], opted_in: str) -> None:
+    now = "2026-01-02T10:00:00Z"
+    unknown = [*ids, "ghost"]
+    for health in ("/health/live", "/health/ready"):
+        c.check(client, "GET", health, "admin")
+    c.check(client, "GET", "/v1/models", "admin")
+    c.check(client, "POST", "/v1/models/reload", "admin", json={"models": ["churn", "not_a_kind"]})
+    c.check(client, "POST", "/v1/scores", "campaign", json={"customer_ids": unknown, "reasons": True})
+    for who in ("campaign", "pii"):
+        c.check(client, "GET", f"/v1/customers/{ids[0]}/profile", who)
+    c.check(
+        client, "POST", "/v1/recommendations/cart", "storefront", json={"cart": world.items[:2], "customer_id": ids[0]}
+    )
+    for kind in ("customer", "buy-again"):
+        for cid in (ids[0], "ghost"):
+            c.check(client, "POST", f"/v1/recommendations/{kind}", "storefront", json={"customer_id": cid})
+    c.check(client, "POST", "/v1/recommendations/similar", "storefront", json={"item_id": world.items[0]})
+    items = [{"customer_id": cid, "channel": ch} for cid in [opted_in, *unknown] for ch in ("email", "sms", "push")]
+    c.check(client, "POST", "/v1/permissions", "campaign", json={"items": items, "now": now})
+    c.check(client, "POST", "/v1/send-time", "campaign", json={"customer_ids": unknown, "channel": "sms", "now": now})
+    for cid in (opted_in, "ghost"):
+        c.check(client, "POST", "/v1/offers/next-best", "campaign", json={"customer_id": cid, "now": now})
+    c.check(client, "POST", "/v1/offers/campaign", "campaign", json={"customer_ids": [opted_in, *unknown], "now": now})
+    event = {"type": "view", "timestamp": "2026-01-02T09:00:00Z", "customer_id": ids[0]}
+    sent = {"type": "message_sent", "timestamp": "2026-01-02T09:00:00Z", "customer_id": ids[1], "channel": "email"}
+    c.check(
+        client,
+        "POST",
+        "/v1/events",
+        "storefront",
+        json={"events": [event, event, {**event, "customer_id": None}, sent]},
+    )
+
+
+@pytest.mark.slow
+def test_answers_keep_to_the_document_when_served_and_when_degraded(decided: World) -> None:
+    frame = latest_snapshot(decided.home).read()
+    opted_in_keys = set(frame.loc[frame["consent_email"] == 1, "customer_key"].astype(str))
+    with decided.client(**ALL, engagement_models=["engagement_open_email"]) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        opted_in = next(i for i in decided.ids if services.store.resolve([i])[0] in opted_in_keys)
+        c = Conformance(client.app.openapi())  # type: ignore[attr-defined]
+        _every_operation(c, client, decided, decided.ids[:30], opted_in)
+        campaign = c.check(
+            client,
+            "POST",
+            "/v1/offers/campaign",
+            "campaign",
+            json={"customer_ids": decided.ids[:200], "now": "2026-01-02T10:00:00Z"},
+        )
+        assert {i["decision"] for i in campaign["items"]} >= {"offer", "no_offer", "not_contactable"}
+        assert any("send_at" in i for i in campaign["items"]) and "summary" in campaign
+    down = f"redis://127.0.0.1:{closed_port()}/0"
+    with decided.client(**ALL, online_store="redis", redis_url=down, store_timeout_s=0.2) as client:
+        c_down = Conformance(client.app.openapi())  # type: ignore[attr-defined]
+        _every_operation(c_down, client, decided, decided.ids[:5], decided.ids[0])
+        degraded = c_down.check(
+            client, "POST", "/v1/permissions", "campaign", json={"items": [{"customer_id": "x", "channel": "sms"}]}
+        )
+        assert degraded["degraded"] is True and "now" not in degraded
+    documented = {(p, m) for p, m, _ in _operations(c.doc) if p not in NOT_JSON}
+    assert documented <= c.seen and documented <= c_down.seen, documented - (c.seen & c_down.seen)

@@ -46,9 +46,6 @@ class AnswerSource(StrEnum):
     FALLBACK = "fallback"
 
 
-Source = AnswerSource  # the former name, kept while serving/scoring.py (outside this change) imports it
-
-
 class ItemStatus(StrEnum):
     OK = "ok"
     UNKNOWN_CUSTOMER = "unknown_customer"

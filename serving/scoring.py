@@ -25,7 +25,7 @@ from bundles.value import ClvTable
 from features.definitions import DESCRIPTIONS
 from features.online import Lookup, OnlineStoreUnavailable
 from models.reasons import DEFAULT_CUTS, ReasonExplainer, band
-from serving.schemas import ItemStatus, Source
+from serving.schemas import AnswerSource, ItemStatus
 from serving.state import Services
 
 log = logging.getLogger("kairos.serving.scores")
@@ -46,8 +46,8 @@ class Scorer:
 
     def ref(self, alias: str, name: str) -> dict[str, Any]:
         if self.bundle is not None:
-            return self.bundle.ref() | {"source": Source.MODEL}
-        return {"name": name, "version": None, "alias": alias, "source": Source.FALLBACK}
+            return self.bundle.ref() | {"source": AnswerSource.MODEL}
+        return {"name": name, "version": None, "alias": alias, "source": AnswerSource.FALLBACK}
 
 
 def scorers(services: Services) -> list[Scorer]:
@@ -76,7 +76,7 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
     models = [s.ref(settings.model_alias, settings.model_names[s.kind]) for s in active]
     if "clv" in services.slots:
         models.append(
-            clv_bundle.ref() | {"source": Source.MODEL}
+            clv_bundle.ref() | {"source": AnswerSource.MODEL}
             if clv_bundle is not None
             else {
                 "name": settings.model_names["clv"],
@@ -155,7 +155,7 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
         item: dict[str, Any] = {
             "customer_id": cid,
             "status": ItemStatus.OK if (known_list[i] or degraded) else ItemStatus.UNKNOWN_CUSTOMER,
-            "source": Source.MODEL if good else Source.FALLBACK,
+            "source": AnswerSource.MODEL if good else AnswerSource.FALLBACK,
             "customer_key": key,
             "probabilities": {k: v[i] for k, v in plists.items()},
             "bands": {k: v[i] for k, v in blists.items()},
@@ -182,7 +182,7 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
     return {
         "models": models,
         "degraded": degraded or bool(stale),
-        "source": Source.FALLBACK if degraded else Source.MODEL,
+        "source": AnswerSource.FALLBACK if degraded else AnswerSource.MODEL,
         "fallback_models": [s.kind for s in active if s.bundle is None] if any_fallback else [],
         "items": items,
     }

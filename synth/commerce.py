@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.contract import OfferType
+from features.contract import EventType, OfferType
 from synth.behaviour import DIURNAL, Behaviour, local_hours
 from synth.catalog import CATEGORIES, OFFERS, Catalogue
 from synth.common import COUNTRIES, EUR_PER_GBP, Clock, ZoneTable, season
@@ -19,7 +19,11 @@ CANCEL_SHARE = 0.03  # orders later cancelled (in part or in full) by a "C" docu
 SESSION_BEFORE_ORDER = 0.88  # online orders preceded by a tracked session
 BASKET_SIZES = np.array([0.35, 0.25, 0.17, 0.12, 0.07, 0.04])  # 1..6 lines before complements
 BULK_CATEGORIES = ("Party", "Stationery", "Christmas")
-EVENT_TYPES = ("search", "view", "add_to_cart", "remove_from_cart", "checkout")  # in-session order
+# the contract's web event types, in in-session order (the generator draws them by index)
+EVENT_TYPES: tuple[str, ...] = tuple(
+    str(e)
+    for e in (EventType.SEARCH, EventType.VIEW, EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART, EventType.CHECKOUT)
+)
 _GB_CITIES = [c for c, _ in COUNTRIES["GB"][3]]
 
 

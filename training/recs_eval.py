@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from models.recs import metrics as m
-from models.recs.base import IX, EventKind, Query, Recommendation, Recommender, interactions_from_tables
+from models.recs.base import IX, InteractionKind, Query, Recommendation, Recommender, interactions_from_tables
 from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, PersonalTopFreq
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def temporal_split(
 def _purchases(frame: pd.DataFrame) -> pd.DataFrame:
     rows = frame
     if IX.EVENT in rows.columns:
-        rows = rows[rows[IX.EVENT].astype("string") == EventKind.PURCHASE.value]
+        rows = rows[rows[IX.EVENT].astype("string") == InteractionKind.PURCHASE.value]
     return rows[rows[IX.ITEM].notna() & rows[IX.BASKET].notna()]
 
 

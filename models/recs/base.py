@@ -56,11 +56,6 @@ class RecSource(StrEnum):
     POPULAR = "popular"
 
 
-# The former names, kept while modules outside this change still import them (models/recs/*, training/).
-EventKind = InteractionKind
-Source = RecSource
-
-
 @dataclass(frozen=True)
 class Query:
     """What the caller asks about.

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Estimator, check_fitted
-from models.recs.base import IX, EventKind, Query, Recommendation, Source
+from models.recs.base import IX, InteractionKind, Query, Recommendation, RecSource
 
 _POPULARITY_FILE = "popularity.parquet"
 _HISTORY_FILE = "history.parquet"
@@ -40,7 +40,7 @@ def _purchases(interactions: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"interactions lack the columns {sorted(missing)}")
     rows = interactions
     if IX.EVENT in rows.columns:
-        rows = rows[rows[IX.EVENT].astype("string") == EventKind.PURCHASE.value]
+        rows = rows[rows[IX.EVENT].astype("string") == InteractionKind.PURCHASE.value]
     return rows[rows[IX.ITEM].notna() & rows[IX.BASKET].notna()]
 
 
@@ -69,7 +69,7 @@ class GlobalTopFreq(Estimator):
         categories_: item id -> category, from the items frame (empty if it has none).
     """
 
-    source = Source.POPULAR
+    source = RecSource.POPULAR
 
     def __init__(self) -> None:
         pass
@@ -113,7 +113,7 @@ class GlobalTopFreq(Estimator):
                 Recommendation(
                     item_id=item,
                     score=float(count) / max(self.n_baskets_, 1),
-                    source=Source.POPULAR,
+                    source=RecSource.POPULAR,
                     reason=f"a best seller: in {_orders(int(count))}",
                 )
             )
@@ -175,7 +175,7 @@ class PersonalTopFreq(Estimator):
         categories_: item id -> category, from the items frame.
     """
 
-    source = Source.BUY_AGAIN
+    source = RecSource.BUY_AGAIN
 
     def __init__(self) -> None:
         pass
@@ -223,7 +223,7 @@ class PersonalTopFreq(Estimator):
             if item in blocked or (query.category is not None and self.categories_.get(item) != query.category):
                 continue
             reason = f"you often buy this: in {_orders(int(count))} of yours" if count > 1 else "you bought this before"
-            out.append(Recommendation(item_id=item, score=float(count), source=Source.BUY_AGAIN, reason=reason))
+            out.append(Recommendation(item_id=item, score=float(count), source=RecSource.BUY_AGAIN, reason=reason))
             if len(out) == k:
                 break
         return out
@@ -263,7 +263,7 @@ class GlobalPersonalTopFreq(Estimator):
         global_: the fitted :class:`GlobalTopFreq`.
     """
 
-    source = Source.BUY_AGAIN
+    source = RecSource.BUY_AGAIN
 
     def __init__(self) -> None:
         pass

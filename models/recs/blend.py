@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Estimator, check_fitted
-from models.recs.base import IX, EventKind, Query, Recommendation, Source
+from models.recs.base import IX, InteractionKind, Query, Recommendation, RecSource
 from models.recs.personal import ImplicitRecommender
 
 _SCORE = "score"
@@ -36,7 +36,7 @@ class RepeatThenPersonal(Estimator):
         personal: the model for new items (default: ``ImplicitRecommender()``, already-bought filtered).
     """
 
-    source = Source.BUY_AGAIN
+    source = RecSource.BUY_AGAIN
 
     def __init__(
         self, own_slots: int | None = None, half_life_days: float = 365.0, personal: ImplicitRecommender | None = None
@@ -47,7 +47,9 @@ class RepeatThenPersonal(Estimator):
 
     def fit(self, interactions: pd.DataFrame, items: pd.DataFrame | None = None) -> Self:
         """Learn each customer's repeat scores and fit the personal model on the same data."""
-        buys = interactions[(interactions[IX.EVENT] == EventKind.PURCHASE.value) & interactions[IX.CUSTOMER].notna()]
+        buys = interactions[
+            (interactions[IX.EVENT] == InteractionKind.PURCHASE.value) & interactions[IX.CUSTOMER].notna()
+        ]
         buys = buys[buys[IX.QUANTITY] > 0]
         if buys.empty:
             raise ValueError("no purchases by known customers to learn from")
@@ -82,7 +84,7 @@ class RepeatThenPersonal(Estimator):
             times = "once" if orders == 1 else f"in {orders} orders"
             # own items score in (1, 2), monotone in the recency-weighted frequency
             banded = 1.0 + float(score) / (float(score) + 1.0)
-            out.append(Recommendation(str(item), banded, Source.BUY_AGAIN, f"you bought this {times}"))
+            out.append(Recommendation(str(item), banded, RecSource.BUY_AGAIN, f"you bought this {times}"))
             if len(out) == limit:
                 break
         return out

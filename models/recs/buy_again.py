@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Estimator
-from models.recs.base import IX, Query, Recommendation, Source
+from models.recs.base import IX, Query, Recommendation, RecSource
 from models.recs.popular import (
     SECONDS_PER_DAY,
     check_interactions,
@@ -47,7 +47,7 @@ class BuyAgain(Estimator):
         train_end_: the training end (epoch seconds), the default "now".
     """
 
-    source = Source.BUY_AGAIN
+    source = RecSource.BUY_AGAIN
 
     def __init__(self, min_purchases: int = 2, min_ratio: float = 1.0, max_score: float = 3.0) -> None:
         self.min_purchases = min_purchases

@@ -31,7 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models.base import Estimator
-from models.recs.base import IX, EventKind, Query, Recommendation, Source
+from models.recs.base import IX, InteractionKind, Query, Recommendation, RecSource
 from models.recs.popular import (
     check_interactions,
     epoch_seconds,
@@ -44,7 +44,7 @@ from models.recs.popular import (
 )
 
 MEASURES = ("lift", "cosine", "pmi")
-SESSION_EVENTS = (EventKind.VIEW.value, EventKind.ADD_TO_CART.value)
+SESSION_EVENTS = (InteractionKind.VIEW.value, InteractionKind.ADD_TO_CART.value)
 
 
 class BoughtTogether(Estimator):
@@ -67,7 +67,7 @@ class BoughtTogether(Estimator):
         train_end_: the training end (epoch seconds).
     """
 
-    source = Source.BOUGHT_TOGETHER
+    source = RecSource.BOUGHT_TOGETHER
 
     def __init__(
         self,
@@ -312,10 +312,10 @@ def _basket_rows(interactions: pd.DataFrame, use_sessions: bool) -> pd.DataFrame
     """One row per (basket, item): orders' purchases, plus sessions' views and carts when asked."""
     df = interactions[interactions[IX.ITEM].notna() & interactions[IX.BASKET].notna() & interactions[IX.TS].notna()]
     if IX.EVENT in df.columns:
-        event = df[IX.EVENT].astype("string").fillna(EventKind.PURCHASE.value)
+        event = df[IX.EVENT].astype("string").fillna(InteractionKind.PURCHASE.value)
     else:
-        event = pd.Series(EventKind.PURCHASE.value, index=df.index, dtype="string")
-    is_buy = (event == EventKind.PURCHASE.value).to_numpy(dtype=bool)
+        event = pd.Series(InteractionKind.PURCHASE.value, index=df.index, dtype="string")
+    is_buy = (event == InteractionKind.PURCHASE.value).to_numpy(dtype=bool)
     is_session = event.isin(SESSION_EVENTS).to_numpy(dtype=bool) if use_sessions else np.zeros(len(df), dtype=bool)
     use = is_buy | is_session
     df = df[use]

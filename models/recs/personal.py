@@ -35,7 +35,7 @@ from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits
 
 from models.base import Estimator, check_fitted
-from models.recs.base import IX, EventKind, Query, Recommendation, Source
+from models.recs.base import IX, InteractionKind, Query, Recommendation, RecSource
 
 _LN2 = float(np.log(2.0))
 ARTIFACT_FORMAT = 1
@@ -90,7 +90,7 @@ class ImplicitRecommender(Estimator):
         random_state: seed of the factor initialisation (and BPR's sampling).
     """
 
-    source = Source.PERSONAL
+    source = RecSource.PERSONAL
     # events after the training end, per customer (set only on the views made by with_recent)
     _recent: Mapping[str, pd.DataFrame] = MappingProxyType({})
 
@@ -208,12 +208,12 @@ class ImplicitRecommender(Estimator):
                 IX.EVENT: (
                     ix[IX.EVENT].astype(str).to_numpy(dtype=object)
                     if IX.EVENT in ix.columns
-                    else EventKind.PURCHASE.value
+                    else InteractionKind.PURCHASE.value
                 ),
             }
         )
-        known = out[IX.EVENT].isin([e.value for e in EventKind])
-        returns = (out[IX.EVENT] == EventKind.PURCHASE.value) & (out[IX.QUANTITY] <= 0)
+        known = out[IX.EVENT].isin([e.value for e in InteractionKind])
+        returns = (out[IX.EVENT] == InteractionKind.PURCHASE.value) & (out[IX.QUANTITY] <= 0)
         return out[known & ~returns].reset_index(drop=True)
 
     def _index(self) -> None:
@@ -244,11 +244,11 @@ class ImplicitRecommender(Estimator):
         age_days = (now - ix[IX.TS]).dt.total_seconds().to_numpy() / 86400.0
         decay = np.exp(-_LN2 * np.maximum(age_days, 0.0) / self.half_life_days)
         event = ix[IX.EVENT].to_numpy()
-        bought = event == EventKind.PURCHASE.value
+        bought = event == InteractionKind.PURCHASE.value
         kind = np.where(
             bought,
             np.log1p(np.maximum(ix[IX.QUANTITY].to_numpy(dtype=np.float64), 1.0)) / _LN2,
-            np.where(event == EventKind.VIEW.value, self.view_weight, self.cart_weight),
+            np.where(event == InteractionKind.VIEW.value, self.view_weight, self.cart_weight),
         )
         return _Weighted(rows, cols, (kind * decay).astype(np.float32), bought)
 

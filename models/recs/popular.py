@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Estimator
-from models.recs.base import IX, EventKind, Query, Recommendation, Source
+from models.recs.base import IX, InteractionKind, Query, Recommendation, RecSource
 
 SECONDS_PER_DAY = 86_400.0
 PARAMS_FILE = "params.json"
@@ -68,7 +68,7 @@ def purchases(interactions: pd.DataFrame) -> pd.DataFrame:
     """The purchase rows (all rows when there is no event column), with a known item and timestamp."""
     df = interactions
     if IX.EVENT in df.columns:
-        df = df[df[IX.EVENT].astype("string").fillna(EventKind.PURCHASE.value) == EventKind.PURCHASE.value]
+        df = df[df[IX.EVENT].astype("string").fillna(InteractionKind.PURCHASE.value) == InteractionKind.PURCHASE.value]
     return df[df[IX.ITEM].notna() & df[IX.TS].notna()]
 
 
@@ -121,7 +121,7 @@ class Popular(Estimator):
         train_end_: the training end (epoch seconds).
     """
 
-    source = Source.POPULAR
+    source = RecSource.POPULAR
 
     def __init__(
         self,

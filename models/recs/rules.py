@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Estimator, check_fitted
-from models.recs.base import IX, Query, Recommendation, Source
+from models.recs.base import IX, Query, Recommendation, RecSource
 from models.recs.popular import Popular, purchases, read_strings
 
 PAID_PRICE = "unit_price"  # optional interactions column: the unit price actually paid
@@ -409,7 +409,7 @@ def apply_rules(
     out: list[Recommendation] = []
     if flat and len(flat) <= _LOOP_MAX:  # a short list (the hot path): item by item, in Python sets and bytes
         bought_set = set(bought_codes)
-        buy_again, prices, cat_codes = Source.BUY_AGAIN, catalogue.prices, catalogue.category_codes
+        buy_again, prices, cat_codes = RecSource.BUY_AGAIN, catalogue.prices, catalogue.category_codes
         band = math.isfinite(lo)
         for r in flat:
             code = pos.get(r.item_id, -1)
@@ -448,7 +448,7 @@ def apply_rules(
 
     if flat and len(flat) > _LOOP_MAX:
         codes = catalogue.codes(r.item_id for r in flat)
-        from_buy_again = np.fromiter((r.source == Source.BUY_AGAIN for r in flat), dtype=bool, count=len(flat))
+        from_buy_again = np.fromiter((r.source == RecSource.BUY_AGAIN for r in flat), dtype=bool, count=len(flat))
         passing = np.flatnonzero(allowed(codes, from_buy_again))
         _, first = np.unique(codes[passing], return_index=True)
         for p in passing[np.sort(first)][:k]:
@@ -487,7 +487,9 @@ def _top_up(
         ok = np.flatnonzero(allowed(part, False))
         for p in ok[: k - len(out)]:
             code = int(part[p])
-            out.append(Recommendation(str(catalogue.item_ids[code]), float(scores[start + p]), Source.POPULAR, reason))
+            out.append(
+                Recommendation(str(catalogue.item_ids[code]), float(scores[start + p]), RecSource.POPULAR, reason)
+            )
             blocked[code] = True
         start += chunk
         chunk *= 4

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Estimator, check_fitted
-from models.recs.base import IX, EventKind, Query, Recommendation, Source
+from models.recs.base import IX, InteractionKind, Query, Recommendation, RecSource
 from models.recs.personal import ARTIFACT_FORMAT, ImplicitRecommender, _top_k, read_model_meta
 
 _TIE = 1e-6  # popularity breaks ties (cold candidates, equal category bonuses) without moving real scores
@@ -39,7 +39,7 @@ class SimilarItems(Estimator):
             only); the factor share is ``1 - category_weight``.
     """
 
-    source = Source.SIMILAR
+    source = RecSource.SIMILAR
 
     def __init__(self, base: ImplicitRecommender | None = None, category_weight: float = 0.3) -> None:
         self.base = base
@@ -210,8 +210,8 @@ class SimilarItems(Estimator):
 
 def _popularity(interactions: pd.DataFrame, catalogue: pd.Index) -> np.ndarray:
     ix = interactions[interactions[IX.ITEM].notna()]
-    if IX.EVENT in ix.columns and (ix[IX.EVENT] == EventKind.PURCHASE.value).any():
-        ix = ix[ix[IX.EVENT] == EventKind.PURCHASE.value]
+    if IX.EVENT in ix.columns and (ix[IX.EVENT] == InteractionKind.PURCHASE.value).any():
+        ix = ix[ix[IX.EVENT] == InteractionKind.PURCHASE.value]
     item = ix[IX.ITEM].astype(str)
     if IX.BASKET in ix.columns and ix[IX.BASKET].notna().all():
         counts = pd.DataFrame({"i": item.to_numpy(), "b": ix[IX.BASKET].astype(str).to_numpy()}).drop_duplicates()

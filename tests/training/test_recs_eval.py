@@ -11,7 +11,7 @@ from typing import Self
 import pandas as pd
 import pytest
 
-from models.recs.base import IX, Query, Recommendation, Recommender, Source
+from models.recs.base import IX, Query, Recommendation, Recommender, RecSource
 from models.recs.baselines import GlobalTopFreq, PersonalTopFreq
 from training import recs_eval as ev
 
@@ -63,7 +63,7 @@ LATE_ROWS: list[Row] = [("c1", "v1", "A", day(40))]  # after a 30-day test windo
 class Fixed:
     """A stub recommender returning a fixed ranking minus the cart; it records what it was asked."""
 
-    source = Source.POPULAR
+    source = RecSource.POPULAR
 
     def __init__(self, ranking: Sequence[str], cheat: bool = False) -> None:
         self.ranking = list(ranking)
@@ -77,7 +77,7 @@ class Fixed:
     def recommend(self, query: Query, k: int = 10) -> list[Recommendation]:
         self.asked.append(query)
         pool = self.ranking if self.cheat else [i for i in self.ranking if i not in query.cart]
-        return [Recommendation(i, 1.0, Source.POPULAR, "stub") for i in pool[:k]]
+        return [Recommendation(i, 1.0, RecSource.POPULAR, "stub") for i in pool[:k]]
 
     def recommend_batch(self, queries: Sequence[Query], k: int = 10) -> list[list[Recommendation]]:
         return [self.recommend(q, k) for q in queries]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from models.recs.base import IX, EventKind, Query
+from models.recs.base import IX, InteractionKind, Query
 
 T0 = pd.Timestamp("2025-01-01", tz="UTC")
 
@@ -38,7 +38,7 @@ def interactions() -> pd.DataFrame:
             IX.BASKET: f"o{n}",
             IX.TS: T0 + pd.Timedelta(days=day, hours=n),
             IX.QUANTITY: 1.0,
-            IX.EVENT: EventKind.PURCHASE.value,
+            IX.EVENT: InteractionKind.PURCHASE.value,
         }
         for n, (cust, items, day) in enumerate(baskets)
         for item in items
@@ -54,10 +54,10 @@ def interactions() -> pd.DataFrame:
         }
         for n, (cust, item, day, event) in enumerate(
             [
-                ("c1", "e", 61, EventKind.VIEW.value),
-                ("c1", "f", 61, EventKind.ADD_TO_CART.value),
-                ("c2", "a", 66, EventKind.VIEW.value),
-                ("c6", "j", 31, EventKind.VIEW.value),
+                ("c1", "e", 61, InteractionKind.VIEW.value),
+                ("c1", "f", 61, InteractionKind.ADD_TO_CART.value),
+                ("c2", "a", 66, InteractionKind.VIEW.value),
+                ("c6", "j", 31, InteractionKind.VIEW.value),
             ]
         )
     ]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from models.base import NotFittedError
-from models.recs.base import IX, Query, Recommendation, Recommender, Source
+from models.recs.base import IX, Query, Recommendation, Recommender, RecSource
 from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, ItemPopularity, PersonalTopFreq
 
 Baseline = type[GlobalTopFreq] | type[PersonalTopFreq] | type[GlobalPersonalTopFreq]
@@ -72,7 +72,7 @@ def test_global_top_freq_ranks_by_orders_holding_the_item() -> None:
     recs = model.recommend(Query(), 4)
     assert ids(recs) == ["A", "B", "D", "C"]  # ties broken by item id
     assert [r.score for r in recs] == pytest.approx([3 / 7, 3 / 7, 2 / 7, 1 / 7])
-    assert {r.source for r in recs} == {Source.POPULAR}
+    assert {r.source for r in recs} == {RecSource.POPULAR}
     assert recs[0].reason == "a best seller: in 3 orders"
     assert model.recommend(Query(), 10)[-1].reason == "a best seller: in 1 order"
     assert ItemPopularity is GlobalTopFreq
@@ -89,7 +89,7 @@ def test_personal_top_freq_returns_own_items_by_frequency_then_recency() -> None
     recs = model.recommend(Query(customer_key="c1"), 10)
     assert ids(recs) == ["A", "B", "C"]
     assert [r.score for r in recs] == [3.0, 2.0, 1.0]
-    assert {r.source for r in recs} == {Source.BUY_AGAIN}
+    assert {r.source for r in recs} == {RecSource.BUY_AGAIN}
     assert recs[0].reason == "you often buy this: in 3 orders of yours"
     assert recs[2].reason == "you bought this before"
     assert ids(model.recommend(Query(customer_key="c3"), 10)) == ["G", "F"]  # equal counts: most recent first
@@ -108,7 +108,7 @@ def test_gp_top_freq_tops_up_own_items_with_global_best_sellers() -> None:
     model = GlobalPersonalTopFreq().fit(interactions(), ITEMS)
     recs = model.recommend(Query(customer_key="c2"), 4)
     assert ids(recs) == ["B", "D", "A", "C"]
-    assert [r.source for r in recs] == [Source.BUY_AGAIN, Source.BUY_AGAIN, Source.POPULAR, Source.POPULAR]
+    assert [r.source for r in recs] == [RecSource.BUY_AGAIN, RecSource.BUY_AGAIN, RecSource.POPULAR, RecSource.POPULAR]
     assert ids(model.recommend(Query(customer_key="c1", cart=("A",)), 3)) == ["B", "C", "D"]
     assert ids(model.recommend(Query(customer_key="c1"), 2)) == ["A", "B"]  # own items fill k: no top-up
     assert ids(model.recommend(Query(customer_key="new"), 2)) == ["A", "B"]  # cold start: global only

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from models.recs.base import IX, Query, Source
+from models.recs.base import IX, Query, RecSource
 from models.recs.blend import RepeatThenPersonal
 from models.recs.personal import ImplicitRecommender
 
@@ -49,14 +49,14 @@ def _model(**params: object) -> RepeatThenPersonal:
 def test_recent_repeats_outrank_old_frequent_ones() -> None:
     recs = _model(half_life_days=30).recommend(Query(customer_key="c"), k=4)
     assert [r.item_id for r in recs[:2]] == ["B", "A"]  # two recent orders beat three a year old
-    assert recs[0].source is Source.BUY_AGAIN and recs[0].reason == "you bought this in 2 orders"
-    assert all(r.source is Source.PERSONAL for r in recs[2:]) and len({r.item_id for r in recs}) == len(recs)
+    assert recs[0].source is RecSource.BUY_AGAIN and recs[0].reason == "you bought this in 2 orders"
+    assert all(r.source is RecSource.PERSONAL for r in recs[2:]) and len({r.item_id for r in recs}) == len(recs)
 
 
 def test_plain_frequency_wins_without_decay_and_own_slots_cap() -> None:
     assert [r.item_id for r in _model(half_life_days=1e9).recommend(Query(customer_key="c"), k=2)] == ["A", "B"]
     capped = _model(own_slots=1).recommend(Query(customer_key="c"), k=3)
-    assert [r.source for r in capped][:1] == [Source.BUY_AGAIN] and capped[1].source is Source.PERSONAL
+    assert [r.source for r in capped][:1] == [RecSource.BUY_AGAIN] and capped[1].source is RecSource.PERSONAL
 
 
 def test_cart_and_exclusions_never_come_back() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import models.recs
-from models.recs.base import Query, Recommendation, Recommender, Source
+from models.recs.base import Query, Recommendation, Recommender, RecSource
 from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, PersonalTopFreq
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
@@ -87,13 +87,13 @@ def _check_answer(model: Recommender, query: Query, recs: list[Recommendation], 
     assert all(a >= b for a, b in itertools.pairwise(scores)), f"scores not sorted: {scores}"
     for r in recs:
         assert isinstance(r.item_id, str)
-        assert isinstance(r.source, Source)
+        assert isinstance(r.source, RecSource)
         assert isinstance(r.reason, str) and r.reason.strip()
 
 
 def test_is_a_recommender(fitted: Recommender) -> None:
     assert isinstance(fitted, Recommender)
-    assert isinstance(fitted.source, Source)
+    assert isinstance(fitted.source, RecSource)
 
 
 @pytest.mark.parametrize("k", [1, 3, 10])

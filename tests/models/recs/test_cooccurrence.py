@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.recs.base import IX, EventKind, Query, Source, interactions_from_tables
+from models.recs.base import IX, InteractionKind, Query, RecSource, interactions_from_tables
 from models.recs.cooccurrence import BoughtTogether, association
 
 END = pd.Timestamp("2025-06-30", tz="UTC")
@@ -28,7 +28,7 @@ def frame(baskets: dict[str, str], ts: dict[str, pd.Timestamp] | None = None) ->
             IX.BASKET: order,
             IX.TS: (ts or {}).get(order, END),
             IX.QUANTITY: 1.0,
-            IX.EVENT: EventKind.PURCHASE.value,
+            IX.EVENT: InteractionKind.PURCHASE.value,
         }
         for order, items in baskets.items()
         for item in items
@@ -119,7 +119,7 @@ def test_cart_query_sums_neighbours_and_names_strongest_cart_item() -> None:
     assert recs[0].score == pytest.approx(0.75 + 2 / math.sqrt(12))
     assert recs[0].reason == "bought together with ITEM A in 3 orders"
     assert recs[2].reason == "bought together with ITEM D in 1 order"
-    assert all(r.source is Source.BOUGHT_TOGETHER for r in recs)
+    assert all(r.source is RecSource.BOUGHT_TOGETHER for r in recs)
     assert [r.item_id for r in model.recommend(Query(cart=("A", "D"), exclude=frozenset({"B"})), 2)] == ["C", "E"]
 
 
@@ -139,7 +139,7 @@ def test_sessions_add_viewed_together_pairs_only_when_asked() -> None:
             IX.BASKET: ["s1", "s1", "s2", "s2"],
             IX.TS: END,
             IX.QUANTITY: 1.0,
-            IX.EVENT: EventKind.VIEW.value,
+            IX.EVENT: InteractionKind.VIEW.value,
         }
     )
     ix = pd.concat([bought, views], ignore_index=True)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from models.recs.base import IX, Query, Recommender, Source, interactions_from_tables
+from models.recs.base import IX, Query, Recommender, RecSource, interactions_from_tables
 from models.recs.personal import ImplicitRecommender
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -66,7 +66,7 @@ def test_customer_of_cluster_a_gets_cluster_a_items(algorithm: str) -> None:
     m = fitted(algorithm=algorithm, **extra)
     recs = m.recommend(Query(customer_key="fan_a"), k=2)
     assert set(ids(recs)) == {"A3", "A4"}  # A1, A2 already bought: filtered
-    assert all(r.source is Source.PERSONAL for r in recs)
+    assert all(r.source is RecSource.PERSONAL for r in recs)
     assert recs[0].score >= recs[1].score
     assert all(r.reason in ("because you bought ITEM A1", "because you bought ITEM A2") for r in recs)
 

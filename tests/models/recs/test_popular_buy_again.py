@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.recs.base import IX, EventKind, Query, Source
+from models.recs.base import IX, InteractionKind, Query, RecSource
 from models.recs.buy_again import BuyAgain
 from models.recs.popular import Popular
 
@@ -24,7 +24,7 @@ def buys(rows: Sequence[tuple[str, str, str, float]]) -> pd.DataFrame:
             IX.BASKET: [r[2] for r in rows],
             IX.TS: [END - pd.Timedelta(days=r[3]) for r in rows],
             IX.QUANTITY: 1.0,
-            IX.EVENT: EventKind.PURCHASE.value,
+            IX.EVENT: InteractionKind.PURCHASE.value,
         }
     )
 
@@ -49,7 +49,7 @@ def test_popular_decays_with_age_and_counts_an_item_once_per_order() -> None:
     recs = model.recommend(Query(), 10)
     assert [(r.item_id, r.score) for r in recs] == [("Q", pytest.approx(2.0)), ("P", 0.75), ("R", 0.5)]
     assert {r.reason for r in recs} == {"popular this month"}
-    assert all(r.source is Source.POPULAR for r in recs)
+    assert all(r.source is RecSource.POPULAR for r in recs)
     undecayed = Popular(half_life_days=None).fit(POP, ITEMS)
     assert [(r.item_id, r.score) for r in undecayed.recommend(Query(), 10)] == [("P", 3.0), ("Q", 2.0), ("R", 1.0)]
 
@@ -112,7 +112,7 @@ def test_buy_again_recommends_once_the_median_interval_has_passed() -> None:
     recs = model.recommend(Query(customer_key="c1", now=END + pd.Timedelta(days=15)), 5)
     assert [(r.item_id, r.score) for r in recs] == [("M", 1.5)]
     assert recs[0].reason == "you buy this about every 10 days; last bought 15 days ago"
-    assert recs[0].source is Source.BUY_AGAIN
+    assert recs[0].source is RecSource.BUY_AGAIN
 
 
 def test_buy_again_caps_scores_and_honours_exclusions() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.recs.base import IX, EventKind, Query, Recommendation, Source
+from models.recs.base import IX, InteractionKind, Query, Recommendation, RecSource
 from models.recs.popular import Popular
 from models.recs.rules import CustomerHistory, ItemCatalogue, RulePolicy, apply_rules
 
@@ -37,7 +37,7 @@ INTERACTIONS = pd.DataFrame(
         IX.BASKET: [f"o{i}" for i in range(14)],
         IX.TS: END,
         IX.QUANTITY: 1.0,
-        IX.EVENT: EventKind.PURCHASE.value,
+        IX.EVENT: InteractionKind.PURCHASE.value,
         "unit_price": [10.0, 12.0, 2.0, 3.0, 10, 10, 10, 5, 5, 5, 2, 2, 100, None],
     }
 )
@@ -58,7 +58,7 @@ def hist(cat: ItemCatalogue) -> CustomerHistory:
     return CustomerHistory().fit(INTERACTIONS, cat)
 
 
-def rec(item: str, score: float = 1.0, source: Source = Source.BOUGHT_TOGETHER) -> Recommendation:
+def rec(item: str, score: float = 1.0, source: RecSource = RecSource.BOUGHT_TOGETHER) -> Recommendation:
     return Recommendation(item, score, source, "because")
 
 
@@ -85,7 +85,7 @@ def test_already_bought_excluded_except_replenishable_and_buy_again(cat: ItemCat
     q = Query(customer_key="k")
     policy = RulePolicy(fill_from_fallback=False)
     assert ids(apply_rules(ALL, q, 10, cat, policy, history=hist)) == ["c", "f", "g", "h"]
-    again = [rec("a", source=Source.BUY_AGAIN), *ALL]
+    again = [rec("a", source=RecSource.BUY_AGAIN), *ALL]
     assert ids(apply_rules(again, q, 10, cat, policy, history=hist)) == ["a", "c", "f", "g", "h"]
     food = RulePolicy(fill_from_fallback=False, replenishable_categories=frozenset({"Food"}))
     assert ids(apply_rules(ALL, q, 10, cat, food, history=hist)) == ["c", "e", "f", "g", "h"]
@@ -134,25 +134,30 @@ def test_customer_price_band(cat: ItemCatalogue, hist: CustomerHistory) -> None:
 
 def test_duplicates_first_passing_occurrence_wins(cat: ItemCatalogue, hist: CustomerHistory) -> None:
     first = [rec("c", 0.9), rec("a", 0.8)]
-    second = [rec("a", 5.0, Source.PERSONAL), rec("c", 4.0, Source.PERSONAL), rec("e", 3.0, Source.PERSONAL)]
+    second = [rec("a", 5.0, RecSource.PERSONAL), rec("c", 4.0, RecSource.PERSONAL), rec("e", 3.0, RecSource.PERSONAL)]
     out = apply_rules([first, second], Query(), 10, cat, RulePolicy(fill_from_fallback=False))
     assert [(r.item_id, r.source) for r in out] == [
-        ("c", Source.BOUGHT_TOGETHER),
-        ("a", Source.BOUGHT_TOGETHER),
-        ("e", Source.PERSONAL),
+        ("c", RecSource.BOUGHT_TOGETHER),
+        ("a", RecSource.BOUGHT_TOGETHER),
+        ("e", RecSource.PERSONAL),
     ]
     # a blocked personal "a" (already bought) does not hide a later buy-again "a"
-    blocked_first = [[rec("a", source=Source.PERSONAL)], [rec("a", source=Source.BUY_AGAIN)]]
+    blocked_first = [[rec("a", source=RecSource.PERSONAL)], [rec("a", source=RecSource.BUY_AGAIN)]]
     out = apply_rules(
         blocked_first, Query(customer_key="k"), 10, cat, RulePolicy(fill_from_fallback=False), history=hist
     )
-    assert [(r.item_id, r.source) for r in out] == [("a", Source.BUY_AGAIN)]
+    assert [(r.item_id, r.source) for r in out] == [("a", RecSource.BUY_AGAIN)]
 
 
 def test_top_up_from_popular_to_k(cat: ItemCatalogue, pop: Popular, hist: CustomerHistory) -> None:
     out = apply_rules([rec("g")], Query(cart=("c",)), 4, cat, RulePolicy(), pop)
     assert ids(out) == ["g", "a", "e", "f"]  # ties (f, g, h all 1) by item id
-    assert [r.source for r in out] == [Source.BOUGHT_TOGETHER, Source.POPULAR, Source.POPULAR, Source.POPULAR]
+    assert [r.source for r in out] == [
+        RecSource.BOUGHT_TOGETHER,
+        RecSource.POPULAR,
+        RecSource.POPULAR,
+        RecSource.POPULAR,
+    ]
     assert (out[1].reason, out[1].score) == ("popular this month", 5.0)
     # the top-up obeys the rules too: k already bought a and e (f is replenishable)
     assert ids(apply_rules([], Query(customer_key="k"), 3, cat, RulePolicy(), pop, hist)) == ["c", "f", "g"]
@@ -168,7 +173,7 @@ def test_top_up_per_category_and_from_the_catalogue_when_popular_runs_dry(cat: I
     assert [(r.item_id, r.reason) for r in books] == [("c", "popular in Books"), ("i", "from our catalogue")]
     out = apply_rules([], Query(), 9, cat, RulePolicy(), pop)
     assert ids(out) == ["a", "c", "e", "f", "g", "h", "i"]  # b out of stock, d inactive
-    assert (out[-1].source, out[-1].reason, out[-1].score) == (Source.POPULAR, "from our catalogue", 0.0)
+    assert (out[-1].source, out[-1].reason, out[-1].score) == (RecSource.POPULAR, "from our catalogue", 0.0)
     assert apply_rules(ALL, Query(), 0, cat, RulePolicy(), pop) == []
 
 
@@ -219,13 +224,13 @@ def test_short_lists_checked_item_by_item_answer_as_numpy_does(monkeypatch: pyte
             IX.BASKET: [f"o{i}" for i in range(200)],
             IX.TS: END,
             IX.QUANTITY: 1.0,
-            IX.EVENT: EventKind.PURCHASE.value,
+            IX.EVENT: InteractionKind.PURCHASE.value,
             "unit_price": rng.uniform(1, 100, 200),
         }
     )
     history = CustomerHistory().fit(interactions, catalogue)
     popular = Popular(half_life_days=None).fit(interactions, items)
-    sources = [Source.BOUGHT_TOGETHER, Source.BUY_AGAIN, Source.PERSONAL]
+    sources = [RecSource.BOUGHT_TOGETHER, RecSource.BUY_AGAIN, RecSource.PERSONAL]
     for _ in range(300):
         lo = float(rng.uniform(0, 50)) if rng.random() < 0.3 else None
         policy = RulePolicy(

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.recs.base import IX, Query, Recommender, Source
+from models.recs.base import IX, Query, Recommender, RecSource
 from models.recs.personal import ImplicitRecommender
 from models.recs.similar import SimilarItems
 
@@ -59,7 +59,7 @@ def test_is_a_recommender_and_init_only_stores_params() -> None:
 def test_items_like_a1_are_its_cluster_then_its_cold_category_mate() -> None:
     recs = fitted().recommend(Query(item_id="A1"), k=4)
     assert set(ids(recs[:3])) == {"A2", "A3", "A4"}
-    assert all(r.reason == "similar to ITEM A1" and r.source is Source.SIMILAR for r in recs[:3])
+    assert all(r.reason == "similar to ITEM A1" and r.source is RecSource.SIMILAR for r in recs[:3])
     assert ids(recs)[3] == "A5"  # no factors, but the same category
     assert recs[3].reason == "also in garden"
     assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)

@@ -44,6 +44,24 @@ class Provenance:
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
+    def of_run(
+        cls,
+        tracking_uri: str,
+        name: str,
+        version: str,
+        alias: str,
+        run_id: str,
+        sha256: str,
+        *,
+        features: tuple[str, ...] = (),
+        manifest: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Provenance:
+        """A fetched version's provenance, with its training run's metrics and end time."""
+        metrics, trained_at = run_details(tracking_uri, run_id)
+        return cls(name, version, alias, run_id, sha256, trained_at, features, metrics, manifest or {}, metadata or {})
+
+    @classmethod
     def from_json(cls, text: str) -> Provenance:
         data = json.loads(text)
         data["features"] = tuple(data["features"])
@@ -144,20 +162,9 @@ class FolderBundle:
 
     def fetch(self, tracking_uri: str, name: str, alias: str, dst: Path) -> Fetched:
         got = registry.fetch_bundle(tracking_uri, name, alias, dst)
-        metrics, trained_at = run_details(tracking_uri, got.run_id)
         manifest_file = got.path / MANIFEST_FILE
         manifest = json.loads(manifest_file.read_text(encoding="utf-8")) if manifest_file.is_file() else {}
-        prov = Provenance(
-            name,
-            got.version,
-            alias,
-            got.run_id,
-            got.sha256,
-            trained_at,
-            (),
-            metrics,
-            manifest,
-        )
+        prov = Provenance.of_run(tracking_uri, name, got.version, alias, got.run_id, got.sha256, manifest=manifest)
         return Fetched(got.path, prov)
 
     def verify_cached(self, folder: Path, provenance: Provenance) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bundles import registry
-from bundles.base import Fetched, Provenance, check_signature, run_details
+from bundles.base import Fetched, Provenance, check_signature
 from bundles.errors import ModelIntegrityError
 from features.contract import Channel
 from features.io import sha256_file
@@ -307,19 +307,16 @@ class PropensityBundle:
     def fetch(self, tracking_uri: str, name: str, alias: str, dst: Path) -> Fetched:
         got = registry.fetch(tracking_uri, name, alias, dst)
         meta = dict(got.metadata.get("kairos") or {})
-        features = tuple(meta.get("features") or ())
-        metrics, trained_at = run_details(tracking_uri, got.run_id)
-        prov = Provenance(
+        prov = Provenance.of_run(
+            tracking_uri,
             name,
             got.version,
             alias,
             got.run_id,
             got.sha256,
-            trained_at,
-            features,
-            metrics,
-            meta.get("manifest") or {},
-            {k: v for k, v in meta.items() if k not in ("manifest", "features")},
+            features=tuple(meta.get("features") or ()),
+            manifest=meta.get("manifest") or {},
+            metadata={k: v for k, v in meta.items() if k not in ("manifest", "features")},
         )
         return Fetched(got.path, prov)
 

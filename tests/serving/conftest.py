@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from bundles import registry
 from bundles.propensity import PropensityMeta, log_model
+from bundles.value import ClvBundle
 from features.store import latest_snapshot
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
@@ -167,9 +168,8 @@ PURCHASE_FEATURES = ["orders_lifetime", "recency_days", "views_30d"]
 
 
 def register_clv(uri: str, frame: pd.DataFrame, folder: Path) -> None:
-    """A ``clv`` bundle laid out as ``training/value.py`` writes it (its values here are plain functions of
-    the features: the test is about serving them, not about the BG/NBD fit)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """A ``clv`` bundle written by its own writer, as ``training/value.py`` writes it (its values here are
+    plain functions of the features: the test is about serving them, not about the BG/NBD fit)."""
     orders = frame["orders_lifetime"].fillna(0).to_numpy(np.float64)
     table = pd.DataFrame(
         {
@@ -182,13 +182,9 @@ def register_clv(uri: str, frame: pd.DataFrame, folder: Path) -> None:
             "next_order_days": np.where(orders > 0, 30.0, np.nan),
         }
     )
-    table.to_parquet(folder / "customers.parquet", index=False)
-    (folder / "params.json").write_text('{"r": 1.0}', encoding="utf-8")
-    client = registry.configure(uri)
-    experiment = registry.ensure_experiment("serving-tests", uri)
-    with mlflow.start_run(experiment_id=experiment):
-        info = registry.log_bundle(folder, "clv")
-        registry.register_bundle(client, info.model_uri, "clv", metric_name="none", metric_value=0.0)
+    ClvBundle.write(folder, {"r": 1.0}, table)
+    with registry.job_run(uri, "serving-tests", "clv") as job:
+        registry.log_and_register(job, folder, "clv", metadata={}, register=True, metric_name="none", metric_value=0.0)
 
 
 @pytest.fixture(scope="session")

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import ibis
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from bundles import registry
 from bundles.errors import ModelIntegrityError
+from bundles.value import ClvBundle, ValueBundle
 from features.contract import Col
 from features.datasets import LABEL, ORDERS_LABEL, EngagementTarget, PurchaseTarget, ValueTarget
 from features.errors import KairosError
+from features.store import latest_snapshot
 from tests.conftest import BuiltHome, SynthHome, small_data_rules
 from training.propensity import (
     InsufficientDataError,
@@ -236,13 +238,21 @@ def test_value_job_registers_value_and_clv(synth_home: SynthHome, tmp_path: Path
     assert run.spend.loc["kairos", "spearman"] > 0.3
     assert len(run.deciles) >= 5
     assert run.registration is not None and run.clv_registration is not None
-    clv = registry.fetch_bundle(uri, "clv", "champion", tmp_path / "clv")
-    params = json.loads((clv.path / "params.json").read_text(encoding="utf-8"))
-    assert {"bgnbd", "mbgnbd", "gamma_gamma"} <= set(params)
-    customers = pd.read_parquet(clv.path / "customers.parquet")
+    bundle = ClvBundle()
+    fetched = bundle.fetch(uri, "clv", "champion", tmp_path / "clv")
+    table = bundle.build(fetched.folder, fetched.provenance, None)
+    assert {"bgnbd", "mbgnbd", "gamma_gamma"} <= set(table.params)
+    customers = ClvBundle.read_customers(fetched.folder).reset_index()
     assert customers["p_alive"].between(0, 1).all() and (customers["expected_spend"] >= 0).all()
     # MBG/NBD does not call every one-time buyer alive.
     assert customers["p_alive"].min() < 1.0
+    # the value bundle reads back into both regressors, which predict non-negative amounts
+    value = ValueBundle()
+    got = value.fetch(uri, "value", "champion", tmp_path / "value")
+    models = value.build(got.folder, got.provenance, None)
+    assert models.meta["horizon_days"] == 180 and models.spend.feature_names_ == models.meta["features"]
+    rows = latest_snapshot(synth_home.home).read().head(50)[models.meta["features"]].astype(np.float32)
+    assert np.all(models.spend.predict(rows) >= 0) and np.all(models.orders.predict(rows) >= 0)
     # a model card goes with each version, with its plots beside it in the run
     client = registry.configure(uri)
     for name, candidate in (("value", "**kairos** (this model)"), ("clv", "**mbgnbd_gamma_gamma** (this model)")):

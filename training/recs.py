@@ -18,7 +18,7 @@ import mlflow
 import pandas as pd
 
 from bundles import registry
-from bundles.recs import RecsBundle, RecsModel
+from bundles.recs import PARTS, RecsBundle, RecsModel
 from features.errors import KairosError
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
@@ -63,6 +63,95 @@ def _metrics(table: pd.DataFrame, k: int) -> dict[str, float]:
     return out
 
 
+@dataclass(frozen=True)
+class RecsConfig:
+    """Everything one recommendations training run is a function of, besides the data."""
+
+    tracking_uri: str
+    test_days: int = 90  # the evaluation period at the end of the data
+    k: int = 10
+    margin: float = 0.0  # how much the new version must beat the champion's selection metric by
+    register: bool = True
+
+
+@dataclass(frozen=True)
+class RecsData:
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    end: pd.Timestamp  # the last interaction
+    split_at: pd.Timestamp  # evaluation: fit before, judge from here to the end
+
+
+def build_data(cfg: RecsConfig, data_home: Path) -> RecsData:
+    """Interactions and items of an ingested home, and the temporal split.
+
+    Raises:
+        KairosError: the test period leaves no history before it.
+    """
+    interactions, items = load_home(Path(data_home))
+    end = pd.Timestamp(interactions["ts"].max())
+    split_at = (end - timedelta(days=cfg.test_days)).floor("D")
+    if split_at <= pd.Timestamp(interactions["ts"].min()):
+        raise KairosError(f"{cfg.test_days} test days leave no training history before them")
+    return RecsData(interactions, items, end, split_at)
+
+
+def evaluate_split(cfg: RecsConfig, data: RecsData, tick: ProgressFn) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Every recommender fitted before the split and judged after it, beside G/P/GP-TopFreq."""
+    tick("evaluating against baselines", 0.05)
+    models = {**baseline_models(), **_models()}
+    tasks: dict[str, tuple[str, ...]] = {name: (BASKET_COMPLETION, NEXT_BASKET) for name in baseline_models()}
+    tasks |= {"Kairos bought together": (BASKET_COMPLETION,), "Kairos repeat + personal": (NEXT_BASKET,)}
+    split = data.split_at.to_pydatetime()
+    table = evaluate(models, data.interactions, data.items, split, cfg.test_days, cfg.k, tasks=tasks)
+    return table, _metrics(table, cfg.k)
+
+
+def fit(data: RecsData, tick: ProgressFn) -> RecsModel:
+    """Every recommender, the catalogue and the purchase history refitted on all data: what is served."""
+    tick("refitting on all data", 0.5)
+    interactions, items = data.interactions, data.items
+    personal = ImplicitRecommender().fit(interactions, items)
+    together = BoughtTogether().fit(interactions, items)
+    repeat = RepeatThenPersonal(personal=personal).fit(interactions, items)
+    similar = SimilarItems(base=personal).fit(interactions, items)
+    buy_again = BuyAgain().fit(interactions, items)
+    popular = Popular().fit(interactions, items)
+    catalogue = ItemCatalogue.from_items(items)
+    history = CustomerHistory().fit(interactions, catalogue)
+    manifest = {
+        "models": sorted(PARTS),
+        "trained_until": data.end.isoformat(),
+        "split_at": data.split_at.isoformat(),
+    }
+    return RecsModel(together, repeat, similar, buy_again, popular, catalogue, history, manifest)
+
+
+def log_and_register(
+    cfg: RecsConfig, data: RecsData, model: RecsModel, table: pd.DataFrame, metrics: dict[str, float]
+) -> RecsRun:
+    """The run in MLflow and the bundle registered: ``@champion`` only if its basket-completion recall
+    beats the champion's by more than ``cfg.margin``."""
+    with registry.job_run(cfg.tracking_uri, EXPERIMENT, MODEL_NAME) as job:
+        bundle = job.folder / "bundle"
+        RecsBundle.write(bundle, model)
+        params = {"test_days": cfg.test_days, "k": cfg.k, "split_at": data.split_at.isoformat(), "margin": cfg.margin}
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_text(table.to_csv(index=False), "evaluation.csv")
+        registration = registry.log_and_register(
+            job,
+            bundle,
+            MODEL_NAME,
+            metadata={"kairos": model.manifest},
+            register=cfg.register,
+            metric_name=SELECTION_METRIC,
+            metric_value=metrics[SELECTION_METRIC],
+            margin=cfg.margin,
+        )
+    return RecsRun(job.run_id, table, metrics, registration)
+
+
 def train_recs(
     data_home: Path,
     tracking_uri: str,
@@ -73,62 +162,14 @@ def train_recs(
     register: bool = True,
     progress: ProgressFn | None = None,
 ) -> RecsRun:
-    """Evaluate on the last ``test_days`` (fit before), refit everything on all data, log and register."""
+    """Evaluate on the last ``test_days`` (fit before), refit everything on all data, log and register:
+    :func:`build_data` -> :func:`evaluate_split` -> :func:`fit` -> :func:`log_and_register`."""
     tick = progress or (lambda step, frac: None)
-    registry.quiet_mlflow()
-    interactions, items = load_home(Path(data_home))
-    end = pd.Timestamp(interactions["ts"].max())
-    split_at = (end - timedelta(days=test_days)).floor("D")
-    if split_at <= pd.Timestamp(interactions["ts"].min()):
-        raise KairosError(f"{test_days} test days leave no training history before them")
-
-    tick("evaluating against baselines", 0.05)
-    models = {**baseline_models(), **_models()}
-    tasks: dict[str, tuple[str, ...]] = {name: (BASKET_COMPLETION, NEXT_BASKET) for name in baseline_models()}
-    tasks |= {"Kairos bought together": (BASKET_COMPLETION,), "Kairos repeat + personal": (NEXT_BASKET,)}
-    table = evaluate(models, interactions, items, split_at.to_pydatetime(), test_days, k, tasks=tasks)
-    metrics = _metrics(table, k)
-
-    tick("refitting on all data", 0.5)
-    personal = ImplicitRecommender().fit(interactions, items)
-    fitted: dict[str, Any] = {
-        "bought_together": BoughtTogether().fit(interactions, items),
-        "repeat_personal": RepeatThenPersonal(personal=personal).fit(interactions, items),
-        "similar": SimilarItems(base=personal).fit(interactions, items),
-        "buy_again": BuyAgain().fit(interactions, items),
-        "popular": Popular().fit(interactions, items),
-    }
-    catalogue = ItemCatalogue.from_items(items)
-    history = CustomerHistory().fit(interactions, catalogue)
-
-    manifest = {"models": sorted(fitted), "trained_until": end.isoformat(), "split_at": split_at.isoformat()}
-    model = RecsModel(
-        fitted["bought_together"],
-        fitted["repeat_personal"],
-        fitted["similar"],
-        fitted["buy_again"],
-        fitted["popular"],
-        catalogue,
-        history,
-        manifest,
-    )
-
+    cfg = RecsConfig(tracking_uri, test_days, k, margin, register)
+    data = build_data(cfg, data_home)
+    table, metrics = evaluate_split(cfg, data, tick)
+    model = fit(data, tick)
     tick("logging to MLflow", 0.85)
-    with registry.job_run(tracking_uri, EXPERIMENT, MODEL_NAME) as job:
-        bundle = job.folder / "bundle"
-        RecsBundle.write(bundle, model)
-        mlflow.log_params({"test_days": test_days, "k": k, "split_at": split_at.isoformat(), "margin": margin})
-        mlflow.log_metrics(metrics)
-        mlflow.log_text(table.to_csv(index=False), "evaluation.csv")
-        registration = registry.log_and_register(
-            job,
-            bundle,
-            MODEL_NAME,
-            metadata={"kairos": manifest},
-            register=register,
-            metric_name=SELECTION_METRIC,
-            metric_value=metrics[SELECTION_METRIC],
-            margin=margin,
-        )
+    run = log_and_register(cfg, data, model, table, metrics)
     tick("done", 1.0)
-    return RecsRun(job.run_id, table, metrics, registration)
+    return run

@@ -321,6 +321,63 @@ def evaluate(
     return metrics, next_hour, planted
 
 
+@dataclass(frozen=True)
+class SendTimeConfig:
+    """Everything one send-time training run is a function of, besides the data (see :func:`train_sendtime`)."""
+
+    tracking_uri: str
+    as_of: datetime | None = None
+    test_days: int = 60
+    params: Mapping[str, Any] | None = None
+    min_sends: int = 5
+    margin: float = 0.0
+    register: bool = True
+
+
+def log_and_register(
+    cfg: SendTimeConfig,
+    inputs: SendTimeInputs,
+    end: datetime,
+    model: SendTimeModel,
+    channel: ChannelPreference,
+    metrics: dict[str, float],
+    next_hour: pd.DataFrame,
+    planted: pd.DataFrame | None,
+) -> SendTimeRun:
+    """The run in MLflow and the bundle registered: ``@champion`` only if its next-hour hit rate beats
+    the champion's by more than ``cfg.margin``."""
+    manifest = {
+        "model": MODEL_NAME,
+        "as_of": end.isoformat(),
+        "test_days": cfg.test_days,
+        "customers": len(model.keys_),
+        "customers_with_own_curve": int(model.own_.any(axis=1).sum()),
+        "scale": dict(zip(CHANNELS, map(str, model.scale_), strict=True)),
+        "default_timezone": model.default_timezone_,
+        "segments": f"{SEGMENT_COLUMN} from the snapshot of {inputs.segments_as_of}" if len(inputs.segments) else None,
+    }
+    with registry.job_run(cfg.tracking_uri, EXPERIMENT, MODEL_NAME) as job:
+        bundle = job.folder / "bundle"
+        SendTimeBundle.write(bundle, model, channel, manifest)
+        params = {**model.get_params(), "min_sends": cfg.min_sends, "test_days": cfg.test_days, "margin": cfg.margin}
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_text(next_hour.to_csv(index=False), "evaluation_next_hour.csv")
+        if planted is not None:
+            mlflow.log_text(planted.to_csv(index=False), "evaluation_planted.csv")
+        registration = registry.log_and_register(
+            job,
+            bundle,
+            MODEL_NAME,
+            metadata={"kairos": manifest},
+            register=cfg.register,
+            metric_name=SELECTION_METRIC,
+            metric_value=metrics[SELECTION_METRIC],
+            margin=cfg.margin,
+        )
+    return SendTimeRun(job.run_id, metrics, next_hour, planted, registration)
+
+
 def train_sendtime(
     data_home: Path,
     tracking_uri: str,
@@ -334,7 +391,8 @@ def train_sendtime(
     register: bool = True,
     progress: ProgressFn | None = None,
 ) -> SendTimeRun:
-    """Evaluate on the last ``test_days``, refit on everything up to ``as_of``, log and register.
+    """Evaluate on the last ``test_days``, refit on everything up to ``as_of``, log and register:
+    :func:`load_inputs` -> :func:`evaluate` -> :func:`fit_models` -> :func:`log_and_register`.
 
     Args:
         data_home: Ingested data (and snapshots, for segments).
@@ -351,46 +409,16 @@ def train_sendtime(
         progress: Callback ``(step, fraction)``.
     """
     tick = progress or (lambda step, frac: None)
-    registry.quiet_mlflow()
+    cfg = SendTimeConfig(tracking_uri, as_of, test_days, params, min_sends, margin, register)
     tick("reading the ingested tables", 0.02)
     inputs = load_inputs(Path(data_home))
-    end = inputs.latest() if as_of is None else as_of.astimezone(UTC)
+    end = inputs.latest() if cfg.as_of is None else cfg.as_of.astimezone(UTC)
     inputs = inputs.cut(end)
-
     tick("evaluating on the last days", 0.1)
-    metrics, next_hour, planted = evaluate(inputs, end, test_days, planted_check, params)
-
+    metrics, next_hour, planted = evaluate(inputs, end, cfg.test_days, planted_check, cfg.params)
     tick("refitting on all data", 0.6)
-    model, channel = fit_models(inputs, end, params, min_sends)
-
+    model, channel = fit_models(inputs, end, cfg.params, cfg.min_sends)
     tick("logging to MLflow", 0.85)
-    manifest = {
-        "model": MODEL_NAME,
-        "as_of": end.isoformat(),
-        "test_days": test_days,
-        "customers": len(model.keys_),
-        "customers_with_own_curve": int(model.own_.any(axis=1).sum()),
-        "scale": dict(zip(CHANNELS, map(str, model.scale_), strict=True)),
-        "default_timezone": model.default_timezone_,
-        "segments": f"{SEGMENT_COLUMN} from the snapshot of {inputs.segments_as_of}" if len(inputs.segments) else None,
-    }
-    with registry.job_run(tracking_uri, EXPERIMENT, MODEL_NAME) as job:
-        bundle = job.folder / "bundle"
-        SendTimeBundle.write(bundle, model, channel, manifest)
-        mlflow.log_params({**model.get_params(), "min_sends": min_sends, "test_days": test_days, "margin": margin})
-        mlflow.log_metrics(metrics)
-        mlflow.log_text(next_hour.to_csv(index=False), "evaluation_next_hour.csv")
-        if planted is not None:
-            mlflow.log_text(planted.to_csv(index=False), "evaluation_planted.csv")
-        registration = registry.log_and_register(
-            job,
-            bundle,
-            MODEL_NAME,
-            metadata={"kairos": manifest},
-            register=register,
-            metric_name=SELECTION_METRIC,
-            metric_value=metrics[SELECTION_METRIC],
-            margin=margin,
-        )
+    run = log_and_register(cfg, inputs, end, model, channel, metrics, next_hour, planted)
     tick("done", 1.0)
-    return SendTimeRun(job.run_id, metrics, next_hour, planted, registration)
+    return run

@@ -126,7 +126,9 @@ class BundleKind(Protocol):
 
     kind: str
 
-    def fetch(self, tracking_uri: str, name: str, alias: str, dst: Path) -> Fetched: ...
+    def fetch(self, tracking_uri: str, name: str, alias: str, dst: Path, *, version: str | None = None) -> Fetched:
+        """``name@alias`` (or ``version`` of ``name`` when given) on local disk, every file verified."""
+        ...
 
     def verify_cached(self, folder: Path, provenance: Provenance) -> None: ...
 
@@ -160,8 +162,8 @@ class FolderBundle:
 
     kind = "bundle"
 
-    def fetch(self, tracking_uri: str, name: str, alias: str, dst: Path) -> Fetched:
-        got = registry.fetch_bundle(tracking_uri, name, alias, dst)
+    def fetch(self, tracking_uri: str, name: str, alias: str, dst: Path, *, version: str | None = None) -> Fetched:
+        got = registry.fetch_bundle(tracking_uri, name, alias, dst, version=version)
         manifest_file = got.path / MANIFEST_FILE
         manifest = json.loads(manifest_file.read_text(encoding="utf-8")) if manifest_file.is_file() else {}
         prov = Provenance.of_run(tracking_uri, name, got.version, alias, got.run_id, got.sha256, manifest=manifest)

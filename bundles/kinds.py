@@ -1,10 +1,16 @@
-"""Every kind of bundle the registry holds, by name. Adding a kind is one class here and one job."""
+"""Every kind of bundle the registry holds, by name, and moving aliases only to versions that verify.
+
+Adding a kind is one class here and one job.
+"""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
-from bundles.base import BundleKind
+from bundles import registry
+from bundles.base import BundleKind, FolderBundle
+from bundles.errors import ModelIntegrityError, ModelNotFoundError
 from bundles.offers import OffersBundle
 from bundles.propensity import PropensityBundle
 from bundles.recs import RecsBundle
@@ -31,3 +37,64 @@ def bundle_for(kind: str, compiled_dir: Path | None = None) -> BundleKind:
     if kind in FOLDER_KINDS:
         return FOLDER_KINDS[kind]()
     return PropensityBundle(compiled_dir)
+
+
+ANY_FOLDER = "bundle"  # a folder bundle of a kind not listed here (e.g. a test's): files verified only
+KINDS = ("propensity", *FOLDER_KINDS, ANY_FOLDER)
+
+
+def kind_of(name: str) -> str:
+    """The kind of the model registered as ``name`` (training registers each kind under its own name;
+    every other name is a propensity model)."""
+    return name if name in FOLDER_KINDS else "propensity"
+
+
+def verify_version(tracking_uri: str, name: str, version: str, kind: str | None = None) -> None:
+    """Fetch ``version`` of ``name`` with every checksum checked and build it as the API would (parsed,
+    its metadata read, warmed); nothing is kept. ``kind`` defaults to :func:`kind_of` the name;
+    :data:`ANY_FOLDER` verifies a folder bundle's files without building it.
+
+    Raises:
+        ModelNotFoundError: no such version.
+        ModelIntegrityError: a file or the metadata does not verify, or the model does not load.
+    """
+    kind = kind or kind_of(name)
+    bundle: BundleKind = FolderBundle() if kind == ANY_FOLDER else bundle_for(kind)
+    with tempfile.TemporaryDirectory() as tmp:
+        fetched = bundle.fetch(tracking_uri, name, registry.CHAMPION, Path(tmp), version=version)
+        if kind != ANY_FOLDER:  # a folder of another kind: its files are verified, nothing here can build it
+            bundle.build(fetched.folder, fetched.provenance, None)
+
+
+def promote(
+    tracking_uri: str, name: str, version: str, alias: str = registry.CHAMPION, kind: str | None = None
+) -> registry.Registration:
+    """:func:`bundles.registry.promote`, only after the version verifies: a replica that starts after a
+    promotion must be able to load what the alias points at.
+
+    Raises:
+        ModelNotFoundError: no such version.
+        ModelIntegrityError: the version does not verify; the alias has not moved.
+    """
+    try:
+        verify_version(tracking_uri, name, version, kind)
+    except ModelIntegrityError as exc:
+        raise ModelIntegrityError(f"not promoting {name} v{version}: {exc}") from exc
+    return registry.promote(tracking_uri, name, version, alias)
+
+
+def rollback(tracking_uri: str, name: str, kind: str | None = None) -> registry.Registration:
+    """:func:`bundles.registry.rollback`, only after the version it returns to verifies.
+
+    Raises:
+        ModelNotFoundError: no champion, or no earlier champion recorded for it.
+        ModelIntegrityError: the earlier champion does not verify; the alias has not moved.
+    """
+    previous = registry.previous_champion(tracking_uri, name)
+    if previous is None:
+        raise ModelNotFoundError(f"{name}: no earlier champion recorded; nothing to roll back to")
+    try:
+        verify_version(tracking_uri, name, previous, kind)
+    except ModelIntegrityError as exc:
+        raise ModelIntegrityError(f"not rolling {name} back to v{previous}: {exc}") from exc
+    return registry.rollback(tracking_uri, name)

@@ -304,8 +304,8 @@ class PropensityBundle:
     def __init__(self, compiled_dir: Path | None = None) -> None:
         self.compiled_dir = compiled_dir
 
-    def fetch(self, tracking_uri: str, name: str, alias: str, dst: Path) -> Fetched:
-        got = registry.fetch(tracking_uri, name, alias, dst)
+    def fetch(self, tracking_uri: str, name: str, alias: str, dst: Path, *, version: str | None = None) -> Fetched:
+        got = registry.fetch(tracking_uri, name, alias, dst, version=version)
         meta = dict(got.metadata.get("kairos") or {})
         prov = Provenance.of_run(
             tracking_uri,

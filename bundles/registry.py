@@ -190,6 +190,12 @@ def rollback(tracking_uri: str, name: str) -> Registration:
     return Registration(name, previous, back.tags.get(TAG_SHA256, ""), CHAMPION, reason)
 
 
+def previous_champion(tracking_uri: str, name: str) -> str | None:
+    """The version that was ``@champion`` before the current one, as recorded when it took over."""
+    current = _alias_version(MlflowClient(tracking_uri=tracking_uri), name, CHAMPION)
+    return (current.tags.get(TAG_PREVIOUS) or None) if current is not None else None
+
+
 def _alias_version(client: MlflowClient, name: str, alias: str) -> Any | None:
     try:
         return client.get_model_version_by_alias(name, alias)
@@ -207,6 +213,24 @@ def _metric_of(tag: str, metric_name: str) -> float | None:
         return None
 
 
+def model_version(client: MlflowClient, tracking_uri: str, name: str, alias: str, version: str | None) -> Any:
+    """The registry's record of ``version`` of ``name``, or of the version ``name@alias`` points at.
+
+    Raises:
+        ModelNotFoundError: no such model, alias or version.
+    """
+    try:
+        if version is not None:
+            return client.get_model_version(name, version)
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if version is not None:
+            raise ModelNotFoundError(
+                f"no version {version} of model {name!r} in the registry at {tracking_uri}"
+            ) from exc
+        raise ModelNotFoundError(f"no model {name}@{alias} in the registry at {tracking_uri}") from exc
+
+
 @dataclass(frozen=True)
 class FetchedModel:
     """A registered model version's files, verified and on local disk."""
@@ -221,19 +245,18 @@ class FetchedModel:
     metadata: dict[str, Any]
 
 
-def fetch(tracking_uri: str, name: str, alias: str, dst: Path) -> FetchedModel:
-    """Download ``name@alias`` into ``dst`` and verify its recorded checksum.
+def fetch(tracking_uri: str, name: str, alias: str, dst: Path, *, version: str | None = None) -> FetchedModel:
+    """Download ``name@alias`` (or ``version`` when given) into ``dst`` and verify its recorded checksums.
+
+    Fails closed: a version without its recorded file checksum or its metadata checksum is refused.
 
     Raises:
-        ModelNotFoundError: no such model or alias in the registry.
-        ModelIntegrityError: the file is missing, or its sha256 differs from the one recorded at
-            registration.
+        ModelNotFoundError: no such model, alias or version in the registry.
+        ModelIntegrityError: the file is missing, its sha256 differs from the one recorded at
+            registration, or the metadata was altered (or never checksummed).
     """
     client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        raise ModelNotFoundError(f"no model {name}@{alias} in the registry at {tracking_uri}") from exc
+    mv = model_version(client, tracking_uri, name, alias, version)
     dst.mkdir(parents=True, exist_ok=True)
     source = client.get_model_version_download_uri(name, str(mv.version))
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst)))
@@ -250,7 +273,9 @@ def fetch(tracking_uri: str, name: str, alias: str, dst: Path) -> FetchedModel:
 
     meta = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8")) or {}
     recorded_meta = mv.tags.get(TAG_META_SHA256)
-    if recorded_meta and recorded_meta != meta_checksum(dict(meta.get("metadata") or {})):
+    if not recorded_meta:
+        raise ModelIntegrityError(f"{name} v{mv.version}: no metadata checksum recorded; refusing to load")
+    if recorded_meta != meta_checksum(dict(meta.get("metadata") or {})):
         raise ModelIntegrityError(f"{name} v{mv.version}: metadata altered since registration; refusing to load")
     return FetchedModel(
         name=name,
@@ -404,18 +429,15 @@ class FetchedBundle:
     sha256: str  # the recorded checksum of the file list
 
 
-def fetch_bundle(tracking_uri: str, name: str, alias: str, dst: Path) -> FetchedBundle:
-    """Download ``name@alias`` and verify its file list and every file against their checksums.
+def fetch_bundle(tracking_uri: str, name: str, alias: str, dst: Path, *, version: str | None = None) -> FetchedBundle:
+    """Download ``name@alias`` (or ``version`` when given) and verify its file list and every file.
 
     Raises:
-        ModelNotFoundError: no such model or alias.
+        ModelNotFoundError: no such model, alias or version.
         ModelIntegrityError: a file is missing, added or altered since registration.
     """
     client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        raise ModelNotFoundError(f"no model {name}@{alias} in the registry at {tracking_uri}") from exc
+    mv = model_version(client, tracking_uri, name, alias, version)
     dst.mkdir(parents=True, exist_ok=True)
     source = client.get_model_version_download_uri(name, str(mv.version))
     folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst))) / BUNDLE_DIR

@@ -687,6 +687,25 @@ def compile_models(
     _summary("compiled models", [*engines.items(), ("seconds", f"{seconds:.1f}")])
 
 
+_KIND_OPT = Annotated[
+    str | None,
+    typer.Option(
+        help="The model's kind, to verify it as such: propensity, recs, clv, value, sendtime, offers, or bundle "
+        "(any folder bundle: files verified only). Default: from the name (recs, clv, value, sendtime and "
+        "offers are their own kinds; any other name is a propensity model)."
+    ),
+]
+
+
+def _kind(kind: str | None) -> str | None:
+    from bundles.kinds import KINDS
+
+    if kind is not None and kind not in KINDS:
+        console.print(f"[bold red]error:[/] --kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        raise typer.Exit(code=2)
+    return kind
+
+
 @app.command()
 def promote(
     name: Annotated[str, typer.Argument(help="Registered model name, e.g. churn or recs.")],
@@ -695,12 +714,14 @@ def promote(
     tracking_uri: Annotated[
         str, typer.Option(envvar="KAIROS_TRACKING_URI", help="MLflow tracking URI.")
     ] = DEFAULT_TRACKING,
+    kind: _KIND_OPT = None,
 ) -> None:
-    """Move an alias to a version by hand (the decision is recorded on the version)."""
-    from bundles.registry import promote as run
+    """Move an alias to a version by hand, only if its files and metadata verify and it loads (the
+    decision is recorded on the version)."""
+    from bundles.kinds import promote as run
 
     try:
-        reg = run(tracking_uri, name, version, alias)
+        reg = run(tracking_uri, name, version, alias, _kind(kind))
     except KairosError as exc:
         raise _fail(exc) from exc
     console.print(f"{reg.name} v{reg.version} -> @{reg.alias} ({reg.reason})")
@@ -712,12 +733,13 @@ def rollback(
     tracking_uri: Annotated[
         str, typer.Option(envvar="KAIROS_TRACKING_URI", help="MLflow tracking URI.")
     ] = DEFAULT_TRACKING,
+    kind: _KIND_OPT = None,
 ) -> None:
-    """Give @champion back to the version that held it before the current one."""
-    from bundles.registry import rollback as run
+    """Give @champion back to the version that held it before the current one, if that one verifies."""
+    from bundles.kinds import rollback as run
 
     try:
-        reg = run(tracking_uri, name)
+        reg = run(tracking_uri, name, _kind(kind))
     except KairosError as exc:
         raise _fail(exc) from exc
     console.print(f"{reg.name} v{reg.version} -> @{reg.alias} ({reg.reason})")

@@ -23,12 +23,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bundles import registry
 from bundles.base import BUNDLE_META, BundleKind, ModelBundle, Provenance
 from bundles.errors import ModelIntegrityError, ModelNotFoundError
 from features.errors import KairosError
 from serving.observability import Metrics
 
 log = logging.getLogger("kairos.serving.models")
+
+PREVIOUS = "previous_version"  # the source of a bundle that held the alias before a version that was refused
 
 _NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
 
@@ -42,7 +45,7 @@ class LoadOutcome:
     """What one load attempt did."""
 
     model: str
-    outcome: str  # loaded | unchanged | cached | failed
+    outcome: str  # loaded | unchanged | cached | fallback | failed
     version: str | None
     detail: str | None = None
 
@@ -118,6 +121,8 @@ class ModelSlot:
                 return self._failed(str(exc))
             except (KairosError, OSError, ValueError, KeyError) as exc:
                 shutil.rmtree(staging, ignore_errors=True)
+                if current is None:  # starting: never unverified, but not nothing when a verified one exists
+                    return self._fallback(store_features, version, f"{type(exc).__name__}: {exc}")
                 return self._failed(f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # a registry call failing mid-fetch: treat as an outage
                 shutil.rmtree(staging, ignore_errors=True)
@@ -134,7 +139,8 @@ class ModelSlot:
         self.current = bundle  # the atomic swap: one reference assignment
         self.last_error = None
         self.metrics.set_model(self.name, bundle.version, bundle.alias, bundle.source, before)
-        self.metrics.reloads.labels(self.name, "loaded" if bundle.source == "registry" else "cached").inc()
+        outcome = {"registry": "loaded", PREVIOUS: "fallback"}.get(bundle.source, "cached")
+        self.metrics.reloads.labels(self.name, outcome).inc()
         log.info(
             "model loaded",
             extra={"model": self.name, "version": bundle.version, "alias": bundle.alias, "source": bundle.source},
@@ -163,6 +169,53 @@ class ModelSlot:
             log.warning("could not cache the model files", extra={"model": self.name, "error": str(exc)})
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _fallback(self, store_features: Callable[[], Sequence[str] | None], refused: str, why: str) -> LoadOutcome:
+        """Starting, and ``name@alias`` (version ``refused``) does not verify: serve the last verified copy on
+        disk, else the version that held the alias before it (verified like any other), and say so in
+        ``last_error`` (readiness, ``/v1/models``) and the source (readiness, metrics). Never an unverified one.
+        """
+        why = f"v{refused} refused: {why}"
+        if (self.cached_folder / BUNDLE_META).is_file():
+            try:
+                provenance = Provenance.from_json((self.cached_folder / BUNDLE_META).read_text(encoding="utf-8"))
+                self.loader.verify_cached(self.cached_folder, provenance)
+                payload = self.loader.build(self.cached_folder, provenance, store_features())
+            except (KairosError, OSError, ValueError, KeyError) as exc:
+                why = f"{why}; cached copy refused: {exc}"
+            else:
+                return self._serve_fallback(ModelBundle(self.kind, provenance, payload, "disk_cache"), why)
+        previous = self._previous_of(refused)
+        if previous is None:
+            return self._failed(f"{why}; no earlier verified version to serve")
+        staging = self.cache.parent / f".staging-{uuid.uuid4().hex[:12]}"
+        try:
+            fetched = self.loader.fetch(self.tracking_uri, self.name, self.alias, staging, version=previous)
+            payload = self.loader.build(fetched.folder, fetched.provenance, store_features())
+        except Exception as exc:  # whatever went wrong, nothing unverified is served
+            shutil.rmtree(staging, ignore_errors=True)
+            return self._failed(f"{why}; previous v{previous} refused too: {type(exc).__name__}: {exc}")
+        shutil.rmtree(staging, ignore_errors=True)  # not kept as last good: the alias does not point at it
+        return self._serve_fallback(ModelBundle(self.kind, fetched.provenance, payload, PREVIOUS), why)
+
+    def _previous_of(self, version: str) -> str | None:
+        """The version that held the alias before ``version`` took it (recorded at registration or promotion)."""
+        from mlflow import MlflowClient
+
+        try:
+            mv = MlflowClient(tracking_uri=self.tracking_uri).get_model_version(self.name, version)
+        except Exception:  # the registry's answer is needed only for this fallback
+            return None
+        return mv.tags.get(registry.TAG_PREVIOUS) or None
+
+    def _serve_fallback(self, bundle: ModelBundle, why: str) -> LoadOutcome:
+        self._swap(bundle)
+        self.last_error = f"{why}; serving v{bundle.version} ({bundle.source})"  # readiness says so
+        log.error(
+            "model refused; serving an earlier verified version",
+            extra={"model": self.name, "version": bundle.version, "source": bundle.source, "error": why},
+        )
+        return LoadOutcome(self.name, "fallback", bundle.version, self.last_error)
 
     def _from_cache(self, store_features: Callable[[], Sequence[str] | None], why: str) -> LoadOutcome:
         """The registry is unreachable: keep serving, or load the last good copy from disk."""

@@ -347,7 +347,11 @@ class LoadedVersion(BaseModel):
     sha256: str = Field(description="Checksum of the version's files, verified at load.")
     trained_at: str | None = Field(description="When its training run ended (or started), ISO 8601.")
     loaded_at: datetime
-    source: Literal["registry", "disk_cache"] = Field(description="disk_cache: the registry was unreachable.")
+    source: Literal["registry", "disk_cache", "previous_version"] = Field(
+        description="disk_cache: the registry was unreachable, or the aliased version did not verify at start-up "
+        "(the last verified copy); previous_version: the aliased version did not verify at start-up and no "
+        "copy was on disk (the version that held the alias before it). last_error says why."
+    )
     features: list[str] = Field(description="The features it reads, in its order (empty for non-feature models).")
     definition_hash: str | None = Field(description="Hash of the feature definitions it was trained with.")
     metrics: dict[str, float] = Field(description="Its training run's metrics.")
@@ -372,11 +376,12 @@ class ModelsResponse(BaseModel):
 
 class ReloadOutcome(BaseModel):
     model: str = Field(description="The registered name (the kind for not_configured).")
-    outcome: Literal["loaded", "unchanged", "cached", "failed", "not_configured"] = Field(
-        description="cached: the registry is down, the disk copy loaded; failed: the serving version stays."
+    outcome: Literal["loaded", "unchanged", "cached", "fallback", "failed", "not_configured"] = Field(
+        description="cached: the registry is down, the disk copy loaded; fallback: the aliased version did not "
+        "verify and nothing served yet, an earlier verified one loaded; failed: the serving version stays."
     )
     version: str | None = Field(description="The version serving after the attempt.")
-    detail: str | None = Field(description="Why, for cached and failed.")
+    detail: str | None = Field(description="Why, for cached, fallback and failed.")
 
 
 class ReloadResponse(BaseModel):

@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 @router.get("", response_model=ModelsResponse, responses=ERRORS)
 def models(services: ServicesDep, rid: RequestIdDep, _: Admin) -> Response:
     """Each configured model: name, alias, the version serving (trained at, features, metrics, checksum,
-    source registry or disk_cache) and the last load error."""
+    source registry, disk_cache or previous_version) and the last load error."""
     return json_response({"request_id": rid, "models": services.describe()})
 
 

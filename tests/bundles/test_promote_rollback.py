@@ -40,13 +40,27 @@ def test_promote_and_rollback(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="nothing to roll back"):
         registry.rollback(uri, "m")  # v1 replaced no earlier champion
 
-    result = CliRunner().invoke(app, ["promote", "m", "3", "--tracking-uri", uri])
+    result = CliRunner().invoke(app, ["promote", "m", "3", "--tracking-uri", uri, "--kind", "bundle"])
     assert result.exit_code == 0, result.output
     assert _champion(uri) == "3"
     decision = MlflowClient(tracking_uri=uri).get_model_version("m", "3").tags[registry.TAG_DECISION]
     assert decision == "champion: promoted by hand (was v1)"
-    result = CliRunner().invoke(app, ["rollback", "m", "--tracking-uri", uri])
+    result = CliRunner().invoke(app, ["rollback", "m", "--tracking-uri", uri, "--kind", "bundle"])
     assert result.exit_code == 0 and _champion(uri) == "1"
 
-    missing = CliRunner().invoke(app, ["promote", "m", "99", "--tracking-uri", uri])
+    missing = CliRunner().invoke(app, ["promote", "m", "99", "--tracking-uri", uri, "--kind", "bundle"])
     assert missing.exit_code == 2 and "no version 99" in missing.output
+
+
+def test_promote_verifies_a_folder_bundle_file_by_file(tmp_path: Path) -> None:
+    """Issue 17.6: a bundle with a file altered after registration is refused; the alias stays."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _register(uri, tmp_path / "a", 0.70)
+    _register(uri, tmp_path / "b", 0.60)
+    source = MlflowClient(tracking_uri=uri).get_model_version_download_uri("m", "2").removeprefix("file://")
+    (Path(source) / registry.BUNDLE_DIR / "params.json").write_text(json.dumps({"value": 0.99}))
+    result = CliRunner().invoke(app, ["promote", "m", "2", "--tracking-uri", uri, "--kind", "bundle"])
+    assert result.exit_code == 2 and "altered since registration" in " ".join(result.output.split())
+    assert _champion(uri) == "1"
+    wrong = CliRunner().invoke(app, ["promote", "m", "1", "--tracking-uri", uri, "--kind", "nonsense"])
+    assert wrong.exit_code == 2 and "--kind must be one of" in wrong.output

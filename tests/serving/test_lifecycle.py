@@ -148,3 +148,62 @@ def test_champion_moved_back_and_forth_under_load_fails_no_request(world: World,
     assert versions == [second, "1"] * 5
     assert seen and all(code == 200 for code, _ in seen), {c for c, _ in seen}
     assert {v for _, v in seen} <= valid and len({v for _, v in seen}) == 2
+
+
+def test_promote_and_rollback_refuse_a_version_that_does_not_verify(world: World, lab: Lab) -> None:
+    """Issue 17.6: an alias moves only to a version whose files and metadata verify and that loads."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    frame = latest_snapshot(world.home).read()
+    tampered = register_churn(lab.uri, frame, FEATURES, seed=1).version
+    path = _model_file(lab.uri, tampered)
+    path.write_bytes(path.read_bytes().replace(b"tree", b"tres", 1))
+    untagged = register_churn(lab.uri, frame, FEATURES, seed=2).version  # no metadata checksum: fails closed
+    MlflowClient(tracking_uri=lab.uri).delete_model_version_tag("churn", untagged, registry.TAG_META_SHA256)
+    good = register_churn(lab.uri, frame, FEATURES, seed=3).version
+    base = register_churn(lab.uri, frame, FEATURES, seed=6).version
+    registry.promote(lab.uri, "churn", base)
+    runner = CliRunner()
+    for bad, why in ((tampered, "checksum mismatch"), (untagged, "no metadata checksum")):
+        result = runner.invoke(app, ["promote", "churn", bad, "--tracking-uri", lab.uri])
+        assert result.exit_code == 2 and why in " ".join(result.output.split()), result.output
+        assert str(MlflowClient(tracking_uri=lab.uri).get_model_version_by_alias("churn", "champion").version) == base
+    assert runner.invoke(app, ["promote", "churn", good, "--tracking-uri", lab.uri]).exit_code == 0
+    # the version to roll back to is checked too (only files this test registered are altered: the
+    # artifacts are shared with the other tests' registries)
+    _model_file(lab.uri, base).write_bytes(_model_file(lab.uri, base).read_bytes() + b"\n# altered\n")
+    result = runner.invoke(app, ["rollback", "churn", "--tracking-uri", lab.uri])
+    assert result.exit_code == 2 and f"not rolling churn back to v{base}" in " ".join(result.output.split())
+    assert str(MlflowClient(tracking_uri=lab.uri).get_model_version_by_alias("churn", "champion").version) == good
+
+
+def test_a_replica_starting_on_a_broken_champion_serves_the_last_verified_version(world: World, lab: Lab) -> None:
+    """Issue 17.6: a champion that stopped verifying (altered in storage, or moved by hand in MLflow) does
+    not make a starting replica answer 503: it serves the last verified copy on disk, else the version
+    that held the alias before, says so in readiness and never serves the unverified one."""
+    frame = latest_snapshot(world.home).read()
+    with world.client(tracking_uri=lab.uri, model_cache_dir=lab.cache) as client:  # caches v1
+        assert _scored_by(client, world.ids[:3]) == "1"
+    second = register_churn(lab.uri, frame, FEATURES, seed=5).version
+    registry.promote(lab.uri, "churn", second)  # records v1 as the champion it replaced
+    path = _model_file(lab.uri, second)
+    path.write_bytes(path.read_bytes().replace(b"tree", b"tres", 1))
+    for cache, source in ((lab.cache, "disk_cache"), (lab.cache.parent / "fresh-cache", "previous_version")):
+        with world.client(tracking_uri=lab.uri, model_cache_dir=cache) as client:
+            ready = client.get("/health/ready")
+            assert ready.status_code == 200, ready.text
+            churn = ready.json()["detail"]["models"]["churn"]
+            assert churn["version"] == "1" and churn["source"] == source
+            error = ready.json()["detail"]["last_error"]
+            assert f"v{second} refused" in error and "checksum mismatch" in error
+            assert _scored_by(client, world.ids[:3]) == "1"
+            metrics = client.get("/metrics").text
+            assert f'kairos_model_loaded{{alias="champion",model="churn",source="{source}",version="1"}} 1.0' in metrics
+    # nothing verified to fall back on: not ready, never the unverified version
+    shutil.rmtree(lab.cache.parent / "fresh-cache")
+    MlflowClient(tracking_uri=lab.uri).delete_model_version_tag("churn", second, registry.TAG_PREVIOUS)
+    with world.client(tracking_uri=lab.uri, model_cache_dir=lab.cache.parent / "fresh-cache") as client:
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and "no earlier verified version" in ready.json()["detail"]["last_error"]

@@ -230,7 +230,7 @@ def scores_floor(data: Path, uri: str, ids: list[str], reps: int) -> tuple[float
                 got = registry.fetch(uri, name, "champion", Path(tmp) / name)
             except ModelNotFoundError:
                 continue
-            model = LightGBMClassifier.from_text(got.model_text)
+            model = LightGBMClassifier.from_text((got.path / registry.MODEL_FILE).read_text(encoding="utf-8"))
             models.append((name, model, np.array([index[f] for f in model.feature_names_])))
     times = []
     for _ in range(reps):

@@ -75,7 +75,7 @@ class ModelBundle:
     kind: str
     provenance: Provenance
     payload: Any
-    source: str  # "registry" or "disk_cache"
+    source: str  # "registry", "disk_cache" or "previous_version" (serving.lifecycle)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property

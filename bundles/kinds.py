@@ -6,11 +6,12 @@ Adding a kind is one class here and one job.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from bundles import registry
 from bundles.base import BundleKind, FolderBundle
-from bundles.errors import ModelIntegrityError, ModelNotFoundError
+from bundles.errors import ModelIntegrityError
 from bundles.offers import OffersBundle
 from bundles.propensity import PropensityBundle
 from bundles.recs import RecsBundle
@@ -76,11 +77,8 @@ def promote(
         ModelNotFoundError: no such version.
         ModelIntegrityError: the version does not verify; the alias has not moved.
     """
-    try:
-        verify_version(tracking_uri, name, version, kind)
-    except ModelIntegrityError as exc:
-        raise ModelIntegrityError(f"not promoting {name} v{version}: {exc}") from exc
-    return registry.promote(tracking_uri, name, version, alias)
+    verify = _verifier(tracking_uri, name, kind, "not promoting {name} v{version}")
+    return registry.promote(tracking_uri, name, version, alias, verify=verify)
 
 
 def rollback(tracking_uri: str, name: str, kind: str | None = None) -> registry.Registration:
@@ -90,11 +88,17 @@ def rollback(tracking_uri: str, name: str, kind: str | None = None) -> registry.
         ModelNotFoundError: no champion, or no earlier champion recorded for it.
         ModelIntegrityError: the earlier champion does not verify; the alias has not moved.
     """
-    previous = registry.previous_champion(tracking_uri, name)
-    if previous is None:
-        raise ModelNotFoundError(f"{name}: no earlier champion recorded; nothing to roll back to")
-    try:
-        verify_version(tracking_uri, name, previous, kind)
-    except ModelIntegrityError as exc:
-        raise ModelIntegrityError(f"not rolling {name} back to v{previous}: {exc}") from exc
-    return registry.rollback(tracking_uri, name)
+    verify = _verifier(tracking_uri, name, kind, "not rolling {name} back to v{version}")
+    return registry.rollback(tracking_uri, name, verify=verify)
+
+
+def _verifier(tracking_uri: str, name: str, kind: str | None, refusal: str) -> Callable[[str], None]:
+    """:func:`verify_version` of a version of ``name``; a refusal says ``refusal`` (formatted) first."""
+
+    def verify(version: str) -> None:
+        try:
+            verify_version(tracking_uri, name, version, kind)
+        except ModelIntegrityError as exc:
+            raise ModelIntegrityError(f"{refusal.format(name=name, version=version)}: {exc}") from exc
+
+    return verify

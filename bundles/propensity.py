@@ -7,6 +7,7 @@ through :class:`PropensityBundle` into the one scorer, :class:`PropensityModel`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import subprocess
 import sys
@@ -176,19 +177,8 @@ class PropensityModel:
 
     def with_compiled(self, compiled: CompiledBooster | None) -> PropensityModel:
         """The same model scored by ``compiled`` (checked by the caller)."""
-        twin = PropensityModel(
-            self.model,
-            self.features,
-            self.prior,
-            self.calibrator,
-            self.cuts,
-            self.description,
-            self.horizon_days,
-            self.population,
-            compiled,
-            self.name,
-            self.version,
-        )
+        twin = copy.copy(self)
+        twin.compiled = compiled
         return twin
 
     def compile(self, cache_dir: Path, probe: pd.DataFrame) -> PropensityModel:

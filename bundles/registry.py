@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -149,17 +149,23 @@ def register(
     return Registration(name, v, checksum, alias, reason)
 
 
-def promote(tracking_uri: str, name: str, version: str, alias: str = CHAMPION) -> Registration:
+def promote(
+    tracking_uri: str,
+    name: str,
+    version: str,
+    alias: str = CHAMPION,
+    verify: Callable[[str], None] | None = None,
+) -> Registration:
     """Move ``alias`` to ``version`` by hand; the decision (and the champion it replaces) is recorded.
+    ``verify(version)``, when given, runs first and stops the move by raising.
 
     Raises:
         ModelNotFoundError: no such model version.
     """
     client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        mv = client.get_model_version(name, version)
-    except MlflowException as exc:
-        raise ModelNotFoundError(f"no version {version} of model {name!r} at {tracking_uri}") from exc
+    mv = model_version(client, tracking_uri, name, alias, version)
+    if verify is not None:
+        verify(str(mv.version))
     current = _alias_version(client, name, alias)
     reason = f"promoted by hand (was v{current.version})" if current is not None else "promoted by hand"
     if alias == CHAMPION and current is not None and str(current.version) != str(mv.version):
@@ -169,8 +175,9 @@ def promote(tracking_uri: str, name: str, version: str, alias: str = CHAMPION) -
     return Registration(name, str(mv.version), mv.tags.get(TAG_SHA256, ""), alias, reason)
 
 
-def rollback(tracking_uri: str, name: str) -> Registration:
-    """Give ``@champion`` back to the version that held it before the current one.
+def rollback(tracking_uri: str, name: str, verify: Callable[[str], None] | None = None) -> Registration:
+    """Give ``@champion`` back to the version that held it before the current one. ``verify(version)``,
+    when given, runs on that version first and stops the move by raising.
 
     Raises:
         ModelNotFoundError: no champion, or no earlier champion recorded for it.
@@ -182,18 +189,14 @@ def rollback(tracking_uri: str, name: str) -> Registration:
     previous = current.tags.get(TAG_PREVIOUS)
     if not previous:
         raise ModelNotFoundError(f"{name} v{current.version} replaced no earlier champion; nothing to roll back to")
+    if verify is not None:
+        verify(previous)
     client.set_registered_model_alias(name, CHAMPION, previous)
     reason = f"rolled back from v{current.version}"
     client.set_model_version_tag(name, previous, TAG_DECISION, f"{CHAMPION}: {reason}")
     client.set_model_version_tag(name, str(current.version), TAG_DECISION, f"demoted: rolled back to v{previous}")
     back = client.get_model_version(name, previous)
     return Registration(name, previous, back.tags.get(TAG_SHA256, ""), CHAMPION, reason)
-
-
-def previous_champion(tracking_uri: str, name: str) -> str | None:
-    """The version that was ``@champion`` before the current one, as recorded when it took over."""
-    current = _alias_version(MlflowClient(tracking_uri=tracking_uri), name, CHAMPION)
-    return (current.tags.get(TAG_PREVIOUS) or None) if current is not None else None
 
 
 def _alias_version(client: MlflowClient, name: str, alias: str) -> Any | None:
@@ -241,7 +244,6 @@ class FetchedModel:
     run_id: str
     path: Path
     sha256: str
-    model_text: str
     metadata: dict[str, Any]
 
 
@@ -284,7 +286,6 @@ def fetch(tracking_uri: str, name: str, alias: str, dst: Path, *, version: str |
         run_id=str(mv.run_id),
         path=local,
         sha256=actual,
-        model_text=path.read_text(encoding="utf-8"),
         metadata=dict(meta.get("metadata") or {}),
     )
 

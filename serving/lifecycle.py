@@ -133,13 +133,12 @@ class ModelSlot:
             self._keep(fetched.folder, fetched.provenance, staging)
             return LoadOutcome(self.name, "loaded", bundle.version)
 
-    def _swap(self, bundle: ModelBundle) -> None:
+    def _swap(self, bundle: ModelBundle, outcome: str = "loaded") -> None:
         previous = self.current
         before = (previous.version, previous.alias, previous.source) if previous is not None else None
         self.current = bundle  # the atomic swap: one reference assignment
         self.last_error = None
         self.metrics.set_model(self.name, bundle.version, bundle.alias, bundle.source, before)
-        outcome = {"registry": "loaded", PREVIOUS: "fallback"}.get(bundle.source, "cached")
         self.metrics.reloads.labels(self.name, outcome).inc()
         log.info(
             "model loaded",
@@ -176,15 +175,13 @@ class ModelSlot:
         ``last_error`` (readiness, ``/v1/models``) and the source (readiness, metrics). Never an unverified one.
         """
         why = f"v{refused} refused: {why}"
-        if (self.cached_folder / BUNDLE_META).is_file():
-            try:
-                provenance = Provenance.from_json((self.cached_folder / BUNDLE_META).read_text(encoding="utf-8"))
-                self.loader.verify_cached(self.cached_folder, provenance)
-                payload = self.loader.build(self.cached_folder, provenance, store_features())
-            except (KairosError, OSError, ValueError, KeyError) as exc:
-                why = f"{why}; cached copy refused: {exc}"
-            else:
-                return self._serve_fallback(ModelBundle(self.kind, provenance, payload, "disk_cache"), why)
+        try:
+            cached = self._cached_bundle(store_features)
+        except (KairosError, OSError, ValueError, KeyError) as exc:
+            why = f"{why}; cached copy refused: {exc}"
+        else:
+            if cached is not None:
+                return self._serve_fallback(cached, why)
         previous = self._previous_of(refused)
         if previous is None:
             return self._failed(f"{why}; no earlier verified version to serve")
@@ -209,7 +206,7 @@ class ModelSlot:
         return mv.tags.get(registry.TAG_PREVIOUS) or None
 
     def _serve_fallback(self, bundle: ModelBundle, why: str) -> LoadOutcome:
-        self._swap(bundle)
+        self._swap(bundle, "fallback")
         self.last_error = f"{why}; serving v{bundle.version} ({bundle.source})"  # readiness says so
         log.error(
             "model refused; serving an earlier verified version",
@@ -221,18 +218,26 @@ class ModelSlot:
         """The registry is unreachable: keep serving, or load the last good copy from disk."""
         if self.current is not None:
             return self._failed(f"{why}; still serving v{self.current.version}")
-        meta = self.cached_folder / BUNDLE_META
-        if not meta.is_file():
-            return self._failed(f"{why}; and no cached copy in {self.cache}")
         try:
-            provenance = Provenance.from_json(meta.read_text(encoding="utf-8"))
-            self.loader.verify_cached(self.cached_folder, provenance)
-            payload = self.loader.build(self.cached_folder, provenance, store_features())
+            bundle = self._cached_bundle(store_features)
         except (KairosError, OSError, ValueError, KeyError) as exc:
             return self._failed(f"{why}; cached copy refused: {exc}")
-        self._swap(ModelBundle(self.kind, provenance, payload, "disk_cache"))
+        if bundle is None:
+            return self._failed(f"{why}; and no cached copy in {self.cache}")
+        self._swap(bundle, "cached")
         log.warning("registry unavailable; serving the cached copy", extra={"model": self.name, "error": why})
-        return LoadOutcome(self.name, "cached", provenance.version, why)
+        return LoadOutcome(self.name, "cached", bundle.version, why)
+
+    def _cached_bundle(self, store_features: Callable[[], Sequence[str] | None]) -> ModelBundle | None:
+        """The last good copy on disk, re-verified against its recorded checksums and built; None when there
+        is none. Raises what verifying or building raises."""
+        meta = self.cached_folder / BUNDLE_META
+        if not meta.is_file():
+            return None
+        provenance = Provenance.from_json(meta.read_text(encoding="utf-8"))
+        self.loader.verify_cached(self.cached_folder, provenance)
+        payload = self.loader.build(self.cached_folder, provenance, store_features())
+        return ModelBundle(self.kind, provenance, payload, "disk_cache")
 
 
 __all__ = ["LoadOutcome", "ModelIntegrityError", "ModelSlot", "RegistryUnavailable", "alias_version"]

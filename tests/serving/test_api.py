@@ -189,7 +189,7 @@ def test_compiled_models_found_on_disk_serve_the_same_scores(world: World, tmp_p
     from bundles import registry
     from models.compiled import CompiledBooster, cache_key
 
-    text = registry.fetch(world.uri, "churn", "champion", tmp_path / "dl").model_text
+    text = (registry.fetch(world.uri, "churn", "champion", tmp_path / "dl").path / registry.MODEL_FILE).read_text()
     builds = tmp_path / "compiled"
     CompiledBooster.build(text, builds)
     ids = world.ids[:200]
@@ -210,7 +210,8 @@ def test_compiled_models_found_on_disk_serve_the_same_scores(world: World, tmp_p
     snap = latest_snapshot(world.home).read()
     shuffled = snap.assign(recency_days=snap["recency_days"].sample(frac=1.0, random_state=0).to_numpy())
     register_churn(world.uri, shuffled, FEATURES, seed=7, name="churn_other")  # same features, other trees
-    other_text = registry.fetch(world.uri, "churn_other", "champion", tmp_path / "dl2").model_text
+    fetched = registry.fetch(world.uri, "churn_other", "champion", tmp_path / "dl2")
+    other_text = (fetched.path / registry.MODEL_FILE).read_text()
     wrong = CompiledBooster.build(other_text, other)
     forged = tmp_path / "forged"
     forged.mkdir()

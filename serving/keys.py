@@ -9,6 +9,7 @@ prints the secret (give it to the caller; it is not stored anywhere) and the JSO
 
 - ``storefront``: recommendations, events.
 - ``campaign``: scores, customer profiles, events (and offers, send times and permissions as they land).
+- ``consent``: consent changes (``consent`` and ``unsubscribe`` events).
 - ``admin``: models and reload; also everything else.
 - ``pii``: profiles include the customer's personal data (e-mail, phone, name); add it to a key
   with ``campaign`` or ``admin`` only when the caller is entitled to it.
@@ -33,6 +34,7 @@ _PREFIX = "kairos_"
 class Scope(StrEnum):
     STOREFRONT = "storefront"
     CAMPAIGN = "campaign"
+    CONSENT = "consent"
     ADMIN = "admin"
     PII = "pii"
 

@@ -11,7 +11,7 @@ PORT ?= 8000
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-build serve test lint typecheck pytest bench clean
+.PHONY: help install demo demo-build serve test lint typecheck pytest security bench clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ pytest: install ## the test suite only
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest ## Lint, type-check and run the whole suite (what CI runs)
+
+security: install ## The security battery alone, fuzzing harder; ends with its table of figures (all must be 0)
+	KAIROS_FUZZ_EXAMPLES=$${KAIROS_FUZZ_EXAMPLES:-200} $(BIN)/pytest -q -m security
 
 bench: install ## Benchmarks that print figures (need ../shared/data)
 	$(BIN)/python bench/ingest.py

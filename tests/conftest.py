@@ -10,12 +10,28 @@ from typing import Any
 
 import pytest
 
+from tests.figures import FIGURES, SecurityFigures
+
 TESTS = Path(__file__).resolve().parent
 ORII_SAMPLE = TESTS / "data" / "online_retail_ii"
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # LightGBM's OpenMP threads spin while waiting; on a busy 2-core machine that made a fit 30x slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@pytest.fixture(scope="session")
+def security_figures() -> SecurityFigures:
+    """Where the security battery's tests record their figures (printed as one table at the end)."""
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES.rows:
+        terminalreporter.section("security battery")
+        for line in FIGURES.table():
+            terminalreporter.write_line(line)
+        FIGURES.write()
 
 
 def small_data_rules() -> Any:

@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from features.online import RedisOnlineStore, publish_to_redis
+from tests.figures import SecurityFigures
 from tests.serving.conftest import World, closed_port, headers
 
 pytestmark = pytest.mark.integration
@@ -121,8 +122,9 @@ def own_redis(world: World) -> Iterator[tuple[subprocess.Popen[bytes], str, str]
         proc.wait(timeout=10)
 
 
+@pytest.mark.security
 def test_redis_stopped_during_load_gives_no_5xx_only_degraded_answers(
-    world: World, own_redis: tuple[subprocess.Popen[bytes], str, str]
+    world: World, own_redis: tuple[subprocess.Popen[bytes], str, str], security_figures: SecurityFigures
 ) -> None:
     """A real server over HTTP under steady load; its Redis is killed mid-way: every answer is still 200."""
     proc, url, prefix = own_redis
@@ -153,6 +155,12 @@ def test_redis_stopped_during_load_gives_no_5xx_only_degraded_answers(
         stop.set()
         for w in workers:
             w.join()
+    security_figures.record(
+        "Redis killed under load",
+        cases=len(seen),
+        server_errors=sum(status >= 500 for _, _, status, _ in seen),
+        failed_requests=sum(status != 200 for _, _, status, _ in seen),
+    )
     assert all(status == 200 for _, _, status, _ in seen), {s for _, _, s, _ in seen}
     before = [d for _, t, _, d in seen if t < killed_at - 0.05]
     after = [(p, d) for p, t, _, d in seen if t > killed_at + 0.5]

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from bundles import registry
 from features.io import sha256_file
 from features.store import latest_snapshot
+from tests.figures import SecurityFigures
 from tests.serving.conftest import FEATURES, World, closed_port, headers, register_churn
 
 
@@ -113,14 +114,25 @@ def test_not_ready_while_no_model_is_loaded(world: World, lab: Lab) -> None:
         )
 
 
-def test_champion_moved_back_and_forth_under_load_fails_no_request(world: World, lab: Lab) -> None:
-    """A real uvicorn server over HTTP: steady load from three clients while @champion moves 10 times."""
+@pytest.mark.security
+def test_champion_moved_under_load_with_broken_candidates_fails_no_request(
+    world: World, lab: Lab, security_figures: SecurityFigures
+) -> None:
+    """A real uvicorn server over HTTP: steady load from three clients while @champion moves 10 times, between
+    two good versions and two broken ones (a model file altered in storage; no metadata checksum). A broken
+    candidate is refused and the serving version stays; no request fails and none is answered by a broken one."""
     frame = latest_snapshot(world.home).read()
     second = register_churn(lab.uri, frame, FEATURES, seed=4).version
+    altered = register_churn(lab.uri, frame, FEATURES, seed=7).version
+    path = _model_file(lab.uri, altered)
+    path.write_bytes(path.read_bytes().replace(b"tree", b"tres", 1))
+    untagged = register_churn(lab.uri, frame, FEATURES, seed=8).version
+    MlflowClient(tracking_uri=lab.uri).delete_model_version_tag("churn", untagged, registry.TAG_META_SHA256)
     _champion(lab.uri, "1")
     seen: list[tuple[int, str | None]] = []
     stop = threading.Event()
-    valid = {"1", second}
+    good = {"1", second}
+    targets = [second, altered, "1", untagged, second, "1", altered, second, untagged, "1"]
     with world.server(tracking_uri=lab.uri, model_cache_dir=lab.cache) as (url, _app):
 
         def hammer() -> None:
@@ -132,22 +144,37 @@ def test_champion_moved_back_and_forth_under_load_fails_no_request(world: World,
         workers = [threading.Thread(target=hammer) for _ in range(3)]
         for w in workers:
             w.start()
-        versions = []
+        outcomes = []
         with httpx.Client(base_url=url, timeout=60) as admin:
-            for flip in range(10):
-                target = second if flip % 2 == 0 else "1"
+            for target in targets:
                 _champion(lab.uri, target)
                 before = len(seen)
                 out = admin.post("/v1/models/reload", json={"models": ["churn"]}, headers=headers("admin")).json()
-                versions.append(out["outcomes"][0]["version"])
+                outcomes.append((out["outcomes"][0]["outcome"], out["outcomes"][0]["version"]))
                 while len(seen) < before + 3:  # the load goes on across every swap
                     time.sleep(0.01)
         stop.set()
         for w in workers:
             w.join()
-    assert versions == [second, "1"] * 5
-    assert seen and all(code == 200 for code, _ in seen), {c for c, _ in seen}
-    assert {v for _, v in seen} <= valid and len({v for _, v in seen}) == 2
+    failed = sum(code != 200 for code, _ in seen)
+    from_broken = sum(v not in good for code, v in seen if code == 200)
+    security_figures.record(
+        "10 hot swaps under load, broken candidates mixed in",
+        cases=len(seen),
+        failed_requests=failed,
+        wrong_answers=from_broken,
+    )
+    serving = "1"
+    expected = []
+    for target in targets:
+        if target in good:
+            serving = target
+            expected.append(("loaded", target))
+        else:
+            expected.append(("failed", serving))
+    assert outcomes == expected
+    assert seen and failed == 0 and from_broken == 0, {c for c, _ in seen}
+    assert {v for _, v in seen} == good
 
 
 def test_promote_and_rollback_refuse_a_version_that_does_not_verify(world: World, lab: Lab) -> None:

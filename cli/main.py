@@ -825,7 +825,17 @@ def serve(
     cart = f"-d '{json.dumps({'customer_id': example[0], 'k': 5})}'"
     typer.echo(f"  curl -s -X POST {base}/v1/recommendations/customer {key} -H 'content-type: application/json' {cart}")
     typer.echo(f"  open {base}/docs for the OpenAPI documentation")
-    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    # access_log=False: uvicorn's access line prints the raw path (/v1/customers/<id>/...); the app logs its
+    # own, with the route template (serving/middleware.py)
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
 
 
 def _example_ids(data: Path) -> list[str]:

@@ -259,3 +259,17 @@ def test_an_unexpected_library_error_is_reported_without_its_message(tmp_path: P
     result = runner.invoke(app, [*args, "--dev", "--out", str(tmp_path / "home")])
     assert result.exit_code == 2 and _has(result.output, "unexpected ValueError", "withheld")
     assert "canary" not in result.output
+
+
+def test_serve_turns_off_uvicorns_access_log(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """uvicorn's access line prints the raw path (/v1/customers/<id>/...): the app logs its own instead."""
+    import uvicorn
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    # serve exports both for the app factory: set here first, so that they are undone after the test
+    monkeypatch.setenv("KAIROS_DATA_HOME", str(tmp_path))
+    monkeypatch.setenv("KAIROS_TRACKING_URI", "sqlite:///unused.db")
+    result = runner.invoke(app, ["serve", "--data", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and calls[0]["access_log"] is False

@@ -26,7 +26,7 @@ install: $(BIN)/.installed ## Create .venv and install Kairos with pinned depend
 
 demo-build: install ## Synthesise a CRM world, ingest it, build features, train and register every model
 	$(BIN)/kairos synth --customers $(CUSTOMERS) --seed $(SEED) --out $(HOME_DIR)/raw
-	$(BIN)/kairos ingest --input $(HOME_DIR)/raw --mapping synthetic --out $(HOME_DIR)/data
+	$(BIN)/kairos ingest --dev --input $(HOME_DIR)/raw --mapping synthetic --out $(HOME_DIR)/data
 	$(BIN)/kairos features build --data $(HOME_DIR)/data
 	$(BIN)/kairos train all --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --value-horizon-days 180
 	$(BIN)/kairos train recs --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db

@@ -25,6 +25,7 @@ app = typer.Typer(
     help="Kairos: customer 360, propensity models and decisions for CRM marketing.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # a crash must not print frames' locals: they hold customers' rows
 )
 features_app = typer.Typer(help="Feature snapshots.", no_args_is_help=True)
 train_app = typer.Typer(help="Train models and register them in MLflow.", no_args_is_help=True)
@@ -34,6 +35,7 @@ console = Console(stderr=True)
 
 DEFAULT_HOME = Path("var/demo/data")
 DEFAULT_TRACKING = "sqlite:///var/demo/mlflow.db"
+PSEUDONYM_SECRET_ENV = "KAIROS_PSEUDONYM_SECRET"
 
 
 @contextmanager
@@ -93,23 +95,69 @@ def ingest(
         float | None, typer.Option(min=0.0, max=1.0, help="Fail above this quarantined share (default: mapping's).")
     ] = None,
     now: Annotated[str | None, typer.Option(help="Reference time for the future-timestamp rule (ISO 8601).")] = None,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help=f"Development data: key customers with the public development secret when {PSEUDONYM_SECRET_ENV} "
+            "is unset (never for real customers).",
+        ),
+    ] = False,
 ) -> None:
-    """Validate an export, quarantine bad rows with reasons, resolve identities, publish tables."""
+    """Validate an export, quarantine bad rows with reasons, resolve identities, publish tables.
+
+    Customer keys are keyed hashes of the source ids: the secret comes from KAIROS_PSEUDONYM_SECRET
+    (docs/security-pseudonyms.md); without it the command refuses to run unless --dev is given.
+    """
     from features.ingest import ingest as run_ingest
     from features.mapping import load_mapping
 
     try:
         spec = load_mapping(mapping)
+        pseudonymizer = _pseudonymizer(dev)
         ref = datetime.fromisoformat(now) if now else datetime.now(UTC)
+    except (KairosError, ValueError) as exc:
+        raise _fail(exc) from exc
+    try:
         with _progress("ingest") as tick:
-            result = run_ingest(input, spec, out, now=ref, max_quarantine_share=max_quarantine_share, progress=tick)
+            result = run_ingest(
+                input,
+                spec,
+                out,
+                now=ref,
+                max_quarantine_share=max_quarantine_share,
+                pseudonymizer=pseudonymizer,
+                progress=tick,
+            )
     except QuarantineThresholdError as exc:
         _print_ingest(exc.report)
         raise _fail(exc) from exc
-    except (KairosError, ValueError) as exc:
+    except KairosError as exc:  # Kairos's messages name files, rows and columns, never a value
         raise _fail(exc) from exc
+    except Exception as exc:
+        # A library's message may quote a value from the export (a customer's e-mail, say): only its type.
+        problem = f"ingest stopped on an unexpected {type(exc).__name__} (message withheld: it may quote a value)"
+        raise _fail(RuntimeError(problem)) from None
     _print_ingest(result.report)
     console.print(f"published to [bold]{result.path}[/]")
+
+
+def _pseudonymizer(dev: bool) -> Any:
+    """The keyed hash for customer keys: the secret from the environment, the public one only with --dev."""
+    import os
+
+    from features.identity import Pseudonymizer
+
+    secret = os.environ.get(PSEUDONYM_SECRET_ENV, "")
+    if secret:
+        return Pseudonymizer(secret)  # ValueError (too short, or the public one): reported by the caller
+    if not dev:
+        raise ValueError(
+            f"{PSEUDONYM_SECRET_ENV} is not set: customer keys are keyed hashes and need a secret of at least 16 "
+            "characters (docs/security-pseudonyms.md); pass --dev only for development data"
+        )
+    console.print(f"[yellow]--dev:[/] {PSEUDONYM_SECRET_ENV} is unset; customer keys use the public development secret")
+    return Pseudonymizer.for_development()
 
 
 def _print_ingest(report: dict[str, Any]) -> None:
@@ -777,7 +825,17 @@ def serve(
     cart = f"-d '{json.dumps({'customer_id': example[0], 'k': 5})}'"
     typer.echo(f"  curl -s -X POST {base}/v1/recommendations/customer {key} -H 'content-type: application/json' {cart}")
     typer.echo(f"  open {base}/docs for the OpenAPI documentation")
-    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    # access_log=False: uvicorn's access line prints the raw path (/v1/customers/<id>/...); the app logs its
+    # own, with the route template (serving/middleware.py)
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
 
 
 def _example_ids(data: Path) -> list[str]:

@@ -351,6 +351,21 @@ TABLES: dict[str, Table] = {**INPUT_TABLES, RETURNS.name: RETURNS, ADJUSTMENTS.n
 
 PERSONAL_COLUMNS = frozenset(c.name for t in TABLES.values() for c in t.columns if c.personal)
 
+NUMERIC_COLUMNS = frozenset(c.name for t in INPUT_TABLES.values() for c in t.columns if c.kind in ("int", "float"))
+
+# The largest plausible absolute value per numeric column, generous but finite: a unit price of 1e20 or
+# a quantity of 1e12 is a unit or export error that would swamp every sum downstream. A mapping may set
+# its own bounds (``plausible_max``); a value beyond its bound is flagged ``implausible_value``.
+PLAUSIBLE_MAX: dict[str, float] = {
+    Col.LINE_NO: 1e6,
+    Col.QUANTITY: 1e6,
+    Col.UNIT_PRICE: 1e6,
+    Col.DISCOUNT: 1e6,
+    Col.PRICE: 1e6,
+    Col.VALUE: 1e6,
+    Col.COST: 1e6,
+}
+
 # ISO 4217 active codes; a mapping may narrow this list.
 ISO_CURRENCIES = frozenset(
     [

@@ -9,11 +9,18 @@ phone keep their own cards and stay two people.
 The result depends only on the set of records, never on their order: links are processed in a
 canonical order (strong ids, then other external ids, then e-mail, then phone; within a kind by
 normalised value, then by record id) and every cluster is named after its smallest record id.
+
+Pseudonyms (the ``customer_key`` and the review list's value hashes) are keyed hashes, HMAC-SHA256 with
+a secret the caller passes in a :class:`Pseudonymizer`: without the secret, knowing a source id is not
+enough to find its key (a plain hash of the id could be recomputed by anyone holding the export). This
+package reads no settings; ``kairos ingest`` builds the pseudonymizer from ``KAIROS_PSEUDONYM_SECRET``
+(docs/security-pseudonyms.md: how to choose and rotate it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -27,7 +34,15 @@ from features.contract import Col
 from features.errors import InputDataError
 from features.normalize import normalize_emails, normalize_phones
 
-__all__ = ["IdentityResult", "RefusedCol", "customer_key_for", "rekey", "resolve_identities"]
+__all__ = [
+    "DEVELOPMENT_SECRET",
+    "IdentityResult",
+    "Pseudonymizer",
+    "RefusedCol",
+    "customer_key_for",
+    "rekey",
+    "resolve_identities",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +52,12 @@ EXTERNAL_IDS: tuple[str, ...] = (Col.LOYALTY_ID, Col.WEB_CLIENT_ID)
 KEY_PREFIX = "ck_"
 _KEY_HEX_CHARS = 16
 _VALUE_HASH_HEX_CHARS = 12
+_KEY_ID_HEX_CHARS = 12
+MIN_SECRET_CHARS = 16
+
+DEVELOPMENT_SECRET = "kairos-development-pseudonym-secret: public, never for real customers"
+"""The secret of development runs (``kairos ingest --dev``, tests, notebooks). It is published here, so
+keys made with it are as reversible as plain hashes: never use it for real customer data."""
 
 # Placeholders exports use for "no id"; never a link (compared case-insensitively, after stripping).
 _NULL_TOKENS = frozenset({"nan", "none", "null", "n/a", "na", "-", "--", "?", "0", "unknown", "undefined"})
@@ -50,7 +71,7 @@ class RefusedCol:
     KEY_A = "customer_key_a"  # the clusters they belong to in the result
     KEY_B = "customer_key_b"
     LINK_KIND = "link_kind"  # the column the two records share a value of
-    LINK_VALUE_HASH = "link_value_hash"  # short sha256 of the shared value: pseudonymous, never the raw value
+    LINK_VALUE_HASH = "link_value_hash"  # short keyed hash (HMAC) of the shared value, never the raw value
     CONFLICT = "conflict"  # the strong-id column whose two different values forbade the merge
 
     ALL = (CUSTOMER_ID_A, CUSTOMER_ID_B, KEY_A, KEY_B, LINK_KIND, LINK_VALUE_HASH, CONFLICT)
@@ -103,21 +124,66 @@ class IdentityResult:
         }
 
 
-def customer_key_for(customer_id: str) -> str:
+@dataclass(frozen=True, eq=False)
+class Pseudonymizer:
+    """Keyed pseudonyms: HMAC-SHA256 of a source value under a secret.
+
+    The same value and secret always give the same pseudonym; another secret gives unrelated ones
+    (rotating the secret re-keys every customer: docs/security-pseudonyms.md).
+
+    Attributes:
+        secret: The key, at least :data:`MIN_SECRET_CHARS` characters; never shown in ``repr``.
+        development: True for :data:`DEVELOPMENT_SECRET`: pseudonyms anyone can recompute.
+    """
+
+    secret: str = field(repr=False)
+    development: bool = False
+    _base: hmac.HMAC = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.secret.strip()) < MIN_SECRET_CHARS:
+            raise ValueError(f"the pseudonym secret must have at least {MIN_SECRET_CHARS} characters")
+        if self.secret == DEVELOPMENT_SECRET and not self.development:
+            raise ValueError("the development pseudonym secret is public: use it only for development data")
+        # Keyed once; each digest copies the keyed state (a third of the cost of hmac.new per id).
+        object.__setattr__(self, "_base", hmac.new(self.secret.encode("utf-8"), digestmod=hashlib.sha256))
+
+    @classmethod
+    def for_development(cls) -> Pseudonymizer:
+        """The pseudonymizer of development runs (:data:`DEVELOPMENT_SECRET`)."""
+        return cls(DEVELOPMENT_SECRET, development=True)
+
+    @property
+    def key_id(self) -> str:
+        """A short fingerprint of the secret (safe to publish): which secret made a set of keys."""
+        return self._digest(b"kairos-pseudonym-key-id")[:_KEY_ID_HEX_CHARS]
+
+    def _digest(self, message: bytes) -> str:
+        mac = self._base.copy()
+        mac.update(message)
+        return mac.hexdigest()
+
+    def customer_key(self, customer_id: str) -> str:
+        """``"ck_"`` and the first 16 hex characters of HMAC-SHA256(secret, ``customer_id``)."""
+        return KEY_PREFIX + self._digest(customer_id.encode("utf-8"))[:_KEY_HEX_CHARS]
+
+    def value_hash(self, kind: str, value: str) -> str:
+        """12 hex characters of HMAC-SHA256(secret, kind, value): a review list's link value."""
+        # The kind is part of the message so that equal strings in two columns hash apart.
+        return self._digest(f"{kind}\x1f{value}".encode())[:_VALUE_HASH_HEX_CHARS]
+
+
+def customer_key_for(customer_id: str, pseudonymizer: Pseudonymizer) -> str:
     """The pseudonymous key of a cluster whose smallest record id is ``customer_id``.
 
     Args:
         customer_id: A source record id.
+        pseudonymizer: The keyed hash (its secret decides the key).
 
     Returns:
-        ``"ck_"`` followed by the first 16 hex characters of the SHA-256 of the id.
+        ``"ck_"`` followed by 16 hex characters of the HMAC-SHA256 of the id.
     """
-    return KEY_PREFIX + hashlib.sha256(customer_id.encode("utf-8")).hexdigest()[:_KEY_HEX_CHARS]
-
-
-def _value_hash(kind: str, value: str) -> str:
-    # The kind is part of the digest so that equal strings in two columns hash apart.
-    return hashlib.sha256(f"{kind}\x1f{value}".encode()).hexdigest()[:_VALUE_HASH_HEX_CHARS]
+    return pseudonymizer.customer_key(customer_id)
 
 
 def _id_strings(values: pd.Series) -> pd.Series:
@@ -204,6 +270,7 @@ def resolve_identities(
     strong_ids: Sequence[str] = (Col.LOYALTY_ID,),
     default_region: str = "GB",
     max_shared: int | None = 50,
+    pseudonymizer: Pseudonymizer,
 ) -> IdentityResult:
     """Group customer records into persons and give each person a stable pseudonymous key.
 
@@ -223,6 +290,7 @@ def resolve_identities(
         default_region: Region for phone numbers whose record has no recognisable country.
         max_shared: A value shared by more records than this is a placeholder (a shop's phone, a
             "noemail@" address), not a person's, and links nothing; None disables the check.
+        pseudonymizer: The keyed hash that names clusters and review-list values.
 
     Returns:
         The :class:`IdentityResult`.
@@ -306,7 +374,7 @@ def resolve_identities(
             if ha is not None and hb is not None:
                 conflict = _conflict(ha, hb, strong)
                 if conflict is not None:
-                    refused_rows.append((a, b, kind, _value_hash(kind, str(values.iloc[pos])), conflict))
+                    refused_rows.append((a, b, kind, pseudonymizer.value_hash(kind, str(values.iloc[pos])), conflict))
                     continue
                 merged = tuple(x if x is not None else y for x, y in zip(ha, hb, strict=True))
             if size[ra] < size[rb]:
@@ -324,7 +392,7 @@ def resolve_identities(
     smallest = np.full(n, n, dtype=np.int64)
     np.minimum.at(smallest, roots, np.arange(n))
     rep = smallest[roots]
-    rep_keys = {int(r): customer_key_for(sorted_ids[r]) for r in np.unique(rep)}
+    rep_keys = {int(r): pseudonymizer.customer_key(sorted_ids[r]) for r in np.unique(rep)}
     keys = np.array([rep_keys[int(r)] for r in rep], dtype=object)
     mapping = pd.DataFrame(
         {
@@ -364,7 +432,7 @@ def resolve_identities(
     return result
 
 
-def rekey(table: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
+def rekey(table: pd.DataFrame, mapping: pd.DataFrame, pseudonymizer: Pseudonymizer) -> pd.DataFrame:
     """Add ``customer_key`` right after ``customer_id`` in any table that refers to customer records.
 
     Rows with an empty customer_id (guest checkouts, anonymous visitors) get an NA key and are kept.
@@ -375,6 +443,7 @@ def rekey(table: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
     Args:
         table: Any table with a ``customer_id`` column.
         mapping: :attr:`IdentityResult.mapping` (``customer_id`` -> ``customer_key``).
+        pseudonymizer: The one the mapping was made with (it keys the ids the mapping lacks).
 
     Returns:
         A new DataFrame with the rows and index of ``table`` and the added column.
@@ -396,7 +465,7 @@ def rekey(table: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
     keys = ids.map(lookup).astype(object)
     unmatched = ids.notna() & keys.isna()
     if unmatched.any():
-        own = {v: customer_key_for(v) for v in pd.unique(ids[unmatched])}
+        own = {v: pseudonymizer.customer_key(v) for v in pd.unique(ids[unmatched])}
         keys[unmatched] = ids[unmatched].map(own)
     out = table.drop(columns=[Col.CUSTOMER_KEY]) if Col.CUSTOMER_KEY in table.columns else table.copy()
     out.insert(

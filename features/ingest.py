@@ -9,12 +9,18 @@ Every input row is validated by named rules and ends in exactly one of three pla
 
 ``input_rows == accepted + reclassified + quarantined`` holds for every table and every file.
 Output is written into a staging folder and renamed into place only when the run succeeds.
+
+Messages and exceptions name a file, a row and a column and the rule broken, never a value: a row
+of an export may hold an e-mail, a phone or a name. Only the audit files inside the data home
+(``quarantine.parquet``, ``reclassified.parquet``) keep the original rows.
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,12 +50,14 @@ from features.contract import (
     Table,
 )
 from features.errors import InputDataError, QuarantineThresholdError
-from features.identity import rekey, resolve_identities
+from features.identity import Pseudonymizer, rekey, resolve_identities
 from features.io import publish_dir, sha256_files, staged_dir, write_parquet
 from features.mapping import Mapping, TableMapping
 from features.normalize import normalize_emails, normalize_phones
 
 ProgressFn = Callable[[str, float], None]
+
+logger = logging.getLogger(__name__)
 
 INGESTED_DIR = "ingested"
 REPORT_FILE = "ingest_report.json"
@@ -79,6 +87,7 @@ class Reason(StrEnum):
     NEGATIVE_QUANTITY = "negative_quantity"
     ZERO_QUANTITY = "zero_quantity"
     NON_POSITIVE_PRICE = "non_positive_price"
+    IMPLAUSIBLE_VALUE = "implausible_value"
     UNKNOWN_CURRENCY = "unknown_currency"
     UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
     NONEXISTENT_LOCAL_TIME = "nonexistent_local_time"
@@ -109,6 +118,9 @@ REASON_TEXT: dict[Reason, str] = {
     Reason.NEGATIVE_QUANTITY: "negative quantity on a line that is not a cancellation",
     Reason.ZERO_QUANTITY: "zero quantity on a sale line",
     Reason.NON_POSITIVE_PRICE: "zero or negative unit price on a sale line",
+    Reason.IMPLAUSIBLE_VALUE: (
+        "a number beyond the column's plausibility bound (report: plausible_max; mapping: plausible_max)"
+    ),
     Reason.UNKNOWN_CURRENCY: "not an accepted ISO 4217 currency code",
     Reason.UNPARSEABLE_TIMESTAMP: "a timestamp that does not match the mapping's format",
     Reason.NONEXISTENT_LOCAL_TIME: "a local time skipped by a daylight-saving change",
@@ -195,18 +207,76 @@ def _resolve_files(input_dir: Path, tm: TableMapping, table: str) -> list[Path]:
     return files
 
 
+_SHOWN_LINES = 5  # line numbers named in a malformed-file message
+# Parts of a reader's message that hold no data; anything else it says may quote a row and is withheld.
+_SAFE_READER_TEXT = (
+    re.compile(r"Expected \d+ columns, got \d+"),
+    re.compile(r"In CSV column #\d+: CSV conversion error to \w+: invalid UTF8 data"),
+    re.compile(r"Empty CSV file"),
+)
+
+
+def _reader_problem(exc: Exception) -> str:
+    """What went wrong reading a file, without a value from it (pyarrow's CSV messages quote the row)."""
+    if isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException):
+        return exc.strerror or type(exc).__name__  # the OS's words about the file, never its content
+    text = str(exc)
+    for pattern in _SAFE_READER_TEXT:
+        found = pattern.search(text)
+        if found:
+            return found.group(0)
+    return f"{type(exc).__name__} (the reader's message is withheld: it may quote a row)"
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV file as text columns; a malformed row fails the read, named by line, never shown."""
+    malformed: list[tuple[int | None, int, int]] = []
+
+    def note(row: pacsv.InvalidRow) -> str:
+        # Skipped here only to be counted: any malformed row fails the read below ("error" would make
+        # pyarrow raise with the row's text in the message).
+        malformed.append((row.number, row.expected_columns, row.actual_columns))
+        return "skip"
+
+    parse = pacsv.ParseOptions(invalid_row_handler=note)
+    with pacsv.open_csv(path, parse_options=parse) as reader:  # the header only (and a first block)
+        names = reader.schema.names
+    malformed.clear()
+    # Read everything as text: types are decided by the contract, not guessed.
+    opts = pacsv.ConvertOptions(column_types=dict.fromkeys(names, "string"), strings_can_be_null=False)
+    table = pacsv.read_csv(path, parse_options=parse, convert_options=opts)
+    if malformed:
+        count = len(malformed)
+        if any(number is None for number, *_ in malformed):  # a threaded read does not number rows
+            malformed.clear()
+            pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(use_threads=False),
+                parse_options=parse,
+                convert_options=opts,
+            )
+        shown = ", ".join(
+            f"line {number} ({actual} fields, expected {expected})"
+            for number, expected, actual in malformed[:_SHOWN_LINES]
+        )
+        more = f" and {count - _SHOWN_LINES:,} more" if count > _SHOWN_LINES else ""
+        raise InputDataError(
+            f"{path}: {count:,} malformed row(s): {shown}{more}; the rows are not shown (they may hold "
+            "personal data): check the delimiter and the quoting there"
+        )
+    return table.to_pandas()
+
+
 def _read_file(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
             return pq.read_table(path).to_pandas()
         if suffix in (".csv", ".txt", ".gz"):
-            # Read everything as text: types are decided by the contract, not guessed.
-            names = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)).column_names
-            opts = pacsv.ConvertOptions(column_types=dict.fromkeys(names, "string"), strings_can_be_null=False)
-            return pacsv.read_csv(path, convert_options=opts).to_pandas()
+            return _read_csv(path)
     except (OSError, ValueError) as exc:
-        raise InputDataError(f"{path}: cannot be read: {exc}") from exc
+        # from None: the reader's own message may quote a row, so it is neither shown nor chained
+        raise InputDataError(f"{path}: cannot be read: {_reader_problem(exc)}") from None
     raise InputDataError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
 
 
@@ -217,9 +287,10 @@ def _read_table(input_dir: Path, table: str, tm: TableMapping) -> tuple[pd.DataF
         frame = _read_file(path)
         missing = sorted({src for src in tm.columns.values() if src not in frame.columns})
         if missing:
+            # The file's own header is not quoted: in a file without one, line 1 is a customer's row.
             raise InputDataError(
                 f"{path.name}: column(s) {', '.join(repr(m) for m in missing)} named in the mapping "
-                f"for {table} are not in the file (it has {', '.join(map(repr, frame.columns))})"
+                f"for {table} are not in the file's header (line 1, {len(frame.columns)} columns)"
             )
         frame[_SRC_FILE] = path.name
         frame[_SRC_ROW] = np.arange(1, len(frame) + 1, dtype=np.int64)
@@ -406,6 +477,7 @@ def _convert(
             "mapping (map them under `columns:` or give a value under `constants:`)"
         )
     wanted = list(sources) + [c for c in tm.constants if c not in sources]
+    bounds = mapping.plausible_bounds
     for col in wanted:
         column = spec.column_index.get(col) or (header_spec.column(col) if header_spec else None)
         assert column is not None  # the mapping validator only admits contract columns
@@ -427,6 +499,9 @@ def _convert(
                 Reason.INVALID_NUMBER if column.kind in ("int", "float") else Reason.INVALID_VALUE,
                 bad,
             )
+        if column.kind in ("int", "float") and col in bounds:
+            beyond = value.abs().gt(bounds[col]).fillna(False).to_numpy(dtype=bool)
+            _flag(verdicts, column, Reason.IMPLAUSIBLE_VALUE, beyond)
         if column.required:
             gone = (
                 Reason.MISSING_CUSTOMER_REF
@@ -852,6 +927,7 @@ def ingest(
     *,
     now: datetime | None = None,
     max_quarantine_share: float | None = None,
+    pseudonymizer: Pseudonymizer | None = None,
     progress: ProgressFn | None = None,
 ) -> IngestResult:
     """Validate an export, publish accepted tables, quarantine and report; re-key to customer_key.
@@ -862,14 +938,18 @@ def ingest(
         out_dir: the data home; the result is published atomically as ``out_dir/ingested``.
         now: the run's reference time for the future-timestamp rule (default: the clock).
         max_quarantine_share: overrides the mapping's threshold (share of all input rows).
+        pseudonymizer: the keyed hash behind every customer_key; default: the development one (keys
+            anyone can recompute: real data needs a secret, which ``kairos ingest`` insists on).
         progress: optional callback ``(step, fraction_done)``.
 
     Returns:
         The published folder and the report (also written as ``ingest_report.json``).
 
     Raises:
-        QuarantineThresholdError: too many rows were quarantined. Nothing is published; the complete
-            run is kept for inspection in ``out_dir/ingested.rejected``.
+        QuarantineThresholdError: too many rows were quarantined (overall, or in one table beyond the
+            mapping's ``max_table_quarantine_share``), a table with input rows kept none, or no order
+            line was published. Nothing is published; the complete run is kept for inspection in
+            ``out_dir/ingested.rejected``.
         InputDataError: a file is missing or lacks a mapped column.
     """
     started = time.perf_counter()
@@ -878,6 +958,10 @@ def ingest(
     latest = now_ts + pd.Timedelta(mapping.future_tolerance)
     threshold = mapping.max_quarantine_share if max_quarantine_share is None else max_quarantine_share
     tick = progress or (lambda step, frac: None)
+    if pseudonymizer is None:
+        pseudonymizer = Pseudonymizer.for_development()
+    if pseudonymizer.development:
+        logger.warning("ingest: customer keys use the public development secret (not for real customer data)")
 
     refs: dict[str, pd.DataFrame] = {}  # what later tables are checked against (ids, order headers)
     kept: dict[str, pd.DataFrame] = {}  # order lines and what they turn into, finished after the loop
@@ -900,7 +984,7 @@ def ingest(
         def publish(name: str, frame: pd.DataFrame) -> None:
             # Ids without a customer record get a singleton key, the same one identity resolution gives them.
             if Col.CUSTOMER_ID in frame.columns:
-                frame = rekey(frame, identity_map)
+                frame = rekey(frame, identity_map, pseudonymizer)
             write_parquet(frame, stage / f"{name}.parquet")
             published[name] = len(frame)
 
@@ -927,7 +1011,7 @@ def ingest(
                 frame = _typed(checked.frame.loc[~q].reset_index(drop=True), INPUT_TABLES[table])
                 if table == "customers":
                     tick("resolving identities", i / (len(names) + 2))
-                    identity_map, review, identity_report = _resolve(frame, mapping)
+                    identity_map, review, identity_report = _resolve(frame, mapping, pseudonymizer)
                     refs["customers"] = frame[[Col.CUSTOMER_ID]]
                 elif table == "items":
                     refs["items"] = frame[[Col.ITEM_ID]]
@@ -949,7 +1033,7 @@ def ingest(
         if "customers" not in mapping.tables and mapping.derive_customers_from_lines:
             customers = _derive_customers(kept)
             derived["customers"] = len(customers)
-            identity_map, review, identity_report = _resolve(customers, mapping)
+            identity_map, review, identity_report = _resolve(customers, mapping, pseudonymizer)
             publish("customers", customers)
         for name, frame in kept.items():
             publish(name, frame)
@@ -961,6 +1045,7 @@ def ingest(
             for k in ("input_rows", "accepted", "reclassified", "quarantined")
         }
         share = totals["quarantined"] / totals["input_rows"] if totals["input_rows"] else 0.0
+        losses = _table_losses(table_reports, published, mapping.max_table_quarantine_share)
         report: dict[str, Any] = {
             "mapping": mapping.name,
             "run_at": now_ts.isoformat(),
@@ -970,12 +1055,16 @@ def ingest(
             "totals": totals,
             "quarantine_share": round(share, 6),
             "max_quarantine_share": threshold,
+            "max_table_quarantine_share": mapping.max_table_quarantine_share,
+            "table_losses": losses,
+            "plausible_max": mapping.plausible_bounds,
+            "pseudonyms": {"key_id": pseudonymizer.key_id, "development": pseudonymizer.development},
             "derived": derived,
             "published": dict(sorted(published.items())),
             "anonymous_order_lines": int(lines[Col.CUSTOMER_ID].isna().sum()) if Col.CUSTOMER_ID in lines else 0,
             "identity": identity_report,
             "reason_text": {r.value: REASON_TEXT[r] for r in Reason},
-            "ok": share <= threshold,
+            "ok": share <= threshold and not losses,
         }
         tick("writing", (len(names) + 1) / (len(names) + 2))
         write_parquet(quarantine, stage / QUARANTINE_FILE)
@@ -988,21 +1077,51 @@ def ingest(
             rejected = Path(out_dir) / f"{INGESTED_DIR}.rejected"
             publish_dir(stage, rejected)
             stage.mkdir()  # staged_dir publishes nothing: the exception below unwinds it
-            raise QuarantineThresholdError(
+            overall = (
                 f"{totals['quarantined']:,} of {totals['input_rows']:,} rows quarantined "
-                f"({share:.1%} > threshold {threshold:.1%}); nothing was published. "
+                f"({share:.1%}, threshold {threshold:.1%})"
+            )
+            raise QuarantineThresholdError(
+                f"{'; '.join([*losses, overall] if losses else [overall])}; nothing was published. "
                 f"Inspect {rejected / QUARANTINE_FILE} and {rejected / REPORT_FILE}, fix the export or "
-                f"the mapping, or raise --max-quarantine-share.",
+                f"the mapping, or raise --max-quarantine-share (or the mapping's max_table_quarantine_share).",
                 report,
             )
     tick("done", 1.0)
     return IngestResult(target, report)
 
 
-def _resolve(customers: pd.DataFrame, mapping: Mapping) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def _resolve(
+    customers: pd.DataFrame, mapping: Mapping, pseudonymizer: Pseudonymizer
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Identity map, review list and report for the accepted customer records."""
-    result = resolve_identities(customers, strong_ids=tuple(mapping.strong_ids), default_region=mapping.default_region)
+    result = resolve_identities(
+        customers,
+        strong_ids=tuple(mapping.strong_ids),
+        default_region=mapping.default_region,
+        pseudonymizer=pseudonymizer,
+    )
     return result.mapping, result.refused, result.report()
+
+
+def _table_losses(table_reports: dict[str, Any], published: dict[str, int], max_share: float) -> list[str]:
+    """Why the run must fail whatever the overall share: one message per table that lost too much.
+
+    A small table can lose all its rows under the overall threshold (an orders file holding only its
+    header turns every line into an orphan, yet web events outnumber the lines), so each table is held
+    to its own bound; a table with input rows that keeps none, and a run that publishes no order
+    line (when the mapping reads order lines), always fail.
+    """
+    out = []
+    for name, t in table_reports.items():
+        n, lost = t["input_rows"], t["quarantined"]
+        if n and lost == n:
+            out.append(f"{name}: all {n:,} rows quarantined")
+        elif n and lost / n > max_share:
+            out.append(f"{name}: {lost:,} of {n:,} rows quarantined ({lost / n:.1%} > {max_share:.1%} for one table)")
+    if "order_lines" in table_reports and not published.get("order_lines"):
+        out.append("order_lines: no order line was published (every feature needs them)")
+    return out
 
 
 def _table_report(checked: _Checked, q: np.ndarray, r: np.ndarray) -> dict[str, Any]:

@@ -6,6 +6,7 @@ contract column, plus how to read timestamps and values. See ``docs/data-contrac
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from features.contract import INPUT_TABLES, Col
+from features.contract import INPUT_TABLES, NUMERIC_COLUMNS, PLAUSIBLE_MAX, Col
 from features.errors import MappingError
 
 
@@ -73,6 +74,16 @@ class Mapping(_Strict):
         default=60.0, ge=0, description="Lines of one order may differ in time by this much (till clocks)."
     )
     max_quarantine_share: float = Field(default=0.10, ge=0, le=1)
+    max_table_quarantine_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Fail when one table loses more than this share of its rows (whatever the overall share).",
+    )
+    plausible_max: dict[str, float] = Field(
+        default_factory=dict,
+        description="numeric contract column -> largest plausible absolute value (overrides the contract's).",
+    )
     derive_items_from_lines: bool = Field(
         default=False, description="Build the catalogue from order lines when no items file is exported."
     )
@@ -92,6 +103,16 @@ class Mapping(_Strict):
     @classmethod
     def _known_zone(cls, value: str) -> str:
         _check_zone(value)
+        return value
+
+    @field_validator("plausible_max")
+    @classmethod
+    def _numeric_bounds(cls, value: dict[str, float]) -> dict[str, float]:
+        for col, bound in value.items():
+            if col not in NUMERIC_COLUMNS:
+                raise ValueError(f"{col}: not a numeric contract column (one of {sorted(NUMERIC_COLUMNS)})")
+            if not (math.isfinite(bound) and bound > 0):
+                raise ValueError(f"{col}: the bound must be a finite number above 0")
         return value
 
     @model_validator(mode="after")
@@ -123,6 +144,11 @@ class Mapping(_Strict):
         if "order_lines" not in self.tables and "orders" in self.tables:
             raise ValueError("tables.orders is given without tables.order_lines")
         return self
+
+    @property
+    def plausible_bounds(self) -> dict[str, float]:
+        """numeric column -> largest plausible absolute value: the contract's, overridden by the mapping's."""
+        return {**PLAUSIBLE_MAX, **self.plausible_max}
 
     @property
     def future_tolerance(self) -> timedelta:

@@ -1,5 +1,10 @@
 """The edge: request id, body size limit, latency metrics and one structured access-log line per request.
 
+The access log is the app's own (``kairos serve`` turns uvicorn's off, whose line prints the raw path and
+query, and so customer ids): method, route *template*, status, duration, request id and key name. An
+exception no handler took is logged here by type and place (file, line, function), never by its message,
+which may quote a customer id, and answered with the stable 500 body; the server never sees it.
+
 A plain ASGI middleware (no ``BaseHTTPMiddleware``): it adds no thread hop and buffers at most
 ``max_body_bytes`` of a body. A body announced larger (Content-Length) is refused before it is read;
 a body sent without a length (chunked) is counted as it streams and refused once past the limit.
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 from typing import Any
 
 import orjson
@@ -55,11 +61,13 @@ class EdgeMiddleware:
         token = request_id_var.set(rid)
         started = time.perf_counter()
         status_box = [500]
+        started_box = [False]
         rid_header = (b"x-request-id", rid.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
+                started_box[0] = True
                 message["headers"] = [*message.get("headers", []), rid_header]
             await send(message)
 
@@ -69,6 +77,27 @@ class EdgeMiddleware:
                 await self._reject(send_with_id, rid)
             else:
                 await self.app(scope, body_receive, send_with_id)
+        except Exception as exc:
+            # Handed on, it would reach the server's log with its message (a KeyError's is the missing key:
+            # perhaps a customer id). Operators get the type and the place; the caller the stable body.
+            where = [
+                f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in traceback.extract_tb(exc.__traceback__)
+            ]
+            log.error("unhandled error", extra={"error_type": type(exc).__name__, "frames": where[-8:]})
+            status_box[0] = 500
+            if not started_box[0]:
+                body = error_body(500, "internal_error", "internal error; quote the request id when reporting it", rid)
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send_with_id({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -89,6 +118,7 @@ class EdgeMiddleware:
                     "route": template,  # the template: a raw path could carry a customer id
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 3),
+                    "request_id": rid,
                     "key": state.get("key_name"),
                 },
             )

@@ -13,7 +13,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.keys import DEMO_KEY, Scope, hash_key
@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         "(one round trip a request); false: each replica limits on its own.",
     )
     log_json: bool = Field(True, description="Structured JSON logs on stderr (set up by the app factory).")
+    pseudonym_secret: SecretStr | None = Field(
+        None,
+        description="The customer-key secret `kairos ingest` reads (docs/security-pseudonyms.md). The API neither "
+        "needs nor uses it: declared so that one environment can serve both (unknown KAIROS_* variables are refused).",
+    )
     otel: bool = Field(
         False,
         description="FastAPI's native OpenTelemetry (spans, metrics and logs to the OpenTelemetry providers the "

@@ -24,7 +24,7 @@ def _run(*args: str) -> str:
 def test_demo_commands_build_a_served_model(tmp_path: Path) -> None:
     raw, home, uri = tmp_path / "raw", tmp_path / "data", f"sqlite:///{tmp_path / 'mlflow.db'}"
     _run("synth", "--customers", "1500", "--seed", "7", "--out", str(raw))
-    _run("ingest", "--input", str(raw), "--mapping", "synthetic", "--out", str(home))
+    _run("ingest", "--dev", "--input", str(raw), "--mapping", "synthetic", "--out", str(home))
     _run("features", "build", "--data", str(home))
     out = _run("train", "churn", "--data", str(home), "--tracking-uri", uri)
     assert "@champion" in out

@@ -49,7 +49,7 @@ def test_unknown_mapping_exits_non_zero_with_a_message(tmp_path: Path) -> None:
 
 
 def test_quarantine_threshold_exits_non_zero_and_publishes_nothing(tmp_path: Path) -> None:
-    args = ["ingest", "--input", str(ORII_SAMPLE), "--mapping", "online_retail_ii", "--out", str(tmp_path)]
+    args = ["ingest", "--dev", "--input", str(ORII_SAMPLE), "--mapping", "online_retail_ii", "--out", str(tmp_path)]
     result = runner.invoke(app, [*args, "--max-quarantine-share", "0.001", "--now", "2026-01-01T00:00:00+00:00"])
     assert result.exit_code == 2
     assert "nothing was published" in " ".join(result.output.split())
@@ -148,3 +148,128 @@ def test_train_offers_passes_every_option_to_the_job(tmp_path: Path, monkeypatch
     result = runner.invoke(app, ["train", "offers", "--data", str(tmp_path), "--no-compare", "--learner", "x"])
     assert result.exit_code == 2 and _has(result.output, "stop here")
     assert seen["compare_learners"] is False and seen["learner"] == "x" and seen["policy_check"] is None
+
+
+# --- issue 17: keyed pseudonyms; no personal data on the terminal ----------------------------------
+
+CANARIES = ("canary.7f3e@example.org", "+7 999 123 45 67", "Zzcanary Qqperson", "CANARY0042")
+_MAPPING_YAML = """name: tiny
+timezone: UTC
+max_quarantine_share: 1.0
+tables:
+  customers: {files: [customers.csv]}
+  order_lines: {files: [lines.csv]}
+"""
+
+
+def _tiny_export(folder: Path, extra_customer: str = "") -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "customers.csv").write_text(
+        "customer_id,email,first_name\nc1,a@example.com,Ann\nc2,b@example.com,Bob\n" + extra_customer
+    )
+    (folder / "lines.csv").write_text(
+        "order_id,customer_id,ordered_at,currency,item_id,quantity,unit_price\n"
+        "O1,c1,2024-05-01T10:00:00Z,GBP,A,1,2.5\nO2,c2,2024-05-02T10:00:00Z,GBP,B,1,3.0\n"
+    )
+    (folder / "mapping.yaml").write_text(_MAPPING_YAML)
+    return [
+        "ingest",
+        "--input",
+        str(folder),
+        "--mapping",
+        str(folder / "mapping.yaml"),
+        "--now",
+        "2025-01-01T00:00:00Z",
+    ]
+
+
+def _keys(home: Path) -> dict[str, str]:
+    import pandas as pd
+
+    frame = pd.read_parquet(home / "ingested" / "identity_map.parquet")
+    return dict(zip(frame["customer_id"], frame["customer_key"], strict=True))
+
+
+def test_ingest_refuses_to_run_without_a_pseudonym_secret(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("KAIROS_PSEUDONYM_SECRET", raising=False)
+    args = _tiny_export(tmp_path / "export")
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "home")])
+    assert result.exit_code == 2
+    assert _has(result.output, "KAIROS_PSEUDONYM_SECRET is not set", "--dev")
+    assert not (tmp_path / "home" / "ingested").exists()
+    monkeypatch.setenv("KAIROS_PSEUDONYM_SECRET", "too-short")
+    weak = runner.invoke(app, [*args, "--out", str(tmp_path / "home")])
+    assert weak.exit_code == 2 and _has(weak.output, "at least 16 characters")
+    from features.identity import DEVELOPMENT_SECRET
+
+    monkeypatch.setenv("KAIROS_PSEUDONYM_SECRET", DEVELOPMENT_SECRET)
+    public = runner.invoke(app, [*args, "--out", str(tmp_path / "home")])
+    assert public.exit_code == 2 and _has(public.output, "development pseudonym secret is public")
+    assert not (tmp_path / "home" / "ingested").exists()
+
+
+def test_the_secret_decides_every_customer_key(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    from features.identity import Pseudonymizer
+
+    args = _tiny_export(tmp_path / "export")
+    homes = {}
+    for name, secret in (
+        ("a", "first-secret-0123456789"),
+        ("a2", "first-secret-0123456789"),
+        ("b", "other-secret-0123456789"),
+    ):
+        monkeypatch.setenv("KAIROS_PSEUDONYM_SECRET", secret)
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        homes[name] = _keys(tmp_path / name)
+    assert homes["a"] == homes["a2"]  # same ids, same secret: same keys
+    assert set(homes["a"].values()).isdisjoint(homes["b"].values())  # another secret: unrelated keys
+    for cid, key in homes["a"].items():
+        assert key == Pseudonymizer("first-secret-0123456789").customer_key(cid)
+        assert key != "ck_" + hashlib.sha256(cid.encode()).hexdigest()[:16]
+    monkeypatch.delenv("KAIROS_PSEUDONYM_SECRET")
+    dev = runner.invoke(app, [*args, "--dev", "--out", str(tmp_path / "dev")])
+    assert dev.exit_code == 0 and _has(dev.output, "public development secret")
+    assert _keys(tmp_path / "dev") == {c: Pseudonymizer.for_development().customer_key(c) for c in homes["a"]}
+    import json
+
+    report = json.loads((tmp_path / "dev" / "ingested" / "ingest_report.json").read_text())
+    assert report["pseudonyms"] == {"key_id": Pseudonymizer.for_development().key_id, "development": True}
+
+
+def test_a_malformed_row_is_named_by_line_and_never_printed(tmp_path: Path) -> None:
+    bad = 'CANARY0042,canary.7f3e@example.org,"+7 999 123 45 67",Zzcanary Qqperson\n'  # a field too many
+    args = _tiny_export(tmp_path / "export", extra_customer=bad)
+    result = runner.invoke(app, [*args, "--dev", "--out", str(tmp_path / "home")])
+    assert result.exit_code == 2
+    assert _has(result.output, "customers.csv", "line 4 (4 fields, expected 3)")
+    assert not [c for c in CANARIES if c in result.output]
+
+
+def test_an_unexpected_library_error_is_reported_without_its_message(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import features.ingest
+
+    def explode(*_: object, **__: object) -> None:
+        raise ValueError("Unable to parse string canary.7f3e@example.org at position 3")
+
+    monkeypatch.setattr(features.ingest, "ingest", explode)
+    args = _tiny_export(tmp_path / "export")
+    result = runner.invoke(app, [*args, "--dev", "--out", str(tmp_path / "home")])
+    assert result.exit_code == 2 and _has(result.output, "unexpected ValueError", "withheld")
+    assert "canary" not in result.output
+
+
+def test_serve_turns_off_uvicorns_access_log(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """uvicorn's access line prints the raw path (/v1/customers/<id>/...): the app logs its own instead."""
+    import uvicorn
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    # serve exports both for the app factory: set here first, so that they are undone after the test
+    monkeypatch.setenv("KAIROS_DATA_HOME", str(tmp_path))
+    monkeypatch.setenv("KAIROS_TRACKING_URI", "sqlite:///unused.db")
+    result = runner.invoke(app, ["serve", "--data", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and calls[0]["access_log"] is False

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from features.contract import Col
-from features.identity import resolve_identities
+from features.identity import Pseudonymizer, resolve_identities
 from synth import generate_world
 
 # Pairwise recall has a ceiling: the world plants duplicates linked by nothing but a typo. At 3,000
@@ -55,7 +55,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_recovers_planted_identities(world: Path) -> None:
     customers = pd.read_csv(world / "customers.csv", dtype=str, keep_default_na=True)
     truth = pd.read_parquet(world / "truth" / "identities.parquet")
-    result = resolve_identities(customers)
+    result = resolve_identities(customers, pseudonymizer=Pseudonymizer.for_development())
 
     assert sorted(result.mapping[Col.CUSTOMER_ID]) == sorted(customers[Col.CUSTOMER_ID])
     person = truth.set_index(Col.CUSTOMER_ID)[PERSON_ID]

@@ -59,6 +59,7 @@ def _mapping(**overrides: object) -> Mapping:
         "name": "fixture",
         "timezone": "Europe/London",
         "max_quarantine_share": 1.0,
+        "max_table_quarantine_share": 1.0,  # the fixture's lines are mostly defects by design
         "tables": {
             "items": {"files": ["items.csv"]},
             "customers": {"files": ["customers.csv"]},
@@ -227,10 +228,14 @@ def test_every_row_lands_in_exactly_one_place(
             },
         }
     )
-    result = ingest(folder, mapping, folder / "home", now=NOW)
-    t = result.report["tables"]["order_lines"]
+    try:
+        result = ingest(folder, mapping, folder / "home", now=NOW)
+        report, out = result.report, result.path
+    except QuarantineThresholdError as err:  # a table lost everything: the rejected run must add up as well
+        report, out = err.report, folder / "home" / f"{INGESTED_DIR}.rejected"
+        assert report["table_losses"]
+    t = report["tables"]["order_lines"]
     assert t["input_rows"] == len(rows) == t["accepted"] + t["reclassified"] + t["quarantined"]
-    out = result.path
     published = len(pd.read_parquet(out / "order_lines.parquet"))
     moved = len(pd.read_parquet(out / "returns.parquet")) + len(pd.read_parquet(out / "adjustments.parquet"))
     assert published == t["accepted"]
@@ -293,3 +298,150 @@ def test_published_order_lines_have_the_same_columns_whatever_the_export() -> No
     columns = pd.read_parquet(flat.path / "order_lines.parquet").columns.tolist()
     assert columns[:7] == ["order_id", "line_no", "item_id", "item_name", "quantity", "unit_price", "discount"]
     assert "customer_key" in columns and "ordered_at" in columns
+
+
+# --- issue 17: no personal data in messages; plausibility bounds; a table that loses its rows fails ---
+
+CANARY_EMAIL, CANARY_PHONE, CANARY_NAME = "canary.7f3e@example.org", "+7 999 123 45 67", "Zzcanary Qqperson"
+
+
+def _canary_free(text: str) -> bool:
+    return not any(c in text for c in (CANARY_EMAIL, CANARY_PHONE, CANARY_NAME, "CANARY0042"))
+
+
+def _chain(exc: BaseException) -> str:
+    """The exception's text and every exception chained to it (a traceback would print them all)."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None:
+        parts.append(str(seen))
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return "\n".join(parts)
+
+
+def test_a_malformed_row_is_named_by_file_and_line_never_shown(export: Path, tmp_path: Path) -> None:
+    bad = f'CANARY0042,{CANARY_EMAIL},"{CANARY_PHONE}",GB,L9,{CANARY_NAME}\n'  # one field too many
+    (export / "customers.csv").write_text(CUSTOMERS + bad)
+    with pytest.raises(InputDataError) as err:
+        ingest(export, _mapping(), tmp_path / "home", now=NOW)
+    message = str(err.value)
+    assert "customers.csv" in message and "line 7 (6 fields, expected 5)" in message
+    assert _canary_free(_chain(err.value))
+
+
+def test_every_malformed_row_is_counted_and_the_first_ones_named(export: Path, tmp_path: Path) -> None:
+    rows = "".join(f"c{i},x{i}@example.com,,GB,,extra\n" for i in range(10, 18))  # 8 rows, 6 fields each
+    (export / "customers.csv").write_text(CUSTOMERS + rows)
+    with pytest.raises(InputDataError, match=r"8 malformed row\(s\): line 7 .* and 3 more") as err:
+        ingest(export, _mapping(), tmp_path / "home", now=NOW)
+    assert "x10@example.com" not in str(err.value)
+
+
+def test_a_headerless_file_is_not_quoted_in_the_missing_column_message(tmp_path: Path) -> None:
+    # no header: pyarrow takes the first customer's row as the column names
+    (tmp_path / "customers.csv").write_text(f"CANARY0042,{CANARY_EMAIL},{CANARY_NAME}\n")
+    mapping = _mapping(tables={"customers": {"files": ["customers.csv"], "columns": {"customer_id": "id"}}})
+    with pytest.raises(InputDataError, match=r"'id' named in the mapping .* not in the file's header") as err:
+        ingest(tmp_path, mapping, tmp_path / "home", now=NOW)
+    assert _canary_free(_chain(err.value))
+
+
+def test_an_unreadable_file_names_the_problem_not_the_content(tmp_path: Path) -> None:
+    (tmp_path / "customers.csv").write_bytes(b"customer_id,email\nc1,canary.7f3e@example.org\xff\xfe\n")
+    mapping = _mapping(tables={"customers": {"files": ["customers.csv"]}})
+    with pytest.raises(InputDataError, match="invalid UTF8 data") as err:
+        ingest(tmp_path, mapping, tmp_path / "home", now=NOW)
+    assert _canary_free(_chain(err.value))
+
+
+def test_implausible_numbers_are_quarantined_with_the_column_named(export: Path, tmp_path: Path) -> None:
+    (export / "lines.csv").write_text(
+        "order_id,customer_id,ordered_at,currency,item_id,quantity,unit_price\n"
+        "O1,c1,2024-05-01 10:00:00,GBP,A,1,2.5\n"
+        "O2,c1,2024-05-02 10:00:00,GBP,A,1,1e20\n"
+        "O3,c1,2024-05-03 10:00:00,GBP,A,1000000000000,2.5\n"
+        "O4,c1,2024-05-04 10:00:00,GBP,B,1000,999999\n"  # large but inside the default bounds
+    )
+    result = ingest(export, _mapping(), tmp_path / "home", now=NOW)
+    lines = result.report["tables"]["order_lines"]
+    assert lines["quarantine_reasons"] == {"implausible_value": 2}
+    quarantine = pd.read_parquet(result.path / QUARANTINE_FILE).set_index("source_row")
+    assert quarantine.loc[2, "reasons"] == "implausible_value:unit_price"
+    assert quarantine.loc[3, "reasons"] == "implausible_value:quantity"
+    assert result.report["plausible_max"]["unit_price"] == 1e6
+    published = pd.read_parquet(result.path / "order_lines.parquet")
+    assert sorted(published["order_id"]) == ["O1", "O4"]
+
+    tight = _mapping(plausible_max={"unit_price": 1000.0})  # the mapping's bound replaces the contract's
+    again = ingest(export, tight, tmp_path / "home2", now=NOW)
+    assert again.report["tables"]["order_lines"]["quarantine_reasons"] == {"implausible_value": 3}
+
+
+def test_an_implausible_optional_number_is_cleared_and_the_row_kept(tmp_path: Path) -> None:
+    (tmp_path / "items.csv").write_text("item_id,name,price\nA,Apple,2.5\nB,Bread,1e20\n")
+    mapping = _mapping(tables={"items": {"files": ["items.csv"]}})
+    result = ingest(tmp_path, mapping, tmp_path / "home", now=NOW)
+    assert result.report["tables"]["items"]["reclassified_reasons"] == {"implausible_value": 1}
+    items = pd.read_parquet(result.path / "items.parquet").set_index("item_id")
+    assert items.loc["A", "price"] == 2.5 and pd.isna(items.loc["B", "price"])
+
+
+@pytest.mark.parametrize("bounds", [{"unit_price": 0}, {"unit_price": float("inf")}, {"email": 5.0}])
+def test_a_bad_plausibility_bound_is_a_mapping_error(bounds: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="plausible_max"):
+        _mapping(plausible_max=bounds)
+
+
+def _orders_export(folder: Path, orders: str) -> Mapping:
+    folder.mkdir(exist_ok=True)
+    (folder / "orders.csv").write_text(orders)
+    lines = "order_id,item_id,quantity,unit_price\n" + "".join(f"O{i},A,1,2.0\n" for i in range(20))
+    (folder / "lines.csv").write_text(lines)
+    (folder / "events.csv").write_text(
+        "event_id,session_id,event_type,occurred_at\n"
+        + "".join(f"e{i},s{i},view,2024-01-01T00:00:00Z\n" for i in range(400))
+    )
+    return _mapping(
+        max_quarantine_share=0.10,
+        max_table_quarantine_share=0.5,
+        tables={
+            "orders": {"files": ["orders.csv"]},
+            "order_lines": {"files": ["lines.csv"]},
+            "web_events": {"files": ["events.csv"]},
+        },
+    )
+
+
+def test_an_orders_file_with_only_its_header_fails_the_run(tmp_path: Path) -> None:
+    # 20 orphan lines among 420 rows is under the overall 10%: the table's own loss must fail the run
+    mapping = _orders_export(tmp_path / "x", "order_id,customer_id,ordered_at,currency\n")
+    with pytest.raises(QuarantineThresholdError, match=r"order_lines: all 20 rows quarantined") as err:
+        ingest(tmp_path / "x", mapping, tmp_path / "home", now=NOW)
+    assert "no order line was published" in str(err.value)
+    assert err.value.report["ok"] is False and not (tmp_path / "home" / INGESTED_DIR).exists()
+
+
+def test_a_table_losing_most_of_its_rows_fails_though_the_overall_share_is_low(tmp_path: Path) -> None:
+    headers = "order_id,customer_id,ordered_at,currency\n" + "".join(
+        f"O{i},,2024-05-01T10:00:00Z,GBP\n" for i in range(8)
+    )
+    mapping = _orders_export(tmp_path / "x", headers)  # 12 of 20 lines lose their header: 60% > 50%
+    with pytest.raises(QuarantineThresholdError, match=r"order_lines: 12 of 20 rows quarantined \(60\.0% > 50\.0%"):
+        ingest(tmp_path / "x", mapping, tmp_path / "home", now=NOW)
+    more = headers + "".join(f"O{i},,2024-05-01T10:00:00Z,GBP\n" for i in range(8, 14))  # 6 of 20: 30%
+    result = ingest(_orders_export_same(tmp_path / "x", more), mapping, tmp_path / "home", now=NOW)
+    assert result.report["ok"] and result.report["table_losses"] == []
+
+
+def _orders_export_same(folder: Path, orders: str) -> Path:
+    (folder / "orders.csv").write_text(orders)
+    return folder
+
+
+def test_a_table_that_keeps_none_of_its_rows_fails_whatever_the_thresholds(export: Path, tmp_path: Path) -> None:
+    (tmp_path / "consents.csv").write_text("customer_id,channel,status,consented_at\nc1,email,opt_in,not a date\n")
+    (export / "consents.csv").write_text((tmp_path / "consents.csv").read_text())
+    tables = {**_mapping().model_dump()["tables"], "consents": {"files": ["consents.csv"]}}
+    mapping = _mapping(tables=tables)  # both thresholds are 1.0
+    with pytest.raises(QuarantineThresholdError, match=r"consents: all 1 rows quarantined"):
+        ingest(export, mapping, tmp_path / "home", now=NOW)

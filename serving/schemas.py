@@ -5,11 +5,21 @@ and ``source``."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from features.contract import Channel, ConsentStatus
 from features.realtime import EventKind
@@ -31,23 +41,33 @@ ConsentSource = Annotated[
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
-def _iso_instant(value: object) -> object:
-    """A time in a request: ISO 8601 text with a timezone (a ``datetime`` from Python callers passes)."""
-    if isinstance(value, datetime):
+_DATE_TIME_TEXT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
+def _date_time_text(value: object) -> object:
+    """A time in a request is ISO 8601 text (pydantic parses it); never a number nor a numeric string, which
+    pydantic's lax mode would read as epoch seconds. A ``datetime`` from Python callers passes."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _DATE_TIME_TEXT.match(value)):
         return value
-    if not isinstance(value, str):
-        raise ValueError("give an ISO 8601 date-time string with a timezone (e.g. 2026-01-02T10:00:00Z)")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError("give an ISO 8601 date-time string with a timezone (e.g. 2026-01-02T10:00:00Z)") from None
-    if parsed.tzinfo is None:
+    raise ValueError("give an ISO 8601 date-time string with a timezone (e.g. 2026-01-02T10:00:00Z)")
+
+
+def _with_timezone(value: datetime) -> datetime:
+    if value.tzinfo is None:
         raise ValueError("give a timezone (e.g. 2026-01-02T10:00:00Z)")
-    return parsed
+    return value
 
 
-Instant = Annotated[datetime, Strict(False), BeforeValidator(_iso_instant)]
+def _json_integer(value: object) -> object:
+    """An integer as JSON Schema counts one (``19`` or ``19.0``), never text nor a boolean."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("give a JSON integer")
+    return value
+
+
+Instant = Annotated[datetime, Strict(False), BeforeValidator(_date_time_text), AfterValidator(_with_timezone)]
 ChannelName = Annotated[Channel, Strict(False)]  # the enum's value (JSON has no enums)
+JsonInt = Annotated[int, Strict(False), BeforeValidator(_json_integer)]  # lax int then takes 19.0, refuses 19.5
 
 # A decision time: ISO 8601 with a timezone, in the years 1970-2199 (the schema says so; others are 422).
 DecisionTime = Annotated[
@@ -242,7 +262,7 @@ class RecFilters(BaseModel):
 class _RecBase(BaseModel):
     model_config = STRICT
 
-    k: int = Field(10, ge=1, le=100)
+    k: JsonInt = Field(10, ge=1, le=100)
     filters: RecFilters = Field(default_factory=lambda: RecFilters.model_validate({}))
 
 
@@ -462,6 +482,10 @@ class PermissionRequest(BaseModel):
     now: DecisionTime | None = Field(None, description="The instant asked about, with a timezone (default: now).")
 
 
+# (the bounds first: after the validators they would leave the JSON schema as "ge" / "le", not min / max)
+Hour = Annotated[int, Field(ge=0, le=23), Strict(False), BeforeValidator(_json_integer)]
+
+
 class SendTimeRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -475,10 +499,10 @@ class SendTimeRequest(BaseModel):
     customer_ids: list[CustomerId] = Field(min_length=1, max_length=10_000)
     channel: ChannelName
     window_hours: float = Field(24.0, ge=1, le=24 * 14, description="The window, from now: 1 h to 14 days (24 h).")
-    # Strict(False): a JSON array is a list, not a tuple; the hours inside stay strict integers.
-    quiet_hours: (
-        Annotated[tuple[Annotated[int, Field(ge=0, le=23)], Annotated[int, Field(ge=0, le=23)]], Strict(False)] | None
-    ) = Field((22, 8), description="Local [start, end) hours never used, wrapping midnight; null for none.")
+    # Strict(False): a JSON array is a list, not a tuple; the hours inside stay JSON integers.
+    quiet_hours: Annotated[tuple[Hour, Hour], Strict(False)] | None = Field(
+        (22, 8), description="Local [start, end) hours never used, wrapping midnight; null for none."
+    )
     now: DecisionTime | None = Field(None, description="Start of the window, with a timezone (default: now).")
 
 

@@ -226,7 +226,8 @@ def test_an_opt_in_needs_its_source(client: TestClient, consented: list[str]) ->
     ("path", "body", "who", "field"),
     [
         ("/v1/recommendations/customer", {"customer_id": "x", "k": "5"}, "storefront", "body.k"),
-        ("/v1/recommendations/customer", {"customer_id": "x", "k": 5.0}, "storefront", "body.k"),
+        ("/v1/recommendations/customer", {"customer_id": "x", "k": True}, "storefront", "body.k"),
+        ("/v1/recommendations/customer", {"customer_id": "x", "k": 5.5}, "storefront", "body.k"),
         ("/v1/scores", {"customer_ids": ["x"], "reasons": "yes"}, "campaign", "body.reasons"),
         ("/v1/scores", {"customer_ids": ["x"], "reasons": 1}, "campaign", "body.reasons"),
         ("/v1/permissions", {"items": [{"customer_id": "x", "channel": "email"}], "now": 0}, "campaign", "body.now"),

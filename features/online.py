@@ -48,6 +48,7 @@ from features.realtime import (
     REALTIME_FILLS,
     WINDOW_FEATURES,
     ApplyResult,
+    ConsentChange,
     CustomerState,
     Event,
     Overlay,
@@ -304,7 +305,7 @@ class InMemoryOnlineStore:
         """Fold one event into its customer's online profile (see :mod:`features.realtime`)."""
         if self._as_of is None or self._overlay is None:
             raise ValueError("this store has no as-of time: it cannot take events")
-        if event.ts < self._as_of:
+        if event.ts < self._as_of and not event.withdraws_consent:  # an opt-out counts whatever its time
             return ApplyResult.BEFORE_SNAPSHOT
         with self._lock:
             key = event.customer_key or self._aliases.get(event.customer_id or "")
@@ -327,6 +328,13 @@ class InMemoryOnlineStore:
             self._clock = max(self._clock or -math.inf, event.ts)
         return ApplyResult.CREATED if created else ApplyResult.APPLIED
 
+    def consent_history(self, customer: str, channel: str) -> list[ConsentChange]:
+        """The consent changes applied to ``customer``'s ``channel`` since the snapshot, oldest received first
+        (empty when none: the snapshot's value holds). ``customer``: a customer_key or a source id."""
+        row = self._rows([customer])[0]
+        state = self._states.get(row) if row >= 0 else None
+        return list(state.consents.get(channel, ())) if state is not None else []
+
     def _append(self, key: str) -> int:
         """A new row of fills for a customer first seen through an event (called under the lock)."""
         row = self._n
@@ -346,11 +354,15 @@ class InMemoryOnlineStore:
         return row
 
     def events_since(self, as_of: datetime) -> list[Event]:
-        """Applied events at or after ``as_of``, in time order (to carry them into a newer snapshot)."""
+        """Applied events at or after ``as_of``, in the order received (to carry them into a newer snapshot).
+
+        Receipt order, not time order: re-applied, consent changes must keep the order that decides between
+        them (:func:`features.realtime.consent_in_force`); every other rule reads the event times.
+        """
         cut = _epoch(as_of)
         with self._lock:
             events = [e for log in self._log.values() for e in log.values() if e.ts >= cut]
-        return sorted(events, key=lambda e: e.timestamp)
+        return sorted(events, key=lambda e: e.received)  # stable: one customer's log is in applied order
 
     def carry_over(self, previous: InMemoryOnlineStore) -> int:
         """Re-apply ``previous``'s events that this (newer) snapshot does not contain; returns how many."""
@@ -652,7 +664,8 @@ class RedisOnlineStore:
                 pipe.hvals(key)
             for values in pipe.execute():
                 events.extend(Event.from_json(v) for v in values)
-        events = sorted((e for e in events if e.ts >= version.as_of_s), key=lambda e: e.timestamp)
+        # In receipt order (see InMemoryOnlineStore.events_since): consent changes keep the order that decides.
+        events = sorted((e for e in events if e.ts >= version.as_of_s), key=lambda e: e.received)
         return sum(self._apply_to(version, e) in (ApplyResult.APPLIED, ApplyResult.CREATED) for e in events)
 
     def _expire_version(self, number: int, seconds: int) -> None:
@@ -806,6 +819,23 @@ class RedisOnlineStore:
 
     # -- events
 
+    def consent_history(self, customer: str, channel: str) -> list[ConsentChange]:
+        """The consent changes applied to ``customer``'s ``channel`` in the current version, oldest received
+        first (see :meth:`InMemoryOnlineStore.consent_history`)."""
+        return list(self._call("consent_history", self._consent_history, customer, channel))
+
+    def _consent_history(self, customer: str, channel: str) -> list[ConsentChange]:
+        version = self._current_version()
+        key = customer
+        if not customer.startswith(KEY_PREFIX):
+            raw = self.client.get(version.key("a", customer))
+            key = raw.decode() if isinstance(raw, bytes) else customer
+        blob = self.client.get(version.key("f", key))
+        width = 4 * len(version.feature_names)
+        if blob is None or len(blob) <= width:
+            return []
+        return list(CustomerState.from_json(blob[width:]).consents.get(channel, ()))
+
     def apply_event(self, event: Event) -> ApplyResult:
         """Fold one event into the customer's profile in the current version (and the one loading).
 
@@ -827,7 +857,7 @@ class RedisOnlineStore:
         return result
 
     def _apply_to(self, version: _Version, event: Event) -> ApplyResult:
-        if event.ts < version.as_of_s:
+        if event.ts < version.as_of_s and not event.withdraws_consent:  # an opt-out counts whatever its time
             return ApplyResult.BEFORE_SNAPSHOT
         key = event.customer_key
         if key is None:

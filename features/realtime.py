@@ -17,8 +17,12 @@ What is exact, and when (``now`` is the read time, ``as_of`` the snapshot's):
   customer has ordered or checked out since the snapshot; before that the snapshot's (already floored)
   cart is the starting point, which differs from the batch only when more items were removed than added
   before the snapshot.
-- consents: the latest event per channel wins, an opt-out at the same instant wins; an unsubscribe is an
-  opt-out at once. Exact at any ``now``.
+- consents: each channel keeps an append-only history of changes (event time, time received, granted,
+  source); :func:`consent_in_force` decides from it (the rule is in ``docs/consent.md``): an opt-in counts
+  only when it is later than every opt-out both by event time and by receipt, so an opt-out or unsubscribe
+  takes effect from the next read on, whatever its timestamp (one dated before the snapshot included). An
+  unsubscribe is an opt-out. Without reorderings (events received in time order) this is the batch's
+  definition: the latest change by event time, an opt-out at the same instant wins.
 - 1-day windows (``views_1d``, ``add_to_carts_1d``, ``sessions_1d``): events applied since the snapshot
   are counted exactly (by their own times). The snapshot's counts cover ``[as_of - 1 day, as_of)``
   without the event times, so they are kept while ``now < as_of + 1 day`` and dropped after: exact at
@@ -26,7 +30,8 @@ What is exact, and when (``now`` is the read time, ``as_of`` the snapshot's):
   customer's first event in it (as in :mod:`features.defs.web`); sessions seen in the two days before
   the snapshot are seeded as known, so a visit running over the snapshot time is not counted twice.
 
-Events before the snapshot's ``as_of`` are already in it and are ignored; an event at exactly ``now``
+Events before the snapshot's ``as_of`` are already in it and are ignored (except opt-outs and
+unsubscribes: the snapshot may not hold one posted late, and it must take effect); an event at exactly ``now``
 counts (the batch takes events strictly before its cutoff: they differ only for an event at that very
 instant). Events may arrive out of order: every rule above is computed from the event times, not from
 arrival order. A click does not count as an open (the batch counts ``opened_at`` only). A customer
@@ -43,7 +48,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -130,6 +135,10 @@ class Event:
         session_id: the web session; its first event for a customer starts a visit.
         item_id: the item viewed or carted (kept for the log; no real-time feature uses it yet).
         event_id: a unique id for deduplication; derived from the content when absent.
+        source: consent only: where and how the change was captured (e.g. ``web_form:newsletter``),
+            kept in the consent history.
+        received_at: when the service received it (its own clock; kept in the consent history). None for
+            events replayed from the ingested tables: their event time stands in.
     """
 
     type: EventKind
@@ -141,6 +150,8 @@ class Event:
     session_id: str | None = None
     item_id: str | None = None
     event_id: str | None = None
+    source: str | None = None
+    received_at: datetime | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -157,6 +168,10 @@ class Event:
             raise InvalidEventError(f"a {kind.value} event needs a channel (email, sms or push)")
         if kind is EventKind.CONSENT and status is None:
             raise InvalidEventError("a consent event needs a status (opt_in or opt_out)")
+        if self.received_at is not None:
+            if not isinstance(self.received_at, datetime) or self.received_at.tzinfo is None:
+                raise InvalidEventError(f"a {kind.value} event's received_at needs a timezone")
+            object.__setattr__(self, "received_at", self.received_at.astimezone(UTC))
         object.__setattr__(self, "type", kind)
         object.__setattr__(self, "channel", channel)
         object.__setattr__(self, "status", status)
@@ -168,8 +183,21 @@ class Event:
         return self.timestamp.timestamp()
 
     @property
+    def received(self) -> float:
+        """When it was received, epoch seconds (the event time when not stamped)."""
+        return self.ts if self.received_at is None else self.received_at.timestamp()
+
+    @property
+    def withdraws_consent(self) -> bool:
+        """An unsubscribe or an opt-out: it takes effect whatever its timestamp."""
+        return self.type is EventKind.UNSUBSCRIBE or (
+            self.type is EventKind.CONSENT and self.status is ConsentStatus.OPT_OUT
+        )
+
+    @property
     def id(self) -> str:
-        """``event_id``, or a digest of the content (the same event sent twice gets the same id)."""
+        """``event_id``, or a digest of the content (the same event sent twice gets the same id; neither
+        ``source`` nor ``received_at`` is part of it, so a retry is a duplicate)."""
         if self.event_id:
             return self.event_id
         parts = (self.type, self.timestamp.isoformat(), self.customer_key, self.customer_id, self.channel)
@@ -179,12 +207,16 @@ class Event:
     def to_json(self) -> str:
         data = {k: v for k, v in asdict(self).items() if v is not None}
         data["timestamp"] = self.timestamp.isoformat()
+        if self.received_at is not None:
+            data["received_at"] = self.received_at.isoformat()
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Event:
         data = json.loads(text)
         data["timestamp"] = datetime.fromisoformat(data["timestamp"])
+        if data.get("received_at") is not None:
+            data["received_at"] = datetime.fromisoformat(data["received_at"])
         return cls(**data)
 
 
@@ -196,6 +228,36 @@ class ApplyResult(StrEnum):
     BEFORE_SNAPSHOT = "before_snapshot"  # already counted in the snapshot
     DUPLICATE = "duplicate"  # the same event id was applied before
     UNKNOWN_CUSTOMER = "unknown_customer"  # a customer_id the identity map does not know
+
+
+class ConsentChange(NamedTuple):
+    """One consent change of one channel, as the online store applied it (times are epoch seconds)."""
+
+    at: float  # the event time (the caller's clock)
+    received: float  # when the service received it (its clock's reading, for the audit; the order is the list's)
+    granted: bool  # an opt-in; False: an opt-out or an unsubscribe
+    source: str | None = None  # where and how an opt-in was captured
+
+
+def consent_in_force(history: Sequence[ConsentChange]) -> bool:
+    """Whether a channel may be contacted, from its consent history (oldest received first).
+
+    The rule (``docs/consent.md``): the channel is contactable only when some opt-in is later than every
+    opt-out both by event time and by time received; otherwise the opt-out wins, ties included. So an
+    opt-out or unsubscribe takes effect from the next decision on whatever its timestamp, and an opt-in
+    dated in the future cannot outlast a later opt-out. Receipt order is the history's order, the order the
+    changes were applied in (each records its ``received`` clock reading too, but a clock stepped back or two
+    changes read at the same instant cannot reorder the list). A history without any opt-out is contactable
+    when it has an opt-in.
+    An empty history decides nothing: the caller keeps the snapshot's value.
+    """
+    last_out = -1
+    latest_out_at = -math.inf
+    for i, change in enumerate(history):
+        if not change.granted:
+            last_out = i
+            latest_out_at = max(latest_out_at, change.at)
+    return any(c.granted and c.at > latest_out_at for c in history[last_out + 1 :])
 
 
 @dataclass
@@ -215,7 +277,7 @@ class CustomerState:
     cart_moves: list[tuple[float, int]] = field(default_factory=list)  # (time, +1 add / -1 remove)
     sessions: dict[str, float] = field(default_factory=dict)  # session id -> the customer's first event in it
     opens: dict[str, float] = field(default_factory=dict)  # channel -> latest open
-    consents: dict[str, tuple[float, float]] = field(default_factory=dict)  # channel -> (time, 1.0 / 0.0)
+    consents: dict[str, list[ConsentChange]] = field(default_factory=dict)  # channel -> history, append-only
     latest: float = -math.inf  # the latest event time seen
 
     def to_json(self) -> str:
@@ -227,7 +289,7 @@ class CustomerState:
     def from_json(cls, text: str | bytes) -> CustomerState:
         data = json.loads(text)
         data["cart_moves"] = [tuple(m) for m in data["cart_moves"]]
-        data["consents"] = {k: tuple(v) for k, v in data["consents"].items()}
+        data["consents"] = {ch: _history(v) for ch, v in data["consents"].items()}
         data["latest"] = -math.inf if data["latest"] is None else data["latest"]
         return cls(**data)
 
@@ -243,9 +305,17 @@ class CustomerState:
             list(self.cart_moves),
             dict(self.sessions),
             dict(self.opens),
-            dict(self.consents),
+            {ch: list(history) for ch, history in self.consents.items()},
             self.latest,
         )
+
+
+def _history(stored: list[Any]) -> list[ConsentChange]:
+    """A channel's history as stored; the format before histories, one ``[time, 1.0 / 0.0]`` pair, reads as
+    one change received at its event time (the only time it kept)."""
+    if len(stored) == 2 and all(isinstance(v, int | float) for v in stored):
+        return [ConsentChange(float(stored[0]), float(stored[0]), bool(stored[1]))]
+    return [ConsentChange(float(at), float(got), bool(granted), source) for at, got, granted, source in stored]
 
 
 def _max(a: float | None, b: float) -> float:
@@ -262,10 +332,14 @@ def seeded_state(sessions: Mapping[str, float]) -> CustomerState:
 
 
 def apply(state: CustomerState, event: Event, as_of: float) -> bool:
-    """Fold ``event`` into ``state`` (in place). False when the event is before ``as_of`` (in the snapshot)."""
+    """Fold ``event`` into ``state`` (in place). False when the event is before ``as_of`` (in the snapshot),
+    except an opt-out or unsubscribe: the snapshot may not hold it, and withdrawing consent always counts."""
     t = event.ts
     if t < as_of:
-        return False
+        if not event.withdraws_consent:
+            return False
+        _record_consent(state, event)  # only the consent: every other feature is the snapshot's
+        return True
     kind = event.type
     state.latest = max(state.latest, t)
     if kind in WEB_KINDS:
@@ -290,14 +364,17 @@ def apply(state: CustomerState, event: Event, as_of: float) -> bool:
         assert event.channel is not None
         state.opens[event.channel.value] = _max(state.opens.get(event.channel.value), t)
     elif kind in (EventKind.UNSUBSCRIBE, EventKind.CONSENT):
-        assert event.channel is not None
-        granted = kind is EventKind.CONSENT and event.status is ConsentStatus.OPT_IN
-        previous = state.consents.get(event.channel.value)
-        # The latest event wins; at the same instant an opt-out wins (as the batch definition).
-        if previous is None or t > previous[0] or (t == previous[0] and not granted):
-            state.consents[event.channel.value] = (t, 1.0 if granted else 0.0)
+        _record_consent(state, event)
     _prune(state)
     return True
+
+
+def _record_consent(state: CustomerState, event: Event) -> None:
+    """Append the change to its channel's history; :func:`consent_in_force` decides from the whole of it."""
+    assert event.channel is not None
+    granted = event.type is EventKind.CONSENT and event.status is ConsentStatus.OPT_IN
+    change = ConsentChange(event.ts, event.received, granted, event.source if granted else None)
+    state.consents.setdefault(event.channel.value, []).append(change)
 
 
 def _prune(state: CustomerState) -> None:
@@ -385,8 +462,9 @@ class Overlay:
             cart = (col[CART_SIZE], net, reset is not None)
         for ch, t in state.opens.items():
             add(f"{OPEN_PREFIX}{ch}", t, since)
-        for ch, (_t, granted) in state.consents.items():
-            add(f"{CONSENT_PREFIX}{ch}", granted, sets)
+        for ch, history in state.consents.items():
+            if history:  # an empty one keeps the snapshot's value
+                add(f"{CONSENT_PREFIX}{ch}", 1.0 if consent_in_force(history) else 0.0, sets)
         return Patch(
             tuple(c for c, _ in sets),
             tuple(v for _, v in sets),

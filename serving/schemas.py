@@ -1,13 +1,25 @@
-"""Request and response bodies. Strict: unknown fields, oversized batches and non-finite numbers are 422
-naming the field. Every response names its model(s), a request id, ``degraded`` and ``source``."""
+"""Request and response bodies. Requests are strict: unknown fields, oversized batches, non-finite numbers
+and loose types (``"k": "5"``, ``"reasons": "yes"``, ``"now": 0``) are 422 naming the field; a time is ISO 8601
+text with a timezone; an enum is its value. Every response names its model(s), a request id, ``degraded``
+and ``source``."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from features.contract import Channel, ConsentStatus
 from features.realtime import EventKind
@@ -18,12 +30,48 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[
 CustomerId = Id
 ItemId = Id
 Category = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# Where and how a consent was captured: a short label of safe characters (no personal data, no free text).
+ConsentSource = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
+]
 
-STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+# Every request body: strict types (no "5" for 5, no "yes" for true, no number for a time). FastAPI validates
+# the parsed body in Python mode, where strict would also refuse an enum's value and a time's text: those
+# fields say Strict(False) (below) and take only their JSON forms.
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+_DATE_TIME_TEXT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
+def _date_time_text(value: object) -> object:
+    """A time in a request is ISO 8601 text (pydantic parses it); never a number nor a numeric string, which
+    pydantic's lax mode would read as epoch seconds. A ``datetime`` from Python callers passes."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _DATE_TIME_TEXT.match(value)):
+        return value
+    raise ValueError("give an ISO 8601 date-time string with a timezone (e.g. 2026-01-02T10:00:00Z)")
+
+
+def _with_timezone(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("give a timezone (e.g. 2026-01-02T10:00:00Z)")
+    return value
+
+
+def _json_integer(value: object) -> object:
+    """An integer as JSON Schema counts one (``19`` or ``19.0``), never text nor a boolean."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("give a JSON integer")
+    return value
+
+
+Instant = Annotated[datetime, Strict(False), BeforeValidator(_date_time_text), AfterValidator(_with_timezone)]
+ChannelName = Annotated[Channel, Strict(False)]  # the enum's value (JSON has no enums)
+JsonInt = Annotated[int, Strict(False), BeforeValidator(_json_integer)]  # lax int then takes 19.0, refuses 19.5
 
 # A decision time: ISO 8601 with a timezone, in the years 1970-2199 (the schema says so; others are 422).
 DecisionTime = Annotated[
-    datetime,
+    Instant,
     WithJsonSchema(
         {
             "type": "string",
@@ -77,6 +125,7 @@ class ScoreRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"customer_ids": ["100001", "100002", "nobody"], "reasons": False}]},
     )
 
@@ -213,7 +262,7 @@ class RecFilters(BaseModel):
 class _RecBase(BaseModel):
     model_config = STRICT
 
-    k: int = Field(10, ge=1, le=100)
+    k: JsonInt = Field(10, ge=1, le=100)
     filters: RecFilters = Field(default_factory=lambda: RecFilters.model_validate({}))
 
 
@@ -221,6 +270,7 @@ class CartRequest(_RecBase):
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
+        strict=True,
         json_schema_extra={"examples": [{"cart": ["85123A", "22423"], "customer_id": "100001", "k": 10}]},
     )
 
@@ -230,7 +280,10 @@ class CartRequest(_RecBase):
 
 class CustomerRecRequest(_RecBase):
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [{"customer_id": "100001", "k": 10}]}
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={"examples": [{"customer_id": "100001", "k": 10}]},
     )
 
     customer_id: CustomerId
@@ -238,7 +291,10 @@ class CustomerRecRequest(_RecBase):
 
 class SimilarRequest(_RecBase):
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [{"item_id": "85123A", "k": 10}]}
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={"examples": [{"item_id": "85123A", "k": 10}]},
     )
 
     item_id: ItemId
@@ -266,6 +322,7 @@ class RecResponse(Envelope):
 class EventIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -278,15 +335,25 @@ class EventIn(BaseModel):
         },
     )
 
-    type: EventKind | Literal["message_sent"] = Field(
+    type: Annotated[EventKind, Strict(False)] | Literal["message_sent"] = Field(
         description="A real-time event, or message_sent: a message the campaign engine sent (counts against the "
-        "contact policy's frequency caps and, with with_offer, the offer cooldown)."
+        "contact policy's frequency caps and, with with_offer, the offer cooldown). The key's scopes decide "
+        "which types it may post: web events, order, open and click need storefront or campaign; consent and "
+        "unsubscribe need consent; message_sent needs campaign."
     )
-    timestamp: datetime = Field(description="When it happened, with a timezone.")
+    timestamp: Instant = Field(
+        description="When it happened, ISO 8601 with a timezone; from 2000 on and at most "
+        "event_max_future_skew_s (default 300 s) after the service's clock."
+    )
     customer_id: CustomerId | None = None
     customer_key: CustomerId | None = None
-    channel: Channel | None = None
-    status: ConsentStatus | None = None
+    channel: ChannelName | None = None
+    status: Annotated[ConsentStatus, Strict(False)] | None = None
+    source: ConsentSource | None = Field(
+        None,
+        description="consent only, required for opt_in: where and how the consent was captured (e.g. "
+        "web_form:newsletter, pos:store-12); kept in the consent history.",
+    )
     session_id: Id | None = None
     item_id: ItemId | None = None
     event_id: Id | None = None
@@ -397,7 +464,7 @@ class PermissionItem(BaseModel):
     model_config = STRICT
 
     customer_id: CustomerId
-    channel: Channel
+    channel: ChannelName
     with_offer: bool = Field(False, description="The message carries an offer (the offer cooldown applies).")
 
 
@@ -405,6 +472,7 @@ class PermissionRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
+        strict=True,
         json_schema_extra={
             "examples": [{"items": [{"customer_id": "100001", "channel": "email"}], "now": "2026-01-02T10:00:00Z"}]
         },
@@ -414,19 +482,25 @@ class PermissionRequest(BaseModel):
     now: DecisionTime | None = Field(None, description="The instant asked about, with a timezone (default: now).")
 
 
+# (the bounds first: after the validators they would leave the JSON schema as "ge" / "le", not min / max)
+Hour = Annotated[int, Field(ge=0, le=23), Strict(False), BeforeValidator(_json_integer)]
+
+
 class SendTimeRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
+        strict=True,
         json_schema_extra={
             "examples": [{"customer_ids": ["100001", "100002"], "channel": "email", "window_hours": 24}]
         },
     )
 
     customer_ids: list[CustomerId] = Field(min_length=1, max_length=10_000)
-    channel: Channel
+    channel: ChannelName
     window_hours: float = Field(24.0, ge=1, le=24 * 14, description="The window, from now: 1 h to 14 days (24 h).")
-    quiet_hours: tuple[Annotated[int, Field(ge=0, le=23)], Annotated[int, Field(ge=0, le=23)]] | None = Field(
+    # Strict(False): a JSON array is a list, not a tuple; the hours inside stay JSON integers.
+    quiet_hours: Annotated[tuple[Hour, Hour], Strict(False)] | None = Field(
         (22, 8), description="Local [start, end) hours never used, wrapping midnight; null for none."
     )
     now: DecisionTime | None = Field(None, description="Start of the window, with a timezone (default: now).")
@@ -434,7 +508,7 @@ class SendTimeRequest(BaseModel):
 
 class NextBestRequest(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [{"customer_id": "100001"}]}
+        extra="forbid", allow_inf_nan=False, strict=True, json_schema_extra={"examples": [{"customer_id": "100001"}]}
     )
 
     customer_id: CustomerId
@@ -445,6 +519,7 @@ class CampaignRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
+        strict=True,
         json_schema_extra={"examples": [{"customer_ids": ["100001", "100002"], "budget": 500.0}]},
     )
 

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(0.0, ge=0, description="Poll the registry for moved aliases every N s (0: off).")
     max_batch: int = Field(10_000, ge=1, le=100_000, description="Most customer ids in one scoring request.")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 above).")
+    event_max_future_skew_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="POST /v1/events refuses (422, the whole batch) an event stamped more than this many seconds "
+        "after the service's clock: a client's clock skew, never a way to date a consent ahead.",
+    )
 
     online_store: StoreBackend = Field(StoreBackend.MEMORY, description="memory (from data_home) or redis.")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL of the online store.")

@@ -35,8 +35,20 @@ from serving.keys import hash_key
 from serving.settings import ApiKeySpec, Settings
 from tests.conftest import SynthHome
 
-KEYS = {"campaign": "k-campaign", "storefront": "k-storefront", "admin": "k-admin", "pii": "k-campaign-pii"}
-SCOPES = {"campaign": ["campaign"], "storefront": ["storefront"], "admin": ["admin"], "pii": ["campaign", "pii"]}
+KEYS = {
+    "campaign": "k-campaign",
+    "storefront": "k-storefront",
+    "admin": "k-admin",
+    "pii": "k-campaign-pii",
+    "consent": "k-consent",
+}
+SCOPES = {
+    "campaign": ["campaign"],
+    "storefront": ["storefront"],
+    "admin": ["admin"],
+    "pii": ["campaign", "pii"],
+    "consent": ["consent"],
+}
 FEATURES = ["recency_days", "orders_lifetime", "tenure_days", "views_30d"]
 
 

@@ -147,7 +147,7 @@ def test_an_unsubscribe_changes_the_very_next_read(world: World, client: TestCli
     when = datetime(2026, 1, 2, 9, tzinfo=UTC).isoformat()
     event = {"type": "unsubscribe", "timestamp": when, "customer_id": cid, "channel": "email"}
     r = client.post(
-        "/v1/events", json={"events": [event, event, {**event, "channel": None}]}, headers=headers("storefront")
+        "/v1/events", json={"events": [event, event, {**event, "channel": None}]}, headers=headers("consent")
     )
     assert r.status_code == 200
     assert [x["status"] for x in r.json()["results"]] == ["applied", "duplicate", "invalid"]

@@ -89,7 +89,7 @@ def test_an_unsubscribe_flips_the_very_next_permission_and_offer(decided: World)
         assert not any(r.startswith("consent") for r in before[0]["reasons"])
         assert before[0]["next_allowed_at"] is not None
         event = {"type": "unsubscribe", "timestamp": "2026-01-02T12:59:00Z", "customer_id": cid, "channel": "email"}
-        r = c.post("/v1/events", json={"events": [event]}, headers=headers("campaign"))
+        r = c.post("/v1/events", json={"events": [event]}, headers=headers("consent"))
         assert r.json()["results"][0]["status"] == "applied"
         after = c.post("/v1/permissions", json=ask, headers=headers("campaign")).json()["items"][0]
         assert after["allowed"] is False and after["next_allowed_at"] is None

@@ -139,7 +139,7 @@ def _every_operation(c: Conformance, client: TestClient, world: World, ids: list
         client,
         "POST",
         "/v1/events",
-        "storefront",
+        "campaign",  # a send needs the campaign scope (docs/consent.md)
         json={"events": [event, event, {**event, "customer_id": None}, sent]},
     )
 

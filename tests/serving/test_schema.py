@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.core.failures import FailureGroup, ServerError
 from schemathesis.openapi.checks import JsonSchemaError
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from serving.app import create_app
 from tests.figures import SecurityFigures
@@ -41,7 +42,12 @@ def test_no_server_errors_on_any_operation(app: FastAPI, security_figures: Secur
     auth = {"X-API-Key": KEYS["admin"]}
     cases = server_errors = violations = 0
     other: list[str] = []
+    # An event's timestamp must lie within the service's clock + the allowed skew, and an opt-in needs its
+    # source (docs/consent.md): rules no schema can state, so a schema-valid batch may be refused with 422.
+    # Every other check (no 5xx, answers keep to the document) still runs on it.
+    bounded = {("POST", "/v1/events")}
     for operation in operations:
+        excluded = [positive_data_acceptance] if (operation.method.upper(), operation.path) in bounded else []
 
         @given(case=operation.as_strategy())
         @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -51,7 +57,7 @@ def test_no_server_errors_on_any_operation(app: FastAPI, security_figures: Secur
             response = case.call(headers=auth)
             server_errors += response.status_code >= 500
             try:
-                case.validate_response(response, headers=auth)
+                case.validate_response(response, headers=auth, excluded_checks=excluded)  # noqa: B023
             except FailureGroup as group:
                 for failure in group.exceptions:
                     if isinstance(failure, JsonSchemaError):

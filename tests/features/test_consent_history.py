@@ -29,6 +29,7 @@ from features.realtime import (
     consent_in_force,
 )
 from tests.features.test_online_redis import redis_store_or_skip
+from tests.figures import FIGURES
 
 D = datetime(2025, 3, 1, tzinfo=UTC)  # the snapshot's as-of
 H = timedelta(hours=1)
@@ -211,10 +212,12 @@ def _run(store: InMemoryOnlineStore | RedisOnlineStore, key: str, snapshot: floa
         assert consent_in_force(after) == bool(_reference(expected, snapshot))
 
 
+@pytest.mark.security
 @settings(max_examples=300, deadline=None)
 @given(script=steps, snapshot=st.sampled_from([0.0, 1.0]))
 def test_any_interleaving_in_memory(script: list[Step], snapshot: float) -> None:
     _run(_memory(consent_email=snapshot), KEY, snapshot, script)
+    FIGURES.record("consent interleavings, any clock skew (in memory)", cases=len(script))
 
 
 @pytest.fixture(scope="module")
@@ -226,11 +229,13 @@ def redis_store() -> Iterator[RedisOnlineStore]:
 
 
 @pytest.mark.integration
+@pytest.mark.security
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=steps)
 def test_any_interleaving_in_redis(redis_store: RedisOnlineStore, script: list[Step]) -> None:
     """Each example is a customer first seen through its events (the fills: consent 0)."""
     _run(redis_store, f"ck_{uuid.uuid4().hex}", 0.0, script)
+    FIGURES.record("consent interleavings, any clock skew (Redis)", cases=len(script))
 
 
 @pytest.mark.integration

@@ -1,0 +1,445 @@
+"""Erasure of one customer from the data home (GDPR art. 17, 152-FZ art. 21), and the tombstones that keep
+them out of every later ingest.
+
+A person is erased by a source ``customer_id``; identity resolution may have joined several source records
+into one ``customer_key`` (one person), so the erasure covers every id of that key (:func:`find_person`).
+
+What this module does, on the data-home side (the registry, the caches and the online stores are erased by
+their owners, see ``docs/erasure.md``):
+
+* :func:`erase_from_data_home` rewrites every Parquet file under the data home without the person's rows:
+  the ingested tables, the identity map and review list, the audit files (quarantine, reclassified: their
+  ``original`` column is the raw source row as JSON), every snapshot, any export written there;
+* :class:`Tombstones` records a keyed hash of each erased id and key (never the id or the key itself), so
+  :func:`drop_erased` can drop a tombstoned customer's rows from a later ingest of an old export, counted;
+* :func:`residue` searches files (Parquet values, NumPy string arrays, raw bytes of anything else) for
+  the person's ids and keys: the erasure verifies itself, and the tests use the same search.
+
+Nothing here logs or returns an id or a key: removals are reported as file names and row counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import time
+import uuid
+import zipfile
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+__all__ = [
+    "ERASURES_DIR",
+    "TOMBSTONES_FILE",
+    "Person",
+    "Removal",
+    "Tombstones",
+    "drop_erased",
+    "drop_rows",
+    "erase_from_data_home",
+    "find_person",
+    "new_erasure_id",
+    "residue",
+    "tombstone_hash",
+    "write_receipt",
+]
+
+TOMBSTONES_FILE = "tombstones.json"  # in the data home's root: ``ingested/`` is replaced by every ingest
+ERASURES_DIR = "erasures"  # the receipts, one JSON file per erasure
+SECRET_ENV = "KAIROS_PSEUDONYM_SECRET"
+# Development only: without the secret a tombstone is still not the id, but anyone with the ids can test them.
+_DEV_SECRET = b"kairos-development-tombstone-secret"
+_CUSTOMER_ID = "customer_id"  # features.contract.Col names, spelt here so the module stays import-light
+_CUSTOMER_KEY = "customer_key"
+_ORIGINAL = "original"  # the audit files' column holding the raw source row as JSON
+_ROW_ID_COLUMNS = ("customer_id_a", "customer_id_b", "customer_key_a", "customer_key_b")  # the review list
+
+
+def tombstone_secret() -> bytes:
+    """The key of the tombstone hash: ``KAIROS_PSEUDONYM_SECRET`` when set, else a development constant."""
+    value = os.environ.get(SECRET_ENV, "")
+    return value.encode("utf-8") if value else _DEV_SECRET
+
+
+def tombstone_hash(value: str, kind: str, secret: bytes | None = None) -> str:
+    """HMAC-SHA256 of an erased id or key, distinct from the ``customer_key`` of the same id.
+
+    Args:
+        value: a source customer id (``kind="id"``) or a customer_key (``kind="key"``).
+        kind: ``"id"`` or ``"key"``: the two never hash alike.
+        secret: the HMAC key (default :func:`tombstone_secret`).
+    """
+    message = f"kairos-tombstone\x1f{kind}\x1f{value}".encode()
+    return hmac.new(secret or tombstone_secret(), message, hashlib.sha256).hexdigest()
+
+
+def new_erasure_id() -> str:
+    """A fresh erasure id (names the receipt, the registry tag and the tombstones)."""
+    return "er_" + uuid.uuid4().hex[:20]
+
+
+# --- who is erased ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Person:
+    """Every source id and customer_key of one person (held in memory only, never written)."""
+
+    ids: tuple[str, ...]
+    keys: tuple[str, ...]
+
+    @property
+    def needles(self) -> tuple[str, ...]:
+        """What must not be found anywhere after the erasure."""
+        return self.ids + self.keys
+
+
+def find_person(data_home: Path, customer_id: str) -> Person:
+    """The person behind ``customer_id``: their key(s) in the identity map and every id of those keys.
+
+    An id the identity map does not know (erased before, or never ingested) is still erased: its own
+    rows, if any, and its tombstone.
+    """
+    customer_id = customer_id.strip()
+    if not customer_id:
+        raise ValueError("customer_id: empty")
+    ids, keys = {customer_id}, set()
+    path = Path(data_home) / "ingested" / "identity_map.parquet"
+    if path.is_file():
+        frame = pd.read_parquet(path, columns=[_CUSTOMER_ID, _CUSTOMER_KEY]).astype("string")
+        keys = set(frame.loc[frame[_CUSTOMER_ID] == customer_id, _CUSTOMER_KEY].dropna())
+        ids |= set(frame.loc[frame[_CUSTOMER_KEY].isin(keys), _CUSTOMER_ID].dropna())
+    return Person(tuple(sorted(ids)), tuple(sorted(keys)))
+
+
+# --- tombstones ---------------------------------------------------------------------------------------
+
+
+class Tombstones:
+    """The keyed hashes of erased ids and keys, in ``<data home>/tombstones.json``.
+
+    The file is appended to by erasures (written whole, then renamed into place) and re-read when it
+    changes (:meth:`refresh`, at most once a second), so every replica reading the same data home
+    answers an erased customer as unknown even before it reloads its models.
+    """
+
+    def __init__(self, path: Path, secret: bytes | None = None) -> None:
+        self.path = Path(path)
+        self.secret = secret or tombstone_secret()
+        self._entries: list[dict[str, str]] = []
+        self._hashes: frozenset[str] = frozenset()
+        self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
+        self._load()
+
+    @classmethod
+    def of(cls, data_home: Path, secret: bytes | None = None) -> Tombstones:
+        return cls(Path(data_home) / TOMBSTONES_FILE, secret)
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def _load(self) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._entries, self._hashes, self._stamp = [], frozenset(), None
+            return
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._stamp:
+            return
+        data = json.loads(self.path.read_text(encoding="utf-8"))
+        entries = list(data.get("tombstones", []))
+        self._entries = entries
+        self._hashes = frozenset(e["hash"] for e in entries)
+        self._stamp = stamp
+
+    def refresh(self, min_interval_s: float = 1.0) -> None:
+        """Re-read the file if it changed (checked at most every ``min_interval_s`` seconds)."""
+        now = time.monotonic()
+        if now - self._checked >= min_interval_s:
+            self._checked = now
+            self._load()
+
+    def erased_id(self, customer_id: str) -> bool:
+        return bool(self._hashes) and tombstone_hash(customer_id, "id", self.secret) in self._hashes
+
+    def erased(self, ids: Sequence[str]) -> list[bool]:
+        """Per id (a source id or a customer_key): True when it was erased. Cheap while nothing was."""
+        hashes = self._hashes
+        if not hashes:
+            return [False] * len(ids)
+        secret = self.secret
+        return [tombstone_hash(i, "id", secret) in hashes or tombstone_hash(i, "key", secret) in hashes for i in ids]
+
+    def add(self, person: Person, erasure_id: str, at: datetime) -> int:
+        """Record ``person``'s ids and keys; returns how many new tombstones were written."""
+        self._load()
+        new = [
+            {"hash": tombstone_hash(v, kind, self.secret), "erasure_id": erasure_id, "erased_at": at.isoformat()}
+            for kind, values in (("id", person.ids), ("key", person.keys))
+            for v in values
+        ]
+        new = [e for e in new if e["hash"] not in self._hashes]
+        if new:
+            entries = self._entries + new
+            body = {
+                "format": 1,
+                "hash": "hmac-sha256(secret, 'kairos-tombstone' | kind | value)",
+                "tombstones": entries,
+            }
+            _write_atomic(self.path, json.dumps(body, indent=1).encode("utf-8"))
+            self._stamp = None
+            self._load()
+        return len(new)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _canonical_ids(values: pd.Series) -> pd.Series:
+    """Source ids as ingest reads them: stripped text, integral floats without '.0', blanks as missing."""
+    if pd.api.types.is_float_dtype(values):
+        integral = values.notna() & np.isfinite(values.fillna(0)) & (values.fillna(0) % 1 == 0)
+        text = values.astype(object).where(values.notna(), None)
+        values = text.where(~integral, values.where(integral, 0).astype("int64").astype(str))
+    out = values.astype("string").str.strip()
+    return out.mask(out == "")
+
+
+def drop_erased(raw: pd.DataFrame, id_column: str | None, tombstones: Tombstones) -> tuple[pd.DataFrame, int]:
+    """``raw`` without the rows of tombstoned customers, and how many were dropped.
+
+    Args:
+        raw: one input table as read (source column names).
+        id_column: the source column holding the customer id (None: the table has none).
+        tombstones: the data home's tombstones.
+    """
+    if id_column is None or id_column not in raw.columns or not len(tombstones):
+        return raw, 0
+    ids = _canonical_ids(raw[id_column])
+    unique = [str(v) for v in ids.dropna().unique()]
+    gone = {v for v, erased in zip(unique, tombstones.erased(unique), strict=True) if erased}
+    if not gone:
+        return raw, 0
+    drop = ids.isin(gone).fillna(False).to_numpy(dtype=bool)
+    return raw.loc[~drop].reset_index(drop=True), int(drop.sum())
+
+
+# --- rewriting files ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What one erasure removed from one file: its path relative to the folder searched, and rows."""
+
+    file: str
+    rows: int
+
+
+def _string_columns(table: pa.Table) -> list[str]:
+    return [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+
+
+def _match(table: pa.Table, columns: Collection[str], values: Collection[str]) -> np.ndarray:
+    """Rows where any of ``columns`` (string typed) equals one of ``values``."""
+    hit = np.zeros(table.num_rows, dtype=bool)
+    wanted = pa.array(sorted(values), type=pa.string())
+    for name in columns:
+        column = table.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            column = pc.cast(column, pa.string())
+        hit |= pc.fill_null(pc.is_in(column, value_set=wanted), False).to_numpy(zero_copy_only=False)
+    return hit
+
+
+def _original_matches(column: pa.ChunkedArray, ids: Collection[str], keys: Collection[str]) -> np.ndarray:
+    """Audit rows whose raw source row (JSON) holds one of ``ids`` as a value, or mentions a key."""
+    wanted = set(ids)
+    out = np.zeros(len(column), dtype=bool)
+    for i, text in enumerate(column.to_pylist()):
+        if not text:
+            continue
+        if any(k in text for k in keys):
+            out[i] = True
+            continue
+        if not any(v in text for v in wanted):  # cheap filter before parsing
+            continue
+        with contextlib.suppress(ValueError):
+            record = json.loads(text)
+            values = record.values() if isinstance(record, dict) else ()
+            out[i] = any(_as_id(v) in wanted for v in values)
+    return out
+
+
+def _as_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def drop_rows(path: Path, columns: Collection[str], values: Collection[str]) -> int:
+    """Rewrite one Parquet file without the rows where any of ``columns`` equals one of ``values``;
+    returns how many rows went (the file is untouched when none matched)."""
+    table = pq.read_table(path)
+    present = [c for c in columns if c in table.column_names]
+    if not present or not table.num_rows:
+        return 0
+    hit = _match(table, present, values)
+    if not hit.any():
+        return 0
+    _rewrite(path, table.filter(pa.array(~hit)))
+    return int(hit.sum())
+
+
+def _rewrite(path: Path, table: pa.Table) -> None:
+    """Replace a Parquet file with ``table`` (written beside it, then renamed into place)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def erase_parquet(path: Path, person: Person) -> int:
+    """Rewrite one Parquet file without ``person``'s rows: any customer id / key column (also the review
+    list's pair columns) equal to one of theirs, or an audit row whose raw source row holds their id."""
+    table = pq.read_table(path)
+    if not table.num_rows:
+        return 0
+    ids, keys = set(person.ids), set(person.keys)
+    id_columns = [c for c in (_CUSTOMER_ID, *_ROW_ID_COLUMNS[:2]) if c in table.column_names]
+    key_columns = [c for c in (_CUSTOMER_KEY, *_ROW_ID_COLUMNS[2:]) if c in table.column_names]
+    hit = np.zeros(table.num_rows, dtype=bool)
+    if id_columns:
+        hit |= _match(table, id_columns, ids)
+    if key_columns and keys:
+        hit |= _match(table, key_columns, keys)
+    if _ORIGINAL in table.column_names:
+        hit |= _original_matches(table.column(_ORIGINAL), ids, keys)
+    if not hit.any():
+        return 0
+    _rewrite(path, table.filter(pa.array(~hit)))
+    return int(hit.sum())
+
+
+def erase_from_data_home(data_home: Path, person: Person) -> list[Removal]:
+    """Remove ``person`` from every Parquet file under the data home; each snapshot's manifest keeps its
+    row count true. Returns what was removed where (paths relative to the data home)."""
+    root = Path(data_home)
+    removals: list[Removal] = []
+    for path in sorted(root.rglob("*.parquet")):
+        if ERASURES_DIR in path.relative_to(root).parts:
+            continue
+        n = erase_parquet(path, person)
+        if n:
+            removals.append(Removal(str(path.relative_to(root)), n))
+            if path.name == "features.parquet":
+                _recount_manifest(path.parent / "manifest.json", n)
+    return removals
+
+
+def _recount_manifest(path: Path, removed: int) -> None:
+    if not path.is_file():
+        return
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(manifest.get("rows"), int):
+        manifest["rows"] = max(0, manifest["rows"] - removed)
+        _write_atomic(path, json.dumps(manifest, indent=2, default=str).encode("utf-8"))
+
+
+# --- verification -------------------------------------------------------------------------------------
+
+
+def _parquet_hits(path: Path, needles: Sequence[str]) -> bool:
+    table = pq.read_table(path)
+    for name in _string_columns(table):
+        column = table.column(name)
+        for needle in needles:
+            if pc.any(pc.match_substring(column, needle)).as_py():
+                return True
+    return False
+
+
+def _array_hits(array: np.ndarray, needles: Sequence[str]) -> bool:
+    if array.dtype.kind not in "US":
+        return False
+    text = array.astype(str).ravel()
+    return any(needle in t for t in text for needle in needles)
+
+
+def _numpy_hits(path: Path, needles: Sequence[str]) -> bool:
+    if path.suffix == ".npy":
+        return _array_hits(np.load(path, allow_pickle=False), needles)
+    with np.load(path, allow_pickle=False) as arrays:
+        return any(_array_hits(arrays[name], needles) for name in arrays.files)
+
+
+def _bytes_hits(path: Path, needles: Sequence[str]) -> bool:
+    # UTF-8 and the UTF-32 NumPy writes strings in, each searched across block edges.
+    patterns = [n.encode(enc) for n in needles for enc in ("utf-8", "utf-32-le")]
+    overlap = max((len(p) for p in patterns), default=0)
+    tail = b""
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            data = tail + block
+            if any(p in data for p in patterns):
+                return True
+            tail = data[-overlap:] if overlap else b""
+    return False
+
+
+def residue(root: Path, needles: Iterable[str]) -> list[str]:
+    """Files under ``root`` that still hold one of ``needles`` (relative paths, sorted).
+
+    Parquet files are searched by value (their pages are compressed), ``.npy`` / ``.npz`` by their string
+    arrays, everything else (SQLite databases, JSON, CSV, logs) byte by byte.
+    """
+    wanted = [n for n in dict.fromkeys(needles) if n]
+    root = Path(root)
+    found: list[str] = []
+    if not wanted or not root.exists():
+        return found
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            if path.suffix == ".parquet":
+                hit = _parquet_hits(path, wanted)
+            elif path.suffix in (".npy", ".npz"):
+                hit = _numpy_hits(path, wanted) or _bytes_hits(path, wanted)
+            else:
+                hit = _bytes_hits(path, wanted)
+        except (OSError, ValueError, pa.ArrowException, zipfile.BadZipFile):
+            hit = _bytes_hits(path, wanted)  # unreadable as its kind: its bytes are still searched
+        if hit:
+            found.append(str(path.relative_to(root)))
+    return found
+
+
+# --- receipts -----------------------------------------------------------------------------------------
+
+
+def write_receipt(data_home: Path, receipt: dict[str, Any]) -> Path:
+    """Write an erasure receipt (no personal data: ids, counts, file and model names) into the data home."""
+    path = Path(data_home) / ERASURES_DIR / f"{receipt['erasure_id']}.json"
+    _write_atomic(path, json.dumps(receipt, indent=2, default=str).encode("utf-8"))
+    return path
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -258,7 +258,7 @@ def _drop_buy_again(folder: Path, drop: np.ndarray) -> list[str]:
     keep = np.repeat(~drop, counts)
     out = {name: values[keep] for name, values in arrays.items() if name != "indptr"}
     out["indptr"] = np.concatenate([[0], np.cumsum(counts[~drop])]).astype(arrays["indptr"].dtype)
-    np.savez(folder / "arrays.npz", **out)  # type: ignore[arg-type]
+    np.savez(folder / "arrays.npz", **out)
     return ["arrays.npz"]
 
 

@@ -158,6 +158,23 @@ def _answers(client: TestClient, cid: str, key: str) -> dict[str, object]:
     }
 
 
+def _bystander(client: TestClient, cid: str) -> list[object]:
+    """Another customer's answers (without request ids): an erasure must not change them."""
+    now = "2026-01-02T10:00:00Z"
+    asks = [
+        ("/v1/scores", {"customer_ids": [cid]}, "campaign"),
+        ("/v1/send-time", {"customer_ids": [cid], "channel": "email", "window_hours": 24, "now": now}, "campaign"),
+        ("/v1/recommendations/customer", {"customer_id": cid, "k": 5}, "storefront"),
+        ("/v1/recommendations/buy-again", {"customer_id": cid, "k": 5}, "storefront"),
+    ]
+    out = []
+    for path, body, who in asks:
+        answer = client.post(path, json=body, headers=headers(who)).json()
+        answer.pop("request_id")
+        out.append(answer)
+    return out
+
+
 UNKNOWN = {
     "profile": 404,
     "scores": ["unknown_customer", "unknown_customer"],
@@ -179,6 +196,8 @@ def test_an_erased_customer_is_nowhere_and_unknown_to_every_replica(erasable: Er
         assert all(before.values()), before  # the search finds them everywhere before the erasure
         assert "ingested/quarantine.parquet" in before["data_home"]
         known = _answers(replica, world.quarantined, key)
+        untouched = _bystander(replica, world.merged)
+        assert untouched[0]["items"][0]["status"] == "ok" and untouched[3]["items"]
         assert known["profile"] == 200 and known["scores"] == ["ok", "ok"] and known["buy_again"] > 0
 
         denied = replica.post(
@@ -204,6 +223,7 @@ def test_an_erased_customer_is_nowhere_and_unknown_to_every_replica(erasable: Er
         outcomes = other.post("/v1/models/reload", json={}, headers=headers("admin")).json()["outcomes"]
         assert {o["model"] for o in outcomes if o["outcome"] == "loaded"} >= {"recs", "sendtime", "clv"}
         assert _answers(replica, world.quarantined, key) == UNKNOWN
+        assert _bystander(replica, world.merged) == untouched  # the rewritten bundles still answer the rest alike
         assert _places(world, person.needles, "cache", "cache-2") == {
             "data_home": [],
             "registry": [],

@@ -1,0 +1,122 @@
+"""The data-home side of erasure: tombstones, dropping tombstoned rows at ingest, rewriting Parquet files
+(audit files by their raw rows), the in-process online store forgetting a customer, the residue search."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.erasure import (
+    TOMBSTONES_FILE,
+    Person,
+    Tombstones,
+    drop_erased,
+    erase_from_data_home,
+    find_person,
+    residue,
+    tombstone_hash,
+)
+from features.identity import customer_key_for
+from features.io import write_parquet
+from features.online import InMemoryOnlineStore
+
+AT = datetime(2026, 1, 2, tzinfo=UTC)
+
+
+def test_tombstones_hold_neither_the_id_nor_the_key_and_need_the_secret(tmp_path: Path) -> None:
+    key = customer_key_for("100001")
+    person = Person(("100001", "100002"), (key,))
+    stones = Tombstones.of(tmp_path, b"secret-a")
+    assert stones.add(person, "er_1", AT) == 3
+    assert stones.add(person, "er_2", AT) == 0  # already there: nothing added twice
+    text = (tmp_path / TOMBSTONES_FILE).read_text()
+    assert "100001" not in text and "100002" not in text and key not in text and key[3:] not in text
+    assert tombstone_hash("100001", "id", b"secret-a") != key[3:]
+    again = Tombstones.of(tmp_path, b"secret-a")  # what another replica reads
+    assert again.erased(["100001", key, "100003", "ck_0000000000000000"]) == [True, True, False, False]
+    assert Tombstones.of(tmp_path, b"secret-b").erased(["100001", key]) == [False, False]
+
+
+def test_ingest_drops_tombstoned_rows_and_counts_them(tmp_path: Path) -> None:
+    Tombstones.of(tmp_path).add(Person(("12345",), ()), "er_1", AT)
+    stones = Tombstones.of(tmp_path)
+    raw = pd.DataFrame({"CustomerID": [12345.0, np.nan, 67890.0, 12345.0], "Qty": ["1", "12345", "3", "4"]})
+    kept, dropped = drop_erased(raw, "CustomerID", stones)
+    assert dropped == 2  # spreadsheet ids (12345.0) are the id ingest reads them as
+    assert kept["Qty"].tolist() == ["12345", "3"]  # the same value in another column is not the customer
+    text = pd.DataFrame({"customer_id": [" 12345 ", "12346"]})
+    assert drop_erased(text, "customer_id", stones)[1] == 1
+    assert drop_erased(text, None, stones) == (text, 0)
+
+
+def _home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    (home / "ingested").mkdir(parents=True)
+    ka, kb = customer_key_for("A1"), customer_key_for("B1")
+    write_parquet(
+        pd.DataFrame({"customer_id": ["A1", "A2", "B1"], "customer_key": [ka, ka, kb]}),
+        home / "ingested" / "identity_map.parquet",
+    )
+    write_parquet(
+        pd.DataFrame({"order_id": ["o1", "o2", "o3"], "customer_id": ["A2", "B1", "A1"], "customer_key": [ka, kb, ka]}),
+        home / "ingested" / "orders.parquet",
+    )
+    originals = [
+        json.dumps({"order_id": "o9", "CustomerID": "A2", "quantity": "1"}),
+        json.dumps({"order_id": "o8", "CustomerID": "B1", "quantity": "A1x"}),  # A1 only inside another value
+        json.dumps({"order_id": "o7", "quantity": "2"}),
+    ]
+    write_parquet(pd.DataFrame({"table": ["orders"] * 3, "original": originals}), home / "ingested" / "quarantine.parquet")
+    review = {"customer_id_a": ["B1"], "customer_id_b": ["A1"], "customer_key_a": [kb], "customer_key_b": [ka]}
+    write_parquet(pd.DataFrame(review), home / "ingested" / "identity_review.parquet")
+    snap = home / "snapshots" / "2026-01-01T000000Z"
+    snap.mkdir(parents=True)
+    write_parquet(pd.DataFrame({"customer_key": [ka, kb], "f": [1.0, 2.0]}), snap / "features.parquet")
+    (snap / "manifest.json").write_text(json.dumps({"rows": 2}))
+    return home
+
+
+def test_erasure_rewrites_every_table_audit_file_and_snapshot(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    person = find_person(home, "A1")
+    assert person == Person(("A1", "A2"), (customer_key_for("A1"),))  # every record of the person
+    assert len(residue(home, person.needles)) == 5
+    removed = {r.file: r.rows for r in erase_from_data_home(home, person)}
+    assert removed == {
+        "ingested/identity_map.parquet": 2,
+        "ingested/orders.parquet": 2,
+        "ingested/quarantine.parquet": 1,
+        "ingested/identity_review.parquet": 1,
+        "snapshots/2026-01-01T000000Z/features.parquet": 1,
+    }
+    orders = pd.read_parquet(home / "ingested" / "orders.parquet")
+    assert orders["order_id"].tolist() == ["o2"]  # the bystander keeps every row
+    audit = pd.read_parquet(home / "ingested" / "quarantine.parquet")["original"].tolist()
+    assert [json.loads(o)["order_id"] for o in audit] == ["o8", "o7"]
+    assert json.loads((home / "snapshots" / "2026-01-01T000000Z" / "manifest.json").read_text())["rows"] == 1
+    # "A1x" in another customer's audit row is a substring, not the id: the search is conservative
+    assert residue(home, (person.keys[0], "A2")) == []
+
+
+def test_an_unknown_id_is_still_tombstoned_and_empty_is_refused(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    assert find_person(home, " zz9 ") == Person(("zz9",), ())
+    with pytest.raises(ValueError, match="customer_id"):
+        find_person(home, "  ")
+
+
+def test_the_in_process_store_forgets_a_customer(tmp_path: Path) -> None:
+    ka, kb = customer_key_for("A1"), customer_key_for("B1")
+    frame = pd.DataFrame({"customer_key": [ka, kb], "x": [1.0, 2.0], "s": ["a", "b"]})
+    store = InMemoryOnlineStore(frame, ["x"], {"A1": ka, "A2": ka, "B1": kb}, string_names=["s"])
+    assert store.resolve(["A1", "A2", ka, "B1"]) == [ka, ka, ka, kb]
+    assert store.erase([ka], ["A1", "A2"]) == 3  # two ids and one row
+    assert store.resolve(["A1", "A2", ka, "B1"]) == [None, None, None, kb]
+    found = store.lookup(["B1", ka], strings=True)
+    assert found.rows.tolist()[1] == -1 and found.values[0, 0] == 2.0 and found.strings["s"] == ["b", None]
+    assert not np.isfinite(store._matrix[0]).any()  # the row's values are gone, not just unreachable

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import json
 import os
 import time
@@ -73,16 +72,30 @@ def tombstone_secret() -> bytes:
     return value.encode("utf-8") if value else _DEV_SECRET
 
 
+_PERSONAL = {"id": b"kairos-tomb-id", "key": b"kairos-tomb-key"}  # BLAKE2b's domain separation per kind
+_MEMO_MAX = 1 << 18  # ids a replica remembers the answer for (cleared when full or when the file changes)
+
+
+def _mac_key(secret: bytes) -> bytes:
+    return hashlib.sha256(secret).digest()  # any length of secret within BLAKE2b's 64-byte key limit
+
+
+def _mac(value: str, kind: str, key: bytes) -> str:
+    return hashlib.blake2b(value.encode("utf-8"), key=key, digest_size=32, person=_PERSONAL[kind]).hexdigest()
+
+
 def tombstone_hash(value: str, kind: str, secret: bytes | None = None) -> str:
-    """HMAC-SHA256 of an erased id or key, distinct from the ``customer_key`` of the same id.
+    """The keyed hash (BLAKE2b MAC) of an erased id or key, distinct from the ``customer_key`` of the same id.
+
+    BLAKE2b in keyed mode is a MAC like HMAC-SHA256, and cheaper: once anything has been erased, every
+    replica hashes each id it has not been asked about before.
 
     Args:
         value: a source customer id (``kind="id"``) or a customer_key (``kind="key"``).
         kind: ``"id"`` or ``"key"``: the two never hash alike.
-        secret: the HMAC key (default :func:`tombstone_secret`).
+        secret: the MAC key (default :func:`tombstone_secret`).
     """
-    message = f"kairos-tombstone\x1f{kind}\x1f{value}".encode()
-    return hmac.new(secret or tombstone_secret(), message, hashlib.sha256).hexdigest()
+    return _mac(value, kind, _mac_key(secret or tombstone_secret()))
 
 
 def new_erasure_id() -> str:
@@ -138,6 +151,8 @@ class Tombstones:
     def __init__(self, path: Path, secret: bytes | None = None) -> None:
         self.path = Path(path)
         self.secret = secret or tombstone_secret()
+        self._key = _mac_key(self.secret)
+        self._memo: dict[str, bool] = {}  # in memory only: id -> erased, for the ids requests repeat
         self._entries: list[dict[str, str]] = []
         self._hashes: frozenset[str] = frozenset()
         self._stamp: tuple[int, int] | None = None
@@ -164,6 +179,7 @@ class Tombstones:
         entries = list(data.get("tombstones", []))
         self._entries = entries
         self._hashes = frozenset(e["hash"] for e in entries)
+        self._memo = {}
         self._stamp = stamp
 
     def refresh(self, min_interval_s: float = 1.0) -> None:
@@ -173,22 +189,29 @@ class Tombstones:
             self._checked = now
             self._load()
 
-    def erased_id(self, customer_id: str) -> bool:
-        return bool(self._hashes) and tombstone_hash(customer_id, "id", self.secret) in self._hashes
-
     def erased(self, ids: Sequence[str]) -> list[bool]:
-        """Per id (a source id or a customer_key): True when it was erased. Cheap while nothing was."""
+        """Per id (a source id or a customer_key): True when it was erased. Free while nothing was; then two
+        hashes per id the first time it is asked about, a dictionary look-up afterwards."""
         hashes = self._hashes
         if not hashes:
             return [False] * len(ids)
-        secret = self.secret
-        return [tombstone_hash(i, "id", secret) in hashes or tombstone_hash(i, "key", secret) in hashes for i in ids]
+        memo, key = self._memo, self._key
+        out = []
+        for i in ids:
+            hit = memo.get(i)
+            if hit is None:
+                hit = _mac(i, "id", key) in hashes or _mac(i, "key", key) in hashes
+                if len(memo) >= _MEMO_MAX:
+                    memo.clear()
+                memo[i] = hit
+            out.append(hit)
+        return out
 
     def add(self, person: Person, erasure_id: str, at: datetime) -> int:
         """Record ``person``'s ids and keys; returns how many new tombstones were written."""
         self._load()
         new = [
-            {"hash": tombstone_hash(v, kind, self.secret), "erasure_id": erasure_id, "erased_at": at.isoformat()}
+            {"hash": _mac(v, kind, self._key), "erasure_id": erasure_id, "erased_at": at.isoformat()}
             for kind, values in (("id", person.ids), ("key", person.keys))
             for v in values
         ]
@@ -197,7 +220,7 @@ class Tombstones:
             entries = self._entries + new
             body = {
                 "format": 1,
-                "hash": "hmac-sha256(secret, 'kairos-tombstone' | kind | value)",
+                "hash": "blake2b-256, key sha256(secret), person 'kairos-tomb-' + kind",
                 "tombstones": entries,
             }
             _write_atomic(self.path, json.dumps(body, indent=1).encode("utf-8"))

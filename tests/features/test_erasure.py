@@ -40,6 +40,11 @@ def test_tombstones_hold_neither_the_id_nor_the_key_and_need_the_secret(tmp_path
     again = Tombstones.of(tmp_path, b"secret-a")  # what another replica reads
     assert again.erased(["100001", key, "100003", "ck_0000000000000000"]) == [True, True, False, False]
     assert Tombstones.of(tmp_path, b"secret-b").erased(["100001", key]) == [False, False]
+    # A replica that answered "not erased" before learns of a later erasure at its next refresh.
+    assert again.erased(["100003"]) == [False]
+    Tombstones.of(tmp_path, b"secret-a").add(Person(("100003",), ()), "er_3", AT)
+    again.refresh(0.0)
+    assert again.erased(["100003", "100001"]) == [True, True]
 
 
 def test_ingest_drops_tombstoned_rows_and_counts_them(tmp_path: Path) -> None:

@@ -202,7 +202,12 @@ def erase_offline(
     person = find_person(home, customer_id)
     added = Tombstones.of(home, secret).add(person, erasure_id, at)
     removals = erase_from_data_home(home, person)
-    versions = erase_from_registry(tracking_uri, person, erasure_id) if tracking_uri else []
+    registry_errors: list[str] = []
+    try:
+        versions = erase_from_registry(tracking_uri, person, erasure_id) if tracking_uri else []
+    except Exception as exc:  # the registry down or refusing: the rest is still erased, the receipt says so
+        versions = []
+        registry_errors.append(f"registry not reached ({type(exc).__name__}): run the erasure again")
     caches = {str(c): purge_model_cache(Path(c), person) for c in cache_dirs}
     receipt: dict[str, Any] = {
         "erasure_id": erasure_id,
@@ -215,7 +220,7 @@ def erase_offline(
         "model_cache": caches,
         "residue": {
             "data_home": residue(home, person.needles),
-            "registry": sorted(f"{v.model} v{v.version}: {f}" for v in versions for f in v.left),
+            "registry": registry_errors + sorted(f"{v.model} v{v.version}: {f}" for v in versions for f in v.left),
             "model_cache": sorted(f for c in cache_dirs for f in residue(Path(c), person.needles)),
         },
     }

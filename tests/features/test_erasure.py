@@ -125,3 +125,27 @@ def test_the_in_process_store_forgets_a_customer(tmp_path: Path) -> None:
     found = store.lookup(["B1", ka], strings=True)
     assert found.rows.tolist()[1] == -1 and found.values[0, 0] == 2.0 and found.strings["s"] == ["b", None]
     assert not np.isfinite(store._matrix[0]).any()  # the row's values are gone, not just unreachable
+
+
+def test_kairos_erase_without_the_registry_erases_the_rest_and_says_incomplete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = _home(tmp_path)
+    person = find_person(home, "A1")
+    args = ["erase", "--customer-id", "A1", "--data", str(home), "--tracking-uri", f"http://127.0.0.1:{port}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output  # not complete: the registry was not reached
+    receipt = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
+    assert receipt["complete"] is False and receipt["residue"]["registry"][0].startswith("registry not reached")
+    assert residue(home, (person.keys[0], "A2")) == [] and receipt["tombstones_added"] == 3

@@ -748,14 +748,20 @@ class RedisOnlineStore:
         r = self.client
         numbers = {int(v) for v in r.smembers(self._k("versions"))}
         numbers |= {int(v) for v in r.mget(self._k("current"), self._k("loading")) if v is not None}
-        names: list[str] = []
+        removed = 0
         for number in sorted(numbers):
             prefix = self._k(f"v{number}:")
-            names += [f"{prefix}{kind}:{key}" for key in keys for kind in ("f", "s", "log")]
-            names += [f"{prefix}a:{cid}" for cid in ids]
-        removed = 0
-        for lo in range(0, len(names), self.batch):
-            removed += int(r.delete(*names[lo : lo + self.batch]))
+            pipe = r.pipeline(transaction=True)
+            for key in keys:
+                pipe.delete(f"{prefix}f:{key}")  # one reply per customer: the row count follows
+                pipe.delete(f"{prefix}s:{key}", f"{prefix}log:{key}")
+            for cid in ids:
+                pipe.delete(f"{prefix}a:{cid}")
+            replies = [int(n) for n in pipe.execute()]
+            rows = sum(replies[0 : 2 * len(keys) : 2])
+            if rows and r.exists(f"{prefix}rows"):
+                r.decrby(f"{prefix}rows", rows)
+            removed += sum(replies)
         return removed
 
     # -- reading

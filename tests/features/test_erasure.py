@@ -76,7 +76,9 @@ def _home(tmp_path: Path) -> Path:
         json.dumps({"order_id": "o8", "CustomerID": "B1", "quantity": "A1x"}),  # A1 only inside another value
         json.dumps({"order_id": "o7", "quantity": "2"}),
     ]
-    write_parquet(pd.DataFrame({"table": ["orders"] * 3, "original": originals}), home / "ingested" / "quarantine.parquet")
+    write_parquet(
+        pd.DataFrame({"table": ["orders"] * 3, "original": originals}), home / "ingested" / "quarantine.parquet"
+    )
     review = {"customer_id_a": ["B1"], "customer_id_b": ["A1"], "customer_key_a": [kb], "customer_key_b": [ka]}
     write_parquet(pd.DataFrame(review), home / "ingested" / "identity_review.parquet")
     snap = home / "snapshots" / "2026-01-01T000000Z"

@@ -323,6 +323,8 @@ def _redis_hits(client: redis.Redis, prefix: str, needles: tuple[str, ...]) -> l
 
 
 def test_erasure_reaches_the_shared_online_store_and_send_log(erasable: Erasable, redis_prefix: str) -> None:
+    from features.online import RedisOnlineStore
+
     world = erasable
     client = _redis_or_skip()
     person = find_person(world.home, world.other)
@@ -338,9 +340,12 @@ def test_erasure_reaches_the_shared_online_store_and_send_log(erasable: Erasable
         hits = _redis_hits(client, redis_prefix, person.needles)
         assert any(":sends:" in h for h in hits) and any(":log:" in h for h in hits) and any(":a:" in h for h in hits)
 
+        store = RedisOnlineStore.connect(REDIS_URL, redis_prefix, timeout=5, connect_timeout=5)
+        rows = len(store)
         r = replica.post("/v1/admin/erasures", json={"customer_id": world.other}, headers=headers("pii"))
         assert r.status_code == 200, r.text
         assert r.json()["complete"] is True and r.json()["online_store"]["backend"] == "redis"
+        assert len(store) == rows - 1  # the row count follows
         assert _redis_hits(client, redis_prefix, person.needles) == []
         assert _answers(replica, world.other, key) == UNKNOWN
     assert _places(world, person.needles, "cache-redis") == {"data_home": [], "registry": [], "cache-redis": []}

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 import zipfile
@@ -390,12 +391,20 @@ def _recount_manifest(path: Path, removed: int) -> None:
 # --- verification -------------------------------------------------------------------------------------
 
 
+# A needle counts where no letter or digit touches it: "100289" is found in '"100289"' or "id=100289", never
+# inside "51002891". Short numeric ids can still meet an equal value of another column (a quantity).
+
+
+def _pattern(needle: str) -> str:
+    return f"(^|[^0-9A-Za-z]){re.escape(needle)}($|[^0-9A-Za-z])"
+
+
 def _parquet_hits(path: Path, needles: Sequence[str]) -> bool:
     table = pq.read_table(path)
     for name in _string_columns(table):
         column = table.column(name)
         for needle in needles:
-            if pc.any(pc.match_substring(column, needle)).as_py():
+            if pc.any(pc.match_substring_regex(column, _pattern(needle))).as_py():
                 return True
     return False
 
@@ -403,8 +412,8 @@ def _parquet_hits(path: Path, needles: Sequence[str]) -> bool:
 def _array_hits(array: np.ndarray, needles: Sequence[str]) -> bool:
     if array.dtype.kind not in "US":
         return False
-    text = array.astype(str).ravel()
-    return any(needle in t for t in text for needle in needles)
+    pattern = re.compile("|".join(_pattern(n) for n in needles))
+    return any(pattern.search(t) for t in array.astype(str).ravel())
 
 
 def _numpy_hits(path: Path, needles: Sequence[str]) -> bool:
@@ -416,15 +425,21 @@ def _numpy_hits(path: Path, needles: Sequence[str]) -> bool:
 
 def _bytes_hits(path: Path, needles: Sequence[str]) -> bool:
     # UTF-8 and the UTF-32 NumPy writes strings in, each searched across block edges.
-    patterns = [n.encode(enc) for n in needles for enc in ("utf-8", "utf-32-le")]
-    overlap = max((len(p) for p in patterns), default=0)
+    edge = rb"(?<![0-9A-Za-z])"
+    after = rb"(?![0-9A-Za-z])"
+    parts = [edge + re.escape(n.encode("utf-8")) + after for n in needles]
+    wide_edge, wide_after = rb"(?<![0-9A-Za-z]\x00\x00\x00)", rb"(?![0-9A-Za-z]\x00\x00\x00)"
+    parts += [wide_edge + re.escape(n.encode("utf-32-le")) + wide_after for n in needles]
+    pattern = re.compile(b"|".join(parts))
+    longest = 4 * max((len(n) for n in needles), default=0)  # bytes of the longest needle (UTF-32)
     tail = b""
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             data = tail + block
-            if any(p in data for p in patterns):
+            # the tail's first bytes were searched with the previous block; they stay as look-behind context
+            if pattern.search(data, max(0, len(tail) - longest)):
                 return True
-            tail = data[-overlap:] if overlap else b""
+            tail = data[-(longest + 8) :]
     return False
 
 
@@ -444,7 +459,7 @@ def residue(root: Path, needles: Iterable[str]) -> list[str]:
             if path.suffix == ".parquet":
                 hit = _parquet_hits(path, wanted)
             elif path.suffix in (".npy", ".npz"):
-                hit = _numpy_hits(path, wanted) or _bytes_hits(path, wanted)
+                hit = _numpy_hits(path, wanted)
             else:
                 hit = _bytes_hits(path, wanted)
         except (OSError, ValueError, pa.ArrowException, zipfile.BadZipFile):

@@ -151,3 +151,16 @@ def test_kairos_erase_without_the_registry_erases_the_rest_and_says_incomplete(
     receipt = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
     assert receipt["complete"] is False and receipt["residue"]["registry"][0].startswith("registry not reached")
     assert residue(home, (person.keys[0], "A2")) == [] and receipt["tombstones_added"] == 3
+
+
+def test_residue_finds_an_id_as_a_value_in_every_kind_of_file_but_not_inside_another(tmp_path: Path) -> None:
+    (tmp_path / "report.json").write_text('{"id": "100289"}')
+    (tmp_path / "log.txt").write_text("51002891 x1002890")  # longer values that merely contain it
+    pd.DataFrame({"c": ["x-100289", "5100289"]}).to_parquet(tmp_path / "hit.parquet")
+    pd.DataFrame({"c": ["5100289"]}).to_parquet(tmp_path / "miss.parquet")
+    np.save(tmp_path / "hit.npy", np.array(["100289", "z"]))
+    np.save(tmp_path / "miss.npy", np.array(["1002890"]))
+    (tmp_path / "edge.bin").write_bytes(b"a" * ((1 << 20) - 3) + b" 100289 ")  # across the 1 MiB block edge
+    (tmp_path / "glued.bin").write_bytes(b"a" * ((1 << 20) - 3) + b"100289 ")
+    (tmp_path / "wide.bin").write_bytes("x 100289 y".encode("utf-32-le"))
+    assert residue(tmp_path, ["100289"]) == ["edge.bin", "hit.npy", "hit.parquet", "report.json", "wide.bin"]

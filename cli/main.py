@@ -850,7 +850,7 @@ def erase(
         raise _fail(exc) from exc
     typer.echo(json.dumps(receipt, indent=2, default=str))
     rows = sum(r["rows"] for r in receipt["data_home"])
-    versions = len(receipt["registry"])
+    versions = sum(bool(v["resigned"]) for v in receipt["registry"])
     console.print(
         f"erasure {receipt['erasure_id']}: {rows:,} rows from {len(receipt['data_home'])} files, "
         f"{versions} model version(s) re-signed; receipt {path}"

@@ -63,6 +63,8 @@ SECRET_ENV = "KAIROS_PSEUDONYM_SECRET"
 _DEV_SECRET = b"kairos-development-tombstone-secret"
 _CUSTOMER_ID = "customer_id"  # features.contract.Col names, spelt here so the module stays import-light
 _CUSTOMER_KEY = "customer_key"
+_WEB_CLIENT_ID = "web_client_id"
+_ANONYMOUS_ID = "anonymous_id"
 _ORIGINAL = "original"  # the audit files' column holding the raw source row as JSON
 _ROW_ID_COLUMNS = ("customer_id_a", "customer_id_b", "customer_key_a", "customer_key_b")  # the review list
 
@@ -73,7 +75,11 @@ def tombstone_secret() -> bytes:
     return value.encode("utf-8") if value else _DEV_SECRET
 
 
-_PERSONAL = {"id": b"kairos-tomb-id", "key": b"kairos-tomb-key"}  # BLAKE2b's domain separation per kind
+_PERSONAL = {
+    "id": b"kairos-tomb-id",
+    "key": b"kairos-tomb-key",
+    "web": b"kairos-tomb-web",
+}  # BLAKE2b's domain separation per kind
 _MEMO_MAX = 1 << 18  # ids a replica remembers the answer for (cleared when full or when the file changes)
 
 
@@ -113,16 +119,19 @@ class Person:
 
     ids: tuple[str, ...]
     keys: tuple[str, ...]
+    web_ids: tuple[str, ...] = ()  # their web analytics client ids: anonymous events carry them
 
     @property
     def needles(self) -> tuple[str, ...]:
         """What must not be found anywhere after the erasure."""
-        return self.ids + self.keys
+        return self.ids + self.keys + self.web_ids
 
 
 def find_person(data_home: Path, customer_id: str) -> Person:
     """The person behind ``customer_id``: their key(s) in the identity map and every id of those keys.
 
+    Their web client ids (customer records' ``web_client_id``) come too: web events without a customer id
+    are theirs when the anonymous id is one of them (identity resolution links records the same way).
     An id the identity map does not know (erased before, or never ingested) is still erased: its own
     rows, if any, and its tombstone.
     """
@@ -135,7 +144,12 @@ def find_person(data_home: Path, customer_id: str) -> Person:
         frame = pd.read_parquet(path, columns=[_CUSTOMER_ID, _CUSTOMER_KEY]).astype("string")
         keys = set(frame.loc[frame[_CUSTOMER_ID] == customer_id, _CUSTOMER_KEY].dropna())
         ids |= set(frame.loc[frame[_CUSTOMER_KEY].isin(keys), _CUSTOMER_ID].dropna())
-    return Person(tuple(sorted(ids)), tuple(sorted(keys)))
+    web: set[str] = set()
+    customers = Path(data_home) / "ingested" / "customers.parquet"
+    if customers.is_file() and _WEB_CLIENT_ID in pq.read_schema(customers).names:
+        frame = pd.read_parquet(customers, columns=[_CUSTOMER_ID, _WEB_CLIENT_ID]).astype("string")
+        web = set(frame.loc[frame[_CUSTOMER_ID].isin(ids), _WEB_CLIENT_ID].dropna().str.strip()) - {""}
+    return Person(tuple(sorted(ids)), tuple(sorted(keys)), tuple(sorted(web)))
 
 
 # --- tombstones ---------------------------------------------------------------------------------------
@@ -190,6 +204,11 @@ class Tombstones:
             self._checked = now
             self._load()
 
+    def erased_web(self, values: Sequence[str]) -> list[bool]:
+        """Per web client id (an anonymous event's visitor id): True when its person was erased."""
+        hashes, key = self._hashes, self._key
+        return [bool(hashes) and _mac(v, "web", key) in hashes for v in values]
+
     def erased(self, ids: Sequence[str]) -> list[bool]:
         """Per id (a source id or a customer_key): True when it was erased. Free while nothing was; then two
         hashes per id the first time it is asked about, a dictionary look-up afterwards."""
@@ -213,7 +232,7 @@ class Tombstones:
         self._load()
         new = [
             {"hash": _mac(v, kind, self._key), "erasure_id": erasure_id, "erased_at": at.isoformat()}
-            for kind, values in (("id", person.ids), ("key", person.keys))
+            for kind, values in (("id", person.ids), ("key", person.keys), ("web", person.web_ids))
             for v in values
         ]
         new = [e for e in new if e["hash"] not in self._hashes]
@@ -247,22 +266,30 @@ def _canonical_ids(values: pd.Series) -> pd.Series:
     return out.mask(out == "")
 
 
-def drop_erased(raw: pd.DataFrame, id_column: str | None, tombstones: Tombstones) -> tuple[pd.DataFrame, int]:
+def drop_erased(
+    raw: pd.DataFrame, id_column: str | None, tombstones: Tombstones, web_column: str | None = None
+) -> tuple[pd.DataFrame, int]:
     """``raw`` without the rows of tombstoned customers, and how many were dropped.
 
     Args:
         raw: one input table as read (source column names).
         id_column: the source column holding the customer id (None: the table has none).
         tombstones: the data home's tombstones.
+        web_column: the source column holding an anonymous visitor id (web events), if any.
     """
-    if id_column is None or id_column not in raw.columns or not len(tombstones):
+    if not len(tombstones):
         return raw, 0
-    ids = _canonical_ids(raw[id_column])
-    unique = [str(v) for v in ids.dropna().unique()]
-    gone = {v for v, erased in zip(unique, tombstones.erased(unique), strict=True) if erased}
-    if not gone:
+    drop = np.zeros(len(raw), dtype=bool)
+    for column, check in ((id_column, tombstones.erased), (web_column, tombstones.erased_web)):
+        if column is None or column not in raw.columns:
+            continue
+        values = _canonical_ids(raw[column])
+        unique = [str(v) for v in values.dropna().unique()]
+        gone = {v for v, erased in zip(unique, check(unique), strict=True) if erased}
+        if gone:
+            drop |= values.isin(gone).fillna(False).to_numpy(dtype=bool)
+    if not drop.any():
         return raw, 0
-    drop = ids.isin(gone).fillna(False).to_numpy(dtype=bool)
     return raw.loc[~drop].reset_index(drop=True), int(drop.sum())
 
 
@@ -343,11 +370,12 @@ def _rewrite(path: Path, table: pa.Table) -> None:
 
 def erase_parquet(path: Path, person: Person) -> int:
     """Rewrite one Parquet file without ``person``'s rows: any customer id / key column (also the review
-    list's pair columns) equal to one of theirs, or an audit row whose raw source row holds their id."""
+    list's pair columns) equal to one of theirs, an anonymous or web client id of theirs, or an audit row
+    whose raw source row holds their id or web client id."""
     table = pq.read_table(path)
     if not table.num_rows:
         return 0
-    ids, keys = set(person.ids), set(person.keys)
+    ids, keys, web = set(person.ids), set(person.keys), set(person.web_ids)
     id_columns = [c for c in (_CUSTOMER_ID, *_ROW_ID_COLUMNS[:2]) if c in table.column_names]
     key_columns = [c for c in (_CUSTOMER_KEY, *_ROW_ID_COLUMNS[2:]) if c in table.column_names]
     hit = np.zeros(table.num_rows, dtype=bool)
@@ -355,8 +383,11 @@ def erase_parquet(path: Path, person: Person) -> int:
         hit |= _match(table, id_columns, ids)
     if key_columns and keys:
         hit |= _match(table, key_columns, keys)
+    web_columns = [c for c in (_ANONYMOUS_ID, _WEB_CLIENT_ID) if c in table.column_names]
+    if web_columns and web:
+        hit |= _match(table, web_columns, web)
     if _ORIGINAL in table.column_names:
-        hit |= _original_matches(table.column(_ORIGINAL), ids, keys)
+        hit |= _original_matches(table.column(_ORIGINAL), ids | web, keys)
     if not hit.any():
         return 0
     _rewrite(path, table.filter(pa.array(~hit)))

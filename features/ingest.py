@@ -912,9 +912,8 @@ def ingest(
             tick(f"validating {table}", i / (len(names) + 2))
             raw, files = _read_table(Path(input_dir), table, mapping.tables[table])
             # Erased customers (tombstones) never come back with an old export: dropped first, counted.
-            raw, erased[table] = drop_erased(
-                raw, _mapped_source(raw, table, mapping.tables[table]).get(Col.CUSTOMER_ID), tombstones
-            )
+            src = _mapped_source(raw, table, mapping.tables[table])
+            raw, erased[table] = drop_erased(raw, src.get(Col.CUSTOMER_ID), tombstones, src.get(Col.ANONYMOUS_ID))
             input_files.extend(files)
             checked = _check_table(table, raw, mapping, latest, refs)
             q = checked.verdicts.quarantined()

@@ -57,6 +57,10 @@ def test_ingest_drops_tombstoned_rows_and_counts_them(tmp_path: Path) -> None:
     text = pd.DataFrame({"customer_id": [" 12345 ", "12346"]})
     assert drop_erased(text, "customer_id", stones)[1] == 1
     assert drop_erased(text, None, stones) == (text, 0)
+    Tombstones.of(tmp_path).add(Person((), (), ("w-1",)), "er_2", AT)
+    web = pd.DataFrame({"customer_id": [None, "12346", None], "anonymous_id": ["w-1", "w-2", "w-1"]})
+    kept, dropped = drop_erased(web, "customer_id", Tombstones.of(tmp_path), "anonymous_id")
+    assert dropped == 2 and kept["anonymous_id"].tolist() == ["w-2"]  # their anonymous events go too
 
 
 def _home(tmp_path: Path) -> Path:
@@ -71,6 +75,10 @@ def _home(tmp_path: Path) -> Path:
         pd.DataFrame({"order_id": ["o1", "o2", "o3"], "customer_id": ["A2", "B1", "A1"], "customer_key": [ka, kb, ka]}),
         home / "ingested" / "orders.parquet",
     )
+    customers = {"customer_id": ["A1", "A2", "B1"], "customer_key": [ka, ka, kb], "web_client_id": ["w-a", None, "w-b"]}
+    write_parquet(pd.DataFrame(customers), home / "ingested" / "customers.parquet")
+    events = {"event_id": ["e1", "e2", "e3"], "customer_id": [None, "B1", None], "anonymous_id": ["w-a", "w-b", "w-b"]}
+    write_parquet(pd.DataFrame(events), home / "ingested" / "web_events.parquet")
     originals = [
         json.dumps({"order_id": "o9", "CustomerID": "A2", "quantity": "1"}),
         json.dumps({"order_id": "o8", "CustomerID": "B1", "quantity": "A1x"}),  # A1 only inside another value
@@ -91,11 +99,14 @@ def _home(tmp_path: Path) -> Path:
 def test_erasure_rewrites_every_table_audit_file_and_snapshot(tmp_path: Path) -> None:
     home = _home(tmp_path)
     person = find_person(home, "A1")
-    assert person == Person(("A1", "A2"), (customer_key_for("A1"),))  # every record of the person
-    assert len(residue(home, person.needles)) == 5
+    # every record of the person, and the web client id their anonymous events carry
+    assert person == Person(("A1", "A2"), (customer_key_for("A1"),), ("w-a",))
+    assert len(residue(home, person.needles)) == 7
     removed = {r.file: r.rows for r in erase_from_data_home(home, person)}
     assert removed == {
         "ingested/identity_map.parquet": 2,
+        "ingested/customers.parquet": 2,
+        "ingested/web_events.parquet": 1,
         "ingested/orders.parquet": 2,
         "ingested/quarantine.parquet": 1,
         "ingested/identity_review.parquet": 1,
@@ -105,6 +116,7 @@ def test_erasure_rewrites_every_table_audit_file_and_snapshot(tmp_path: Path) ->
     assert orders["order_id"].tolist() == ["o2"]  # the bystander keeps every row
     audit = pd.read_parquet(home / "ingested" / "quarantine.parquet")["original"].tolist()
     assert [json.loads(o)["order_id"] for o in audit] == ["o8", "o7"]
+    assert pd.read_parquet(home / "ingested" / "web_events.parquet")["event_id"].tolist() == ["e2", "e3"]
     assert json.loads((home / "snapshots" / "2026-01-01T000000Z" / "manifest.json").read_text())["rows"] == 1
     # "A1x" in another customer's audit row is a substring, not the id: the search is conservative
     assert residue(home, (person.keys[0], "A2")) == []
@@ -150,7 +162,7 @@ def test_kairos_erase_without_the_registry_erases_the_rest_and_says_incomplete(
     assert result.exit_code == 1, result.output  # not complete: the registry was not reached
     receipt = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
     assert receipt["complete"] is False and receipt["residue"]["registry"][0].startswith("registry not reached")
-    assert residue(home, (person.keys[0], "A2")) == [] and receipt["tombstones_added"] == 3
+    assert residue(home, (person.keys[0], "A2", "w-a")) == [] and receipt["tombstones_added"] == 4
 
 
 def test_residue_finds_an_id_as_a_value_in_every_kind_of_file_but_not_inside_another(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from serving.settings import Settings
 from tests.serving.conftest import FEATURES, api_keys, headers, register_churn, register_clv
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-ERASED: list[str] = []  # the source ids this module's tests erased, in order (a later ingest drops them all)
+ERASED: list[str] = []  # the source and web client ids this module's tests erased (a later ingest drops them)
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -190,7 +190,7 @@ def test_an_erased_customer_is_nowhere_and_unknown_to_every_replica(erasable: Er
     world = erasable
     person = find_person(world.home, world.quarantined)
     (key,) = person.keys
-    ERASED.extend(person.ids)
+    ERASED.extend(person.ids + person.web_ids)
     with world.client("cache") as replica, world.client("cache-2") as other:
         before = _places(world, person.needles, "cache", "cache-2")
         assert all(before.values()), before  # the search finds them everywhere before the erasure
@@ -240,12 +240,16 @@ def test_an_erased_customer_is_nowhere_and_unknown_to_every_replica(erasable: Er
 
 
 def _raw_rows_of(raw: Path, ids: tuple[str, ...]) -> int:
-    """Rows of the raw export that name one of ``ids`` in a customer id column (counted independently)."""
+    """Rows of the raw export that name one of ``ids`` as their customer or anonymous visitor (counted
+    independently of the code under test)."""
     total = 0
     for path in raw.glob("*.csv"):
         frame = pd.read_csv(path, dtype=str)
-        if "customer_id" in frame.columns:
-            total += int(frame["customer_id"].str.strip().isin(ids).sum())
+        hit = pd.Series(False, index=frame.index)
+        for column in ("customer_id", "anonymous_id"):
+            if column in frame.columns:
+                hit |= frame[column].str.strip().isin(ids).fillna(False)
+        total += int(hit.sum())
     return total
 
 
@@ -258,7 +262,7 @@ def test_kairos_erase_then_an_old_export_does_not_bring_them_back(erasable: Eras
     person = find_person(world.home, world.merged)
     assert len(person.ids) > 1  # identity resolution joined several records: all of them go
     assert all(_places(world, person.needles).values())
-    ERASED.extend(person.ids)
+    ERASED.extend(person.ids + person.web_ids)
     runner = CliRunner()
     args = ["erase", "--customer-id", "-", "--data", str(world.home), "--tracking-uri", world.uri]
     args += ["--model-cache", str(world.root / "cache")]
@@ -269,7 +273,7 @@ def test_kairos_erase_then_an_old_export_does_not_bring_them_back(erasable: Eras
     assert receipt["complete"] is True and receipt["source_ids"] == len(person.ids)
     assert _places(world, person.needles, "cache") == {"data_home": [], "registry": [], "cache": []}
 
-    assert _raw_rows_of(world.raw, person.ids) > 0
+    assert _raw_rows_of(world.raw, person.ids) > 0 and person.web_ids
     expected = _raw_rows_of(world.raw, tuple(ERASED))
     again = ingest(world.raw, load_mapping("synthetic"), world.home, now=NOW)
     assert again.report["erased"]["rows"] == expected  # counted, never silent
@@ -329,7 +333,7 @@ def test_erasure_reaches_the_shared_online_store_and_send_log(erasable: Erasable
     client = _redis_or_skip()
     person = find_person(world.home, world.other)
     (key,) = person.keys
-    ERASED.extend(person.ids)
+    ERASED.extend(person.ids + person.web_ids)
     with world.client("cache-redis", online_store="redis", redis_prefix=redis_prefix) as replica:
         sent = {"type": "message_sent", "timestamp": "2026-01-02T09:00:00Z", "customer_id": world.other}
         sent |= {"channel": "email", "event_id": "erasure-send-1"}

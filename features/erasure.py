@@ -185,7 +185,7 @@ class Tombstones:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
-            self._entries, self._hashes, self._stamp = [], frozenset(), None
+            self._entries, self._hashes, self._stamp, self._memo = [], frozenset(), None, {}
             return
         stamp = (stat.st_mtime_ns, stat.st_size)
         if stamp == self._stamp:

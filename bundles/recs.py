@@ -11,16 +11,19 @@ and topped up to ``k`` from the popular fallback; every item keeps its source an
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
 from bundles.base import MANIFEST_FILE, FolderBundle, Provenance
 from bundles.errors import ModelIntegrityError
-from models.recs.base import Query, Recommendation, Recommender
+from features.erasure import drop_rows
+from models.recs.base import IX, Query, Recommendation, Recommender
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
 from models.recs.cooccurrence import BoughtTogether
@@ -177,6 +180,25 @@ class RecsBundle(FolderBundle):
         model.history.save(folder / "history", model.catalogue)
         (folder / MANIFEST_FILE).write_text(json.dumps(model.manifest, indent=2), encoding="utf-8")
 
+    @staticmethod
+    def erase_customers(folder: Path, keys: Collection[str]) -> dict[str, int]:
+        """Remove customers from a bundle folder (an erasure): their purchase history and price range, their
+        own items, their due items and their row of the personal model (factors, history, purchases).
+
+        Item-level parts (bought together, similar, popular) hold no customer and stay as they are.
+
+        Returns:
+            Rows removed per file (path relative to ``folder``); files without the customers are untouched.
+        """
+        folder = Path(folder)
+        removed: dict[str, int] = {}
+        for rel in ("history/history.parquet", "history/prices.parquet", "repeat_personal/own.parquet"):
+            if (folder / rel).is_file():
+                removed[rel] = drop_rows(folder / rel, [IX.CUSTOMER], keys)
+        removed |= _erase_aligned(folder, "buy_again", keys, _drop_buy_again)
+        removed |= _erase_aligned(folder, "repeat_personal/personal", keys, _drop_personal)
+        return {k: v for k, v in removed.items() if v}
+
     def build(self, folder: Path, provenance: Provenance, store_features: Sequence[str] | None) -> RecsModel:
         name, version = provenance.name, provenance.version
         try:
@@ -208,3 +230,43 @@ class RecsBundle(FolderBundle):
             if not answer.items:
                 raise ModelIntegrityError(f"{name} v{version}: warm-up returned no items")
         return model
+
+
+def _erase_aligned(
+    folder: Path, part: str, keys: Collection[str], drop_arrays: Callable[[Path, np.ndarray], list[str]]
+) -> dict[str, int]:
+    """A part whose ``customers.parquet`` is aligned with arrays by position: the arrays lose the customers'
+    rows first (``drop_arrays`` names the files it rewrote), then the list does."""
+    customers_file = folder / part / "customers.parquet"
+    if not customers_file.is_file():
+        return {}
+    customers = pd.read_parquet(customers_file)[IX.CUSTOMER].astype(str).to_numpy()
+    drop = np.isin(customers, list(keys))
+    if not drop.any():
+        return {}
+    n = int(drop.sum())
+    out = {f"{part}/{name}": n for name in drop_arrays(folder / part, drop)}
+    out[f"{part}/customers.parquet"] = drop_rows(customers_file, [IX.CUSTOMER], keys)
+    return out
+
+
+def _drop_buy_again(folder: Path, drop: np.ndarray) -> list[str]:
+    """``arrays.npz``: ``indptr`` slices the per-(customer, item) arrays by customer."""
+    with np.load(folder / "arrays.npz", allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    counts = np.diff(arrays["indptr"])
+    keep = np.repeat(~drop, counts)
+    out = {name: values[keep] for name, values in arrays.items() if name != "indptr"}
+    out["indptr"] = np.concatenate([[0], np.cumsum(counts[~drop])]).astype(arrays["indptr"].dtype)
+    np.savez(folder / "arrays.npz", **out)
+    return ["arrays.npz"]
+
+
+def _drop_personal(folder: Path, drop: np.ndarray) -> list[str]:
+    """The personal model: one row per customer in the user factors and the history and purchase matrices."""
+    factors = np.load(folder / "user_factors.npy", allow_pickle=False)
+    np.save(folder / "user_factors.npy", factors[~drop], allow_pickle=False)
+    for name in ("history.npz", "bought.npz"):
+        matrix = sp.load_npz(folder / name).tocsr()
+        sp.save_npz(folder / name, matrix[~drop])
+    return ["user_factors.npy", "history.npz", "bought.npz"]

@@ -321,8 +321,7 @@ def log_bundle(folder: Path, name: str, metadata: dict[str, Any] | None = None) 
     odd = [p.name for p in files if p.suffix not in _BUNDLE_SUFFIXES]
     if odd:
         raise ModelIntegrityError(f"bundle {folder} holds files Kairos does not load: {odd}")
-    listing = {str(p.relative_to(folder)): sha256_file(p) for p in files}
-    (folder / CHECKSUMS).write_text(json.dumps(listing, indent=2, sort_keys=True), encoding="utf-8")
+    write_listing(folder, files)
     code = Path(__file__).resolve().parent / "pyfunc.py"
     with tempfile.TemporaryDirectory() as tmp:  # MLflow stores the folder under its own name
         staged = Path(tmp) / Path(BUNDLE_DIR).name
@@ -334,6 +333,16 @@ def log_bundle(folder: Path, name: str, metadata: dict[str, Any] | None = None) 
             metadata=metadata or {},
             pip_requirements=requirements("mlflow", "numpy", "pandas", "pyarrow"),
         )
+
+
+def write_listing(folder: Path, files: list[Path] | None = None) -> Path:
+    """Write ``checksums.json`` (every file's sha256, by path relative to ``folder``) and return its path."""
+    folder = Path(folder)
+    files = files if files is not None else sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+    listing = {str(p.relative_to(folder)): sha256_file(p) for p in files}
+    path = folder / CHECKSUMS
+    path.write_text(json.dumps(listing, indent=2, sort_keys=True), encoding="utf-8")
+    return path
 
 
 def register_bundle(client: MlflowClient, model_uri: str, name: str, **kwargs: Any) -> Registration:

@@ -7,7 +7,7 @@ Training (``training/sendtime.py``) writes it with :meth:`SendTimeBundle.write`;
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +17,8 @@ import pandas as pd
 
 from bundles.base import MANIFEST_FILE, FolderBundle, Provenance
 from bundles.errors import ModelIntegrityError
+from features.contract import Col
+from features.erasure import drop_rows
 from features.errors import DataNotFoundError, KairosError
 from models.decisioning.channel import ChannelPreference
 from models.decisioning.sendtime import SendTimeModel
@@ -66,6 +68,21 @@ class SendTimeBundle(FolderBundle):
             out.append(cls.from_frames(frames, meta))
         manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
         return SendTime(out[0], out[1], manifest)
+
+    @staticmethod
+    def erase_customers(folder: Path, keys: Collection[str]) -> dict[str, int]:
+        """Remove customers from a bundle folder (an erasure): their zone and segment, their own curves and
+        their channel counts; they are answered from their segment's or the population's curve afterwards.
+
+        Returns:
+            Rows removed per file (path relative to ``folder``); files without the customers are untouched.
+        """
+        folder = Path(folder)
+        removed = {
+            str(p.relative_to(folder)): drop_rows(p, [Col.CUSTOMER_KEY], keys)
+            for p in sorted(folder.rglob("*.parquet"))
+        }
+        return {k: v for k, v in removed.items() if v}
 
     def build(self, folder: Path, provenance: Provenance, store_features: Sequence[str] | None) -> SendTime:
         name, version = provenance.name, provenance.version

@@ -8,7 +8,7 @@ Training (``training/value.py``) writes both; the API and the nightly export rea
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import pandas as pd
 from bundles.base import FolderBundle, Provenance
 from bundles.errors import ModelIntegrityError
 from features.contract import Col
+from features.erasure import drop_rows
 from models.clv import CLV_FIELDS
 from models.value import LightGBMRegressor
 
@@ -112,6 +113,12 @@ class ClvBundle(FolderBundle):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / PARAMS_FILE).write_text(json.dumps(params, sort_keys=True), encoding="utf-8")
         customers.to_parquet(folder / CLV_FILE, index=False)
+
+    @staticmethod
+    def erase_customers(folder: Path, keys: Collection[str]) -> dict[str, int]:
+        """Remove customers' rows from ``customers.parquet`` (an erasure); returns rows removed per file."""
+        removed = drop_rows(Path(folder) / CLV_FILE, [Col.CUSTOMER_KEY], keys)
+        return {CLV_FILE: removed} if removed else {}
 
     @staticmethod
     def read_customers(folder: Path) -> pd.DataFrame:

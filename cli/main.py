@@ -183,6 +183,7 @@ def _print_ingest(report: dict[str, Any]) -> None:
         f"identity: {ident.get('records', 0):,} records -> {ident.get('clusters', 0):,} customers, "
         f"{ident.get('clusters_merged', 0):,} merged, {ident.get('refused_merges', 0):,} merges refused for review"
     )
+    console.print(f"erased: {(report.get('erased') or {}).get('rows', 0):,} rows of erased customers dropped")
 
 
 @features_app.command("build")
@@ -850,6 +851,71 @@ def _example_ids(data: Path) -> list[str]:
     except (KairosError, OSError):
         ids = []
     return [str(i) for i in ids] + ["no-such-customer"]
+
+
+@app.command()
+def erase(
+    customer_id: Annotated[
+        str,
+        typer.Option(
+            help="The source customer id to erase; '-' reads it from stdin (keeps it out of shell history and ps)."
+        ),
+    ],
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    model_cache: Annotated[
+        list[Path] | None,
+        typer.Option(help="A replica's model cache folder (KAIROS_MODEL_CACHE_DIR); repeat for several."),
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(envvar="KAIROS_REDIS_URL", help="Redis of the online store and send log, if used.")
+    ] = None,
+    prefix: Annotated[str, typer.Option(envvar="KAIROS_REDIS_PREFIX", help="Key prefix the API uses.")] = "kairos",
+) -> None:
+    """Erase one customer (GDPR art. 17, 152-FZ art. 21) from the data home, the registry's model versions,
+    the model caches and Redis; tombstone them against later ingests. Prints the receipt (no personal data).
+
+    Running API replicas answer the customer as unknown at once (tombstones) and load the re-signed model
+    versions at their next poll. Exit code 1 when something still holds the customer (see ``residue``).
+    """
+    import sys
+    from datetime import timedelta
+
+    from bundles.erasure import erase_offline
+    from features.erasure import write_receipt
+
+    if customer_id == "-":
+        customer_id = sys.stdin.readline().strip()
+    try:
+        offline = erase_offline(data, customer_id, tracking_uri=tracking_uri, cache_dirs=list(model_cache or []))
+        receipt = offline.receipt
+        errors: list[str] = []
+        if redis_url:
+            from features.online import OnlineStoreUnavailable, RedisOnlineStore
+            from serving.contact import SharedSends
+
+            keys, ids = list(offline.person.keys), list(offline.person.ids)
+            try:
+                store = RedisOnlineStore.connect(redis_url, prefix, timeout=30, connect_timeout=5)
+                receipt["online_store"] = {"backend": "redis", "entries": store.erase(keys, ids)}
+                receipt["send_log"] = {"shared_keys": SharedSends(store.client, prefix, timedelta(0)).erase(keys)}
+            except OnlineStoreUnavailable:
+                errors.append("redis unavailable: run the erasure again")
+        receipt["errors"] = errors
+        receipt["complete"] = offline.complete and not errors
+        path = write_receipt(data, receipt)
+    except (KairosError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(json.dumps(receipt, indent=2, default=str))
+    rows = sum(r["rows"] for r in receipt["data_home"])
+    versions = sum(bool(v["resigned"]) for v in receipt["registry"])
+    console.print(
+        f"erasure {receipt['erasure_id']}: {rows:,} rows from {len(receipt['data_home'])} files, "
+        f"{versions} model version(s) re-signed; receipt {path}"
+    )
+    if not receipt["complete"]:
+        console.print("[bold red]incomplete:[/] something still holds the customer (see residue and errors)")
+        raise typer.Exit(code=1)
 
 
 def main() -> None:  # pragma: no cover

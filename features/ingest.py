@@ -49,6 +49,7 @@ from features.contract import (
     OrderStatus,
     Table,
 )
+from features.erasure import Tombstones, drop_erased
 from features.errors import InputDataError, QuarantineThresholdError
 from features.identity import Pseudonymizer, rekey, resolve_identities
 from features.io import publish_dir, sha256_files, staged_dir, write_parquet
@@ -978,6 +979,7 @@ def ingest(
     identity_report: dict[str, Any] = {}
     names = [t for t in _ORDER if t in mapping.tables]
     target = Path(out_dir) / INGESTED_DIR
+    tombstones, erased = Tombstones.of(Path(out_dir)), dict[str, int]()
 
     with staged_dir(target) as stage:
 
@@ -993,6 +995,9 @@ def ingest(
         for i, table in enumerate(names):
             tick(f"validating {table}", i / (len(names) + 2))
             raw, files = _read_table(Path(input_dir), table, mapping.tables[table])
+            # Erased customers (tombstones) never come back with an old export: dropped first, counted.
+            src = _mapped_source(raw, table, mapping.tables[table])
+            raw, erased[table] = drop_erased(raw, src.get(Col.CUSTOMER_ID), tombstones, src.get(Col.ANONYMOUS_ID))
             input_files.extend(files)
             checked = _check_table(table, raw, mapping, latest, refs)
             q = checked.verdicts.quarantined()
@@ -1064,6 +1069,7 @@ def ingest(
             "anonymous_order_lines": int(lines[Col.CUSTOMER_ID].isna().sum()) if Col.CUSTOMER_ID in lines else 0,
             "identity": identity_report,
             "reason_text": {r.value: REASON_TEXT[r] for r in Reason},
+            "erased": {"rows": sum(erased.values()), "by_table": {k: v for k, v in erased.items() if v}},
             "ok": share <= threshold and not losses,
         }
         tick("writing", (len(names) + 1) / (len(names) + 2))

@@ -353,6 +353,37 @@ class InMemoryOnlineStore:
         self._ids[key] = row  # last: a lookup that finds the key finds its row in the matrix
         return row
 
+    def erase(self, keys: Sequence[str], ids: Sequence[str] = ()) -> int:
+        """Forget customers (an erasure): their rows' values, real-time state and events, and every source id
+        that leads to them. Returns how many ids and rows were removed.
+
+        A row is a position in the matrix, so it stays, blanked, and nothing leads to it any more.
+        """
+        gone = set(keys)
+        removed = 0
+        with self._lock:
+            aliases = {cid for cid, k in self._aliases.items() if k in gone} | set(ids)
+            for cid in aliases:
+                removed += self._aliases.pop(cid, None) is not None
+                self._ids.pop(cid, None)
+            if gone and not self._matrix.flags.writeable:
+                self._matrix = self._matrix.copy()
+            for key in gone:
+                row = self._index.pop(key, None)
+                self._ids.pop(key, None)
+                if row is None:
+                    continue
+                removed += 1
+                self._matrix[row] = np.nan
+                for column in self._strings.values():
+                    column[row] = None
+                self._keys[row] = ""
+                self._states.pop(row, None)
+                self._patches.pop(row, None)
+                self._has_patch[row] = False
+                self._log.pop(row, None)
+        return removed
+
     def events_since(self, as_of: datetime) -> list[Event]:
         """Applied events at or after ``as_of``, in the order received (to carry them into a newer snapshot).
 
@@ -714,6 +745,37 @@ class RedisOnlineStore:
             return len(keys)
 
         return int(self._call("cleanup", run))
+
+    # -- erasure
+
+    def erase(self, keys: Sequence[str], ids: Sequence[str] = ()) -> int:
+        """Delete customers from every version (an erasure): features, strings, events and real-time state
+        per key, the source-id aliases per id. Returns how many Redis keys were deleted.
+
+        Raises:
+            OnlineStoreUnavailable: Redis is down, slow or refused.
+        """
+        return int(self._call("erase", self._erase, list(keys), list(ids)))
+
+    def _erase(self, keys: list[str], ids: list[str]) -> int:
+        r = self.client
+        numbers = {int(v) for v in r.smembers(self._k("versions"))}
+        numbers |= {int(v) for v in r.mget(self._k("current"), self._k("loading")) if v is not None}
+        removed = 0
+        for number in sorted(numbers):
+            prefix = self._k(f"v{number}:")
+            pipe = r.pipeline(transaction=True)
+            for key in keys:
+                pipe.delete(f"{prefix}f:{key}")  # one reply per customer: the row count follows
+                pipe.delete(f"{prefix}s:{key}", f"{prefix}log:{key}")
+            for cid in ids:
+                pipe.delete(f"{prefix}a:{cid}")
+            replies = [int(n) for n in pipe.execute()]
+            rows = sum(replies[0 : 2 * len(keys) : 2])
+            if rows and r.exists(f"{prefix}rows"):
+                r.decrby(f"{prefix}rows", rows)
+            removed += sum(replies)
+        return removed
 
     # -- reading
 

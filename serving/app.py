@@ -14,7 +14,7 @@ from serving import errors
 from serving.lean import LeanDispatch
 from serving.middleware import EdgeMiddleware
 from serving.observability import Metrics, setup_logging
-from serving.routers import customers, decisions, events, health, models, offers, recs, scores
+from serving.routers import admin, customers, decisions, events, health, models, offers, recs, scores
 from serving.settings import Settings, get_settings
 from serving.state import Services
 
@@ -81,6 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(LeanDispatch)  # inside the edge: ids, size limit, metrics and logs apply as to any route
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
-    for module in (recs, health, scores, customers, decisions, offers, events, models):
+    for module in (recs, health, scores, customers, decisions, offers, events, models, admin):
         app.include_router(module.router)
     return app

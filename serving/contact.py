@@ -114,6 +114,16 @@ class SharedSends:
             raise OnlineStoreUnavailable(f"send log (Redis) write failed: {type(exc).__name__}: {exc}") from exc
         return bool(added)
 
+    def erase(self, customer_keys: Sequence[str]) -> int:
+        """Delete the customers' posted sends and their identities (an erasure); returns the keys deleted."""
+        names = [n for k in customer_keys for n in (self._key(k), f"{self.prefix}:sendids:{{{k}}}")]
+        if not names:
+            return 0
+        try:
+            return int(self.client.delete(*names))
+        except redis.RedisError as exc:
+            raise OnlineStoreUnavailable(f"send log (Redis) erase failed: {type(exc).__name__}: {exc}") from exc
+
     def read(self, customer_keys: Sequence[str]) -> dict[str, list[tuple[SendRecord, str | None]]]:
         """The posted sends (each with its offer id or None) per customer of ``customer_keys``: one pipeline,
         whatever the batch size."""
@@ -227,6 +237,20 @@ class ContactBook:
             if offer_id is not None:
                 self._offers[key] = [*self._offers.get(key, []), (offer_id, at)]
         return True
+
+    def erase(self, keys: Sequence[str]) -> dict[str, int]:
+        """Forget customers (an erasure): their sends, offers sent, time zone and posted-send identities here,
+        and their posted sends in Redis when shared (raises OnlineStoreUnavailable). Returns counts by kind."""
+        out = {"sends": 0, "offers": 0, "zones": 0, "shared_keys": 0}
+        with self._lock:
+            for key in keys:
+                out["sends"] += len(self._sends.pop(key, ()))
+                out["offers"] += len(self._offers.pop(key, ()))
+                out["zones"] += self.zones.pop(key, None) is not None
+                self._seen.pop(key, None)
+        if self.shared is not None:
+            out["shared_keys"] = self.shared.erase(keys)
+        return out
 
     def view(self, keys: Sequence[str]) -> ContactBook:
         """The book as one request sees it: with a shared log, the ingested sends of ``keys`` plus every

@@ -51,7 +51,13 @@ class LoadOutcome:
 
 
 def alias_version(tracking_uri: str, name: str, alias: str) -> str:
-    """The version ``name@alias`` points at now.
+    """The version ``name@alias`` points at now (see :func:`alias_record`)."""
+    return alias_record(tracking_uri, name, alias)[0]
+
+
+def alias_record(tracking_uri: str, name: str, alias: str) -> tuple[str, str]:
+    """The version ``name@alias`` points at now and its recorded checksum (it changes when an erasure
+    re-signs the version's files).
 
     Raises:
         ModelNotFoundError: the registry answered: no such model or alias.
@@ -68,7 +74,7 @@ def alias_version(tracking_uri: str, name: str, alias: str) -> str:
         raise RegistryUnavailable(f"registry unavailable: {type(exc).__name__}: {str(exc)[:200]}") from exc
     except Exception as exc:  # connection errors surface as requests / urllib3 / sqlalchemy exceptions
         raise RegistryUnavailable(f"registry unavailable: {type(exc).__name__}: {str(exc)[:200]}") from exc
-    return str(mv.version)
+    return str(mv.version), str(mv.tags.get(registry.TAG_SHA256, ""))
 
 
 class ModelSlot:
@@ -103,13 +109,19 @@ class ModelSlot:
         """Load ``name@alias`` if it moved (or ``force``); on failure keep the serving bundle."""
         with self._lock:
             try:
-                version = alias_version(self.tracking_uri, self.name, self.alias)
+                version, sha256 = alias_record(self.tracking_uri, self.name, self.alias)
             except RegistryUnavailable as exc:
                 return self._from_cache(store_features, str(exc))
             except ModelNotFoundError as exc:
                 return self._failed(str(exc))
             current = self.current
-            if not force and current is not None and current.version == version and current.source == "registry":
+            if (
+                not force
+                and current is not None
+                and current.version == version
+                and current.source == "registry"
+                and current.provenance.sha256 == sha256  # else re-signed by an erasure: load its files
+            ):
                 return LoadOutcome(self.name, "unchanged", version)
             staging = self.cache.parent / f".staging-{uuid.uuid4().hex[:12]}"
             try:
@@ -132,6 +144,16 @@ class ModelSlot:
             self._swap(bundle)
             self._keep(fetched.folder, fetched.provenance, staging)
             return LoadOutcome(self.name, "loaded", bundle.version)
+
+    def purge_cache(self) -> bool:
+        """Delete the slot's disk copies (an erasure: they may hold the customer); True when there were some.
+
+        The next successful load writes a fresh copy of the version it verified.
+        """
+        with self._lock:
+            existed = self.cache.exists()
+            shutil.rmtree(self.cache, ignore_errors=True)
+        return existed
 
     def _swap(self, bundle: ModelBundle, outcome: str = "loaded") -> None:
         previous = self.current
@@ -240,4 +262,4 @@ class ModelSlot:
         return ModelBundle(self.kind, provenance, payload, "disk_cache")
 
 
-__all__ = ["LoadOutcome", "ModelIntegrityError", "ModelSlot", "RegistryUnavailable", "alias_version"]
+__all__ = ["LoadOutcome", "ModelIntegrityError", "ModelSlot", "RegistryUnavailable", "alias_record", "alias_version"]

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from features.contract import PERSONAL_COLUMNS, Col
+from features.erasure import Tombstones
 from features.errors import DataNotFoundError, KairosError
 from features.online import InMemoryOnlineStore, Lookup, OnlineStoreUnavailable, RedisOnlineStore, load_in_memory
 from features.realtime import ApplyResult, Event
@@ -26,6 +27,7 @@ from serving.settings import Settings, StoreBackend
 log = logging.getLogger("kairos.serving.store")
 
 SEGMENT_FIELDS = SEGMENT_COLUMNS  # the segment columns every answer carries
+_ERASED = "\x00erased"  # what an erased customer's id is looked up as: no store holds it
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ class Segments:
     def of(self, key: str | None) -> dict[str, Any] | None:
         row = self.by_key.get(key) if key is not None else None
         return None if row is None else dict(zip(self.columns, row, strict=True))
+
+    def forget(self, keys: Sequence[str]) -> int:
+        """Drop erased customers' labels; returns how many were held."""
+        return sum(self.by_key.pop(k, None) is not None for k in keys)
 
     def headline(self, key: str | None) -> dict[str, Any] | None:
         """Only the segment columns a score item carries (RFM segment, lifecycle); None for a column absent."""
@@ -92,6 +98,11 @@ class PersonalData:
             self._by_key = self._read()
         return self._by_key.get(key)
 
+    def forget(self, keys: Sequence[str]) -> int:
+        """Drop erased customers' personal data from memory; returns how many were held."""
+        held = self._by_key
+        return 0 if held is None else sum(held.pop(k, None) is not None for k in keys)
+
     def _read(self) -> dict[str, dict[str, Any]]:
         try:
             path = ingested_dir(self.data_home) / "customers.parquet"
@@ -119,6 +130,8 @@ class StoreGateway:
         self.settings = settings
         self.backend: InMemoryOnlineStore | RedisOnlineStore | None = None
         self.as_of: datetime | None = None
+        # Erased customers are unknown here even before this replica's store and models are rebuilt.
+        self.tombstones = Tombstones.of(settings.data_home)
 
     def open(self) -> None:
         """Build (memory) or connect to (Redis) the store. Redis being down is not an error here."""
@@ -166,6 +179,7 @@ class StoreGateway:
         backend = self.backend
         if backend is None:
             raise OnlineStoreUnavailable("the online store is not open")
+        ids = self._hide_erased(ids)
         try:
             names = list(backend.feature_names)
             found = backend.lookup(ids, max_age_days=self.settings.max_feature_age_days, strings=strings)
@@ -179,13 +193,35 @@ class StoreGateway:
         """customer_key per id (None: unknown). Raises OnlineStoreUnavailable like :meth:`lookup`."""
         backend = self.backend
         if isinstance(backend, InMemoryOnlineStore):
-            return backend.resolve(ids)
+            return backend.resolve(self._hide_erased(ids))
         return self.lookup(ids)[0].keys
+
+    def _hide_erased(self, ids: Sequence[str]) -> Sequence[str]:
+        """``ids`` with every erased one (tombstoned) replaced by an id no store holds."""
+        tombstones = self.tombstones
+        tombstones.refresh()
+        if not len(tombstones):
+            return ids
+        flags = tombstones.erased(ids)
+        return [_ERASED if gone else i for i, gone in zip(ids, flags, strict=True)] if any(flags) else ids
+
+    def erase(self, keys: Sequence[str], ids: Sequence[str]) -> int:
+        """Forget customers in the backend (in process or Redis); returns the entries removed.
+
+        Raises:
+            OnlineStoreUnavailable: Redis cannot answer now.
+        """
+        self.tombstones.refresh(0.0)
+        backend = self.backend
+        return 0 if backend is None else backend.erase(keys, ids)
 
     def apply_event(self, event: Event) -> ApplyResult:
         backend = self.backend
         if backend is None:
             raise OnlineStoreUnavailable("the online store is not open")
+        named = [i for i in (event.customer_key, event.customer_id) if i]
+        if named and self._hide_erased(named) != named:  # an erased customer is not brought back by an event
+            return ApplyResult.UNKNOWN_CUSTOMER
         try:
             return backend.apply_event(event)
         except DataNotFoundError as exc:

@@ -142,6 +142,8 @@ def _every_operation(c: Conformance, client: TestClient, world: World, ids: list
         "campaign",  # a send needs the campaign scope (docs/consent.md)
         json={"events": [event, event, {**event, "customer_id": None}, sent]},
     )
+    # an id no export holds: the erasure runs everywhere and removes nothing (it adds a tombstone and a receipt)
+    c.check(client, "POST", "/v1/admin/erasures", "pii", json={"customer_id": "ghost-erasure"})
 
 
 @pytest.mark.slow

@@ -21,15 +21,17 @@ from features.erasure import (
     residue,
     tombstone_hash,
 )
-from features.identity import customer_key_for
+from features.identity import Pseudonymizer, customer_key_for
 from features.io import write_parquet
 from features.online import InMemoryOnlineStore
 
 AT = datetime(2026, 1, 2, tzinfo=UTC)
 
+DEV = Pseudonymizer.for_development()
+
 
 def test_tombstones_hold_neither_the_id_nor_the_key_and_need_the_secret(tmp_path: Path) -> None:
-    key = customer_key_for("100001")
+    key = customer_key_for("100001", DEV)
     person = Person(("100001", "100002"), (key,))
     stones = Tombstones.of(tmp_path, b"secret-a")
     assert stones.add(person, "er_1", AT) == 3
@@ -66,7 +68,7 @@ def test_ingest_drops_tombstoned_rows_and_counts_them(tmp_path: Path) -> None:
 def _home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     (home / "ingested").mkdir(parents=True)
-    ka, kb = customer_key_for("A1"), customer_key_for("B1")
+    ka, kb = customer_key_for("A1", DEV), customer_key_for("B1", DEV)
     write_parquet(
         pd.DataFrame({"customer_id": ["A1", "A2", "B1"], "customer_key": [ka, ka, kb]}),
         home / "ingested" / "identity_map.parquet",
@@ -100,7 +102,7 @@ def test_erasure_rewrites_every_table_audit_file_and_snapshot(tmp_path: Path) ->
     home = _home(tmp_path)
     person = find_person(home, "A1")
     # every record of the person, and the web client id their anonymous events carry
-    assert person == Person(("A1", "A2"), (customer_key_for("A1"),), ("w-a",))
+    assert person == Person(("A1", "A2"), (customer_key_for("A1", DEV),), ("w-a",))
     assert len(residue(home, person.needles)) == 7
     removed = {r.file: r.rows for r in erase_from_data_home(home, person)}
     assert removed == {
@@ -130,7 +132,7 @@ def test_an_unknown_id_is_still_tombstoned_and_empty_is_refused(tmp_path: Path) 
 
 
 def test_the_in_process_store_forgets_a_customer(tmp_path: Path) -> None:
-    ka, kb = customer_key_for("A1"), customer_key_for("B1")
+    ka, kb = customer_key_for("A1", DEV), customer_key_for("B1", DEV)
     frame = pd.DataFrame({"customer_key": [ka, kb], "x": [1.0, 2.0], "s": ["a", "b"]})
     store = InMemoryOnlineStore(frame, ["x"], {"A1": ka, "A2": ka, "B1": kb}, string_names=["s"])
     assert store.resolve(["A1", "A2", ka, "B1"]) == [ka, ka, ka, kb]

@@ -26,6 +26,7 @@ from features.erasure import TOMBSTONES_FILE, find_person, residue
 from features.store import build_snapshot, latest_snapshot
 from serving.app import create_app
 from serving.settings import Settings
+from tests.figures import FIGURES
 from tests.serving.conftest import FEATURES, api_keys, headers, register_churn, register_clv
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -186,6 +187,7 @@ UNKNOWN = {
 }
 
 
+@pytest.mark.security
 def test_an_erased_customer_is_nowhere_and_unknown_to_every_replica(erasable: Erasable) -> None:
     world = erasable
     person = find_person(world.home, world.quarantined)
@@ -224,7 +226,14 @@ def test_an_erased_customer_is_nowhere_and_unknown_to_every_replica(erasable: Er
         assert {o["model"] for o in outcomes if o["outcome"] == "loaded"} >= {"recs", "sendtime", "clv"}
         assert _answers(replica, world.quarantined, key) == UNKNOWN
         assert _bystander(replica, world.merged) == untouched  # the rewritten bundles still answer the rest alike
-        assert _places(world, person.needles, "cache", "cache-2") == {
+        after = _places(world, person.needles, "cache", "cache-2")
+        answers = [_answers(r, world.quarantined, key) for r in (replica, other)]
+        FIGURES.record(
+            "erasure: every file, registry row, cache and answer",
+            cases=sum(map(len, before.values())) + 2 * len(UNKNOWN),
+            erased_hits=sum(map(len, after.values())) + sum(a[k] != UNKNOWN[k] for a in answers for k in UNKNOWN),
+        )
+        assert after == {
             "data_home": [],
             "registry": [],
             "cache": [],

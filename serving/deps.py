@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -11,7 +12,10 @@ from bundles.base import ModelBundle
 from serving.keys import Principal, Scope
 from serving.observability import request_id_var
 from serving.security import ApiError, retry_after
+from serving.settings import OpenEndpoint
 from serving.state import Services
+
+log = logging.getLogger("kairos.serving")
 
 KEY_HEADER = "X-API-Key"
 api_key_header = APIKeyHeader(
@@ -38,7 +42,10 @@ RequestIdDep = Annotated[str, Depends(request_id)]
 
 
 class KeyCheck:
-    """A dependency: the caller's key must be valid (401) and hold one of ``scopes`` (403); then its rate (429)."""
+    """A dependency: the caller's key must be valid (401) and hold one of ``scopes`` (403); then its rate (429).
+
+    With no ``scopes``, any valid key will do.
+    """
 
     def __init__(self, *scopes: Scope) -> None:
         self.scopes = scopes
@@ -52,7 +59,7 @@ class KeyCheck:
             raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "ApiKey"})
         principal, rate = found
         request.state.key_name = principal.name
-        if not any(principal.allows(s) for s in self.scopes):
+        if self.scopes and not any(principal.allows(s) for s in self.scopes):
             wanted = " or ".join(s.value for s in self.scopes)
             raise ApiError(403, "forbidden", f"this key lacks the {wanted} scope")
         wait = await services.limiter.take_async(principal.name, rate)
@@ -70,13 +77,50 @@ Storefront = Annotated[Principal, Depends(KeyCheck(Scope.STOREFRONT))]
 Campaign = Annotated[Principal, Depends(KeyCheck(Scope.CAMPAIGN))]
 Events = Annotated[Principal, Depends(KeyCheck(Scope.STOREFRONT, Scope.CAMPAIGN))]
 Admin = Annotated[Principal, Depends(KeyCheck(Scope.ADMIN))]
+AnyKey = Annotated[Principal, Depends(KeyCheck())]
+
+
+class OpenOr:
+    """A dependency for an operational endpoint: open when the settings say so (``KAIROS_OPEN_ENDPOINTS``;
+    by default only in development), else the key check ``check``. Returns the principal, or None when open."""
+
+    def __init__(self, endpoint: OpenEndpoint, check: KeyCheck) -> None:
+        self.endpoint = endpoint
+        self.check = check
+
+    async def __call__(self, request: Request, key: str | None = Security(api_key_header)) -> Principal | None:
+        services: Services = request.app.state.services
+        if services.settings.is_open(self.endpoint):
+            return None
+        return await self.check(request, key)
+
+
+async def admin_or_none(request: Request, key: str | None = Security(api_key_header)) -> Principal | None:
+    """The caller when its key is valid and holds admin, else None: never an error (readiness must answer the
+    orchestrator, which sends no key, whatever it sends)."""
+    services: Services = request.app.state.services
+    found = services.keys.identify(key) if key else None
+    if found is None or not found[0].allows(Scope.ADMIN):
+        return None
+    request.state.key_name = found[0].name
+    return found[0]
+
+
+MetricsAccess = Annotated[Principal | None, Depends(OpenOr(OpenEndpoint.METRICS, KeyCheck(Scope.ADMIN)))]
+DocsAccess = Annotated[Principal | None, Depends(OpenOr(OpenEndpoint.DOCS, KeyCheck()))]
+MaybeAdmin = Annotated[Principal | None, Depends(admin_or_none)]
 
 
 def model_of(services: Services, kind: str) -> ModelBundle:
-    """The bundle serving ``kind`` now, or 503 while none is loaded (readiness tells the truth)."""
+    """The bundle serving ``kind`` now, or 503 while none is loaded (readiness tells the truth).
+
+    The caller gets a stable code and a fixed message; why the load failed (paths, exception text) goes to
+    the operator's log only, with the request id, and to readiness' detail for an admin key.
+    """
     bundle = services.bundle(kind)
     if bundle is None:
         slot = services.slots.get(kind)
-        reason = (slot.last_error if slot is not None else None) or f"no {kind} model configured or loaded yet"
-        raise ApiError(503, "model_unavailable", f"{kind} model not loaded: {reason}", {"Retry-After": "5"})
+        reason = (slot.last_error if slot is not None else None) or "not configured or not loaded yet"
+        log.warning("model unavailable", extra={"model": kind, "reason": reason})
+        raise ApiError(503, "model_unavailable", f"the {kind} model is not loaded; retry later", {"Retry-After": "5"})
     return bundle

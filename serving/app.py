@@ -13,12 +13,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from serving import errors
-from serving.deps import DocsAccess
+from serving.deps import KeyCheck, operational
 from serving.lean import LeanDispatch
 from serving.middleware import EdgeMiddleware
 from serving.observability import Metrics, setup_logging
 from serving.routers import customers, decisions, events, health, models, offers, recs, scores
-from serving.settings import Settings, get_settings
+from serving.settings import OpenEndpoint, Settings, get_settings
 from serving.state import Services
 
 DESCRIPTION = """
@@ -91,26 +91,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     for module in (recs, health, scores, customers, decisions, offers, events, models):
         app.include_router(module.router)
-    app.include_router(_docs_router(app))
+    app.include_router(health.metrics_router(settings))
+    app.include_router(_docs_router(app, settings))
     return app
 
 
-def _docs_router(app: FastAPI) -> APIRouter:
-    """``/openapi.json``, ``/docs`` and ``/redoc`` as FastAPI serves them, with the docs access check
-    (:data:`serving.deps.DocsAccess`). The UIs fetch ``/openapi.json`` without a key: where it needs one, a
-    browser must send the header (or read the document with curl)."""
-    router = APIRouter(include_in_schema=False)
+def _docs_router(app: FastAPI, settings: Settings) -> APIRouter:
+    """``/openapi.json``, ``/docs`` and ``/redoc`` as FastAPI serves them: any valid key, unless
+    ``KAIROS_OPEN_ENDPOINTS`` opens them (by default in development). The UIs fetch ``/openapi.json``
+    without a key: where it needs one, a browser must send the header (or read the document with curl)."""
+    keyed = operational(settings.is_open(OpenEndpoint.DOCS), KeyCheck())
+    router = APIRouter(include_in_schema=False, dependencies=keyed)
 
     @router.get("/openapi.json")
-    async def openapi(_: DocsAccess) -> JSONResponse:
+    async def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
     @router.get("/docs")
-    async def swagger(_: DocsAccess) -> HTMLResponse:
+    async def swagger() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - Swagger UI")
 
     @router.get("/redoc")
-    async def redoc(_: DocsAccess) -> HTMLResponse:
+    async def redoc() -> HTMLResponse:
         return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
     return router

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
@@ -12,7 +12,6 @@ from bundles.base import ModelBundle
 from serving.keys import Principal, Scope
 from serving.observability import request_id_var
 from serving.security import ApiError, retry_after
-from serving.settings import OpenEndpoint
 from serving.state import Services
 
 log = logging.getLogger("kairos.serving")
@@ -77,28 +76,14 @@ Storefront = Annotated[Principal, Depends(KeyCheck(Scope.STOREFRONT))]
 Campaign = Annotated[Principal, Depends(KeyCheck(Scope.CAMPAIGN))]
 Events = Annotated[Principal, Depends(KeyCheck(Scope.STOREFRONT, Scope.CAMPAIGN))]
 Admin = Annotated[Principal, Depends(KeyCheck(Scope.ADMIN))]
-AnyKey = Annotated[Principal, Depends(KeyCheck())]
 
 
-class OpenOr:
-    """A dependency for an operational endpoint: open when the settings say so (``KAIROS_OPEN_ENDPOINTS``;
-    by default only in development), else the key check ``check``. Returns the principal, or None when open."""
-
-    def __init__(self, endpoint: OpenEndpoint, check: KeyCheck) -> None:
-        self.endpoint = endpoint
-        self.check = check
-
-    async def __call__(self, request: Request, key: str | None = Security(api_key_header)) -> Principal | None:
-        services: Services = request.app.state.services
-        if services.settings.is_open(self.endpoint):
-            return None
-        return await self.check(request, key)
-
-
-async def admin_or_none(request: Request, key: str | None = Security(api_key_header)) -> Principal | None:
+async def admin_or_none(request: Request) -> Principal | None:
     """The caller when its key is valid and holds admin, else None: never an error (readiness must answer the
-    orchestrator, which sends no key, whatever it sends)."""
+    orchestrator, which sends no key, whatever it sends). The header is read here, not declared: the document
+    does not claim that readiness needs a key."""
     services: Services = request.app.state.services
+    key = request.headers.get(KEY_HEADER)
     found = services.keys.identify(key) if key else None
     if found is None or not found[0].allows(Scope.ADMIN):
         return None
@@ -106,8 +91,13 @@ async def admin_or_none(request: Request, key: str | None = Security(api_key_hea
     return found[0]
 
 
-MetricsAccess = Annotated[Principal | None, Depends(OpenOr(OpenEndpoint.METRICS, KeyCheck(Scope.ADMIN)))]
-DocsAccess = Annotated[Principal | None, Depends(OpenOr(OpenEndpoint.DOCS, KeyCheck()))]
+def operational(open_: bool, check: KeyCheck) -> list[Any]:
+    """The dependencies of an operational endpoint (metrics, documentation): none when the settings open it
+    (``KAIROS_OPEN_ENDPOINTS``; by default only in development), else ``check``. Chosen when the app is built,
+    so the OpenAPI document says which it is."""
+    return [] if open_ else [Depends(check)]
+
+
 MaybeAdmin = Annotated[Principal | None, Depends(admin_or_none)]
 
 

@@ -12,9 +12,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving.deps import MaybeAdmin, MetricsAccess, ServicesDep
+from serving.deps import KeyCheck, MaybeAdmin, ServicesDep, operational
+from serving.keys import Scope
+from serving.routers.common import ERRORS
 from serving.schemas import Health
-from serving.settings import OpenEndpoint
+from serving.settings import OpenEndpoint, Settings
 
 router = APIRouter(tags=["health"])
 
@@ -47,8 +49,17 @@ def ready(services: ServicesDep, admin: MaybeAdmin) -> JSONResponse:
     return JSONResponse(Health(status=status, detail=detail).model_dump(mode="json"), status_code=code)
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-def metrics(services: ServicesDep, _: MetricsAccess) -> Response:
-    """Prometheus exposition: latency per route, loaded model versions, fallbacks, errors, reloads (admin key,
-    unless metrics is an open endpoint)."""
+def metrics(services: ServicesDep) -> Response:
+    """Prometheus exposition: latency per route, loaded model versions, fallbacks, errors, reloads."""
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_router(settings: Settings) -> APIRouter:
+    """``GET /metrics``: an admin key, unless ``KAIROS_OPEN_ENDPOINTS`` opens it (by default in development)."""
+    is_open = settings.is_open(OpenEndpoint.METRICS)
+    keyed = operational(is_open, KeyCheck(Scope.ADMIN))
+    scraped = APIRouter(tags=["health"], dependencies=keyed, responses={} if is_open else ERRORS)
+    scraped.add_api_route(
+        "/metrics", metrics, methods=["GET"], response_class=Response, responses={200: {"content": {"text/plain": {}}}}
+    )
+    return scraped

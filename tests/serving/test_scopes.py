@@ -94,7 +94,7 @@ def _request(client: TestClient, world: World, row: Row, key: str | None) -> int
     body: dict[str, object] = {}
     if row.path == "/v1/events":
         body = {"events": [{"type": "view", "timestamp": "2026-01-02T00:00:00Z", "customer_id": world.ids[0]}]}
-    return client.post(path, json=body, headers=headers).status_code
+    return client.request(row.method, path, json=body, headers=headers).status_code
 
 
 @pytest.mark.parametrize("row", list(FIRST.values()), ids=lambda r: f"{r.method} {r.path}")

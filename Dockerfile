@@ -1,7 +1,10 @@
 # Kairos API image.
 #
 #   docker build -t kairos .
-#   docker run -p 8000:8000 -v kairos-data:/data kairos
+#   docker run -p 8000:8000 -v kairos-data:/data -e KAIROS_API_KEYS="$KAIROS_API_KEYS" kairos
+#
+# The API serves in production: it refuses to start without KAIROS_API_KEYS (hashed keys; make one with
+# `python -m serving.keys new --name NAME --scope SCOPE`) or with the public demo key.
 #
 # /data is the data home (ingested tables, feature snapshots) and also holds the embedded MLflow
 # store (mlflow.db + mlartifacts/). Run the jobs in this same image against /data, so that the

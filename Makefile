@@ -34,8 +34,8 @@ demo-build: install ## Synthesise a CRM world, ingest it, build features, train 
 	$(BIN)/kairos train offers --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --no-compare
 	$(BIN)/kairos compile --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db
 
-demo: demo-build ## Build the embedded default and serve the API on 127.0.0.1:8000
-	$(BIN)/kairos serve --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --host $(HOST) --port $(PORT)
+demo: demo-build ## Build the embedded default and serve the API on 127.0.0.1:8000 (development: the demo key)
+	$(BIN)/kairos serve --dev --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --host $(HOST) --port $(PORT)
 
 lint: install ## ruff
 	$(BIN)/ruff check features models bundles training batch serving cli synth tests bench

@@ -54,7 +54,13 @@ def record(data: Path, tracking_uri: str, customers: int = 40) -> dict[str, Any]
     lines = pd.read_parquet(data / "ingested" / "order_lines.parquet", columns=["item_id"])
     items = [str(v) for v in lines["item_id"].value_counts().index[:12]]
     with tempfile.TemporaryDirectory() as cache:
-        settings = Settings(data_home=data, tracking_uri=tracking_uri, model_cache_dir=Path(cache), log_json=False)
+        settings = Settings(  # development: the demo key
+            environment="development",
+            data_home=data,
+            tracking_uri=tracking_uri,
+            model_cache_dir=Path(cache),
+            log_json=False,
+        )
         with TestClient(create_app(settings)) as client:
             head = {"X-API-Key": "kairos-demo-key"}
             out: dict[str, Any] = {}

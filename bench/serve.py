@@ -264,6 +264,7 @@ def main() -> None:
     ident = pd.read_parquet(args.data / "ingested" / "identity_map.parquet")
     ids = ident["customer_id"].astype(str).drop_duplicates().head(1000).tolist()
     common = {
+        "KAIROS_ENVIRONMENT": "development",  # the demo key (KEY)
         "KAIROS_DATA_HOME": str(args.data),
         "KAIROS_RATE_PER_SECOND": "1000000",
         "KAIROS_RATE_BURST": "1000000",

@@ -805,27 +805,45 @@ def serve(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="Development: the demo key (every scope) when no keys are configured.")
+    ] = False,
 ) -> None:
-    """Serve the API (uvicorn), printing example calls."""
+    """Serve the API (uvicorn), printing example calls. Production unless --dev: keys required."""
     import os
 
     import uvicorn
+    from pydantic import ValidationError
 
+    from serving.settings import Environment, Settings
+
+    # --dev is the one way to serve in development: an environment variable left over from a trial must not
+    # quietly open a production start to the public demo key
+    if not dev and os.environ.get("KAIROS_ENVIRONMENT", "").strip().lower() == Environment.DEVELOPMENT:
+        raise _fail(ValueError("KAIROS_ENVIRONMENT=development: pass --dev to serve in development"))
+    os.environ["KAIROS_ENVIRONMENT"] = Environment.DEVELOPMENT if dev else Environment.PRODUCTION
     os.environ["KAIROS_DATA_HOME"] = str(data)
     os.environ["KAIROS_TRACKING_URI"] = tracking_uri
-    example = _example_ids(data)
+    try:
+        Settings()  # type: ignore[call-arg]  # refused here, with the reason, rather than in every worker
+    except ValidationError as exc:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise _fail(ValueError(f"settings refused: {reasons}")) from None
+    # real ids only on a development home: a production terminal (and its scrollback, CI logs) gets none
+    example = _example_ids(data) if dev else ["CUSTOMER_ID_1", "CUSTOMER_ID_2", "unknown-id"]
     base = f"http://{host}:{port}"
     console.print("[bold]Kairos API[/] — try:")
     # plain echo, never wrapped: these lines are for copy and paste
     typer.echo(f"  curl -s {base}/health/ready")
-    key = "-H 'X-API-Key: kairos-demo-key'"  # the development key; production refuses it (docs/operations.md)
+    # the demo key only in development; production refuses it (docs/operations.md)
+    key = "-H 'X-API-Key: kairos-demo-key'" if dev else '-H "X-API-Key: $KAIROS_KEY"'
     typer.echo(
         f"  curl -s -X POST {base}/v1/scores {key} -H 'content-type: application/json' "
         f"-d '{json.dumps({'customer_ids': example, 'reasons': True})}'"
     )
     cart = f"-d '{json.dumps({'customer_id': example[0], 'k': 5})}'"
     typer.echo(f"  curl -s -X POST {base}/v1/recommendations/customer {key} -H 'content-type: application/json' {cart}")
-    typer.echo(f"  open {base}/docs for the OpenAPI documentation")
+    typer.echo(f"  open {base}/docs for the OpenAPI documentation" + ("" if dev else " (needs a key in production)"))
     # access_log=False: uvicorn's access line prints the raw path (/v1/customers/<id>/...); the app logs its
     # own, with the route template (serving/middleware.py)
     uvicorn.run(

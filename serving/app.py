@@ -7,26 +7,30 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from serving import errors
+from serving.deps import KeyCheck, operational
 from serving.lean import LeanDispatch
 from serving.middleware import EdgeMiddleware
 from serving.observability import Metrics, setup_logging
 from serving.routers import admin, customers, decisions, events, health, models, offers, recs, scores
-from serving.settings import Settings, get_settings
+from serving.settings import OpenEndpoint, Settings, get_settings
 from serving.state import Services
 
 DESCRIPTION = """
 Scores (churn, purchase, engagement per channel, P(alive), CLV, bands, reasons), profiles,
 recommendations, decisions (contact permission, send time, next-best offer) and real-time events.
 
-**Keys.** Send an API key in `X-API-Key`. Scopes: `storefront` (recommendations, events), `campaign`
-(scores, profiles, permissions, send time, offers, events), `admin` (models, reload, and everything
-else), `pii` (profiles include personal data). 401 without a valid key, 403 without the scope, 429
-with `Retry-After` past the key's rate. In development, with no keys configured, the demo key
-`kairos-demo-key` has every scope.
+**Keys.** Send an API key in `X-API-Key`. Scopes: `storefront` (recommendations, behavioural events),
+`campaign` (scores, profiles, permissions, send time, offers, sends), `consent` (consent changes),
+`admin` (models, reload, metrics, readiness detail, and every other scope but `pii`), `pii` (profiles
+include personal data; never implied by admin). 401 without a valid key, 403 without the scope, 429
+with `Retry-After` past the key's rate. This document needs a key in production. In development
+(`kairos serve --dev`), with no keys configured, the demo key `kairos-demo-key` has every scope.
 
 **Answers.** Every answer names the model version(s) that produced it, a `request_id` (also the
 `X-Request-ID` header; send your own to correlate), `degraded` and `source` (`model` or `fallback`).
@@ -77,10 +81,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # FastAPI's native OpenTelemetry only when asked for: otherwise every request pays for looking up
         # the global providers (serving/settings.py)
         telemetry=None if settings.otel else {"tracing": False, "metrics": False, "logs": False},
+        # the app's own documentation routes below: behind a key unless KAIROS_OPEN_ENDPOINTS opens them
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     errors.install(app)
     app.add_middleware(LeanDispatch)  # inside the edge: ids, size limit, metrics and logs apply as to any route
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     for module in (recs, health, scores, customers, decisions, offers, events, models, admin):
         app.include_router(module.router)
+    app.include_router(health.metrics_router(settings))
+    app.include_router(_docs_router(app, settings))
     return app
+
+
+def _docs_router(app: FastAPI, settings: Settings) -> APIRouter:
+    """``/openapi.json``, ``/docs`` and ``/redoc`` as FastAPI serves them: any valid key, unless
+    ``KAIROS_OPEN_ENDPOINTS`` opens them (by default in development). The UIs fetch ``/openapi.json``
+    without a key: where it needs one, a browser must send the header (or read the document with curl)."""
+    keyed = operational(settings.is_open(OpenEndpoint.DOCS), KeyCheck())
+    router = APIRouter(include_in_schema=False, dependencies=keyed)
+
+    @router.get("/openapi.json")
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @router.get("/docs")
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - Swagger UI")
+
+    @router.get("/redoc")
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
+
+    return router

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
@@ -12,6 +13,8 @@ from serving.keys import Principal, Scope
 from serving.observability import request_id_var
 from serving.security import ApiError, retry_after
 from serving.state import Services
+
+log = logging.getLogger("kairos.serving")
 
 KEY_HEADER = "X-API-Key"
 api_key_header = APIKeyHeader(
@@ -38,7 +41,10 @@ RequestIdDep = Annotated[str, Depends(request_id)]
 
 
 class KeyCheck:
-    """A dependency: the caller's key must be valid (401) and hold one of ``scopes`` (403); then its rate (429)."""
+    """A dependency: the caller's key must be valid (401) and hold one of ``scopes`` (403); then its rate (429).
+
+    With no ``scopes``, any valid key will do.
+    """
 
     def __init__(self, *scopes: Scope) -> None:
         self.scopes = scopes
@@ -52,7 +58,7 @@ class KeyCheck:
             raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "ApiKey"})
         principal, rate = found
         request.state.key_name = principal.name
-        if not any(principal.allows(s) for s in self.scopes):
+        if self.scopes and not any(principal.allows(s) for s in self.scopes):
             wanted = " or ".join(s.value for s in self.scopes)
             raise ApiError(403, "forbidden", f"this key lacks the {wanted} scope")
         wait = await services.limiter.take_async(principal.name, rate)
@@ -72,11 +78,39 @@ Events = Annotated[Principal, Depends(KeyCheck(Scope.STOREFRONT, Scope.CAMPAIGN)
 Admin = Annotated[Principal, Depends(KeyCheck(Scope.ADMIN))]
 
 
+async def admin_or_none(request: Request) -> Principal | None:
+    """The caller when its key is valid and holds admin, else None: never an error (readiness must answer the
+    orchestrator, which sends no key, whatever it sends). The header is read here, not declared: the document
+    does not claim that readiness needs a key."""
+    services: Services = request.app.state.services
+    key = request.headers.get(KEY_HEADER)
+    found = services.keys.identify(key) if key else None
+    if found is None or not found[0].allows(Scope.ADMIN):
+        return None
+    request.state.key_name = found[0].name
+    return found[0]
+
+
+def operational(open_: bool, check: KeyCheck) -> list[Any]:
+    """The dependencies of an operational endpoint (metrics, documentation): none when the settings open it
+    (``KAIROS_OPEN_ENDPOINTS``; by default only in development), else ``check``. Chosen when the app is built,
+    so the OpenAPI document says which it is."""
+    return [] if open_ else [Depends(check)]
+
+
+MaybeAdmin = Annotated[Principal | None, Depends(admin_or_none)]
+
+
 def model_of(services: Services, kind: str) -> ModelBundle:
-    """The bundle serving ``kind`` now, or 503 while none is loaded (readiness tells the truth)."""
+    """The bundle serving ``kind`` now, or 503 while none is loaded (readiness tells the truth).
+
+    The caller gets a stable code and a fixed message; why the load failed (paths, exception text) goes to
+    the operator's log only, with the request id, and to readiness' detail for an admin key.
+    """
     bundle = services.bundle(kind)
     if bundle is None:
         slot = services.slots.get(kind)
-        reason = (slot.last_error if slot is not None else None) or f"no {kind} model configured or loaded yet"
-        raise ApiError(503, "model_unavailable", f"{kind} model not loaded: {reason}", {"Retry-After": "5"})
+        reason = (slot.last_error if slot is not None else None) or "not configured or not loaded yet"
+        log.warning("model unavailable", extra={"model": kind, "reason": reason})
+        raise ApiError(503, "model_unavailable", f"the {kind} model is not loaded; retry later", {"Retry-After": "5"})
     return bundle

@@ -3,7 +3,9 @@
     {"error": {"status": 422, "code": "invalid_request", "message": "body.customer_ids: ..."},
      "request_id": "...", "detail": [{"loc": [...], "msg": "...", "type": "..."}]}
 
-``detail`` (validation errors only) never echoes the rejected input: it may be personal data.
+``detail`` (validation errors only) never echoes the rejected input: it may be personal data. A 5xx
+answer carries a stable code and a fixed message, never the internal error (paths, exception text): that
+goes to the operator's log, under the same request id.
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(KairosError)
     async def domain_error(_: Request, exc: KairosError) -> Response:
-        log.error("domain error", extra={"error_type": type(exc).__name__})
-        return _respond(503, "unavailable", f"{type(exc).__name__}: {exc}", {"Retry-After": "5"})
+        log.error("domain error", extra={"error_type": type(exc).__name__, "reason": str(exc)})
+        return _respond(
+            503, "unavailable", "a service this answer needs is unavailable; retry later", {"Retry-After": "5"}
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> Response:

@@ -10,9 +10,12 @@ prints the secret (give it to the caller; it is not stored anywhere) and the JSO
 - ``storefront``: recommendations, events.
 - ``campaign``: scores, customer profiles, events (and offers, send times and permissions as they land).
 - ``consent``: consent changes (``consent`` and ``unsubscribe`` events).
-- ``admin``: models and reload; also everything else.
+- ``admin``: models, reload, metrics, readiness detail; also every other scope except ``pii``.
 - ``pii``: profiles include the customer's personal data (e-mail, phone, name); add it to a key
-  with ``campaign`` or ``admin`` only when the caller is entitled to it.
+  with ``campaign`` or ``admin`` only when the caller is entitled to it. Never implied: an admin key
+  without it gets no personal data.
+
+Which operation needs which scope: the table in ``docs/operations.md`` (a test checks the app against it).
 """
 
 from __future__ import annotations
@@ -57,7 +60,9 @@ class Principal:
     scopes: frozenset[Scope]
 
     def allows(self, scope: Scope) -> bool:
-        return scope in self.scopes or Scope.ADMIN in self.scopes
+        """Whether the key holds ``scope``. Admin implies every scope but ``pii``: running the service is not
+        an entitlement to customers' personal data, which must be granted by name."""
+        return scope in self.scopes or (Scope.ADMIN in self.scopes and scope is not Scope.PII)
 
 
 class KeyRing:

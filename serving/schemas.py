@@ -243,7 +243,9 @@ class Profile(Envelope):
     features: dict[str, float | None]
     attributes: dict[str, str | None] = Field(default_factory=dict, description="Text features.")
     segments: dict[str, Any] | None = None
-    personal: dict[str, list[str]] | None = Field(None, description="Only for keys with the pii (or admin) scope.")
+    personal: dict[str, list[str]] | None = Field(
+        None, description="Only for keys with the pii scope (admin does not imply it)."
+    )
 
 
 # --- recommendations ------------------------------------------------------------------------------------

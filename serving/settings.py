@@ -1,9 +1,10 @@
 """Typed service settings: documented defaults, overridden by ``KAIROS_*`` environment variables.
 
 API keys are configured hashed (``KAIROS_API_KEYS``, a JSON list of ``{"name", "sha256", "scopes"}``;
-make one with ``python -m serving.keys new --name shop --scope storefront``). In ``development`` the
-documented demo key (:data:`serving.keys.DEMO_KEY`) is accepted with every scope when no keys are
-configured; outside development a missing key list, or one that contains the demo key, stops start-up.
+make one with ``python -m serving.keys new --name shop --scope storefront``). The default environment is
+``production``: a missing key list, or one that contains the demo key, stops start-up. Only an explicit
+``development`` (``kairos serve --dev``, ``make demo``) accepts the documented demo key
+(:data:`serving.keys.DEMO_KEY`) with every scope when no keys are configured.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ ENGAGEMENT_MODELS = tuple(f"engagement_{a}_{c}" for a in ("open", "click") for c
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     PRODUCTION = "production"
+
+
+class OpenEndpoint(StrEnum):
+    """Operational endpoints that may answer without a key (``KAIROS_OPEN_ENDPOINTS``)."""
+
+    METRICS = "metrics"  # GET /metrics (otherwise: admin)
+    DOCS = "docs"  # GET /docs, /redoc, /openapi.json (otherwise: any valid key)
+    READINESS = "readiness"  # GET /health/ready's detail (otherwise: admin; the status is always open)
 
 
 class StoreBackend(StrEnum):
@@ -47,7 +56,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KAIROS_", extra="forbid", frozen=True)
 
-    environment: Environment = Field(Environment.DEVELOPMENT, description="development or production.")
+    environment: Environment = Field(
+        Environment.PRODUCTION,
+        description="production (the default: keys required, the demo key refused) or development.",
+    )
     data_home: Path = Field(Path("var/demo/data"), description="Data home: ingested tables and feature snapshots.")
     tracking_uri: str = Field("sqlite:///var/demo/mlflow.db", description="MLflow tracking / registry URI.")
     churn_model: str | None = Field("churn", description="Registered name of the churn model; empty: not served.")
@@ -104,6 +116,12 @@ class Settings(BaseSettings):
     max_feature_age_days: float | None = Field(None, gt=0, description="Older feature rows count as missing.")
 
     api_keys: list[ApiKeySpec] = Field(default_factory=list, description="Hashed API keys with scopes (JSON).")
+    open_endpoints: frozenset[OpenEndpoint] | None = Field(
+        None,
+        description="Operational endpoints open without a key (JSON list of metrics, docs, readiness); default: "
+        "all of them in development, none in production. What they show (key names in metrics, model versions, "
+        "checksums and customer counts in readiness) is for the operator.",
+    )
     rate_per_second: float = Field(200.0, gt=0, description="Sustained requests per second per key.")
     rate_burst: int = Field(400, ge=1, description="Requests a key may make at once before being limited.")
     shared_rate_limits: bool = Field(
@@ -146,12 +164,21 @@ class Settings(BaseSettings):
         if self.environment is Environment.DEVELOPMENT:
             return self
         if not self.api_keys:
-            raise ValueError("api_keys: no API keys configured; set KAIROS_API_KEYS (see serving/keys.py)")
+            raise ValueError(
+                f"api_keys: no API keys configured in {self.environment}; set KAIROS_API_KEYS (make one with "
+                "`python -m serving.keys new --name NAME --scope SCOPE`), or run `kairos serve --dev` for a local trial"
+            )
         demo = hash_key(DEMO_KEY)
         placeholders = [k.name for k in self.api_keys if k.sha256 == demo]
         if placeholders:
             raise ValueError(f"api_keys: key(s) {placeholders} use the public demo key; refused in {self.environment}")
         return self
+
+    def is_open(self, endpoint: OpenEndpoint) -> bool:
+        """Whether ``endpoint`` answers without a key."""
+        if self.open_endpoints is None:
+            return self.environment is Environment.DEVELOPMENT
+        return endpoint in self.open_endpoints
 
     @property
     def model_names(self) -> dict[str, str]:

@@ -35,7 +35,9 @@ def test_demo_commands_build_a_served_model(tmp_path: Path) -> None:
     primary = truth.loc[(truth["person_id"] == variant["person_id"]) & truth["is_primary"], "customer_id"].iloc[0]
     pair = [primary, variant["customer_id"]]
 
-    settings = Settings(data_home=home, tracking_uri=uri, model_cache_dir=tmp_path / "cache", recs_model=None)
+    settings = Settings(  # development, as `make demo` serves: the demo key
+        environment="development", data_home=home, tracking_uri=uri, model_cache_dir=tmp_path / "cache", recs_model=None
+    )
     with TestClient(create_app(settings), headers={"X-API-Key": "kairos-demo-key"}) as client:
         assert client.get("/health/ready").status_code == 200
         items = client.post("/v1/scores", json={"customer_ids": [*pair[:2], "nobody"]}).json()["items"]

@@ -20,7 +20,7 @@ from tests.conftest import BuiltHome
 
 
 def _client(built: BuiltHome, **overrides: object) -> TestClient:
-    base: dict[str, object] = {"recs_model": None} | overrides
+    base: dict[str, object] = {"recs_model": None, "environment": "development"} | overrides  # the demo key
     settings = Settings(data_home=built.home, tracking_uri=built.tracking_uri, model_cache_dir=built.cache, **base)
     return TestClient(create_app(settings), headers={"X-API-Key": "kairos-demo-key"})
 

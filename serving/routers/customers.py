@@ -27,7 +27,7 @@ def profile(
     """Features as of now (real-time events applied), text attributes and segments.
 
     Personal data (e-mail, phone, names, birth date) is included only for a key with the ``pii`` scope
-    or ``admin``. When the online store is down: 200, ``degraded``, no features.
+    (``admin`` does not imply it). When the online store is down: 200, ``degraded``, no features.
     """
     try:
         found, names = services.store.lookup([customer_id], strings=True)

@@ -32,7 +32,7 @@ from models.churn import LightGBMClassifier
 from models.population import Population
 from serving.app import create_app
 from serving.keys import hash_key
-from serving.settings import ApiKeySpec, Settings
+from serving.settings import ApiKeySpec, OpenEndpoint, Settings
 from tests.conftest import SynthHome
 
 KEYS = {
@@ -112,6 +112,9 @@ class World:
             "tracking_uri": self.uri,
             "model_cache_dir": self.root / "cache",
             "api_keys": api_keys(),
+            # the tests read metrics and readiness' detail as the operator does; tests/serving/test_scopes.py
+            # checks the production default (behind a key)
+            "open_endpoints": frozenset(OpenEndpoint),
             "log_json": False,
             # only what the world registers (each absent model costs a registry call at start-up)
             "purchase_model": None,

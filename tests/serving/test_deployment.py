@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -24,7 +26,7 @@ import yaml
 
 from features.store import latest_snapshot
 from serving.settings import Settings
-from tests.serving.conftest import FEATURES, World, closed_port, headers, register_churn
+from tests.serving.conftest import FEATURES, World, api_keys, closed_port, headers, register_churn
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -153,6 +155,7 @@ def test_the_image_start_command_serves_the_installed_app(image: dict[str, Any],
         "KAIROS_DATA_HOME": str(world.home),
         "KAIROS_TRACKING_URI": f"sqlite:///{tmp_path / 'empty-registry.db'}",
         "KAIROS_MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "KAIROS_API_KEYS": _keys_json(),  # the image serves in production: keys required
     }
     log = tmp_path / "serve.log"
     with _process(cmd, env, tmp_path, log) as proc:
@@ -163,6 +166,22 @@ def test_the_image_start_command_serves_the_installed_app(image: dict[str, Any],
         ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5)
         assert ready.status_code == 503  # no model registered: live, not ready
     assert proc.returncode is not None
+
+
+def _keys_json() -> str:
+    return json.dumps([k.model_dump(mode="json") for k in api_keys()])
+
+
+def test_the_image_refuses_to_start_without_keys(image: dict[str, Any], world: World, tmp_path: Path) -> None:
+    """The image's command is production: with no KAIROS_API_KEYS it stops at once, saying what to set, and
+    a KAIROS_ENVIRONMENT=development left in the environment does not open it to the demo key."""
+    # this checkout's code (the installed package may be another checkout's)
+    env = _clean_env() | {"KAIROS_DATA_HOME": str(world.home), "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
+    for extra in ({}, {"KAIROS_ENVIRONMENT": "development"}):
+        done = subprocess.run(image["cmd"], env=env | extra, cwd=tmp_path, capture_output=True, timeout=120)
+        out = (done.stdout + done.stderr).decode(errors="replace")
+        assert done.returncode == 2, out
+        assert ("KAIROS_API_KEYS" in out) if not extra else ("--dev" in out)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +209,8 @@ def test_compose_runs_the_api_with_redis_and_mlflow_on_postgresql(
     known = {f"KAIROS_{f.upper()}" for f in Settings.model_fields}
     assert {k for k in env if k.startswith("KAIROS_")} <= known  # the API refuses unknown KAIROS_* settings
     assert env["KAIROS_TRACKING_URI"] == "http://mlflow:5000" and env["KAIROS_ONLINE_STORE"] == "redis"
-    assert env["KAIROS_REDIS_URL"].startswith("redis://redis:6379")
+    redis_url = urlsplit(_fill(env["KAIROS_REDIS_URL"], {"REDIS_PASSWORD": "pw"}))
+    assert (redis_url.scheme, redis_url.hostname, redis_url.port) == ("redis", "redis", 6379)
     assert {s: c["condition"] for s, c in api["depends_on"].items()} == {
         "redis": "service_healthy",
         "mlflow": "service_healthy",
@@ -199,6 +219,70 @@ def test_compose_runs_the_api_with_redis_and_mlflow_on_postgresql(
     assert api_mounts[env["KAIROS_DATA_HOME"]] in compose["volumes"]
     assert api_mounts[image["env"]["KAIROS_MODEL_CACHE_DIR"]] in compose["volumes"]
     assert all(p.endswith(":8000") for p in api["ports"]) and api["image"] == mlflow["image"]
+
+
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}: compose's interpolation
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<rest>[^}]*)\}")
+_SECRET = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEYS|AUTH", re.IGNORECASE)
+
+
+def _strings(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in the compose file (keys of mappings too), with where it is."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield f"{where}.{k}", str(k)
+            yield from _strings(v, f"{where}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _strings(v, f"{where}[{i}]")
+    elif node is not None:
+        yield where, str(node)
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    """``text`` with its variables replaced as compose does (``KeyError`` where compose refuses to run)."""
+
+    def one(m: re.Match[str]) -> str:
+        name, op, rest = m["name"], m["op"] or "", m["rest"]
+        value = values.get(name)
+        if op in (":?", "?") and (value is None or (op == ":?" and not value)):
+            raise KeyError(name)
+        if op in (":-", "-") and (value is None or (op == ":-" and not value)):
+            return str(rest)
+        return value or ""
+
+    return _VARIABLE.sub(one, text)
+
+
+def test_compose_runs_in_production_with_every_secret_required(compose: dict[str, Any]) -> None:
+    """No service in development; every secret (keys, passwords) comes from a variable that compose
+    requires (``${NAME:?...}``: it refuses to run without it), never from a default or a literal; Redis and
+    PostgreSQL have passwords and the API's URLs use them; MLflow, without a login, publishes no port."""
+    services = compose["services"]
+    texts = list(_strings(compose))
+    assert not [w for w, t in texts if "development" in t.lower()], "a service in development mode"
+    secrets = {m["name"] for _, t in texts for m in _VARIABLE.finditer(t) if _SECRET.search(m["name"])}
+    assert {"KAIROS_API_KEYS", "REDIS_PASSWORD", "MLFLOW_DB_PASSWORD"} <= secrets
+    given = {name: f"given-{name.lower()}" for name in secrets}
+    for where, text in texts:
+        for name in {m["name"] for m in _VARIABLE.finditer(text)} & secrets:
+            with pytest.raises(KeyError):  # compose refuses to run without it, or with it empty
+                _fill(text, {k: v for k, v in given.items() if k != name} | {name: ""})
+            assert given[name] in _fill(text, given), f"{where}: ${{{name}}} has a default"
+        # a password in a URL is a variable's value, never a literal
+        for url in re.findall(r"[a-z]+://\S+", _fill(text, given)):
+            password = urlsplit(url).password
+            assert password is None or password in given.values(), f"{where}: a literal password in a URL"
+    api = services["api"]["environment"]
+    assert api["KAIROS_ENVIRONMENT"] == "production"
+    assert _fill(api["KAIROS_API_KEYS"], given) == given["KAIROS_API_KEYS"]
+    redis = services["redis"]["command"]
+    password = _fill(redis[redis.index("--requirepass") + 1], given)
+    assert password == given["REDIS_PASSWORD"] == urlsplit(_fill(api["KAIROS_REDIS_URL"], given)).password
+    store = next(a for a in services["mlflow"]["command"] if a.startswith("--backend-store-uri="))
+    db_password = _fill(services["postgres"]["environment"]["POSTGRES_PASSWORD"], given)
+    assert db_password == given["MLFLOW_DB_PASSWORD"] == urlsplit(_fill(store.split("=", 1)[1], given)).password
+    assert not {"ports"} & (set(services["mlflow"]) | set(services["redis"]) | set(services["postgres"]))
 
 
 @pytest.fixture

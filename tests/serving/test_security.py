@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -165,7 +167,110 @@ def test_fastapi_native_telemetry_only_when_configured() -> None:
     default (our metrics are Prometheus'), FastAPI's defaults with KAIROS_OTEL."""
     from serving.app import create_app
 
-    quiet = create_app(Settings(log_json=False))._telemetry  # type: ignore[attr-defined]
+    quiet = create_app(Settings(environment="development", log_json=False))._telemetry  # type: ignore[attr-defined]
     assert not (quiet["tracing"] or quiet["metrics"] or quiet["logs"])
-    loud = create_app(Settings(log_json=False, otel=True))._telemetry  # type: ignore[attr-defined]
+    loud = create_app(Settings(environment="development", log_json=False, otel=True))._telemetry  # type: ignore[attr-defined]
     assert loud["tracing"] and loud["metrics"] and loud["logs"]
+
+
+def test_admin_does_not_imply_pii(world: World) -> None:
+    """Running the service is no entitlement to personal data: admin implies every scope but pii."""
+    admin = KeyRing([("ops", hash_key("s"), frozenset({Scope.ADMIN}), None)]).identify("s")
+    assert admin is not None
+    assert all(admin[0].allows(s) for s in Scope if s is not Scope.PII) and not admin[0].allows(Scope.PII)
+    with world.client() as c:
+        cid = world.ids[5]
+        as_admin = c.get(f"/v1/customers/{cid}/profile", headers=headers("admin"))
+        with_pii = c.get(f"/v1/customers/{cid}/profile", headers=headers("pii"))  # campaign + pii
+    assert as_admin.status_code == 200 and as_admin.json()["personal"] is None
+    assert with_pii.status_code == 200 and with_pii.json()["personal"]["email"]
+    assert not {v for vs in with_pii.json()["personal"].values() for v in vs} & set(_strings(as_admin.json()))
+
+
+def _strings(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v)
+    elif isinstance(node, str):
+        yield node
+
+
+def test_production_is_the_default_and_needs_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing configured the settings are production's, and production refuses to start without keys,
+    saying which setting to give."""
+    monkeypatch.delenv("KAIROS_ENVIRONMENT", raising=False)
+    monkeypatch.delenv("KAIROS_API_KEYS", raising=False)
+    with pytest.raises(ValidationError, match="no API keys configured in production; set KAIROS_API_KEYS"):
+        Settings()  # type: ignore[call-arg]
+    real = ApiKeySpec(name="ops", sha256=hash_key("a-real-secret"), scopes=frozenset({Scope.ADMIN}))
+    assert Settings(api_keys=[real]).environment == "production"  # type: ignore[call-arg]
+    # the demo key exists only in development
+    from serving.state import key_ring
+
+    assert key_ring(Settings(api_keys=[real])).identify(DEMO_KEY) is None  # type: ignore[call-arg]
+    demo = key_ring(Settings(environment="development")).identify(DEMO_KEY)  # type: ignore[arg-type]
+    assert demo is not None and demo[0].allows(Scope.PII)
+
+
+def test_kairos_serve_is_production_unless_dev(monkeypatch: pytest.MonkeyPatch, world: World) -> None:
+    """`kairos serve` without --dev refuses to start without keys (exit 2, the setting named), and refuses a
+    development environment left in the environment; --dev serves with the demo key."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    started: list[str] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(os.environ["KAIROS_ENVIRONMENT"]))
+    for name in ("KAIROS_ENVIRONMENT", "KAIROS_API_KEYS", "KAIROS_DATA_HOME", "KAIROS_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    runner = CliRunner()
+    args = ["serve", "--data", str(world.home), "--tracking-uri", world.uri]
+    refused = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert refused.exit_code == 2 and "KAIROS_API_KEYS" in refused.output and not started
+    monkeypatch.setenv("KAIROS_ENVIRONMENT", "development")
+    stray = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert stray.exit_code == 2 and "--dev" in stray.output and not started
+    monkeypatch.delenv("KAIROS_ENVIRONMENT")
+    dev = runner.invoke(app, [*args, "--dev"], env={"COLUMNS": "300"})
+    assert dev.exit_code == 0 and started == ["development"] and DEMO_KEY in dev.output
+    keys = json.dumps([k.model_dump(mode="json") for k in api_keys()])
+    monkeypatch.delenv("KAIROS_ENVIRONMENT")
+    prod = runner.invoke(app, args, env={"COLUMNS": "300", "KAIROS_API_KEYS": keys})
+    assert prod.exit_code == 0 and started == ["development", "production"] and DEMO_KEY not in prod.output
+
+
+def test_5xx_bodies_carry_a_stable_code_and_the_reason_goes_to_the_log(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model that did not load: the caller gets model_unavailable and a fixed message; the load error
+    (here naming the missing registered model) is in the operator's log, with the request id."""
+    caplog.set_level(logging.WARNING, logger="kairos.serving")
+    with world.client(churn_model="churn_canary_internal") as c:
+        r = c.post("/v1/scores", json={"customer_ids": world.ids[:2]}, headers=headers("campaign"))
+    assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable"
+    assert r.json()["error"]["message"] == "the churn model is not loaded; retry later"
+    assert "churn_canary_internal" not in r.text and r.json()["request_id"]
+    logged = [rec for rec in caplog.records if rec.getMessage() == "model unavailable"]
+    assert logged and "churn_canary_internal" in getattr(logged[-1], "reason", "")
+
+
+def test_domain_errors_answer_503_without_their_text() -> None:
+    from fastapi.testclient import TestClient
+
+    from features.errors import KairosError
+    from serving.app import create_app
+
+    app = create_app(Settings(environment="development", log_json=False))  # type: ignore[arg-type]
+
+    def boom() -> None:
+        raise KairosError("/srv/kairos/secret-path.parquet: unreadable")
+
+    app.add_api_route("/boom", boom)
+    r = TestClient(app).get("/boom")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+    assert "secret-path" not in r.text and "KairosError" not in r.text

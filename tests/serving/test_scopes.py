@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.keys import Scope, hash_key
 from serving.settings import ApiKeySpec, OpenEndpoint, Settings
+from tests.figures import FIGURES
 from tests.serving.conftest import World
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -97,19 +98,32 @@ def _request(client: TestClient, world: World, row: Row, key: str | None) -> int
     return client.request(row.method, path, json=body, headers=headers).status_code
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("row", list(FIRST.values()), ids=lambda r: f"{r.method} {r.path}")
 def test_the_key_check_is_the_table_s(client: TestClient, world: World, row: Row) -> None:
+    wrong: list[str] = []
+    statuses = []
     for scope, key in SECRETS.items():
         status = _request(client, world, row, key)
+        statuses.append(status)
         # admin implies every scope but pii (serving/keys.py), so an admin key passes wherever pii is not needed
         allowed = row.scopes is None or not row.scopes or scope in row.scopes
         allowed = allowed or (scope is Scope.ADMIN and Scope.PII not in row.scopes)
-        if allowed:
-            assert status not in (401, 403), f"{scope} refused ({status})"
-        else:
-            assert status == 403, f"{scope} not refused ({status})"
+        if allowed and status in (401, 403):
+            wrong.append(f"{scope} refused ({status})")
+        elif not allowed and status != 403:
+            wrong.append(f"{scope} not refused ({status})")
     unkeyed = _request(client, world, row, None)
-    assert (unkeyed not in (401, 403)) if row.scopes is None else unkeyed == 401
+    statuses.append(unkeyed)
+    if not ((unkeyed not in (401, 403)) if row.scopes is None else unkeyed == 401):
+        wrong.append(f"no key: {unkeyed}")
+    FIGURES.record(
+        "auth matrix: every operation x every scope, and no key",
+        cases=len(statuses),
+        server_errors=sum(s >= 500 for s in statuses),
+        wrong_answers=len(wrong),
+    )
+    assert wrong == []
 
 
 def test_readiness_detail_needs_an_admin_key(client: TestClient) -> None:

@@ -22,7 +22,7 @@ from features.errors import DataNotFoundError, KairosError
 from features.online import InMemoryOnlineStore, Lookup, OnlineStoreUnavailable, RedisOnlineStore, load_in_memory
 from features.realtime import ApplyResult, Event
 from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, ingested_dir, latest_snapshot
-from serving.settings import Settings, StoreBackend
+from serving.settings import Environment, Settings, StoreBackend
 
 log = logging.getLogger("kairos.serving.store")
 
@@ -130,8 +130,15 @@ class StoreGateway:
         self.settings = settings
         self.backend: InMemoryOnlineStore | RedisOnlineStore | None = None
         self.as_of: datetime | None = None
-        # Erased customers are unknown here even before this replica's store and models are rebuilt.
-        self.tombstones = Tombstones.of(settings.data_home)
+        # Erased customers are unknown here even before this replica's store and models are rebuilt. Tombstones
+        # are keyed with the pseudonym secret: every process (ingest, erase, each replica) must hold the same one.
+        secret = settings.pseudonym_secret
+        self.tombstones = Tombstones.of(settings.data_home, secret.get_secret_value().encode() if secret else None)
+        if secret is None and settings.environment is Environment.PRODUCTION:
+            log.warning(
+                "KAIROS_PSEUDONYM_SECRET is not set: erasure tombstones use the development key, and erasures "
+                "recorded by jobs that hold the secret are not recognised here (docs/erasure.md)"
+            )
 
     def open(self) -> None:
         """Build (memory) or connect to (Redis) the store. Redis being down is not an error here."""

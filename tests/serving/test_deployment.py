@@ -262,7 +262,7 @@ def test_compose_runs_in_production_with_every_secret_required(compose: dict[str
     texts = list(_strings(compose))
     assert not [w for w, t in texts if "development" in t.lower()], "a service in development mode"
     secrets = {m["name"] for _, t in texts for m in _VARIABLE.finditer(t) if _SECRET.search(m["name"])}
-    assert {"KAIROS_API_KEYS", "REDIS_PASSWORD", "MLFLOW_DB_PASSWORD"} <= secrets
+    assert {"KAIROS_API_KEYS", "REDIS_PASSWORD", "MLFLOW_DB_PASSWORD", "KAIROS_PSEUDONYM_SECRET"} <= secrets
     given = {name: f"given-{name.lower()}" for name in secrets}
     for where, text in texts:
         for name in {m["name"] for m in _VARIABLE.finditer(text)} & secrets:

@@ -270,6 +270,7 @@ def test_serve_turns_off_uvicorns_access_log(tmp_path: Path, monkeypatch) -> Non
     # serve exports both for the app factory: set here first, so that they are undone after the test
     monkeypatch.setenv("KAIROS_DATA_HOME", str(tmp_path))
     monkeypatch.setenv("KAIROS_TRACKING_URI", "sqlite:///unused.db")
-    result = runner.invoke(app, ["serve", "--data", str(tmp_path)])
+    monkeypatch.setenv("KAIROS_ENVIRONMENT", "development")
+    result = runner.invoke(app, ["serve", "--data", str(tmp_path), "--dev"])
     assert result.exit_code == 0, result.output
     assert len(calls) == 1 and calls[0]["access_log"] is False

@@ -45,6 +45,8 @@ from features.errors import DataNotFoundError, KairosError
 from features.identity import KEY_PREFIX
 from features.ingest import IDENTITY_MAP_FILE
 from features.realtime import (
+    CONSENT_KINDS,
+    CONSENT_PREFIX,
     REALTIME_FILLS,
     WINDOW_FEATURES,
     ApplyResult,
@@ -54,6 +56,7 @@ from features.realtime import (
     Overlay,
     Patch,
     apply,
+    carry_consents,
     recent_sessions,
     seeded_state,
     write_patches,
@@ -395,14 +398,64 @@ class InMemoryOnlineStore:
             events = [e for log in self._log.values() for e in log.values() if e.ts >= cut]
         return sorted(events, key=lambda e: e.received)  # stable: one customer's log is in applied order
 
+    def consent_histories(self) -> dict[str, tuple[dict[str, list[ConsentChange]], list[Event]]]:
+        """customer_key -> (its non-empty consent histories by channel, its logged consent events), for the
+        customers that have any (what :meth:`carry_over` carries)."""
+        out: dict[str, tuple[dict[str, list[ConsentChange]], list[Event]]] = {}
+        with self._lock:
+            for row, state in self._states.items():
+                histories = {ch: list(h) for ch, h in state.consents.items() if h}
+                key = self._keys[row]
+                if histories and key:
+                    logged = [e for e in self._log.get(row, {}).values() if e.type in CONSENT_KINDS]
+                    out[key] = (histories, logged)
+        return out
+
     def carry_over(self, previous: InMemoryOnlineStore) -> int:
-        """Re-apply ``previous``'s events that this (newer) snapshot does not contain; returns how many."""
+        """Take over what this (newer) snapshot does not contain from ``previous``; returns how many events and
+        consent changes were carried.
+
+        Every consent history whole (:func:`features.realtime.carry_consents`: the export may lack a change
+        received through the API, whatever its date), and every other event at or after this as-of.
+        """
         if self.as_of is None:
             return 0
-        applied = 0
+        carried = 0
+        for key, (histories, logged) in previous.consent_histories().items():
+            carried += self._take_consents(key, histories, logged)
         for event in previous.events_since(self.as_of):
-            applied += self.apply_event(event) in (ApplyResult.APPLIED, ApplyResult.CREATED)
-        return applied
+            if event.type not in CONSENT_KINDS:
+                carried += self.apply_event(event) in (ApplyResult.APPLIED, ApplyResult.CREATED)
+        return carried
+
+    def _take_consents(self, key: str, histories: dict[str, list[ConsentChange]], logged: list[Event]) -> int:
+        assert self._as_of is not None and self._overlay is not None
+        with self._lock:
+            row = self._index.get(key)
+            values = self._matrix[row] if row is not None else self._fill_row
+            col = {n: i for i, n in enumerate(self.feature_names)}
+            snapshot = {
+                ch: float(values[col[f"{CONSENT_PREFIX}{ch}"]]) if f"{CONSENT_PREFIX}{ch}" in col else None
+                for ch in histories
+            }
+            state = self._states.get(row) if row is not None else None
+            state = state.copy() if state is not None else CustomerState()
+            carried = carry_consents(state, histories, snapshot, self._as_of)
+            if not carried and row is None:
+                return 0  # nothing to carry for a customer the snapshot does not hold
+            if row is None:
+                row = self._append(key)
+            log = self._log.setdefault(row, {})
+            for event in logged:  # a retry of a carried change stays a duplicate
+                if event.channel is not None and event.channel.value in carried:
+                    log.setdefault(event.id, event)
+            self._states[row] = state
+            self._patches[row] = self._overlay.compile(state)
+            self._has_patch[row] = True
+            ahead = [c.at for h in carried.values() for c in h if c.at >= self._as_of]
+            if ahead:
+                self._clock = max(self._clock or -math.inf, *ahead)
+            return sum(len(h) for h in carried.values())
 
 
 # --- loading a snapshot -------------------------------------------------------------------------------
@@ -613,8 +666,9 @@ class RedisOnlineStore:
     def publish(self, parts: SnapshotParts) -> int:
         """Write a snapshot as a new version beside the current one, then switch to it atomically.
 
-        Events applied to the current version at or after the new as-of are carried over; while the new
-        version loads, new events are written to both. Returns the new version number.
+        Consent histories are carried over whole, other events applied to the current version at or after the
+        new as-of (:meth:`InMemoryOnlineStore.carry_over`); while the new version loads, new events are written
+        to both. Returns the new version number.
         """
         return int(self._call("publish", self._publish, parts))
 
@@ -685,19 +739,81 @@ class RedisOnlineStore:
         return found
 
     def _carry_over(self, previous: int, version: _Version) -> int:
-        """Apply the events logged under ``previous`` at or after ``version``'s as-of to ``version``."""
+        """Carry what ``version`` (newer) does not contain from ``previous``: every consent history whole (see
+        :meth:`InMemoryOnlineStore.carry_over`), every other logged event at or after ``version``'s as-of."""
         r = self.client
         events: list[Event] = []
         logs = self._version_keys(previous, "log:")
+        width = 4 * len(self._version(previous).feature_names)
+        old_prefix = self._k(f"v{previous}:")
+        carried = 0
         for lo in range(0, len(logs), self.batch):
+            chunk = [k.decode() for k in logs[lo : lo + self.batch]]
             pipe = r.pipeline(transaction=False)
-            for key in logs[lo : lo + self.batch]:
+            for key in chunk:
                 pipe.hvals(key)
-            for values in pipe.execute():
-                events.extend(Event.from_json(v) for v in values)
+            for key in chunk:
+                pipe.get(old_prefix + "f:" + key[len(old_prefix) + len("log:") :])
+            replies = pipe.execute()
+            for key, values, blob in zip(chunk, replies[: len(chunk)], replies[len(chunk) :], strict=True):
+                logged = [Event.from_json(v) for v in values]
+                events.extend(e for e in logged if e.type not in CONSENT_KINDS)
+                if blob is None or len(blob) <= width:
+                    continue
+                histories = {ch: h for ch, h in CustomerState.from_json(blob[width:]).consents.items() if h}
+                if histories:
+                    customer = key[len(old_prefix) + len("log:") :]
+                    consents = [e for e in logged if e.type in CONSENT_KINDS]
+                    carried += self._take_consents(version, customer, histories, consents)
         # In receipt order (see InMemoryOnlineStore.events_since): consent changes keep the order that decides.
         events = sorted((e for e in events if e.ts >= version.as_of_s), key=lambda e: e.received)
-        return sum(self._apply_to(version, e) in (ApplyResult.APPLIED, ApplyResult.CREATED) for e in events)
+        carried += sum(self._apply_to(version, e) in (ApplyResult.APPLIED, ApplyResult.CREATED) for e in events)
+        return carried
+
+    def _take_consents(
+        self, version: _Version, key: str, histories: dict[str, list[ConsentChange]], logged: list[Event]
+    ) -> int:
+        """Carry one customer's consent histories into ``version`` (a WATCH transaction, like an event)."""
+        f_key, log_key = version.key("f", key), version.key("log", key)
+        names = version.feature_names
+        width = 4 * len(names)
+        with self.client.pipeline(transaction=True) as pipe:
+            for _attempt in range(16):
+                try:
+                    pipe.watch(f_key, log_key)
+                    current: Any = pipe.get(f_key)
+                    exists = current is not None
+                    vector = bytes(current[:width]) if current is not None else version.fill_row
+                    values = np.frombuffer(vector, dtype=np.float32)
+                    snapshot = {
+                        ch: float(values[names.index(f"{CONSENT_PREFIX}{ch}")])
+                        if f"{CONSENT_PREFIX}{ch}" in names
+                        else None
+                        for ch in histories
+                    }
+                    has_state = current is not None and len(current) > width
+                    state = CustomerState.from_json(current[width:]) if has_state else CustomerState()
+                    carried = carry_consents(state, histories, snapshot, version.as_of_s)
+                    if not carried and not exists:
+                        pipe.unwatch()
+                        return 0  # nothing to carry for a customer the snapshot does not hold
+                    pipe.multi()
+                    pipe.set(f_key, vector + state.to_json().encode())
+                    for event in logged:  # a retry of a carried change stays a duplicate
+                        if event.channel is not None and event.channel.value in carried:
+                            pipe.hsetnx(log_key, event.id, event.to_json())
+                    if not exists:
+                        pipe.incr(f"{version.prefix}rows")
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+            else:
+                raise OnlineStoreUnavailable(f"online store (Redis): too much contention on customer {key}")
+        ahead = [c.at for h in carried.values() for c in h if c.at >= version.as_of_s]
+        if ahead:
+            self._max_clock(keys=[f"{version.prefix}clock"], args=[repr(max(ahead))])
+        return sum(len(h) for h in carried.values())
 
     def _expire_version(self, number: int, seconds: int) -> None:
         keys = self._version_keys(number)

@@ -31,7 +31,9 @@ What is exact, and when (``now`` is the read time, ``as_of`` the snapshot's):
   the snapshot are seeded as known, so a visit running over the snapshot time is not counted twice.
 
 Events before the snapshot's ``as_of`` are already in it and are ignored (except opt-outs and
-unsubscribes: the snapshot may not hold one posted late, and it must take effect); an event at exactly ``now``
+unsubscribes: the snapshot may not hold one posted late, and it must take effect). At a newer snapshot's load
+the consent histories are carried whole (:func:`carry_consents`: its export may lack what the API received),
+the other events only from its ``as_of`` on. An event at exactly ``now``
 counts (the batch takes events strictly before its cutoff: they differ only for an event at that very
 instant). Events may arrive out of order: every rule above is computed from the event times, not from
 arrival order. A click does not count as an open (the batch counts ``opened_at`` only). A customer
@@ -119,6 +121,7 @@ class EventKind(StrEnum):
 # every web event type of the contract is a web kind (one missing from EventKind fails here, at import)
 WEB_KINDS = frozenset({*(EventKind(t.value) for t in EventType), EventKind.SESSION_START})
 CHANNEL_KINDS = frozenset({EventKind.OPEN, EventKind.CLICK, EventKind.UNSUBSCRIBE, EventKind.CONSENT})
+CONSENT_KINDS = frozenset({EventKind.UNSUBSCRIBE, EventKind.CONSENT})  # carried as histories, not re-applied
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,59 @@ def consent_in_force(history: Sequence[ConsentChange]) -> bool:
             last_out = i
             latest_out_at = max(latest_out_at, change.at)
     return any(c.granted and c.at > latest_out_at for c in history[last_out + 1 :])
+
+
+def carried_history(history: Sequence[ConsentChange], snapshot: float | None, as_of: float) -> list[ConsentChange]:
+    """What a newer snapshot (as-of ``as_of``, ``snapshot`` its value for the channel, None when it has no
+    column) takes over of a channel's consent history from the version before (``docs/consent.md``).
+
+    All of it, in receipt order, whatever the event times: the retailer's export the snapshot was built from
+    may lack a change received through the API (an unsubscribe it never imported back), and a change lost at a
+    load would undo it. Nothing only when the export has caught up: the snapshot says opt-out (0), the history
+    decides closed too, and every change in it is dated before ``as_of`` (so the export could hold them all).
+    From then on the export is authoritative again: a re-opt-in captured by the retailer and exported later
+    re-opens the channel.
+    """
+    if not history:
+        return []
+    caught_up = snapshot == 0.0 and not consent_in_force(history) and all(c.at < as_of for c in history)
+    return [] if caught_up else list(history)
+
+
+def carry_consents(
+    state: CustomerState,
+    previous: Mapping[str, Sequence[ConsentChange]],
+    snapshot: Mapping[str, float | None],
+    as_of: float,
+) -> dict[str, list[ConsentChange]]:
+    """Carry a customer's consent histories from the version before (``previous``) into ``state``, the
+    customer's state in a newer snapshot (in place); returns the carried history per channel (the channels
+    carried only). ``snapshot``: the newer snapshot's value per channel (see :func:`carried_history`).
+
+    Changes ``state`` already holds (applied to the newer version while it loaded) and ``previous`` lacks stay,
+    after the carried ones: they were received later.
+    """
+    carried: dict[str, list[ConsentChange]] = {}
+    for channel, history in previous.items():
+        if not history:
+            continue
+        kept = carried_history(history, snapshot.get(channel), as_of)
+        if kept:
+            carried[channel] = kept
+        unmatched = list(history)
+        extra: list[ConsentChange] = []
+        for change in state.consents.get(channel, ()):
+            if change in unmatched:
+                unmatched.remove(change)
+            else:
+                extra.append(change)
+        merged = [*kept, *extra]
+        if merged:
+            state.consents[channel] = merged
+        else:
+            state.consents.pop(channel, None)
+        state.latest = max([state.latest, *(c.at for c in kept if c.at >= as_of)])
+    return carried
 
 
 @dataclass

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,6 +107,63 @@ def test_a_newer_snapshot_keeps_the_receipt_order_of_carried_consents() -> None:
     new = InMemoryOnlineStore(frame, NAMES, {"R1": KEY}, D + 30 * timedelta(minutes=1))
     assert new.carry_over(old) == 2
     assert _consent(new, at=D + 3 * H) == 0.0
+
+
+def _newer(as_of: datetime, consent_email: float) -> InMemoryOnlineStore:
+    frame = pd.DataFrame([{Col.CUSTOMER_KEY: KEY, "consent_email": consent_email, "consent_sms": 0.0}])
+    frame["views_lifetime"] = 0.0
+    return InMemoryOnlineStore(frame, NAMES, {"R1": KEY}, as_of)
+
+
+def _parts(as_of: datetime, consent_email: float, key: str = KEY) -> SnapshotParts:
+    frame = pd.DataFrame([{Col.CUSTOMER_KEY: key, "consent_email": consent_email, "consent_sms": 0.0}])
+    frame["views_lifetime"] = 0.0
+    return SnapshotParts(frame, NAMES, [], [], {"R1": key}, as_of, {n: 0.0 for n in NAMES}, {})
+
+
+def test_an_unsubscribe_the_export_lacks_survives_a_newer_snapshot() -> None:
+    """Issue 17: an API unsubscribe dated before the next snapshot's as-of, missing from its export (consent 1),
+    was dropped at the load: the customer became contactable again."""
+    old = _memory(consent_email=1.0)
+    unsubscribe = _change("unsubscribe", D + H, D + H, eid="u1")
+    assert old.apply_event(unsubscribe) is ApplyResult.APPLIED
+    assert _consent(old, at=D + H) == 0.0
+    new = _newer(D + 24 * H, consent_email=1.0)  # the export does not hold the unsubscribe
+    new.carry_over(old)
+    assert _consent(new, at=D + 25 * H) == 0.0
+    assert new.consent_history(KEY, "email") == old.consent_history(KEY, "email")
+    assert new.apply_event(unsubscribe) is ApplyResult.DUPLICATE  # a retry is still recognised
+    # and it survives the load after that as well
+    newest = _newer(D + 48 * H, consent_email=1.0)
+    newest.carry_over(new)
+    assert _consent(newest, at=D + 49 * H) == 0.0
+    # only an opt-in through the API, later than the unsubscribe both ways, opens the channel again
+    newest.apply_event(_change("opt_in", D + 50 * H, D + 50 * H, source="app:settings"))
+    assert _consent(newest, at=D + 50 * H) == 1.0
+
+
+def test_a_snapshot_that_caught_up_with_an_opt_out_takes_over() -> None:
+    """The export holds the opt-out (consent 0): the history is not carried, so a re-opt-in the retailer captured
+    and exported later re-opens the channel."""
+    old = _memory(consent_email=1.0)
+    old.apply_event(_change("unsubscribe", D + H, D + H))
+    caught_up = _newer(D + 24 * H, consent_email=0.0)
+    caught_up.carry_over(old)
+    assert _consent(caught_up, at=D + 24 * H) == 0.0 and caught_up.consent_history(KEY, "email") == []
+    later = _newer(D + 48 * H, consent_email=1.0)  # the retailer's own re-opt-in, in its export
+    later.carry_over(caught_up)
+    assert _consent(later, at=D + 48 * H) == 1.0
+
+
+def test_an_api_opt_in_the_export_lacks_survives_a_newer_snapshot() -> None:
+    old = _memory(consent_email=0.0)
+    old.apply_event(_change("opt_in", D + H, D + H, source="web_form:newsletter"))
+    new = _newer(D + 24 * H, consent_email=0.0)
+    new.carry_over(old)
+    assert _consent(new, at=D + 24 * H) == 1.0
+    assert [c.source for c in new.consent_history(KEY, "email")] == ["web_form:newsletter"]
+    # an opt-in dated before the snapshot and posted after the load is still in the snapshot already
+    assert new.apply_event(_change("opt_in", D + 2 * H, D + 25 * H, source="app")) is ApplyResult.BEFORE_SNAPSHOT
 
 
 def test_the_history_keeps_when_received_and_the_source() -> None:
@@ -249,3 +307,167 @@ def test_redis_a_late_unsubscribe_and_a_future_opt_in(redis_store: RedisOnlineSt
     redis_store.apply_event(_change("unsubscribe", D + 3 * H, D + 3 * H))
     assert _consent(redis_store) == 0.0
     assert [c.granted for c in redis_store.consent_history(key, "email")] == [False, True, False]
+
+
+@pytest.mark.integration
+def test_redis_an_unsubscribe_the_export_lacks_survives_a_newer_snapshot() -> None:
+    with redis_store_or_skip(pointer_ttl=0.0) as store:
+        store.publish(_parts(D, consent_email=1.0))
+        unsubscribe = _change("unsubscribe", D + H, D + H, eid="u1")
+        assert store.apply_event(unsubscribe) is ApplyResult.APPLIED
+        assert _consent(store, at=D + H) == 0.0
+        history = store.consent_history(KEY, "email")
+        store.publish(_parts(D + 24 * H, consent_email=1.0))  # the export does not hold the unsubscribe
+        assert _consent(store, at=D + 25 * H) == 0.0
+        assert store.consent_history(KEY, "email") == history
+        assert store.apply_event(unsubscribe) is ApplyResult.DUPLICATE
+        store.publish(_parts(D + 48 * H, consent_email=1.0))
+        assert _consent(store, at=D + 49 * H) == 0.0
+        store.publish(_parts(D + 72 * H, consent_email=0.0))  # the export caught up: it takes over
+        assert store.consent_history(KEY, "email") == []
+        store.publish(_parts(D + 96 * H, consent_email=1.0))  # the retailer's own re-opt-in
+        assert _consent(store, at=D + 96 * H) == 1.0
+
+
+# --- properties across snapshot loads -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    consent: float  # the newer snapshot's consent_email (its export may lack what the API received)
+    advance: int  # seconds from the previous as-of to the newer one
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # opt_in, opt_out or unsubscribe
+    at: int  # event time, seconds after the current snapshot's as-of (negative: before it)
+    clock: int  # the service clock when received, seconds after the current as-of (may step back)
+
+
+timelines = st.lists(
+    st.one_of(
+        st.builds(
+            Change,
+            st.sampled_from(["opt_in", "opt_out", "unsubscribe"]),
+            st.one_of(st.integers(-2 * SKEW, 4 * SKEW), st.integers(-(10**7), 10**9)),
+            st.integers(0, 10 * SKEW),
+        ),
+        st.builds(Load, st.sampled_from([0.0, 1.0]), st.one_of(st.integers(1, 3 * SKEW), st.integers(1, 10**7))),
+    ),
+    max_size=14,
+)
+
+
+class _Loads:
+    """One customer in a store that newer snapshots replace: in memory (a new store, carried over) or Redis."""
+
+    def __init__(self, redis_store: RedisOnlineStore | None, consent: float) -> None:
+        self.redis, self.as_of = redis_store, D
+        self.memory = None if redis_store is not None else _newer(D, consent)
+        if redis_store is not None:
+            redis_store.publish(_parts(D, consent))
+
+    @property
+    def store(self) -> InMemoryOnlineStore | RedisOnlineStore:
+        return self.redis if self.redis is not None else self.memory  # type: ignore[return-value]
+
+    def load(self, as_of: datetime, consent: float) -> None:
+        self.as_of = as_of
+        if self.redis is not None:
+            self.redis.publish(_parts(as_of, consent))
+            return
+        newer = _newer(as_of, consent)
+        assert self.memory is not None
+        newer.carry_over(self.memory)
+        self.memory = newer
+
+
+def _run_loads(loads: _Loads, snapshot: float, timeline: list[Change | Load]) -> None:
+    """After each step the decision is the rule over the carried history, the snapshot's value the baseline only
+    when the history is empty or the snapshot caught up with it (an opt-out: consent 0, the history closed, every
+    change dated before its as-of). An opt-out received through the API is never undone by a load saying 1."""
+    history: list[ConsentChange] = []
+    for n, step in enumerate(timeline):
+        t0 = loads.as_of.timestamp()
+        if isinstance(step, Load):
+            closed = bool(history) and not consent_in_force(history)
+            as_of = loads.as_of + timedelta(seconds=step.advance)
+            caught_up = step.consent == 0.0 and closed and all(c.at < as_of.timestamp() for c in history)
+            loads.load(as_of, step.consent)
+            history, snapshot = ([] if caught_up else history), step.consent
+            if closed:  # the export may say 1: the opt-out received through the API still holds
+                assert _consent(loads.store, at=as_of) == 0.0
+        else:
+            source = "web_form:test" if step.kind == "opt_in" else None
+            at, received = (datetime.fromtimestamp(t0 + s, UTC) for s in (step.at, step.clock))
+            event = _change(step.kind, at, received, source=source, eid=f"{KEY}:{n}")
+            result = loads.store.apply_event(event)
+            if step.kind == "opt_in" and step.at < 0:
+                assert result is ApplyResult.BEFORE_SNAPSHOT  # in the snapshot already, carried or not
+            else:
+                assert result is ApplyResult.APPLIED
+                history.append(ConsentChange(t0 + step.at, t0 + step.clock, step.kind == "opt_in", source))
+        assert loads.store.consent_history(KEY, "email") == history
+        expected = _reference([(c.granted, c.at) for c in history], snapshot)
+        assert _consent(loads.store, at=loads.as_of) == expected
+
+
+@pytest.mark.security
+@settings(max_examples=300, deadline=None)
+@given(timeline=timelines, snapshot=st.sampled_from([0.0, 1.0]))
+def test_any_interleaving_with_snapshot_loads_in_memory(timeline: list[Change | Load], snapshot: float) -> None:
+    _run_loads(_Loads(None, snapshot), snapshot, timeline)
+    FIGURES.record("consent interleavings across snapshot loads (in memory)", cases=len(timeline))
+
+
+@pytest.mark.integration
+@pytest.mark.security
+@settings(max_examples=60, deadline=None)
+@given(timeline=timelines, snapshot=st.sampled_from([0.0, 1.0]))
+def test_any_interleaving_with_snapshot_loads_in_redis(timeline: list[Change | Load], snapshot: float) -> None:
+    with redis_store_or_skip(pointer_ttl=0.0) as store:
+        _run_loads(_Loads(store, snapshot), snapshot, timeline)
+    FIGURES.record("consent interleavings across snapshot loads (Redis)", cases=len(timeline))
+
+
+@pytest.mark.integration
+def test_redis_consent_changes_posted_while_a_newer_snapshot_loads_are_kept_once() -> None:
+    """An event posted during a load goes to both versions; the carried history holds it once, in receipt order."""
+    with redis_store_or_skip(pointer_ttl=0.0) as store:
+        store.publish(_parts(D, consent_email=1.0))
+        store.apply_event(_change("unsubscribe", D + H, D + H, eid="u1"))
+        replica = RedisOnlineStore(store.client, store.prefix, pointer_ttl=0.0)
+        carry = store._carry_over
+
+        def carry_while_a_replica_writes(previous: int, version: Any) -> int:
+            replica.apply_event(_change("opt_in", D + 2 * H, D + 2 * H, source="app:settings", eid="i2"))
+            carried = carry(previous, version)
+            replica.apply_event(
+                _change("opt_out", D + 3 * H, D + 3 * H, eid="o3")
+            )  # after the carry, before the switch
+            return carried
+
+        store._carry_over = carry_while_a_replica_writes  # type: ignore[method-assign]
+        store.publish(_parts(D + 24 * H, consent_email=1.0))
+        got = store.consent_history(KEY, "email")
+        assert [(c.granted, c.at - D.timestamp()) for c in got] == [(False, 3600.0), (True, 7200.0), (False, 10800.0)]
+        assert _consent(store, at=D + 24 * H) == 0.0
+
+
+@pytest.mark.integration
+def test_redis_a_state_in_the_format_before_histories_is_carried() -> None:
+    with redis_store_or_skip(pointer_ttl=0.0) as store:
+        store.publish(_parts(D, consent_email=1.0))
+        store.apply_event(_change("unsubscribe", D + H, D + H, eid="u1"))
+        f_key = f"{store.prefix}:v1:f:{KEY}"
+        blob = store.client.get(f_key)
+        assert blob is not None
+        width = 4 * len(NAMES)
+        data = json.loads(blob[width:])
+        data["consents"] = {"email": [(D + H).timestamp(), 0.0]}  # as the version before histories wrote it
+        store.client.set(f_key, blob[:width] + json.dumps(data).encode())
+        store.publish(_parts(D + 24 * H, consent_email=1.0))
+        t = (D + H).timestamp()
+        assert store.consent_history(KEY, "email") == [ConsentChange(t, t, False)]
+        assert _consent(store, at=D + 24 * H) == 0.0

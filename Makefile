@@ -50,7 +50,7 @@ pytest: install ## the test suite only
 test: lint typecheck pytest ## Lint, type-check and run the whole suite (what CI runs)
 
 security: install ## The security battery alone, fuzzing harder; ends with its table of figures (all must be 0)
-	KAIROS_FUZZ_EXAMPLES=$${KAIROS_FUZZ_EXAMPLES:-200} $(BIN)/pytest -q -m security
+	SECURITY_FUZZ_EXAMPLES=$${SECURITY_FUZZ_EXAMPLES:-200} $(BIN)/pytest -q -m security
 
 bench: install ## Benchmarks that print figures (need ../shared/data)
 	$(BIN)/python bench/ingest.py

@@ -24,7 +24,8 @@ BAD = {
     "wrong_answers": "wrong answers",
 }
 COLUMNS = {**TRIED, **BAD}
-REPORT_ENV = "KAIROS_SECURITY_FIGURES"  # also write the figures as JSON to this path
+# also write the figures as JSON to this path (not KAIROS_*: the API refuses unknown KAIROS_ variables)
+REPORT_ENV = "SECURITY_FIGURES_JSON"
 
 
 @dataclass

@@ -21,7 +21,7 @@ from tests.serving.conftest import ALL, KEYS, World
 
 pytestmark = pytest.mark.slow
 # examples per operation: 30 in the suite; `make security` asks for more
-FUZZ_EXAMPLES = int(os.environ.get("KAIROS_FUZZ_EXAMPLES", "30"))
+FUZZ_EXAMPLES = int(os.environ.get("SECURITY_FUZZ_EXAMPLES", "30"))
 
 
 @pytest.fixture(scope="module")

@@ -24,33 +24,47 @@
 # /mlflow/artifacts, a directory the kairos user owns so that a fresh named volume is writable).
 #
 # A bind-mounted /data must be writable by uid 10001 (the sqlite store is written on start-up).
+#
+# The base is Debian's own bookworm-slim with Debian's Python 3.11 (not the python:3.11-slim image): a
+# base that can be rebuilt from Debian's archive alone, which is how `make image-test` proves this file
+# on machines without the public container registry (it bootstraps debian:bookworm-slim with
+# debootstrap, then builds this file unchanged). Python and the OpenMP runtime come from Debian and get
+# Debian's security updates with `apt-get upgrade` on rebuild.
 
-ARG PYTHON_IMAGE=python:3.11-slim
+ARG BASE_IMAGE=debian:bookworm-slim
 
 # ---------------------------------------------------------------------------------------------------
 # builder: a venv with Kairos and its runtime dependencies (no dev extras), pinned by constraints.txt
-FROM ${PYTHON_IMAGE} AS builder
+FROM ${BASE_IMAGE} AS builder
 
-ENV PIP_NO_CACHE_DIR=1 \
+ENV DEBIAN_FRONTEND=noninteractive \
+    PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# A compiler only for pinned packages without a wheel for the build platform (e.g. on arm64);
-# it stays in this stage.
+# Debian's Python 3.11 with venv; a compiler only for pinned packages without a wheel for the build
+# platform (e.g. on arm64). The compiler stays in this stage.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv
+# A machine behind a TLS-inspecting proxy passes its CA bundle as the build secret pip_cert
+# (image/build.sh does when PIP_CERT or SSL_CERT_FILE is set); it is used by pip only, never stored.
+RUN --mount=type=secret,id=pip_cert,required=false \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+    && pip install --quiet --upgrade pip
 
 WORKDIR /src
 
 # Dependencies first, in their own layer: a code change does not reinstall them.
 COPY pyproject.toml constraints.txt README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN --mount=type=secret,id=pip_cert,required=false \
+    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
+    && if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
     && pip install -c constraints.txt -r /tmp/requirements.txt
 
 # Then the package itself (a regular install, not editable: the source tree is not copied on).
@@ -62,20 +76,27 @@ COPY batch ./batch
 COPY serving ./serving
 COPY cli ./cli
 COPY synth ./synth
-RUN pip install -c constraints.txt . \
-    && kairos --help > /dev/null
+RUN --mount=type=secret,id=pip_cert,required=false \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+    && pip install -c constraints.txt . \
+    && kairos --help > /dev/null \
+    && find /opt/venv -depth -type d -name tests -exec rm -rf {} +
+
+# The third-party test suites (pandas, numpy, scipy, pyarrow, ibis, ...: about 150 MB) are removed above:
+# nothing imports them at run time, and `make image-test` runs every job and the API in the image to prove it.
 
 # ---------------------------------------------------------------------------------------------------
-# runtime: the venv on a slim base, run as a non-root user
-FROM ${PYTHON_IMAGE} AS runtime
+# runtime: the venv on the slim base (Debian's Python, no compiler, no pip cache), run as a non-root user
+FROM ${BASE_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="kairos" \
       org.opencontainers.image.description="Open CRM-marketing intelligence: scores, recommendations and decisions behind an API." \
       org.opencontainers.image.licenses="Apache-2.0"
 
-# LightGBM (and implicit) load the OpenMP runtime at import time; python:slim does not ship it.
+# The interpreter the venv was made with (the same Debian package as in the builder), and the OpenMP
+# runtime that LightGBM (and implicit) load at import time.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 libgomp1 ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
 # Fixed numeric ids so that volume ownership is predictable and `runAsNonRoot` can verify the user.

@@ -11,7 +11,7 @@ PORT ?= 8000
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-build serve test lint typecheck pytest security bench clean
+.PHONY: help install demo demo-build serve test lint typecheck pytest security bench image image-test clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -38,8 +38,8 @@ demo: demo-build ## Build the embedded default and serve the API on 127.0.0.1:80
 	$(BIN)/kairos serve --dev --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --host $(HOST) --port $(PORT)
 
 lint: install ## ruff
-	$(BIN)/ruff check features models bundles training batch serving cli synth tests bench
-	$(BIN)/ruff format --check features models bundles training batch serving cli synth tests bench
+	$(BIN)/ruff check features models bundles training batch serving cli synth tests bench image
+	$(BIN)/ruff format --check features models bundles training batch serving cli synth tests bench image
 
 typecheck: install ## mypy on the packages
 	$(BIN)/mypy
@@ -51,6 +51,14 @@ test: lint typecheck pytest ## Lint, type-check and run the whole suite (what CI
 
 security: install ## The security battery alone, fuzzing harder; ends with its table of figures (all must be 0)
 	SECURITY_FUZZ_EXAMPLES=$${SECURITY_FUZZ_EXAMPLES:-200} $(BIN)/pytest -q -m security
+
+image: ## Build the container image kairos:latest (docker build, or buildah --isolation chroot without a daemon)
+	image/build.sh kairos:latest
+
+image-test: install ## Build the image and prove it runs: non-root, production, jobs, readiness, a score, a cart (root; buildah, podman, debootstrap)
+	image/build.sh kairos:latest
+	$(BIN)/python image/check.py --tag kairos:latest --no-build
+	image/inputs.sh > .ci/image-proven
 
 bench: install ## Benchmarks that print figures (need ../shared/data)
 	$(BIN)/python bench/ingest.py

@@ -87,8 +87,9 @@ def image() -> dict[str, Any]:
 
 def test_the_image_is_multi_stage_slim_non_root_with_serving_dependencies_only(image: dict[str, Any]) -> None:
     builder, runtime = image["stages"][0], image["runtime"]
-    assert len(image["stages"]) >= 2 and "slim" in image["args"]["PYTHON_IMAGE"]
-    assert _one(runtime, "FROM").startswith("${PYTHON_IMAGE}")
+    # Debian's own slim base (make image-test bootstraps exactly it where no registry is reachable)
+    assert len(image["stages"]) >= 2 and image["args"]["BASE_IMAGE"] == "debian:bookworm-slim"
+    assert _one(runtime, "FROM").startswith("${BASE_IMAGE}")
     user = _one(runtime, "USER")
     assert user.split(":")[0] not in ("0", "root")
     assert ("COPY", "--from=builder /opt/venv /opt/venv") in runtime  # no source tree, no compiler

@@ -451,6 +451,7 @@ class OffersConfig:
     register: bool = True
     seed: int = 0
     uplift_params: dict[str, Any] = field(default_factory=dict)
+    as_of: datetime | None = None  # the data as it stood then (None: all of it)
 
     def params_of(self, name: str) -> dict[str, Any]:
         """The :class:`UpliftModel` parameters of learner ``name``."""
@@ -500,7 +501,7 @@ def build_data(cfg: OffersConfig, data_home: Path, sends: pd.DataFrame | None, t
     """
     step_days, holdout_days, catalogue_path = cfg.step_days, cfg.holdout_days, cfg.catalogue_path
     catalogue = load_catalogue(catalogue_path or EXAMPLE_CATALOGUE)
-    tables = open_tables(data_home)
+    tables = open_tables(data_home, as_of=cfg.as_of)
     data = build_send_dataset(tables, step_days=step_days, progress=tick) if sends is None else sends
     train, holdout = _split(data, holdout_days)
     labels = treatment_labels(train[Col.OFFER_ID])
@@ -577,8 +578,8 @@ def evaluate(
         **ope_metrics,
     }
     truth_table = None
-    snapshot = latest_snapshot(data_home)
-    now = snapshot.as_of
+    # the decisions of the check are taken as of the latest snapshot, or as of the run's as-of instant
+    now = cfg.as_of if cfg.as_of is not None else latest_snapshot(data_home).as_of
     history = tables["messages"].select(Col.CUSTOMER_KEY, Col.OFFER_ID, SENT_AT).execute()
     if policy_check is not None:
         tick("checking the policy (e.g. against a planted truth)", 0.8)
@@ -681,6 +682,7 @@ def train_offers(
     seed: int = 0,
     uplift_params: dict[str, Any] | None = None,
     sends: pd.DataFrame | None = None,
+    as_of: datetime | None = None,
     progress: ProgressFn | None = None,
 ) -> OffersRun:
     """Build the logged-send dataset, fit and evaluate uplift, log and register the offers bundle:
@@ -707,6 +709,7 @@ def train_offers(
         uplift_params: other :class:`UpliftModel` parameters (e.g. ``n_estimators``).
         sends: the logged-send dataset when already built from this home (:func:`build_send_dataset`
             with the same ``step_days``); built here when None.
+        as_of: train on the data as it stood at this instant (:func:`features.store.as_of_view`).
         progress: callback ``(step, fraction)``.
 
     Raises:
@@ -726,6 +729,7 @@ def train_offers(
         register,
         seed,
         dict(uplift_params or {}),
+        as_of,
     )
     d = build_data(cfg, data_home, sends, tick)
     f = fit(cfg, d, tick)

@@ -357,10 +357,14 @@ class Context:
     start: datetime
     end: datetime
 
+    as_of: datetime | None = None  # the tables are seen as they stood then (None: all the data)
+
     @classmethod
-    def open(cls, data_home: Path) -> Context:
-        tables = open_tables(data_home)
-        return cls(Path(data_home), tables, FeatureCache(tables), first_order(tables), data_end(tables))
+    def open(cls, data_home: Path, as_of: datetime | None = None) -> Context:
+        """The data of ``data_home``, as of ``as_of`` when given: every later row is invisible, so the data's
+        end, the cutoffs and the labels are those of an export truncated at ``as_of``."""
+        tables = open_tables(data_home, as_of=as_of)
+        return cls(Path(data_home), tables, FeatureCache(tables), first_order(tables), data_end(tables), as_of)
 
 
 @dataclass(frozen=True)
@@ -524,6 +528,8 @@ def log_and_register(
         "calibration_cutoffs": ",".join(c.date().isoformat() for c in (plan.valid, plan.season) if c is not None),
         "holdout_cutoff": plan.holdout.date().isoformat(),
         "band_cuts": ",".join(str(c) for c in cfg.band_cuts),
+        "data_as_of": ctx.as_of.isoformat() if ctx.as_of else "all",
+        "data_end": ctx.end.isoformat(),
     }
     meta = PropensityMeta(
         features=tuple(features),
@@ -595,17 +601,20 @@ def train_task(
     sufficiency: Sufficiency | None = None,
     band_cuts: tuple[float, float] = (0.3, 0.6),
     context: Context | None = None,
+    as_of: datetime | None = None,
     progress: ProgressFn | None = None,
 ) -> PropensityRun:
     """Train one propensity model, evaluate it beside its baselines on the holdout, log and register it:
     :func:`build_data` -> :func:`fit` -> :func:`evaluate` -> :func:`log_and_register`.
+
+    ``as_of`` trains on the data as it stood then (:meth:`Context.open`); a given ``context`` carries its own.
 
     Raises:
         InsufficientDataError: the data is too thin (every missing item is named); nothing is logged.
     """
     tick = progress or (lambda step, frac: None)
     cfg = PropensityConfig(task, tracking_uri, margin, register, seed, sufficiency or Sufficiency(), band_cuts)
-    ctx = context or Context.open(data_home)
+    ctx = context or Context.open(data_home, as_of)
     data = build_data(cfg, ctx, tick)
     fitted = fit(cfg, data, tick)
     result = evaluate(cfg, ctx, data, fitted, tick)
@@ -694,10 +703,12 @@ def train_many(
     tracking_uri: str,
     *,
     progress: ProgressFn | None = None,
+    as_of: datetime | None = None,
     **kwargs: Any,
 ) -> dict[str, PropensityRun | InsufficientDataError]:
-    """Train several tasks sharing one feature cache; a task without enough data is reported, not fatal."""
-    ctx = Context.open(data_home)
+    """Train several tasks sharing one feature cache (on the data as of ``as_of`` when given); a task
+    without enough data is reported, not fatal."""
+    ctx = Context.open(data_home, as_of)
     out: dict[str, PropensityRun | InsufficientDataError] = {}
     for i, task in enumerate(tasks):
 

@@ -372,6 +372,7 @@ def train_value(
     seed: int = 0,
     sufficiency: Sufficiency | None = None,
     context: Context | None = None,
+    as_of: datetime | None = None,
     progress: ProgressFn | None = None,
 ) -> ValueRun:
     """Spend and order-count models over ``horizon_days``, beside BG/NBD x Gamma-Gamma and the
@@ -380,7 +381,7 @@ def train_value(
     data -> :func:`log_and_register`."""
     tick = progress or (lambda step, frac: None)
     cfg = ValueConfig(tracking_uri, horizon_days, margin, register, seed, sufficiency or Sufficiency())
-    ctx = context or Context.open(data_home)
+    ctx = context or Context.open(data_home, as_of)
     data = build_data(cfg, ctx, tick)
     fitted = fit(cfg, data, tick)
     result = evaluate(cfg, ctx, data, fitted, tick)

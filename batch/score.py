@@ -40,6 +40,7 @@ from features.store import (
     SEGMENT_COLUMNS,
     SEGMENTS_FILE,
     SNAPSHOT_FILE,
+    data_currency,
     ingested_dir,
     latest_snapshot,
     snapshot_as_of,
@@ -164,7 +165,9 @@ def score_all(
     try:
         # the reason templates read other columns of the row (e.g. the usual gap between orders)
         read = None if reasons else [Col.CUSTOMER_KEY, *needed, *dict.fromkeys(rules)]
-        explainer = ReasonExplainer(DESCRIPTIONS) if reasons else None
+        # amounts in the data's currency, as the snapshot records it (older snapshots: the data home's)
+        currency = snapshot.manifest.get("currency") or data_currency(data_home)
+        explainer = ReasonExplainer(DESCRIPTIONS, currency=currency) if reasons else None
         reader = pq.ParquetFile(snapshot.path / SNAPSHOT_FILE)
         for batch in reader.iter_batches(batch_size=batch_size, columns=read):
             frame = batch.to_pandas() if explainer is not None else None

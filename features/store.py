@@ -16,11 +16,12 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 import pandas as pd
+import pyarrow.parquet as pq
 
 from features.backends import connect
 from features.contract import Col
 from features.definitions import FEATURES, definition_hash, feature_table
-from features.errors import DataNotFoundError
+from features.errors import DataNotFoundError, InputDataError
 from features.ingest import INGESTED_DIR, REPORT_FILE
 from features.io import staged_dir, write_parquet
 from features.segments import assign_segments, summarise_transitions, transition_matrix
@@ -131,6 +132,36 @@ def as_of_view(tables: dict[str, ir.Table], as_of: datetime) -> dict[str, ir.Tab
     return out
 
 
+DEFAULT_CURRENCY = "GBP"  # amounts of a data home that names no currency (before issue 18 every home was in GBP)
+CURRENCY_KEY = "currency"  # in the ingest report and in every manifest
+
+
+def data_currency(data_home: Path) -> str:
+    """The ISO 4217 code the data's amounts are in: the ingest report's ``currency`` when it names one, else
+    the most common ``currency`` of the ingested orders (ties: the first code alphabetically), else
+    :data:`DEFAULT_CURRENCY`.
+
+    Raises:
+        InputDataError: the ingest report names something that is not a three-letter code.
+    """
+    named = ingest_report(data_home).get(CURRENCY_KEY)
+    if named is not None:
+        code = str(named).strip().upper()
+        if not (len(code) == 3 and code.isascii() and code.isalpha()):
+            path = ingested_dir(data_home) / REPORT_FILE
+            raise InputDataError(f"{path}: {CURRENCY_KEY!r} must be an ISO 4217 code such as USD, not {named!r}")
+        return code
+    orders = ingested_dir(data_home) / "orders.parquet"
+    if orders.is_file() and Col.CURRENCY in pq.read_schema(orders).names:
+        codes = pd.read_parquet(orders, columns=[Col.CURRENCY])[Col.CURRENCY].dropna().astype(str)
+        codes = codes.str.strip().str.upper()
+        codes = codes[codes.str.fullmatch(r"[A-Z]{3}")]
+        if len(codes):
+            counts = codes.value_counts()
+            return str(min(counts[counts == counts.max()].index))
+    return DEFAULT_CURRENCY
+
+
 def data_end(tables: dict[str, ir.Table]) -> datetime:
     """The time of the latest order: the data's 'now'."""
     latest = tables["orders"]["ordered_at"].max().execute()
@@ -159,8 +190,10 @@ def compute_features(tables: dict[str, ir.Table], as_of: datetime) -> pd.DataFra
     return frame.reset_index(drop=True)
 
 
-def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str) -> dict[str, Any]:
-    return {
+def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str, currency: str | None = None) -> dict[str, Any]:
+    """The manifest of a feature table; ``currency`` (the data's, :func:`data_currency`) is recorded when given,
+    so a model trained on it, and whoever serves that model, prints amounts in it."""
+    out: dict[str, Any] = {
         "as_of": as_of.isoformat(),
         "built_at": datetime.now(UTC).isoformat(),
         "features": [
@@ -178,6 +211,9 @@ def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str) -> dict
         "rows": len(frame),
         "source_hash": source_hash,
     }
+    if currency is not None:
+        out[CURRENCY_KEY] = currency
+    return out
 
 
 SEGMENTS_FILE = "segments.parquet"
@@ -197,7 +233,7 @@ def build_snapshot(data_home: Path, as_of: datetime | None = None, con: ibis.Bas
     as_of = as_of or default_as_of(tables)
     # features read only events before ``as_of`` anyway; the view makes that true of every table they touch
     frame = compute_features(as_of_view(tables, as_of), as_of)
-    manifest = manifest_for(frame, as_of, ingest_report(data_home)["source_hash"])
+    manifest = manifest_for(frame, as_of, ingest_report(data_home)["source_hash"], data_currency(data_home))
     segments = assign_segments(frame)
     previous = _previous_snapshot(data_home, as_of)
     matrices: dict[str, pd.DataFrame] = {}

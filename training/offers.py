@@ -38,7 +38,7 @@ from features.contract import Col, OrderStatus
 from features.definitions import FEATURES, GROUPS, definition_hash, population
 from features.errors import KairosError
 from features.segments import assign_segments
-from features.store import data_end, ingest_report, latest_snapshot, open_tables
+from features.store import data_currency, data_end, ingest_report, latest_snapshot, open_tables
 from models.decisioning.control import ControlGroup
 from models.decisioning.nbo import (
     NextBestOffer,
@@ -500,7 +500,8 @@ def build_data(cfg: OffersConfig, data_home: Path, sends: pd.DataFrame | None, t
         InsufficientOfferDataError: no logged offer sends to learn from, or none to evaluate on.
     """
     step_days, holdout_days, catalogue_path = cfg.step_days, cfg.holdout_days, cfg.catalogue_path
-    catalogue = load_catalogue(catalogue_path or EXAMPLE_CATALOGUE)
+    path = catalogue_path or EXAMPLE_CATALOGUE
+    catalogue = load_catalogue(path).in_currency(data_currency(data_home), str(path))
     tables = open_tables(data_home, as_of=cfg.as_of)
     data = build_send_dataset(tables, step_days=step_days, progress=tick) if sends is None else sends
     train, holdout = _split(data, holdout_days)
@@ -627,6 +628,7 @@ def log_and_register(
         "trained_until": str(train[SENT_AT].max()),
         "holdout_from": str(holdout[SENT_AT].min()),
         "catalogue": catalogue.name,
+        "currency": catalogue.currency,
         "data_hash": report["source_hash"],
         # the order value of a customer without one (a lead), so that a one-customer request has one
         "fallback_order_value": population_order_value(train),

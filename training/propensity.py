@@ -43,7 +43,7 @@ from features.datasets import (
 )
 from features.definitions import NUMERIC_FEATURES
 from features.errors import KairosError
-from features.store import data_end, ingest_report, manifest_for, open_tables
+from features.store import data_currency, data_end, ingest_report, manifest_for, open_tables
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
 from models.clv import BGNBD, ConvergenceError, rfm_summary
@@ -515,7 +515,8 @@ def log_and_register(
     y = holdout[LABEL].to_numpy()
     tick(f"{task.name}: plots and model card", 0.7)
     report = ingest_report(ctx.data_home)
-    manifest = manifest_for(ctx.features(plan.holdout).head(0), plan.holdout, report["source_hash"])
+    currency = data_currency(ctx.data_home)
+    manifest = manifest_for(ctx.features(plan.holdout).head(0), plan.holdout, report["source_hash"], currency)
     manifest.pop("rows")
     params = {
         **model.get_params(),
@@ -530,6 +531,7 @@ def log_and_register(
         "band_cuts": ",".join(str(c) for c in cfg.band_cuts),
         "data_as_of": ctx.as_of.isoformat() if ctx.as_of else "all",
         "data_end": ctx.end.isoformat(),
+        "currency": currency,
     }
     meta = PropensityMeta(
         features=tuple(features),
@@ -580,6 +582,7 @@ def log_and_register(
             calibrator,
             model,
             job.run_id,
+            currency,
         )
         (folder / "model_card.md").write_text(card, encoding="utf-8")
         mlflow.log_artifact(str(folder / "model_card.md"))
@@ -657,6 +660,7 @@ def _card(
     calibrator: ProbabilityCalibrator,
     model: LightGBMClassifier,
     run_id: str,
+    currency: str | None = None,
 ) -> str:
     from features.definitions import DESCRIPTIONS
     from training.model_card import DataSummary, ModelCard, render_model_card
@@ -678,6 +682,7 @@ def _card(
                     "holdout": sizes["holdout_positives"],
                 },
                 data_hash=data_hash,
+                currency=currency,
             ),
             metrics={str(k): {m: float(v) for m, v in row.items()} for k, row in table.iterrows()},
             candidate="kairos",

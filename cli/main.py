@@ -552,7 +552,7 @@ def doctor(
     for v in verdicts:
         if v.suggestions:
             # plain echo, never wrapped: these are flags to copy
-            typer.echo(f"{v.model}: would fit with " + " | ".join(v.suggestions))
+            typer.echo(f"{v.model}, what would fit: " + "; ".join(v.suggestions))
     short = [v.model for v in verdicts if not v.ok]
     enough = len(verdicts) - len(short)
     console.print(f"{enough} of {len(verdicts)} models have enough data; not enough: {', '.join(short) or 'none'}")

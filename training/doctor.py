@@ -105,7 +105,8 @@ def _suggest(ctx: Context, m: _Model, rules: Sufficiency, full: Context | None) 
         while span >= max(floor, STEP_DAYS) and _plan(ctx, m, span, rules.min_history_days) is None:
             span -= STEP_DAYS
         if span >= max(floor, STEP_DAYS):
-            out.append(f"--horizon-days {span}: {_check(ctx, m, span, rules)}")
+            where = " (kairos train all: --value-horizon-days)" if m.overlap else ""
+            out.append(f"--horizon-days {span}{where}: {_check(ctx, m, span, rules)}")
         else:
             out.append(f"no --horizon-days (>= {floor}) fits with --min-history-days {rules.min_history_days}")
     # 3. reading the data as of a date: the earliest --as-of whose history is long enough

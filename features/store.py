@@ -138,14 +138,14 @@ CURRENCY_KEY = "currency"  # in the ingest report and in every manifest
 
 def data_currency(data_home: Path) -> str:
     """The ISO 4217 code the data's amounts are in: the ingest report's ``currency`` when it names one, else
-    the most common ``currency`` of the ingested orders (ties: the first code alphabetically), else
-    :data:`DEFAULT_CURRENCY`.
+    the most common ``currency`` of the ingested orders (ties: the first code alphabetically; also when the
+    report lists several, a per-row currency), else :data:`DEFAULT_CURRENCY`.
 
     Raises:
-        InputDataError: the ingest report names something that is not a three-letter code.
+        InputDataError: the ingest report's ``currency`` is text but not a three-letter code.
     """
     named = ingest_report(data_home).get(CURRENCY_KEY)
-    if named is not None:
+    if isinstance(named, str):
         code = str(named).strip().upper()
         if not (len(code) == 3 and code.isascii() and code.isalpha()):
             path = ingested_dir(data_home) / REPORT_FILE

@@ -136,7 +136,13 @@ def log_and_register(
     with registry.job_run(cfg.tracking_uri, EXPERIMENT, MODEL_NAME) as job:
         bundle = job.folder / "bundle"
         RecsBundle.write(bundle, model)
-        params = {"test_days": cfg.test_days, "k": cfg.k, "split_at": data.split_at.isoformat(), "margin": cfg.margin}
+        params = {
+            "test_days": cfg.test_days,
+            "k": cfg.k,
+            "split_at": data.split_at.isoformat(),
+            "margin": cfg.margin,
+            "data_as_of": cfg.as_of.isoformat() if cfg.as_of else "all",
+        }
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_text(table.to_csv(index=False), "evaluation.csv")

@@ -39,6 +39,7 @@ def test_the_ingest_report_names_the_currency_else_the_orders_do(tmp_path: Path)
     assert data_currency(_home(tmp_path / "c", {}, ["SEK", "EUR"])) == "EUR"  # a tie: the first alphabetically
     assert data_currency(_home(tmp_path / "d", {}, [])) == DEFAULT_CURRENCY == "GBP"
     assert data_currency(_home(tmp_path / "e", {"currency": None}, None)) == "GBP"
+    assert data_currency(_home(tmp_path / "g", {"currency": ["EUR", "USD"]}, ["USD", "EUR", "USD"])) == "USD"
     with pytest.raises(InputDataError, match=r"ingest_report.json: 'currency' must be an ISO 4217 code"):
         data_currency(_home(tmp_path / "f", {"currency": "dollars"}, ["USD"]))
 

@@ -173,3 +173,19 @@ def test_features_as_of_d_read_nothing_the_view_hides(synth_home: SynthHome) -> 
     full = open_tables(synth_home.home)
     pd.testing.assert_frame_equal(compute_features(full, D), compute_features(as_of_view(full, D), D))
     assert data_end(as_of_view(full, D)) < D <= data_end(full)
+
+
+def test_a_training_run_as_of_d_plans_like_the_truncated_export_and_records_it(
+    synth_home: SynthHome, truncated: Path, tmp_path: Path
+) -> None:
+    import mlflow
+
+    from training.propensity import train_task
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = train_task(churn_task(), synth_home.home, uri, sufficiency=small_data_rules(), as_of=D, register=False)
+    assert run.plan == plan_for(churn_task(), Context.open(truncated), small_data_rules())
+    mlflow.set_tracking_uri(uri)
+    params = mlflow.get_run(run.run_id).data.params
+    assert params["data_as_of"] == D.isoformat() and params["data_end"] < D.isoformat()
+    assert params["holdout_cutoff"] == run.plan.holdout.date().isoformat()

@@ -1,10 +1,16 @@
 """``kairos score --all``: the nightly full-base export for campaign engines.
 
-Every customer of the latest feature snapshot gets the registered champions' calibrated
-probabilities and bands (churn, purchase, engagement per channel), P(alive), expected orders and
-CLV from the ``clv`` bundle, and the segments, written to Parquet batch by batch (beyond one batch,
-memory holds two int32 positions per customer: its CLV and segment rows). Models missing from the
-registry are skipped and listed, never guessed.
+Every customer of the latest feature snapshot (or of the snapshot as of a given date) gets the
+registered champions' calibrated probabilities and bands (churn, purchase, engagement per channel),
+P(alive), expected orders and CLV from the ``clv`` bundle, and the segments, written to Parquet batch by
+batch (beyond one batch, memory holds a few int32 positions per customer: its ids, CLV and segment rows).
+Models missing from the registry are skipped and listed, never guessed.
+
+Beside ``customer_key`` each row carries the retailer's own ids, from ``ingested/identity_map.parquet``:
+``customer_id``, the cluster's primary id, and ``customer_ids``, every source id of the cluster (a list,
+sorted). The primary id is the smallest id in code-point order: the one identity resolution names the
+cluster after (its ``customer_key`` is the keyed hash of that id), so it is stable across runs while the
+cluster's records are. A key without an entry in the map (erased since) gets nulls.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +35,16 @@ from bundles.value import CLV_MODEL, ClvBundle
 from features.contract import Col
 from features.definitions import DESCRIPTIONS
 from features.errors import KairosError
-from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, SNAPSHOT_FILE, latest_snapshot
+from features.ingest import IDENTITY_MAP_FILE
+from features.store import (
+    SEGMENT_COLUMNS,
+    SEGMENTS_FILE,
+    SNAPSHOT_FILE,
+    data_currency,
+    ingested_dir,
+    latest_snapshot,
+    snapshot_as_of,
+)
 from models.clv import CLV_FIELDS
 from models.compiled import COMPILED_DIR, CompileError
 from models.reasons import BANDS, ReasonExplainer, band_codes
@@ -84,6 +100,7 @@ def score_all(
     compiled: bool = True,
     compile_cache: Path | None = None,
     reasons: bool = False,
+    as_of: datetime | None = None,
 ) -> ScoreExport:
     """Score every customer of the latest snapshot with every registered champion; write Parquet to ``out``.
 
@@ -92,13 +109,16 @@ def score_all(
             default ``data_home/compiled``; the build time is reported apart from the scoring time).
         reasons: add each model's top 3 drivers in words (``<model>_reason_1`` .. ``_3``, empty where
             fewer push the score up), as the API gives them; TreeSHAP costs several times the scoring.
+        as_of: score the snapshot built as of this instant (``kairos features build --as-of``) instead of
+            the latest: what the models say about the customers as they were then. The models are the
+            ``alias`` versions of the registry as they are now (CLV is the ``clv`` bundle's own).
 
     Raises:
-        KairosError: no snapshot, or no model at all in the registry.
+        KairosError: no snapshot (as of ``as_of``), or no model at all in the registry.
     """
     tick = progress or (lambda step, frac: None)
     registry.quiet_mlflow()
-    snapshot = latest_snapshot(data_home)
+    snapshot = latest_snapshot(data_home) if as_of is None else snapshot_as_of(data_home, as_of)
     with tempfile.TemporaryDirectory() as tmp:
         models, missing = load_champions(tracking_uri, list(MODEL_NAMES), Path(tmp), alias)
         clv = None
@@ -128,6 +148,11 @@ def score_all(
     total = int(snapshot.manifest.get("rows") or pq.ParquetFile(snapshot.path / SNAPSHOT_FILE).metadata.num_rows)
     # CLV and segments are joined once for the whole snapshot: each batch takes its slice of the positions.
     keys_all = pq.read_table(snapshot.path / SNAPSHOT_FILE, columns=[Col.CUSTOMER_KEY]).column(0)
+    source_ids = customer_ids(data_home)
+    ids = [
+        _Joined.of(source_ids, [Col.CUSTOMER_ID], pa.string(), keys_all),
+        _Joined.of(source_ids, [CUSTOMER_IDS], pa.list_(pa.string()), keys_all),
+    ]
     extra = [_Joined.of(clv, CLV_FIELDS, pa.float32(), keys_all)] if clv is not None else []
     if segments is not None:
         extra.append(_Joined.of(segments, list(segments.columns), pa.string(), keys_all))
@@ -140,11 +165,15 @@ def score_all(
     try:
         # the reason templates read other columns of the row (e.g. the usual gap between orders)
         read = None if reasons else [Col.CUSTOMER_KEY, *needed, *dict.fromkeys(rules)]
-        explainer = ReasonExplainer(DESCRIPTIONS) if reasons else None
+        # amounts in the data's currency, as the snapshot records it (older snapshots: the data home's)
+        currency = snapshot.manifest.get("currency") or data_currency(data_home)
+        explainer = ReasonExplainer(DESCRIPTIONS, currency=currency) if reasons else None
         reader = pq.ParquetFile(snapshot.path / SNAPSHOT_FILE)
         for batch in reader.iter_batches(batch_size=batch_size, columns=read):
             frame = batch.to_pandas() if explainer is not None else None
             cols: dict[str, pa.Array] = {Col.CUSTOMER_KEY: batch.column(Col.CUSTOMER_KEY).cast(pa.string())}
+            for joined in ids:
+                cols.update(joined.take(done, batch.num_rows))
             matrix = _matrix(batch, needed)
             views: dict[tuple[int, ...], np.ndarray] = {}
             for m, pick in zip(models, picks, strict=True):
@@ -178,6 +207,22 @@ def score_all(
     staged.replace(out)
     versions = {m.name: m.version for m in models}
     return ScoreExport(out, done, seconds, versions, missing, engines, compile_seconds)
+
+
+CUSTOMER_IDS = "customer_ids"  # every source id of the customer's cluster, sorted
+
+
+def customer_ids(data_home: Path) -> pd.DataFrame:
+    """Per ``customer_key`` (the index): its primary source ``customer_id`` (the smallest, which names the
+    cluster) and all its ``customer_ids`` (sorted), from the ingested identity map."""
+    mapping = pq.read_table(ingested_dir(data_home) / IDENTITY_MAP_FILE, columns=[Col.CUSTOMER_ID, Col.CUSTOMER_KEY])
+    frame = mapping.to_pandas().dropna().astype({Col.CUSTOMER_ID: object, Col.CUSTOMER_KEY: object})
+    # Python's str order is code-point order, the order the resolver names clusters by
+    grouped = frame.sort_values([Col.CUSTOMER_KEY, Col.CUSTOMER_ID]).groupby(Col.CUSTOMER_KEY, sort=True)
+    all_ids = grouped[Col.CUSTOMER_ID].agg(list)
+    out = pd.DataFrame({Col.CUSTOMER_ID: all_ids.str[0], CUSTOMER_IDS: all_ids})
+    out.index.name = Col.CUSTOMER_KEY
+    return out
 
 
 def compile_champions(

@@ -190,7 +190,11 @@ def _print_ingest(report: dict[str, Any]) -> None:
 def features_build(
     data: Annotated[Path, typer.Option(help="Data home (after `kairos ingest`).")] = DEFAULT_HOME,
     as_of: Annotated[
-        str | None, typer.Option(help="As-of date (ISO 8601); default the day after the last order.")
+        str | None,
+        typer.Option(
+            help="As-of date (ISO 8601): the features of that day, from the data as it stood then; default "
+            "the day after the last order."
+        ),
     ] = None,
     backend: Annotated[str, typer.Option(help="duckdb (embedded) or spark.")] = "duckdb",
     spark_master: Annotated[str, typer.Option(help="Spark master URL, with --backend spark.")] = "local[2]",
@@ -200,7 +204,7 @@ def features_build(
     from features.store import build_snapshot
 
     try:
-        when = _parse_as_of(as_of) if as_of else None
+        when = _as_of(as_of)
         if backend not in ("duckdb", "spark"):
             raise ValueError(f"--backend must be duckdb or spark, not {backend!r}")
         con = connect("spark", master=spark_master) if backend == "spark" else connect("duckdb")
@@ -284,6 +288,25 @@ _MARGIN_OPT = Annotated[float, typer.Option(min=0.0, help="Holdout gain needed t
 _MIN_POS_OPT = Annotated[int, typer.Option(min=1, help="Fewest positive training examples to register a model.")]
 _MIN_NEG_OPT = Annotated[int, typer.Option(min=1, help="Fewest negative training examples to register a model.")]
 _MIN_HIST_OPT = Annotated[int, typer.Option(min=0, help="Fewest days of history before the first cutoff.")]
+_AS_OF_OPT = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Use the data as it stood at this date (YYYY-MM-DD, midnight UTC, or an ISO 8601 instant): every "
+        "later row is invisible, so the data's end, the cutoffs and the labels are those of an export taken "
+        "then. Default: all the data.",
+    ),
+]
+
+
+def _as_of(text: str | None) -> datetime | None:
+    """The --as-of option as an aware UTC instant (a clear error for a malformed date)."""
+    if text is None:
+        return None
+    try:
+        return _parse_as_of(text)
+    except ValueError:
+        raise ValueError(f"--as-of {text!r} is not a date (YYYY-MM-DD) or an ISO 8601 instant") from None
 
 
 def _sufficiency(min_positives: int, min_negatives: int, min_history_days: int) -> Any:
@@ -312,13 +335,18 @@ def _print_propensity(result: Any) -> None:
     )
 
 
-def _train_binary(name: str, data: Path, tracking_uri: str, margin: float, sufficiency: Any, **target: Any) -> None:
+def _train_binary(
+    name: str, data: Path, tracking_uri: str, margin: float, sufficiency: Any, as_of: str | None, **target: Any
+) -> None:
     from training.propensity import task_by_name, train_task
 
     try:
+        when = _as_of(as_of)
         task = task_by_name(name, **target)
         with _progress(f"train {name}") as tick:
-            result = train_task(task, data, tracking_uri, margin=margin, sufficiency=sufficiency, progress=tick)
+            result = train_task(
+                task, data, tracking_uri, margin=margin, sufficiency=sufficiency, as_of=when, progress=tick
+            )
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
     _print_propensity(result)
@@ -336,10 +364,11 @@ def train_churn(
     min_positives: _MIN_POS_OPT = 500,
     min_negatives: _MIN_NEG_OPT = 500,
     min_history_days: _MIN_HIST_OPT = 180,
+    as_of: _AS_OF_OPT = None,
 ) -> None:
     """Churn: rolling cutoffs, LightGBM, calibration, baselines on the temporal holdout, MLflow, registry."""
     suff = _sufficiency(min_positives, min_negatives, min_history_days)
-    _train_binary("churn", data, tracking_uri, margin, suff, horizon_days=horizon_days, active_days=active_days)
+    _train_binary("churn", data, tracking_uri, margin, suff, as_of, horizon_days=horizon_days, active_days=active_days)
 
 
 @train_app.command("purchase")
@@ -351,10 +380,11 @@ def train_purchase(
     min_positives: _MIN_POS_OPT = 500,
     min_negatives: _MIN_NEG_OPT = 500,
     min_history_days: _MIN_HIST_OPT = 180,
+    as_of: _AS_OF_OPT = None,
 ) -> None:
     """Purchase probability (leads included) over the horizon, evaluated like churn."""
     suff = _sufficiency(min_positives, min_negatives, min_history_days)
-    _train_binary("purchase", data, tracking_uri, margin, suff, horizon_days=horizon_days)
+    _train_binary("purchase", data, tracking_uri, margin, suff, as_of, horizon_days=horizon_days)
 
 
 @train_app.command("engagement")
@@ -365,14 +395,19 @@ def train_engagement(
     min_positives: _MIN_POS_OPT = 500,
     min_negatives: _MIN_NEG_OPT = 500,
     min_history_days: _MIN_HIST_OPT = 180,
+    as_of: _AS_OF_OPT = None,
 ) -> None:
     """Open and click probability of the next message, per channel (e-mail, SMS, push): six models."""
     from training.propensity import engagement_task, train_many
 
     tasks = [engagement_task(str(ch), a) for ch in ("email", "sms", "push") for a in ("open", "click")]
     suff = _sufficiency(min_positives, min_negatives, min_history_days)
-    with _progress("train engagement") as tick:
-        results = train_many(tasks, data, tracking_uri, margin=margin, sufficiency=suff, progress=tick)
+    try:
+        when = _as_of(as_of)
+        with _progress("train engagement") as tick:
+            results = train_many(tasks, data, tracking_uri, margin=margin, sufficiency=suff, as_of=when, progress=tick)
+    except (KairosError, ValueError) as exc:
+        raise _fail(exc) from exc
     failed = _print_many(results)
     if failed == len(results):
         raise typer.Exit(code=2)
@@ -397,11 +432,13 @@ def train_value(
     margin: _MARGIN_OPT = 0.0,
     min_positives: _MIN_POS_OPT = 500,
     min_history_days: _MIN_HIST_OPT = 180,
+    as_of: _AS_OF_OPT = None,
 ) -> None:
     """Value (spend and orders in the horizon) beside BG/NBD x Gamma-Gamma; registers `value` and `clv`."""
     from training.value import train_value as run
 
     try:
+        when = _as_of(as_of)
         with _progress("train value") as tick:
             result = run(
                 data,
@@ -409,6 +446,7 @@ def train_value(
                 horizon_days=horizon_days,
                 margin=margin,
                 sufficiency=_sufficiency(min_positives, 1, min_history_days),
+                as_of=when,
                 progress=tick,
             )
     except (KairosError, ValueError) as exc:
@@ -437,6 +475,7 @@ def train_all(
     min_positives: _MIN_POS_OPT = 500,
     min_negatives: _MIN_NEG_OPT = 500,
     min_history_days: _MIN_HIST_OPT = 180,
+    as_of: _AS_OF_OPT = None,
 ) -> None:
     """Every propensity model and the value models in one run, sharing the features of each cutoff.
 
@@ -446,21 +485,25 @@ def train_all(
     from training.value import train_value as run_value
 
     suff = _sufficiency(min_positives, min_negatives, min_history_days)
-    with _progress("train all") as tick:
-        results: dict[str, Any] = train_many(
-            all_tasks(), data, tracking_uri, margin=margin, sufficiency=suff, progress=tick
-        )
-        try:
-            results["value"] = run_value(
-                data,
-                tracking_uri,
-                horizon_days=value_horizon_days,
-                margin=margin,
-                sufficiency=suff,
-                context=Context.open(data),
+    try:
+        when = _as_of(as_of)
+        with _progress("train all") as tick:
+            results: dict[str, Any] = train_many(
+                all_tasks(), data, tracking_uri, margin=margin, sufficiency=suff, as_of=when, progress=tick
             )
-        except InsufficientDataError as exc:
-            results["value"] = exc
+            try:
+                results["value"] = run_value(
+                    data,
+                    tracking_uri,
+                    horizon_days=value_horizon_days,
+                    margin=margin,
+                    sufficiency=suff,
+                    context=Context.open(data, when),
+                )
+            except InsufficientDataError as exc:
+                results["value"] = exc
+    except (KairosError, ValueError) as exc:
+        raise _fail(exc) from exc
     value = results.pop("value")
     failed = _print_many(results)
     if isinstance(value, Exception):
@@ -478,15 +521,22 @@ def doctor(
     min_positives: _MIN_POS_OPT = 500,
     min_negatives: _MIN_NEG_OPT = 500,
     min_history_days: _MIN_HIST_OPT = 180,
+    as_of: _AS_OF_OPT = None,
 ) -> None:
-    """Per model: does the data suffice for an honest training run, and if not, exactly what is missing."""
+    """Per model: does the data suffice for an honest training run, and if not, exactly what is missing.
+
+    When the history is too short for a model's cutoffs, it prints the --min-history-days and --horizon-days
+    (and, with --as-of, the earliest --as-of) that would fit, each checked: "passes" or what is still missing.
+    """
     from training.doctor import diagnose
 
     try:
-        verdicts = diagnose(data, _sufficiency(min_positives, min_negatives, min_history_days))
+        when = _as_of(as_of)
+        verdicts = diagnose(data, _sufficiency(min_positives, min_negatives, min_history_days), as_of=when)
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
-    table = Table(title=f"data sufficiency: {data}", title_justify="left")
+    title = f"data sufficiency: {data}" + (f" as of {when.isoformat()}" if when else "")
+    table = Table(title=title, title_justify="left")
     for col in ("model", "verdict", "history days", "train +", "train -", "what is missing"):
         table.add_column(col, justify="right" if col in ("history days", "train +", "train -") else "left")
     for v in verdicts:
@@ -499,6 +549,10 @@ def doctor(
             "; ".join(v.problems) or "-",
         )
     console.print(table)
+    for v in verdicts:
+        if v.suggestions:
+            # plain echo, never wrapped: these are flags to copy
+            typer.echo(f"{v.model}, what would fit: " + "; ".join(v.suggestions))
     short = [v.model for v in verdicts if not v.ok]
     enough = len(verdicts) - len(short)
     console.print(f"{enough} of {len(verdicts)} models have enough data; not enough: {', '.join(short) or 'none'}")
@@ -517,7 +571,9 @@ def backtest(
     from training.backtest import backtest as run
 
     try:
-        result = run(model, data, tracking_uri, _parse_as_of(as_of), alias=alias)
+        when = _as_of(as_of)
+        assert when is not None  # --as-of is required here
+        result = run(model, data, tracking_uri, when, alias=alias)
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
     table = Table(
@@ -565,7 +621,7 @@ def train_sendtime(
             result = run(
                 data,
                 tracking_uri,
-                as_of=_parse_as_of(as_of) if as_of else None,
+                as_of=_as_of(as_of),
                 test_days=test_days,
                 planted_check=check,
                 min_sends=min_sends,
@@ -598,6 +654,7 @@ def train_offers(
     compare: Annotated[bool, typer.Option(help="Also fit and report the other learners.")] = True,
     step_days: Annotated[int, typer.Option(min=7, help="Days between feature cutoffs for the logged sends.")] = 30,
     margin: _MARGIN_OPT = 0.0,
+    as_of: _AS_OF_OPT = None,
 ) -> None:
     """Uplift models from logged randomised offer sends, evaluated (Qini, off-policy), registered as `offers`."""
     from training.offers import train_offers as run
@@ -621,6 +678,7 @@ def train_offers(
                 compare_learners=compare,
                 step_days=step_days,
                 margin=margin,
+                as_of=_as_of(as_of),
                 progress=tick,
             )
     except (KairosError, ValueError) as exc:
@@ -641,13 +699,15 @@ def train_recs(
     ] = DEFAULT_TRACKING,
     test_days: Annotated[int, typer.Option(min=7, help="Days at the end of the data held out for evaluation.")] = 90,
     margin: Annotated[float, typer.Option(min=0.0, help="recall@10 gain needed to replace the champion.")] = 0.0,
+    as_of: _AS_OF_OPT = None,
 ) -> None:
     """Evaluate recommenders against baselines on a temporal split, refit, register the bundle."""
     from training.recs import train_recs as run
 
     try:
+        when = _as_of(as_of)
         with _progress("train recs") as tick:
-            result = run(data, tracking_uri, test_days=test_days, margin=margin, progress=tick)
+            result = run(data, tracking_uri, test_days=test_days, margin=margin, as_of=when, progress=tick)
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
     table = Table(title="evaluation (temporal split, k=10)", title_justify="left")
@@ -679,14 +739,24 @@ def score(
     reasons: Annotated[
         bool, typer.Option("--reasons", help="Add each model's top 3 drivers in words (slower: TreeSHAP).")
     ] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Score the snapshot built as of this date (`kairos features build --as-of`, same date) instead "
+            "of the latest: what the models say of the customers as they were then.",
+        ),
+    ] = None,
 ) -> None:
-    """The nightly full-base export: every champion's probability and band, P(alive), CLV and segments."""
+    """The nightly full-base export: every champion's probability and band, P(alive), CLV and segments,
+    keyed by customer_key with the retailer's own ids beside it (customer_id: the primary; customer_ids: all)."""
     if not all_customers:
         console.print("score needs --all (the full-base export); single customers are served by the API")
         raise typer.Exit(code=2)
     from batch.score import score_all
 
     try:
+        when = _as_of(as_of)
         with _progress("score --all") as tick:
             result = score_all(
                 data,
@@ -697,6 +767,7 @@ def score(
                 progress=tick,
                 compiled=compiled,
                 reasons=reasons,
+                as_of=when,
             )
     except (KairosError, ValueError, OSError) as exc:
         raise _fail(exc) from exc

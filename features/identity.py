@@ -19,16 +19,19 @@ package reads no settings; ``kairos ingest`` builds the pseudonymizer from ``KAI
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
 import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from features.contract import Col
 from features.errors import InputDataError
@@ -36,10 +39,12 @@ from features.normalize import normalize_emails, normalize_phones
 
 __all__ = [
     "DEVELOPMENT_SECRET",
+    "IdentityOverrides",
     "IdentityResult",
     "Pseudonymizer",
     "RefusedCol",
     "customer_key_for",
+    "load_identity_overrides",
     "rekey",
     "resolve_identities",
 ]
@@ -264,6 +269,144 @@ def _conflict(held_a: tuple[str | None, ...], held_b: tuple[str | None, ...], st
     return None
 
 
+OVERRIDE_KIND = "override"  # the link kind of forced merges (``merges_by_kind``, ``links_by_kind``)
+SPLIT_CONFLICT = "forced_split"  # the review list's ``conflict`` of a merge a forced split refused
+
+
+@dataclass(frozen=True)
+class IdentityOverrides:
+    """Decisions a person made about records, applied by :func:`resolve_identities` before and above its rules.
+
+    ``merges``: pairs of records that are one person, linked first, whatever the rules say (even two
+    different loyalty cards: a replaced card). ``splits``: pairs of records that are never one person: any
+    link that would put them in one cluster is refused and listed for review with the conflict
+    ``forced_split`` (the rest of each cluster still forms by the rules). Each pair keeps where it was read
+    (``where``: "overrides.csv line 4") for error messages. Build with :func:`load_identity_overrides`.
+    """
+
+    merges: tuple[tuple[str, str], ...] = ()
+    splits: tuple[tuple[str, str], ...] = ()
+    merge_where: tuple[str, ...] = ()
+    split_where: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for kind, pairs, where in (("merge", self.merges, self.merge_where), ("split", self.splits, self.split_where)):
+            if where and len(where) != len(pairs):
+                raise ValueError(f"{kind}: {len(pairs)} pairs but {len(where)} positions")
+            for i, (a, b) in enumerate(pairs):
+                at = where[i] if where else f"{kind} {i + 1}"
+                if not a or not b:
+                    raise InputDataError(f"{at}: a {kind} needs two customer ids")
+                if a == b:
+                    raise InputDataError(f"{at}: a {kind} of {a!r} with itself")
+
+    def where(self, kind: str, i: int) -> str:
+        where = self.merge_where if kind == "merge" else self.split_where
+        return where[i] if where else f"{kind} {i + 1}"
+
+
+OVERRIDE_COLUMNS = ("action", "customer_id_a", "customer_id_b")  # the CSV's header (more columns are ignored)
+
+
+def load_identity_overrides(path: Path | str) -> IdentityOverrides:
+    """Read forced merges and splits from a CSV or YAML file.
+
+    CSV (``.csv``): a header with ``action,customer_id_a,customer_id_b`` (other columns, e.g. ``note``, are
+    ignored: the review list ``identity_review.parquet`` has the two id columns, so its rows can be copied in),
+    then one pair per row, ``action`` being ``merge`` or ``split``::
+
+        action,customer_id_a,customer_id_b,note
+        merge,C0012,C0457,same person: new card after losing the old one
+        split,C0090,C0091,twins sharing an e-mail
+
+    YAML (``.yaml``/``.yml``): ``merge`` and ``split``, each a list of groups of two or more ids; a merge group
+    is one person, a split group is all different people::
+
+        merge:
+          - [C0012, C0457]
+        split:
+          - [C0090, C0091, C0092]
+
+    Raises:
+        InputDataError: the file is missing, of another type, or malformed; the message names the file and
+            the line (CSV) or the group (YAML).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"identity overrides: no file at {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _overrides_from_csv(path)
+    if suffix in (".yaml", ".yml"):
+        return _overrides_from_yaml(path)
+    raise InputDataError(f"{path}: identity overrides must be a .csv or .yaml file, not {suffix or 'no extension'!r}")
+
+
+def _overrides_from_csv(path: Path) -> IdentityOverrides:
+    pairs: dict[str, list[tuple[str, str]]] = {"merge": [], "split": []}
+    where: dict[str, list[str]] = {"merge": [], "split": []}
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in OVERRIDE_COLUMNS if c not in header]
+        if missing:
+            raise InputDataError(
+                f"{path} line 1: missing column(s) {missing}; the header needs {list(OVERRIDE_COLUMNS)}"
+            )
+        for row in reader:
+            line = f"{path} line {reader.line_num}"
+            values = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            action = values["action"].lower()
+            if not any(values.values()):
+                continue  # a blank line
+            if action not in pairs:
+                raise InputDataError(f"{line}: action must be merge or split, not {values['action']!r}")
+            pairs[action].append((values["customer_id_a"], values["customer_id_b"]))
+            where[action].append(line)
+    return IdentityOverrides(tuple(pairs["merge"]), tuple(pairs["split"]), tuple(where["merge"]), tuple(where["split"]))
+
+
+def _overrides_from_yaml(path: Path) -> IdentityOverrides:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputDataError(f"{path}: not valid YAML ({exc})") from exc
+    data = data or {}
+    if not isinstance(data, dict) or set(data) - {"merge", "split"}:
+        extra = sorted(set(data) - {"merge", "split"}) if isinstance(data, dict) else []
+        raise InputDataError(
+            f"{path}: expected the keys merge and split at the top" + (f", not {extra}" if extra else "")
+        )
+    pairs: dict[str, list[tuple[str, str]]] = {"merge": [], "split": []}
+    where: dict[str, list[str]] = {"merge": [], "split": []}
+    for kind in ("merge", "split"):
+        groups = data.get(kind) or []
+        if not isinstance(groups, list):
+            raise InputDataError(f"{path}: {kind} must be a list of groups of customer ids")
+        for i, group in enumerate(groups):
+            at = f"{path} {kind}[{i}]"
+            if not isinstance(group, list) or len(group) < 2 or not all(isinstance(x, str | int) for x in group):
+                raise InputDataError(f"{at}: a group is a list of two or more customer ids")
+            ids = [str(x).strip() for x in group]
+            # a merge group is a chain to its first id; a split group is every pair of its ids
+            found = (
+                [(ids[0], x) for x in ids[1:]]
+                if kind == "merge"
+                else [(x, y) for j, x in enumerate(ids) for y in ids[j + 1 :]]
+            )
+            pairs[kind] += found
+            where[kind] += [at] * len(found)
+    return IdentityOverrides(tuple(pairs["merge"]), tuple(pairs["split"]), tuple(where["merge"]), tuple(where["split"]))
+
+
+def _combine(a: tuple[str | None, ...] | None, b: tuple[str | None, ...] | None) -> tuple[str | None, ...] | None:
+    """The strong-id values a cluster holds after a forced merge of clusters holding ``a`` and ``b`` (the first's
+    value where both hold one: a forced merge is above the guard)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return tuple(x if x is not None else y for x, y in zip(a, b, strict=True))
+
+
 def resolve_identities(
     customers: pd.DataFrame,
     *,
@@ -271,6 +414,7 @@ def resolve_identities(
     default_region: str = "GB",
     max_shared: int | None = 50,
     pseudonymizer: Pseudonymizer,
+    overrides: IdentityOverrides | None = None,
 ) -> IdentityResult:
     """Group customer records into persons and give each person a stable pseudonymous key.
 
@@ -291,12 +435,15 @@ def resolve_identities(
         max_shared: A value shared by more records than this is a placeholder (a shop's phone, a
             "noemail@" address), not a person's, and links nothing; None disables the check.
         pseudonymizer: The keyed hash that names clusters and review-list values.
+        overrides: Forced merges (linked first, above the strong-id guard) and forced splits (a link that
+            would join the two records is refused, conflict ``forced_split``): :class:`IdentityOverrides`.
 
     Returns:
         The :class:`IdentityResult`.
 
     Raises:
-        InputDataError: ``customer_id`` is missing, empty or duplicated.
+        InputDataError: ``customer_id`` is missing, empty or duplicated; an override names a record that
+            is not among the customers, or a forced split whose two records the forced merges join.
     """
     if Col.CUSTOMER_ID not in customers.columns:
         raise InputDataError(f"customers: column {Col.CUSTOMER_ID!r} is required for identity resolution")
@@ -353,11 +500,63 @@ def resolve_identities(
             parent[x], x = root, parent[x]
         return root
 
+    # Forced splits: per record, the records it must stay apart from; per root, its records that have some.
+    apart: dict[int, set[int]] = {}
+    constrained: dict[int, set[int]] = {}
+
+    def kept_apart(ra: int, rb: int) -> bool:
+        small, other = (ra, rb) if len(constrained.get(ra, ())) <= len(constrained.get(rb, ())) else (rb, ra)
+        return any(find(f) == other for m in constrained.get(small, ()) for f in apart[m])
+
+    def union(ra: int, rb: int, merged: tuple[str | None, ...] | None) -> None:
+        if size[ra] < size[rb]:
+            ra, rb = rb, ra
+        parent[rb] = ra
+        size[ra] += size[rb]
+        held.pop(rb, None)
+        if merged is not None:
+            held[ra] = merged
+        if rb in constrained:
+            constrained.setdefault(ra, set()).update(constrained.pop(rb))
+
     links_by_kind: dict[str, int] = {}
     merges_by_kind: dict[str, int] = {}
     ignored_by_kind: dict[str, int] = {}
     invalid_by_kind: dict[str, int] = {}
     refused_rows: list[tuple[int, int, str, str, str]] = []
+    if overrides is not None:
+        at = {str(v): i for i, v in enumerate(sorted_ids.tolist())}
+
+        def nodes(kind: str, pairs: tuple[tuple[str, str], ...]) -> list[tuple[int, int, int]]:
+            out = []
+            for i, (a, b) in enumerate(pairs):
+                unknown = [x for x in (a, b) if x not in at]
+                if unknown:
+                    raise InputDataError(
+                        f"{overrides.where(kind, i)}: customer id(s) {unknown} not among the customers' records"
+                    )
+                x, y = sorted((at[a], at[b]))
+                out.append((x, y, i))
+            return sorted(out)  # canonical order: the result never depends on the file's order
+
+        merges = 0
+        for x, y, _ in nodes("merge", overrides.merges):
+            rx, ry = find(x), find(y)
+            if rx != ry:
+                union(rx, ry, _combine(held.get(rx), held.get(ry)))
+                merges += 1
+        links_by_kind[OVERRIDE_KIND] = len(overrides.merges)
+        merges_by_kind[OVERRIDE_KIND] = merges
+        for x, y, i in nodes("split", overrides.splits):
+            if find(x) == find(y):
+                raise InputDataError(
+                    f"{overrides.where('split', i)}: {sorted_ids[x]!r} and {sorted_ids[y]!r} must be apart, but the "
+                    "forced merges make them one person"
+                )
+            apart.setdefault(x, set()).add(y)
+            apart.setdefault(y, set()).add(x)
+        for x in apart:
+            constrained.setdefault(find(x), set()).add(x)
     for kind in kinds:
         values, invalid, ignored = prepared.pop(kind) if kind in prepared else prepare(kind)
         first, other, value_pos = _star_links(values, node)
@@ -377,13 +576,10 @@ def resolve_identities(
                     refused_rows.append((a, b, kind, pseudonymizer.value_hash(kind, str(values.iloc[pos])), conflict))
                     continue
                 merged = tuple(x if x is not None else y for x, y in zip(ha, hb, strict=True))
-            if size[ra] < size[rb]:
-                ra, rb = rb, ra
-            parent[rb] = ra
-            size[ra] += size[rb]
-            held.pop(rb, None)
-            if merged is not None:
-                held[ra] = merged
+            if constrained and kept_apart(ra, rb):
+                refused_rows.append((a, b, kind, pseudonymizer.value_hash(kind, str(values.iloc[pos])), SPLIT_CONFLICT))
+                continue
+            union(ra, rb, merged)
             merges += 1
         merges_by_kind[kind] = merges
 

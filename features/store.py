@@ -16,10 +16,12 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 import pandas as pd
+import pyarrow.parquet as pq
 
 from features.backends import connect
+from features.contract import Col
 from features.definitions import FEATURES, definition_hash, feature_table
-from features.errors import DataNotFoundError
+from features.errors import DataNotFoundError, InputDataError
 from features.ingest import INGESTED_DIR, REPORT_FILE
 from features.io import staged_dir, write_parquet
 from features.segments import assign_segments, summarise_transitions, transition_matrix
@@ -56,14 +58,108 @@ def ingest_report(data_home: Path) -> dict[str, Any]:
     return report
 
 
-def open_tables(data_home: Path, con: ibis.BaseBackend | None = None) -> dict[str, ir.Table]:
-    """The ingested contract tables as Ibis tables (embedded DuckDB unless ``con`` is given)."""
+def open_tables(
+    data_home: Path, con: ibis.BaseBackend | None = None, as_of: datetime | None = None
+) -> dict[str, ir.Table]:
+    """The ingested contract tables as Ibis tables (embedded DuckDB unless ``con`` is given).
+
+    With ``as_of`` they are seen as they stood at that instant (:func:`as_of_view`): every job that
+    opens its data here can reproduce a past day without the data being touched.
+    """
     folder = ingested_dir(data_home)
     con = con or connect("duckdb")
     tables: dict[str, ir.Table] = {}
     for path in sorted(folder.glob("*.parquet")):
         tables[path.stem] = con.read_parquet(path, table_name=path.stem)
-    return tables
+    return tables if as_of is None else as_of_view(tables, as_of)
+
+
+# The as-of view. ``ROW_TIME`` names the column that dates each row of a table: the row exists from then
+# on, so a row dated at or after the as-of instant is invisible (a row without that date, e.g. a customer
+# record without ``created_at``, is kept: nothing says it is later). A table not listed is dated by its
+# first timestamp (or date) column; a table without one (items, identity map) is taken whole. Every other
+# timestamp of a row is something that happened to it later (a message opened, clicked): at or after the
+# as-of instant it is blanked. ``KNOWN_AHEAD`` columns are dates known in advance, not events (a birth
+# date, the end of an offer's validity): kept as they are.
+ROW_TIME: dict[str, str] = {
+    "orders": Col.ORDERED_AT,
+    "order_lines": Col.ORDERED_AT,
+    "customers": Col.CREATED_AT,
+    "consents": Col.CONSENTED_AT,
+    "web_events": Col.OCCURRED_AT,
+    "messages": Col.SENT_AT,
+    "returns": Col.RETURNED_AT,
+    "adjustments": Col.ADJUSTED_AT,
+    "offers": Col.VALID_FROM,
+}
+KNOWN_AHEAD: frozenset[str] = frozenset({Col.BIRTH_DATE, Col.VALID_TO, "valid_until", "end_date", "ends_at"})
+
+
+def _before(column: ir.Column, instant: ir.TimestampScalar, last_day: ir.DateScalar) -> ir.BooleanValue:
+    """A timestamp strictly before the instant; a date on or before the instant's last whole day."""
+    return column < instant if column.type().is_timestamp() else column <= last_day
+
+
+def as_of_view(tables: dict[str, ir.Table], as_of: datetime) -> dict[str, ir.Table]:
+    """The tables as an export taken at ``as_of`` would have held them: rows dated at or after it dropped,
+    later events on earlier rows blanked (see :data:`ROW_TIME`). Lazy: nothing is read here.
+
+    Every figure derived from the view (the data's end, the cutoffs, the labels) is then the one the
+    truncated export would give. Identity clusters are those of the full ingest (the resolver is not
+    re-run as of the date).
+    """
+    if as_of.tzinfo is None:
+        raise ValueError(f"as-of instant {as_of.isoformat()} has no time zone")
+    instant = ibis.timestamp(as_of.astimezone(UTC))
+    last_day = ibis.date((as_of.astimezone(UTC) - timedelta(microseconds=1)).date())
+    out: dict[str, ir.Table] = {}
+    for name, table in tables.items():
+        schema = table.schema()
+        dated = [c for c, kind in schema.items() if (kind.is_timestamp() or kind.is_date()) and c not in KNOWN_AHEAD]
+        if not dated:
+            out[name] = table
+            continue
+
+        row = ROW_TIME.get(name)
+        row = row if row in dated else dated[0]
+        kept = table.filter(table[row].isnull() | _before(table[row], instant, last_day))
+        blanked = {
+            c: ibis.ifelse(_before(kept[c], instant, last_day), kept[c], ibis.null(schema[c]))
+            for c in dated
+            if c != row
+        }
+        out[name] = kept.mutate(**blanked) if blanked else kept
+    return out
+
+
+DEFAULT_CURRENCY = "GBP"  # amounts of a data home that names no currency (before issue 18 every home was in GBP)
+CURRENCY_KEY = "currency"  # in the ingest report and in every manifest
+
+
+def data_currency(data_home: Path) -> str:
+    """The ISO 4217 code the data's amounts are in: the ingest report's ``currency`` when it names one, else
+    the most common ``currency`` of the ingested orders (ties: the first code alphabetically; also when the
+    report lists several, a per-row currency), else :data:`DEFAULT_CURRENCY`.
+
+    Raises:
+        InputDataError: the ingest report's ``currency`` is text but not a three-letter code.
+    """
+    named = ingest_report(data_home).get(CURRENCY_KEY)
+    if isinstance(named, str):
+        code = str(named).strip().upper()
+        if not (len(code) == 3 and code.isascii() and code.isalpha()):
+            path = ingested_dir(data_home) / REPORT_FILE
+            raise InputDataError(f"{path}: {CURRENCY_KEY!r} must be an ISO 4217 code such as USD, not {named!r}")
+        return code
+    orders = ingested_dir(data_home) / "orders.parquet"
+    if orders.is_file() and Col.CURRENCY in pq.read_schema(orders).names:
+        codes = pd.read_parquet(orders, columns=[Col.CURRENCY])[Col.CURRENCY].dropna().astype(str)
+        codes = codes.str.strip().str.upper()
+        codes = codes[codes.str.fullmatch(r"[A-Z]{3}")]
+        if len(codes):
+            counts = codes.value_counts()
+            return str(min(counts[counts == counts.max()].index))
+    return DEFAULT_CURRENCY
 
 
 def data_end(tables: dict[str, ir.Table]) -> datetime:
@@ -94,8 +190,10 @@ def compute_features(tables: dict[str, ir.Table], as_of: datetime) -> pd.DataFra
     return frame.reset_index(drop=True)
 
 
-def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str) -> dict[str, Any]:
-    return {
+def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str, currency: str | None = None) -> dict[str, Any]:
+    """The manifest of a feature table; ``currency`` (the data's, :func:`data_currency`) is recorded when given,
+    so a model trained on it, and whoever serves that model, prints amounts in it."""
+    out: dict[str, Any] = {
         "as_of": as_of.isoformat(),
         "built_at": datetime.now(UTC).isoformat(),
         "features": [
@@ -113,6 +211,9 @@ def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str) -> dict
         "rows": len(frame),
         "source_hash": source_hash,
     }
+    if currency is not None:
+        out[CURRENCY_KEY] = currency
+    return out
 
 
 SEGMENTS_FILE = "segments.parquet"
@@ -120,7 +221,8 @@ SEGMENT_COLUMNS = ("rfm_segment", "lifecycle")
 
 
 def build_snapshot(data_home: Path, as_of: datetime | None = None, con: ibis.BaseBackend | None = None) -> Snapshot:
-    """Compute and publish the snapshot as of ``as_of`` (default: the day after the latest order).
+    """Compute and publish the snapshot as of ``as_of`` (default: the day after the latest order), from the
+    tables as they stood then (:func:`as_of_view`).
 
     Beside the features it writes the customers' segments and, against the latest earlier snapshot, a
     transition matrix per segmentation (``transitions_<column>.parquet``); the manifest carries segment
@@ -129,8 +231,9 @@ def build_snapshot(data_home: Path, as_of: datetime | None = None, con: ibis.Bas
     """
     tables = open_tables(data_home, con)
     as_of = as_of or default_as_of(tables)
-    frame = compute_features(tables, as_of)
-    manifest = manifest_for(frame, as_of, ingest_report(data_home)["source_hash"])
+    # features read only events before ``as_of`` anyway; the view makes that true of every table they touch
+    frame = compute_features(as_of_view(tables, as_of), as_of)
+    manifest = manifest_for(frame, as_of, ingest_report(data_home)["source_hash"], data_currency(data_home))
     segments = assign_segments(frame)
     previous = _previous_snapshot(data_home, as_of)
     matrices: dict[str, pd.DataFrame] = {}
@@ -188,4 +291,19 @@ def latest_snapshot(data_home: Path) -> Snapshot:
     if not found:
         raise DataNotFoundError(f"no feature snapshot in {root}: run `kairos features build --data {data_home}`")
     path = found[-1]
+    return Snapshot(path, json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8")))
+
+
+def snapshot_as_of(data_home: Path, as_of: datetime) -> Snapshot:
+    """The snapshot built as of exactly ``as_of`` (``kairos features build --as-of``).
+
+    Raises:
+        DataNotFoundError: there is none; the message gives the command that builds it.
+    """
+    path = Path(data_home) / SNAPSHOTS_DIR / as_of.strftime("%Y-%m-%dT%H%M%SZ")
+    if not (path / MANIFEST_FILE).is_file():
+        raise DataNotFoundError(
+            f"no feature snapshot as of {as_of.isoformat()} in {path.parent}: run "
+            f"`kairos features build --data {data_home} --as-of {as_of.date().isoformat()}` first"
+        )
     return Snapshot(path, json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8")))

@@ -122,6 +122,27 @@ def _percent(share: float) -> str:
 
 
 _SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$", "JPY": "¥"}
+DEFAULT_CURRENCY = "GBP"  # a bundle or snapshot that records no currency predates issue 18: its data was in GBP
+
+
+def currency_of(manifest: Mapping[str, Any] | None) -> str:
+    """The currency a feature manifest records (``features.store.manifest_for``; every model trained since
+    issue 18 carries one), else :data:`DEFAULT_CURRENCY`: what reasons and reports print amounts in."""
+    code = (manifest or {}).get("currency")
+    return str(code) if code else DEFAULT_CURRENCY
+
+
+def format_money(amount: float, currency: str, decimals: int = 0) -> str:
+    """An amount in ``currency``: the symbol before it for GBP, EUR, USD and JPY ('£1,234'), another ISO
+    code after it ('1,234 SEK'), anything else (a symbol) before it."""
+    sign = "-" if amount < 0 else ""
+    number = f"{abs(amount):,.{decimals}f}" if decimals else f"{round(abs(amount)):,}"
+    code = currency.upper()
+    if code in _SYMBOLS:
+        return f"{sign}{_SYMBOLS[code]}{number}"
+    if len(code) == 3 and code.isalpha():
+        return f"{sign}{number} {code}"
+    return f"{sign}{currency}{number}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -421,7 +442,7 @@ class ReasonExplainer:
         self,
         descriptions: Mapping[str, str],
         templates: Mapping[str, Template] | None = None,
-        currency: str = "GBP",
+        currency: str = DEFAULT_CURRENCY,
     ) -> None:
         self.descriptions = descriptions
         self.templates = templates
@@ -445,14 +466,7 @@ class ReasonExplainer:
 
     def money(self, amount: float) -> str:
         """An amount in the configured currency, rounded to whole units: '£1,234'."""
-        sign = "-" if amount < 0 else ""
-        number = f"{round(abs(amount)):,}"
-        code = self.currency.upper()
-        if code in _SYMBOLS:
-            return f"{sign}{_SYMBOLS[code]}{number}"
-        if len(code) == 3 and code.isalpha():
-            return f"{sign}{number} {code}"
-        return f"{sign}{self.currency}{number}"
+        return format_money(amount, self.currency)
 
     def describe(self, feature: str, value: float, other: Callable[[str], float] | None = None) -> str:
         """The text of one feature value ("3 orders in the last 90 days"); ``other`` reads the same

@@ -20,6 +20,7 @@ from bundles.propensity import PropensityBundle
 from features.contract import Col
 from features.datasets import LABEL
 from features.errors import KairosError
+from features.store import as_of_view, compute_features
 from models.evaluation import binary_report
 from models.rfm import RFMLogistic, RFMScore
 from training.propensity import (
@@ -72,7 +73,8 @@ def backtest(
             f"the outcome of {as_of.date()} is known only after {outcome_until.date()}; the data ends "
             f"{ctx.end.date()}: choose an earlier --as-of"
         )
-    feats = ctx.features(as_of)
+    # the features of that day from the tables as they stood then (the labels need what came after)
+    feats = compute_features(as_of_view(ctx.tables, as_of), as_of)
     labels = task.target.labels(ctx.tables, as_of).execute()
     rows = feats.merge(labels, on=Col.CUSTOMER_KEY, how="inner")
     if rows[LABEL].nunique() < 2:

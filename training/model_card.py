@@ -53,6 +53,7 @@ class DataSummary:
         rows: rows per split, e.g. ``{"train": 12000, "valid": 3000, "holdout": 3100}``.
         positives: positive labels per split (binary targets); None for value targets.
         data_hash: hash of the ingested source data.
+        currency: ISO 4217 code of the data's amounts (spend, order values, metrics on spend).
     """
 
     train_cutoffs: Sequence[date | datetime | str]
@@ -61,6 +62,7 @@ class DataSummary:
     rows: Mapping[str, int]
     data_hash: str
     positives: Mapping[str, int] | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,7 @@ def render_model_card(card: ModelCard) -> str:
         f"- Validation (early stopping and calibration): cutoff {_when(d.valid_cutoff)}.",
         f"- Holdout (all metrics below): cutoff {_when(d.holdout_cutoff)}.",
         f"- Source data hash: `{d.data_hash}`.",
+        *([f"- Amounts (spend, order values, errors on spend) are in {d.currency}."] if d.currency else []),
         "",
         "| split | rows |" + (" positives | rate |" if d.positives is not None else ""),
         "|---|---:|" + ("---:|---:|" if d.positives is not None else ""),

@@ -38,7 +38,7 @@ from features.contract import Col, OrderStatus
 from features.definitions import FEATURES, GROUPS, definition_hash, population
 from features.errors import KairosError
 from features.segments import assign_segments
-from features.store import data_end, ingest_report, latest_snapshot, open_tables
+from features.store import data_currency, data_end, ingest_report, latest_snapshot, open_tables
 from models.decisioning.control import ControlGroup
 from models.decisioning.nbo import (
     NextBestOffer,
@@ -451,6 +451,7 @@ class OffersConfig:
     register: bool = True
     seed: int = 0
     uplift_params: dict[str, Any] = field(default_factory=dict)
+    as_of: datetime | None = None  # the data as it stood then (None: all of it)
 
     def params_of(self, name: str) -> dict[str, Any]:
         """The :class:`UpliftModel` parameters of learner ``name``."""
@@ -499,8 +500,9 @@ def build_data(cfg: OffersConfig, data_home: Path, sends: pd.DataFrame | None, t
         InsufficientOfferDataError: no logged offer sends to learn from, or none to evaluate on.
     """
     step_days, holdout_days, catalogue_path = cfg.step_days, cfg.holdout_days, cfg.catalogue_path
-    catalogue = load_catalogue(catalogue_path or EXAMPLE_CATALOGUE)
-    tables = open_tables(data_home)
+    path = catalogue_path or EXAMPLE_CATALOGUE
+    catalogue = load_catalogue(path).in_currency(data_currency(data_home), str(path))
+    tables = open_tables(data_home, as_of=cfg.as_of)
     data = build_send_dataset(tables, step_days=step_days, progress=tick) if sends is None else sends
     train, holdout = _split(data, holdout_days)
     labels = treatment_labels(train[Col.OFFER_ID])
@@ -577,8 +579,8 @@ def evaluate(
         **ope_metrics,
     }
     truth_table = None
-    snapshot = latest_snapshot(data_home)
-    now = snapshot.as_of
+    # the decisions of the check are taken as of the latest snapshot, or as of the run's as-of instant
+    now = cfg.as_of if cfg.as_of is not None else latest_snapshot(data_home).as_of
     history = tables["messages"].select(Col.CUSTOMER_KEY, Col.OFFER_ID, SENT_AT).execute()
     if policy_check is not None:
         tick("checking the policy (e.g. against a planted truth)", 0.8)
@@ -626,6 +628,7 @@ def log_and_register(
         "trained_until": str(train[SENT_AT].max()),
         "holdout_from": str(holdout[SENT_AT].min()),
         "catalogue": catalogue.name,
+        "currency": catalogue.currency,
         "data_hash": report["source_hash"],
         # the order value of a customer without one (a lead), so that a one-customer request has one
         "fallback_order_value": population_order_value(train),
@@ -681,6 +684,7 @@ def train_offers(
     seed: int = 0,
     uplift_params: dict[str, Any] | None = None,
     sends: pd.DataFrame | None = None,
+    as_of: datetime | None = None,
     progress: ProgressFn | None = None,
 ) -> OffersRun:
     """Build the logged-send dataset, fit and evaluate uplift, log and register the offers bundle:
@@ -707,6 +711,7 @@ def train_offers(
         uplift_params: other :class:`UpliftModel` parameters (e.g. ``n_estimators``).
         sends: the logged-send dataset when already built from this home (:func:`build_send_dataset`
             with the same ``step_days``); built here when None.
+        as_of: train on the data as it stood at this instant (:func:`features.store.as_of_view`).
         progress: callback ``(step, fraction)``.
 
     Raises:
@@ -726,6 +731,7 @@ def train_offers(
         register,
         seed,
         dict(uplift_params or {}),
+        as_of,
     )
     d = build_data(cfg, data_home, sends, tick)
     f = fit(cfg, d, tick)

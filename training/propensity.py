@@ -43,7 +43,7 @@ from features.datasets import (
 )
 from features.definitions import NUMERIC_FEATURES
 from features.errors import KairosError
-from features.store import data_end, ingest_report, manifest_for, open_tables
+from features.store import data_currency, data_end, ingest_report, manifest_for, open_tables
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
 from models.clv import BGNBD, ConvergenceError, rfm_summary
@@ -357,10 +357,14 @@ class Context:
     start: datetime
     end: datetime
 
+    as_of: datetime | None = None  # the tables are seen as they stood then (None: all the data)
+
     @classmethod
-    def open(cls, data_home: Path) -> Context:
-        tables = open_tables(data_home)
-        return cls(Path(data_home), tables, FeatureCache(tables), first_order(tables), data_end(tables))
+    def open(cls, data_home: Path, as_of: datetime | None = None) -> Context:
+        """The data of ``data_home``, as of ``as_of`` when given: every later row is invisible, so the data's
+        end, the cutoffs and the labels are those of an export truncated at ``as_of``."""
+        tables = open_tables(data_home, as_of=as_of)
+        return cls(Path(data_home), tables, FeatureCache(tables), first_order(tables), data_end(tables), as_of)
 
 
 @dataclass(frozen=True)
@@ -511,7 +515,8 @@ def log_and_register(
     y = holdout[LABEL].to_numpy()
     tick(f"{task.name}: plots and model card", 0.7)
     report = ingest_report(ctx.data_home)
-    manifest = manifest_for(ctx.features(plan.holdout).head(0), plan.holdout, report["source_hash"])
+    currency = data_currency(ctx.data_home)
+    manifest = manifest_for(ctx.features(plan.holdout).head(0), plan.holdout, report["source_hash"], currency)
     manifest.pop("rows")
     params = {
         **model.get_params(),
@@ -524,6 +529,9 @@ def log_and_register(
         "calibration_cutoffs": ",".join(c.date().isoformat() for c in (plan.valid, plan.season) if c is not None),
         "holdout_cutoff": plan.holdout.date().isoformat(),
         "band_cuts": ",".join(str(c) for c in cfg.band_cuts),
+        "data_as_of": ctx.as_of.isoformat() if ctx.as_of else "all",
+        "data_end": ctx.end.isoformat(),
+        "currency": currency,
     }
     meta = PropensityMeta(
         features=tuple(features),
@@ -574,6 +582,7 @@ def log_and_register(
             calibrator,
             model,
             job.run_id,
+            currency,
         )
         (folder / "model_card.md").write_text(card, encoding="utf-8")
         mlflow.log_artifact(str(folder / "model_card.md"))
@@ -595,17 +604,20 @@ def train_task(
     sufficiency: Sufficiency | None = None,
     band_cuts: tuple[float, float] = (0.3, 0.6),
     context: Context | None = None,
+    as_of: datetime | None = None,
     progress: ProgressFn | None = None,
 ) -> PropensityRun:
     """Train one propensity model, evaluate it beside its baselines on the holdout, log and register it:
     :func:`build_data` -> :func:`fit` -> :func:`evaluate` -> :func:`log_and_register`.
+
+    ``as_of`` trains on the data as it stood then (:meth:`Context.open`); a given ``context`` carries its own.
 
     Raises:
         InsufficientDataError: the data is too thin (every missing item is named); nothing is logged.
     """
     tick = progress or (lambda step, frac: None)
     cfg = PropensityConfig(task, tracking_uri, margin, register, seed, sufficiency or Sufficiency(), band_cuts)
-    ctx = context or Context.open(data_home)
+    ctx = context or Context.open(data_home, as_of)
     data = build_data(cfg, ctx, tick)
     fitted = fit(cfg, data, tick)
     result = evaluate(cfg, ctx, data, fitted, tick)
@@ -648,6 +660,7 @@ def _card(
     calibrator: ProbabilityCalibrator,
     model: LightGBMClassifier,
     run_id: str,
+    currency: str | None = None,
 ) -> str:
     from features.definitions import DESCRIPTIONS
     from training.model_card import DataSummary, ModelCard, render_model_card
@@ -669,6 +682,7 @@ def _card(
                     "holdout": sizes["holdout_positives"],
                 },
                 data_hash=data_hash,
+                currency=currency,
             ),
             metrics={str(k): {m: float(v) for m, v in row.items()} for k, row in table.iterrows()},
             candidate="kairos",
@@ -694,10 +708,12 @@ def train_many(
     tracking_uri: str,
     *,
     progress: ProgressFn | None = None,
+    as_of: datetime | None = None,
     **kwargs: Any,
 ) -> dict[str, PropensityRun | InsufficientDataError]:
-    """Train several tasks sharing one feature cache; a task without enough data is reported, not fatal."""
-    ctx = Context.open(data_home)
+    """Train several tasks sharing one feature cache (on the data as of ``as_of`` when given); a task
+    without enough data is reported, not fatal."""
+    ctx = Context.open(data_home, as_of)
     out: dict[str, PropensityRun | InsufficientDataError] = {}
     for i, task in enumerate(tasks):
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class RecsConfig:
     k: int = 10
     margin: float = 0.0  # how much the new version must beat the champion's selection metric by
     register: bool = True
+    as_of: datetime | None = None  # the data as it stood then (None: all of it)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def build_data(cfg: RecsConfig, data_home: Path) -> RecsData:
     Raises:
         KairosError: the test period leaves no history before it.
     """
-    interactions, items = load_home(Path(data_home))
+    interactions, items = load_home(Path(data_home), cfg.as_of)
     end = pd.Timestamp(interactions["ts"].max())
     split_at = (end - timedelta(days=cfg.test_days)).floor("D")
     if split_at <= pd.Timestamp(interactions["ts"].min()):
@@ -135,7 +136,13 @@ def log_and_register(
     with registry.job_run(cfg.tracking_uri, EXPERIMENT, MODEL_NAME) as job:
         bundle = job.folder / "bundle"
         RecsBundle.write(bundle, model)
-        params = {"test_days": cfg.test_days, "k": cfg.k, "split_at": data.split_at.isoformat(), "margin": cfg.margin}
+        params = {
+            "test_days": cfg.test_days,
+            "k": cfg.k,
+            "split_at": data.split_at.isoformat(),
+            "margin": cfg.margin,
+            "data_as_of": cfg.as_of.isoformat() if cfg.as_of else "all",
+        }
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_text(table.to_csv(index=False), "evaluation.csv")
@@ -160,12 +167,14 @@ def train_recs(
     k: int = 10,
     margin: float = 0.0,
     register: bool = True,
+    as_of: datetime | None = None,
     progress: ProgressFn | None = None,
 ) -> RecsRun:
     """Evaluate on the last ``test_days`` (fit before), refit everything on all data, log and register:
-    :func:`build_data` -> :func:`evaluate_split` -> :func:`fit` -> :func:`log_and_register`."""
+    :func:`build_data` -> :func:`evaluate_split` -> :func:`fit` -> :func:`log_and_register`. With
+    ``as_of``, "all data" is the order lines placed before it."""
     tick = progress or (lambda step, frac: None)
-    cfg = RecsConfig(tracking_uri, test_days, k, margin, register)
+    cfg = RecsConfig(tracking_uri, test_days, k, margin, register, as_of)
     data = build_data(cfg, data_home)
     table, metrics = evaluate_split(cfg, data, tick)
     model = fit(data, tick)

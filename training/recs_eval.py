@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.store import open_tables
 from models.recs import metrics as m
 from models.recs.base import IX, InteractionKind, Query, Recommendation, Recommender, interactions_from_tables
 from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, PersonalTopFreq
@@ -431,10 +432,14 @@ def kairos_models() -> tuple[dict[str, Recommender], dict[str, tuple[str, ...]]]
     return found, tasks
 
 
-def load_home(home: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Interactions (purchases) and items from an ingested data home (nothing is ingested here)."""
+def load_home(home: Path, as_of: datetime | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Interactions (purchases) and items from an ingested data home (nothing is ingested here); with
+    ``as_of``, only the order lines placed before it (:func:`features.store.as_of_view`)."""
     folder = Path(home) / "ingested"
-    lines = pd.read_parquet(folder / "order_lines.parquet")
+    if as_of is None:
+        lines = pd.read_parquet(folder / "order_lines.parquet")
+    else:
+        lines = open_tables(Path(home), as_of=as_of)["order_lines"].execute()
     items = pd.read_parquet(folder / "items.parquet")
     return interactions_from_tables(lines), items
 

@@ -25,7 +25,7 @@ from bundles.value import CLV_MODEL, VALUE_MODEL, ClvBundle, ValueBundle
 from features.contract import Col
 from features.datasets import LABEL, ORDERS_LABEL, ValueTarget, build_training_set
 from features.definitions import NUMERIC_FEATURES
-from features.store import ingest_report, manifest_for
+from features.store import data_currency, ingest_report, manifest_for
 from models.clv import BGNBD, CLV_FIELDS, GammaGamma, ModifiedBGNBD, rfm_summary
 from models.evaluation import decile_calibration, value_report
 from models.value import LightGBMRegressor
@@ -277,7 +277,8 @@ def log_and_register(
     features = list(NUMERIC_FEATURES)
     tracking_uri = cfg.tracking_uri
     report = ingest_report(data_home)
-    manifest = manifest_for(ctx.features(plan.holdout).head(0), plan.holdout, report["source_hash"])
+    currency = data_currency(data_home)
+    manifest = manifest_for(ctx.features(plan.holdout).head(0), plan.holdout, report["source_hash"], currency)
     manifest.pop("rows")
     params = {
         **spend_model.get_params(),
@@ -285,6 +286,9 @@ def log_and_register(
         "train_cutoffs": len(plan.train),
         "valid_cutoff": plan.valid.date().isoformat(),
         "holdout_cutoff": plan.holdout.date().isoformat(),
+        "data_as_of": ctx.as_of.isoformat() if ctx.as_of else "all",
+        "data_end": ctx.end.isoformat(),
+        "currency": currency,
     }
     with registry.job_run(tracking_uri, EXPERIMENT, VALUE_MODEL, {"kairos.data_hash": report["source_hash"]}) as job:
         mlflow.log_params(params)
@@ -337,7 +341,7 @@ def log_and_register(
                 f"value v{registration.version} -> @{registration.alias}; "
                 f"clv v{clv_registration.version} -> @{clv_registration.alias}",
             )
-        facts = _CardFacts(horizon_days, plan, sizes, report["source_hash"], job.run_id, params)
+        facts = _CardFacts(horizon_days, plan, sizes, report["source_hash"], job.run_id, params, currency)
         for name, candidate, reg, card_plots in (
             (VALUE_MODEL, "kairos", registration, plots),
             (CLV_MODEL, "mbgnbd_gamma_gamma", clv_registration, clv_plots),
@@ -372,6 +376,7 @@ def train_value(
     seed: int = 0,
     sufficiency: Sufficiency | None = None,
     context: Context | None = None,
+    as_of: datetime | None = None,
     progress: ProgressFn | None = None,
 ) -> ValueRun:
     """Spend and order-count models over ``horizon_days``, beside BG/NBD x Gamma-Gamma and the
@@ -380,7 +385,7 @@ def train_value(
     data -> :func:`log_and_register`."""
     tick = progress or (lambda step, frac: None)
     cfg = ValueConfig(tracking_uri, horizon_days, margin, register, seed, sufficiency or Sufficiency())
-    ctx = context or Context.open(data_home)
+    ctx = context or Context.open(data_home, as_of)
     data = build_data(cfg, ctx, tick)
     fitted = fit(cfg, data, tick)
     result = evaluate(cfg, ctx, data, fitted, tick)
@@ -399,6 +404,7 @@ class _CardFacts:
     data_hash: str
     run_id: str
     params: dict[str, Any]
+    currency: str
 
 
 def _plots(
@@ -461,8 +467,8 @@ def _card(
     limitations = [
         f"Orders in the horizon: MAE {own['mae']:.3f}, Spearman {own['spearman']:.3f} (BG/NBD "
         f"{orders.loc['bgnbd', 'spearman']:.3f}, last-period baseline {orders.loc['last_period', 'spearman']:.3f}).",
-        "Spend is in the data's currency; the metrics table is about spend only. There are no calibrated "
-        "probabilities here: ECE, lift and calibration do not apply.",
+        f"Spend is in {facts.currency}, the data's currency; the metrics table is about spend only. There are no "
+        "calibrated probabilities here: ECE, lift and calibration do not apply.",
     ]
     return render_model_card(
         ModelCard(
@@ -478,6 +484,7 @@ def _card(
                     "holdout": facts.sizes["holdout_rows"],
                 },
                 data_hash=facts.data_hash,
+                currency=facts.currency,
             ),
             metrics={str(k): {m: float(v) for m, v in row.items()} for k, row in spend.iterrows()},
             candidate=candidate,

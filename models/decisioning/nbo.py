@@ -54,6 +54,7 @@ from features.segments import SegCol
 from models.decisioning.control import CONTROL_GROUP, ControlGroup
 from models.decisioning.offers import Catalogue, CatalogueError, Play
 from models.decisioning.uplift import UpliftModel
+from models.reasons import DEFAULT_CURRENCY, format_money
 
 __all__ = [
     "AllocationSummary",
@@ -213,7 +214,7 @@ class OfferScores:
     contactable: np.ndarray
     rule_reason: np.ndarray  # (n, n_offers) playbook words where rules gave the uplift, else ""
     most_viewed: np.ndarray
-    currency: str = "GBP"
+    currency: str = DEFAULT_CURRENCY
     control_share: float = 0.05
     caution: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
@@ -398,7 +399,7 @@ def score_offers(
         contactable=np.array([bool(a) for a in allowed]),
         rule_reason=rule_words,
         most_viewed=most_viewed,
-        currency=catalogue.currency,
+        currency=catalogue.currency or DEFAULT_CURRENCY,
         control_share=control.share,
         caution=caution,
     )
@@ -408,8 +409,7 @@ def score_offers(
 
 
 def _money(x: float, currency: str) -> str:
-    symbol = {"GBP": "£", "EUR": "€", "USD": "$"}.get(currency, currency + " ")
-    return f"{'-' if x < 0 else ''}{symbol}{abs(x):.2f}"
+    return format_money(x, currency, decimals=2)
 
 
 def _offer_reason(s: OfferScores, i: int, j: int, n_candidates: int) -> str:

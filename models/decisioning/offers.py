@@ -424,7 +424,8 @@ class Catalogue(BaseModel):
     name: str = Field(default="campaign", min_length=1)
     margin_rate: float = Field(gt=0, lt=1, description="Gross margin as a share of the order value.")
     budget: float | None = Field(default=None, gt=0, description="Expected cost the whole campaign may spend.")
-    currency: str = Field(default="GBP", min_length=3, max_length=3)
+    # ISO 4217 code of the costs, values and budget; None: the data's currency (training resolves it)
+    currency: str | None = Field(default=None, min_length=3, max_length=3, pattern=r"^[A-Za-z]{3}$")
     offers: tuple[Offer, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -433,6 +434,22 @@ class Catalogue(BaseModel):
         twice = sorted({i for i in ids if ids.count(i) > 1})
         if twice:
             raise ValueError(f"offer ids listed twice: {twice}")
+        return self
+
+    def in_currency(self, data_currency: str, source: str = "catalogue") -> Catalogue:
+        """The catalogue with its amounts in the data's currency: one that names none takes the data's;
+        one that names another is refused (its costs and the data's order values would be added up).
+
+        Raises:
+            CatalogueError: the catalogue's currency is not the data's.
+        """
+        if self.currency is None:
+            return self.model_copy(update={"currency": data_currency.upper()})
+        if self.currency.upper() != data_currency.upper():
+            raise CatalogueError(
+                f"{source}: currency: the catalogue's amounts are in {self.currency.upper()} but the data's are in "
+                f"{data_currency.upper()}; convert the costs and budget, or drop `currency:` to use the data's"
+            )
         return self
 
     @property

@@ -47,3 +47,31 @@ def test_joined_lines_up_every_customer_and_keeps_the_missing_as_null() -> None:
     assert nums.take(0, 5)["p_alive"].to_pylist() == [None, None, np.float32(0.9), np.float32(0.2), None]
     assert words.take(0, 5)["lifecycle"].to_pylist() == [None, None, "active", "lapsed", None]
     assert words.take(2, 2)["lifecycle"].to_pylist() == ["active", "lapsed"]  # a later batch's slice
+
+
+def test_customer_ids_names_each_key_by_the_id_the_resolver_named_it_after(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The export's ``customer_id`` is the cluster's primary id: the one its key is the keyed hash of."""
+    from batch.score import CUSTOMER_IDS, customer_ids
+    from features.identity import Pseudonymizer, resolve_identities
+    from features.ingest import IDENTITY_MAP_FILE, REPORT_FILE
+
+    records = pd.DataFrame(
+        {
+            "customer_id": ["b10", "a2", "B1", "z", "lone"],
+            "email": ["x@example.com", "x@example.com", "X@example.com ", "y@example.com", None],
+        }
+    )
+    pseudonymizer = Pseudonymizer.for_development()
+    mapping = resolve_identities(records, pseudonymizer=pseudonymizer).mapping
+    folder = tmp_path / "ingested"
+    folder.mkdir()
+    (folder / REPORT_FILE).write_text("{}")
+    mapping.sample(frac=1.0, random_state=3).to_parquet(folder / IDENTITY_MAP_FILE)  # row order must not matter
+    got = customer_ids(tmp_path)
+    merged = pseudonymizer.customer_key("B1")  # code-point order: upper case before lower case
+    assert got.loc[merged, "customer_id"] == "B1"
+    assert got.loc[merged, CUSTOMER_IDS] == ["B1", "a2", "b10"]
+    assert got.loc[pseudonymizer.customer_key("z"), CUSTOMER_IDS] == ["z"]
+    assert len(got) == 3 and got.index.is_unique
+    for key, row in got.iterrows():
+        assert key == pseudonymizer.customer_key(row["customer_id"])

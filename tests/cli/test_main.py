@@ -274,3 +274,109 @@ def test_serve_turns_off_uvicorns_access_log(tmp_path: Path, monkeypatch) -> Non
     result = runner.invoke(app, ["serve", "--data", str(tmp_path), "--dev"])
     assert result.exit_code == 0, result.output
     assert len(calls) == 1 and calls[0]["access_log"] is False
+
+
+# --- issue 18: as of any date; the retailer's own ids in the export -------------------------------
+
+
+def test_every_job_takes_as_of_and_passes_it_on(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``--as-of`` on features build, every train job, doctor and score --all reaches the job as one UTC instant."""
+    from datetime import UTC, datetime
+
+    import batch.score
+    import features.store
+    import training.doctor
+    import training.offers
+    import training.propensity
+    import training.recs
+    import training.sendtime
+    import training.value
+
+    seen: list[tuple[str, object]] = []
+
+    def stop(name: str):  # type: ignore[no-untyped-def]
+        def job(*args: object, **kwargs: object) -> None:
+            when = kwargs.get("as_of", args[1] if name == "features" else None)
+            seen.append((name, when))
+            raise features.store.DataNotFoundError(f"{name} stops here")
+
+        return job
+
+    for module, attr, name in (
+        (features.store, "build_snapshot", "features"),
+        (training.propensity, "train_task", "train"),
+        (training.propensity, "train_many", "many"),
+        (training.value, "train_value", "value"),
+        (training.recs, "train_recs", "recs"),
+        (training.offers, "train_offers", "offers"),
+        (training.sendtime, "train_sendtime", "sendtime"),
+        (training.doctor, "diagnose", "doctor"),
+        (batch.score, "score_all", "score"),
+    ):
+        monkeypatch.setattr(module, attr, stop(name))
+    data = ["--data", str(tmp_path), "--as-of", "2011-06-01"]
+    commands = [
+        ["features", "build", *data],
+        ["train", "churn", *data],
+        ["train", "purchase", *data],
+        ["train", "engagement", *data],
+        ["train", "value", *data],
+        ["train", "all", *data],
+        ["train", "recs", *data],
+        ["train", "offers", *data],
+        ["train", "sendtime", *data],
+        ["doctor", *data],
+        ["score", "--all", *data],
+    ]
+    for command in commands:
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2 and _has(result.output, "stops here"), (command, result.output)
+    assert [n for n, _ in seen] == [
+        "features",
+        "train",
+        "train",
+        "many",
+        "value",
+        "many",
+        "recs",
+        "offers",
+        "sendtime",
+        "doctor",
+        "score",
+    ]
+    assert {w for _, w in seen} == {datetime(2011, 6, 1, tzinfo=UTC)}
+    bad = runner.invoke(app, ["train", "churn", "--data", str(tmp_path), "--as-of", "June 2011"])
+    assert bad.exit_code == 2 and _has(bad.output, "--as-of 'June 2011' is not a date")
+
+
+def test_score_all_as_of_a_date_scores_that_days_snapshot(orii_home: BuiltHome, tmp_path: Path) -> None:
+    import shutil
+
+    import pandas as pd
+
+    from features.store import SNAPSHOT_FILE, snapshot_as_of
+
+    home = tmp_path / "home"
+    shutil.copytree(orii_home.home, home)
+    out = tmp_path / "scores.parquet"
+    args = ["score", "--all", "--no-compiled", "--data", str(home), "--tracking-uri", orii_home.tracking_uri]
+    missing = runner.invoke(app, [*args, "--as-of", "2011-06-01", "--out", str(out)])
+    assert missing.exit_code == 2 and _has(missing.output, "kairos features build", "--as-of 2011-06-01")
+    built = runner.invoke(app, ["features", "build", "--data", str(home), "--as-of", "2011-06-01"])
+    assert built.exit_code == 0, built.output
+    result = runner.invoke(app, [*args, "--as-of", "2011-06-01", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    scores = pd.read_parquet(out)
+    from datetime import UTC, datetime
+
+    then = pd.read_parquet(snapshot_as_of(home, datetime(2011, 6, 1, tzinfo=UTC)).path / SNAPSHOT_FILE)
+    assert sorted(scores["customer_key"]) == sorted(then["customer_key"])
+    now = runner.invoke(app, [*args, "--out", str(tmp_path / "now.parquet")])
+    assert now.exit_code == 0 and len(pd.read_parquet(tmp_path / "now.parquet")) > len(scores)  # more customers today
+    # the retailer's own id beside the key: the identity map's, for every customer
+    ids = pd.read_parquet(home / "ingested" / "identity_map.parquet")
+    primary = ids.astype({"customer_id": object}).groupby("customer_key")["customer_id"].min()
+    assert list(scores.columns[:3]) == ["customer_key", "customer_id", "customer_ids"]
+    assert scores["customer_id"].notna().all()
+    assert (scores["customer_id"].to_numpy() == primary.loc[scores["customer_key"]].to_numpy()).all()
+    assert all(row[0] == first for row, first in zip(scores["customer_ids"], scores["customer_id"], strict=True))

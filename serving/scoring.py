@@ -24,7 +24,7 @@ from bundles.propensity import PropensityModel
 from bundles.value import ClvTable
 from features.definitions import DESCRIPTIONS
 from features.online import Lookup, OnlineStoreUnavailable
-from models.reasons import DEFAULT_CUTS, ReasonExplainer, band
+from models.reasons import DEFAULT_CURRENCY, DEFAULT_CUTS, ReasonExplainer, band, currency_of
 from serving.schemas import AnswerSource, ItemStatus
 from serving.state import Services
 
@@ -106,7 +106,10 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
     why: dict[str, list[list[dict[str, Any]]]] = {}
     known_rows = found.values if len(rows) == n else found.values[rows]  # one gather for every model
     frame = pd.DataFrame(known_rows, columns=names) if reasons and len(rows) else None
-    explainer = ReasonExplainer(DESCRIPTIONS) if frame is not None else None
+    # amounts in the data's currency, which the models' feature manifest records (issue 18)
+    manifests = [s.bundle.provenance.manifest for s in active if s.bundle is not None]
+    currency = currency_of(manifests[0]) if manifests else DEFAULT_CURRENCY
+    explainer = ReasonExplainer(DESCRIPTIONS, currency=currency) if frame is not None else None
     not_applicable = np.zeros((n, len(active)), dtype=bool)
     for col, s in enumerate(active):
         m = s.model

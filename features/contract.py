@@ -47,6 +47,7 @@ class Col:
     QUANTITY = "quantity"
     UNIT_PRICE = "unit_price"
     DISCOUNT = "discount"
+    LINE_AMOUNT = "line_amount"  # input only: the line total, from which unit_price is derived
     RETURN_ID = "return_id"
     RETURNED_AT = "returned_at"
     ADJUSTMENT_ID = "adjustment_id"
@@ -344,6 +345,16 @@ ADJUSTMENTS = Table(
     outputs_only=True,
 )
 
+# Columns a mapping may fill that are not published as such: ``line_amount`` (the line total, as many
+# tills export it) gives ``unit_price = line_amount / quantity`` when the export has no unit price.
+LINE_AMOUNT = Column(
+    Col.LINE_AMOUNT,
+    "float",
+    "Line total (quantity x unit price); unit_price is derived from it. Required on every line when mapped.",
+    required=True,
+)
+INPUT_ONLY_COLUMNS: dict[str, tuple[Column, ...]] = {"order_lines": (LINE_AMOUNT,)}
+
 INPUT_TABLES: dict[str, Table] = {
     t.name: t for t in (CUSTOMERS, CONSENTS, ORDERS, ORDER_LINES, ITEMS, WEB_EVENTS, MESSAGES, OFFERS)
 }
@@ -351,7 +362,12 @@ TABLES: dict[str, Table] = {**INPUT_TABLES, RETURNS.name: RETURNS, ADJUSTMENTS.n
 
 PERSONAL_COLUMNS = frozenset(c.name for t in TABLES.values() for c in t.columns if c.personal)
 
-NUMERIC_COLUMNS = frozenset(c.name for t in INPUT_TABLES.values() for c in t.columns if c.kind in ("int", "float"))
+NUMERIC_COLUMNS = frozenset(
+    c.name
+    for cols in (*(t.columns for t in INPUT_TABLES.values()), *INPUT_ONLY_COLUMNS.values())
+    for c in cols
+    if c.kind in ("int", "float")
+)
 
 # The largest plausible absolute value per numeric column, generous but finite: a unit price of 1e20 or
 # a quantity of 1e12 is a unit or export error that would swamp every sum downstream. A mapping may set
@@ -360,6 +376,7 @@ PLAUSIBLE_MAX: dict[str, float] = {
     Col.LINE_NO: 1e6,
     Col.QUANTITY: 1e6,
     Col.UNIT_PRICE: 1e6,
+    Col.LINE_AMOUNT: 1e7,
     Col.DISCOUNT: 1e6,
     Col.PRICE: 1e6,
     Col.VALUE: 1e6,

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from features.contract import (
     ADJUSTMENTS,
+    INPUT_ONLY_COLUMNS,
     INPUT_TABLES,
     ISO_CURRENCIES,
     ORDER_LINES,
@@ -50,10 +51,11 @@ from features.contract import (
     Table,
 )
 from features.erasure import Tombstones, drop_erased
-from features.errors import InputDataError, QuarantineThresholdError
+from features.errors import InputDataError, MappingError, QuarantineThresholdError
+from features.expressions import ExpressionError, LookupData, clash, evaluate, result_types, unknown_reference
 from features.identity import Pseudonymizer, rekey, resolve_identities
 from features.io import publish_dir, sha256_files, staged_dir, write_parquet
-from features.mapping import Mapping, TableMapping
+from features.mapping import FLOATING, Mapping, TableMapping
 from features.normalize import normalize_emails, normalize_phones
 
 ProgressFn = Callable[[str, float], None]
@@ -69,6 +71,7 @@ IDENTITY_REVIEW_FILE = "identity_review.parquet"
 
 _SRC_FILE = "_source_file"
 _SRC_ROW = "_source_row"
+_DERIVED = "_derived:"  # prefix of a column computed by a mapping expression (never in the audit files)
 # Tables are processed in this order: references are checked against tables already accepted.
 _ORDER = ("items", "offers", "customers", "consents", "orders", "order_lines", "web_events", "messages")
 _HEADER_COLUMNS = tuple(c for c in ORDERS.column_names if c != Col.ORDER_ID)
@@ -284,6 +287,7 @@ def _read_file(path: Path) -> pd.DataFrame:
 def _read_table(input_dir: Path, table: str, tm: TableMapping) -> tuple[pd.DataFrame, list[Path]]:
     files = _resolve_files(input_dir, tm, table)
     frames = []
+    lookups = read_lookups(input_dir, table, tm)
     for path in files:
         frame = _read_file(path)
         missing = sorted({src for src in tm.columns.values() if src not in frame.columns})
@@ -293,26 +297,157 @@ def _read_table(input_dir: Path, table: str, tm: TableMapping) -> tuple[pd.DataF
                 f"{path.name}: column(s) {', '.join(repr(m) for m in missing)} named in the mapping "
                 f"for {table} are not in the file's header (line 1, {len(frame.columns)} columns)"
             )
+        check_references(table, tm, set(frame.columns), lookups, path.name)
         frame[_SRC_FILE] = path.name
         frame[_SRC_ROW] = np.arange(1, len(frame) + 1, dtype=np.int64)
         frames.append(frame)
     raw = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    check_types(table, tm, raw, lookups)
+    if tm.expressions:
+        try:
+            derived = evaluate(raw, tm.parsed_expressions, lookups)
+        except ExpressionError as exc:
+            raise MappingError(f"tables.{table}.expressions: {exc}") from None
+        for col, values in derived.items():
+            raw[_DERIVED + col] = values
     return raw, files
 
 
+def read_lookups(input_dir: Path, table: str, tm: TableMapping) -> dict[str, LookupData]:
+    """The lookup files of a table, each with one row per key (a repeated key would repeat source rows)."""
+    out = {}
+    for name, lookup in tm.lookups.items():
+        where = f"tables.{table}.lookups.{name}"
+        paths = _resolve_files(input_dir, lookup, f"{table}.lookups.{name}")
+        frames = [_read_file(p) for p in paths]
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        if lookup.key not in frame.columns:
+            raise MappingError(f"{where}.key: column {lookup.key!r} is not in {', '.join(p.name for p in paths)}")
+        repeated = int(frame[lookup.key].dropna().duplicated().sum())
+        if repeated:
+            raise MappingError(
+                f"{where}.key: {repeated:,} repeated value(s) of {lookup.key!r} in "
+                f"{', '.join(p.name for p in paths)}; a lookup needs one row per key"
+            )
+        out[name] = LookupData(frame, lookup.key, lookup.source_column)
+    return out
+
+
+def check_types(table: str, tm: TableMapping, raw: pd.DataFrame, lookups: dict[str, LookupData]) -> None:
+    """A source column or an expression whose type can never become its contract column's kind (a
+    timestamp mapped to a quantity, a number to a timestamp read as ISO text) stops the run, named."""
+    for col, src in tm.columns.items():
+        column = column_spec(table, col)
+        if column is not None and src in raw.columns and col not in tm.value_maps:
+            found = _source_kind(raw[src])
+            if found and _clashes(column.kind, found, tm.timestamp_format):
+                raise MappingError(
+                    f"tables.{table}.columns.{col}: type clash: source column {src!r} holds {found} values, "
+                    f"{col} needs {_KIND_WORDS[column.kind]}"
+                )
+    if not tm.expressions:
+        return
+    parsed = tm.parsed_expressions
+    named = sorted({r[0] for p in parsed.values() for r in p.references if len(r) == 1 and r[0] in raw.columns})
+    named = sorted(set(named) | {lk.on for lk in lookups.values()})
+    schema = pa.Schema.from_pandas(raw[named].head(0), preserve_index=False)
+    try:
+        types = result_types(schema, parsed, lookups)
+    except ExpressionError as exc:
+        raise MappingError(f"tables.{table}.expressions.{exc}") from None
+    for col, duck_type in types.items():
+        column = column_spec(table, col)
+        if column is not None and clash(column.kind, duck_type):
+            raise MappingError(
+                f"tables.{table}.expressions.{col}: type clash: the expression gives {duck_type}, "
+                f"{col} needs {_KIND_WORDS[column.kind]}"
+            )
+
+
+_KIND_WORDS = {
+    "str": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true/false",
+    "timestamp": "a timestamp",
+    "date": "a date",
+}
+
+
+def _source_kind(values: pd.Series) -> str | None:
+    """The kind of a typed (Parquet) source column; None for text, which the contract's rules parse."""
+    if pd.api.types.is_bool_dtype(values):
+        return "true/false"
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return "timestamp"
+    if pd.api.types.is_numeric_dtype(values):
+        return "number"
+    return None
+
+
+def _clashes(kind: str, found: str, timestamp_format: str) -> bool:
+    if kind in ("int", "float"):
+        return found in ("timestamp", "true/false")
+    if kind == "bool":
+        return found == "timestamp"
+    if kind in ("timestamp", "date"):
+        # A number can be a date written as digits (19970101) when a format says how to read it.
+        return found == "true/false" or (found == "number" and timestamp_format.upper() == "ISO8601")
+    return False
+
+
+def check_references(
+    table: str, tm: TableMapping, columns: set[str], lookups: dict[str, LookupData], file_name: str
+) -> None:
+    """Every column an expression or a lookup's ``on`` names exists (in the file or in the lookup)."""
+    lookup_columns = {name: set(lk.frame.columns) for name, lk in lookups.items()}
+    for name, lookup in tm.lookups.items():
+        if lookup.source_column not in columns:
+            raise MappingError(
+                f"tables.{table}.lookups.{name}.on: unknown column {lookup.source_column!r} (not in {file_name})"
+            )
+    for col, parsed in tm.parsed_expressions.items():
+        problem = unknown_reference(parsed, columns, lookup_columns)
+        if problem:
+            raise MappingError(f"tables.{table}.expressions.{col}: {problem} (not in {file_name})")
+
+
 def _mapped_source(raw: pd.DataFrame, table: str, tm: TableMapping) -> dict[str, str]:
-    """contract column -> source column, for every contract column present in the file."""
+    """contract column -> source column (or derived column), for every contract column present."""
     spec = INPUT_TABLES[table]
-    allowed = list(spec.column_names)
+    allowed = list(spec.column_names) + [c.name for c in INPUT_ONLY_COLUMNS.get(table, ())]
     if table == "order_lines":
         allowed += [c for c in _HEADER_COLUMNS if c not in allowed]
     out: dict[str, str] = {}
     for col in allowed:
         if col in tm.columns:
             out[col] = tm.columns[col]
+        elif col in tm.expressions:
+            out[col] = _DERIVED + col
         elif col in raw.columns and col not in tm.constants:
             out[col] = col
     return out
+
+
+def table_constants(mapping: Mapping, table: str) -> dict[str, Any]:
+    """The table's constants, plus the export's ``currency`` where the table has no currency of its own
+    (order lines of a flat export, orders, items)."""
+    tm = mapping.tables[table]
+    out = dict(tm.constants)
+    fills_currency = table in ("orders", "items") or (table == "order_lines" and "orders" not in mapping.tables)
+    if mapping.currency and fills_currency and not tm.maps(Col.CURRENCY):
+        out[Col.CURRENCY] = mapping.currency
+    return out
+
+
+def column_spec(table: str, col: str) -> Column | None:
+    """The contract column a mapping may fill in ``table`` (header columns on order lines included)."""
+    found = INPUT_TABLES[table].column_index.get(col)
+    if found is None:
+        found = next((c for c in INPUT_ONLY_COLUMNS.get(table, ()) if c.name == col), None)
+    if found is None and table == "order_lines":
+        found = ORDERS.column_index.get(col)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,9 +525,15 @@ def _to_timestamp(
     raw: pd.Series, text: pd.Series, fmt: str, zone: str, latest: pd.Timestamp
 ) -> tuple[pd.Series, dict[Reason, np.ndarray]]:
     """Parse to UTC instants. Naive values are local times in ``zone``; DST gaps are flagged,
-    DST folds take the first (summer-time) occurrence."""
+    DST folds take the first (summer-time) occurrence.
+
+    A ``floating`` zone keeps wall-clock times: every value is stored with its own clock digits labelled
+    UTC (an offset written on a value is dropped, its digits kept), so no time is skipped or repeated and
+    the hour a feature reads is the hour the till printed."""
     n = len(text)
     problems: dict[Reason, np.ndarray] = {}
+    if zone == FLOATING:
+        return _floating(raw, text, fmt, latest)
     if pd.api.types.is_datetime64_any_dtype(raw):
         series = raw if getattr(raw.dt, "tz", None) is not None else _localize(raw, zone, problems)
         out = series.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
@@ -425,6 +566,26 @@ def _to_timestamp(
     problems[Reason.FUTURE_TIMESTAMP] = future
     out = out.mask(future)
     return out, {k: v for k, v in problems.items() if v.any()}
+
+
+def _floating(
+    raw: pd.Series, text: pd.Series, fmt: str, latest: pd.Timestamp
+) -> tuple[pd.Series, dict[Reason, np.ndarray]]:
+    """Wall-clock times stored as UTC clock digits (see :func:`_to_timestamp`)."""
+    problems: dict[Reason, np.ndarray] = {}
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        wall = raw.dt.tz_localize(None) if getattr(raw.dt, "tz", None) is not None else raw
+        out = wall.dt.tz_localize("UTC").astype("datetime64[us, UTC]").reset_index(drop=True)
+        out.index = text.index
+    else:
+        digits = text.str.replace(_AWARE, "", regex=True)
+        parse_fmt = "ISO8601" if fmt.upper() == "ISO8601" else fmt.replace("%z", "").replace("%Z", "")
+        parsed = pd.to_datetime(digits, format=parse_fmt, errors="coerce")
+        out = parsed.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+        problems[Reason.UNPARSEABLE_TIMESTAMP] = (text.notna() & out.isna()).to_numpy()
+    future = (out > latest).fillna(False).to_numpy()
+    problems[Reason.FUTURE_TIMESTAMP] = future
+    return out.mask(future), {k: v for k, v in problems.items() if v.any()}
 
 
 def _localize(
@@ -466,23 +627,27 @@ def _convert(
     tm = mapping.tables[table]
     spec = INPUT_TABLES[table]
     sources = _mapped_source(raw, table, tm)
-    header_spec = ORDERS if table == "order_lines" else None
+    constants = table_constants(mapping, table)
     columns: dict[str, pd.Series] = {}
     required = [c.name for c in spec.columns if c.required]
     if table == "order_lines" and "orders" not in mapping.tables:  # a flat export carries the header
         required += [c.name for c in ORDERS.columns if c.required and c.name not in required]
-    absent = [c for c in required if c not in sources and c not in tm.constants]
+    if table == "order_lines":
+        # Prices are optional for basket-only data: no unit price and no line amount means no price at
+        # all (published empty, report "prices": false), never an invented one.
+        required = [c for c in required if c != Col.UNIT_PRICE]
+    absent = [c for c in required if c not in sources and c not in constants]
     if absent:
         raise InputDataError(
             f"tables.{table}: required column(s) {', '.join(absent)} are neither in the file(s) nor set in the "
-            "mapping (map them under `columns:` or give a value under `constants:`)"
+            "mapping (map them under `columns:` or `expressions:`, or give a value under `constants:`)"
         )
-    wanted = list(sources) + [c for c in tm.constants if c not in sources]
+    wanted = list(sources) + [c for c in constants if c not in sources]
     bounds = mapping.plausible_bounds
     for col in wanted:
-        column = spec.column_index.get(col) or (header_spec.column(col) if header_spec else None)
+        column = column_spec(table, col)
         assert column is not None  # the mapping validator only admits contract columns
-        src = raw[sources[col]] if col in sources else pd.Series([tm.constants[col]] * len(raw), index=raw.index)
+        src = raw[sources[col]] if col in sources else pd.Series([constants[col]] * len(raw), index=raw.index)
         if column.kind in ("int", "float") and col not in tm.value_maps and _is_numeric(src):
             value, bad = _number_from_numeric(src.reset_index(drop=True), integer=column.kind == "int")
             missing = src.isna().to_numpy()
@@ -511,6 +676,11 @@ def _convert(
             )
             verdicts.add("quarantine", gone, missing, col)
         columns[col] = value.reset_index(drop=True)
+    if Col.LINE_AMOUNT in columns:  # the line total gives the unit price; a zero quantity gives none
+        qty = columns[Col.QUANTITY].astype("float64") if Col.QUANTITY in columns else None
+        amount = columns.pop(Col.LINE_AMOUNT)
+        if qty is not None:
+            columns[Col.UNIT_PRICE] = (amount / qty.where(qty != 0)).astype("float64")
     frame = pd.DataFrame(columns, index=pd.RangeIndex(len(raw)))
     return frame, sources
 
@@ -822,7 +992,7 @@ def _split_order_lines(checked: _Checked) -> dict[str, pd.DataFrame]:
             Col.RETURNED_AT: ret.get(Col.ORDERED_AT),
             Col.ITEM_ID: ret[Col.ITEM_ID],
             Col.QUANTITY: ret[Col.QUANTITY].abs(),
-            Col.UNIT_PRICE: ret[Col.UNIT_PRICE],
+            Col.UNIT_PRICE: ret.get(Col.UNIT_PRICE),
             Col.CURRENCY: ret.get(Col.CURRENCY),
         }
     )
@@ -834,7 +1004,7 @@ def _split_order_lines(checked: _Checked) -> dict[str, pd.DataFrame]:
             Col.ADJUSTED_AT: adj.get(Col.ORDERED_AT),
             Col.ITEM_ID: adj[Col.ITEM_ID],
             Col.ITEM_NAME: adj.get(Col.ITEM_NAME),
-            Col.AMOUNT: adj[Col.QUANTITY].astype("float64") * adj[Col.UNIT_PRICE],
+            Col.AMOUNT: adj[Col.QUANTITY].astype("float64") * adj.get(Col.UNIT_PRICE, np.nan),
             Col.CURRENCY: adj.get(Col.CURRENCY),
         }
     )
@@ -845,25 +1015,26 @@ def _split_order_lines(checked: _Checked) -> dict[str, pd.DataFrame]:
     }
 
 
-def _orders_from_lines(lines: pd.DataFrame, headers: pd.DataFrame | None) -> pd.DataFrame:
+def _orders_from_lines(lines: pd.DataFrame, headers: pd.DataFrame | None, prices: bool = True) -> pd.DataFrame:
     """The published orders: exported headers (when given) or one per order seen on accepted sale
-    lines, each with its line count and amount."""
+    lines, each with its line count and amount (null for every order when the export has no prices)."""
+    no_amount = 0.0 if prices else np.nan
     if lines.empty or Col.ORDER_ID not in lines.columns:
         base = _typed(headers if headers is not None else pd.DataFrame(), ORDERS)
-        return base.assign(n_lines=0, amount=0.0)
+        return base.assign(n_lines=0, amount=no_amount)
     amount = lines[Col.QUANTITY].astype("float64") * lines[Col.UNIT_PRICE]
     agg: dict[str, Any] = {c: "first" for c in _HEADER_COLUMNS if c in lines.columns and c != Col.ORDERED_AT}
     agg[Col.ORDERED_AT] = "min"
     grouped = lines.assign(_amount=amount).groupby(Col.ORDER_ID, sort=False, dropna=False)
     head = grouped.agg(agg)
     head["n_lines"] = grouped.size()
-    head["amount"] = grouped["_amount"].sum()
+    head["amount"] = grouped["_amount"].sum() if prices else np.nan
     head = head.reset_index()
     if headers is not None:  # every accepted header is published, with or without accepted lines
         totals = head.set_index(Col.ORDER_ID)[["n_lines", "amount"]]
         head = _typed(headers, ORDERS)
         head["n_lines"] = head[Col.ORDER_ID].map(totals["n_lines"]).fillna(0).astype("int64")
-        head["amount"] = head[Col.ORDER_ID].map(totals["amount"]).fillna(0.0)
+        head["amount"] = head[Col.ORDER_ID].map(totals["amount"]).fillna(no_amount)
         return head
     return pd.concat([_typed(head, ORDERS), head[["n_lines", "amount"]]], axis=1)
 
@@ -980,6 +1151,7 @@ def ingest(
     names = [t for t in _ORDER if t in mapping.tables]
     target = Path(out_dir) / INGESTED_DIR
     tombstones, erased = Tombstones.of(Path(out_dir)), dict[str, int]()
+    priced: dict[str, bool] = {}  # per table: whether its rows carry a unit price
 
     with staged_dir(target) as stage:
 
@@ -1000,6 +1172,7 @@ def ingest(
             raw, erased[table] = drop_erased(raw, src.get(Col.CUSTOMER_ID), tombstones, src.get(Col.ANONYMOUS_ID))
             input_files.extend(files)
             checked = _check_table(table, raw, mapping, latest, refs)
+            priced[table] = Col.UNIT_PRICE in checked.frame.columns
             q = checked.verdicts.quarantined()
             r = checked.verdicts.reclassified()
             _clear_fields(checked)
@@ -1029,7 +1202,8 @@ def ingest(
 
         tick("finishing orders", len(names) / (len(names) + 2))
         lines = kept.get("order_lines", pd.DataFrame())
-        kept["orders"] = _orders_from_lines(lines, order_headers)
+        prices = "order_lines" not in mapping.tables or bool(priced.get("order_lines"))
+        kept["orders"] = _orders_from_lines(lines, order_headers, prices)
         derived: dict[str, int] = {}
         if "items" not in mapping.tables and mapping.derive_items_from_lines:
             items = _derive_items(lines)
@@ -1067,6 +1241,9 @@ def ingest(
             "derived": derived,
             "published": dict(sorted(published.items())),
             "anonymous_order_lines": int(lines[Col.CUSTOMER_ID].isna().sum()) if Col.CUSTOMER_ID in lines else 0,
+            "prices": prices,
+            **_currency_report(mapping, kept["orders"]),
+            "clock": _clock_report(mapping),
             "identity": identity_report,
             "reason_text": {r.value: REASON_TEXT[r] for r in Reason},
             "erased": {"rows": sum(erased.values()), "by_table": {k: v for k, v in erased.items() if v}},
@@ -1095,6 +1272,34 @@ def ingest(
             )
     tick("done", 1.0)
     return IngestResult(target, report)
+
+
+def _currency_report(mapping: Mapping, orders: pd.DataFrame) -> dict[str, Any]:
+    """``currency``: the export's declared currency, else the most frequent one of the published orders
+    (on a tie the first in alphabetical order; null without orders); ``currencies``: orders per code."""
+    counts = orders[Col.CURRENCY].value_counts() if Col.CURRENCY in orders.columns else pd.Series(dtype="int64")
+    per_code = {str(k): int(v) for k, v in sorted(counts.items())}
+    top = sorted(per_code.items(), key=lambda kv: (-kv[1], kv[0]))
+    currency = mapping.currency or (top[0][0] if top else None)
+    return {"currency": currency, "currencies": per_code}
+
+
+def _clock_report(mapping: Mapping) -> dict[str, Any]:
+    """How the export's times were read: the mapping's zone, each table's, and how they are stored."""
+    zones = {name: mapping.zone_for(name) for name in sorted(mapping.tables)}
+    floating = sorted(name for name, zone in zones.items() if zone == FLOATING)
+    return {
+        "timezone": mapping.timezone,
+        "tables": zones,
+        "stored_as": (
+            "UTC"
+            if not floating
+            else "wall clock, labelled UTC"
+            if len(floating) == len(zones)
+            else "UTC, except the floating tables: wall clock, labelled UTC"
+        ),
+        "floating_tables": floating,
+    }
 
 
 def _resolve(

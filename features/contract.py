@@ -86,6 +86,12 @@ class Col:
     COST = "cost"
 
 
+# Customer attributes a mapping declares (age band, income band, ...) are published in customers.parquet
+# as attr_<name>; an ordered band also as attr_<name>_rank (its 1-based position in the declared order).
+ATTRIBUTE_PREFIX = "attr_"
+RANK_SUFFIX = "_rank"
+
+
 class Channel(StrEnum):
     """Messaging channels a consent or a message refers to."""
 

@@ -19,7 +19,16 @@ from features.contract import Col
 from features.defs import engagement, orders, profile, web
 from features.defs.common import Feature, FeatureGroup, Tables
 
-__all__ = ["DESCRIPTIONS", "FEATURES", "FEATURE_NAMES", "GROUPS", "Feature", "FeatureGroup", "feature_table"]
+__all__ = [
+    "DESCRIPTIONS",
+    "FEATURES",
+    "FEATURE_NAMES",
+    "GROUPS",
+    "Feature",
+    "FeatureGroup",
+    "feature_table",
+    "features_for",
+]
 
 GROUPS: tuple[FeatureGroup, ...] = (*orders.GROUPS, *web.GROUPS, *profile.GROUPS, *engagement.GROUPS)
 
@@ -41,19 +50,28 @@ def population(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
     return union.distinct()
 
 
+def features_for(tables: Tables) -> tuple[Feature, ...]:
+    """Every feature of this data: the catalogue, then the export's own customer attributes (declared
+    in its mapping; see :func:`features.defs.profile.attribute_features`). Models pick theirs by name."""
+    return FEATURES + profile.attribute_features(tables)
+
+
 def feature_table(tables: Tables, as_of: datetime) -> ir.Table:
     """All features as of ``as_of`` for the whole population, one row per customer_key.
 
     Only events strictly before ``as_of`` are used. A customer without any event of a kind gets the
-    feature's ``fill`` (counts: 0) or null (e.g. recency of someone who never ordered).
+    feature's ``fill`` (counts: 0) or null (e.g. recency of someone who never ordered). The export's
+    customer attributes, when its mapping declares some, follow the catalogue's features.
     """
     cutoff = ibis.timestamp(as_of)
     out = population(tables, cutoff)
-    for group in GROUPS:
+    extra = profile.attribute_group(tables)
+    for group in (*GROUPS, *((extra,) if extra is not None else ())):
         built = group.build(tables, cutoff)
         out = out.left_join(built, Col.CUSTOMER_KEY).drop(f"{Col.CUSTOMER_KEY}_right")
     fills = {f.name: out[f.name].fill_null(f.fill) for f in FEATURES if f.fill is not None}
-    return out.mutate(**fills).select(Col.CUSTOMER_KEY, *FEATURE_NAMES).order_by(Col.CUSTOMER_KEY)
+    names = [*FEATURE_NAMES, *(f.name for f in (extra.features if extra is not None else ()))]
+    return out.mutate(**fills).select(Col.CUSTOMER_KEY, *names).order_by(Col.CUSTOMER_KEY)
 
 
 def catalogue_markdown() -> str:

@@ -38,11 +38,13 @@ import pyarrow.parquet as pq
 
 from features.contract import (
     ADJUSTMENTS,
+    ATTRIBUTE_PREFIX,
     INPUT_ONLY_COLUMNS,
     INPUT_TABLES,
     ISO_CURRENCIES,
     ORDER_LINES,
     ORDERS,
+    RANK_SUFFIX,
     RETURNS,
     TABLES,
     Col,
@@ -55,7 +57,7 @@ from features.errors import InputDataError, MappingError, QuarantineThresholdErr
 from features.expressions import ExpressionError, LookupData, clash, evaluate, result_types, unknown_reference
 from features.identity import Pseudonymizer, rekey, resolve_identities
 from features.io import publish_dir, sha256_files, staged_dir, write_parquet
-from features.mapping import FLOATING, Mapping, TableMapping
+from features.mapping import FLOATING, Attribute, Mapping, TableMapping
 from features.normalize import normalize_emails, normalize_phones
 
 ProgressFn = Callable[[str, float], None]
@@ -303,9 +305,9 @@ def _read_table(input_dir: Path, table: str, tm: TableMapping) -> tuple[pd.DataF
         frames.append(frame)
     raw = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     check_types(table, tm, raw, lookups)
-    if tm.expressions:
+    if tm.expressions or tm.attribute_expressions:
         try:
-            derived = evaluate(raw, tm.parsed_expressions, lookups)
+            derived = evaluate(raw, {**tm.parsed_expressions, **tm.attribute_expressions}, lookups)
         except ExpressionError as exc:
             raise MappingError(f"tables.{table}.expressions: {exc}") from None
         for col, values in derived.items():
@@ -410,6 +412,14 @@ def check_references(
         problem = unknown_reference(parsed, columns, lookup_columns)
         if problem:
             raise MappingError(f"tables.{table}.expressions.{col}: {problem} (not in {file_name})")
+    for name, attribute in tm.attributes.items():
+        where = f"tables.{table}.attributes.{name}"
+        if attribute.expression is None and tm.attribute_source(name) not in columns:
+            raise MappingError(f'{where}.column: unknown column "{tm.attribute_source(name)}" (not in {file_name})')
+        parsed_attr = tm.attribute_expressions.get(ATTRIBUTE_PREFIX + name)
+        problem = unknown_reference(parsed_attr, columns, lookup_columns) if parsed_attr else None
+        if problem:
+            raise MappingError(f"{where}.expression: {problem} (not in {file_name})")
 
 
 def _mapped_source(raw: pd.DataFrame, table: str, tm: TableMapping) -> dict[str, str]:
@@ -771,7 +781,8 @@ def _check_table(
     frame, sources = _convert(table, raw, mapping, latest, verdicts)
     targets = pd.Series([table] * len(raw), dtype=object)
 
-    dup = _duplicates(raw, list(sources.values()))
+    attribute_sources = _convert_attributes(tm, raw, frame, verdicts)
+    dup = _duplicates(raw, list(sources.values()) + attribute_sources)
     live = ~dup
 
     if table == "customers":
@@ -785,7 +796,10 @@ def _check_table(
         targets[is_cancel] = RETURNS.name
     if table == "order_lines":
         _check_order_lines(frame, tm, mapping, accepted, verdicts, targets, live)
-    if Col.CUSTOMER_ID in frame.columns and table != "customers" and "customers" in accepted:
+    # With a partial customers file merged with customers derived from the lines, a line's customer
+    # needs no record: it gets a derived one.
+    merged_lines = table in ("orders", "order_lines") and mapping.derive_customers_from_lines
+    if Col.CUSTOMER_ID in frame.columns and table != "customers" and "customers" in accepted and not merged_lines:
         known = accepted["customers"][Col.CUSTOMER_ID]
         orphan = frame[Col.CUSTOMER_ID].notna() & ~frame[Col.CUSTOMER_ID].isin(known)
         verdicts.add("quarantine", Reason.ORPHAN_CUSTOMER, orphan.to_numpy(), Col.CUSTOMER_ID)
@@ -800,6 +814,65 @@ def _check_table(
                 store[key] = store[key] & ~dup
         verdicts.add("quarantine", Reason.DUPLICATE_ROW, dup)
     return _Checked(table, raw, frame, verdicts, targets)
+
+
+def _convert_attributes(tm: TableMapping, raw: pd.DataFrame, frame: pd.DataFrame, verdicts: _Verdicts) -> list[str]:
+    """Typed ``attr_<name>`` columns of the customer attributes; a value that does not fit its type (a
+    band not in the order, text in a number) is cleared and the record kept. Returns the source columns."""
+    used = []
+    for name, attribute in tm.attributes.items():
+        src_name = _DERIVED + ATTRIBUTE_PREFIX + name if attribute.expression else tm.attribute_source(name)
+        used.append(src_name)
+        src = raw[src_name]
+        column = Column(ATTRIBUTE_PREFIX + name, _ATTRIBUTE_KIND[attribute.type], attribute.description or name)
+        if attribute.type == "number" and _is_numeric(src):
+            value, bad = _number_from_numeric(src.reset_index(drop=True), integer=False)
+            reason = Reason.INVALID_NUMBER
+        elif attribute.type == "date" and pd.api.types.is_datetime64_any_dtype(src):
+            value, bad = _to_date(_as_text(src.dt.strftime("%Y-%m-%d")))
+            reason = Reason.UNPARSEABLE_DATE
+        else:
+            value, bad, reason = _attribute_from_text(attribute, _as_text(src))
+        _flag(verdicts, column, reason, bad)
+        frame[column.name] = value.reset_index(drop=True)
+    return used
+
+
+_ATTRIBUTE_KIND: dict[str, Any] = {"category": "str", "bands": "str", "number": "float", "date": "date", "flag": "bool"}
+
+
+def _attribute_from_text(attribute: Attribute, text: pd.Series) -> tuple[pd.Series, np.ndarray, Reason]:
+    if attribute.type == "number":
+        value, bad = _to_number(text, integer=False)
+        return value, bad, Reason.INVALID_NUMBER
+    if attribute.type == "date":
+        value, bad = _to_date(text)
+        return value, bad, Reason.UNPARSEABLE_DATE
+    if attribute.type == "flag":
+        value, bad = _to_bool(text)
+        return value, bad, Reason.INVALID_VALUE
+    if attribute.type == "bands":
+        bad = (text.notna() & ~text.isin(attribute.order or [])).to_numpy()
+        return text.mask(pd.Series(bad, index=text.index)), bad, Reason.INVALID_VALUE
+    return text, np.zeros(len(text), dtype=bool), Reason.INVALID_VALUE
+
+
+def attribute_columns(tm: TableMapping | None, frame: pd.DataFrame) -> pd.DataFrame:
+    """The published attribute columns of customer records: ``attr_<name>`` in the declared order, and
+    ``attr_<name>_rank`` (the band's 1-based position in ``order``) after each ordered band."""
+    out: dict[str, pd.Series] = {}
+    n = len(frame)
+    for name, attribute in (tm.attributes if tm is not None else {}).items():
+        col = ATTRIBUTE_PREFIX + name
+        kind = _ATTRIBUTE_KIND[attribute.type]
+        values = frame[col].reset_index(drop=True) if col in frame.columns else None
+        if values is None:
+            values = _typed(pd.DataFrame(index=range(n)), [Column(col, kind, "")])[col]
+        out[col] = values
+        if attribute.type == "bands":
+            rank = {band: i + 1 for i, band in enumerate(attribute.order or [])}
+            out[f"{col}{RANK_SUFFIX}"] = values.map(rank).astype("Int64")
+    return pd.DataFrame(out, index=pd.RangeIndex(n))
 
 
 def _check_customer_contacts(frame: pd.DataFrame, verdicts: _Verdicts, default_region: str) -> None:
@@ -914,7 +987,7 @@ def _check_flat_headers(frame: pd.DataFrame, mapping: Mapping, verdicts: _Verdic
 
 def _original_json(raw: pd.DataFrame, rows: np.ndarray) -> pd.Series:
     """Each selected source row, every column as exported, as one JSON object (for the audit files)."""
-    sub = raw.loc[rows, [c for c in raw.columns if c not in (_SRC_FILE, _SRC_ROW)]]
+    sub = raw.loc[rows, [c for c in raw.columns if c not in (_SRC_FILE, _SRC_ROW) and not c.startswith(_DERIVED)]]
     if sub.empty:
         return pd.Series([], dtype=object)
     text = sub.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
@@ -1152,6 +1225,9 @@ def ingest(
     target = Path(out_dir) / INGESTED_DIR
     tombstones, erased = Tombstones.of(Path(out_dir)), dict[str, int]()
     priced: dict[str, bool] = {}  # per table: whether its rows carry a unit price
+    merge_customers = "customers" in mapping.tables and mapping.derive_customers_from_lines
+    held_customers: pd.DataFrame | None = None
+    filled: dict[str, int] = {}  # customer attribute column -> published records that have a value
 
     with staged_dir(target) as stage:
 
@@ -1161,6 +1237,8 @@ def ingest(
                 frame = rekey(frame, identity_map, pseudonymizer)
             write_parquet(frame, stage / f"{name}.parquet")
             published[name] = len(frame)
+            if name == "customers":
+                filled.update({c: int(frame[c].notna().sum()) for c in frame.columns if c.startswith(ATTRIBUTE_PREFIX)})
 
         # Each table is written as soon as it is final, so the largest (web events, messages) never
         # sit in memory together. Customers come before every table that refers to them.
@@ -1178,6 +1256,9 @@ def ingest(
             _clear_fields(checked)
             if table == "order_lines":
                 kept.update(_split_order_lines(checked))
+                if merge_customers and "customers" in refs:  # later tables may name customers seen on lines
+                    seen = kept["order_lines"][[Col.CUSTOMER_ID]].dropna().drop_duplicates()
+                    refs["customers"] = pd.concat([refs["customers"], seen], ignore_index=True)
             elif table == "orders":  # cancellation headers stay joinable: their lines become returns
                 refs["orders"] = checked.frame.loc[~q].reset_index(drop=True)
                 is_cancel = (checked.targets == RETURNS.name).to_numpy()
@@ -1189,11 +1270,16 @@ def ingest(
                 frame = _typed(checked.frame.loc[~q].reset_index(drop=True), INPUT_TABLES[table])
                 if table == "customers":
                     tick("resolving identities", i / (len(names) + 2))
+                    tm = mapping.tables[table]
+                    frame = pd.concat([frame, attribute_columns(tm, checked.frame.loc[~q])], axis=1)
                     identity_map, review, identity_report = _resolve(frame, mapping, pseudonymizer)
                     refs["customers"] = frame[[Col.CUSTOMER_ID]]
                 elif table == "items":
                     refs["items"] = frame[[Col.ITEM_ID]]
-                publish(table, frame)
+                if table == "customers" and merge_customers:  # published with the derived ones at the end
+                    held_customers = frame
+                else:
+                    publish(table, frame)
                 del frame
             audits_q.append(_audit_rows(checked, q, checked.verdicts.quarantine))
             audits_r.append(_audit_rows(checked, r, checked.verdicts.reclassify))
@@ -1212,6 +1298,16 @@ def ingest(
         if "customers" not in mapping.tables and mapping.derive_customers_from_lines:
             customers = _derive_customers(kept)
             derived["customers"] = len(customers)
+            identity_map, review, identity_report = _resolve(customers, mapping, pseudonymizer)
+            publish("customers", customers)
+        if merge_customers and held_customers is not None:
+            # A partial customers file: the ids seen only on lines, returns or adjustments get derived
+            # records (without contact fields they stay one person each, so keys published earlier hold).
+            extra = _derive_customers(kept)
+            extra = extra.loc[~extra[Col.CUSTOMER_ID].isin(held_customers[Col.CUSTOMER_ID])].reset_index(drop=True)
+            extra = pd.concat([extra, attribute_columns(mapping.tables["customers"], extra)], axis=1)
+            customers = pd.concat([held_customers, extra], ignore_index=True)
+            derived["customers"] = len(extra)
             identity_map, review, identity_report = _resolve(customers, mapping, pseudonymizer)
             publish("customers", customers)
         for name, frame in kept.items():
@@ -1244,6 +1340,7 @@ def ingest(
             "prices": prices,
             **_currency_report(mapping, kept["orders"]),
             "clock": _clock_report(mapping),
+            "attributes": _attribute_report(mapping, filled),
             "identity": identity_report,
             "reason_text": {r.value: REASON_TEXT[r] for r in Reason},
             "erased": {"rows": sum(erased.values()), "by_table": {k: v for k, v in erased.items() if v}},
@@ -1282,6 +1379,19 @@ def _currency_report(mapping: Mapping, orders: pd.DataFrame) -> dict[str, Any]:
     top = sorted(per_code.items(), key=lambda kv: (-kv[1], kv[0]))
     currency = mapping.currency or (top[0][0] if top else None)
     return {"currency": currency, "currencies": per_code}
+
+
+def _attribute_report(mapping: Mapping, filled: dict[str, int]) -> dict[str, Any]:
+    """The customer attributes declared in the mapping: type, band order, records with a value."""
+    tm = mapping.tables.get("customers")
+    out: dict[str, Any] = {}
+    for name, attribute in (tm.attributes if tm is not None else {}).items():
+        entry: dict[str, Any] = {"type": attribute.type, "column": ATTRIBUTE_PREFIX + name}
+        if attribute.order:
+            entry["order"] = list(attribute.order)
+        entry["records_with_value"] = filled.get(ATTRIBUTE_PREFIX + name, 0)
+        out[name] = entry
+    return out
 
 
 def _clock_report(mapping: Mapping) -> dict[str, Any]:

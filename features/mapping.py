@@ -7,20 +7,31 @@ contract column, plus how to read timestamps and values. See ``docs/data-contrac
 from __future__ import annotations
 
 import math
+import re
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from features.contract import INPUT_ONLY_COLUMNS, INPUT_TABLES, ISO_CURRENCIES, NUMERIC_COLUMNS, PLAUSIBLE_MAX, Col
+from features.contract import (
+    ATTRIBUTE_PREFIX,
+    INPUT_ONLY_COLUMNS,
+    INPUT_TABLES,
+    ISO_CURRENCIES,
+    NUMERIC_COLUMNS,
+    PLAUSIBLE_MAX,
+    Col,
+)
 from features.errors import MappingError
 from features.expressions import ExpressionError, Parsed, parse
 
 FLOATING = "floating"  # the clock of an export whose naive times are wall-clock times, in no zone
+_ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+AttributeType = Literal["category", "bands", "number", "date", "flag"]
 
 
 class _Strict(BaseModel):
@@ -53,6 +64,38 @@ class Lookup(_Strict):
         return self.on or self.key
 
 
+class Attribute(_Strict):
+    """An extra customer column the export carries (age band, income band, household size, ...).
+
+    Kept in ``customers.parquet`` as ``attr_<name>`` (ordered bands also as ``attr_<name>_rank``, the
+    band's position in ``order``, 1 = first) and turned into features.
+    """
+
+    type: AttributeType
+    column: str | None = Field(default=None, description="Source column; default: the attribute's name.")
+    expression: str | None = Field(default=None, description="DuckDB SQL expression instead of a column.")
+    order: list[str] | None = Field(default=None, description="bands only: every band, lowest first.")
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Attribute:
+        if self.column is not None and self.expression is not None:
+            raise ValueError("give column or expression, not both")
+        if self.type == "bands":
+            if not self.order:
+                raise ValueError("ordered bands need order: [lowest, ..., highest]")
+            if len(set(self.order)) != len(self.order):
+                raise ValueError("order lists a band twice")
+        elif self.order is not None:
+            raise ValueError(f"order is only for type bands (this attribute is {self.type})")
+        if self.expression is not None:
+            try:
+                parse(self.expression)
+            except ExpressionError as exc:
+                raise ValueError(f"expression: {exc}") from None
+        return self
+
+
 class TableMapping(_Strict):
     """How one contract table is read from the export."""
 
@@ -71,6 +114,9 @@ class TableMapping(_Strict):
     lookups: dict[str, Lookup] = Field(
         default_factory=dict, description="name -> a file joined by key, referred to as name.column."
     )
+    attributes: dict[str, Attribute] = Field(
+        default_factory=dict, description="customers only: extra typed customer columns, kept and featurised."
+    )
     timestamp_format: str = Field(default="ISO8601", description="strptime format for timestamp columns, or ISO8601.")
     timezone: str | None = Field(default=None, description="Zone of naive timestamps; default: the mapping's.")
     cancellation: CancellationRule | None = None
@@ -78,8 +124,17 @@ class TableMapping(_Strict):
 
     @property
     def parsed_expressions(self) -> dict[str, Parsed]:
-        """Every expression, parsed (the mapping validator has already refused the bad ones)."""
+        """Every contract column's expression, parsed (the mapping validator refused the bad ones)."""
         return {col: parse(text) for col, text in self.expressions.items()}
+
+    @property
+    def attribute_expressions(self) -> dict[str, Parsed]:
+        """``attr_<name>`` -> the parsed expression of each attribute computed by one."""
+        return {ATTRIBUTE_PREFIX + name: parse(a.expression) for name, a in self.attributes.items() if a.expression}
+
+    def attribute_source(self, name: str) -> str:
+        """The source column of an attribute read from a column."""
+        return self.attributes[name].column or name
 
     def maps(self, column: str) -> bool:
         """Whether the mapping names ``column`` (as a source column, an expression or a constant)."""
@@ -172,6 +227,7 @@ class Mapping(_Strict):
                     if col not in known:
                         raise ValueError(f"tables.{table_name}.{section}.{col}: not a column of {table_name}")
             _check_expressions(table_name, tm)
+            _check_attributes(table_name, tm)
             if tm.maps(Col.UNIT_PRICE) and tm.maps(Col.LINE_AMOUNT):
                 raise ValueError(
                     f"tables.{table_name}: map unit_price or line_amount, not both (unit_price is derived from "
@@ -233,12 +289,26 @@ def _check_expressions(table: str, tm: TableMapping) -> None:
         for ref in parsed.references:
             if len(ref) > 2 or (len(ref) == 2 and ref[0] not in tm.lookups):
                 known = ", ".join(sorted(tm.lookups)) or "none declared"
-                raise ValueError(
-                    f'{where}: unknown lookup "{ref[0]}" in {".".join(ref)} (lookups of {table}: {known})'
-                )
+                raise ValueError(f'{where}: unknown lookup "{ref[0]}" in {".".join(ref)} (lookups of {table}: {known})')
     for name in tm.lookups:
         if not name.isidentifier():
             raise ValueError(f"tables.{table}.lookups.{name}: a lookup name is a plain identifier (letters, _)")
+
+
+def _check_attributes(table: str, tm: TableMapping) -> None:
+    if tm.attributes and table != "customers":
+        raise ValueError(f"tables.{table}.attributes: only the customers table has attributes")
+    contract = set(INPUT_TABLES["customers"].column_names)
+    for name in tm.attributes:
+        where = f"tables.{table}.attributes.{name}"
+        if not _ATTRIBUTE_NAME.match(name) or name in contract:
+            raise ValueError(
+                f"{where}: an attribute name is lower case letters, digits and _ (at most 40), starts with a "
+                "letter, and is not a contract column"
+            )
+        for ref in tm.attribute_expressions.get(ATTRIBUTE_PREFIX + name, Parsed("", ())).references:
+            if len(ref) > 2 or (len(ref) == 2 and ref[0] not in tm.lookups):
+                raise ValueError(f'{where}.expression: unknown lookup "{ref[0]}" in {".".join(ref)}')
 
 
 def _check_zone(name: str) -> None:

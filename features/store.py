@@ -8,6 +8,7 @@ manifest they were trained on; the API checks it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from features.backends import connect
-from features.definitions import FEATURES, definition_hash, feature_table
+from features.definitions import FEATURES, Feature, definition_hash, feature_table, features_for
 from features.errors import DataNotFoundError
 from features.ingest import INGESTED_DIR, REPORT_FILE
 from features.io import staged_dir, write_parquet
@@ -89,12 +90,14 @@ def execute_features(tables: dict[str, ir.Table], as_of: datetime) -> pd.DataFra
 def compute_features(tables: dict[str, ir.Table], as_of: datetime) -> pd.DataFrame:
     """The feature table as of ``as_of`` in its stored types (numeric features as float32)."""
     frame = execute_features(tables, as_of)
-    for feature in FEATURES:
+    for feature in features_for(tables):
         frame[feature.name] = frame[feature.name].astype(feature.dtype)
     return frame.reset_index(drop=True)
 
 
-def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str) -> dict[str, Any]:
+def manifest_for(
+    frame: pd.DataFrame, as_of: datetime, source_hash: str, features: Sequence[Feature] = FEATURES
+) -> dict[str, Any]:
     return {
         "as_of": as_of.isoformat(),
         "built_at": datetime.now(UTC).isoformat(),
@@ -106,7 +109,7 @@ def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str) -> dict
                 "window_days": f.window_days,
                 "ages": f.ages,
             }
-            for f in FEATURES
+            for f in features
         ],
         "entity": "customer_key",
         "definition_hash": definition_hash(),
@@ -130,7 +133,7 @@ def build_snapshot(data_home: Path, as_of: datetime | None = None, con: ibis.Bas
     tables = open_tables(data_home, con)
     as_of = as_of or default_as_of(tables)
     frame = compute_features(tables, as_of)
-    manifest = manifest_for(frame, as_of, ingest_report(data_home)["source_hash"])
+    manifest = manifest_for(frame, as_of, ingest_report(data_home)["source_hash"], features_for(tables))
     segments = assign_segments(frame)
     previous = _previous_snapshot(data_home, as_of)
     matrices: dict[str, pd.DataFrame] = {}

@@ -16,7 +16,7 @@ import ibis
 import ibis.expr.types as ir
 
 from features.contract import Col
-from features.defs import engagement, orders, profile, web
+from features.defs import campaigns, engagement, orders, profile, web
 from features.defs.common import Feature, FeatureGroup, Tables
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "FeatureGroup",
     "feature_table",
     "features_for",
+    "optional_groups",
 ]
 
 GROUPS: tuple[FeatureGroup, ...] = (*orders.GROUPS, *web.GROUPS, *profile.GROUPS, *engagement.GROUPS)
@@ -50,10 +51,17 @@ def population(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
     return union.distinct()
 
 
+def optional_groups(tables: Tables) -> tuple[FeatureGroup, ...]:
+    """Groups that exist only for some exports: campaigns (when the data holds exposures or
+    redemptions) and the export's own customer attributes (declared in its mapping)."""
+    found = (campaigns.campaign_group(tables), profile.attribute_group(tables))
+    return tuple(g for g in found if g is not None)
+
+
 def features_for(tables: Tables) -> tuple[Feature, ...]:
-    """Every feature of this data: the catalogue, then the export's own customer attributes (declared
-    in its mapping; see :func:`features.defs.profile.attribute_features`). Models pick theirs by name."""
-    return FEATURES + profile.attribute_features(tables)
+    """Every feature of this data: the catalogue, then those of :func:`optional_groups`. Models pick
+    theirs by name, so an export's extra features never change another model's inputs."""
+    return FEATURES + tuple(f for g in optional_groups(tables) for f in g.features)
 
 
 def feature_table(tables: Tables, as_of: datetime) -> ir.Table:
@@ -65,12 +73,13 @@ def feature_table(tables: Tables, as_of: datetime) -> ir.Table:
     """
     cutoff = ibis.timestamp(as_of)
     out = population(tables, cutoff)
-    extra = profile.attribute_group(tables)
-    for group in (*GROUPS, *((extra,) if extra is not None else ())):
+    extra = optional_groups(tables)
+    for group in (*GROUPS, *extra):
         built = group.build(tables, cutoff)
         out = out.left_join(built, Col.CUSTOMER_KEY).drop(f"{Col.CUSTOMER_KEY}_right")
-    fills = {f.name: out[f.name].fill_null(f.fill) for f in FEATURES if f.fill is not None}
-    names = [*FEATURE_NAMES, *(f.name for f in (extra.features if extra is not None else ()))]
+    every = features_for(tables)
+    fills = {f.name: out[f.name].fill_null(f.fill) for f in every if f.fill is not None}
+    names = [f.name for f in every]
     return out.mutate(**fills).select(Col.CUSTOMER_KEY, *names).order_by(Col.CUSTOMER_KEY)
 
 

@@ -75,7 +75,20 @@ _SRC_FILE = "_source_file"
 _SRC_ROW = "_source_row"
 _DERIVED = "_derived:"  # prefix of a column computed by a mapping expression (never in the audit files)
 # Tables are processed in this order: references are checked against tables already accepted.
-_ORDER = ("items", "offers", "customers", "consents", "orders", "order_lines", "web_events", "messages")
+_ORDER = (
+    "items",
+    "offers",
+    "campaigns",
+    "coupons",
+    "customers",
+    "consents",
+    "orders",
+    "order_lines",
+    "web_events",
+    "messages",
+    "exposures",
+    "redemptions",
+)
 _HEADER_COLUMNS = tuple(c for c in ORDERS.column_names if c != Col.ORDER_ID)
 
 
@@ -103,6 +116,8 @@ class Reason(StrEnum):
     ORPHAN_ITEM = "orphan_item"
     ORPHAN_ORDER = "orphan_order"
     ORPHAN_CUSTOMER = "orphan_customer"
+    ORPHAN_CAMPAIGN = "orphan_campaign"
+    ORPHAN_COUPON = "orphan_coupon"
     INVALID_EMAIL = "invalid_email"
     INVALID_PHONE = "invalid_phone"
     INVALID_TIMEZONE = "invalid_timezone"
@@ -136,6 +151,8 @@ REASON_TEXT: dict[Reason, str] = {
     Reason.ORPHAN_ITEM: "refers to an item missing from the catalogue",
     Reason.ORPHAN_ORDER: "a line whose order header is missing or quarantined",
     Reason.ORPHAN_CUSTOMER: "refers to a customer record that is missing or quarantined",
+    Reason.ORPHAN_CAMPAIGN: "refers to a campaign missing from the campaigns table",
+    Reason.ORPHAN_COUPON: "refers to a coupon missing from the coupons table",
     Reason.INVALID_EMAIL: "malformed e-mail: the field is cleared, the record kept",
     Reason.INVALID_PHONE: "malformed phone: the field is cleared, the record kept",
     Reason.INVALID_TIMEZONE: "unknown time zone: the field is cleared, the record kept",
@@ -731,7 +748,8 @@ def _typed_value(
         _flag(verdicts, column, Reason.UNKNOWN_CURRENCY, odd)
         return upper.mask(pd.Series(odd, index=upper.index)), none
     if column.allowed is not None:
-        bad = (text.notna() & ~text.isin(column.allowed)).to_numpy()
+        allowed = mapping.channels if table in ("campaigns", "exposures") and col == Col.CHANNEL else column.allowed
+        bad = (text.notna() & ~text.isin(allowed)).to_numpy()
         return text.mask(pd.Series(bad, index=text.index)), bad
     return text, none
 
@@ -803,6 +821,12 @@ def _check_table(
         known = accepted["customers"][Col.CUSTOMER_ID]
         orphan = frame[Col.CUSTOMER_ID].notna() & ~frame[Col.CUSTOMER_ID].isin(known)
         verdicts.add("quarantine", Reason.ORPHAN_CUSTOMER, orphan.to_numpy(), Col.CUSTOMER_ID)
+    if Col.CAMPAIGN_ID in frame.columns and table in ("exposures", "redemptions") and "campaigns" in accepted:
+        orphan = frame[Col.CAMPAIGN_ID].notna() & ~frame[Col.CAMPAIGN_ID].isin(accepted["campaigns"][Col.CAMPAIGN_ID])
+        verdicts.add("quarantine", Reason.ORPHAN_CAMPAIGN, orphan.to_numpy(), Col.CAMPAIGN_ID)
+    if table == "redemptions" and "coupons" in accepted:
+        orphan = frame[Col.COUPON_ID].notna() & ~frame[Col.COUPON_ID].isin(accepted["coupons"][Col.COUPON_ID])
+        verdicts.add("quarantine", Reason.ORPHAN_COUPON, orphan.to_numpy(), Col.COUPON_ID)
     if Col.ITEM_ID in frame.columns and table in ("web_events",) and "items" in accepted:
         orphan = frame[Col.ITEM_ID].notna() & ~frame[Col.ITEM_ID].isin(accepted["items"][Col.ITEM_ID])
         verdicts.add("quarantine", Reason.ORPHAN_ITEM, orphan.to_numpy(), Col.ITEM_ID)
@@ -1276,6 +1300,13 @@ def ingest(
                     refs["customers"] = frame[[Col.CUSTOMER_ID]]
                 elif table == "items":
                     refs["items"] = frame[[Col.ITEM_ID]]
+                elif table == "campaigns":
+                    refs["campaigns"] = frame[[Col.CAMPAIGN_ID, Col.CHANNEL]]
+                elif table == "coupons":
+                    refs["coupons"] = frame[[Col.COUPON_ID]].drop_duplicates()
+                elif table == "exposures" and "campaigns" in refs:  # the campaign's channel by default
+                    channels = refs["campaigns"].set_index(Col.CAMPAIGN_ID)[Col.CHANNEL]
+                    frame[Col.CHANNEL] = frame[Col.CHANNEL].fillna(frame[Col.CAMPAIGN_ID].map(channels))
                 if table == "customers" and merge_customers:  # published with the derived ones at the end
                     held_customers = frame
                 else:

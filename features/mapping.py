@@ -24,6 +24,7 @@ from features.contract import (
     ISO_CURRENCIES,
     NUMERIC_COLUMNS,
     PLAUSIBLE_MAX,
+    CampaignChannel,
     Col,
 )
 from features.errors import MappingError
@@ -184,6 +185,11 @@ class Mapping(_Strict):
     default_region: str = Field(
         default="GB", min_length=2, max_length=2, description="Region for phone numbers written without +country."
     )
+    channels: list[str] = Field(
+        default_factory=lambda: [c.value for c in CampaignChannel],
+        min_length=1,
+        description="The channel vocabulary of campaigns and exposures (lower-case names).",
+    )
     strong_ids: list[str] = Field(
         default_factory=lambda: [Col.LOYALTY_ID],
         description="Ids one person never has two of; a merge joining two different values is refused.",
@@ -194,6 +200,14 @@ class Mapping(_Strict):
     @classmethod
     def _known_zone(cls, value: str) -> str:
         _check_zone(value)
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _ATTRIBUTE_NAME.match(name):
+                raise ValueError(f"{name!r}: a channel name is lower case letters, digits and _ (e.g. direct_mail)")
         return value
 
     @field_validator("currency")

@@ -57,7 +57,7 @@ from features.errors import InputDataError, MappingError, QuarantineThresholdErr
 from features.expressions import ExpressionError, LookupData, clash, evaluate, result_types, unknown_reference
 from features.identity import Pseudonymizer, rekey, resolve_identities
 from features.io import publish_dir, sha256_files, staged_dir, write_parquet
-from features.mapping import FLOATING, Attribute, Mapping, TableMapping
+from features.mapping import FLOATING, WHITESPACE, Attribute, Mapping, TableMapping, TextFormat
 from features.normalize import normalize_emails, normalize_phones
 
 ProgressFn = Callable[[str, float], None]
@@ -236,6 +236,7 @@ _SAFE_READER_TEXT = (
     re.compile(r"Expected \d+ columns, got \d+"),
     re.compile(r"In CSV column #\d+: CSV conversion error to \w+: invalid UTF8 data"),
     re.compile(r"Empty CSV file"),
+    re.compile(r"Expected \d+ fields in line \d+, saw \d+"),
 )
 
 
@@ -251,8 +252,26 @@ def _reader_problem(exc: Exception) -> str:
     return f"{type(exc).__name__} (the reader's message is withheld: it may quote a row)"
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_whitespace(path: Path, fmt: TextFormat) -> pd.DataFrame:
+    """A file of columns separated by runs of blanks (CDNOW's layout), as text columns."""
+    frame = pd.read_csv(
+        path,
+        sep=r"\s+",
+        header=0 if fmt.header else None,
+        names=None if fmt.header else fmt.column_names,
+        dtype=str,
+        keep_default_na=False,
+        on_bad_lines="error",
+    )
+    return frame.astype("string")
+
+
+def _read_csv(path: Path, fmt: TextFormat | None = None) -> pd.DataFrame:
     """A CSV file as text columns; a malformed row fails the read, named by line, never shown."""
+    if fmt is not None and fmt.delimiter == WHITESPACE:
+        return _read_whitespace(path, fmt)
+    delimiter = fmt.delimiter if fmt is not None else ","
+    read_opts = pacsv.ReadOptions(column_names=fmt.column_names) if fmt is not None and not fmt.header else None
     malformed: list[tuple[int | None, int, int]] = []
 
     def note(row: pacsv.InvalidRow) -> str:
@@ -261,20 +280,22 @@ def _read_csv(path: Path) -> pd.DataFrame:
         malformed.append((row.number, row.expected_columns, row.actual_columns))
         return "skip"
 
-    parse = pacsv.ParseOptions(invalid_row_handler=note)
-    with pacsv.open_csv(path, parse_options=parse) as reader:  # the header only (and a first block)
+    parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=note)
+    with pacsv.open_csv(path, read_options=read_opts, parse_options=parse) as reader:  # the header only
         names = reader.schema.names
     malformed.clear()
     # Read everything as text: types are decided by the contract, not guessed.
     opts = pacsv.ConvertOptions(column_types=dict.fromkeys(names, "string"), strings_can_be_null=False)
-    table = pacsv.read_csv(path, parse_options=parse, convert_options=opts)
+    table = pacsv.read_csv(path, read_options=read_opts, parse_options=parse, convert_options=opts)
     if malformed:
         count = len(malformed)
         if any(number is None for number, *_ in malformed):  # a threaded read does not number rows
             malformed.clear()
             pacsv.read_csv(
                 path,
-                read_options=pacsv.ReadOptions(use_threads=False),
+                read_options=pacsv.ReadOptions(
+                    use_threads=False, column_names=read_opts.column_names if read_opts else None
+                ),
                 parse_options=parse,
                 convert_options=opts,
             )
@@ -290,13 +311,13 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+def _read_file(path: Path, fmt: TextFormat | None = None) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
             return pq.read_table(path).to_pandas()
         if suffix in (".csv", ".txt", ".gz"):
-            return _read_csv(path)
+            return _read_csv(path, fmt)
     except (OSError, ValueError) as exc:
         # from None: the reader's own message may quote a row, so it is neither shown nor chained
         raise InputDataError(f"{path}: cannot be read: {_reader_problem(exc)}") from None
@@ -308,7 +329,7 @@ def _read_table(input_dir: Path, table: str, tm: TableMapping) -> tuple[pd.DataF
     frames = []
     lookups = read_lookups(input_dir, table, tm)
     for path in files:
-        frame = _read_file(path)
+        frame = _read_file(path, tm.text_format)
         missing = sorted({src for src in tm.columns.values() if src not in frame.columns})
         if missing:
             # The file's own header is not quoted: in a file without one, line 1 is a customer's row.

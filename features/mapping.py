@@ -53,6 +53,27 @@ class NonProductRule(_Strict):
     pattern: str = Field(description="Regular expression matched against the whole value.")
 
 
+WHITESPACE = "whitespace"
+
+
+class TextFormat(_Strict):
+    """How a text file is laid out, when it is not comma-separated with a header line."""
+
+    delimiter: str = Field(default=",", description="One character, or 'whitespace' (runs of spaces and tabs).")
+    header: bool = Field(default=True, description="Whether line 1 holds the column names.")
+    column_names: list[str] | None = Field(default=None, description="The column names of a file without header.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TextFormat:
+        if self.delimiter != WHITESPACE and len(self.delimiter) != 1:
+            raise ValueError(f"delimiter: one character or {WHITESPACE!r}")
+        if not self.header and not self.column_names:
+            raise ValueError("a file without header needs column_names")
+        if self.header and self.column_names:
+            raise ValueError("column_names are only for a file without header (header: false)")
+        return self
+
+
 class Lookup(_Strict):
     """A small file joined onto a table's rows by key, for its expressions (``campaign.start_date``)."""
 
@@ -101,6 +122,7 @@ class TableMapping(_Strict):
     """How one contract table is read from the export."""
 
     files: list[str] = Field(min_length=1, description="File names or globs relative to the input folder.")
+    text_format: TextFormat | None = Field(default=None, description="Layout of text files (default: CSV).")
     columns: dict[str, str] = Field(
         default_factory=dict, description="contract column -> source column; unnamed columns map to themselves."
     )
@@ -334,7 +356,7 @@ def _check_zone(name: str) -> None:
         raise ValueError(f"unknown time zone {name!r}") from exc
 
 
-BUILTIN_MAPPINGS = ("synthetic", "online_retail_ii")
+BUILTIN_MAPPINGS = ("synthetic", "online_retail_ii", "complete_journey", "cdnow")
 
 
 def load_mapping(ref: str | Path) -> Mapping:

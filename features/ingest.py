@@ -220,7 +220,7 @@ class IngestResult:
 # Reading
 
 
-def _resolve_files(input_dir: Path, tm: TableMapping, table: str) -> list[Path]:
+def resolve_files(input_dir: Path, tm: TableMapping, table: str) -> list[Path]:
     files: list[Path] = []
     for pattern in tm.files:
         hits = sorted(glob.glob(str(input_dir / pattern)))
@@ -325,7 +325,7 @@ def _read_file(path: Path, fmt: TextFormat | None = None) -> pd.DataFrame:
 
 
 def _read_table(input_dir: Path, table: str, tm: TableMapping) -> tuple[pd.DataFrame, list[Path]]:
-    files = _resolve_files(input_dir, tm, table)
+    files = resolve_files(input_dir, tm, table)
     frames = []
     lookups = read_lookups(input_dir, table, tm)
     for path in files:
@@ -358,7 +358,7 @@ def read_lookups(input_dir: Path, table: str, tm: TableMapping) -> dict[str, Loo
     out = {}
     for name, lookup in tm.lookups.items():
         where = f"tables.{table}.lookups.{name}"
-        paths = _resolve_files(input_dir, lookup, f"{table}.lookups.{name}")
+        paths = resolve_files(input_dir, lookup, f"{table}.lookups.{name}")
         frames = [_read_file(p) for p in paths]
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         if lookup.key not in frame.columns:
@@ -460,7 +460,7 @@ def check_references(
             raise MappingError(f"{where}.expression: {problem} (not in {file_name})")
 
 
-def _mapped_source(raw: pd.DataFrame, table: str, tm: TableMapping) -> dict[str, str]:
+def mapped_source(raw: pd.DataFrame, table: str, tm: TableMapping) -> dict[str, str]:
     """contract column -> source column (or derived column), for every contract column present."""
     spec = INPUT_TABLES[table]
     allowed = list(spec.column_names) + [c.name for c in INPUT_ONLY_COLUMNS.get(table, ())]
@@ -674,7 +674,7 @@ def _convert(
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     tm = mapping.tables[table]
     spec = INPUT_TABLES[table]
-    sources = _mapped_source(raw, table, tm)
+    sources = mapped_source(raw, table, tm)
     constants = table_constants(mapping, table)
     columns: dict[str, pd.Series] = {}
     required = [c.name for c in spec.columns if c.required]
@@ -1291,7 +1291,7 @@ def ingest(
             tick(f"validating {table}", i / (len(names) + 2))
             raw, files = _read_table(Path(input_dir), table, mapping.tables[table])
             # Erased customers (tombstones) never come back with an old export: dropped first, counted.
-            src = _mapped_source(raw, table, mapping.tables[table])
+            src = mapped_source(raw, table, mapping.tables[table])
             raw, erased[table] = drop_erased(raw, src.get(Col.CUSTOMER_ID), tombstones, src.get(Col.ANONYMOUS_ID))
             input_files.extend(files)
             checked = _check_table(table, raw, mapping, latest, refs)

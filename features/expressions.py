@@ -34,8 +34,10 @@ _ROW = "__kairos_row"  # the source row position, carried through the query to k
 _SOURCE = "__kairos_source"
 
 # DuckDB result types that can never become a contract kind (text can: the contract's rules parse it).
-_NUMBER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER")
-_NUMBER_TYPES += ("UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
+_NUMBER_TYPES: tuple[str, ...] = (
+    *("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER"),
+    *("UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL"),
+)
 _TIME_TYPES = ("DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS")
 _ACCEPTS: dict[str, tuple[str, ...]] = {
     "int": (*_NUMBER_TYPES, "VARCHAR"),
@@ -81,13 +83,13 @@ def parse(text: str) -> Parsed:
         raw = con.execute("SELECT json_serialize_sql(?)", [f"SELECT {text}"]).fetchone()
     finally:
         con.close()
-    tree = json.loads(raw[0]) if raw else {"error": True, "error_message": "no result"}
+    tree: dict[str, Any] = json.loads(raw[0]) if raw else {"error": True, "error_message": "no result"}
     if tree.get("error") and "Only SELECT" in str(tree.get("error_message")):
         raise ExpressionError(_NOT_ONE)
     if tree.get("error"):
         message = str(tree.get("error_message", "syntax error")).replace("syntax error at or near", "syntax error at")
         raise ExpressionError(f"not a valid expression: {message}")
-    statements = tree.get("statements", [])
+    statements: list[dict[str, Any]] = tree.get("statements", [])
     node = statements[0]["node"] if len(statements) == 1 else {}
     if (
         node.get("type") != "SELECT_NODE"

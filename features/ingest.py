@@ -57,7 +57,7 @@ from features.errors import InputDataError, MappingError, QuarantineThresholdErr
 from features.expressions import ExpressionError, LookupData, clash, evaluate, result_types, unknown_reference
 from features.identity import Pseudonymizer, rekey, resolve_identities
 from features.io import publish_dir, sha256_files, staged_dir, write_parquet
-from features.mapping import FLOATING, WHITESPACE, Attribute, Mapping, TableMapping, TextFormat
+from features.mapping import FLOATING, WHITESPACE, Attribute, Lookup, Mapping, TableMapping, TextFormat
 from features.normalize import normalize_emails, normalize_phones
 
 ProgressFn = Callable[[str, float], None]
@@ -220,7 +220,7 @@ class IngestResult:
 # Reading
 
 
-def resolve_files(input_dir: Path, tm: TableMapping, table: str) -> list[Path]:
+def resolve_files(input_dir: Path, tm: TableMapping | Lookup, table: str) -> list[Path]:
     files: list[Path] = []
     for pattern in tm.files:
         hits = sorted(glob.glob(str(input_dir / pattern)))

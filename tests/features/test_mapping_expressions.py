@@ -407,3 +407,15 @@ def test_synthetic_world_ingests_to_the_same_tables_as_before(tmp_path: Path) ->
     generate_world(300, 7, tmp_path / "raw")
     result = ingest(tmp_path / "raw", load_mapping("synthetic"), tmp_path / "h", now=NOW)
     assert _fingerprints(result.path) == BEFORE["synthetic"]
+
+
+def test_a_price_less_export_builds_a_feature_snapshot(tmp_path: Path) -> None:
+    from features.store import build_snapshot
+
+    folder = _write(tmp_path / "x", {"till.csv": TILL})
+    raw = {**_lines_mapping(expressions={}), "derive_items_from_lines": True, "derive_customers_from_lines": True}
+    _run(folder, raw, tmp_path / "h")
+    snap = build_snapshot(tmp_path / "h")
+    frame = pd.read_parquet(snap.path / "features.parquet")
+    assert len(frame) == 2  # h1 and h2
+    assert sorted(frame["orders_lifetime"]) == [1.0, 2.0]

@@ -105,3 +105,25 @@ def test_cdnow_master_layout_ingests_with_one_transaction_per_customer_and_day(t
     assert report["tables"]["order_lines"]["quarantined"] == int((~(sale & first)).sum())
     assert report["derived"]["customers"] == kept["customer_id"].nunique()
     assert orders["ordered_at"].dt.hour.eq(0).all()
+
+
+def test_complete_journey_snapshot_carries_demographics_and_campaign_features(
+    cj: tuple[Path, dict[str, Any]],
+) -> None:
+    from features.store import build_snapshot
+
+    folder, _ = cj
+    snap = build_snapshot(folder.parent)
+    listed = [f["name"] for f in snap.manifest["features"]]
+    frame = pd.read_parquet(next(snap.path.glob("features*.parquet")))
+    for name in ("attr_age_band", "attr_income_band_band", "campaigns_received_365d", "redemption_rate_365d"):
+        assert name in listed and name in frame.columns
+    ids = pd.read_parquet(folder / "identity_map.parquet").set_index("customer_key")["customer_id"]
+    frame = frame.assign(customer_id=frame["customer_key"].map(ids)).set_index("customer_id")
+    demographics = pd.read_parquet(CJ / "demographics.parquet")
+    order = load_mapping("complete_journey").tables["customers"].attributes["age_band"].order or []
+    for household, age in zip(demographics["household_id"].astype(str), demographics["age"], strict=True):
+        assert frame.loc[household, "attr_age_band"] == order.index(age) + 1
+    members = pd.read_parquet(CJ / "campaigns.parquet").groupby("household_id")["campaign_id"].nunique()
+    got = frame.loc[members.index.astype(str), "campaigns_received_lifetime"]
+    assert got.tolist() == members.astype(float).tolist()

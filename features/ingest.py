@@ -821,7 +821,15 @@ def _check_table(
     targets = pd.Series([table] * len(raw), dtype=object)
 
     attribute_sources = _convert_attributes(tm, raw, frame, verdicts)
-    dup = _duplicates(raw, list(sources.values()) + attribute_sources)
+    # Rows are compared on every source column the mapping reads, expressions' inputs included.
+    read_by_expressions = [
+        ref[0]
+        for parsed in (*tm.parsed_expressions.values(), *tm.attribute_expressions.values())
+        for ref in parsed.references
+        if len(ref) == 1 and ref[0] in raw.columns
+    ]
+    compared = list(dict.fromkeys([*sources.values(), *attribute_sources, *read_by_expressions]))
+    dup = _duplicates(raw, compared)
     live = ~dup
 
     if table == "customers":

@@ -419,3 +419,14 @@ def test_a_price_less_export_builds_a_feature_snapshot(tmp_path: Path) -> None:
     frame = pd.read_parquet(snap.path / "features.parquet")
     assert len(frame) == 2  # h1 and h2
     assert sorted(frame["orders_lifetime"]) == [1.0, 2.0]
+
+
+def test_rows_differing_only_in_an_expressions_input_are_not_duplicates(tmp_path: Path) -> None:
+    till = "basket,household,product,qty,sales_value,ts,a,b\n"
+    till += "B1,h1,P1,1,2.00,2017-03-12 10:00:00,1,2\nB1,h1,P1,1,2.00,2017-03-12 10:00:00,2,1\n"
+    till += "B1,h1,P1,1,2.00,2017-03-12 10:00:00,2,1\n"  # an exact copy of the line above
+    folder = _write(tmp_path / "x", {"till.csv": till})
+    expressions = {"unit_price": "CAST(sales_value AS DOUBLE)", "discount": "CAST(a AS INT) + CAST(b AS INT)"}
+    report = _run(folder, {**_lines_mapping(expressions=expressions), "max_quarantine_share": 1.0}, tmp_path / "h")
+    assert report["tables"]["order_lines"]["accepted"] == 2
+    assert report["tables"]["order_lines"]["quarantine_reasons"] == {"duplicate_row": 1}

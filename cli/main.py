@@ -251,6 +251,12 @@ def _print_ingest(report: dict[str, Any]) -> None:
         f"{ident.get('clusters_merged', 0):,} merged, {ident.get('refused_merges', 0):,} merges refused for review"
     )
     console.print(f"erased: {(report.get('erased') or {}).get('rows', 0):,} rows of erased customers dropped")
+    clock = report.get("clock") or {}
+    prices = "yes" if report.get("prices", True) else "no (basket-only)"
+    console.print(
+        f"currency: {report.get('currency') or 'none'}; prices: {prices}; "
+        f"clock: {clock.get('timezone', 'UTC')} (stored as {clock.get('stored_as', 'UTC')})"
+    )
 
 
 @features_app.command("build")

@@ -116,6 +116,22 @@ def catalogue_markdown() -> str:
             window = f"{f.window_days} d" if f.window_days else "all history"
             fill = "" if f.fill is None else f"{f.fill:g}"
             lines.append(f"| {name} | {description} | {f.dtype} | {window} | {'yes' if f.ages else ''} | {fill} |")
+    lines += [
+        "",
+        "## Features of some exports only",
+        "",
+        "They follow the features above in a snapshot and its manifest when the data home has what they",
+        "need (`features.definitions.optional_groups`); no model of the catalogue uses them unless it asks",
+        "for them by name.",
+        "",
+        "- **campaigns** (when the data holds exposures or redemptions): "
+        + ", ".join(f"`{f.name}` ({f.description})" for f in campaigns.CAMPAIGN_FEATURES)
+        + ".",
+        "- **customer attributes** declared in the export's mapping (`attributes` of the customers table):"
+        " an ordered band gives `attr_<name>` (its position in the declared order, 1 = first) and"
+        " `attr_<name>_band` (its label); a category `attr_<name>` (its label); a number `attr_<name>`;"
+        " a flag `attr_<name>` (1 or 0); a date `attr_<name>_days` (days since it).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -430,3 +430,27 @@ def test_rows_differing_only_in_an_expressions_input_are_not_duplicates(tmp_path
     report = _run(folder, {**_lines_mapping(expressions=expressions), "max_quarantine_share": 1.0}, tmp_path / "h")
     assert report["tables"]["order_lines"]["accepted"] == 2
     assert report["tables"]["order_lines"]["quarantine_reasons"] == {"duplicate_row": 1}
+
+
+def test_baskets_without_customers_or_prices_ingest(tmp_path: Path) -> None:
+    """A basket-only export: order, item, quantity and time; no customer, no price."""
+    baskets = (
+        "basket,product,qty,ts\nB1,P1,2,2017-03-12 10:00:00\nB1,P2,1,2017-03-12 10:00:00\nB2,P1,1,2017-03-13 09:00:00\n"
+    )
+    folder = _write(tmp_path / "x", {"baskets.csv": baskets})
+    raw = {
+        "name": "baskets",
+        "timezone": "floating",
+        "currency": "EUR",
+        "derive_items_from_lines": True,
+        "tables": {
+            "order_lines": {
+                "files": ["baskets.csv"],
+                "columns": {"order_id": "basket", "item_id": "product", "quantity": "qty", "ordered_at": "ts"},
+            }
+        },
+    }
+    report = _run(folder, raw, tmp_path / "h")
+    assert (report["prices"], report["anonymous_order_lines"], report["published"]["orders"]) == (False, 3, 2)
+    lines = pd.read_parquet(tmp_path / "h" / "ingested" / "order_lines.parquet")
+    assert lines["customer_id"].isna().all() and lines["unit_price"].isna().all()

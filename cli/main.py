@@ -30,7 +30,9 @@ app = typer.Typer(
 features_app = typer.Typer(help="Feature snapshots.", no_args_is_help=True)
 train_app = typer.Typer(help="Train models and register them in MLflow.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+mapping_app = typer.Typer(help="Check a mapping against an export, or draft one.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+app.add_typer(mapping_app, name="mapping")
 console = Console(stderr=True)
 
 DEFAULT_HOME = Path("var/demo/data")
@@ -89,7 +91,10 @@ def synth(
 @app.command()
 def ingest(
     input: Annotated[Path, typer.Option("--input", help="Folder holding the export files.")],
-    mapping: Annotated[str, typer.Option(help="Mapping YAML path, or a built-in: synthetic, online_retail_ii.")],
+    mapping: Annotated[
+        str,
+        typer.Option(help="Mapping YAML path, or a built-in: synthetic, online_retail_ii, complete_journey, cdnow."),
+    ],
     out: Annotated[Path, typer.Option(help="Data home; results go to OUT/ingested.")] = DEFAULT_HOME,
     max_quarantine_share: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Fail above this quarantined share (default: mapping's).")
@@ -142,6 +147,68 @@ def ingest(
     console.print(f"published to [bold]{result.path}[/]")
 
 
+@mapping_app.command("check")
+def mapping_check(
+    mapping: Annotated[str, typer.Option(help="Mapping YAML path, or a built-in name.")],
+    input: Annotated[Path, typer.Option("--input", help="Folder holding the export files.")],
+) -> None:
+    """Check a mapping against the export before any ingest: per table, what maps where, what is missing.
+
+    Reads the files' headers (and the lookup files) only. Exits with code 2 when a problem is found.
+    """
+    from features.mapcheck import check_mapping
+    from features.mapping import load_mapping
+
+    try:
+        result = check_mapping(input, load_mapping(mapping))
+    except KairosError as exc:
+        raise _fail(exc) from exc
+    for check in result.tables:
+        table = Table(title=f"{check.table} ({', '.join(check.files) or 'no file'})", title_justify="left")
+        for col in ("contract column", "from", "required"):
+            table.add_column(col)
+        for c in check.columns:
+            source = c.source or ("[red]missing[/]" if c.required else "[dim]-[/]")
+            table.add_row(c.column, source, "yes" if c.required else "")
+        console.print(table)
+        if check.unused:
+            console.print(f"  not read: {', '.join(check.unused)}")
+        for problem in check.problems:
+            console.print(f"  [bold red]problem:[/] {problem}")
+    for problem in result.problems:
+        console.print(f"[bold red]problem:[/] {problem}")
+    if not result.ok:
+        raise typer.Exit(code=2)
+    console.print("[green]the mapping fits the files[/]")
+
+
+@mapping_app.command("draft")
+def mapping_draft(
+    input: Annotated[Path, typer.Option("--input", help="Folder holding the export files.")],
+    out: Annotated[Path | None, typer.Option(help="Write the YAML here (default: print it).")] = None,
+    name: Annotated[str | None, typer.Option(help="The mapping's name (default: the folder's).")] = None,
+) -> None:
+    """Propose a mapping for an export: tables and column matches by name and type, clock and currency
+    guesses, warnings. Edit it, then run `kairos mapping check`."""
+    import yaml
+
+    from features.mapcheck import draft_mapping
+
+    try:
+        draft = draft_mapping(input, name)
+    except KairosError as exc:
+        raise _fail(exc) from exc
+    header = "".join(f"# warning: {w}\n" for w in draft.warnings)
+    text = header + yaml.safe_dump(draft.mapping, sort_keys=False, allow_unicode=True, width=110)
+    for warning in draft.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"draft written to [bold]{out}[/]: edit it, then `kairos mapping check --mapping {out}`")
+
+
 def _pseudonymizer(dev: bool) -> Any:
     """The keyed hash for customer keys: the secret from the environment, the public one only with --dev."""
     import os
@@ -184,6 +251,12 @@ def _print_ingest(report: dict[str, Any]) -> None:
         f"{ident.get('clusters_merged', 0):,} merged, {ident.get('refused_merges', 0):,} merges refused for review"
     )
     console.print(f"erased: {(report.get('erased') or {}).get('rows', 0):,} rows of erased customers dropped")
+    clock = report.get("clock") or {}
+    prices = "yes" if report.get("prices", True) else "no (basket-only)"
+    console.print(
+        f"currency: {report.get('currency') or 'none'}; prices: {prices}; "
+        f"clock: {clock.get('timezone', 'UTC')} (stored as {clock.get('stored_as', 'UTC')})"
+    )
 
 
 @features_app.command("build")

@@ -47,6 +47,7 @@ class Col:
     QUANTITY = "quantity"
     UNIT_PRICE = "unit_price"
     DISCOUNT = "discount"
+    LINE_AMOUNT = "line_amount"  # input only: the line total, from which unit_price is derived
     RETURN_ID = "return_id"
     RETURNED_AT = "returned_at"
     ADJUSTMENT_ID = "adjustment_id"
@@ -77,6 +78,13 @@ class Col:
     UNSUBSCRIBED_AT = "unsubscribed_at"
     CONVERTED_AT = "converted_at"
 
+    CAMPAIGN_TYPE = "campaign_type"
+    STARTS_AT = "starts_at"
+    ENDS_AT = "ends_at"
+    EXPOSED_AT = "exposed_at"
+    COUPON_ID = "coupon_id"
+    REDEEMED_AT = "redeemed_at"
+
     OFFER_TYPE = "offer_type"
     VALUE = "value"
     CHANNELS = "channels"
@@ -85,12 +93,29 @@ class Col:
     COST = "cost"
 
 
+# Customer attributes a mapping declares (age band, income band, ...) are published in customers.parquet
+# as attr_<name>; an ordered band also as attr_<name>_rank (its 1-based position in the declared order).
+ATTRIBUTE_PREFIX = "attr_"
+RANK_SUFFIX = "_rank"
+
+
 class Channel(StrEnum):
     """Messaging channels a consent or a message refers to."""
 
     EMAIL = "email"
     SMS = "sms"
     PUSH = "push"
+
+
+class CampaignChannel(StrEnum):
+    """Channels a campaign reaches customers on. A mapping may narrow the list (``channels``)."""
+
+    DIRECT_MAIL = "direct_mail"
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+    MESSENGER = "messenger"
+    CALL_CENTRE = "call_centre"
 
 
 class ConsentStatus(StrEnum):
@@ -313,6 +338,67 @@ OFFERS = Table(
     key=(Col.OFFER_ID,),
 )
 
+CAMPAIGNS = Table(
+    "campaigns",
+    "Direct-marketing campaigns: printed mailers, e-mail, SMS, push, messenger or call-centre waves.",
+    (
+        Column(Col.CAMPAIGN_ID, "str", "Campaign id.", required=True),
+        Column(Col.NAME, "str", "Campaign name."),
+        Column(Col.CAMPAIGN_TYPE, "str", "The retailer's own campaign type (free text)."),
+        Column(
+            Col.CHANNEL,
+            "str",
+            "direct_mail, email, sms, push, messenger or call_centre (the mapping's channels).",
+            allowed=tuple(m.value for m in CampaignChannel),
+        ),
+        Column(Col.STARTS_AT, "timestamp", "When the campaign starts."),
+        Column(Col.ENDS_AT, "timestamp", "When it ends."),
+        Column(Col.COST, "float", "Total cost of the campaign."),
+    ),
+    key=(Col.CAMPAIGN_ID,),
+)
+
+EXPOSURES = Table(
+    "exposures",
+    "Who received which campaign, when, on which channel.",
+    (
+        Column(Col.CUSTOMER_ID, "str", "The customer record that received the campaign.", required=True),
+        Column(Col.CAMPAIGN_ID, "str", "The campaign.", required=True),
+        Column(Col.EXPOSED_AT, "timestamp", "When the customer received it.", required=True),
+        Column(
+            Col.CHANNEL,
+            "str",
+            "The channel it reached the customer on (default: the campaign's).",
+            allowed=tuple(m.value for m in CampaignChannel),
+        ),
+    ),
+    customer_required=True,
+)
+
+COUPONS = Table(
+    "coupons",
+    "Coupons a campaign carried: one row per coupon and product it applies to.",
+    (
+        Column(Col.COUPON_ID, "str", "Coupon id (code, UPC).", required=True),
+        Column(Col.CAMPAIGN_ID, "str", "The campaign that carried it."),
+        Column(Col.ITEM_ID, "str", "A product the coupon applies to (one row per product)."),
+        Column(Col.VALUE, "float", "Face value of the coupon."),
+    ),
+)
+
+REDEMPTIONS = Table(
+    "redemptions",
+    "Coupon redemptions: customer, coupon, time and the order it was used on.",
+    (
+        Column(Col.CUSTOMER_ID, "str", "The customer record that redeemed it.", required=True),
+        Column(Col.COUPON_ID, "str", "The coupon.", required=True),
+        Column(Col.REDEEMED_AT, "timestamp", "When.", required=True),
+        Column(Col.ORDER_ID, "str", "The order it was used on, if known."),
+        Column(Col.CAMPAIGN_ID, "str", "The campaign, if known."),
+    ),
+    customer_required=True,
+)
+
 # Produced by ingestion (reclassified rows), never read from an export.
 RETURNS = Table(
     "returns",
@@ -344,14 +430,43 @@ ADJUSTMENTS = Table(
     outputs_only=True,
 )
 
+# Columns a mapping may fill that are not published as such: ``line_amount`` (the line total, as many
+# tills export it) gives ``unit_price = line_amount / quantity`` when the export has no unit price.
+LINE_AMOUNT = Column(
+    Col.LINE_AMOUNT,
+    "float",
+    "Line total (quantity x unit price); unit_price is derived from it. Required on every line when mapped.",
+    required=True,
+)
+INPUT_ONLY_COLUMNS: dict[str, tuple[Column, ...]] = {"order_lines": (LINE_AMOUNT,)}
+
 INPUT_TABLES: dict[str, Table] = {
-    t.name: t for t in (CUSTOMERS, CONSENTS, ORDERS, ORDER_LINES, ITEMS, WEB_EVENTS, MESSAGES, OFFERS)
+    t.name: t
+    for t in (
+        CUSTOMERS,
+        CONSENTS,
+        ORDERS,
+        ORDER_LINES,
+        ITEMS,
+        WEB_EVENTS,
+        MESSAGES,
+        OFFERS,
+        CAMPAIGNS,
+        EXPOSURES,
+        COUPONS,
+        REDEMPTIONS,
+    )
 }
 TABLES: dict[str, Table] = {**INPUT_TABLES, RETURNS.name: RETURNS, ADJUSTMENTS.name: ADJUSTMENTS}
 
 PERSONAL_COLUMNS = frozenset(c.name for t in TABLES.values() for c in t.columns if c.personal)
 
-NUMERIC_COLUMNS = frozenset(c.name for t in INPUT_TABLES.values() for c in t.columns if c.kind in ("int", "float"))
+NUMERIC_COLUMNS = frozenset(
+    c.name
+    for cols in (*(t.columns for t in INPUT_TABLES.values()), *INPUT_ONLY_COLUMNS.values())
+    for c in cols
+    if c.kind in ("int", "float")
+)
 
 # The largest plausible absolute value per numeric column, generous but finite: a unit price of 1e20 or
 # a quantity of 1e12 is a unit or export error that would swamp every sum downstream. A mapping may set
@@ -360,6 +475,7 @@ PLAUSIBLE_MAX: dict[str, float] = {
     Col.LINE_NO: 1e6,
     Col.QUANTITY: 1e6,
     Col.UNIT_PRICE: 1e6,
+    Col.LINE_AMOUNT: 1e7,
     Col.DISCOUNT: 1e6,
     Col.PRICE: 1e6,
     Col.VALUE: 1e6,

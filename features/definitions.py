@@ -16,10 +16,20 @@ import ibis
 import ibis.expr.types as ir
 
 from features.contract import Col
-from features.defs import engagement, orders, profile, web
+from features.defs import campaigns, engagement, orders, profile, web
 from features.defs.common import Feature, FeatureGroup, Tables
 
-__all__ = ["DESCRIPTIONS", "FEATURES", "FEATURE_NAMES", "GROUPS", "Feature", "FeatureGroup", "feature_table"]
+__all__ = [
+    "DESCRIPTIONS",
+    "FEATURES",
+    "FEATURE_NAMES",
+    "GROUPS",
+    "Feature",
+    "FeatureGroup",
+    "feature_table",
+    "features_for",
+    "optional_groups",
+]
 
 GROUPS: tuple[FeatureGroup, ...] = (*orders.GROUPS, *web.GROUPS, *profile.GROUPS, *engagement.GROUPS)
 
@@ -41,19 +51,36 @@ def population(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
     return union.distinct()
 
 
+def optional_groups(tables: Tables) -> tuple[FeatureGroup, ...]:
+    """Groups that exist only for some exports: campaigns (when the data holds exposures or
+    redemptions) and the export's own customer attributes (declared in its mapping)."""
+    found = (campaigns.campaign_group(tables), profile.attribute_group(tables))
+    return tuple(g for g in found if g is not None)
+
+
+def features_for(tables: Tables) -> tuple[Feature, ...]:
+    """Every feature of this data: the catalogue, then those of :func:`optional_groups`. Models pick
+    theirs by name, so an export's extra features never change another model's inputs."""
+    return FEATURES + tuple(f for g in optional_groups(tables) for f in g.features)
+
+
 def feature_table(tables: Tables, as_of: datetime) -> ir.Table:
     """All features as of ``as_of`` for the whole population, one row per customer_key.
 
     Only events strictly before ``as_of`` are used. A customer without any event of a kind gets the
-    feature's ``fill`` (counts: 0) or null (e.g. recency of someone who never ordered).
+    feature's ``fill`` (counts: 0) or null (e.g. recency of someone who never ordered). The export's
+    customer attributes, when its mapping declares some, follow the catalogue's features.
     """
     cutoff = ibis.timestamp(as_of)
     out = population(tables, cutoff)
-    for group in GROUPS:
+    extra = optional_groups(tables)
+    for group in (*GROUPS, *extra):
         built = group.build(tables, cutoff)
         out = out.left_join(built, Col.CUSTOMER_KEY).drop(f"{Col.CUSTOMER_KEY}_right")
-    fills = {f.name: out[f.name].fill_null(f.fill) for f in FEATURES if f.fill is not None}
-    return out.mutate(**fills).select(Col.CUSTOMER_KEY, *FEATURE_NAMES).order_by(Col.CUSTOMER_KEY)
+    every = features_for(tables)
+    fills = {f.name: out[f.name].fill_null(f.fill) for f in every if f.fill is not None}
+    names = [f.name for f in every]
+    return out.mutate(**fills).select(Col.CUSTOMER_KEY, *names).order_by(Col.CUSTOMER_KEY)
 
 
 def catalogue_markdown() -> str:
@@ -89,6 +116,22 @@ def catalogue_markdown() -> str:
             window = f"{f.window_days} d" if f.window_days else "all history"
             fill = "" if f.fill is None else f"{f.fill:g}"
             lines.append(f"| {name} | {description} | {f.dtype} | {window} | {'yes' if f.ages else ''} | {fill} |")
+    lines += [
+        "",
+        "## Features of some exports only",
+        "",
+        "They follow the features above in a snapshot and its manifest when the data home has what they",
+        "need (`features.definitions.optional_groups`); no model of the catalogue uses them unless it asks",
+        "for them by name.",
+        "",
+        "- **campaigns** (when the data holds exposures or redemptions): "
+        + ", ".join(f"`{f.name}` ({f.description})" for f in campaigns.CAMPAIGN_FEATURES)
+        + ".",
+        "- **customer attributes** declared in the export's mapping (`attributes` of the customers table):"
+        " an ordered band gives `attr_<name>` (its position in the declared order, 1 = first) and"
+        " `attr_<name>_band` (its label); a category `attr_<name>` (its label); a number `attr_<name>`;"
+        " a flag `attr_<name>` (1 or 0); a date `attr_<name>_days` (days since it).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -38,10 +38,13 @@ import pyarrow.parquet as pq
 
 from features.contract import (
     ADJUSTMENTS,
+    ATTRIBUTE_PREFIX,
+    INPUT_ONLY_COLUMNS,
     INPUT_TABLES,
     ISO_CURRENCIES,
     ORDER_LINES,
     ORDERS,
+    RANK_SUFFIX,
     RETURNS,
     TABLES,
     Col,
@@ -50,10 +53,11 @@ from features.contract import (
     Table,
 )
 from features.erasure import Tombstones, drop_erased
-from features.errors import InputDataError, QuarantineThresholdError
+from features.errors import InputDataError, MappingError, QuarantineThresholdError
+from features.expressions import ExpressionError, LookupData, clash, evaluate, result_types, unknown_reference
 from features.identity import Pseudonymizer, rekey, resolve_identities
 from features.io import publish_dir, sha256_files, staged_dir, write_parquet
-from features.mapping import Mapping, TableMapping
+from features.mapping import FLOATING, WHITESPACE, Attribute, Lookup, Mapping, TableMapping, TextFormat
 from features.normalize import normalize_emails, normalize_phones
 
 ProgressFn = Callable[[str, float], None]
@@ -69,8 +73,22 @@ IDENTITY_REVIEW_FILE = "identity_review.parquet"
 
 _SRC_FILE = "_source_file"
 _SRC_ROW = "_source_row"
+_DERIVED = "_derived:"  # prefix of a column computed by a mapping expression (never in the audit files)
 # Tables are processed in this order: references are checked against tables already accepted.
-_ORDER = ("items", "offers", "customers", "consents", "orders", "order_lines", "web_events", "messages")
+_ORDER = (
+    "items",
+    "offers",
+    "campaigns",
+    "coupons",
+    "customers",
+    "consents",
+    "orders",
+    "order_lines",
+    "web_events",
+    "messages",
+    "exposures",
+    "redemptions",
+)
 _HEADER_COLUMNS = tuple(c for c in ORDERS.column_names if c != Col.ORDER_ID)
 
 
@@ -98,6 +116,8 @@ class Reason(StrEnum):
     ORPHAN_ITEM = "orphan_item"
     ORPHAN_ORDER = "orphan_order"
     ORPHAN_CUSTOMER = "orphan_customer"
+    ORPHAN_CAMPAIGN = "orphan_campaign"
+    ORPHAN_COUPON = "orphan_coupon"
     INVALID_EMAIL = "invalid_email"
     INVALID_PHONE = "invalid_phone"
     INVALID_TIMEZONE = "invalid_timezone"
@@ -131,6 +151,8 @@ REASON_TEXT: dict[Reason, str] = {
     Reason.ORPHAN_ITEM: "refers to an item missing from the catalogue",
     Reason.ORPHAN_ORDER: "a line whose order header is missing or quarantined",
     Reason.ORPHAN_CUSTOMER: "refers to a customer record that is missing or quarantined",
+    Reason.ORPHAN_CAMPAIGN: "refers to a campaign missing from the campaigns table",
+    Reason.ORPHAN_COUPON: "refers to a coupon missing from the coupons table",
     Reason.INVALID_EMAIL: "malformed e-mail: the field is cleared, the record kept",
     Reason.INVALID_PHONE: "malformed phone: the field is cleared, the record kept",
     Reason.INVALID_TIMEZONE: "unknown time zone: the field is cleared, the record kept",
@@ -198,7 +220,7 @@ class IngestResult:
 # Reading
 
 
-def _resolve_files(input_dir: Path, tm: TableMapping, table: str) -> list[Path]:
+def resolve_files(input_dir: Path, tm: TableMapping | Lookup, table: str) -> list[Path]:
     files: list[Path] = []
     for pattern in tm.files:
         hits = sorted(glob.glob(str(input_dir / pattern)))
@@ -214,6 +236,7 @@ _SAFE_READER_TEXT = (
     re.compile(r"Expected \d+ columns, got \d+"),
     re.compile(r"In CSV column #\d+: CSV conversion error to \w+: invalid UTF8 data"),
     re.compile(r"Empty CSV file"),
+    re.compile(r"Expected \d+ fields in line \d+, saw \d+"),
 )
 
 
@@ -229,8 +252,26 @@ def _reader_problem(exc: Exception) -> str:
     return f"{type(exc).__name__} (the reader's message is withheld: it may quote a row)"
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_whitespace(path: Path, fmt: TextFormat) -> pd.DataFrame:
+    """A file of columns separated by runs of blanks (CDNOW's layout), as text columns."""
+    frame = pd.read_csv(
+        path,
+        sep=r"\s+",
+        header=0 if fmt.header else None,
+        names=None if fmt.header else fmt.column_names,
+        dtype=str,
+        keep_default_na=False,
+        on_bad_lines="error",
+    )
+    return frame.astype("string")
+
+
+def _read_csv(path: Path, fmt: TextFormat | None = None) -> pd.DataFrame:
     """A CSV file as text columns; a malformed row fails the read, named by line, never shown."""
+    if fmt is not None and fmt.delimiter == WHITESPACE:
+        return _read_whitespace(path, fmt)
+    delimiter = fmt.delimiter if fmt is not None else ","
+    read_opts = pacsv.ReadOptions(column_names=fmt.column_names) if fmt is not None and not fmt.header else None
     malformed: list[tuple[int | None, int, int]] = []
 
     def note(row: pacsv.InvalidRow) -> str:
@@ -239,20 +280,22 @@ def _read_csv(path: Path) -> pd.DataFrame:
         malformed.append((row.number, row.expected_columns, row.actual_columns))
         return "skip"
 
-    parse = pacsv.ParseOptions(invalid_row_handler=note)
-    with pacsv.open_csv(path, parse_options=parse) as reader:  # the header only (and a first block)
+    parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=note)
+    with pacsv.open_csv(path, read_options=read_opts, parse_options=parse) as reader:  # the header only
         names = reader.schema.names
     malformed.clear()
     # Read everything as text: types are decided by the contract, not guessed.
     opts = pacsv.ConvertOptions(column_types=dict.fromkeys(names, "string"), strings_can_be_null=False)
-    table = pacsv.read_csv(path, parse_options=parse, convert_options=opts)
+    table = pacsv.read_csv(path, read_options=read_opts, parse_options=parse, convert_options=opts)
     if malformed:
         count = len(malformed)
         if any(number is None for number, *_ in malformed):  # a threaded read does not number rows
             malformed.clear()
             pacsv.read_csv(
                 path,
-                read_options=pacsv.ReadOptions(use_threads=False),
+                read_options=pacsv.ReadOptions(
+                    use_threads=False, column_names=read_opts.column_names if read_opts else None
+                ),
                 parse_options=parse,
                 convert_options=opts,
             )
@@ -268,13 +311,13 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+def _read_file(path: Path, fmt: TextFormat | None = None) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
             return pq.read_table(path).to_pandas()
         if suffix in (".csv", ".txt", ".gz"):
-            return _read_csv(path)
+            return _read_csv(path, fmt)
     except (OSError, ValueError) as exc:
         # from None: the reader's own message may quote a row, so it is neither shown nor chained
         raise InputDataError(f"{path}: cannot be read: {_reader_problem(exc)}") from None
@@ -282,10 +325,11 @@ def _read_file(path: Path) -> pd.DataFrame:
 
 
 def _read_table(input_dir: Path, table: str, tm: TableMapping) -> tuple[pd.DataFrame, list[Path]]:
-    files = _resolve_files(input_dir, tm, table)
+    files = resolve_files(input_dir, tm, table)
     frames = []
+    lookups = read_lookups(input_dir, table, tm)
     for path in files:
-        frame = _read_file(path)
+        frame = _read_file(path, tm.text_format)
         missing = sorted({src for src in tm.columns.values() if src not in frame.columns})
         if missing:
             # The file's own header is not quoted: in a file without one, line 1 is a customer's row.
@@ -293,26 +337,165 @@ def _read_table(input_dir: Path, table: str, tm: TableMapping) -> tuple[pd.DataF
                 f"{path.name}: column(s) {', '.join(repr(m) for m in missing)} named in the mapping "
                 f"for {table} are not in the file's header (line 1, {len(frame.columns)} columns)"
             )
+        check_references(table, tm, set(frame.columns), lookups, path.name)
         frame[_SRC_FILE] = path.name
         frame[_SRC_ROW] = np.arange(1, len(frame) + 1, dtype=np.int64)
         frames.append(frame)
     raw = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    check_types(table, tm, raw, lookups)
+    if tm.expressions or tm.attribute_expressions:
+        try:
+            derived = evaluate(raw, {**tm.parsed_expressions, **tm.attribute_expressions}, lookups)
+        except ExpressionError as exc:
+            raise MappingError(f"tables.{table}.expressions: {exc}") from None
+        for col, values in derived.items():
+            raw[_DERIVED + col] = values
     return raw, files
 
 
-def _mapped_source(raw: pd.DataFrame, table: str, tm: TableMapping) -> dict[str, str]:
-    """contract column -> source column, for every contract column present in the file."""
+def read_lookups(input_dir: Path, table: str, tm: TableMapping) -> dict[str, LookupData]:
+    """The lookup files of a table, each with one row per key (a repeated key would repeat source rows)."""
+    out = {}
+    for name, lookup in tm.lookups.items():
+        where = f"tables.{table}.lookups.{name}"
+        paths = resolve_files(input_dir, lookup, f"{table}.lookups.{name}")
+        frames = [_read_file(p) for p in paths]
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        if lookup.key not in frame.columns:
+            raise MappingError(f"{where}.key: column {lookup.key!r} is not in {', '.join(p.name for p in paths)}")
+        repeated = int(frame[lookup.key].dropna().duplicated().sum())
+        if repeated:
+            raise MappingError(
+                f"{where}.key: {repeated:,} repeated value(s) of {lookup.key!r} in "
+                f"{', '.join(p.name for p in paths)}; a lookup needs one row per key"
+            )
+        out[name] = LookupData(frame, lookup.key, lookup.source_column)
+    return out
+
+
+def check_types(table: str, tm: TableMapping, raw: pd.DataFrame, lookups: dict[str, LookupData]) -> None:
+    """A source column or an expression whose type can never become its contract column's kind (a
+    timestamp mapped to a quantity, a number to a timestamp read as ISO text) stops the run, named."""
+    for col, src in tm.columns.items():
+        column = column_spec(table, col)
+        if column is not None and src in raw.columns and col not in tm.value_maps:
+            found = _source_kind(raw[src])
+            if found and _clashes(column.kind, found, tm.timestamp_format):
+                raise MappingError(
+                    f"tables.{table}.columns.{col}: type clash: source column {src!r} holds {found} values, "
+                    f"{col} needs {_KIND_WORDS[column.kind]}"
+                )
+    if not tm.expressions:
+        return
+    parsed = tm.parsed_expressions
+    named = sorted({r[0] for p in parsed.values() for r in p.references if len(r) == 1 and r[0] in raw.columns})
+    named = sorted(set(named) | {lk.on for lk in lookups.values()})
+    schema = pa.Schema.from_pandas(raw[named].head(0), preserve_index=False)
+    try:
+        types = result_types(schema, parsed, lookups)
+    except ExpressionError as exc:
+        raise MappingError(f"tables.{table}.expressions.{exc}") from None
+    for col, duck_type in types.items():
+        column = column_spec(table, col)
+        if column is not None and clash(column.kind, duck_type):
+            raise MappingError(
+                f"tables.{table}.expressions.{col}: type clash: the expression gives {duck_type}, "
+                f"{col} needs {_KIND_WORDS[column.kind]}"
+            )
+
+
+_KIND_WORDS = {
+    "str": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true/false",
+    "timestamp": "a timestamp",
+    "date": "a date",
+}
+
+
+def _source_kind(values: pd.Series) -> str | None:
+    """The kind of a typed (Parquet) source column; None for text, which the contract's rules parse."""
+    if pd.api.types.is_bool_dtype(values):
+        return "true/false"
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return "timestamp"
+    if pd.api.types.is_numeric_dtype(values):
+        return "number"
+    return None
+
+
+def _clashes(kind: str, found: str, timestamp_format: str) -> bool:
+    if kind in ("int", "float"):
+        return found in ("timestamp", "true/false")
+    if kind == "bool":
+        return found == "timestamp"
+    if kind in ("timestamp", "date"):
+        # A number can be a date written as digits (19970101) when a format says how to read it.
+        return found == "true/false" or (found == "number" and timestamp_format.upper() == "ISO8601")
+    return False
+
+
+def check_references(
+    table: str, tm: TableMapping, columns: set[str], lookups: dict[str, LookupData], file_name: str
+) -> None:
+    """Every column an expression or a lookup's ``on`` names exists (in the file or in the lookup)."""
+    lookup_columns = {name: set(lk.frame.columns) for name, lk in lookups.items()}
+    for name, lookup in tm.lookups.items():
+        if lookup.source_column not in columns:
+            raise MappingError(
+                f"tables.{table}.lookups.{name}.on: unknown column {lookup.source_column!r} (not in {file_name})"
+            )
+    for col, parsed in tm.parsed_expressions.items():
+        problem = unknown_reference(parsed, columns, lookup_columns)
+        if problem:
+            raise MappingError(f"tables.{table}.expressions.{col}: {problem} (not in {file_name})")
+    for name, attribute in tm.attributes.items():
+        where = f"tables.{table}.attributes.{name}"
+        if attribute.expression is None and tm.attribute_source(name) not in columns:
+            raise MappingError(f'{where}.column: unknown column "{tm.attribute_source(name)}" (not in {file_name})')
+        parsed_attr = tm.attribute_expressions.get(ATTRIBUTE_PREFIX + name)
+        problem = unknown_reference(parsed_attr, columns, lookup_columns) if parsed_attr else None
+        if problem:
+            raise MappingError(f"{where}.expression: {problem} (not in {file_name})")
+
+
+def mapped_source(raw: pd.DataFrame, table: str, tm: TableMapping) -> dict[str, str]:
+    """contract column -> source column (or derived column), for every contract column present."""
     spec = INPUT_TABLES[table]
-    allowed = list(spec.column_names)
+    allowed = list(spec.column_names) + [c.name for c in INPUT_ONLY_COLUMNS.get(table, ())]
     if table == "order_lines":
         allowed += [c for c in _HEADER_COLUMNS if c not in allowed]
     out: dict[str, str] = {}
     for col in allowed:
         if col in tm.columns:
             out[col] = tm.columns[col]
+        elif col in tm.expressions:
+            out[col] = _DERIVED + col
         elif col in raw.columns and col not in tm.constants:
             out[col] = col
     return out
+
+
+def table_constants(mapping: Mapping, table: str) -> dict[str, Any]:
+    """The table's constants, plus the export's ``currency`` where the table has no currency of its own
+    (order lines of a flat export, orders, items)."""
+    tm = mapping.tables[table]
+    out = dict(tm.constants)
+    fills_currency = table in ("orders", "items") or (table == "order_lines" and "orders" not in mapping.tables)
+    if mapping.currency and fills_currency and not tm.maps(Col.CURRENCY):
+        out[Col.CURRENCY] = mapping.currency
+    return out
+
+
+def column_spec(table: str, col: str) -> Column | None:
+    """The contract column a mapping may fill in ``table`` (header columns on order lines included)."""
+    found = INPUT_TABLES[table].column_index.get(col)
+    if found is None:
+        found = next((c for c in INPUT_ONLY_COLUMNS.get(table, ()) if c.name == col), None)
+    if found is None and table == "order_lines":
+        found = ORDERS.column_index.get(col)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,9 +573,15 @@ def _to_timestamp(
     raw: pd.Series, text: pd.Series, fmt: str, zone: str, latest: pd.Timestamp
 ) -> tuple[pd.Series, dict[Reason, np.ndarray]]:
     """Parse to UTC instants. Naive values are local times in ``zone``; DST gaps are flagged,
-    DST folds take the first (summer-time) occurrence."""
+    DST folds take the first (summer-time) occurrence.
+
+    A ``floating`` zone keeps wall-clock times: every value is stored with its own clock digits labelled
+    UTC (an offset written on a value is dropped, its digits kept), so no time is skipped or repeated and
+    the hour a feature reads is the hour the till printed."""
     n = len(text)
     problems: dict[Reason, np.ndarray] = {}
+    if zone == FLOATING:
+        return _floating(raw, text, fmt, latest)
     if pd.api.types.is_datetime64_any_dtype(raw):
         series = raw if getattr(raw.dt, "tz", None) is not None else _localize(raw, zone, problems)
         out = series.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
@@ -425,6 +614,26 @@ def _to_timestamp(
     problems[Reason.FUTURE_TIMESTAMP] = future
     out = out.mask(future)
     return out, {k: v for k, v in problems.items() if v.any()}
+
+
+def _floating(
+    raw: pd.Series, text: pd.Series, fmt: str, latest: pd.Timestamp
+) -> tuple[pd.Series, dict[Reason, np.ndarray]]:
+    """Wall-clock times stored as UTC clock digits (see :func:`_to_timestamp`)."""
+    problems: dict[Reason, np.ndarray] = {}
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        wall = raw.dt.tz_localize(None) if getattr(raw.dt, "tz", None) is not None else raw
+        out = wall.dt.tz_localize("UTC").astype("datetime64[us, UTC]").reset_index(drop=True)
+        out.index = text.index
+    else:
+        digits = text.str.replace(_AWARE, "", regex=True)
+        parse_fmt = "ISO8601" if fmt.upper() == "ISO8601" else fmt.replace("%z", "").replace("%Z", "")
+        parsed = pd.to_datetime(digits, format=parse_fmt, errors="coerce")
+        out = parsed.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+        problems[Reason.UNPARSEABLE_TIMESTAMP] = (text.notna() & out.isna()).to_numpy()
+    future = (out > latest).fillna(False).to_numpy()
+    problems[Reason.FUTURE_TIMESTAMP] = future
+    return out.mask(future), {k: v for k, v in problems.items() if v.any()}
 
 
 def _localize(
@@ -465,24 +674,28 @@ def _convert(
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     tm = mapping.tables[table]
     spec = INPUT_TABLES[table]
-    sources = _mapped_source(raw, table, tm)
-    header_spec = ORDERS if table == "order_lines" else None
+    sources = mapped_source(raw, table, tm)
+    constants = table_constants(mapping, table)
     columns: dict[str, pd.Series] = {}
     required = [c.name for c in spec.columns if c.required]
     if table == "order_lines" and "orders" not in mapping.tables:  # a flat export carries the header
         required += [c.name for c in ORDERS.columns if c.required and c.name not in required]
-    absent = [c for c in required if c not in sources and c not in tm.constants]
+    if table == "order_lines":
+        # Prices are optional for basket-only data: no unit price and no line amount means no price at
+        # all (published empty, report "prices": false), never an invented one.
+        required = [c for c in required if c != Col.UNIT_PRICE]
+    absent = [c for c in required if c not in sources and c not in constants]
     if absent:
         raise InputDataError(
             f"tables.{table}: required column(s) {', '.join(absent)} are neither in the file(s) nor set in the "
-            "mapping (map them under `columns:` or give a value under `constants:`)"
+            "mapping (map them under `columns:` or `expressions:`, or give a value under `constants:`)"
         )
-    wanted = list(sources) + [c for c in tm.constants if c not in sources]
+    wanted = list(sources) + [c for c in constants if c not in sources]
     bounds = mapping.plausible_bounds
     for col in wanted:
-        column = spec.column_index.get(col) or (header_spec.column(col) if header_spec else None)
+        column = column_spec(table, col)
         assert column is not None  # the mapping validator only admits contract columns
-        src = raw[sources[col]] if col in sources else pd.Series([tm.constants[col]] * len(raw), index=raw.index)
+        src = raw[sources[col]] if col in sources else pd.Series([constants[col]] * len(raw), index=raw.index)
         if column.kind in ("int", "float") and col not in tm.value_maps and _is_numeric(src):
             value, bad = _number_from_numeric(src.reset_index(drop=True), integer=column.kind == "int")
             missing = src.isna().to_numpy()
@@ -511,6 +724,11 @@ def _convert(
             )
             verdicts.add("quarantine", gone, missing, col)
         columns[col] = value.reset_index(drop=True)
+    if Col.LINE_AMOUNT in columns:  # the line total gives the unit price; a zero quantity gives none
+        qty = columns[Col.QUANTITY].astype("float64") if Col.QUANTITY in columns else None
+        amount = columns.pop(Col.LINE_AMOUNT)
+        if qty is not None:
+            columns[Col.UNIT_PRICE] = (amount / qty.where(qty != 0)).astype("float64")
     frame = pd.DataFrame(columns, index=pd.RangeIndex(len(raw)))
     return frame, sources
 
@@ -551,7 +769,8 @@ def _typed_value(
         _flag(verdicts, column, Reason.UNKNOWN_CURRENCY, odd)
         return upper.mask(pd.Series(odd, index=upper.index)), none
     if column.allowed is not None:
-        bad = (text.notna() & ~text.isin(column.allowed)).to_numpy()
+        allowed = mapping.channels if table in ("campaigns", "exposures") and col == Col.CHANNEL else column.allowed
+        bad = (text.notna() & ~text.isin(allowed)).to_numpy()
         return text.mask(pd.Series(bad, index=text.index)), bad
     return text, none
 
@@ -601,7 +820,16 @@ def _check_table(
     frame, sources = _convert(table, raw, mapping, latest, verdicts)
     targets = pd.Series([table] * len(raw), dtype=object)
 
-    dup = _duplicates(raw, list(sources.values()))
+    attribute_sources = _convert_attributes(tm, raw, frame, verdicts)
+    # Rows are compared on every source column the mapping reads, expressions' inputs included.
+    read_by_expressions = [
+        ref[0]
+        for parsed in (*tm.parsed_expressions.values(), *tm.attribute_expressions.values())
+        for ref in parsed.references
+        if len(ref) == 1 and ref[0] in raw.columns
+    ]
+    compared = list(dict.fromkeys([*sources.values(), *attribute_sources, *read_by_expressions]))
+    dup = _duplicates(raw, compared)
     live = ~dup
 
     if table == "customers":
@@ -615,10 +843,19 @@ def _check_table(
         targets[is_cancel] = RETURNS.name
     if table == "order_lines":
         _check_order_lines(frame, tm, mapping, accepted, verdicts, targets, live)
-    if Col.CUSTOMER_ID in frame.columns and table != "customers" and "customers" in accepted:
+    # With a partial customers file merged with customers derived from the lines, a line's customer
+    # needs no record: it gets a derived one.
+    merged_lines = table in ("orders", "order_lines") and mapping.derive_customers_from_lines
+    if Col.CUSTOMER_ID in frame.columns and table != "customers" and "customers" in accepted and not merged_lines:
         known = accepted["customers"][Col.CUSTOMER_ID]
         orphan = frame[Col.CUSTOMER_ID].notna() & ~frame[Col.CUSTOMER_ID].isin(known)
         verdicts.add("quarantine", Reason.ORPHAN_CUSTOMER, orphan.to_numpy(), Col.CUSTOMER_ID)
+    if Col.CAMPAIGN_ID in frame.columns and table in ("exposures", "redemptions") and "campaigns" in accepted:
+        orphan = frame[Col.CAMPAIGN_ID].notna() & ~frame[Col.CAMPAIGN_ID].isin(accepted["campaigns"][Col.CAMPAIGN_ID])
+        verdicts.add("quarantine", Reason.ORPHAN_CAMPAIGN, orphan.to_numpy(), Col.CAMPAIGN_ID)
+    if table == "redemptions" and "coupons" in accepted:
+        orphan = frame[Col.COUPON_ID].notna() & ~frame[Col.COUPON_ID].isin(accepted["coupons"][Col.COUPON_ID])
+        verdicts.add("quarantine", Reason.ORPHAN_COUPON, orphan.to_numpy(), Col.COUPON_ID)
     if Col.ITEM_ID in frame.columns and table in ("web_events",) and "items" in accepted:
         orphan = frame[Col.ITEM_ID].notna() & ~frame[Col.ITEM_ID].isin(accepted["items"][Col.ITEM_ID])
         verdicts.add("quarantine", Reason.ORPHAN_ITEM, orphan.to_numpy(), Col.ITEM_ID)
@@ -630,6 +867,65 @@ def _check_table(
                 store[key] = store[key] & ~dup
         verdicts.add("quarantine", Reason.DUPLICATE_ROW, dup)
     return _Checked(table, raw, frame, verdicts, targets)
+
+
+def _convert_attributes(tm: TableMapping, raw: pd.DataFrame, frame: pd.DataFrame, verdicts: _Verdicts) -> list[str]:
+    """Typed ``attr_<name>`` columns of the customer attributes; a value that does not fit its type (a
+    band not in the order, text in a number) is cleared and the record kept. Returns the source columns."""
+    used = []
+    for name, attribute in tm.attributes.items():
+        src_name = _DERIVED + ATTRIBUTE_PREFIX + name if attribute.expression else tm.attribute_source(name)
+        used.append(src_name)
+        src = raw[src_name]
+        column = Column(ATTRIBUTE_PREFIX + name, _ATTRIBUTE_KIND[attribute.type], attribute.description or name)
+        if attribute.type == "number" and _is_numeric(src):
+            value, bad = _number_from_numeric(src.reset_index(drop=True), integer=False)
+            reason = Reason.INVALID_NUMBER
+        elif attribute.type == "date" and pd.api.types.is_datetime64_any_dtype(src):
+            value, bad = _to_date(_as_text(src.dt.strftime("%Y-%m-%d")))
+            reason = Reason.UNPARSEABLE_DATE
+        else:
+            value, bad, reason = _attribute_from_text(attribute, _as_text(src))
+        _flag(verdicts, column, reason, bad)
+        frame[column.name] = value.reset_index(drop=True)
+    return used
+
+
+_ATTRIBUTE_KIND: dict[str, Any] = {"category": "str", "bands": "str", "number": "float", "date": "date", "flag": "bool"}
+
+
+def _attribute_from_text(attribute: Attribute, text: pd.Series) -> tuple[pd.Series, np.ndarray, Reason]:
+    if attribute.type == "number":
+        value, bad = _to_number(text, integer=False)
+        return value, bad, Reason.INVALID_NUMBER
+    if attribute.type == "date":
+        value, bad = _to_date(text)
+        return value, bad, Reason.UNPARSEABLE_DATE
+    if attribute.type == "flag":
+        value, bad = _to_bool(text)
+        return value, bad, Reason.INVALID_VALUE
+    if attribute.type == "bands":
+        bad = (text.notna() & ~text.isin(attribute.order or [])).to_numpy()
+        return text.mask(pd.Series(bad, index=text.index)), bad, Reason.INVALID_VALUE
+    return text, np.zeros(len(text), dtype=bool), Reason.INVALID_VALUE
+
+
+def attribute_columns(tm: TableMapping | None, frame: pd.DataFrame) -> pd.DataFrame:
+    """The published attribute columns of customer records: ``attr_<name>`` in the declared order, and
+    ``attr_<name>_rank`` (the band's 1-based position in ``order``) after each ordered band."""
+    out: dict[str, pd.Series] = {}
+    n = len(frame)
+    for name, attribute in (tm.attributes if tm is not None else {}).items():
+        col = ATTRIBUTE_PREFIX + name
+        kind = _ATTRIBUTE_KIND[attribute.type]
+        values = frame[col].reset_index(drop=True) if col in frame.columns else None
+        if values is None:
+            values = _typed(pd.DataFrame(index=range(n)), [Column(col, kind, "")])[col]
+        out[col] = values
+        if attribute.type == "bands":
+            rank = {band: i + 1 for i, band in enumerate(attribute.order or [])}
+            out[f"{col}{RANK_SUFFIX}"] = values.map(rank).astype("Int64")
+    return pd.DataFrame(out, index=pd.RangeIndex(n))
 
 
 def _check_customer_contacts(frame: pd.DataFrame, verdicts: _Verdicts, default_region: str) -> None:
@@ -744,7 +1040,7 @@ def _check_flat_headers(frame: pd.DataFrame, mapping: Mapping, verdicts: _Verdic
 
 def _original_json(raw: pd.DataFrame, rows: np.ndarray) -> pd.Series:
     """Each selected source row, every column as exported, as one JSON object (for the audit files)."""
-    sub = raw.loc[rows, [c for c in raw.columns if c not in (_SRC_FILE, _SRC_ROW)]]
+    sub = raw.loc[rows, [c for c in raw.columns if c not in (_SRC_FILE, _SRC_ROW) and not c.startswith(_DERIVED)]]
     if sub.empty:
         return pd.Series([], dtype=object)
     text = sub.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
@@ -822,7 +1118,7 @@ def _split_order_lines(checked: _Checked) -> dict[str, pd.DataFrame]:
             Col.RETURNED_AT: ret.get(Col.ORDERED_AT),
             Col.ITEM_ID: ret[Col.ITEM_ID],
             Col.QUANTITY: ret[Col.QUANTITY].abs(),
-            Col.UNIT_PRICE: ret[Col.UNIT_PRICE],
+            Col.UNIT_PRICE: ret.get(Col.UNIT_PRICE),
             Col.CURRENCY: ret.get(Col.CURRENCY),
         }
     )
@@ -834,7 +1130,7 @@ def _split_order_lines(checked: _Checked) -> dict[str, pd.DataFrame]:
             Col.ADJUSTED_AT: adj.get(Col.ORDERED_AT),
             Col.ITEM_ID: adj[Col.ITEM_ID],
             Col.ITEM_NAME: adj.get(Col.ITEM_NAME),
-            Col.AMOUNT: adj[Col.QUANTITY].astype("float64") * adj[Col.UNIT_PRICE],
+            Col.AMOUNT: adj[Col.QUANTITY].astype("float64") * adj.get(Col.UNIT_PRICE, np.nan),
             Col.CURRENCY: adj.get(Col.CURRENCY),
         }
     )
@@ -845,25 +1141,26 @@ def _split_order_lines(checked: _Checked) -> dict[str, pd.DataFrame]:
     }
 
 
-def _orders_from_lines(lines: pd.DataFrame, headers: pd.DataFrame | None) -> pd.DataFrame:
+def _orders_from_lines(lines: pd.DataFrame, headers: pd.DataFrame | None, prices: bool = True) -> pd.DataFrame:
     """The published orders: exported headers (when given) or one per order seen on accepted sale
-    lines, each with its line count and amount."""
+    lines, each with its line count and amount (null for every order when the export has no prices)."""
+    no_amount = 0.0 if prices else np.nan
     if lines.empty or Col.ORDER_ID not in lines.columns:
         base = _typed(headers if headers is not None else pd.DataFrame(), ORDERS)
-        return base.assign(n_lines=0, amount=0.0)
+        return base.assign(n_lines=0, amount=no_amount)
     amount = lines[Col.QUANTITY].astype("float64") * lines[Col.UNIT_PRICE]
     agg: dict[str, Any] = {c: "first" for c in _HEADER_COLUMNS if c in lines.columns and c != Col.ORDERED_AT}
     agg[Col.ORDERED_AT] = "min"
     grouped = lines.assign(_amount=amount).groupby(Col.ORDER_ID, sort=False, dropna=False)
     head = grouped.agg(agg)
     head["n_lines"] = grouped.size()
-    head["amount"] = grouped["_amount"].sum()
+    head["amount"] = grouped["_amount"].sum() if prices else np.nan
     head = head.reset_index()
     if headers is not None:  # every accepted header is published, with or without accepted lines
         totals = head.set_index(Col.ORDER_ID)[["n_lines", "amount"]]
         head = _typed(headers, ORDERS)
         head["n_lines"] = head[Col.ORDER_ID].map(totals["n_lines"]).fillna(0).astype("int64")
-        head["amount"] = head[Col.ORDER_ID].map(totals["amount"]).fillna(0.0)
+        head["amount"] = head[Col.ORDER_ID].map(totals["amount"]).fillna(no_amount)
         return head
     return pd.concat([_typed(head, ORDERS), head[["n_lines", "amount"]]], axis=1)
 
@@ -980,6 +1277,10 @@ def ingest(
     names = [t for t in _ORDER if t in mapping.tables]
     target = Path(out_dir) / INGESTED_DIR
     tombstones, erased = Tombstones.of(Path(out_dir)), dict[str, int]()
+    priced: dict[str, bool] = {}  # per table: whether its rows carry a unit price
+    merge_customers = "customers" in mapping.tables and mapping.derive_customers_from_lines
+    held_customers: pd.DataFrame | None = None
+    filled: dict[str, int] = {}  # customer attribute column -> published records that have a value
 
     with staged_dir(target) as stage:
 
@@ -989,6 +1290,8 @@ def ingest(
                 frame = rekey(frame, identity_map, pseudonymizer)
             write_parquet(frame, stage / f"{name}.parquet")
             published[name] = len(frame)
+            if name == "customers":
+                filled.update({c: int(frame[c].notna().sum()) for c in frame.columns if c.startswith(ATTRIBUTE_PREFIX)})
 
         # Each table is written as soon as it is final, so the largest (web events, messages) never
         # sit in memory together. Customers come before every table that refers to them.
@@ -996,15 +1299,19 @@ def ingest(
             tick(f"validating {table}", i / (len(names) + 2))
             raw, files = _read_table(Path(input_dir), table, mapping.tables[table])
             # Erased customers (tombstones) never come back with an old export: dropped first, counted.
-            src = _mapped_source(raw, table, mapping.tables[table])
+            src = mapped_source(raw, table, mapping.tables[table])
             raw, erased[table] = drop_erased(raw, src.get(Col.CUSTOMER_ID), tombstones, src.get(Col.ANONYMOUS_ID))
             input_files.extend(files)
             checked = _check_table(table, raw, mapping, latest, refs)
+            priced[table] = Col.UNIT_PRICE in checked.frame.columns
             q = checked.verdicts.quarantined()
             r = checked.verdicts.reclassified()
             _clear_fields(checked)
             if table == "order_lines":
                 kept.update(_split_order_lines(checked))
+                if merge_customers and "customers" in refs:  # later tables may name customers seen on lines
+                    seen = kept["order_lines"][[Col.CUSTOMER_ID]].dropna().drop_duplicates()
+                    refs["customers"] = pd.concat([refs["customers"], seen], ignore_index=True)
             elif table == "orders":  # cancellation headers stay joinable: their lines become returns
                 refs["orders"] = checked.frame.loc[~q].reset_index(drop=True)
                 is_cancel = (checked.targets == RETURNS.name).to_numpy()
@@ -1016,11 +1323,23 @@ def ingest(
                 frame = _typed(checked.frame.loc[~q].reset_index(drop=True), INPUT_TABLES[table])
                 if table == "customers":
                     tick("resolving identities", i / (len(names) + 2))
+                    tm = mapping.tables[table]
+                    frame = pd.concat([frame, attribute_columns(tm, checked.frame.loc[~q])], axis=1)
                     identity_map, review, identity_report = _resolve(frame, mapping, pseudonymizer)
                     refs["customers"] = frame[[Col.CUSTOMER_ID]]
                 elif table == "items":
                     refs["items"] = frame[[Col.ITEM_ID]]
-                publish(table, frame)
+                elif table == "campaigns":
+                    refs["campaigns"] = frame[[Col.CAMPAIGN_ID, Col.CHANNEL]]
+                elif table == "coupons":
+                    refs["coupons"] = frame[[Col.COUPON_ID]].drop_duplicates()
+                elif table == "exposures" and "campaigns" in refs:  # the campaign's channel by default
+                    channels = refs["campaigns"].set_index(Col.CAMPAIGN_ID)[Col.CHANNEL]
+                    frame[Col.CHANNEL] = frame[Col.CHANNEL].fillna(frame[Col.CAMPAIGN_ID].map(channels))
+                if table == "customers" and merge_customers:  # published with the derived ones at the end
+                    held_customers = frame
+                else:
+                    publish(table, frame)
                 del frame
             audits_q.append(_audit_rows(checked, q, checked.verdicts.quarantine))
             audits_r.append(_audit_rows(checked, r, checked.verdicts.reclassify))
@@ -1029,7 +1348,8 @@ def ingest(
 
         tick("finishing orders", len(names) / (len(names) + 2))
         lines = kept.get("order_lines", pd.DataFrame())
-        kept["orders"] = _orders_from_lines(lines, order_headers)
+        prices = "order_lines" not in mapping.tables or bool(priced.get("order_lines"))
+        kept["orders"] = _orders_from_lines(lines, order_headers, prices)
         derived: dict[str, int] = {}
         if "items" not in mapping.tables and mapping.derive_items_from_lines:
             items = _derive_items(lines)
@@ -1038,6 +1358,16 @@ def ingest(
         if "customers" not in mapping.tables and mapping.derive_customers_from_lines:
             customers = _derive_customers(kept)
             derived["customers"] = len(customers)
+            identity_map, review, identity_report = _resolve(customers, mapping, pseudonymizer)
+            publish("customers", customers)
+        if merge_customers and held_customers is not None:
+            # A partial customers file: the ids seen only on lines, returns or adjustments get derived
+            # records (without contact fields they stay one person each, so keys published earlier hold).
+            extra = _derive_customers(kept)
+            extra = extra.loc[~extra[Col.CUSTOMER_ID].isin(held_customers[Col.CUSTOMER_ID])].reset_index(drop=True)
+            extra = pd.concat([extra, attribute_columns(mapping.tables["customers"], extra)], axis=1)
+            customers = pd.concat([held_customers, extra], ignore_index=True)
+            derived["customers"] = len(extra)
             identity_map, review, identity_report = _resolve(customers, mapping, pseudonymizer)
             publish("customers", customers)
         for name, frame in kept.items():
@@ -1067,6 +1397,10 @@ def ingest(
             "derived": derived,
             "published": dict(sorted(published.items())),
             "anonymous_order_lines": int(lines[Col.CUSTOMER_ID].isna().sum()) if Col.CUSTOMER_ID in lines else 0,
+            "prices": prices,
+            **_currency_report(mapping, kept["orders"]),
+            "clock": _clock_report(mapping),
+            "attributes": _attribute_report(mapping, filled),
             "identity": identity_report,
             "reason_text": {r.value: REASON_TEXT[r] for r in Reason},
             "erased": {"rows": sum(erased.values()), "by_table": {k: v for k, v in erased.items() if v}},
@@ -1095,6 +1429,47 @@ def ingest(
             )
     tick("done", 1.0)
     return IngestResult(target, report)
+
+
+def _currency_report(mapping: Mapping, orders: pd.DataFrame) -> dict[str, Any]:
+    """``currency``: the export's declared currency, else the most frequent one of the published orders
+    (on a tie the first in alphabetical order; null without orders); ``currencies``: orders per code."""
+    counts = orders[Col.CURRENCY].value_counts() if Col.CURRENCY in orders.columns else pd.Series(dtype="int64")
+    per_code = {str(k): int(v) for k, v in sorted(counts.items())}
+    top = sorted(per_code.items(), key=lambda kv: (-kv[1], kv[0]))
+    currency = mapping.currency or (top[0][0] if top else None)
+    return {"currency": currency, "currencies": per_code}
+
+
+def _attribute_report(mapping: Mapping, filled: dict[str, int]) -> dict[str, Any]:
+    """The customer attributes declared in the mapping: type, band order, records with a value."""
+    tm = mapping.tables.get("customers")
+    out: dict[str, Any] = {}
+    for name, attribute in (tm.attributes if tm is not None else {}).items():
+        entry: dict[str, Any] = {"type": attribute.type, "column": ATTRIBUTE_PREFIX + name}
+        if attribute.order:
+            entry["order"] = list(attribute.order)
+        entry["records_with_value"] = filled.get(ATTRIBUTE_PREFIX + name, 0)
+        out[name] = entry
+    return out
+
+
+def _clock_report(mapping: Mapping) -> dict[str, Any]:
+    """How the export's times were read: the mapping's zone, each table's, and how they are stored."""
+    zones = {name: mapping.zone_for(name) for name in sorted(mapping.tables)}
+    floating = sorted(name for name, zone in zones.items() if zone == FLOATING)
+    return {
+        "timezone": mapping.timezone,
+        "tables": zones,
+        "stored_as": (
+            "UTC"
+            if not floating
+            else "wall clock, labelled UTC"
+            if len(floating) == len(zones)
+            else "UTC, except the floating tables: wall clock, labelled UTC"
+        ),
+        "floating_tables": floating,
+    }
 
 
 def _resolve(

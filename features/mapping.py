@@ -7,17 +7,32 @@ contract column, plus how to read timestamps and values. See ``docs/data-contrac
 from __future__ import annotations
 
 import math
+import re
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from features.contract import INPUT_TABLES, NUMERIC_COLUMNS, PLAUSIBLE_MAX, Col
+from features.contract import (
+    ATTRIBUTE_PREFIX,
+    INPUT_ONLY_COLUMNS,
+    INPUT_TABLES,
+    ISO_CURRENCIES,
+    NUMERIC_COLUMNS,
+    PLAUSIBLE_MAX,
+    CampaignChannel,
+    Col,
+)
 from features.errors import MappingError
+from features.expressions import ExpressionError, Parsed, parse
+
+FLOATING = "floating"  # the clock of an export whose naive times are wall-clock times, in no zone
+_ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+AttributeType = Literal["category", "bands", "number", "date", "flag"]
 
 
 class _Strict(BaseModel):
@@ -38,10 +53,76 @@ class NonProductRule(_Strict):
     pattern: str = Field(description="Regular expression matched against the whole value.")
 
 
+WHITESPACE = "whitespace"
+
+
+class TextFormat(_Strict):
+    """How a text file is laid out, when it is not comma-separated with a header line."""
+
+    delimiter: str = Field(default=",", description="One character, or 'whitespace' (runs of spaces and tabs).")
+    header: bool = Field(default=True, description="Whether line 1 holds the column names.")
+    column_names: list[str] | None = Field(default=None, description="The column names of a file without header.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TextFormat:
+        if self.delimiter != WHITESPACE and len(self.delimiter) != 1:
+            raise ValueError(f"delimiter: one character or {WHITESPACE!r}")
+        if not self.header and not self.column_names:
+            raise ValueError("a file without header needs column_names")
+        if self.header and self.column_names:
+            raise ValueError("column_names are only for a file without header (header: false)")
+        return self
+
+
+class Lookup(_Strict):
+    """A small file joined onto a table's rows by key, for its expressions (``campaign.start_date``)."""
+
+    files: list[str] = Field(min_length=1, description="File names or globs relative to the input folder.")
+    key: str = Field(min_length=1, description="The lookup file's key column (one row per key).")
+    on: str | None = Field(default=None, description="The table file's column matched to the key; default: key.")
+
+    @property
+    def source_column(self) -> str:
+        return self.on or self.key
+
+
+class Attribute(_Strict):
+    """An extra customer column the export carries (age band, income band, household size, ...).
+
+    Kept in ``customers.parquet`` as ``attr_<name>`` (ordered bands also as ``attr_<name>_rank``, the
+    band's position in ``order``, 1 = first) and turned into features.
+    """
+
+    type: AttributeType
+    column: str | None = Field(default=None, description="Source column; default: the attribute's name.")
+    expression: str | None = Field(default=None, description="DuckDB SQL expression instead of a column.")
+    order: list[str] | None = Field(default=None, description="bands only: every band, lowest first.")
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Attribute:
+        if self.column is not None and self.expression is not None:
+            raise ValueError("give column or expression, not both")
+        if self.type == "bands":
+            if not self.order:
+                raise ValueError("ordered bands need order: [lowest, ..., highest]")
+            if len(set(self.order)) != len(self.order):
+                raise ValueError("order lists a band twice")
+        elif self.order is not None:
+            raise ValueError(f"order is only for type bands (this attribute is {self.type})")
+        if self.expression is not None:
+            try:
+                parse(self.expression)
+            except ExpressionError as exc:
+                raise ValueError(f"expression: {exc}") from None
+        return self
+
+
 class TableMapping(_Strict):
     """How one contract table is read from the export."""
 
     files: list[str] = Field(min_length=1, description="File names or globs relative to the input folder.")
+    text_format: TextFormat | None = Field(default=None, description="Layout of text files (default: CSV).")
     columns: dict[str, str] = Field(
         default_factory=dict, description="contract column -> source column; unnamed columns map to themselves."
     )
@@ -49,12 +130,40 @@ class TableMapping(_Strict):
     value_maps: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="contract column -> {source value: contract value}."
     )
+    expressions: dict[str, str] = Field(
+        default_factory=dict,
+        description="contract column -> DuckDB SQL expression over the source columns (and lookups).",
+    )
+    lookups: dict[str, Lookup] = Field(
+        default_factory=dict, description="name -> a file joined by key, referred to as name.column."
+    )
+    attributes: dict[str, Attribute] = Field(
+        default_factory=dict, description="customers only: extra typed customer columns, kept and featurised."
+    )
     timestamp_format: str = Field(default="ISO8601", description="strptime format for timestamp columns, or ISO8601.")
     timezone: str | None = Field(default=None, description="Zone of naive timestamps; default: the mapping's.")
     cancellation: CancellationRule | None = None
     non_product: NonProductRule | None = None
 
-    @field_validator("columns", "constants", "value_maps")
+    @property
+    def parsed_expressions(self) -> dict[str, Parsed]:
+        """Every contract column's expression, parsed (the mapping validator refused the bad ones)."""
+        return {col: parse(text) for col, text in self.expressions.items()}
+
+    @property
+    def attribute_expressions(self) -> dict[str, Parsed]:
+        """``attr_<name>`` -> the parsed expression of each attribute computed by one."""
+        return {ATTRIBUTE_PREFIX + name: parse(a.expression) for name, a in self.attributes.items() if a.expression}
+
+    def attribute_source(self, name: str) -> str:
+        """The source column of an attribute read from a column."""
+        return self.attributes[name].column or name
+
+    def maps(self, column: str) -> bool:
+        """Whether the mapping names ``column`` (as a source column, an expression or a constant)."""
+        return column in self.columns or column in self.expressions or column in self.constants
+
+    @field_validator("columns", "constants", "value_maps", "expressions")
     @classmethod
     def _no_empty_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
         for key in value:
@@ -67,7 +176,12 @@ class Mapping(_Strict):
     """A whole export mapping."""
 
     name: str
-    timezone: str = Field(default="UTC", description="Zone of naive timestamps (IANA name).")
+    timezone: str = Field(
+        default="UTC", description="Zone of naive timestamps (IANA name), or 'floating' for wall-clock times."
+    )
+    currency: str | None = Field(
+        default=None, description="ISO 4217 code of the whole export; fills currency where no table maps it."
+    )
     currencies: list[str] | None = Field(default=None, description="Accepted ISO 4217 codes; default all.")
     future_tolerance_hours: float = Field(default=24.0, ge=0)
     order_time_tolerance_minutes: float = Field(
@@ -93,6 +207,11 @@ class Mapping(_Strict):
     default_region: str = Field(
         default="GB", min_length=2, max_length=2, description="Region for phone numbers written without +country."
     )
+    channels: list[str] = Field(
+        default_factory=lambda: [c.value for c in CampaignChannel],
+        min_length=1,
+        description="The channel vocabulary of campaigns and exposures (lower-case names).",
+    )
     strong_ids: list[str] = Field(
         default_factory=lambda: [Col.LOYALTY_ID],
         description="Ids one person never has two of; a merge joining two different values is refused.",
@@ -104,6 +223,21 @@ class Mapping(_Strict):
     def _known_zone(cls, value: str) -> str:
         _check_zone(value)
         return value
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _ATTRIBUTE_NAME.match(name):
+                raise ValueError(f"{name!r}: a channel name is lower case letters, digits and _ (e.g. direct_mail)")
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, value: str | None) -> str | None:
+        if value is not None and value.upper() not in ISO_CURRENCIES:
+            raise ValueError(f"{value!r} is not an ISO 4217 currency code")
+        return value.upper() if value is not None else None
 
     @field_validator("plausible_max")
     @classmethod
@@ -121,14 +255,27 @@ class Mapping(_Strict):
             if table_name not in INPUT_TABLES:
                 raise ValueError(f"tables.{table_name}: not a contract table (one of {sorted(INPUT_TABLES)})")
             known = set(INPUT_TABLES[table_name].column_names)
+            known |= {c.name for c in INPUT_ONLY_COLUMNS.get(table_name, ())}
             if table_name == "order_lines":  # a flat export carries the order header on each line
                 known |= set(INPUT_TABLES["orders"].column_names)
-            for section in ("columns", "constants", "value_maps"):
+            for section in ("columns", "constants", "value_maps", "expressions"):
                 for col in getattr(tm, section):
                     if col not in known:
                         raise ValueError(f"tables.{table_name}.{section}.{col}: not a column of {table_name}")
+            _check_expressions(table_name, tm)
+            _check_attributes(table_name, tm)
+            if tm.maps(Col.UNIT_PRICE) and tm.maps(Col.LINE_AMOUNT):
+                raise ValueError(
+                    f"tables.{table_name}: map unit_price or line_amount, not both (unit_price is derived from "
+                    "line_amount / quantity)"
+                )
             if tm.timezone is not None:
                 _check_zone(tm.timezone)
+            if self.zone_for(table_name) == FLOATING and table_name == "customers" and tm.maps(Col.TIMEZONE):
+                raise ValueError(
+                    "tables.customers: a per-customer timezone cannot be used with a floating clock (times are "
+                    "kept as wall-clock times); remove it, or declare the zone the export's times are in"
+                )
             for rule_name in ("cancellation", "non_product"):
                 rule = getattr(tm, rule_name)
                 if rule is None:
@@ -143,6 +290,11 @@ class Mapping(_Strict):
                     )
         if "order_lines" not in self.tables and "orders" in self.tables:
             raise ValueError("tables.orders is given without tables.order_lines")
+        for flag in ("derive_items_from_lines", "derive_customers_from_lines"):
+            if getattr(self, flag) and "order_lines" not in self.tables:
+                raise ValueError(f"{flag}: needs tables.order_lines (there are no lines to derive from)")
+        if self.currency is not None and self.currencies is not None and self.currency not in self.currencies:
+            raise ValueError(f"currency: {self.currency} is not in currencies {self.currencies}")
         return self
 
     @property
@@ -159,14 +311,52 @@ class Mapping(_Strict):
         return tm.timezone or self.timezone
 
 
+def _check_expressions(table: str, tm: TableMapping) -> None:
+    """Each expression parses as one scalar expression and names only declared lookups; no contract
+    column is both a source column and an expression."""
+    for col, text in tm.expressions.items():
+        where = f"tables.{table}.expressions.{col}"
+        if col in tm.columns:
+            raise ValueError(f"{where}: {col} is also mapped under columns (keep one)")
+        try:
+            parsed = parse(text)
+        except ExpressionError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        for ref in parsed.references:
+            if len(ref) > 2 or (len(ref) == 2 and ref[0] not in tm.lookups):
+                known = ", ".join(sorted(tm.lookups)) or "none declared"
+                raise ValueError(f'{where}: unknown lookup "{ref[0]}" in {".".join(ref)} (lookups of {table}: {known})')
+    for name in tm.lookups:
+        if not name.isidentifier():
+            raise ValueError(f"tables.{table}.lookups.{name}: a lookup name is a plain identifier (letters, _)")
+
+
+def _check_attributes(table: str, tm: TableMapping) -> None:
+    if tm.attributes and table != "customers":
+        raise ValueError(f"tables.{table}.attributes: only the customers table has attributes")
+    contract = set(INPUT_TABLES["customers"].column_names)
+    for name in tm.attributes:
+        where = f"tables.{table}.attributes.{name}"
+        if not _ATTRIBUTE_NAME.match(name) or name in contract:
+            raise ValueError(
+                f"{where}: an attribute name is lower case letters, digits and _ (at most 40), starts with a "
+                "letter, and is not a contract column"
+            )
+        for ref in tm.attribute_expressions.get(ATTRIBUTE_PREFIX + name, Parsed("", ())).references:
+            if len(ref) > 2 or (len(ref) == 2 and ref[0] not in tm.lookups):
+                raise ValueError(f'{where}.expression: unknown lookup "{ref[0]}" in {".".join(ref)}')
+
+
 def _check_zone(name: str) -> None:
+    if name == FLOATING:
+        return
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone {name!r}") from exc
 
 
-BUILTIN_MAPPINGS = ("synthetic", "online_retail_ii")
+BUILTIN_MAPPINGS = ("synthetic", "online_retail_ii", "complete_journey", "cdnow")
 
 
 def load_mapping(ref: str | Path) -> Mapping:
@@ -189,5 +379,12 @@ def load_mapping(ref: str | Path) -> Mapping:
     try:
         return Mapping.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise MappingError(f"{source}: {problems}") from exc
+
+
+def _problem(err: Any) -> str:
+    """One validation problem as 'where: what' (a whole-mapping check already names its place)."""
+    where = ".".join(str(p) for p in err["loc"])
+    what = str(err["msg"]).removeprefix("Value error, ")
+    return f"{where}: {what}" if where else what

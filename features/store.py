@@ -8,6 +8,7 @@ manifest they were trained on; the API checks it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 
 from features.backends import connect
 from features.contract import Col
-from features.definitions import FEATURES, definition_hash, feature_table
+from features.definitions import FEATURES, Feature, definition_hash, feature_table, features_for
 from features.errors import DataNotFoundError, InputDataError
 from features.ingest import INGESTED_DIR, REPORT_FILE
 from features.io import staged_dir, write_parquet
@@ -91,6 +92,9 @@ ROW_TIME: dict[str, str] = {
     "returns": Col.RETURNED_AT,
     "adjustments": Col.ADJUSTED_AT,
     "offers": Col.VALID_FROM,
+    "campaigns": Col.STARTS_AT,
+    "exposures": Col.EXPOSED_AT,
+    "redemptions": Col.REDEEMED_AT,
 }
 KNOWN_AHEAD: frozenset[str] = frozenset({Col.BIRTH_DATE, Col.VALID_TO, "valid_until", "end_date", "ends_at"})
 
@@ -185,14 +189,22 @@ def execute_features(tables: dict[str, ir.Table], as_of: datetime) -> pd.DataFra
 def compute_features(tables: dict[str, ir.Table], as_of: datetime) -> pd.DataFrame:
     """The feature table as of ``as_of`` in its stored types (numeric features as float32)."""
     frame = execute_features(tables, as_of)
-    for feature in FEATURES:
+    for feature in features_for(tables):
         frame[feature.name] = frame[feature.name].astype(feature.dtype)
     return frame.reset_index(drop=True)
 
 
-def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str, currency: str | None = None) -> dict[str, Any]:
-    """The manifest of a feature table; ``currency`` (the data's, :func:`data_currency`) is recorded when given,
-    so a model trained on it, and whoever serves that model, prints amounts in it."""
+def manifest_for(
+    frame: pd.DataFrame,
+    as_of: datetime,
+    source_hash: str,
+    currency: str | None = None,
+    *,
+    features: Sequence[Feature] = FEATURES,
+) -> dict[str, Any]:
+    """The manifest of a feature table (``features``: the definitions it holds, by default the catalogue's);
+    ``currency`` (the data's, :func:`data_currency`) is recorded when given, so a model trained on it, and
+    whoever serves that model, prints amounts in it."""
     out: dict[str, Any] = {
         "as_of": as_of.isoformat(),
         "built_at": datetime.now(UTC).isoformat(),
@@ -204,7 +216,7 @@ def manifest_for(frame: pd.DataFrame, as_of: datetime, source_hash: str, currenc
                 "window_days": f.window_days,
                 "ages": f.ages,
             }
-            for f in FEATURES
+            for f in features
         ],
         "entity": "customer_key",
         "definition_hash": definition_hash(),
@@ -233,7 +245,10 @@ def build_snapshot(data_home: Path, as_of: datetime | None = None, con: ibis.Bas
     as_of = as_of or default_as_of(tables)
     # features read only events before ``as_of`` anyway; the view makes that true of every table they touch
     frame = compute_features(as_of_view(tables, as_of), as_of)
-    manifest = manifest_for(frame, as_of, ingest_report(data_home)["source_hash"], data_currency(data_home))
+    report = ingest_report(data_home)
+    manifest = manifest_for(
+        frame, as_of, report["source_hash"], data_currency(data_home), features=features_for(tables)
+    )
     segments = assign_segments(frame)
     previous = _previous_snapshot(data_home, as_of)
     matrices: dict[str, pd.DataFrame] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ibis
 import ibis.expr.types as ir
 
-from features.contract import Channel, Col, ConsentStatus
+from features.contract import ATTRIBUTE_PREFIX, RANK_SUFFIX, Channel, Col, ConsentStatus
 from features.defs.common import Feature, FeatureGroup, Tables, days_before, no_rows
 from features.defs.orders import orders_before
 
@@ -196,6 +196,94 @@ def _anniversary(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
     first = o.group_by(Col.CUSTOMER_KEY).aggregate(**{_FIRST_AT: o[Col.ORDERED_AT].min()})
     days = days_to_anniversary(first[_FIRST_AT].date(), cutoff.date())
     return first.select(Col.CUSTOMER_KEY, days_to_anniversary=days.cast("float64"))
+
+
+# --- attributes the export declares (age band, income band, household size, ...) -------------------
+
+
+def _attribute_kinds(customers: ir.Table) -> dict[str, str]:
+    """``attr_<name>`` -> its kind in customers.parquet: bands (with a rank column), category, number,
+    flag or date (see ``features.mapping.Attribute``)."""
+    schema = customers.schema()
+    out = {}
+    for col in customers.columns:
+        if not col.startswith(ATTRIBUTE_PREFIX) or (col.endswith(RANK_SUFFIX) and col[: -len(RANK_SUFFIX)] in schema):
+            continue
+        dtype = schema[col]
+        if f"{col}{RANK_SUFFIX}" in schema:
+            out[col] = "bands"
+        elif dtype.is_string():
+            out[col] = "category"
+        elif dtype.is_boolean():
+            out[col] = "flag"
+        elif dtype.is_date() or dtype.is_timestamp():
+            out[col] = "date"
+        else:
+            out[col] = "number"
+    return out
+
+
+def attribute_features(tables: Tables) -> tuple[Feature, ...]:
+    """The features of the customer attributes this data home holds (none without customers).
+
+    An ordered band gives its position in the declared order (``attr_<name>``, 1 = the first band) and
+    its label (``attr_<name>_band``); a category its label; a number its value; a flag 1 or 0; a date
+    the days since it (``attr_<name>_days``). Each comes from the person's latest record that has it.
+    """
+    if "customers" not in tables:
+        return ()
+    out: list[Feature] = []
+    for col, kind in _attribute_kinds(tables["customers"]).items():
+        name = col[len(ATTRIBUTE_PREFIX) :]
+        if kind == "bands":
+            out.append(Feature(col, f"{name}: position of the customer's band in the declared order (1 = first)"))
+            out.append(Feature(f"{col}_band", f"{name} band, as exported", dtype="string"))
+        elif kind == "category":
+            out.append(Feature(col, f"{name}, as exported (a category)", dtype="string"))
+        elif kind == "flag":
+            out.append(Feature(col, f"{name}: 1 when true, 0 when false"))
+        elif kind == "date":
+            out.append(Feature(f"{col}_days", f"days since {name}", ages=True))
+        else:
+            out.append(Feature(col, f"{name} (a number)"))
+    return tuple(out)
+
+
+def _customer_attributes(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
+    features = attribute_features(tables)
+    if "customers" not in tables:
+        return no_rows(tables, features)
+    kinds = _attribute_kinds(tables["customers"])
+    c = records_before(tables, cutoff)
+    rank = ibis.row_number().over(
+        group_by=c[Col.CUSTOMER_KEY],
+        order_by=[c[Col.CREATED_AT].desc(nulls_first=False), c[Col.CUSTOMER_ID].asc()],
+    )
+    c = c.mutate(**{_RANK: rank})
+    sources = [*kinds, *(f"{col}{RANK_SUFFIX}" for col, kind in kinds.items() if kind == "bands")]
+    per_person = c.group_by(Col.CUSTOMER_KEY).aggregate(
+        **{src: c[src].argmin(c[_RANK], where=c[src].notnull()) for src in sources}
+    )
+    values: dict[str, ir.Value] = {}
+    for col, kind in kinds.items():
+        if kind == "bands":
+            values[col] = per_person[f"{col}{RANK_SUFFIX}"].cast("float64")
+            values[f"{col}_band"] = per_person[col].cast("string")
+        elif kind == "category":
+            values[col] = per_person[col].cast("string")
+        elif kind == "flag":
+            values[col] = per_person[col].ifelse(1.0, 0.0)
+        elif kind == "date":
+            values[f"{col}_days"] = days_before(cutoff, per_person[col].cast("timestamp"))
+        else:
+            values[col] = per_person[col].cast("float64")
+    return per_person.select(Col.CUSTOMER_KEY, **values)
+
+
+def attribute_group(tables: Tables) -> FeatureGroup | None:
+    """The group of the export's own customer attributes, or None when it declares none."""
+    features = attribute_features(tables)
+    return FeatureGroup("profile_customer_attributes", features, _customer_attributes) if features else None
 
 
 GROUPS: tuple[FeatureGroup, ...] = (

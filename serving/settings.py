@@ -132,8 +132,9 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="Structured JSON logs on stderr (set up by the app factory).")
     pseudonym_secret: SecretStr | None = Field(
         None,
-        description="The customer-key secret `kairos ingest` reads (docs/security-pseudonyms.md). The API neither "
-        "needs nor uses it: declared so that one environment can serve both (unknown KAIROS_* variables are refused).",
+        description="The customer-key secret `kairos ingest` reads (docs/security-pseudonyms.md). The API keys "
+        "erasure tombstones with it (every process must hold the same one); without it, in production, it warns "
+        "and uses the development key.",
     )
     otel: bool = Field(
         False,

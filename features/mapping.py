@@ -216,6 +216,11 @@ class Mapping(_Strict):
         default_factory=lambda: [Col.LOYALTY_ID],
         description="Ids one person never has two of; a merge joining two different values is refused.",
     )
+    identity_overrides: str | None = Field(
+        default=None,
+        description="File of forced merges and splits (CSV or YAML) for identity resolution; a relative path is "
+        "taken from the mapping file's folder. `kairos ingest --identity-overrides` replaces it.",
+    )
     tables: dict[str, TableMapping]
 
     @field_validator("timezone")
@@ -377,10 +382,16 @@ def load_mapping(ref: str | Path) -> Mapping:
     if not isinstance(raw, dict):
         raise MappingError(f"{source}: expected a mapping at the top level")
     try:
-        return Mapping.model_validate(raw)
+        spec = Mapping.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(_problem(err) for err in exc.errors())
         raise MappingError(f"{source}: {problems}") from exc
+    if spec.identity_overrides is not None and not Path(spec.identity_overrides).is_absolute():
+        if not isinstance(ref, Path) and ref in BUILTIN_MAPPINGS:
+            raise MappingError(f"{source}: identity_overrides must be an absolute path in a built-in mapping")
+        # relative to the mapping file, so a mapping and its overrides travel together
+        spec = spec.model_copy(update={"identity_overrides": str(Path(ref).parent / spec.identity_overrides)})
+    return spec
 
 
 def _problem(err: Any) -> str:

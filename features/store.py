@@ -166,6 +166,18 @@ def data_currency(data_home: Path) -> str:
     return DEFAULT_CURRENCY
 
 
+def attribute_bands(data_home: Path) -> dict[str, list[str]]:
+    """Per ordered-band attribute feature (``attr_<name>``), its bands in the order the mapping declared
+    (from the ingest report), for conditions that compare bands by name (``attr_age_band >= '35-44'``:
+    :meth:`features.conditions.Condition.evaluate`'s ``bands``). Empty without such attributes."""
+    found = ingest_report(data_home).get("attributes") or {}
+    return {
+        str(entry.get("column") or f"attr_{name}"): [str(b) for b in entry["order"]]
+        for name, entry in found.items()
+        if isinstance(entry, dict) and entry.get("type") == "bands" and entry.get("order")
+    }
+
+
 def data_end(tables: dict[str, ir.Table]) -> datetime:
     """The time of the latest order: the data's 'now'."""
     latest = tables["orders"]["ordered_at"].max().execute()

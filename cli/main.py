@@ -637,6 +637,10 @@ def doctor(
             "; ".join(v.problems) or "-",
         )
     console.print(table)
+    from features.store import NO_PRICES
+
+    if any(NO_PRICES in v.problems for v in verdicts):
+        typer.echo(NO_PRICES)  # one plain line: no flag brings amounts back
     for v in verdicts:
         if v.suggestions:
             # plain echo, never wrapped: these are flags to copy

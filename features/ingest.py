@@ -778,7 +778,12 @@ def _typed_value(
         _flag(verdicts, column, Reason.UNKNOWN_CURRENCY, odd)
         return upper.mask(pd.Series(odd, index=upper.index)), none
     if column.allowed is not None:
-        allowed = mapping.channels if table in ("campaigns", "exposures") and col == Col.CHANNEL else column.allowed
+        if table in ("campaigns", "exposures") and col == Col.CHANNEL:
+            allowed = mapping.channels
+        elif table == "consents" and col == Col.CHANNEL:  # the messaging channels always, and the mapping's
+            allowed = mapping.consent_channels
+        else:
+            allowed = column.allowed
         bad = (text.notna() & ~text.isin(allowed)).to_numpy()
         return text.mask(pd.Series(bad, index=text.index)), bad
     return text, none
@@ -1437,6 +1442,7 @@ def ingest(
             **_currency_report(mapping, kept["orders"]),
             "clock": _clock_report(mapping),
             "attributes": _attribute_report(mapping, filled),
+            "consent_rules": {ch: str(mapping.consent_rule(ch)) for ch in mapping.consent_channels},
             "identity": identity_report,
             "reason_text": {r.value: REASON_TEXT[r] for r in Reason},
             "erased": {"rows": sum(erased.values()), "by_table": {k: v for k, v in erased.items() if v}},

@@ -778,6 +778,7 @@ def _typed_value(
         _flag(verdicts, column, Reason.UNKNOWN_CURRENCY, odd)
         return upper.mask(pd.Series(odd, index=upper.index)), none
     if column.allowed is not None:
+        allowed: Sequence[str]
         if table in ("campaigns", "exposures") and col == Col.CHANNEL:
             allowed = mapping.channels
         elif table == "consents" and col == Col.CHANNEL:  # the messaging channels always, and the mapping's

@@ -117,6 +117,45 @@ class Condition:
         """The customer attributes the condition names (``attr_*``)."""
         return frozenset(n for n in self.names if n not in self._known and is_attribute(n))
 
+    def with_band_positions(self, bands: Mapping[str, Sequence[str]]) -> str:
+        """The condition's text with every band named in an ordering comparison (``attr_age_band >=
+        '35-44'``) replaced by its position in ``bands`` (``attr_age_band >= 3``), so it needs no band order
+        when evaluated: on one customer, say, where the order cannot be seen. Other parts are unchanged.
+
+        Raises:
+            data_error: a band name that is not one of the attribute's bands.
+        """
+        if self._tree is None:
+            return self.text
+        condition = self
+        changed: list[bool] = []
+
+        class _Positions(ast.NodeTransformer):
+            def visit_Compare(self, node: ast.Compare) -> ast.Compare:
+                operands = [node.left, *node.comparators]
+                for i, op in enumerate(node.ops):
+                    if _COMPARE_OPS.get(type(op)) not in _ORDERING:
+                        continue
+                    left, right = operands[i], operands[i + 1]
+                    for name, literal, at in ((left, right, i + 1), (right, left, i)):
+                        if not (isinstance(name, ast.Name) and isinstance(literal, ast.Constant)):
+                            continue
+                        column = name.id[: -len(RANK_SUFFIX)] if name.id.endswith(RANK_SUFFIX) else name.id
+                        if column in bands and isinstance(literal.value, str):
+                            order = list(bands[column])
+                            if literal.value not in order:
+                                raise condition.data_error(
+                                    f"{condition.text!r}: {literal.value!r} is not a band of {name.id} "
+                                    f"(its bands: {', '.join(order)})"
+                                )
+                            operands[at] = ast.Constant(value=order.index(literal.value) + 1)
+                            changed.append(True)
+                node.left, node.comparators = operands[0], operands[1:]
+                return node
+
+        text = ast.unparse(_Positions().visit(ast.parse(self.text, mode="eval")))
+        return text if changed else self.text  # an untouched condition keeps its own wording
+
     # checking ----------------------------------------------------------------------------------------
 
     def _refuse(self, node: ast.AST, why: str) -> KairosError:

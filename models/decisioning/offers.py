@@ -239,6 +239,23 @@ class Catalogue(BaseModel):
             )
         return self
 
+    def with_band_positions(self, bands: Mapping[str, Sequence[str]], source: str = "catalogue") -> Catalogue:
+        """The catalogue with every band named in an ordering comparison replaced by its position in the
+        declared order (``attr_age_band >= '35-44'`` -> ``attr_age_band >= 3``): what a job that knows the
+        data (``features.store.attribute_bands``) registers, so the service never needs the order.
+
+        Raises:
+            CatalogueError: naming the offer whose band name is not one of the attribute's bands.
+        """
+        offers = []
+        for o in self.offers:
+            try:
+                text = o.rule.with_band_positions(bands)
+            except CatalogueError as exc:
+                raise CatalogueError(f"{source}: offer {o.id!r}: eligibility {exc}") from exc
+            offers.append(o if text == o.rule.text else o.model_copy(update={"eligibility": text}))
+        return self.model_copy(update={"offers": tuple(offers)})
+
     @property
     def offer_ids(self) -> list[str]:
         return [o.id for o in self.offers]

@@ -159,3 +159,32 @@ def test_an_ingested_export_gives_the_declared_band_order_and_its_features_meet_
     # h1 25-34 / Under 15K, h2 65+ / 50-74K, h3 (no age) / 15-24K, h4 nothing: 35-44 is nobody's band
     rule = Eligibility("attr_age_band >= '35-44' or attr_income_band in ['15-24K']")
     assert rule.evaluate(frame, bands).tolist() == [False, True, True, False]
+
+
+def test_a_catalogue_registers_band_positions_so_one_customer_needs_no_order(frame: pd.DataFrame) -> None:
+    catalogue = parse_catalogue(
+        {
+            "margin_rate": 0.4,
+            "offers": [
+                _offer(id="OLD", eligibility="attr_age_band >= '55-64' and orders_lifetime >= 1"),
+                _offer(id="MID", eligibility="'25-34' < attr_age_band_rank <= '45-54' or attr_age_band == '65+'"),
+                _offer(id="ANY", eligibility="orders_lifetime>=1  and attr_age_band == '65+'"),
+            ],
+        }
+    )
+    bound = catalogue.with_band_positions({"attr_age_band": AGE})
+    assert [o.eligibility for o in bound.offers] == [
+        "attr_age_band >= 5 and orders_lifetime >= 1",
+        "2 < attr_age_band_rank <= 4 or attr_age_band == '65+'",
+        "orders_lifetime>=1  and attr_age_band == '65+'",  # nothing to replace: its own wording
+    ]
+    assert bound.offers[2] is catalogue.offers[2]
+    one = frame.iloc[[3]]  # d: 65+, alone (the frame shows no order)
+    assert bound.eligible(one).tolist() == [[True, True, True]]
+    with pytest.raises(CatalogueError, match="'55-64' is not a band"):  # unbound, one customer shows no order
+        catalogue.eligible(one)
+    assert bound.eligible(frame).tolist() == catalogue.eligible(frame, {"attr_age_band": AGE}).tolist()
+    with pytest.raises(CatalogueError, match=r"offer 'X': eligibility .*'70-80' is not a band of attr_age_band"):
+        parse_catalogue(
+            {"margin_rate": 0.4, "offers": [_offer(id="X", eligibility="attr_age_band > '70-80'")]}
+        ).with_band_positions({"attr_age_band": AGE})

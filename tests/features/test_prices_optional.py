@@ -118,3 +118,15 @@ def test_reasons_print_no_amount_for_a_buyer_without_prices() -> None:
     assert explainer.describe("avg_order_value", math.nan) == "never ordered"
     assert explainer.describe("avg_order_value", 56.0, buyer) == "average order $56"
     assert "$" not in explainer.describe("monetary_365d", math.nan, buyer)
+
+
+def test_train_all_and_doctor_print_the_line_for_price_less_data(priceless: Path, tmp_path: Path) -> None:
+    from cli.main import app
+
+    trained = CliRunner().invoke(
+        app, ["train", "all", "--data", str(priceless), "--tracking-uri", f"file://{tmp_path}/mlruns"]
+    )
+    assert f"value: not trained: {NO_PRICES}" in " ".join(trained.output.split())
+    doctor = CliRunner().invoke(app, ["doctor", "--data", str(priceless)])
+    assert NO_PRICES in doctor.output.splitlines()  # a plain line of its own
+    assert "value (365 d), what would fit" not in doctor.output  # no flag brings amounts back

@@ -179,3 +179,14 @@ def test_kairos_ingest_identity_overrides_flag(export: Path, tmp_path: Path) -> 
     result = CliRunner().invoke(app, [*args, "--dev", "--identity-overrides", str(bad)])
     assert result.exit_code != 0
     assert "bad.csv line 2: action must be merge or split, not 'join'" in " ".join(result.output.split())
+
+
+def test_mapping_check_reads_the_mappings_overrides_file(export: Path, tmp_path: Path) -> None:
+    from features.mapcheck import check_mapping
+
+    (tmp_path / "bad.csv").write_text("action,customer_id_a,customer_id_b\nmerge,h1\n", encoding="utf-8")
+    check = check_mapping(export, Mapping.model_validate(_mapping(identity_overrides=str(tmp_path / "bad.csv"))))
+    assert not check.ok
+    assert check.problems == [f"identity_overrides: {tmp_path / 'bad.csv'} line 2: a merge needs two customer ids"]
+    good = _overrides(tmp_path, "merge,h1,h3\n")
+    assert check_mapping(export, Mapping.model_validate(_mapping(identity_overrides=str(good)))).ok

@@ -108,6 +108,14 @@ def ingest(
             "is unset (never for real customers).",
         ),
     ] = False,
+    identity_overrides: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity-overrides",
+            help="CSV or YAML file of forced merges and splits for identity resolution (replaces the mapping's "
+            "identity_overrides; docs/data-contract.md section 11).",
+        ),
+    ] = None,
 ) -> None:
     """Validate an export, quarantine bad rows with reasons, resolve identities, publish tables.
 
@@ -132,6 +140,7 @@ def ingest(
                 now=ref,
                 max_quarantine_share=max_quarantine_share,
                 pseudonymizer=pseudonymizer,
+                identity_overrides=identity_overrides,  # None: the mapping's, if any
                 progress=tick,
             )
     except QuarantineThresholdError as exc:
@@ -250,6 +259,12 @@ def _print_ingest(report: dict[str, Any]) -> None:
         f"identity: {ident.get('records', 0):,} records -> {ident.get('clusters', 0):,} customers, "
         f"{ident.get('clusters_merged', 0):,} merged, {ident.get('refused_merges', 0):,} merges refused for review"
     )
+    forced = ident.get("overrides")
+    if forced:
+        console.print(
+            f"identity overrides: {forced['merges_applied']:,} of {forced['merges']:,} forced merges joined two "
+            f"persons; {forced['splits']:,} forced splits refused {forced['links_refused_by_splits']:,} links"
+        )
     console.print(f"erased: {(report.get('erased') or {}).get('rows', 0):,} rows of erased customers dropped")
     clock = report.get("clock") or {}
     prices = "yes" if report.get("prices", True) else "no (basket-only)"
@@ -622,6 +637,10 @@ def doctor(
             "; ".join(v.problems) or "-",
         )
     console.print(table)
+    from features.store import NO_PRICES
+
+    if any(NO_PRICES in v.problems for v in verdicts):
+        typer.echo(NO_PRICES)  # one plain line: no flag brings amounts back
     for v in verdicts:
         if v.suggestions:
             # plain echo, never wrapped: these are flags to copy

@@ -123,6 +123,26 @@ class ConsentStatus(StrEnum):
     OPT_OUT = "opt_out"
 
 
+class ConsentRule(StrEnum):
+    """What a channel allows a customer with no consent on record (``docs/consent.md``). An opt-out on record
+    forbids contact under either rule until a later opt-in."""
+
+    OPT_IN = "opt_in"  # contact only after an opt-in (electronic messages: e-mail, SMS, push, messenger)
+    OPT_OUT = "opt_out"  # contact unless an opt-out is on record (printed mail, calls)
+
+
+DEFAULT_CONSENT_RULES: dict[str, ConsentRule] = {
+    CampaignChannel.DIRECT_MAIL.value: ConsentRule.OPT_OUT,
+    CampaignChannel.EMAIL.value: ConsentRule.OPT_IN,
+    CampaignChannel.SMS.value: ConsentRule.OPT_IN,
+    CampaignChannel.PUSH.value: ConsentRule.OPT_IN,
+    CampaignChannel.MESSENGER.value: ConsentRule.OPT_IN,
+    CampaignChannel.CALL_CENTRE.value: ConsentRule.OPT_OUT,
+}
+"""Each campaign channel's rule when the mapping names none (``consent_rules``); a channel of the mapping's
+own vocabulary that is not listed here requires an opt-in."""
+
+
 class SalesChannel(StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"
@@ -221,7 +241,13 @@ CONSENTS = Table(
     "Opt-in / opt-out events per customer and channel; the latest one per channel wins.",
     (
         Column(Col.CUSTOMER_ID, "str", "Customer record the consent belongs to.", required=True),
-        Column(Col.CHANNEL, "str", "email, sms or push.", required=True, allowed=_values(Channel)),
+        Column(
+            Col.CHANNEL,
+            "str",
+            "A campaign channel: direct_mail, email, sms, push, messenger or call_centre (the mapping's channels).",
+            required=True,
+            allowed=_values(CampaignChannel),
+        ),
         Column(Col.STATUS, "str", "opt_in or opt_out.", required=True, allowed=_values(ConsentStatus)),
         Column(Col.CONSENTED_AT, "timestamp", "When the consent was given or withdrawn.", required=True),
         Column(Col.SOURCE, "str", "Where it was collected (checkout, preference centre, ...)."),

@@ -24,10 +24,12 @@ __all__ = [
     "FEATURES",
     "FEATURE_NAMES",
     "GROUPS",
+    "MONETARY_FEATURES",
     "Feature",
     "FeatureGroup",
     "feature_table",
     "features_for",
+    "has_prices",
     "optional_groups",
 ]
 
@@ -37,6 +39,16 @@ FEATURES: tuple[Feature, ...] = tuple(f for g in GROUPS for f in g.features)
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 NUMERIC_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.dtype == "float32")
 DESCRIPTIONS: dict[str, str] = {f.name: f.description for f in FEATURES}
+MONETARY_FEATURES: tuple[str, ...] = orders.MONETARY_FEATURES
+
+
+def has_prices(tables: Tables) -> bool:
+    """Whether the data's orders carry amounts: an export without prices publishes every order's amount
+    null (``prices: false`` in the ingest report), and its :data:`MONETARY_FEATURES` are then null."""
+    o = tables.get("orders")
+    if o is None or Col.AMOUNT not in o.columns:
+        return False
+    return bool(o[Col.AMOUNT].notnull().any().execute())
 
 
 def population(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
@@ -68,7 +80,8 @@ def feature_table(tables: Tables, as_of: datetime) -> ir.Table:
     """All features as of ``as_of`` for the whole population, one row per customer_key.
 
     Only events strictly before ``as_of`` are used. A customer without any event of a kind gets the
-    feature's ``fill`` (counts: 0) or null (e.g. recency of someone who never ordered). The export's
+    feature's ``fill`` (counts: 0) or null (e.g. recency of someone who never ordered). Data without
+    prices (:func:`has_prices`) gets every :data:`MONETARY_FEATURES` null. The export's
     customer attributes, when its mapping declares some, follow the catalogue's features.
     """
     cutoff = ibis.timestamp(as_of)
@@ -79,6 +92,8 @@ def feature_table(tables: Tables, as_of: datetime) -> ir.Table:
         out = out.left_join(built, Col.CUSTOMER_KEY).drop(f"{Col.CUSTOMER_KEY}_right")
     every = features_for(tables)
     fills = {f.name: out[f.name].fill_null(f.fill) for f in every if f.fill is not None}
+    if not has_prices(tables):  # amounts not available: null, not the 0 of "spent nothing"
+        fills |= {name: ibis.null("float64") for name in MONETARY_FEATURES}
     names = [f.name for f in every]
     return out.mutate(**fills).select(Col.CUSTOMER_KEY, *names).order_by(Col.CUSTOMER_KEY)
 

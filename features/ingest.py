@@ -55,7 +55,16 @@ from features.contract import (
 from features.erasure import Tombstones, drop_erased
 from features.errors import InputDataError, MappingError, QuarantineThresholdError
 from features.expressions import ExpressionError, LookupData, clash, evaluate, result_types, unknown_reference
-from features.identity import Pseudonymizer, rekey, resolve_identities
+from features.identity import (
+    OVERRIDE_KIND,
+    SPLIT_CONFLICT,
+    IdentityOverrides,
+    Pseudonymizer,
+    RefusedCol,
+    load_identity_overrides,
+    rekey,
+    resolve_identities,
+)
 from features.io import publish_dir, sha256_files, staged_dir, write_parquet
 from features.mapping import FLOATING, WHITESPACE, Attribute, Lookup, Mapping, TableMapping, TextFormat
 from features.normalize import normalize_emails, normalize_phones
@@ -769,7 +778,13 @@ def _typed_value(
         _flag(verdicts, column, Reason.UNKNOWN_CURRENCY, odd)
         return upper.mask(pd.Series(odd, index=upper.index)), none
     if column.allowed is not None:
-        allowed = mapping.channels if table in ("campaigns", "exposures") and col == Col.CHANNEL else column.allowed
+        allowed: Sequence[str]
+        if table in ("campaigns", "exposures") and col == Col.CHANNEL:
+            allowed = mapping.channels
+        elif table == "consents" and col == Col.CHANNEL:  # the messaging channels always, and the mapping's
+            allowed = mapping.consent_channels
+        else:
+            allowed = column.allowed
         bad = (text.notna() & ~text.isin(allowed)).to_numpy()
         return text.mask(pd.Series(bad, index=text.index)), bad
     return text, none
@@ -1226,6 +1241,7 @@ def ingest(
     now: datetime | None = None,
     max_quarantine_share: float | None = None,
     pseudonymizer: Pseudonymizer | None = None,
+    identity_overrides: IdentityOverrides | Path | str | None = None,
     progress: ProgressFn | None = None,
 ) -> IngestResult:
     """Validate an export, publish accepted tables, quarantine and report; re-key to customer_key.
@@ -1238,6 +1254,9 @@ def ingest(
         max_quarantine_share: overrides the mapping's threshold (share of all input rows).
         pseudonymizer: the keyed hash behind every customer_key; default: the development one (keys
             anyone can recompute: real data needs a secret, which ``kairos ingest`` insists on).
+        identity_overrides: forced merges and splits for identity resolution, read or a file to read (see
+            :func:`features.identity.load_identity_overrides`); default: the mapping's ``identity_overrides``
+            file, if it names one. The report's ``identity.overrides`` counts what they did.
         progress: optional callback ``(step, fraction_done)``.
 
     Returns:
@@ -1248,9 +1267,16 @@ def ingest(
             mapping's ``max_table_quarantine_share``), a table with input rows kept none, or no order
             line was published. Nothing is published; the complete run is kept for inspection in
             ``out_dir/ingested.rejected``.
-        InputDataError: a file is missing or lacks a mapped column.
+        InputDataError: a file is missing or lacks a mapped column, or an override names an unknown
+            customer id or splits what the forced merges join.
     """
     started = time.perf_counter()
+    overrides_from: str | None = "given by the caller" if identity_overrides is not None else None
+    if identity_overrides is None and mapping.identity_overrides is not None:
+        identity_overrides = mapping.identity_overrides
+    if isinstance(identity_overrides, Path | str):
+        overrides_from = str(identity_overrides)
+        identity_overrides = load_identity_overrides(identity_overrides)
     now_ts = pd.Timestamp(now or datetime.now(UTC))
     now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
     latest = now_ts + pd.Timedelta(mapping.future_tolerance)
@@ -1281,6 +1307,10 @@ def ingest(
     merge_customers = "customers" in mapping.tables and mapping.derive_customers_from_lines
     held_customers: pd.DataFrame | None = None
     filled: dict[str, int] = {}  # customer attribute column -> published records that have a value
+    # Without a customers file, or with a partial one, the final identity map comes after the loop: tables
+    # published before it are keyed provisionally (each id its own person, right unless overrides merge).
+    provisional = "customers" not in mapping.tables or merge_customers
+    keyed_early: list[str] = []
 
     with staged_dir(target) as stage:
 
@@ -1288,6 +1318,8 @@ def ingest(
             # Ids without a customer record get a singleton key, the same one identity resolution gives them.
             if Col.CUSTOMER_ID in frame.columns:
                 frame = rekey(frame, identity_map, pseudonymizer)
+                if provisional:
+                    keyed_early.append(name)
             write_parquet(frame, stage / f"{name}.parquet")
             published[name] = len(frame)
             if name == "customers":
@@ -1325,7 +1357,9 @@ def ingest(
                     tick("resolving identities", i / (len(names) + 2))
                     tm = mapping.tables[table]
                     frame = pd.concat([frame, attribute_columns(tm, checked.frame.loc[~q])], axis=1)
-                    identity_map, review, identity_report = _resolve(frame, mapping, pseudonymizer)
+                    # a partial file's map is provisional: overrides may name customers seen only on lines
+                    final = None if merge_customers else identity_overrides
+                    identity_map, review, identity_report = _resolve(frame, mapping, pseudonymizer, final)
                     refs["customers"] = frame[[Col.CUSTOMER_ID]]
                 elif table == "items":
                     refs["items"] = frame[[Col.ITEM_ID]]
@@ -1358,7 +1392,7 @@ def ingest(
         if "customers" not in mapping.tables and mapping.derive_customers_from_lines:
             customers = _derive_customers(kept)
             derived["customers"] = len(customers)
-            identity_map, review, identity_report = _resolve(customers, mapping, pseudonymizer)
+            identity_map, review, identity_report = _resolve(customers, mapping, pseudonymizer, identity_overrides)
             publish("customers", customers)
         if merge_customers and held_customers is not None:
             # A partial customers file: the ids seen only on lines, returns or adjustments get derived
@@ -1368,8 +1402,16 @@ def ingest(
             extra = pd.concat([extra, attribute_columns(mapping.tables["customers"], extra)], axis=1)
             customers = pd.concat([held_customers, extra], ignore_index=True)
             derived["customers"] = len(extra)
-            identity_map, review, identity_report = _resolve(customers, mapping, pseudonymizer)
+            identity_map, review, identity_report = _resolve(customers, mapping, pseudonymizer, identity_overrides)
             publish("customers", customers)
+        if identity_overrides is not None:
+            # forced merges and splits change keys the provisional map gave: key those tables again
+            for name in dict.fromkeys(n for n in keyed_early if n not in kept and n != "customers"):
+                write_parquet(
+                    rekey(pd.read_parquet(stage / f"{name}.parquet"), identity_map, pseudonymizer),
+                    stage / f"{name}.parquet",
+                )
+            identity_report["overrides"] = {"file": overrides_from, **identity_report.get("overrides", {})}
         for name, frame in kept.items():
             publish(name, frame)
 
@@ -1401,6 +1443,7 @@ def ingest(
             **_currency_report(mapping, kept["orders"]),
             "clock": _clock_report(mapping),
             "attributes": _attribute_report(mapping, filled),
+            "consent_rules": {ch: str(mapping.consent_rule(ch)) for ch in mapping.consent_channels},
             "identity": identity_report,
             "reason_text": {r.value: REASON_TEXT[r] for r in Reason},
             "erased": {"rows": sum(erased.values()), "by_table": {k: v for k, v in erased.items() if v}},
@@ -1473,16 +1516,32 @@ def _clock_report(mapping: Mapping) -> dict[str, Any]:
 
 
 def _resolve(
-    customers: pd.DataFrame, mapping: Mapping, pseudonymizer: Pseudonymizer
+    customers: pd.DataFrame,
+    mapping: Mapping,
+    pseudonymizer: Pseudonymizer,
+    overrides: IdentityOverrides | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Identity map, review list and report for the accepted customer records."""
+    """Identity map, review list and report for the accepted customer records.
+
+    With overrides the report gains ``overrides``: the forced merge and split pairs read, the merges that
+    joined two persons (a pair already one person by the rules joins nothing), and the links the splits refused.
+    """
     result = resolve_identities(
         customers,
         strong_ids=tuple(mapping.strong_ids),
         default_region=mapping.default_region,
         pseudonymizer=pseudonymizer,
+        overrides=overrides,
     )
-    return result.mapping, result.refused, result.report()
+    report = result.report()
+    if overrides is not None:
+        report["overrides"] = {
+            "merges": len(overrides.merges),
+            "merges_applied": int(result.merges_by_kind.get(OVERRIDE_KIND, 0)),
+            "splits": len(overrides.splits),
+            "links_refused_by_splits": int((result.refused[RefusedCol.CONFLICT] == SPLIT_CONFLICT).sum()),
+        }
+    return result.mapping, result.refused, report
 
 
 def _table_losses(table_reports: dict[str, Any], published: dict[str, int], max_share: float) -> list[str]:

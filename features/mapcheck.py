@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from features.contract import ATTRIBUTE_PREFIX, INPUT_ONLY_COLUMNS, INPUT_TABLES, ORDERS, Col
 from features.errors import InputDataError, KairosError, MappingError
+from features.identity import load_identity_overrides
 from features.ingest import (
     check_references,
     check_types,
@@ -177,6 +178,11 @@ def check_mapping(input_dir: Path, mapping: Mapping) -> MappingCheck:
             out.tables.append(TableCheck(table, [], [], [], [str(exc)]))
     if "order_lines" not in mapping.tables:
         out.problems.append("no order_lines table: every feature and model needs order lines")
+    if mapping.identity_overrides is not None:  # read now: a bad line would stop the ingest later
+        try:
+            load_identity_overrides(mapping.identity_overrides)
+        except KairosError as exc:
+            out.problems.append(f"identity_overrides: {exc}")
     return out
 
 

@@ -19,13 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from features.contract import (
     ATTRIBUTE_PREFIX,
+    DEFAULT_CONSENT_RULES,
     INPUT_ONLY_COLUMNS,
     INPUT_TABLES,
     ISO_CURRENCIES,
     NUMERIC_COLUMNS,
     PLAUSIBLE_MAX,
     CampaignChannel,
+    Channel,
     Col,
+    ConsentRule,
 )
 from features.errors import MappingError
 from features.expressions import ExpressionError, Parsed, parse
@@ -212,9 +215,20 @@ class Mapping(_Strict):
         min_length=1,
         description="The channel vocabulary of campaigns and exposures (lower-case names).",
     )
+    consent_rules: dict[str, ConsentRule] = Field(
+        default_factory=dict,
+        description="Per channel, what a customer with no consent on record allows: opt_in (contact only after an "
+        "opt-in) or opt_out (contact unless an opt-out is on record). Default: direct_mail and call_centre "
+        "opt_out, every other channel opt_in; email, sms and push are always opt_in.",
+    )
     strong_ids: list[str] = Field(
         default_factory=lambda: [Col.LOYALTY_ID],
         description="Ids one person never has two of; a merge joining two different values is refused.",
+    )
+    identity_overrides: str | None = Field(
+        default=None,
+        description="File of forced merges and splits (CSV or YAML) for identity resolution; a relative path is "
+        "taken from the mapping file's folder. `kairos ingest --identity-overrides` replaces it.",
     )
     tables: dict[str, TableMapping]
 
@@ -231,6 +245,28 @@ class Mapping(_Strict):
             if not _ATTRIBUTE_NAME.match(name):
                 raise ValueError(f"{name!r}: a channel name is lower case letters, digits and _ (e.g. direct_mail)")
         return value
+
+    @model_validator(mode="after")
+    def _consent_rules_of_known_channels(self) -> Mapping:
+        for channel, rule in self.consent_rules.items():
+            if channel not in self.consent_channels:
+                known = ", ".join(self.consent_channels)
+                raise ValueError(f"consent_rules.{channel}: not a channel of this mapping (channels: {known})")
+            if channel in _MESSAGING and rule != ConsentRule.OPT_IN:
+                raise ValueError(
+                    f"consent_rules.{channel}: {channel} requires an opt-in (the API's contact check sends e-mail, SMS "
+                    "and push only to customers who opted in)"
+                )
+        return self
+
+    @property
+    def consent_channels(self) -> list[str]:
+        """The channels a consent may name: e-mail, SMS and push (messages), then the mapping's ``channels``."""
+        return list(dict.fromkeys([*_MESSAGING, *self.channels]))
+
+    def consent_rule(self, channel: str) -> ConsentRule:
+        """The channel's rule for a customer with no consent on record (``consent_rules``, else the default)."""
+        return self.consent_rules.get(channel) or DEFAULT_CONSENT_RULES.get(channel, ConsentRule.OPT_IN)
 
     @field_validator("currency")
     @classmethod
@@ -359,6 +395,9 @@ def _check_zone(name: str) -> None:
 BUILTIN_MAPPINGS = ("synthetic", "online_retail_ii", "complete_journey", "cdnow")
 
 
+_MESSAGING = tuple(c.value for c in Channel)  # the channels of messages and the API: opt-in only
+
+
 def load_mapping(ref: str | Path) -> Mapping:
     """Load a mapping from a YAML file path, or a built-in one by name (``synthetic``, ``online_retail_ii``)."""
     if isinstance(ref, str) and ref in BUILTIN_MAPPINGS:
@@ -377,10 +416,16 @@ def load_mapping(ref: str | Path) -> Mapping:
     if not isinstance(raw, dict):
         raise MappingError(f"{source}: expected a mapping at the top level")
     try:
-        return Mapping.model_validate(raw)
+        spec = Mapping.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(_problem(err) for err in exc.errors())
         raise MappingError(f"{source}: {problems}") from exc
+    if spec.identity_overrides is not None and not Path(spec.identity_overrides).is_absolute():
+        if not isinstance(ref, Path) and ref in BUILTIN_MAPPINGS:
+            raise MappingError(f"{source}: identity_overrides must be an absolute path in a built-in mapping")
+        # relative to the mapping file, so a mapping and its overrides travel together
+        spec = spec.model_copy(update={"identity_overrides": str(Path(ref).parent / spec.identity_overrides)})
+    return spec
 
 
 def _problem(err: Any) -> str:

@@ -54,7 +54,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from features.contract import Channel, Col, ConsentStatus, EventType
+from features.contract import Channel, Col, ConsentRule, ConsentStatus, EventType
 from features.defs.common import SECONDS_PER_DAY
 from features.errors import KairosError
 
@@ -261,6 +261,19 @@ def consent_in_force(history: Sequence[ConsentChange]) -> bool:
             last_out = i
             latest_out_at = max(latest_out_at, change.at)
     return any(c.granted and c.at > latest_out_at for c in history[last_out + 1 :])
+
+
+def allowed_by_rule(history: Sequence[ConsentChange], rule: str) -> bool:
+    """Whether a channel may be contacted under its consent rule (:class:`features.contract.ConsentRule`).
+
+    ``opt_in``: only when the history puts an opt-in in force (:func:`consent_in_force`; an empty history
+    allows nothing). ``opt_out``: unless an opt-out is on record, i.e. an empty history or one without any
+    opt-out allows contact; after an opt-out only an opt-in later than it (:func:`consent_in_force`) does.
+    Either way an opt-out in force forbids contact: consent stays a hard filter.
+    """
+    if rule == ConsentRule.OPT_OUT and all(change.granted for change in history):
+        return True
+    return consent_in_force(history)
 
 
 def carried_history(history: Sequence[ConsentChange], snapshot: float | None, as_of: float) -> list[ConsentChange]:

@@ -12,6 +12,7 @@ stand on are required. ``docs/segments.md`` gives every rule in a marketer's wor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,8 +20,9 @@ from typing import Final, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from features.conditions import Condition, ConditionError, ValueKind
 from features.contract import Col
 from features.errors import KairosError
 
@@ -208,6 +210,23 @@ class SegmentConfig(BaseModel):
     anniversary_days: int = Field(
         default=7, ge=0, le=365, description="Anniversary: days until the first-order anniversary."
     )
+    rules: dict[str, str] = Field(
+        default_factory=dict,
+        description="Your own segments: name -> condition over features, segment columns and customer "
+        "attributes (attr_<name>); each gives a boolean column rule_<name>.",
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _parse_rules(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _RULE_NAME.match(name):
+                raise ValueError(f"rules.{name}: a rule name is lower case letters, digits and _")
+            try:
+                _rule(text)
+            except ConditionError as exc:
+                raise ValueError(f"rules.{name}: {exc}") from exc
+        return value
 
     @model_validator(mode="after")
     def _stages_in_order(self) -> SegmentConfig:
@@ -216,6 +235,29 @@ class SegmentConfig(BaseModel):
         if self.lapsed_min_days > self.churned_max_days:
             raise ValueError("lapsed_min_days must not exceed churned_max_days")
         return self
+
+
+RULE_PREFIX = "rule_"  # the column of a segment rule: rule_<name>
+_RULE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _rule_names() -> dict[str, ValueKind]:
+    from features.definitions import FEATURES  # the catalogue (its module does not import segments)
+
+    names: dict[str, ValueKind] = {f.name: ("string" if f.dtype == "string" else "number") for f in FEATURES}
+    names |= {c: "number" for c in (SegCol.R_SCORE, SegCol.F_SCORE, SegCol.M_SCORE, SegCol.RHYTHM_DAYS)}
+    names |= {SegCol.RFM_SEGMENT: "string", SegCol.LIFECYCLE: "string"}
+    return names | {flag: "bool" for flag in FLAGS}
+
+
+_RULES: dict[str, Condition] = {}
+
+
+def _rule(text: str) -> Condition:
+    found = _RULES.get(text)
+    if found is None:
+        found = _RULES[text] = Condition(text, _rule_names())
+    return found
 
 
 # Inputs of each flag; a flag is computed only when the frame has all of them (basket: any of them).
@@ -370,12 +412,14 @@ def assign_segments(features: pd.DataFrame, config: SegmentConfig = SegmentConfi
         ``m_score`` (nullable Int8, 1-5, null for leads); ``rfm_segment`` and ``lifecycle``
         (categoricals: exactly one per customer, ``Lead`` / ``lead`` for customers who never
         bought); ``rhythm_days`` (the purchase rhythm the lifecycle used, null for leads) and one
-        boolean column per flag in :data:`FLAGS`. ``attrs["not_available"]`` maps every flag that
+        boolean column per flag in :data:`FLAGS`, then one ``rule_<name>`` per rule of the config (its
+        condition over the features and the columns above). ``attrs["not_available"]`` maps every flag that
         could not be computed (False for all) to the inputs the frame lacked;
         ``attrs["population_gap_days"]`` is the population rhythm.
 
     Raises:
-        SegmentInputError: A required order feature is absent.
+        SegmentInputError: A required order feature is absent, or a rule names what the frame lacks (a
+            customer attribute the data does not have, say): the message names the rule.
     """
     _require(
         features,
@@ -413,6 +457,13 @@ def assign_segments(features: pd.DataFrame, config: SegmentConfig = SegmentConfi
         },
         index=features.index,
     )
+    if config.rules:
+        both = pd.concat([features.drop(columns=list(out.columns), errors="ignore"), out], axis=1)
+        for name, text in config.rules.items():
+            try:
+                out[RULE_PREFIX + name] = _rule(text).evaluate(both)
+            except ConditionError as exc:
+                raise SegmentInputError(f"segment rule {name!r}: {exc}") from exc
     out.attrs[NOT_AVAILABLE] = lacking
     out.attrs[POPULATION_GAP] = reference
     return out

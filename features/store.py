@@ -21,7 +21,14 @@ import pyarrow.parquet as pq
 
 from features.backends import connect
 from features.contract import Col
-from features.definitions import FEATURES, Feature, definition_hash, feature_table, features_for
+from features.definitions import (
+    FEATURES,
+    MONETARY_FEATURES,
+    Feature,
+    definition_hash,
+    feature_table,
+    features_for,
+)
 from features.errors import DataNotFoundError, InputDataError
 from features.ingest import INGESTED_DIR, REPORT_FILE
 from features.io import staged_dir, write_parquet
@@ -166,6 +173,28 @@ def data_currency(data_home: Path) -> str:
     return DEFAULT_CURRENCY
 
 
+NO_PRICES = "the data has no prices: value models are not available"
+
+
+def data_has_prices(data_home: Path) -> bool:
+    """Whether the ingested data carries prices (the ingest report's ``prices``; reports written before
+    prices became optional always had them). Without prices the monetary features are null, and value
+    models (spend, CLV) are not available: :data:`NO_PRICES`."""
+    return bool(ingest_report(data_home).get("prices", True))
+
+
+def attribute_bands(data_home: Path) -> dict[str, list[str]]:
+    """Per ordered-band attribute feature (``attr_<name>``), its bands in the order the mapping declared
+    (from the ingest report), for conditions that compare bands by name (``attr_age_band >= '35-44'``:
+    :meth:`features.conditions.Condition.evaluate`'s ``bands``). Empty without such attributes."""
+    found = ingest_report(data_home).get("attributes") or {}
+    return {
+        str(entry.get("column") or f"attr_{name}"): [str(b) for b in entry["order"]]
+        for name, entry in found.items()
+        if isinstance(entry, dict) and entry.get("type") == "bands" and entry.get("order")
+    }
+
+
 def data_end(tables: dict[str, ir.Table]) -> datetime:
     """The time of the latest order: the data's 'now'."""
     latest = tables["orders"]["ordered_at"].max().execute()
@@ -272,6 +301,9 @@ def build_snapshot(data_home: Path, as_of: datetime | None = None, con: ibis.Bas
                 "top_moves": moves.moves.head(10).to_dict(orient="records"),
             }
     manifest["segments"] = summary
+    if not report.get("prices", True):  # the monetary features are null: say why, not "spent 0"
+        manifest["prices"] = False
+        manifest["not_available"] = {name: NO_PRICES.split(":")[0] for name in MONETARY_FEATURES}
     target = Path(data_home) / SNAPSHOTS_DIR / as_of.strftime("%Y-%m-%dT%H%M%SZ")
     with staged_dir(target) as stage:
         write_parquet(frame, stage / SNAPSHOT_FILE)

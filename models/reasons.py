@@ -191,6 +191,13 @@ def _never_ordered_or(text: Callable[[ReasonContext], str]) -> Template:
     return template
 
 
+def _average_order(c: ReasonContext) -> str | None:
+    if not math.isnan(c.value):
+        return f"average order {c.money(c.value)}"
+    # unknown for a buyer: the data has no prices (no amount to print, and "never ordered" would be false)
+    return "never ordered" if math.isnan(c.other("recency_days")) else None
+
+
 def _recency(c: ReasonContext) -> str:
     if math.isnan(c.value):
         return "never ordered"
@@ -324,7 +331,7 @@ DEFAULT_TEMPLATES: tuple[tuple[str, Template], ...] = (
     ("tenure_days", _never_ordered_or(lambda c: f"first order {_ago(c.value)}")),
     (rf"orders_{_W}", _known(_orders)),
     (rf"monetary_{_W}", _known(_monetary)),
-    ("avg_order_value", _never_ordered_or(lambda c: f"average order {c.money(c.value)}")),
+    ("avg_order_value", _average_order),
     ("items_per_order", _never_ordered_or(lambda c: f"{format_number(c.value)} units per order on average")),
     ("gap_mean_days", _gap_mean),
     ("gap_std_days", _gap_std),

@@ -19,6 +19,7 @@ import pandas as pd
 
 from features.contract import Col
 from features.datasets import LABEL, ValueTarget
+from features.store import NO_PRICES, data_has_prices
 from training.propensity import (
     STEP_DAYS,
     Context,
@@ -206,6 +207,8 @@ def _binary(task: Task, ctx: Context, rules: Sufficiency, full: Context | None) 
 def _value(horizon_days: int, ctx: Context, rules: Sufficiency, full: Context | None) -> Verdict:
     history = (ctx.end - ctx.start).days
     model = _value_model(horizon_days)
+    if not data_has_prices(ctx.data_home):  # no flag makes amounts appear: nothing to suggest
+        return Verdict(model.name, False, history, 0, 0, (NO_PRICES,))
     try:
         plan = plan_cutoffs(ctx.start, ctx.end, horizon_days, rules.min_history_days, overlap_train_valid=True)
     except InsufficientDataError as exc:

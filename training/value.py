@@ -25,7 +25,7 @@ from bundles.value import CLV_MODEL, VALUE_MODEL, ClvBundle, ValueBundle
 from features.contract import Col
 from features.datasets import LABEL, ORDERS_LABEL, ValueTarget, build_training_set
 from features.definitions import NUMERIC_FEATURES
-from features.store import data_currency, ingest_report, manifest_for
+from features.store import NO_PRICES, data_currency, data_has_prices, ingest_report, manifest_for
 from models.clv import BGNBD, CLV_FIELDS, GammaGamma, ModifiedBGNBD, rfm_summary
 from models.evaluation import decile_calibration, value_report
 from models.value import LightGBMRegressor
@@ -382,7 +382,14 @@ def train_value(
     """Spend and order-count models over ``horizon_days``, beside BG/NBD x Gamma-Gamma and the
     "same as the last period" baseline on one temporal holdout; registers ``value`` and ``clv``:
     :func:`build_data` -> :func:`fit` -> :func:`evaluate` -> the probabilistic models refitted on all
-    data -> :func:`log_and_register`."""
+    data -> :func:`log_and_register`.
+
+    Raises:
+        InsufficientDataError: :data:`features.store.NO_PRICES` for data without prices (spend cannot be
+            learnt from amounts that are not there), or too little data for an honest run.
+    """
+    if not data_has_prices(context.data_home if context is not None else data_home):
+        raise InsufficientDataError(NO_PRICES)
     tick = progress or (lambda step, frac: None)
     cfg = ValueConfig(tracking_uri, horizon_days, margin, register, seed, sufficiency or Sufficiency())
     ctx = context or Context.open(data_home, as_of)

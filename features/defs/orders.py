@@ -15,6 +15,14 @@ from features.defs.common import SECONDS_PER_DAY, Feature, FeatureGroup, Tables,
 
 RFM_WINDOWS = (30, 90, 180, 365)
 TREND_RECENT = 3  # the trends compare the last 3 orders with the ones before them
+# Features computed from order amounts: null for everyone when the data has no prices (a basket-only
+# export), never 0 ("spent nothing" would be a lie). The rest of the order features stand without prices.
+MONETARY_FEATURES = (
+    "monetary_lifetime",
+    *(f"monetary_{w}d" for w in RFM_WINDOWS),
+    "avg_order_value",
+    "order_value_trend",
+)
 _KEY = Col.CUSTOMER_KEY
 
 # Intermediate columns inside the builds (never published).

@@ -138,6 +138,9 @@ def _consent_events(tables: Tables) -> ir.Table | None:
     return parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=False)
 
 
+consent_events = _consent_events  # public: the batch contact check (features.consent) reads the same events
+
+
 def _consents(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
     co = _consent_events(tables)
     if co is None:

@@ -1,33 +1,28 @@
 """The offer catalogue: offers with eligibility, cost model, validity, caps and budgets, read from YAML.
 
-Eligibility is a small, safe expression language over a customer's features and segments, for example
-``abandoned_carts_7d >= 1 and days_since_last_visit <= 3`` or ``lifecycle in ['at_risk', 'lapsed']``.
-It is parsed with Python's :mod:`ast` and only these forms are accepted: comparisons (``== != < <= > >=``,
-chained ones too), ``in`` / ``not in`` a literal list, ``and`` / ``or`` / ``not``, names, numbers,
-strings, ``True`` / ``False`` and a boolean name on its own (a segment flag). Anything else (calls,
-attributes, subscripts, arithmetic, lambdas) is refused at load time, and nothing is ever ``eval``-ed:
-the tree is walked and evaluated column-wise over a features frame. A comparison with a missing value is
-False (so ``recency_days > 30`` is False for a customer who never ordered).
-
+Eligibility is the small, safe condition language of :mod:`features.conditions` over a customer's features,
+segments and the export's customer attributes, for example ``abandoned_carts_7d >= 1 and
+days_since_last_visit <= 3``, ``lifecycle in ['at_risk', 'lapsed']`` or ``attr_age_band >= '35-44'``.
 Unknown names are an error at load time against the feature catalogue and the segment columns, and so
-is comparing a text column with a number (or the reverse).
+is comparing a text column with a number (or the reverse); customer attributes (``attr_<name>``) are
+checked against the data when the catalogue is evaluated, and an error names the offer.
 """
 
 from __future__ import annotations
 
-import ast
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from features.conditions import Condition, ValueKind
 from features.contract import Channel, OfferType
 from features.definitions import FEATURES
 from features.errors import KairosError
@@ -45,10 +40,6 @@ __all__ = [
     "load_catalogue",
     "parse_catalogue",
 ]
-
-ValueKind = Literal["number", "string", "bool"]
-MAX_EXPRESSION_CHARS = 1_000
-MAX_EXPRESSION_NODES = 200
 
 
 class CatalogueError(KairosError):
@@ -77,226 +68,22 @@ KNOWN_NAMES: dict[str, ValueKind] = _known_names()
 """Every name an eligibility expression may use (feature catalogue + segment columns) and its kind."""
 
 
-# --- the expression language ----------------------------------------------------------------------------
-
-_COMPARE_OPS: dict[type[ast.cmpop], str] = {
-    ast.Eq: "==",
-    ast.NotEq: "!=",
-    ast.Lt: "<",
-    ast.LtE: "<=",
-    ast.Gt: ">",
-    ast.GtE: ">=",
-    ast.In: "in",
-    ast.NotIn: "not in",
-}
-Literal_ = str | float | bool
+# --- the expression language (features.conditions) ----------------------------------------------------
 
 
-class Eligibility:
-    """A parsed, checked eligibility expression; :meth:`evaluate` gives a boolean per row of a frame.
-
-    Args:
-        text: The expression; an empty text means "everyone".
-        known: Allowed names and their kinds (default: :data:`KNOWN_NAMES`).
+class Eligibility(Condition):
+    """A parsed, checked eligibility expression (:class:`features.conditions.Condition` over
+    :data:`KNOWN_NAMES` and the data's customer attributes); :meth:`evaluate` gives a boolean per row.
 
     Raises:
         ExpressionError: A syntax error, a refused form, an unknown name or a kind mismatch.
     """
 
+    error = ExpressionError
+    data_error = CatalogueError
+
     def __init__(self, text: str, known: Mapping[str, ValueKind] | None = None) -> None:
-        self.text = text.strip()
-        self._known = KNOWN_NAMES if known is None else known
-        if len(self.text) > MAX_EXPRESSION_CHARS:
-            raise ExpressionError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
-        if not self.text:
-            self._tree: ast.expr | None = None
-            self.names: frozenset[str] = frozenset()
-            return
-        try:
-            parsed = ast.parse(self.text, mode="eval")
-        except SyntaxError as exc:
-            raise ExpressionError(f"{self.text!r}: not a valid expression ({exc.msg})") from exc
-        if sum(1 for _ in ast.walk(parsed)) > MAX_EXPRESSION_NODES:
-            raise ExpressionError(f"{self.text!r}: more than {MAX_EXPRESSION_NODES} parts")
-        names: set[str] = set()
-        self._check_bool(parsed.body, names)
-        self._tree = parsed.body
-        self.names = frozenset(names)
-
-    def __repr__(self) -> str:
-        return f"Eligibility({self.text!r})"
-
-    # checking ----------------------------------------------------------------------------------------
-
-    def _refuse(self, node: ast.AST, why: str) -> ExpressionError:
-        return ExpressionError(f"{self.text!r}: {why} ({type(node).__name__} is not allowed)")
-
-    def _check_bool(self, node: ast.expr, names: set[str]) -> None:
-        """``node`` must produce a boolean: and/or/not, a comparison, a bool name or True/False."""
-        if isinstance(node, ast.BoolOp):
-            for value in node.values:
-                self._check_bool(value, names)
-        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            self._check_bool(node.operand, names)
-        elif isinstance(node, ast.Compare):
-            self._check_compare(node, names)
-        elif isinstance(node, ast.Name):
-            kind = self._name_kind(node, names)
-            if kind != "bool":
-                raise ExpressionError(f"{self.text!r}: {node.id} is a {kind}; compare it (e.g. {node.id} > 0)")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, bool):
-            return
-        else:
-            raise self._refuse(node, "only comparisons, and/or/not, names and literals are allowed")
-
-    def _name_kind(self, node: ast.Name, names: set[str]) -> ValueKind:
-        if not isinstance(node.ctx, ast.Load):
-            raise self._refuse(node, "names can only be read")
-        if node.id not in self._known:
-            raise ExpressionError(
-                f"{self.text!r}: unknown name {node.id!r}; use a feature of the catalogue (docs/features.md) "
-                "or a segment column (rfm_segment, lifecycle, flag_*)"
-            )
-        names.add(node.id)
-        return self._known[node.id]
-
-    def _operand_kind(self, node: ast.expr, names: set[str]) -> ValueKind:
-        if isinstance(node, ast.Name):
-            return self._name_kind(node, names)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            if isinstance(node.operand, ast.Constant) and _is_number(node.operand.value):
-                return "number"
-            raise self._refuse(node, "a minus sign only goes before a number")
-        if isinstance(node, ast.Constant):
-            value = node.value
-            if isinstance(value, bool):
-                return "bool"
-            if _is_number(value):
-                return "number"
-            if isinstance(value, str):
-                return "string"
-            raise self._refuse(node, f"literal {value!r} is not a number, text or True/False")
-        raise self._refuse(node, "only names and literals can be compared")
-
-    def _check_compare(self, node: ast.Compare, names: set[str]) -> None:
-        left = node.left
-        for op, right in zip(node.ops, node.comparators, strict=True):
-            symbol = _COMPARE_OPS.get(type(op))
-            if symbol is None:
-                raise self._refuse(op, "unsupported comparison")
-            left_kind = self._operand_kind(left, names)
-            if symbol in ("in", "not in"):
-                if not isinstance(right, ast.List | ast.Tuple):
-                    raise self._refuse(right, f"'{symbol}' needs a literal list, e.g. ['a', 'b']")
-                kinds = {self._operand_kind(item, names) for item in right.elts}
-                if any(not isinstance(item, ast.Constant | ast.UnaryOp) for item in right.elts):
-                    raise self._refuse(right, "a list holds literals only")
-                if kinds and kinds != {left_kind}:
-                    raise ExpressionError(f"{self.text!r}: list items must all be a {left_kind} like the left side")
-            else:
-                right_kind = self._operand_kind(right, names)
-                if left_kind != right_kind:
-                    raise ExpressionError(f"{self.text!r}: cannot compare a {left_kind} with a {right_kind}")
-                if left_kind in ("string", "bool") and symbol not in ("==", "!="):
-                    raise ExpressionError(f"{self.text!r}: a {left_kind} can only be compared with == or !=")
-                if isinstance(left, ast.Constant | ast.UnaryOp) and isinstance(right, ast.Constant | ast.UnaryOp):
-                    raise ExpressionError(f"{self.text!r}: a comparison of two literals says nothing")
-            left = right
-
-    # evaluation --------------------------------------------------------------------------------------
-
-    def evaluate(self, frame: pd.DataFrame) -> np.ndarray:
-        """A boolean per row of ``frame`` (features and segments joined, one row per customer).
-
-        Raises:
-            CatalogueError: ``frame`` lacks a column the expression names.
-        """
-        n = len(frame)
-        if self._tree is None:
-            return np.ones(n, dtype=bool)
-        lacking = sorted(self.names - set(frame.columns))
-        if lacking:
-            raise CatalogueError(f"{self.text!r} needs {', '.join(lacking)}, absent from the features given")
-        return np.asarray(self._eval_bool(self._tree, frame), dtype=bool)
-
-    def _eval_bool(self, node: ast.expr, frame: pd.DataFrame) -> np.ndarray:
-        n = len(frame)
-        if isinstance(node, ast.BoolOp):
-            parts = [self._eval_bool(v, frame) for v in node.values]
-            out = parts[0]
-            for part in parts[1:]:
-                out = (out & part) if isinstance(node.op, ast.And) else (out | part)
-            return out
-        if isinstance(node, ast.UnaryOp):  # `not`, checked at parse time
-            return ~self._eval_bool(node.operand, frame)
-        if isinstance(node, ast.Compare):
-            out = np.ones(n, dtype=bool)
-            left = node.left
-            for op, right in zip(node.ops, node.comparators, strict=True):
-                out &= self._eval_compare(_COMPARE_OPS[type(op)], left, right, frame)
-                left = right
-            return out
-        if isinstance(node, ast.Name):
-            return _as_bool(frame[node.id])
-        assert isinstance(node, ast.Constant)
-        return np.full(n, bool(node.value))
-
-    def _operand(self, node: ast.expr, frame: pd.DataFrame) -> tuple[np.ndarray | Literal_, bool]:
-        """The operand's values and whether it is a column (else a scalar literal)."""
-        if isinstance(node, ast.Name):
-            kind = self._known[node.id]
-            series = frame[node.id]
-            if kind == "number":
-                return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan), True
-            if kind == "bool":
-                return _as_bool(series).astype(np.float64), True
-            return series.astype(object).where(series.notna(), None).to_numpy(), True
-        return _literal(node), False
-
-    def _eval_compare(self, symbol: str, left: ast.expr, right: ast.expr, frame: pd.DataFrame) -> np.ndarray:
-        lhs, _ = self._operand(left, frame)
-        if symbol in ("in", "not in"):
-            assert isinstance(right, ast.List | ast.Tuple)
-            items = [_literal(item) for item in right.elts]
-            values = pd.Series(np.broadcast_to(np.asarray(lhs, dtype=object), (len(frame),)))
-            known = values.notna().to_numpy()
-            member = values.isin(items).to_numpy()
-            return known & (member if symbol == "in" else ~member)
-        rhs, _ = self._operand(right, frame)
-        a = np.broadcast_to(np.asarray(lhs, dtype=object), (len(frame),))
-        b = np.broadcast_to(np.asarray(rhs, dtype=object), (len(frame),))
-        known = ~(pd.isna(a) | pd.isna(b))
-        out = np.zeros(len(frame), dtype=bool)
-        if known.any():
-            x, y = a[known], b[known]
-            if symbol == "==":
-                out[known] = x == y
-            elif symbol == "!=":
-                out[known] = x != y
-            else:
-                xf, yf = x.astype(np.float64), y.astype(np.float64)
-                out[known] = {"<": xf < yf, "<=": xf <= yf, ">": xf > yf, ">=": xf >= yf}[symbol]
-        return out
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
-def _literal(node: ast.expr) -> Literal_:
-    if isinstance(node, ast.UnaryOp):
-        assert isinstance(node.operand, ast.Constant) and isinstance(node.operand.value, int | float)
-        return -float(node.operand.value)
-    assert isinstance(node, ast.Constant)
-    value = node.value
-    if isinstance(value, bool | str):
-        return value
-    assert isinstance(value, int | float)
-    return float(value)
-
-
-def _as_bool(series: pd.Series) -> np.ndarray:
-    return pd.Series(series).astype("boolean").fillna(False).to_numpy(dtype=bool)
+        super().__init__(text, KNOWN_NAMES if known is None else known)
 
 
 # --- the catalogue -------------------------------------------------------------------------------------
@@ -452,6 +239,23 @@ class Catalogue(BaseModel):
             )
         return self
 
+    def with_band_positions(self, bands: Mapping[str, Sequence[str]], source: str = "catalogue") -> Catalogue:
+        """The catalogue with every band named in an ordering comparison replaced by its position in the
+        declared order (``attr_age_band >= '35-44'`` -> ``attr_age_band >= 3``): what a job that knows the
+        data (``features.store.attribute_bands``) registers, so the service never needs the order.
+
+        Raises:
+            CatalogueError: naming the offer whose band name is not one of the attribute's bands.
+        """
+        offers = []
+        for o in self.offers:
+            try:
+                text = o.rule.with_band_positions(bands)
+            except CatalogueError as exc:
+                raise CatalogueError(f"{source}: offer {o.id!r}: eligibility {exc}") from exc
+            offers.append(o if text == o.rule.text else o.model_copy(update={"eligibility": text}))
+        return self.model_copy(update={"offers": tuple(offers)})
+
     @property
     def offer_ids(self) -> list[str]:
         return [o.id for o in self.offers]
@@ -462,9 +266,23 @@ class Catalogue(BaseModel):
                 return o
         raise CatalogueError(f"no offer {offer_id!r} in catalogue {self.name!r}")
 
-    def eligible(self, frame: pd.DataFrame) -> np.ndarray:
-        """``(n, n_offers)`` eligibility by the offers' expressions alone (no dates, caps or channels)."""
-        return np.column_stack([o.rule.evaluate(frame) for o in self.offers])
+    def eligible(self, frame: pd.DataFrame, bands: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
+        """``(n, n_offers)`` eligibility by the offers' expressions alone (no dates, caps or channels).
+
+        ``bands``: the declared order of each ordered-band attribute feature, for comparisons by band name
+        (default: the order seen in ``frame``; see :meth:`features.conditions.Condition.evaluate`).
+
+        Raises:
+            CatalogueError: naming the offer whose expression needs what ``frame`` lacks (an attribute the
+                data does not have, say).
+        """
+        columns = []
+        for o in self.offers:
+            try:
+                columns.append(o.rule.evaluate(frame, bands))
+            except CatalogueError as exc:
+                raise CatalogueError(f"{self.name}: offer {o.id!r}: eligibility {exc}") from exc
+        return np.column_stack(columns)
 
 
 def parse_catalogue(data: Mapping[str, Any], source: str = "catalogue") -> Catalogue:

@@ -783,12 +783,19 @@ def train_recs(
             result = run(data, tracking_uri, test_days=test_days, margin=margin, as_of=when, progress=tick)
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
-    table = Table(title="evaluation (temporal split, k=10)", title_justify="left")
+    table = Table(title=f"evaluation ({result.split}, k=10)", title_justify="left")
     for col in ("model", "task", "recall@10", "ndcg@10", "mrr", "coverage"):
         table.add_column(col, justify="left" if col in ("model", "task") else "right")
+    figures = ("recall@10", "ndcg@10", "mrr", "coverage")
     for r in result.table.to_dict(orient="records"):
-        table.add_row(r["model"], r["task"], *(f"{r[c]:.4f}" for c in ("recall@10", "ndcg@10", "mrr", "coverage")))
+        shown = (f"{r[c]:.4f}" for c in figures) if r["evaluated"] else ("not evaluated", "", "", "")
+        table.add_row(r["model"], r["task"], *shown)
     console.print(table)
+    skipped = result.table[~result.table["evaluated"].astype(bool)].drop_duplicates("note")
+    for note in skipped["note"]:
+        console.print(f"{', '.join(result.table.loc[result.table['note'] == note, 'model'].unique())}: {note}")
+    for part, why in result.skipped_parts.items():
+        console.print(f"bundle: {part} left out ({why})")
     reg = result.registration
     console.print(f"registered: recs v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered")
 

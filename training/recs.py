@@ -9,7 +9,7 @@ for the business rules, each in its own folder of NumPy / Parquet / JSON files.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import pandas as pd
 from bundles import registry
 from bundles.recs import PARTS, RecsBundle, RecsModel
 from features.errors import KairosError
+from models.recs.base import IX
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
 from models.recs.cooccurrence import BoughtTogether
@@ -27,7 +28,15 @@ from models.recs.personal import ImplicitRecommender
 from models.recs.popular import Popular
 from models.recs.rules import CustomerHistory, ItemCatalogue
 from models.recs.similar import SimilarItems
-from training.recs_eval import BASKET_COMPLETION, NEXT_BASKET, baseline_models, evaluate, load_home
+from training.recs_eval import (
+    BASKET_COMPLETION,
+    NEXT_BASKET,
+    PERSONAL_BASELINES,
+    baseline_models,
+    evaluate,
+    known_customers,
+    load_home,
+)
 
 MODEL_NAME = "recs"
 EXPERIMENT = "kairos-recs"
@@ -43,17 +52,40 @@ class RecsRun:
     table: pd.DataFrame
     metrics: dict[str, float]
     registration: registry.Registration | None
+    split: str = "temporal split"  # how the evaluation cut the data (the table's title)
+    skipped_parts: dict[str, str] = field(default_factory=dict)  # bundle parts left out -> why
+
+
+KAIROS_TOGETHER = "Kairos bought together"
+KAIROS_PERSONAL = "Kairos repeat + personal"
+#: What the bundle leaves out when no order names a customer, and why (recorded in its manifest).
+NO_CUSTOMER_PARTS = {
+    "repeat_personal": "no order names a customer: nothing personal to learn",
+    "buy_again": "no order names a customer: no one's repurchase intervals",
+}
 
 
 def _models() -> dict[str, Any]:
-    return {"Kairos bought together": BoughtTogether(), "Kairos repeat + personal": RepeatThenPersonal()}
+    return {KAIROS_TOGETHER: BoughtTogether(), KAIROS_PERSONAL: RepeatThenPersonal()}
 
 
 def _metrics(table: pd.DataFrame, k: int) -> dict[str, float]:
-    """Headline figures: each task's Kairos model and its best baseline."""
+    """Headline figures: each evaluated task's Kairos model and its best baseline (a task the data could
+    not pose has none; the table's note says why).
+
+    Raises:
+        KairosError: basket completion, which selects the champion, could not be evaluated.
+    """
     out: dict[str, float] = {}
-    for task, kairos in ((BASKET_COMPLETION, "Kairos bought together"), (NEXT_BASKET, "Kairos repeat + personal")):
-        rows = table[table["task"] == task].set_index("model")
+    for task, kairos in ((BASKET_COMPLETION, KAIROS_TOGETHER), (NEXT_BASKET, KAIROS_PERSONAL)):
+        rows = table[(table["task"] == task) & table["evaluated"]].set_index("model")
+        if kairos not in rows.index or not rows.loc[kairos, "queries"]:
+            if task == BASKET_COMPLETION:
+                raise KairosError(
+                    "basket completion could not be evaluated: no test basket holds two or more items of which "
+                    "one was sold in the training part; nothing to select a recommendations model by"
+                )
+            continue
         for metric in (f"recall@{k}", f"ndcg@{k}", "mrr"):
             key = metric.replace("@", "_at_")
             out[f"{task}_{key}"] = float(rows.loc[kairos, metric])
@@ -81,6 +113,7 @@ class RecsData:
     items: pd.DataFrame
     end: pd.Timestamp  # the last interaction
     split_at: pd.Timestamp  # evaluation: fit before, judge from here to the end
+    customers: int  # distinct customers among the purchases (0: a basket-only export)
 
 
 def build_data(cfg: RecsConfig, data_home: Path) -> RecsData:
@@ -94,7 +127,7 @@ def build_data(cfg: RecsConfig, data_home: Path) -> RecsData:
     split_at = (end - timedelta(days=cfg.test_days)).floor("D")
     if split_at <= pd.Timestamp(interactions["ts"].min()):
         raise KairosError(f"{cfg.test_days} test days leave no training history before them")
-    return RecsData(interactions, items, end, split_at)
+    return RecsData(interactions, items, end, split_at, known_customers(interactions))
 
 
 def evaluate_split(cfg: RecsConfig, data: RecsData, tick: ProgressFn) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -102,26 +135,46 @@ def evaluate_split(cfg: RecsConfig, data: RecsData, tick: ProgressFn) -> tuple[p
     tick("evaluating against baselines", 0.05)
     models = {**baseline_models(), **_models()}
     tasks: dict[str, tuple[str, ...]] = {name: (BASKET_COMPLETION, NEXT_BASKET) for name in baseline_models()}
-    tasks |= {"Kairos bought together": (BASKET_COMPLETION,), "Kairos repeat + personal": (NEXT_BASKET,)}
+    tasks |= {KAIROS_TOGETHER: (BASKET_COMPLETION,), KAIROS_PERSONAL: (NEXT_BASKET,)}
     split = data.split_at.to_pydatetime()
-    table = evaluate(models, data.interactions, data.items, split, cfg.test_days, cfg.k, tasks=tasks)
+    personal = PERSONAL_BASELINES | {KAIROS_PERSONAL}
+    table = evaluate(models, data.interactions, data.items, split, cfg.test_days, cfg.k, tasks=tasks, personal=personal)
     return table, _metrics(table, cfg.k)
 
 
+def _basket_factors(interactions: pd.DataFrame, items: pd.DataFrame) -> ImplicitRecommender:
+    """Item factors learned with each order as a row (the items of one basket are alike): what similar
+    items stand on when no order names its customer. No customer is stored: similar items keep the
+    item factors only."""
+    return ImplicitRecommender().fit(interactions.assign(**{IX.CUSTOMER: interactions[IX.BASKET]}), items)
+
+
 def fit(data: RecsData, tick: ProgressFn) -> RecsModel:
-    """Every recommender, the catalogue and the purchase history refitted on all data: what is served."""
+    """Every recommender, the catalogue and the purchase history refitted on all data: what is served.
+
+    Without customers (a basket-only export) the personal parts are left out and the manifest says why
+    (``skipped``); similar items then learn their item factors from the baskets."""
     tick("refitting on all data", 0.5)
     interactions, items = data.interactions, data.items
-    personal = ImplicitRecommender().fit(interactions, items)
     together = BoughtTogether().fit(interactions, items)
-    repeat = RepeatThenPersonal(personal=personal).fit(interactions, items)
+    repeat: RepeatThenPersonal | None = None
+    buy_again: BuyAgain | None = None
+    if data.customers:
+        personal = ImplicitRecommender().fit(interactions, items)
+        repeat = RepeatThenPersonal(personal=personal).fit(interactions, items)
+        buy_again = BuyAgain().fit(interactions, items)
+        skipped: dict[str, str] = {}
+    else:
+        personal = _basket_factors(interactions, items)
+        skipped = dict(NO_CUSTOMER_PARTS)
     similar = SimilarItems(base=personal).fit(interactions, items)
-    buy_again = BuyAgain().fit(interactions, items)
     popular = Popular().fit(interactions, items)
     catalogue = ItemCatalogue.from_items(items)
     history = CustomerHistory().fit(interactions, catalogue)
     manifest = {
-        "models": sorted(PARTS),
+        "models": sorted(set(PARTS) - set(skipped)),
+        "skipped": skipped,
+        "customers": data.customers,
         "trained_until": data.end.isoformat(),
         "split_at": data.split_at.isoformat(),
     }
@@ -142,6 +195,8 @@ def log_and_register(
             "split_at": data.split_at.isoformat(),
             "margin": cfg.margin,
             "data_as_of": cfg.as_of.isoformat() if cfg.as_of else "all",
+            "customers": data.customers,
+            "evaluated_tasks": ",".join(sorted(set(table.loc[table["evaluated"], "task"]))),
         }
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
@@ -156,7 +211,7 @@ def log_and_register(
             metric_value=metrics[SELECTION_METRIC],
             margin=cfg.margin,
         )
-    return RecsRun(job.run_id, table, metrics, registration)
+    return RecsRun(job.run_id, table, metrics, registration, skipped_parts=dict(model.manifest["skipped"]))
 
 
 def train_recs(

@@ -64,6 +64,13 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _dated(data: Path, job: str) -> None:
+    """Refuse a job built on time on an export without order times, in one line (see features.ingest)."""
+    from features.ingest import require_dates
+
+    require_dates(data, job)
+
+
 def _summary(title: str, rows: list[tuple[str, Any]]) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     for key, value in rows:
@@ -277,6 +284,7 @@ def features_build(
     from features.store import build_snapshot
 
     try:
+        _dated(data, "kairos features build")
         when = _as_of(as_of)
         if backend not in ("duckdb", "spark"):
             raise ValueError(f"--backend must be duckdb or spark, not {backend!r}")
@@ -414,6 +422,7 @@ def _train_binary(
     from training.propensity import task_by_name, train_task
 
     try:
+        _dated(data, f"kairos train {name}")
         when = _as_of(as_of)
         task = task_by_name(name, **target)
         with _progress(f"train {name}") as tick:
@@ -476,6 +485,7 @@ def train_engagement(
     tasks = [engagement_task(str(ch), a) for ch in ("email", "sms", "push") for a in ("open", "click")]
     suff = _sufficiency(min_positives, min_negatives, min_history_days)
     try:
+        _dated(data, "kairos train engagement")
         when = _as_of(as_of)
         with _progress("train engagement") as tick:
             results = train_many(tasks, data, tracking_uri, margin=margin, sufficiency=suff, as_of=when, progress=tick)
@@ -511,6 +521,7 @@ def train_value(
     from training.value import train_value as run
 
     try:
+        _dated(data, "kairos train value")
         when = _as_of(as_of)
         with _progress("train value") as tick:
             result = run(
@@ -559,6 +570,7 @@ def train_all(
 
     suff = _sufficiency(min_positives, min_negatives, min_history_days)
     try:
+        _dated(data, "kairos train all")
         when = _as_of(as_of)
         with _progress("train all") as tick:
             results: dict[str, Any] = train_many(
@@ -604,6 +616,7 @@ def doctor(
     from training.doctor import diagnose
 
     try:
+        _dated(data, "kairos doctor")
         when = _as_of(as_of)
         verdicts = diagnose(data, _sufficiency(min_positives, min_negatives, min_history_days), as_of=when)
     except (KairosError, ValueError) as exc:
@@ -644,6 +657,7 @@ def backtest(
     from training.backtest import backtest as run
 
     try:
+        _dated(data, "kairos backtest")
         when = _as_of(as_of)
         assert when is not None  # --as-of is required here
         result = run(model, data, tracking_uri, when, alias=alias)
@@ -685,6 +699,7 @@ def train_sendtime(
     from training.sendtime import train_sendtime as run
 
     try:
+        _dated(data, "kairos train sendtime")
         check = None
         if truth is not None:
             from synth.checks import SendTimeTruth
@@ -736,6 +751,7 @@ def train_offers(
         console.print(f"[bold red]error:[/] --learner must be cells, x or t, not {learner!r}")
         raise typer.Exit(code=2)
     try:
+        _dated(data, "kairos train offers")
         check = None
         if truth is not None:
             from synth.checks import OffersTruth
@@ -773,17 +789,23 @@ def train_recs(
     test_days: Annotated[int, typer.Option(min=7, help="Days at the end of the data held out for evaluation.")] = 90,
     margin: Annotated[float, typer.Option(min=0.0, help="recall@10 gain needed to replace the champion.")] = 0.0,
     as_of: _AS_OF_OPT = None,
+    test_share: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="Export without dates: the share of baskets held out at random.")
+    ] = 0.2,
 ) -> None:
-    """Evaluate recommenders against baselines on a temporal split, refit, register the bundle."""
+    """Evaluate recommenders against baselines on a temporal split (a random split of baskets for an export
+    without dates), refit, register the bundle."""
     from training.recs import train_recs as run
 
     try:
         when = _as_of(as_of)
         with _progress("train recs") as tick:
-            result = run(data, tracking_uri, test_days=test_days, margin=margin, as_of=when, progress=tick)
+            result = run(
+                data, tracking_uri, test_days=test_days, margin=margin, as_of=when, test_share=test_share, progress=tick
+            )
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
-    table = Table(title=f"evaluation ({result.split}, k=10)", title_justify="left")
+    table = Table(title=f"evaluation ({result.split}; k=10)", title_justify="left")
     for col in ("model", "task", "recall@10", "ndcg@10", "mrr", "coverage"):
         table.add_column(col, justify="left" if col in ("model", "task") else "right")
     figures = ("recall@10", "ndcg@10", "mrr", "coverage")
@@ -836,6 +858,7 @@ def score(
     from batch.score import score_all
 
     try:
+        _dated(data, "kairos score")
         when = _as_of(as_of)
         with _progress("score --all") as tick:
             result = score_all(

@@ -37,6 +37,7 @@ from bundles.offers import MODEL_NAME, OffersBundle
 from features.contract import Col, OrderStatus
 from features.definitions import FEATURES, GROUPS, definition_hash, population
 from features.errors import KairosError
+from features.ingest import require_dates
 from features.segments import assign_segments
 from features.store import data_currency, data_end, ingest_report, latest_snapshot, open_tables
 from models.decisioning.control import ControlGroup
@@ -502,6 +503,7 @@ def build_data(cfg: OffersConfig, data_home: Path, sends: pd.DataFrame | None, t
     step_days, holdout_days, catalogue_path = cfg.step_days, cfg.holdout_days, cfg.catalogue_path
     path = catalogue_path or EXAMPLE_CATALOGUE
     catalogue = load_catalogue(path).in_currency(data_currency(data_home), str(path))
+    require_dates(data_home, "offer training")
     tables = open_tables(data_home, as_of=cfg.as_of)
     data = build_send_dataset(tables, step_days=step_days, progress=tick) if sends is None else sends
     train, holdout = _split(data, holdout_days)

@@ -87,6 +87,38 @@ def temporal_split(
     return train, test
 
 
+def random_split(interactions: pd.DataFrame, test_share: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cut the interactions by basket at random (seeded): for an export without order times, where no
+    temporal split exists. Each basket falls wholly on one side; a customer's baskets may fall on both,
+    in any order (the figures are then not those of predicting the future, and are labelled so).
+
+    Args:
+        interactions: the interactions frame (:class:`~models.recs.base.IX` columns).
+        test_share: the share of baskets held out, in (0, 1).
+        seed: the seed of the draw (same seed, same data: same split).
+
+    Returns:
+        ``(train, test)``.
+
+    Raises:
+        ValueError: ``test_share`` outside (0, 1), or either side is empty.
+    """
+    if not 0.0 < test_share < 1.0:
+        raise ValueError(f"test_share must be between 0 and 1, got {test_share}")
+    baskets = np.sort(interactions[IX.BASKET].dropna().astype(str).unique())
+    held = np.random.default_rng(seed).random(len(baskets)) < test_share
+    test_ids = set(baskets[held])
+    in_test = interactions[IX.BASKET].astype(str).isin(test_ids).to_numpy()
+    train = interactions[~in_test].reset_index(drop=True)
+    test = interactions[in_test].reset_index(drop=True)
+    if train.empty or test.empty:
+        raise ValueError(
+            f"a random {test_share:.0%} of {len(baskets)} baskets leaves {len(train)} training and {len(test)} "
+            "test interactions"
+        )
+    return train, test
+
+
 def _purchases(frame: pd.DataFrame) -> pd.DataFrame:
     rows = frame
     if IX.EVENT in rows.columns:

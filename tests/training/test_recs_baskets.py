@@ -7,6 +7,7 @@ The order lines are the committed Complete Journey sample with columns left out:
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -31,7 +32,7 @@ CJ_LINES = TESTS / "data" / "complete_journey" / "transactions.parquet"
 NOW = "2026-01-01T00:00:00+00:00"
 
 MAPPING = """name: {name}
-timezone: floating
+{clock}
 currency: USD
 derive_items_from_lines: true
 derive_customers_from_lines: {customers}
@@ -42,18 +43,20 @@ tables:
       order_id: basket_id
       item_id: product_id
       quantity: quantity
-      ordered_at: transaction_timestamp
 {extra}"""
 
 
-def _export(folder: Path, *, customers: bool) -> Path:
-    """The sample's lines as a CSV of basket, product, quantity, time (and household), nothing else."""
+def _export(folder: Path, *, customers: bool, dates: bool = True) -> Path:
+    """The sample's lines as a CSV of basket, product, quantity (and time, and household), nothing else."""
     lines = pd.read_parquet(CJ_LINES)
-    keep = ["basket_id", "product_id", "quantity", "transaction_timestamp"] + (["household_id"] if customers else [])
+    keep = ["basket_id", "product_id", "quantity"] + (["transaction_timestamp"] if dates else [])
+    keep += ["household_id"] if customers else []
     folder.mkdir(parents=True)
     lines[keep].to_csv(folder / "lines.csv", index=False)
-    extra = "      customer_id: household_id\n" if customers else ""
-    text = MAPPING.format(name=folder.name, customers=str(customers).lower(), extra=extra)
+    extra = "      ordered_at: transaction_timestamp\n" if dates else ""
+    extra += "      customer_id: household_id\n" if customers else ""
+    clock = "timezone: floating" if dates else "dates: false"
+    text = MAPPING.format(name=folder.name, clock=clock, customers=str(customers).lower(), extra=extra)
     (folder / "mapping.yaml").write_text(text, encoding="utf-8")
     return folder
 
@@ -67,14 +70,19 @@ def _ingest_and_train(raw: Path, home: Path, uri: str) -> str:
     return " ".join(trained.output.split())
 
 
-def _evaluation(uri: str) -> pd.DataFrame:
-    """The evaluation table the run logged to MLflow."""
+def _artifact(uri: str, name: str) -> str:
+    """A text the run logged to MLflow."""
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("kairos-recs")
     assert experiment is not None
     (run,) = client.search_runs([experiment.experiment_id])
     with tempfile.TemporaryDirectory() as tmp:
-        return pd.read_csv(client.download_artifacts(run.info.run_id, "evaluation.csv", tmp))
+        return Path(client.download_artifacts(run.info.run_id, name, tmp)).read_text(encoding="utf-8")
+
+
+def _evaluation(uri: str) -> pd.DataFrame:
+    """The evaluation table the run logged to MLflow."""
+    return pd.read_csv(io.StringIO(_artifact(uri, "evaluation.csv")))
 
 
 def _bundle(uri: str, dst: Path) -> RecsModel:
@@ -159,6 +167,47 @@ def test_a_price_less_export_trains_and_registers_recommendations(tmp_path: Path
     model = _bundle(uri, tmp_path / "dl")
     someone = str(model.history.customers_[0])
     assert model.personal is not None and len(model.for_customer(someone, 5, _filters()).items) == 5
+
+
+@pytest.mark.slow
+def test_an_export_without_dates_trains_recommendations_on_a_random_split(tmp_path: Path) -> None:
+    raw = _export(tmp_path / "undated", customers=True, dates=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    said = _ingest_and_train(raw, tmp_path / "home", uri)
+    assert "evaluation (random split of baskets (20% held out, seed 0): the export has no dates" in said
+    assert "bundle: buy_again left out (the export has no dates: no repurchase intervals)" in said
+    card = _artifact(uri, "model_card.md")
+    assert "- Evaluation: random split of baskets (20% held out, seed 0)" in card and "dates: false" in card
+    table = _evaluation(uri)
+    assert table["evaluated"].all() and set(table["task"]) == {"basket_completion", "next_basket"}
+    model = _bundle(uri, tmp_path / "dl")
+    assert model.manifest["dates"] is False and model.manifest["trained_until"] is None
+    assert model.buy_again_model is None and model.personal is not None
+    someone = str(model.history.customers_[0])
+    assert len(model.for_customer(someone, 5, _filters()).items) == 5
+    lines = pd.read_parquet(tmp_path / "home" / "ingested" / "order_lines.parquet")
+    assert lines["ordered_at"].isna().all()  # training gave the data no date
+
+
+def test_as_of_on_an_export_without_dates_is_refused(tmp_path: Path) -> None:
+    raw = _export(tmp_path / "undated", customers=False, dates=False)
+    args = [
+        "ingest",
+        "--dev",
+        "--input",
+        str(raw),
+        "--mapping",
+        str(raw / "mapping.yaml"),
+        "--out",
+        str(tmp_path / "h"),
+    ]
+    assert runner.invoke(app, [*args, "--now", NOW]).exit_code == 0
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(
+        app, ["train", "recs", "--data", str(tmp_path / "h"), "--tracking-uri", uri, "--as-of", "2017-06-01"]
+    )
+    assert result.exit_code == 2
+    assert "--as-of needs order times and this export has none" in " ".join(result.output.split())
 
 
 def _filters() -> Filters:

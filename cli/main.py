@@ -743,10 +743,26 @@ def train_offers(
     step_days: Annotated[int, typer.Option(min=7, help="Days between feature cutoffs for the logged sends.")] = 30,
     margin: _MARGIN_OPT = 0.0,
     as_of: _AS_OF_OPT = None,
+    from_campaigns: Annotated[
+        bool,
+        typer.Option(
+            "--from-campaigns",
+            help="Learn from campaign exposures instead: per campaign, exposed vs not exposed; uplift only where "
+            "the mapping declares the campaign randomised (or with --adjust). Nothing is registered.",
+        ),
+    ] = False,
+    adjust: Annotated[
+        bool,
+        typer.Option(help="With --from-campaigns: propensity-corrected estimates for targeted campaigns, reported."),
+    ] = False,
 ) -> None:
-    """Uplift models from logged randomised offer sends, evaluated (Qini, off-policy), registered as `offers`."""
+    """Uplift models from logged randomised offer sends, evaluated (Qini, off-policy), registered as `offers`;
+    or, with --from-campaigns, what campaign exposures and redemptions show (docs/offers.md)."""
     from training.offers import train_offers as run
 
+    if from_campaigns:
+        _campaign_effects(data, tracking_uri, adjust, as_of)
+        return
     if learner not in ("cells", "x", "t"):
         console.print(f"[bold red]error:[/] --learner must be cells, x or t, not {learner!r}")
         raise typer.Exit(code=2)
@@ -778,6 +794,31 @@ def train_offers(
             console.print(frame.round(4).to_string())
     reg = result.registration
     console.print(f"registered: offers v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered")
+
+
+def _campaign_effects(data: Path, tracking_uri: str, adjust: bool, as_of: str | None) -> None:
+    from training.campaigns import summary, train_campaign_effects
+
+    try:
+        _dated(data, "kairos train offers --from-campaigns")
+        result = train_campaign_effects(data, tracking_uri, adjust=adjust, as_of=_as_of(as_of))
+    except (KairosError, ValueError) as exc:
+        raise _fail(exc) from exc
+    table = Table(title="campaign effects (purchase within 30 days of the start)", title_justify="left")
+    for col in ("campaign", "exposed", "control", "bought (exp / ctl)", "redeemed", "uplift", "claim"):
+        table.add_column(col, justify="left" if col in ("campaign", "claim") else "right")
+    for r in result.table.to_dict(orient="records"):
+        rates = (
+            f"{r['bought_exposed']:.1%} / {r['bought_control']:.1%}"
+            if r["control"]
+            else f"{r['bought_exposed']:.1%} / -"
+        )
+        uplift = f"{r['uplift']:+.1%}" if r["uplift"] == r["uplift"] else "-"
+        redeemed = f"{r['redeemed']:.1%}" if r["redeemed"] == r["redeemed"] else "-"
+        table.add_row(str(r["campaign_id"]), str(r["exposed"]), str(r["control"]), rates, redeemed, uplift, r["claim"])
+    console.print(table)
+    console.print(summary(result.table))
+    console.print(f"logged: MLflow run {result.run_id} (nothing registered)")
 
 
 @train_app.command("recs")

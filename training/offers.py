@@ -148,7 +148,13 @@ def build_send_dataset(
     """
     tick = progress or (lambda step, frac: None)
     if "messages" not in tables:
-        raise InsufficientOfferDataError("no messages table: the export has no campaign history")
+        hint = (
+            "; it has campaign exposures: `kairos train offers --from-campaigns` shows what they can and cannot "
+            "teach (docs/offers.md)"
+            if "exposures" in tables
+            else ""
+        )
+        raise InsufficientOfferDataError(f"no messages table: the export has no logged offer sends{hint}")
     msgs = tables["messages"].select(Col.MESSAGE_ID, Col.CUSTOMER_KEY, Col.CHANNEL, Col.OFFER_ID, SENT_AT).execute()
     msgs = msgs[msgs[Col.CUSTOMER_KEY].notna()]
     if msgs.empty:

@@ -47,7 +47,8 @@ BOUGHT = "bought"
 SPEND = "spend"
 COVARIATES = ("orders_before", "spend_before", "days_since_order")
 MIN_GROUP = 10  # fewer exposed or control customers than this: no estimate, whatever the design
-MIN_ESS = 10.0  # a weighted control worth fewer customers than this: the propensity correction is refused
+MIN_ESS = 30.0  # a weighted control worth fewer customers than this: the propensity correction is refused
+MAX_SMD = 0.1  # weighted control and exposed must agree on every covariate to this standardised difference
 CLIP = 0.99  # propensities are clipped to [1 - CLIP, CLIP] before weighting
 
 RANDOMISED = "uplift (randomised campaign)"
@@ -56,6 +57,7 @@ ASSOCIATION = "association only, not uplift: the campaign was targeted, not rand
 NO_CONTROL = "no estimate: no comparable customer went without it"
 TOO_FEW = f"no estimate: fewer than {MIN_GROUP} exposed or control customers"
 NO_OVERLAP = f"no estimate: the propensity weights leave a control worth fewer than {MIN_ESS:.0f} customers"
+UNBALANCED = f"no estimate: the weighted control still differs from the exposed (standardised difference > {MAX_SMD})"
 
 
 class NoCampaignDataError(KairosError):
@@ -144,35 +146,53 @@ def _difference(y: np.ndarray, t: np.ndarray) -> tuple[float, float]:
     return float(a.mean() - b.mean()), float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
 
 
-def _adjusted(rows: pd.DataFrame, outcome: str) -> tuple[float, float, float, float]:
-    """The effect on the exposed (ATT) with inverse-probability weights on the control: a logistic
-    propensity of exposure on the pre-start covariates, clipped to [1 - CLIP, CLIP].
+@dataclass(frozen=True)
+class Adjusted:
+    """A propensity-weighted comparison and its diagnostics."""
 
-    Returns:
-        (estimate, control effective sample size, share of exposed with propensity above CLIP, max weight share).
-    """
-    x = rows[list(COVARIATES)].astype(float)
-    x = x.fillna(x.median()).fillna(0.0).to_numpy()
+    effect: float  # purchase rate of the exposed minus the weighted control's (the effect on the exposed)
+    ess: float  # the weighted control's effective sample size
+    beyond: float  # share of the exposed with a propensity above CLIP (no comparable control)
+    top_weight: float  # the largest control weight's share of the total
+    smd: float  # the largest standardised covariate difference, exposed vs weighted control
+
+
+def _adjusted(rows: pd.DataFrame) -> Adjusted:
+    """The effect on the exposed (ATT) with inverse-probability weights on the control: a logistic
+    propensity of exposure on the pre-start covariates (each as is and on a log scale), clipped to
+    [1 - CLIP, CLIP]; with the diagnostics that decide whether it may be reported (balance is checked on
+    the log scale, where a few heavy spenders cannot hide an imbalance of everyone else)."""
+    raw = rows[list(COVARIATES)].astype(float)
+    x = np.log1p(raw.clip(lower=0).fillna(raw.median()).fillna(0.0)).to_numpy()
     t = rows[EXPOSED].to_numpy()
-    scaled = StandardScaler().fit_transform(x)
+    scaled = StandardScaler().fit_transform(np.hstack([x, np.expm1(x)]))  # each covariate as is and logged
     p = LogisticRegression(max_iter=1000).fit(scaled, t).predict_proba(scaled)[:, 1]
     clipped = np.clip(p, 1 - CLIP, CLIP)
-    w = clipped / (1 - clipped)
-    wc = w[t == 0]
-    ess = float(wc.sum() ** 2 / (wc**2).sum())
-    y = rows[outcome].to_numpy(dtype=float)
-    effect = float(y[t == 1].mean() - np.average(y[t == 0], weights=wc))
-    return effect, ess, float((p[t == 1] > CLIP).mean()), float(wc.max() / wc.sum())
+    wc = (clipped / (1 - clipped))[t == 0]
+    xe, xc = x[t == 1], x[t == 0]
+    spread = np.sqrt((xe.var(axis=0) + xc.var(axis=0)) / 2)
+    gap = np.abs(xe.mean(axis=0) - np.average(xc, axis=0, weights=wc))
+    smd = float(np.max(np.where(spread > 0, gap / np.where(spread > 0, spread, 1.0), 0.0)))
+    y = rows[BOUGHT].to_numpy(dtype=float)
+    return Adjusted(
+        effect=float(y[t == 1].mean() - np.average(y[t == 0], weights=wc)),
+        ess=float(wc.sum() ** 2 / (wc**2).sum()),
+        beyond=float((p[t == 1] > CLIP).mean()),
+        top_weight=float(wc.max() / wc.sum()),
+        smd=smd,
+    )
 
 
 def campaign_effects(rows: pd.DataFrame, randomised: set[str], *, adjust: bool, prices: bool) -> pd.DataFrame:
     """Per campaign: the groups, their purchase (and spend) rates, redemptions, and what may be claimed.
 
-    ``uplift`` (purchase-rate points) and ``spend_uplift`` are filled only for a campaign declared
-    randomised (the difference of means, with ``uplift_se``) or, with ``adjust``, by the propensity
-    correction when its weighted control is worth at least :data:`MIN_ESS` customers; ``claim`` says which,
-    or why there is none. ``difference`` is the raw exposed - control purchase rate: not causal unless the
-    claim says so.
+    ``uplift`` (purchase-rate points) is filled only for a campaign declared randomised (the difference
+    of means, with ``uplift_se``; ``spend_uplift`` too when the export has prices) or, with ``adjust``, by
+    the propensity correction when its weighted control is worth at least :data:`MIN_ESS` customers and
+    matches the exposed on every covariate (standardised difference at most :data:`MAX_SMD`, in
+    ``max_smd``); ``claim`` says which, or why there is none. The correction gives no spend figure (spend's
+    tail makes weighted means unstable). ``difference`` is the raw exposed - control purchase rate: not
+    causal unless the claim says so.
     """
     out = []
     for campaign_id, group in rows.groupby(Col.CAMPAIGN_ID, sort=False):
@@ -194,6 +214,7 @@ def campaign_effects(rows: pd.DataFrame, randomised: set[str], *, adjust: bool, 
             "uplift_se": np.nan,
             "spend_uplift": np.nan,
             "control_ess": np.nan,
+            "max_smd": np.nan,
             "claim": ASSOCIATION,
         }
         if n_ctl == 0:
@@ -206,14 +227,15 @@ def campaign_effects(rows: pd.DataFrame, randomised: set[str], *, adjust: bool, 
                 row["spend_uplift"] = _difference(group[SPEND].to_numpy(dtype=float), t)[0]
             row["control_ess"], row["claim"] = float(n_ctl), RANDOMISED
         elif adjust:
-            effect, ess, beyond, top = _adjusted(group, BOUGHT)
-            row["control_ess"] = ess
-            if ess < MIN_ESS:
-                row["claim"] = f"{NO_OVERLAP} ({ess:.1f}; {beyond:.0%} of the exposed beyond {CLIP})"
+            a = _adjusted(group)
+            row["control_ess"], row["max_smd"] = a.ess, a.smd
+            if a.ess < MIN_ESS:
+                row["claim"] = f"{NO_OVERLAP} ({a.ess:.1f}; {a.beyond:.0%} of the exposed beyond {CLIP})"
+            elif a.smd > MAX_SMD:
+                row["claim"] = f"{UNBALANCED} ({a.smd:.2f})"
             else:
-                row["uplift"], row["claim"] = effect, f"{ADJUSTED}; largest control weight {top:.0%} of the total"
-                if prices:
-                    row["spend_uplift"] = _adjusted(group, SPEND)[0]
+                row["uplift"] = a.effect
+                row["claim"] = f"{ADJUSTED}; largest control weight {a.top_weight:.0%} of the total"
         out.append(row)
     return pd.DataFrame(out)
 

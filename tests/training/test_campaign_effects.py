@@ -32,7 +32,7 @@ def _world(n: int, seed: int, *, targeted: bool, effect: float) -> dict[str, pd.
     keys = [f"c{i}" for i in range(n)]
     prior = rng.integers(1, 7, n)
     if targeted:
-        exposed = rng.random(n) < 1 / (1 + np.exp(-(prior - 3.5) * 1.5))
+        exposed = rng.random(n) < 1 / (1 + np.exp(-(prior - 3.5) * 0.8))
         p_buy = 0.1 + 0.12 * prior
     else:
         exposed = rng.random(n) < 0.5

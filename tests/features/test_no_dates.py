@@ -104,3 +104,21 @@ def test_every_job_built_on_time_refuses_an_undated_export_in_one_line(tmp_path:
         assert result.exit_code == 2, (job, result.output)
         assert said.startswith(f"error: {job} needs order times and this export has none"), (job, said)
         assert said.endswith("(evaluated on a random split of baskets)"), (job, said)
+
+
+def test_mapping_draft_proposes_dates_false_and_check_passes_without_a_time(tmp_path: Path) -> None:
+    from features.mapcheck import check_mapping, draft_mapping
+
+    named = tmp_path / "named"
+    named.mkdir()
+    (named / "lines.csv").write_text(
+        "order_id,customer_id,item_id,quantity\nB1,h1,P1,2\nB2,h2,P1,1\n", encoding="utf-8"
+    )
+    draft = draft_mapping(named)
+    assert draft.mapping["dates"] is False and Mapping.model_validate(draft.mapping).dates is False
+    assert any(w.startswith("dates: false (no order time found)") for w in draft.warnings)
+    folder = _folder(tmp_path)
+    checked = check_mapping(folder, Mapping.model_validate(_mapping(dates=False)))
+    assert checked.ok and checked.tables[0].missing_required == [], checked
+    dated = check_mapping(folder, Mapping.model_validate(_mapping()))
+    assert dated.tables[0].missing_required == ["ordered_at"]

@@ -4,7 +4,7 @@ Where the export has campaigns and exposures (who received which campaign, when)
 offers drawn at random (the ``messages`` the uplift job learns from), ``kairos train offers
 --from-campaigns`` builds one row per campaign:
 
-- **exposed**: the customers who received it (their first exposure);
+- **exposed**: the customers who received it (the outcome window starts at the campaign's start);
 - **control**: customers of the same wave who were not exposed, where the data has them: customers who
   bought in the ``history_days`` before the campaign started and received no campaign running during
   its outcome window (this one or any other);
@@ -101,7 +101,7 @@ def campaign_rows(
     exposed_to = exposures[exposures[Col.CUSTOMER_KEY].notna()]
     orders = orders[orders[Col.CUSTOMER_KEY].notna() & (orders[Col.STATUS].fillna("") != OrderStatus.CANCELLED.value)]
     orders = orders.assign(**{Col.ORDERED_AT: pd.to_datetime(orders[Col.ORDERED_AT], utc=True)})
-    prices = bool(orders["amount"].notna().any())
+    prices = bool(orders[Col.AMOUNT].notna().any())
     horizon, history = pd.Timedelta(days=horizon_days), pd.Timedelta(days=history_days)
     spans = campaigns.set_index(Col.CAMPAIGN_ID)[Col.STARTS_AT]
     parts = []
@@ -125,10 +125,10 @@ def campaign_rows(
                 "start": start,
                 EXPOSED: who.isin(list(treated)).astype(np.int8),
                 "orders_before": prior.size().reindex(who).fillna(0).to_numpy(dtype=float),
-                "spend_before": prior["amount"].sum(min_count=1).reindex(who).to_numpy(dtype=float),
+                "spend_before": prior[Col.AMOUNT].sum(min_count=1).reindex(who).to_numpy(dtype=float),
                 "days_since_order": ((start - last).dt.total_seconds() / 86_400.0).to_numpy(dtype=float),
                 BOUGHT: after.size().reindex(who).fillna(0).gt(0).astype(np.int8).to_numpy(),
-                SPEND: after["amount"].sum(min_count=1).reindex(who).fillna(0.0).to_numpy(dtype=float)
+                SPEND: after[Col.AMOUNT].sum(min_count=1).reindex(who).fillna(0.0).to_numpy(dtype=float)
                 if prices
                 else np.nan,
             },

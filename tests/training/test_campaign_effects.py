@@ -43,7 +43,7 @@ def _world(n: int, seed: int, *, targeted: bool, effect: float) -> dict[str, pd.
         rows += [(key, START - pd.Timedelta(days=int(d)), 10.0) for d in rng.integers(1, 90, k)]
         if b:
             rows.append((key, START + pd.Timedelta(days=int(rng.integers(0, 30))), 25.0))
-    orders = pd.DataFrame(rows, columns=[Col.CUSTOMER_KEY, Col.ORDERED_AT, "amount"]).assign(
+    orders = pd.DataFrame(rows, columns=[Col.CUSTOMER_KEY, Col.ORDERED_AT, Col.AMOUNT]).assign(
         **{Col.STATUS: "completed"}
     )
     exposures = pd.DataFrame({Col.CUSTOMER_KEY: np.array(keys)[exposed], Col.CAMPAIGN_ID: "K1", Col.EXPOSED_AT: START})

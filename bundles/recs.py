@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,7 @@ from models.recs.popular import Popular
 from models.recs.rules import CustomerHistory, ItemCatalogue, RulePolicy, apply_rules
 from models.recs.similar import SimilarItems
 
+_T = TypeVar("_T")
 _CANDIDATE_FACTOR = 3  # candidates asked of a recommender per item returned (the rules drop some)
 _CANDIDATE_SLACK = 5  # asked first beyond k; the full k * factor only when the rules keep fewer than k
 
@@ -53,14 +54,17 @@ class RecsAnswer:
 
 
 class RecsModel:
-    """The loaded bundle; answers are pure functions of the query (safe to call from many threads)."""
+    """The loaded bundle; answers are pure functions of the query (safe to call from many threads).
+
+    ``personal`` and ``buy_again`` are None when the data named no customer (a basket-only export):
+    a customer's answers are then the popular fallback, and buy again is empty."""
 
     def __init__(
         self,
         together: BoughtTogether,
-        personal: RepeatThenPersonal,
+        personal: RepeatThenPersonal | None,
         similar: SimilarItems,
-        buy_again: BuyAgain,
+        buy_again: BuyAgain | None,
         popular: Popular,
         catalogue: ItemCatalogue,
         history: CustomerHistory,
@@ -131,7 +135,8 @@ class RecsModel:
         """The customer's next basket: own items, then new personal picks; popular for a stranger."""
         policy = self._policy(filters, exclude_bought=False)  # own items are the point of this answer
         query = Query(customer_key=customer_key, exclude=filters.exclude)
-        cands = self.personal.recommend(query, k * _CANDIDATE_FACTOR) if customer_key is not None else []
+        model = self.personal
+        cands = model.recommend(query, k * _CANDIDATE_FACTOR) if customer_key is not None and model is not None else []
         return self._answer(cands, query, k, policy)
 
     def similar_items(self, item_id: str, customer_key: str | None, k: int, filters: Filters) -> RecsAnswer:
@@ -144,7 +149,8 @@ class RecsModel:
         """The customer's items that are due again by their own interval; never topped up with others."""
         policy = self._policy(filters, exclude_bought=False, fill_from_fallback=False)
         query = Query(customer_key=customer_key, exclude=filters.exclude)
-        cands = self.buy_again_model.recommend(query, k) if customer_key is not None else []
+        model = self.buy_again_model
+        cands = model.recommend(query, k) if customer_key is not None and model is not None else []
         return self._answer(cands, query, k, policy)
 
     def fallback(self, k: int, filters: Filters, cart: Sequence[str] = (), item_id: str | None = None) -> RecsAnswer:
@@ -165,9 +171,10 @@ class RecsBundle(FolderBundle):
 
     @staticmethod
     def write(folder: Path, model: RecsModel) -> None:
-        """The bundle's files: one folder per recommender, the catalogue, the history and the manifest."""
+        """The bundle's files: one folder per recommender, the catalogue, the history and the manifest (a
+        part the data could not train, such as the personal ones without customers, has no folder)."""
         folder = Path(folder)
-        parts: tuple[Recommender, ...] = (
+        parts: tuple[Recommender | None, ...] = (
             model.together,
             model.personal,
             model.similar,
@@ -175,7 +182,8 @@ class RecsBundle(FolderBundle):
             model.popular,
         )
         for name, part in zip(PARTS, parts, strict=True):
-            part.save(folder / name)
+            if part is not None:
+                part.save(folder / name)
         model.catalogue.save(folder / "catalogue")
         model.history.save(folder / "history", model.catalogue)
         (folder / MANIFEST_FILE).write_text(json.dumps(model.manifest, indent=2), encoding="utf-8")
@@ -205,9 +213,9 @@ class RecsBundle(FolderBundle):
             catalogue = ItemCatalogue.load(folder / "catalogue")
             model = RecsModel(
                 BoughtTogether.load(folder / "bought_together"),
-                RepeatThenPersonal.load(folder / "repeat_personal"),
+                _optional(RepeatThenPersonal.load, folder, "repeat_personal", provenance.manifest),
                 SimilarItems.load(folder / "similar"),
-                BuyAgain.load(folder / "buy_again"),
+                _optional(BuyAgain.load, folder, "buy_again", provenance.manifest),
                 Popular.load(folder / "popular"),
                 catalogue,
                 CustomerHistory.load(folder / "history", catalogue),
@@ -230,6 +238,14 @@ class RecsBundle(FolderBundle):
             if not answer.items:
                 raise ModelIntegrityError(f"{name} v{version}: warm-up returned no items")
         return model
+
+
+def _optional(load: Callable[[Path], _T], folder: Path, part: str, manifest: dict[str, Any]) -> _T | None:
+    """A part the manifest says was skipped (its reason under ``skipped``) is None; any other is loaded
+    (a missing folder then fails as a damaged bundle)."""
+    if part in manifest.get("skipped", {}):
+        return None
+    return load(folder / part)
 
 
 def _erase_aligned(

@@ -64,6 +64,13 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _dated(data: Path, job: str) -> None:
+    """Refuse a job built on time on an export without order times, in one line (see features.ingest)."""
+    from features.ingest import require_dates
+
+    require_dates(data, job)
+
+
 def _summary(title: str, rows: list[tuple[str, Any]]) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     for key, value in rows:
@@ -292,6 +299,7 @@ def features_build(
     from features.store import build_snapshot
 
     try:
+        _dated(data, "kairos features build")
         when = _as_of(as_of)
         if backend not in ("duckdb", "spark"):
             raise ValueError(f"--backend must be duckdb or spark, not {backend!r}")
@@ -429,6 +437,7 @@ def _train_binary(
     from training.propensity import task_by_name, train_task
 
     try:
+        _dated(data, f"kairos train {name}")
         when = _as_of(as_of)
         task = task_by_name(name, **target)
         with _progress(f"train {name}") as tick:
@@ -491,6 +500,7 @@ def train_engagement(
     tasks = [engagement_task(str(ch), a) for ch in ("email", "sms", "push") for a in ("open", "click")]
     suff = _sufficiency(min_positives, min_negatives, min_history_days)
     try:
+        _dated(data, "kairos train engagement")
         when = _as_of(as_of)
         with _progress("train engagement") as tick:
             results = train_many(tasks, data, tracking_uri, margin=margin, sufficiency=suff, as_of=when, progress=tick)
@@ -526,6 +536,7 @@ def train_value(
     from training.value import train_value as run
 
     try:
+        _dated(data, "kairos train value")
         when = _as_of(as_of)
         with _progress("train value") as tick:
             result = run(
@@ -574,6 +585,7 @@ def train_all(
 
     suff = _sufficiency(min_positives, min_negatives, min_history_days)
     try:
+        _dated(data, "kairos train all")
         when = _as_of(as_of)
         with _progress("train all") as tick:
             results: dict[str, Any] = train_many(
@@ -619,6 +631,7 @@ def doctor(
     from training.doctor import diagnose
 
     try:
+        _dated(data, "kairos doctor")
         when = _as_of(as_of)
         verdicts = diagnose(data, _sufficiency(min_positives, min_negatives, min_history_days), as_of=when)
     except (KairosError, ValueError) as exc:
@@ -663,6 +676,7 @@ def backtest(
     from training.backtest import backtest as run
 
     try:
+        _dated(data, "kairos backtest")
         when = _as_of(as_of)
         assert when is not None  # --as-of is required here
         result = run(model, data, tracking_uri, when, alias=alias)
@@ -704,6 +718,7 @@ def train_sendtime(
     from training.sendtime import train_sendtime as run
 
     try:
+        _dated(data, "kairos train sendtime")
         check = None
         if truth is not None:
             from synth.checks import SendTimeTruth
@@ -747,14 +762,31 @@ def train_offers(
     step_days: Annotated[int, typer.Option(min=7, help="Days between feature cutoffs for the logged sends.")] = 30,
     margin: _MARGIN_OPT = 0.0,
     as_of: _AS_OF_OPT = None,
+    from_campaigns: Annotated[
+        bool,
+        typer.Option(
+            "--from-campaigns",
+            help="Learn from campaign exposures instead: per campaign, exposed vs not exposed; uplift only where "
+            "the mapping declares the campaign randomised (or with --adjust). Nothing is registered.",
+        ),
+    ] = False,
+    adjust: Annotated[
+        bool,
+        typer.Option(help="With --from-campaigns: propensity-corrected estimates for targeted campaigns, reported."),
+    ] = False,
 ) -> None:
-    """Uplift models from logged randomised offer sends, evaluated (Qini, off-policy), registered as `offers`."""
+    """Uplift models from logged randomised offer sends, evaluated (Qini, off-policy), registered as `offers`;
+    or, with --from-campaigns, what campaign exposures and redemptions show (docs/offers.md)."""
     from training.offers import train_offers as run
 
+    if from_campaigns:
+        _campaign_effects(data, tracking_uri, adjust, as_of)
+        return
     if learner not in ("cells", "x", "t"):
         console.print(f"[bold red]error:[/] --learner must be cells, x or t, not {learner!r}")
         raise typer.Exit(code=2)
     try:
+        _dated(data, "kairos train offers")
         check = None
         if truth is not None:
             from synth.checks import OffersTruth
@@ -783,6 +815,31 @@ def train_offers(
     console.print(f"registered: offers v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered")
 
 
+def _campaign_effects(data: Path, tracking_uri: str, adjust: bool, as_of: str | None) -> None:
+    from training.campaigns import summary, train_campaign_effects
+
+    try:
+        _dated(data, "kairos train offers --from-campaigns")
+        result = train_campaign_effects(data, tracking_uri, adjust=adjust, as_of=_as_of(as_of))
+    except (KairosError, ValueError) as exc:
+        raise _fail(exc) from exc
+    table = Table(title="campaign effects (purchase within 30 days of the start)", title_justify="left")
+    for col in ("campaign", "exposed", "control", "bought (exp / ctl)", "redeemed", "uplift", "claim"):
+        table.add_column(col, justify="left" if col in ("campaign", "claim") else "right")
+    for r in result.table.to_dict(orient="records"):
+        rates = (
+            f"{r['bought_exposed']:.1%} / {r['bought_control']:.1%}"
+            if r["control"]
+            else f"{r['bought_exposed']:.1%} / -"
+        )
+        uplift = f"{r['uplift']:+.1%}" if r["uplift"] == r["uplift"] else "-"
+        redeemed = f"{r['redeemed']:.1%}" if r["redeemed"] == r["redeemed"] else "-"
+        table.add_row(str(r["campaign_id"]), str(r["exposed"]), str(r["control"]), rates, redeemed, uplift, r["claim"])
+    console.print(table)
+    console.print(summary(result.table))
+    console.print(f"logged: MLflow run {result.run_id} (nothing registered)")
+
+
 @train_app.command("recs")
 def train_recs(
     data: Annotated[Path, typer.Option(help="Data home (after `kairos ingest`).")] = DEFAULT_HOME,
@@ -792,22 +849,35 @@ def train_recs(
     test_days: Annotated[int, typer.Option(min=7, help="Days at the end of the data held out for evaluation.")] = 90,
     margin: Annotated[float, typer.Option(min=0.0, help="recall@10 gain needed to replace the champion.")] = 0.0,
     as_of: _AS_OF_OPT = None,
+    test_share: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="Export without dates: the share of baskets held out at random.")
+    ] = 0.2,
 ) -> None:
-    """Evaluate recommenders against baselines on a temporal split, refit, register the bundle."""
+    """Evaluate recommenders against baselines on a temporal split (a random split of baskets for an export
+    without dates), refit, register the bundle."""
     from training.recs import train_recs as run
 
     try:
         when = _as_of(as_of)
         with _progress("train recs") as tick:
-            result = run(data, tracking_uri, test_days=test_days, margin=margin, as_of=when, progress=tick)
+            result = run(
+                data, tracking_uri, test_days=test_days, margin=margin, as_of=when, test_share=test_share, progress=tick
+            )
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
-    table = Table(title="evaluation (temporal split, k=10)", title_justify="left")
+    table = Table(title=f"evaluation ({result.split}; k=10)", title_justify="left")
     for col in ("model", "task", "recall@10", "ndcg@10", "mrr", "coverage"):
         table.add_column(col, justify="left" if col in ("model", "task") else "right")
+    figures = ("recall@10", "ndcg@10", "mrr", "coverage")
     for r in result.table.to_dict(orient="records"):
-        table.add_row(r["model"], r["task"], *(f"{r[c]:.4f}" for c in ("recall@10", "ndcg@10", "mrr", "coverage")))
+        shown = (f"{r[c]:.4f}" for c in figures) if r["evaluated"] else ("not evaluated", "", "", "")
+        table.add_row(r["model"], r["task"], *shown)
     console.print(table)
+    skipped = result.table[~result.table["evaluated"].astype(bool)].drop_duplicates("note")
+    for note in skipped["note"]:
+        console.print(f"{', '.join(result.table.loc[result.table['note'] == note, 'model'].unique())}: {note}")
+    for part, why in result.skipped_parts.items():
+        console.print(f"bundle: {part} left out ({why})")
     reg = result.registration
     console.print(f"registered: recs v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered")
 
@@ -848,6 +918,7 @@ def score(
     from batch.score import score_all
 
     try:
+        _dated(data, "kairos score")
         when = _as_of(as_of)
         with _progress("score --all") as tick:
             result = score_all(

@@ -79,6 +79,7 @@ class Col:
     CONVERTED_AT = "converted_at"
 
     CAMPAIGN_TYPE = "campaign_type"
+    RANDOMISED = "randomised"
     STARTS_AT = "starts_at"
     ENDS_AT = "ends_at"
     EXPOSED_AT = "exposed_at"
@@ -380,6 +381,12 @@ CAMPAIGNS = Table(
         Column(Col.STARTS_AT, "timestamp", "When the campaign starts."),
         Column(Col.ENDS_AT, "timestamp", "When it ends."),
         Column(Col.COST, "float", "Total cost of the campaign."),
+        Column(
+            Col.RANDOMISED,
+            "bool",
+            "True when who received it was drawn at random among the eligible (a random holdout): only then "
+            "is 'exposed vs not exposed' an uplift. Empty or false: a targeted campaign.",
+        ),
     ),
     key=(Col.CAMPAIGN_ID,),
 )

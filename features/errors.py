@@ -25,3 +25,7 @@ class QuarantineThresholdError(KairosError):
 
 class DataNotFoundError(KairosError):
     """A data directory or snapshot the command needs does not exist yet."""
+
+
+class NoDatesError(KairosError):
+    """A job built on time was asked of an export without order times (mapping ``dates: false``)."""

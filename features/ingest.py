@@ -53,7 +53,7 @@ from features.contract import (
     Table,
 )
 from features.erasure import Tombstones, drop_erased
-from features.errors import InputDataError, MappingError, QuarantineThresholdError
+from features.errors import InputDataError, MappingError, NoDatesError, QuarantineThresholdError
 from features.expressions import ExpressionError, LookupData, clash, evaluate, result_types, unknown_reference
 from features.identity import (
     OVERRIDE_KIND,
@@ -75,6 +75,7 @@ logger = logging.getLogger(__name__)
 
 INGESTED_DIR = "ingested"
 REPORT_FILE = "ingest_report.json"
+DATES_KEY = "dates"  # the report's flag: False when the export has no order times (mapping dates: false)
 QUARANTINE_FILE = "quarantine.parquet"
 RECLASSIFIED_FILE = "reclassified.parquet"
 IDENTITY_MAP_FILE = "identity_map.parquet"
@@ -693,6 +694,8 @@ def _convert(
         # Prices are optional for basket-only data: no unit price and no line amount means no price at
         # all (published empty, report "prices": false), never an invented one.
         required = [c for c in required if c != Col.UNIT_PRICE]
+    if table in ("orders", "order_lines") and not mapping.dates:  # an export without times: none invented
+        required = [c for c in required if c != Col.ORDERED_AT]
     absent = [c for c in required if c not in sources and c not in constants]
     if absent:
         raise InputDataError(
@@ -1440,6 +1443,7 @@ def ingest(
             "published": dict(sorted(published.items())),
             "anonymous_order_lines": int(lines[Col.CUSTOMER_ID].isna().sum()) if Col.CUSTOMER_ID in lines else 0,
             "prices": prices,
+            DATES_KEY: mapping.dates,
             **_currency_report(mapping, kept["orders"]),
             "clock": _clock_report(mapping),
             "attributes": _attribute_report(mapping, filled),
@@ -1586,3 +1590,25 @@ def _table_report(checked: _Checked, q: np.ndarray, r: np.ndarray) -> dict[str, 
         "reclassified_to": {str(k): int(v) for k, v in checked.targets[r].value_counts().items()},
         "files": per_file,
     }
+
+
+def export_has_dates(data_home: Path) -> bool:
+    """Whether the ingested export has order times (its report's ``dates``; True for a home ingested before
+    the flag existed, and for one not ingested yet, whose own check then says so)."""
+    path = Path(data_home) / INGESTED_DIR / REPORT_FILE
+    if not path.is_file():
+        return True
+    return bool(json.loads(path.read_text(encoding="utf-8")).get(DATES_KEY, True))
+
+
+def require_dates(data_home: Path, job: str) -> None:
+    """Refuse a job built on time (windows, cutoffs, horizons, as-of) on an export without order times.
+
+    Raises:
+        NoDatesError: the mapping said ``dates: false``.
+    """
+    if not export_has_dates(data_home):
+        raise NoDatesError(
+            f"{job} needs order times and this export has none (its mapping says dates: false); on data "
+            "without dates only `kairos train recs` runs (evaluated on a random split of baskets)"
+        )

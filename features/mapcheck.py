@@ -104,6 +104,8 @@ def _required(mapping: Mapping, table: str) -> set[str]:
         required.discard(Col.UNIT_PRICE)  # prices are optional (basket-only data)
         if "orders" not in mapping.tables:
             required |= {c.name for c in ORDERS.columns if c.required}
+    if table in ("orders", "order_lines") and not mapping.dates:
+        required.discard(Col.ORDERED_AT)  # an export without order times (dates: false)
     return required
 
 
@@ -340,7 +342,7 @@ def draft_mapping(input_dir: Path, name: str | None = None) -> Draft:
     warnings: list[str] = []
     tables: dict[str, dict[str, Any]] = {}
     samples: dict[str, pd.DataFrame] = {}
-    naive = False
+    naive = undated = False
     for path in files:
         frame, fmt = _sample(path)
         matches = _matches(frame)
@@ -400,6 +402,13 @@ def draft_mapping(input_dir: Path, name: str | None = None) -> Draft:
             )
         if Col.UNIT_PRICE not in lines and Col.LINE_AMOUNT not in lines:
             warnings.append("tables.order_lines: no price column found: the export is read as basket-only")
+        header = tables.get("orders", {}).get("columns", {})
+        if Col.ORDERED_AT not in lines and Col.ORDERED_AT not in header:
+            undated = True
+            warnings.append(
+                "dates: false (no order time found): only `kairos train recs` runs on data without dates; map "
+                "tables.order_lines.columns.ordered_at instead if the export has one"
+            )
     else:
         warnings.append("no file looks like order lines (order id, item id, quantity): map them by hand")
     if "exposures" in tables and "campaigns" in tables:
@@ -413,6 +422,8 @@ def draft_mapping(input_dir: Path, name: str | None = None) -> Draft:
             tables["exposures"]["expressions"] = {Col.EXPOSED_AT: f'campaign."{start}"'}
             warnings.append("tables.exposures.expressions.exposed_at: the campaign's start date (no send time found)")
     draft: dict[str, Any] = {"name": name or folder.name, "timezone": FLOATING if naive else "UTC"}
+    if undated:
+        draft["dates"] = False
     if naive:
         warnings.append(
             "timezone: floating (times without an offset, read as wall-clock times); name the zone instead "

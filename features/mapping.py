@@ -230,6 +230,11 @@ class Mapping(_Strict):
         description="File of forced merges and splits (CSV or YAML) for identity resolution; a relative path is "
         "taken from the mapping file's folder. `kairos ingest --identity-overrides` replaces it.",
     )
+    dates: bool = Field(
+        default=True,
+        description="False: the export has no order times at all (baskets only). Order lines are then accepted "
+        "without ordered_at (never given an invented one) and only the recommendations job runs on the data.",
+    )
     tables: dict[str, TableMapping]
 
     @field_validator("timezone")
@@ -323,6 +328,12 @@ class Mapping(_Strict):
                     raise ValueError(
                         f"tables.{table_name}.{rule_name}.column: {rule.column!r} is not a contract column of "
                         f"{table_name} (name the contract column, e.g. order_id, not the source column)"
+                    )
+        if not self.dates:
+            for table_name in ("orders", "order_lines"):
+                if table_name in self.tables and self.tables[table_name].maps(Col.ORDERED_AT):
+                    raise ValueError(
+                        f"tables.{table_name}: maps ordered_at while the mapping says dates: false (remove one)"
                     )
         if "order_lines" not in self.tables and "orders" in self.tables:
             raise ValueError("tables.orders is given without tables.order_lines")

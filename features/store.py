@@ -30,7 +30,7 @@ from features.definitions import (
     features_for,
 )
 from features.errors import DataNotFoundError, InputDataError
-from features.ingest import INGESTED_DIR, REPORT_FILE
+from features.ingest import INGESTED_DIR, REPORT_FILE, require_dates
 from features.io import staged_dir, write_parquet
 from features.segments import assign_segments, summarise_transitions, transition_matrix
 
@@ -269,7 +269,11 @@ def build_snapshot(data_home: Path, as_of: datetime | None = None, con: ibis.Bas
     transition matrix per segmentation (``transitions_<column>.parquet``); the manifest carries segment
     sizes and a summary of the moves. ``con`` selects the execution backend (default embedded DuckDB;
     see :mod:`features.backends`).
+
+    Raises:
+        NoDatesError: the export has no order times (``dates: false``): features are windows in time.
     """
+    require_dates(data_home, "kairos features build")
     tables = open_tables(data_home, con)
     as_of = as_of or default_as_of(tables)
     # features read only events before ``as_of`` anyway; the view makes that true of every table they touch

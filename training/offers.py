@@ -37,8 +37,9 @@ from bundles.offers import MODEL_NAME, OffersBundle
 from features.contract import Col, OrderStatus
 from features.definitions import FEATURES, GROUPS, definition_hash, population
 from features.errors import KairosError
+from features.ingest import require_dates
 from features.segments import assign_segments
-from features.store import data_currency, data_end, ingest_report, latest_snapshot, open_tables
+from features.store import attribute_bands, data_currency, data_end, ingest_report, latest_snapshot, open_tables
 from models.decisioning.control import ControlGroup
 from models.decisioning.nbo import (
     NextBestOffer,
@@ -147,7 +148,13 @@ def build_send_dataset(
     """
     tick = progress or (lambda step, frac: None)
     if "messages" not in tables:
-        raise InsufficientOfferDataError("no messages table: the export has no campaign history")
+        hint = (
+            "; it has campaign exposures: `kairos train offers --from-campaigns` shows what they can and cannot "
+            "teach (docs/offers.md)"
+            if "exposures" in tables
+            else ""
+        )
+        raise InsufficientOfferDataError(f"no messages table: the export has no logged offer sends{hint}")
     msgs = tables["messages"].select(Col.MESSAGE_ID, Col.CUSTOMER_KEY, Col.CHANNEL, Col.OFFER_ID, SENT_AT).execute()
     msgs = msgs[msgs[Col.CUSTOMER_KEY].notna()]
     if msgs.empty:
@@ -501,7 +508,12 @@ def build_data(cfg: OffersConfig, data_home: Path, sends: pd.DataFrame | None, t
     """
     step_days, holdout_days, catalogue_path = cfg.step_days, cfg.holdout_days, cfg.catalogue_path
     path = catalogue_path or EXAMPLE_CATALOGUE
-    catalogue = load_catalogue(path).in_currency(data_currency(data_home), str(path))
+    catalogue = (
+        load_catalogue(path)
+        .in_currency(data_currency(data_home), str(path))
+        .with_band_positions(attribute_bands(data_home), str(path))
+    )
+    require_dates(data_home, "offer training")
     tables = open_tables(data_home, as_of=cfg.as_of)
     data = build_send_dataset(tables, step_days=step_days, progress=tick) if sends is None else sends
     train, holdout = _split(data, holdout_days)

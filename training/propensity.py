@@ -43,6 +43,7 @@ from features.datasets import (
 )
 from features.definitions import NUMERIC_FEATURES
 from features.errors import KairosError
+from features.ingest import require_dates
 from features.store import data_currency, data_end, ingest_report, manifest_for, open_tables
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
@@ -363,6 +364,7 @@ class Context:
     def open(cls, data_home: Path, as_of: datetime | None = None) -> Context:
         """The data of ``data_home``, as of ``as_of`` when given: every later row is invisible, so the data's
         end, the cutoffs and the labels are those of an export truncated at ``as_of``."""
+        require_dates(data_home, "a job built on time windows (churn, purchase, engagement, value, doctor, backtest)")
         tables = open_tables(data_home, as_of=as_of)
         return cls(Path(data_home), tables, FeatureCache(tables), first_order(tables), data_end(tables), as_of)
 

@@ -9,7 +9,7 @@ for the business rules, each in its own folder of NumPy / Parquet / JSON files.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,9 @@ import pandas as pd
 from bundles import registry
 from bundles.recs import PARTS, RecsBundle, RecsModel
 from features.errors import KairosError
+from features.ingest import export_has_dates
+from features.store import ingest_report
+from models.recs.base import IX
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
 from models.recs.cooccurrence import BoughtTogether
@@ -27,7 +30,18 @@ from models.recs.personal import ImplicitRecommender
 from models.recs.popular import Popular
 from models.recs.rules import CustomerHistory, ItemCatalogue
 from models.recs.similar import SimilarItems
-from training.recs_eval import BASKET_COMPLETION, NEXT_BASKET, baseline_models, evaluate, load_home
+from training.recs_eval import (
+    BASKET_COMPLETION,
+    NEXT_BASKET,
+    PERSONAL_BASELINES,
+    baseline_models,
+    evaluate,
+    evaluate_sets,
+    format_table,
+    known_customers,
+    load_home,
+    random_split,
+)
 
 MODEL_NAME = "recs"
 EXPERIMENT = "kairos-recs"
@@ -43,17 +57,40 @@ class RecsRun:
     table: pd.DataFrame
     metrics: dict[str, float]
     registration: registry.Registration | None
+    split: str = "temporal split"  # how the evaluation cut the data (the table's title)
+    skipped_parts: dict[str, str] = field(default_factory=dict)  # bundle parts left out -> why
+
+
+KAIROS_TOGETHER = "Kairos bought together"
+KAIROS_PERSONAL = "Kairos repeat + personal"
+#: What the bundle leaves out when no order names a customer, and why (recorded in its manifest).
+NO_CUSTOMER_PARTS = {
+    "repeat_personal": "no order names a customer: nothing personal to learn",
+    "buy_again": "no order names a customer: no one's repurchase intervals",
+}
 
 
 def _models() -> dict[str, Any]:
-    return {"Kairos bought together": BoughtTogether(), "Kairos repeat + personal": RepeatThenPersonal()}
+    return {KAIROS_TOGETHER: BoughtTogether(), KAIROS_PERSONAL: RepeatThenPersonal()}
 
 
 def _metrics(table: pd.DataFrame, k: int) -> dict[str, float]:
-    """Headline figures: each task's Kairos model and its best baseline."""
+    """Headline figures: each evaluated task's Kairos model and its best baseline (a task the data could
+    not pose has none; the table's note says why).
+
+    Raises:
+        KairosError: basket completion, which selects the champion, could not be evaluated.
+    """
     out: dict[str, float] = {}
-    for task, kairos in ((BASKET_COMPLETION, "Kairos bought together"), (NEXT_BASKET, "Kairos repeat + personal")):
-        rows = table[table["task"] == task].set_index("model")
+    for task, kairos in ((BASKET_COMPLETION, KAIROS_TOGETHER), (NEXT_BASKET, KAIROS_PERSONAL)):
+        rows = table[(table["task"] == task) & table["evaluated"]].set_index("model")
+        if kairos not in rows.index or not rows.loc[kairos, "queries"]:
+            if task == BASKET_COMPLETION:
+                raise KairosError(
+                    "basket completion could not be evaluated: no test basket holds two or more items of which "
+                    "one was sold in the training part; nothing to select a recommendations model by"
+                )
+            continue
         for metric in (f"recall@{k}", f"ndcg@{k}", "mrr"):
             key = metric.replace("@", "_at_")
             out[f"{task}_{key}"] = float(rows.loc[kairos, metric])
@@ -73,57 +110,115 @@ class RecsConfig:
     margin: float = 0.0  # how much the new version must beat the champion's selection metric by
     register: bool = True
     as_of: datetime | None = None  # the data as it stood then (None: all of it)
+    test_share: float = 0.2  # without order times: the share of baskets held out at random
+    seed: int = 0  # the hidden-item draw, and the random split without order times
 
 
 @dataclass(frozen=True)
 class RecsData:
     interactions: pd.DataFrame
     items: pd.DataFrame
-    end: pd.Timestamp  # the last interaction
-    split_at: pd.Timestamp  # evaluation: fit before, judge from here to the end
+    end: pd.Timestamp | None  # the last interaction (None: the export has no order times)
+    split_at: pd.Timestamp | None  # evaluation: fit before, judge from here to the end (None: random split)
+    customers: int  # distinct customers among the purchases (0: a basket-only export)
+    dates: bool = True  # False: the mapping said dates: false (no order times at all)
+
+    def split_label(self, cfg: RecsConfig) -> str:
+        """How the evaluation cut the data, for the table's title and the model card."""
+        if self.dates:
+            return f"temporal split at {self.split_at:%Y-%m-%d}, {cfg.test_days} test days"
+        return (
+            f"random split of baskets ({cfg.test_share:.0%} held out, seed {cfg.seed}): the export has no dates, "
+            "so these figures are not those of predicting later baskets"
+        )
 
 
 def build_data(cfg: RecsConfig, data_home: Path) -> RecsData:
     """Interactions and items of an ingested home, and the temporal split.
 
+    An export without order times (mapping ``dates: false``) has no temporal split: every purchase is
+    taken as known at the ingest run (one instant: no recency weighting and no order among baskets; the
+    stamp lives in training only, the data keep no date) and the evaluation splits baskets at random.
+
     Raises:
-        KairosError: the test period leaves no history before it.
+        KairosError: the test period leaves no history before it; ``as_of`` on an export without dates.
     """
+    if not export_has_dates(Path(data_home)):
+        if cfg.as_of is not None:
+            raise KairosError("--as-of needs order times and this export has none (its mapping says dates: false)")
+        interactions, items = load_home(Path(data_home))
+        known_at = pd.Timestamp(ingest_report(Path(data_home))["run_at"]).tz_convert("UTC")
+        interactions = interactions.assign(**{IX.TS: known_at})
+        return RecsData(interactions, items, None, None, known_customers(interactions), dates=False)
     interactions, items = load_home(Path(data_home), cfg.as_of)
     end = pd.Timestamp(interactions["ts"].max())
     split_at = (end - timedelta(days=cfg.test_days)).floor("D")
     if split_at <= pd.Timestamp(interactions["ts"].min()):
         raise KairosError(f"{cfg.test_days} test days leave no training history before them")
-    return RecsData(interactions, items, end, split_at)
+    return RecsData(interactions, items, end, split_at, known_customers(interactions))
 
 
 def evaluate_split(cfg: RecsConfig, data: RecsData, tick: ProgressFn) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Every recommender fitted before the split and judged after it, beside G/P/GP-TopFreq."""
+    """Every recommender fitted before the split and judged after it, beside G/P/GP-TopFreq (on a random
+    split of baskets when the export has no order times)."""
     tick("evaluating against baselines", 0.05)
     models = {**baseline_models(), **_models()}
     tasks: dict[str, tuple[str, ...]] = {name: (BASKET_COMPLETION, NEXT_BASKET) for name in baseline_models()}
-    tasks |= {"Kairos bought together": (BASKET_COMPLETION,), "Kairos repeat + personal": (NEXT_BASKET,)}
-    split = data.split_at.to_pydatetime()
-    table = evaluate(models, data.interactions, data.items, split, cfg.test_days, cfg.k, tasks=tasks)
+    tasks |= {KAIROS_TOGETHER: (BASKET_COMPLETION,), KAIROS_PERSONAL: (NEXT_BASKET,)}
+    personal = PERSONAL_BASELINES | {KAIROS_PERSONAL}
+    if data.split_at is None:
+        train, test = random_split(data.interactions, cfg.test_share, cfg.seed)
+        table = evaluate_sets(
+            models, train, test, data.items, cfg.k, now=None, seed=cfg.seed, tasks=tasks, personal=personal
+        )
+    else:
+        split = data.split_at.to_pydatetime()
+        table = evaluate(
+            models, data.interactions, data.items, split, cfg.test_days, cfg.k,
+            seed=cfg.seed, tasks=tasks, personal=personal,
+        )  # fmt: skip
     return table, _metrics(table, cfg.k)
 
 
+def _basket_factors(interactions: pd.DataFrame, items: pd.DataFrame) -> ImplicitRecommender:
+    """Item factors learned with each order as a row (the items of one basket are alike): what similar
+    items stand on when no order names its customer. No customer is stored: similar items keep the
+    item factors only."""
+    return ImplicitRecommender().fit(interactions.assign(**{IX.CUSTOMER: interactions[IX.BASKET]}), items)
+
+
 def fit(data: RecsData, tick: ProgressFn) -> RecsModel:
-    """Every recommender, the catalogue and the purchase history refitted on all data: what is served."""
+    """Every recommender, the catalogue and the purchase history refitted on all data: what is served.
+
+    Without customers (a basket-only export) the personal parts are left out and the manifest says why
+    (``skipped``); similar items then learn their item factors from the baskets."""
     tick("refitting on all data", 0.5)
     interactions, items = data.interactions, data.items
-    personal = ImplicitRecommender().fit(interactions, items)
     together = BoughtTogether().fit(interactions, items)
-    repeat = RepeatThenPersonal(personal=personal).fit(interactions, items)
+    repeat: RepeatThenPersonal | None = None
+    buy_again: BuyAgain | None = None
+    if data.customers:
+        personal = ImplicitRecommender().fit(interactions, items)
+        repeat = RepeatThenPersonal(personal=personal).fit(interactions, items)
+        buy_again = BuyAgain().fit(interactions, items)
+        skipped: dict[str, str] = {}
+    else:
+        personal = _basket_factors(interactions, items)
+        skipped = dict(NO_CUSTOMER_PARTS)
+    if not data.dates and buy_again is not None:
+        buy_again, skipped["buy_again"] = None, "the export has no dates: no repurchase intervals"
     similar = SimilarItems(base=personal).fit(interactions, items)
-    buy_again = BuyAgain().fit(interactions, items)
     popular = Popular().fit(interactions, items)
     catalogue = ItemCatalogue.from_items(items)
     history = CustomerHistory().fit(interactions, catalogue)
     manifest = {
-        "models": sorted(PARTS),
-        "trained_until": data.end.isoformat(),
-        "split_at": data.split_at.isoformat(),
+        "models": sorted(set(PARTS) - set(skipped)),
+        "skipped": skipped,
+        "customers": data.customers,
+        "dates": data.dates,
+        "trained_until": data.end.isoformat() if data.end is not None else None,
+        "split_at": data.split_at.isoformat() if data.split_at is not None else None,
+        "split": "temporal" if data.dates else "random",
     }
     return RecsModel(together, repeat, similar, buy_again, popular, catalogue, history, manifest)
 
@@ -139,13 +234,16 @@ def log_and_register(
         params = {
             "test_days": cfg.test_days,
             "k": cfg.k,
-            "split_at": data.split_at.isoformat(),
+            "split_at": data.split_at.isoformat() if data.split_at is not None else "random (no dates)",
             "margin": cfg.margin,
             "data_as_of": cfg.as_of.isoformat() if cfg.as_of else "all",
+            "customers": data.customers,
+            "evaluated_tasks": ",".join(sorted(set(table.loc[table["evaluated"], "task"]))),
         }
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_text(table.to_csv(index=False), "evaluation.csv")
+        mlflow.log_text(model_card(cfg, data, model, table), "model_card.md")
         registration = registry.log_and_register(
             job,
             bundle,
@@ -156,7 +254,30 @@ def log_and_register(
             metric_value=metrics[SELECTION_METRIC],
             margin=cfg.margin,
         )
-    return RecsRun(job.run_id, table, metrics, registration)
+    skipped = dict(model.manifest["skipped"])
+    return RecsRun(job.run_id, table, metrics, registration, data.split_label(cfg), skipped)
+
+
+def model_card(cfg: RecsConfig, data: RecsData, model: RecsModel, table: pd.DataFrame) -> str:
+    """The recommendations card: how the data were split, the evaluation table, what was not evaluated
+    and which parts the bundle leaves out (markdown, logged beside the bundle)."""
+    lines = [
+        "# Model card: recommendations",
+        "",
+        f"- Evaluation: {data.split_label(cfg)}; k = {cfg.k}.",
+        f"- Customers in the data: {data.customers:,}; order times: {'yes' if data.dates else 'none (dates: false)'}.",
+        f"- Trained until: {data.end:%Y-%m-%d %H:%M} UTC." if data.end is not None else "- Trained until: no dates.",
+        "",
+        "## Evaluation",
+        "",
+        "```",
+        format_table(table),
+        "```",
+    ]
+    skipped = model.manifest.get("skipped", {})
+    if skipped:
+        lines += ["", "## Left out of the bundle", ""] + [f"- {part}: {why}" for part, why in sorted(skipped.items())]
+    return "\n".join(lines) + "\n"
 
 
 def train_recs(
@@ -168,13 +289,15 @@ def train_recs(
     margin: float = 0.0,
     register: bool = True,
     as_of: datetime | None = None,
+    test_share: float = 0.2,
     progress: ProgressFn | None = None,
 ) -> RecsRun:
     """Evaluate on the last ``test_days`` (fit before), refit everything on all data, log and register:
     :func:`build_data` -> :func:`evaluate_split` -> :func:`fit` -> :func:`log_and_register`. With
-    ``as_of``, "all data" is the order lines placed before it."""
+    ``as_of``, "all data" is the order lines placed before it. An export without order times is
+    evaluated on a random ``test_share`` of its baskets instead."""
     tick = progress or (lambda step, frac: None)
-    cfg = RecsConfig(tracking_uri, test_days, k, margin, register, as_of)
+    cfg = RecsConfig(tracking_uri, test_days, k, margin, register, as_of, test_share)
     data = build_data(cfg, data_home)
     table, metrics = evaluate_split(cfg, data, tick)
     model = fit(data, tick)

@@ -87,6 +87,38 @@ def temporal_split(
     return train, test
 
 
+def random_split(interactions: pd.DataFrame, test_share: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cut the interactions by basket at random (seeded): for an export without order times, where no
+    temporal split exists. Each basket falls wholly on one side; a customer's baskets may fall on both,
+    in any order (the figures are then not those of predicting the future, and are labelled so).
+
+    Args:
+        interactions: the interactions frame (:class:`~models.recs.base.IX` columns).
+        test_share: the share of baskets held out, in (0, 1).
+        seed: the seed of the draw (same seed, same data: same split).
+
+    Returns:
+        ``(train, test)``.
+
+    Raises:
+        ValueError: ``test_share`` outside (0, 1), or either side is empty.
+    """
+    if not 0.0 < test_share < 1.0:
+        raise ValueError(f"test_share must be between 0 and 1, got {test_share}")
+    baskets = np.sort(interactions[IX.BASKET].dropna().astype(str).unique())
+    held = np.random.default_rng(seed).random(len(baskets)) < test_share
+    test_ids = set(baskets[held])
+    in_test = interactions[IX.BASKET].astype(str).isin(test_ids).to_numpy()
+    train = interactions[~in_test].reset_index(drop=True)
+    test = interactions[in_test].reset_index(drop=True)
+    if train.empty or test.empty:
+        raise ValueError(
+            f"a random {test_share:.0%} of {len(baskets)} baskets leaves {len(train)} training and {len(test)} "
+            "test interactions"
+        )
+    return train, test
+
+
 def _purchases(frame: pd.DataFrame) -> pd.DataFrame:
     rows = frame
     if IX.EVENT in rows.columns:
@@ -358,6 +390,38 @@ def baseline_models() -> dict[str, Recommender]:
     return {"G-TopFreq": GlobalTopFreq(), "P-TopFreq": PersonalTopFreq(), "GP-TopFreq": GlobalPersonalTopFreq()}
 
 
+#: The baselines that learn from customers' own purchases (skipped when no order names a customer).
+PERSONAL_BASELINES = frozenset({"P-TopFreq", "GP-TopFreq"})
+
+NO_CUSTOMERS = (
+    "not evaluated: no training order names a customer (a basket-only export); personal recommenders need customers"
+)
+NO_RETURNING = "not evaluated: no customer buys in the test part who also bought in the training part"
+
+
+def known_customers(interactions: pd.DataFrame) -> int:
+    """Distinct customers among the purchases (0 for a basket-only export: every order anonymous)."""
+    return int(_purchases(interactions)[IX.CUSTOMER].dropna().nunique())
+
+
+def _skipped_row(name: str, task: str, k: int, note: str) -> dict[str, object]:
+    """A table row for a model x task that could not be evaluated: no figures, the reason in ``note``."""
+    nan = float("nan")
+    metrics = (f"recall@{k}", f"ndcg@{k}", "mrr", f"hit@{k}", f"precision@{k}", "coverage", "pop_bias", "arp", "fill")
+    return {
+        "model": name,
+        "task": task,
+        "evaluated": False,
+        "queries": 0,
+        "skipped": 0,
+        **dict.fromkeys(metrics, nan),
+        "violations": 0,
+        "fit_s": nan,
+        "ms_per_query": nan,
+        "note": note,
+    }
+
+
 def evaluate(
     models: Mapping[str, Recommender],
     interactions: pd.DataFrame,
@@ -369,6 +433,7 @@ def evaluate(
     seed: int = 0,
     tasks: Mapping[str, Collection[str]] | None = None,
     anonymous_carts: bool = False,
+    personal: Collection[str] = PERSONAL_BASELINES,
 ) -> pd.DataFrame:
     """Fit every model on the data before ``split_at`` and score it on the tasks after.
 
@@ -382,34 +447,92 @@ def evaluate(
         seed: seed of the hidden-item draw.
         tasks: name -> the tasks to run that model on; models not named run on both.
         anonymous_carts: basket-completion queries without the customer key.
+        personal: the models that learn from customers' own purchases (see :func:`evaluate_sets`).
 
     Returns:
-        One row per model x task: ``model, task, queries, skipped, recall@k, ndcg@k, mrr, hit@k,
-        precision@k, coverage, pop_bias, arp, fill, violations, fit_s, ms_per_query, note``.
+        One row per model x task (see :func:`evaluate_sets`).
     """
     train, test = temporal_split(interactions, split_at, test_days)
-    split = _utc(split_at).to_pydatetime()
-    catalogue = (
-        set(items[IX.ITEM].astype(str)) if items is not None and len(items) else set(interactions[IX.ITEM].astype(str))
-    )
+    now = _utc(split_at).to_pydatetime()
+    return evaluate_sets(
+        models, train, test, items, k, now=now, seed=seed, tasks=tasks, anonymous_carts=anonymous_carts,
+        personal=personal,
+    )  # fmt: skip
+
+
+def evaluate_sets(
+    models: Mapping[str, Recommender],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    items: pd.DataFrame | None,
+    k: int = 10,
+    *,
+    now: datetime | None,
+    seed: int = 0,
+    tasks: Mapping[str, Collection[str]] | None = None,
+    anonymous_carts: bool = False,
+    personal: Collection[str] = PERSONAL_BASELINES,
+) -> pd.DataFrame:
+    """Fit every model on ``train`` and score it on the tasks in ``test`` (a temporal or a random split).
+
+    A task that the data cannot pose is not run, and its rows say so (``evaluated`` False, no figures,
+    the reason in ``note``): next basket when no test customer has training history; every task of a
+    ``personal`` model when no training order names a customer (such a model has nothing to learn and
+    is not fitted).
+
+    Args:
+        models: name -> unfitted recommender.
+        train: the training interactions.
+        test: the test interactions.
+        items: the catalogue (its ids define coverage); None: the items in ``train`` and ``test``.
+        k: cut-off.
+        now: the time of asking for next basket (the split time); None: the last training time.
+        seed: seed of the hidden-item draw.
+        tasks: name -> the tasks to run that model on; models not named run on both.
+        anonymous_carts: basket-completion queries without the customer key.
+        personal: the models that learn from customers' own purchases.
+
+    Returns:
+        One row per model x task: ``model, task, evaluated, queries, skipped, recall@k, ndcg@k, mrr,
+        hit@k, precision@k, coverage, pop_bias, arp, fill, violations, fit_s, ms_per_query, note``.
+    """
+    every = pd.concat([train[IX.ITEM], test[IX.ITEM]])
+    catalogue = set(items[IX.ITEM].astype(str)) if items is not None and len(items) else set(every.astype(str))
     popularity = training_popularity(train, catalogue)
     known = set(train[IX.ITEM].dropna().astype(str))
+    has_customers = known_customers(train) > 0
+    returning = set(_purchases(train)[IX.CUSTOMER].dropna().astype(str))
+    next_possible = bool(returning & set(_purchases(test)[IX.CUSTOMER].dropna().astype(str)))
     rows = []
     for name, model in models.items():
         wanted = tuple(tasks.get(name, TASKS)) if tasks is not None else TASKS
-        began = time.perf_counter()
-        fitted = model.fit(train, items)
-        fit_s = time.perf_counter() - began
-        logger.info("%s fitted in %.1f s", name, fit_s)
+        unknown = [task for task in wanted if task not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task {unknown[0]!r}; known: {TASKS}")
+        why: dict[str, str] = {}  # task -> why it cannot be posed for this model
         for task in wanted:
+            if not has_customers and (name in personal or task == NEXT_BASKET):
+                why[task] = NO_CUSTOMERS
+            elif task == NEXT_BASKET and not next_possible:
+                why[task] = NO_RETURNING
+        fitted, fit_s = None, float("nan")
+        if len(why) < len(wanted):
+            began = time.perf_counter()
+            fitted = model.fit(train, items)
+            fit_s = time.perf_counter() - began
+            logger.info("%s fitted in %.1f s", name, fit_s)
+        for task in wanted:
+            if task in why or fitted is None:
+                rows.append(_skipped_row(name, task, k, why[task]))
+                continue
             if task == BASKET_COMPLETION:
                 result = basket_completion(fitted, test, known, k, seed, anonymous_carts=anonymous_carts)
-            elif task == NEXT_BASKET:
-                result = next_basket(fitted, train, test, k, now=split)
             else:
-                raise ValueError(f"unknown task {task!r}; known: {TASKS}")
-            rows.append(summarise(name, result, k, catalogue, popularity, fit_s))
-    return pd.DataFrame(rows)
+                result = next_basket(fitted, train, test, k, now=now)
+            rows.append({"evaluated": True, **summarise(name, result, k, catalogue, popularity, fit_s)})
+    order = ["model", "task", "evaluated"]
+    table = pd.DataFrame(rows)
+    return table[order + [c for c in table.columns if c not in order]] if len(table) else table
 
 
 def kairos_models() -> tuple[dict[str, Recommender], dict[str, tuple[str, ...]]]:
@@ -448,7 +571,7 @@ def format_table(table: pd.DataFrame) -> str:
     """The figures as fixed-width text (notes listed once per task underneath)."""
     shown = table.drop(columns=["note"])
     text = shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
-    notes = table.drop_duplicates("task")[["task", "note"]]
+    notes = table.drop_duplicates(["task", "note"])[["task", "note"]]
     return text + "\n\n" + "\n".join(f"{task}: {note}" for task, note in notes.itertuples(index=False))
 
 
@@ -473,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = evaluate(
         models, interactions, items, split, args.test_days, args.k,
         seed=args.seed, tasks=tasks, anonymous_carts=args.anonymous_carts,
+        personal=PERSONAL_BASELINES | {name for name, wanted in tasks.items() if wanted == (NEXT_BASKET,)},
     )  # fmt: skip
     end = split + timedelta(days=args.test_days)
     print(f"train < {split:%Y-%m-%d}, test [{split:%Y-%m-%d}, {end:%Y-%m-%d}), k={args.k}, seed={args.seed}")

@@ -30,6 +30,7 @@ from bundles import registry
 from bundles.sendtime import MODEL_NAME, SendTimeBundle
 from features.contract import Col
 from features.errors import DataNotFoundError, KairosError
+from features.ingest import require_dates
 from features.mapping import load_mapping
 from features.store import SEGMENTS_FILE, SNAPSHOTS_DIR, ingest_report, open_tables
 from models.decisioning.channel import ChannelPreference
@@ -103,6 +104,7 @@ def load_inputs(data_home: Path, segment_column: str = SEGMENT_COLUMN) -> SendTi
 
     Activity is one row per known customer's web session (its first event) and per order.
     """
+    require_dates(data_home, "send-time training")
     tables = open_tables(Path(data_home))
     empty_msgs = pd.DataFrame(
         {

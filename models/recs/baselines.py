@@ -205,8 +205,9 @@ class PersonalTopFreq(Estimator):
         customers = history[IX.CUSTOMER].to_numpy(dtype=object)
         item_ids = history[IX.ITEM].to_numpy(dtype=object)
         counts = history["baskets"].to_numpy(dtype="int64")
+        # one run of rows per customer; no customers at all (a basket-only export) gives no runs
         starts = np.flatnonzero(np.r_[True, customers[1:] != customers[:-1]]) if len(customers) else np.array([], int)
-        ends = np.r_[starts[1:], len(customers)]
+        ends = np.r_[starts[1:], len(customers)] if len(customers) else np.array([], int)
         self.history_ = history
         self.by_customer_ = {customers[s]: (item_ids[s:e], counts[s:e]) for s, e in zip(starts, ends, strict=True)}
         self.categories_ = categories

@@ -24,9 +24,13 @@ from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, Personal
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
 from models.recs.cooccurrence import BoughtTogether
+from models.recs.cooccurrence_count import CooccurrenceCount
+from models.recs.ease import EASE
 from models.recs.personal import ImplicitRecommender
 from models.recs.popular import Popular
 from models.recs.similar import SimilarItems
+from models.recs.tifuknn import TIFUKNN
+from models.recs.upcf import UPCF
 from tests.models.recs.data import ITEMS, QUERIES, interactions
 
 ALLOWED_SUFFIXES = {".npy", ".npz", ".parquet", ".json"}
@@ -48,6 +52,11 @@ FACTORIES: dict[str, Callable[[], Recommender]] = {
     "g_topfreq": lambda: GlobalTopFreq(),
     "p_topfreq": lambda: PersonalTopFreq(),
     "gp_topfreq": lambda: GlobalPersonalTopFreq(),
+    "tifuknn": lambda: TIFUKNN(group_size=2, n_neighbours=3),
+    "upcf": lambda: UPCF(recency=2, n_neighbours=None),
+    "cooccurrence_count": lambda: CooccurrenceCount(),
+    "ease_customer": lambda: EASE(l2=1.0),
+    "ease_basket": lambda: EASE(l2=1.0, max_items=6, rows="basket"),
 }
 
 

@@ -15,6 +15,7 @@ Without a timestamp column (a basket-only export) baskets are ordered by their f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -184,6 +185,6 @@ def csr_from(arrays: dict[str, np.ndarray], prefix: str) -> sp.csr_matrix:
     )
 
 
-def prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """``arrays`` with every key prefixed ``prefix_``."""
     return {f"{prefix}_{k}": v for k, v in arrays.items()}

@@ -96,9 +96,9 @@ class CooccurrenceCount(Estimator):
             return []
         per_seed = rows[:, index].toarray()  # seeds × answers: who contributed most, for the reason
         strongest = per_seed.argmax(axis=0)
-        out = []
-        for item, value, s in zip(index.tolist(), score.tolist(), strongest.tolist(), strict=True):
-            n = int(per_seed[s, len(out)])
+        out: list[Recommendation] = []
+        for col, (item, value, s) in enumerate(zip(index.tolist(), score.tolist(), strongest.tolist(), strict=True)):
+            n = int(per_seed[s, col])
             name = self.names_[seed_codes[s]]
             reason = f"bought together with {name} in {n} order{'' if n == 1 else 's'}"
             out.append(Recommendation(str(self.item_ids_[item]), float(value), RecSource.BOUGHT_TOGETHER, reason))

@@ -93,7 +93,9 @@ class TIFUKNN(_UserNeighbourModel):
         n_customers = len(data.customer_ids)
         if n_customers == 0:
             raise ValueError("TIFUKNN: no purchase has a customer key; it needs customers' basket sequences")
-        profile = personal_vectors(data.basket_customer, data.incidence, n_customers, self.group_size, self.within_decay, self.group_decay)
+        profile = personal_vectors(
+            data.basket_customer, data.incidence, n_customers, self.group_size, self.within_decay, self.group_decay
+        )
         neighbours = cosine_neighbours(profile, self.n_neighbours)
         # the neighbours' mean: each found neighbour weighs (1 - alpha) / (neighbours found)
         found = np.diff(neighbours.indptr)

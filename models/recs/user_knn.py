@@ -101,7 +101,9 @@ class _UserNeighbourModel(Estimator):
                 reason = f"you bought this in {n} order{'' if n == 1 else 's'}"
                 out.append(Recommendation(str(self.item_ids_[item]), float(value), RecSource.BUY_AGAIN, reason))
             else:
-                out.append(Recommendation(str(self.item_ids_[item]), float(value), RecSource.PERSONAL, NEIGHBOUR_REASON))
+                out.append(
+                    Recommendation(str(self.item_ids_[item]), float(value), RecSource.PERSONAL, NEIGHBOUR_REASON)
+                )
         return out
 
     def recommend_batch(self, queries: Sequence[Query], k: int = 10) -> list[list[Recommendation]]:
@@ -152,7 +154,7 @@ class _UserNeighbourModel(Estimator):
 def top_k_per_row(sim: np.ndarray, k: int | None, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``k`` largest positive entries of each row of a dense similarity block, the diagonal (row
     ``r`` is customer ``offset + r``) excluded; ties by column. Returns COO (rows, cols, values)."""
-    n_rows, n_cols = sim.shape
+    n_rows = sim.shape[0]
     sim = sim.copy()
     r = np.arange(n_rows)
     sim[r, r + offset] = 0.0
@@ -179,9 +181,7 @@ def row_blocks(n: int, size: int = 1024) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def customer_orders(
-    basket_customer: np.ndarray, incidence: sp.csr_matrix, n_customers: int
-) -> sp.csr_matrix:
+def customer_orders(basket_customer: np.ndarray, incidence: sp.csr_matrix, n_customers: int) -> sp.csr_matrix:
     """customers × items: each known customer's orders holding each item."""
     known = np.flatnonzero(basket_customer >= 0)
     owner = sp.csr_matrix(

@@ -9,7 +9,8 @@ customer models.
 
 Bad input is refused, never dropped: a purchase row without an item or a basket, or with a missing
 timestamp when the frame has a timestamp column, raises ``ValueError`` naming the column and the count.
-Without a timestamp column (a basket-only export) baskets are ordered by their first row.
+Baskets are ordered by their first line's time, ties by basket id (so the order of the rows does not
+matter); without a timestamp column (a basket-only export) by their first row.
 """
 
 from __future__ import annotations
@@ -71,14 +72,16 @@ def basket_matrices(interactions: pd.DataFrame) -> Baskets:
     if rows.empty:
         raise ValueError("interactions hold no purchase to learn from")
     item_codes, item_ids = factorize_sorted(rows[IX.ITEM])
-    basket_codes, _ = pd.factorize(rows[IX.BASKET].astype("string"))
+    has_time = IX.TS in rows.columns
+    # with times, codes follow the basket ids (ties in time go by id, whatever the row order);
+    # without, codes follow the first appearance (the export's order is the only order there is)
+    basket_codes, _ = pd.factorize(rows[IX.BASKET].astype("string"), sort=has_time)
     n_baskets = int(basket_codes.max()) + 1
-    if IX.TS in rows.columns:
+    if has_time:
         when = np.full(n_baskets, np.inf)
         np.minimum.at(when, basket_codes, epoch_seconds(rows[IX.TS]))
     else:
-        when = np.arange(n_baskets, dtype=np.float64)  # factorize numbers baskets by first appearance
-    # time order, ties by first appearance: deterministic for a given frame
+        when = np.arange(n_baskets, dtype=np.float64)
     order = np.lexsort((np.arange(n_baskets), when))
     rank = np.empty(n_baskets, dtype=np.int64)
     rank[order] = np.arange(n_baskets)

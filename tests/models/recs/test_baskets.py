@@ -55,3 +55,11 @@ def test_top_scored_filters_and_breaks_ties_by_code() -> None:
     assert got.tolist() == [3, 5, 4]  # never blocked, never a non-positive score
     got, _ = top_scored(index, score, 10, np.array([], dtype=np.int64), cats, "a")
     assert got.tolist() == [1, 5, 4]
+
+
+def test_baskets_at_the_same_time_are_ordered_by_id_whatever_the_row_order() -> None:
+    same_time = [("u1", "b2", "y", 1), ("u1", "b1", "x", 1), ("u1", "b0", "z", 0)]
+    for frame in (tiny(same_time), tiny(same_time).iloc[::-1]):
+        data = basket_matrices(frame)
+        order, _ = data.customer_baskets()
+        assert [data.item_ids[data.incidence[r].indices[0]] for r in order] == ["z", "x", "y"]

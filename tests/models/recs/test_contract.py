@@ -1,8 +1,9 @@
 """The contract every recommender passes, on one small literal interactions frame.
 
 Parametrized over every recommender class there is: bought together, popular (and trending), buy
-again, the implicit-feedback personal recommender, similar items, repeat-then-personal and the three
-frequency baselines. Every module is imported directly: a missing one fails the suite, never skips it,
+again, the implicit-feedback personal recommender, similar items, repeat-then-personal, the three
+frequency baselines, and the basket models of issue 20 (TIFU-KNN, UP-CF@r, the co-occurrence count,
+EASE on customer and on basket rows). Every module is imported directly: a missing one fails the suite, never skips it,
 and :func:`test_every_recommender_is_in_the_suite` fails when a recommender class is left out.
 """
 

@@ -80,7 +80,7 @@ def test_two_neighbours_are_averaged() -> None:
     assert got == pytest.approx({"x": 0.6 * 0.625 + 0.2 * (0.25 + 1.0), "y": 0.6 * 0.25 + 0.2 * 0.75, "z": 0.15})
 
 
-def test_exclusions_category_and_cold_start() -> None:
+def test_exclusions_the_cart_and_cold_start() -> None:
     model = _fit()
     assert [r.item_id for r in model.recommend(Query(customer_key="u1", exclude=frozenset({"x"})), 10)] == ["y", "z"]
     assert [r.item_id for r in model.recommend(Query(customer_key="u1", cart=("y",)), 10)] == ["x", "z"]

@@ -29,10 +29,14 @@ from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, Personal
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
 from models.recs.cooccurrence import BoughtTogether
+from models.recs.cooccurrence_count import CooccurrenceCount
+from models.recs.ease import EASE
 from models.recs.personal import ImplicitRecommender
 from models.recs.popular import Popular
 from models.recs.rules import CustomerHistory, ItemCatalogue
 from models.recs.similar import SimilarItems
+from models.recs.tifuknn import TIFUKNN
+from models.recs.upcf import UPCF
 from models.rfm import RFMLogistic, RFMScore
 from models.value import LightGBMRegressor
 from tests.models.recs.data import ITEMS, QUERIES, interactions
@@ -412,6 +416,22 @@ CASES: dict[str, Case] = {
     "g_topfreq": Case(GlobalTopFreq, dict, _fit_recs, _ask_recs, _save_folder),
     "p_topfreq": Case(PersonalTopFreq, dict, _fit_recs, _ask_recs, _save_folder),
     "gp_topfreq": Case(GlobalPersonalTopFreq, dict, _fit_recs, _ask_recs, _save_folder),
+    "tifuknn": Case(
+        TIFUKNN,
+        lambda: {"group_size": 2, "within_decay": 0.8, "group_decay": 0.6, "n_neighbours": 2, "alpha": 0.5},
+        _fit_recs,
+        _ask_recs,
+        _save_folder,
+    ),
+    "upcf": Case(
+        UPCF,
+        lambda: {"recency": 2, "alpha": 0.4, "q": 2.0, "n_neighbours": 3, "self_weight": 0.8},
+        _fit_recs,
+        _ask_recs,
+        _save_folder,
+    ),
+    "cooccurrence_count": Case(CooccurrenceCount, lambda: {"n_neighbours": 3}, _fit_recs, _ask_recs, _save_folder),
+    "ease": Case(EASE, lambda: {"l2": 2.0, "max_items": 7, "rows": "basket"}, _fit_recs, _ask_recs, _save_folder),
     "customer_history": Case(
         CustomerHistory,
         dict,

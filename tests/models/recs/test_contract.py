@@ -1,8 +1,9 @@
 """The contract every recommender passes, on one small literal interactions frame.
 
 Parametrized over every recommender class there is: bought together, popular (and trending), buy
-again, the implicit-feedback personal recommender, similar items, repeat-then-personal and the three
-frequency baselines. Every module is imported directly: a missing one fails the suite, never skips it,
+again, the implicit-feedback personal recommender, similar items, repeat-then-personal, the three
+frequency baselines, and the basket models of issue 20 (TIFU-KNN, UP-CF@r, the co-occurrence count,
+EASE on customer and on basket rows). Every module is imported directly: a missing one fails the suite, never skips it,
 and :func:`test_every_recommender_is_in_the_suite` fails when a recommender class is left out.
 """
 
@@ -24,9 +25,13 @@ from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, Personal
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
 from models.recs.cooccurrence import BoughtTogether
+from models.recs.cooccurrence_count import CooccurrenceCount
+from models.recs.ease import EASE
 from models.recs.personal import ImplicitRecommender
 from models.recs.popular import Popular
 from models.recs.similar import SimilarItems
+from models.recs.tifuknn import TIFUKNN
+from models.recs.upcf import UPCF
 from tests.models.recs.data import ITEMS, QUERIES, interactions
 
 ALLOWED_SUFFIXES = {".npy", ".npz", ".parquet", ".json"}
@@ -48,6 +53,11 @@ FACTORIES: dict[str, Callable[[], Recommender]] = {
     "g_topfreq": lambda: GlobalTopFreq(),
     "p_topfreq": lambda: PersonalTopFreq(),
     "gp_topfreq": lambda: GlobalPersonalTopFreq(),
+    "tifuknn": lambda: TIFUKNN(group_size=2, n_neighbours=3),
+    "upcf": lambda: UPCF(recency=2, n_neighbours=None),
+    "cooccurrence_count": lambda: CooccurrenceCount(),
+    "ease_customer": lambda: EASE(l2=1.0),
+    "ease_basket": lambda: EASE(l2=1.0, max_items=6, rows="basket"),
 }
 
 

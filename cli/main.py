@@ -293,9 +293,17 @@ def features_build(
     ] = None,
     backend: Annotated[str, typer.Option(help="duckdb (embedded) or spark.")] = "duckdb",
     spark_master: Annotated[str, typer.Option(help="Spark master URL, with --backend spark.")] = "local[2]",
+    segments: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML of segment settings: thresholds and `rules:` (your own segments as conditions over "
+            "features and customer attributes; docs/segments.md)."
+        ),
+    ] = None,
 ) -> None:
     """Compute the feature snapshot as of a date and write it with its manifest."""
     from features.backends import connect
+    from features.segments import load_segment_config
     from features.store import build_snapshot
 
     try:
@@ -306,7 +314,8 @@ def features_build(
         con = connect("spark", master=spark_master) if backend == "spark" else connect("duckdb")
         with _progress("features") as tick:
             tick("computing", 0.1)
-            snap = build_snapshot(data, when, con)
+            config = load_segment_config(segments) if segments is not None else None
+            snap = build_snapshot(data, when, con, segment_config=config)
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
     m = snap.manifest

@@ -13,9 +13,10 @@ stand on are required. ``docs/segments.md`` gives every rule in a marketer's wor
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Final, Literal
 
 import numpy as np
@@ -545,3 +546,50 @@ def summarise_transitions(matrix: pd.DataFrame) -> TransitionSummary:
         left=int(matrix[GONE_COLUMN].sum()) if GONE_COLUMN in matrix.columns else 0,
         moves=moves.reset_index(drop=True),
     )
+
+
+def load_segment_config(path: Path) -> SegmentConfig:
+    """A segment configuration from a YAML file (any :class:`SegmentConfig` field: thresholds, and ``rules``,
+    your own segments as conditions): what ``kairos features build --segments FILE`` reads.
+
+    Raises:
+        SegmentInputError: the file is missing or not YAML, or a field is unknown or invalid (named by its path).
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    path = Path(path)
+    if not path.is_file():
+        raise SegmentInputError(f"segment configuration {str(path)!r} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SegmentInputError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SegmentInputError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        return SegmentConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {str(err['msg']).removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise SegmentInputError(f"{path}: {problems}") from exc
+
+
+def with_band_positions(config: SegmentConfig, bands: Mapping[str, Sequence[str]]) -> SegmentConfig:
+    """The configuration with band names in its rules' ordering comparisons replaced by their positions in the
+    data's declared band order (``features.store.attribute_bands``), not the order seen in one snapshot.
+
+    Raises:
+        SegmentInputError: a rule names a band that is not one of the attribute's bands.
+    """
+    if not config.rules:
+        return config
+    rules = {}
+    for name, text in config.rules.items():
+        try:
+            rules[name] = _rule(text).with_band_positions(bands)
+        except ConditionError as exc:
+            raise SegmentInputError(f"segment rule {name!r}: {exc}") from exc
+    return config.model_copy(update={"rules": rules})

@@ -32,7 +32,13 @@ from features.definitions import (
 from features.errors import DataNotFoundError, InputDataError
 from features.ingest import INGESTED_DIR, REPORT_FILE, require_dates
 from features.io import staged_dir, write_parquet
-from features.segments import assign_segments, summarise_transitions, transition_matrix
+from features.segments import (
+    SegmentConfig,
+    assign_segments,
+    summarise_transitions,
+    transition_matrix,
+    with_band_positions,
+)
 
 SNAPSHOTS_DIR = "snapshots"
 SNAPSHOT_FILE = "features.parquet"
@@ -261,14 +267,20 @@ SEGMENTS_FILE = "segments.parquet"
 SEGMENT_COLUMNS = ("rfm_segment", "lifecycle")
 
 
-def build_snapshot(data_home: Path, as_of: datetime | None = None, con: ibis.BaseBackend | None = None) -> Snapshot:
+def build_snapshot(
+    data_home: Path,
+    as_of: datetime | None = None,
+    con: ibis.BaseBackend | None = None,
+    segment_config: SegmentConfig | None = None,
+) -> Snapshot:
     """Compute and publish the snapshot as of ``as_of`` (default: the day after the latest order), from the
     tables as they stood then (:func:`as_of_view`).
 
     Beside the features it writes the customers' segments and, against the latest earlier snapshot, a
     transition matrix per segmentation (``transitions_<column>.parquet``); the manifest carries segment
     sizes and a summary of the moves. ``con`` selects the execution backend (default embedded DuckDB;
-    see :mod:`features.backends`).
+    see :mod:`features.backends`). ``segment_config``: thresholds and your own rules (default
+    :class:`SegmentConfig`'s), recorded in the manifest; band names in rules follow the data's declared order.
 
     Raises:
         NoDatesError: the export has no order times (``dates: false``): features are windows in time.
@@ -282,13 +294,15 @@ def build_snapshot(data_home: Path, as_of: datetime | None = None, con: ibis.Bas
     manifest = manifest_for(
         frame, as_of, report["source_hash"], data_currency(data_home), features=features_for(tables)
     )
-    segments = assign_segments(frame)
+    config = with_band_positions(segment_config or SegmentConfig(), attribute_bands(data_home))
+    segments = assign_segments(frame, config)
     previous = _previous_snapshot(data_home, as_of)
     matrices: dict[str, pd.DataFrame] = {}
     summary: dict[str, Any] = {
         "not_available": {k: list(v) for k, v in segments.attrs.get("not_available", {}).items()},
         "sizes": {c: {str(k): int(v) for k, v in segments[c].value_counts().items()} for c in SEGMENT_COLUMNS},
         "previous_snapshot": previous.manifest["as_of"] if previous else None,
+        "config": config.model_dump(mode="json"),
         "transitions": {},
     }
     if previous is not None and (previous.path / SEGMENTS_FILE).is_file():

@@ -264,6 +264,18 @@ def test_value_job_registers_value_and_clv(synth_home: SynthHome, tmp_path: Path
     assert {"kairos", "bgnbd_gamma_gamma", "mbgnbd_gamma_gamma", "last_period"} <= set(run.spend.index)
     assert {"mae", "rmse", "spearman"} <= set(run.spend.columns)
     assert run.spend.loc["kairos", "spearman"] > 0.3
+    # kairos against the best baseline of the same run on each spend metric (lower MAE is better)
+    for metric, pick in (("mae", min), ("spearman", max)):
+        best, iv = run.versus[metric]
+        baselines = ("bgnbd_gamma_gamma", "mbgnbd_gamma_gamma", "last_period")
+        assert best == pick(baselines, key=lambda b: run.spend.loc[b, metric])
+        assert iv.diff == pytest.approx(run.spend.loc["kairos", metric] - run.spend.loc[best, metric])
+        assert iv.low <= iv.diff <= iv.high
+        assert run.metrics[f"vs_best_baseline_spend_{metric}_low"] == iv.low
+    assert len(run.versus_lines) == 2
+    losing = [best for best, iv in run.versus.values() if not iv.better()]
+    assert run.registration is not None
+    assert ("registered although not better than" in run.registration.reason) == bool(losing)
     assert len(run.deciles) >= 5
     assert run.registration is not None and run.clv_registration is not None
     bundle = ClvBundle()

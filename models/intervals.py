@@ -177,6 +177,4 @@ def paired_bootstrap(
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(d, [tail, 1.0 - tail])
     ma, mb = metric(y, a), metric(y, b)
-    return Interval(
-        metric.name, ma, mb, ma - mb, float(low), float(high), level, int(len(d)), metric.higher_is_better
-    )
+    return Interval(metric.name, ma, mb, ma - mb, float(low), float(high), level, len(d), metric.higher_is_better)

@@ -268,7 +268,10 @@ def render_model_card(card: ModelCard) -> str:
     lines += ["", "## Holdout metrics: this model against the baselines", ""]
     lines += [metrics_table(card.metrics, card.candidate), ""]
     if card.comparisons:
-        lines += ["Against the best baseline, paired bootstrap 95 % interval of the difference on the same holdout rows:", ""]
+        lines += [
+            "Against the best baseline, paired bootstrap 95 % interval of the difference on the same holdout rows:",
+            "",
+        ]
         lines += [f"- {_cell(line)}" for line in card.comparisons]
         lines.append("")
     lines += [

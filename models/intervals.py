@@ -94,9 +94,10 @@ class Interval:
         return self.gain[2] < 0.0
 
     def describe(self, a: str, b: str) -> str:
-        """One line, e.g. ``kairos beats bgnbd by +0.012 roc_auc [+0.004, +0.020]``."""
-        point, low, high = self.gain
-        span = f"{point:+.4f} {self.metric} [{low:+.4f}, {high:+.4f}]"
+        """One line, e.g. ``kairos beats bgnbd by +0.0120 roc_auc [+0.0040, +0.0200]``; the difference is
+        a - b as measured, so for a lower-is-better metric a win is negative (and the line says so)."""
+        lower = "" if self.higher_is_better else " (lower is better)"
+        span = f"{self.diff:+.4f} {self.metric} [{self.low:+.4f}, {self.high:+.4f}]{lower}"
         if self.better():
             return f"{a} beats {b} by {span}"
         if self.worse():

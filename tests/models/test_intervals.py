@@ -64,6 +64,8 @@ def test_lower_is_better_for_mae() -> None:
     iv = paired_bootstrap(MAE, v, close, far, replicates=300)
     assert iv.diff < 0 and iv.high < 0
     assert iv.better() and iv.gain[0] == pytest.approx(-iv.diff)
+    assert iv.describe("kairos", "last_period").startswith(f"kairos beats last_period by {iv.diff:+.4f} mae [")
+    assert iv.describe("kairos", "last_period").endswith("(lower is better)")
     assert paired_bootstrap(MAE, v, far, close, replicates=300).worse()
 
 

@@ -106,6 +106,13 @@ class Registration:
     reason: str
 
 
+Challenge = Callable[[str], Any]
+"""Scores the champion (its version number given) on the candidate's own holdout and returns the paired
+interval of (candidate - champion) on the selection metric: a :class:`models.intervals.Interval`, or any
+object with ``gain`` (point, low, high of the improvement) and ``replicates``. Raises when the champion
+cannot be scored there (other features, load failure): the decision then falls back to the stored metrics."""
+
+
 def register(
     client: MlflowClient,
     model_uri: str,
@@ -116,11 +123,17 @@ def register(
     margin: float = 0.0,
     extra_tags: dict[str, str] | None = None,
     checksum_file: str = MODEL_FILE,
+    challenge: Challenge | None = None,
+    note: str = "",
 ) -> Registration:
     """Register ``model_uri`` under ``name``, record its checksum, and move an alias.
 
-    The new version becomes ``@champion`` when there is none, or when it beats the champion's
-    ``metric_name`` by more than ``margin``; otherwise it becomes ``@challenger``.
+    The metric is stored at full precision (``repr`` of the float). The new version becomes ``@champion``
+    when there is none or when it beats the champion: with ``challenge``, when the lower end of the
+    paired bootstrap interval of (candidate - champion) on the candidate's holdout is above ``margin``
+    (an identical retrain never is); without it, or when the champion cannot be scored on that holdout
+    (the reason says so), when ``metric_value`` exceeds the champion's stored metric by more than
+    ``margin``. Otherwise it becomes ``@challenger``. ``note`` is appended to the recorded reason.
     """
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
@@ -128,25 +141,53 @@ def register(
     version = mlflow.register_model(model_uri, name)
     v = str(version.version)
     client.set_model_version_tag(name, v, TAG_SHA256, checksum)
-    client.set_model_version_tag(name, v, TAG_METRIC, f"{metric_name}={metric_value:.6f}")
+    client.set_model_version_tag(name, v, TAG_METRIC, f"{metric_name}={float(metric_value)!r}")
     for key, value in (extra_tags or {}).items():
         client.set_model_version_tag(name, v, key, value)
     champion = _alias_version(client, name, CHAMPION)
     if champion is None:
         alias, reason = CHAMPION, "no champion yet"
     else:
-        best = _metric_of(champion.tags.get(TAG_METRIC, ""), metric_name)
-        if best is None or metric_value > best + margin:
-            alias = CHAMPION
-            verdict = "beats"
-        else:
-            alias, verdict = CHALLENGER, "does not beat"
-        reason = f"{metric_name} {metric_value:.4f} {verdict} champion v{champion.version} ({best}) by > {margin}"
+        alias, reason = _decide(champion, metric_name, float(metric_value), margin, challenge)
+    if note:
+        reason = f"{reason}; {note}"
     if alias == CHAMPION and champion is not None:
         client.set_model_version_tag(name, v, TAG_PREVIOUS, str(champion.version))
     client.set_registered_model_alias(name, alias, v)
     client.set_model_version_tag(name, v, TAG_DECISION, f"{alias}: {reason}")
     return Registration(name, v, checksum, alias, reason)
+
+
+def _decide(
+    champion: Any, metric_name: str, metric_value: float, margin: float, challenge: Challenge | None
+) -> tuple[str, str]:
+    """(alias, reason) of a candidate against the current ``champion`` version."""
+    fallback = ""
+    if challenge is not None:
+        try:
+            interval = challenge(str(champion.version))
+        except Exception as exc:  # any failure to score the champion: fall back, and say why
+            fallback = f" (champion v{champion.version} could not be scored on this holdout: {str(exc)[:200]}; " + (
+                "compared stored metrics)"
+            )
+        else:
+            point, low, high = interval.gain
+            wins = low > margin
+            verdict = "beats" if wins else "does not beat"
+            return (CHAMPION if wins else CHALLENGER), (
+                f"{metric_name} {verdict} champion v{champion.version} on the same holdout: "
+                f"{point:+.4f} [{low:+.4f}, {high:+.4f}] (paired bootstrap 95 %, {interval.replicates} "
+                f"resamples); promotion needs the lower end above {margin}"
+            )
+    best = _metric_of(champion.tags.get(TAG_METRIC, ""), metric_name)
+    if best is None or metric_value > best + margin:
+        alias, verdict = CHAMPION, "beats"
+    else:
+        alias, verdict = CHALLENGER, "does not beat"
+    stored = "no comparable stored metric" if best is None else repr(best)
+    return alias, (
+        f"{metric_name} {metric_value!r} {verdict} champion v{champion.version} ({stored}) by > {margin}{fallback}"
+    )
 
 
 def promote(
@@ -381,6 +422,8 @@ def register_in_run(
     margin: float = 0.0,
     extra_tags: dict[str, str] | None = None,
     checksum_file: str = MODEL_FILE,
+    challenge: Challenge | None = None,
+    note: str = "",
 ) -> Registration:
     """:func:`register` from inside the job's run; the version records the run, the run the decision."""
     registration = register(
@@ -392,6 +435,8 @@ def register_in_run(
         margin=margin,
         extra_tags={"kairos.run_id": job.run_id, **(extra_tags or {})},
         checksum_file=checksum_file,
+        challenge=challenge,
+        note=note,
     )
     mlflow.set_tag("kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}")
     return registration
@@ -408,6 +453,8 @@ def log_and_register(
     metric_value: float,
     margin: float = 0.0,
     extra_tags: dict[str, str] | None = None,
+    challenge: Challenge | None = None,
+    note: str = "",
 ) -> Registration | None:
     """Log a bundle folder in the job's run (:func:`log_bundle`) and, if ``register``, register it as
     ``name``: ``@champion`` when it beats the champion's ``metric_name`` by more than ``margin``, else
@@ -424,6 +471,8 @@ def log_and_register(
         margin=margin,
         extra_tags=extra_tags,
         checksum_file=f"{BUNDLE_DIR}/{CHECKSUMS}",
+        challenge=challenge,
+        note=note,
     )
 
 

@@ -435,6 +435,8 @@ def _print_propensity(result: Any) -> None:
         f"quality bar ({', '.join(k for k, v in result.quality.items() if not v) or 'all met'}): "
         f"{'[green]met[/]' if passed else '[yellow]not met[/]'}"
     )
+    if result.versus_line:
+        console.print(f"{result.versus_line} (paired bootstrap 95 %, holdout)", markup=False)
     console.print(
         f"registered: {result.task} v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered"
     )
@@ -570,6 +572,8 @@ def _print_value(result: Any) -> None:
         for name, row in frame.iterrows():
             table.add_row(str(name), f"{row['mae']:.2f}", f"{row['rmse']:.2f}", f"{row['spearman']:.4f}")
         console.print(table)
+    for line in result.versus_lines:
+        console.print(f"{line} (paired bootstrap 95 %, holdout)", markup=False)
     for label, reg in (("value", result.registration), ("clv", result.clv_registration)):
         console.print(f"registered: {label} v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered")
 

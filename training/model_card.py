@@ -92,6 +92,8 @@ class ModelCard:
         params: hyper-parameters and run settings worth showing.
         run_id: MLflow run id.
         created_at: when the run finished.
+        comparisons: the model against the best baseline on the holdout, one line per metric with its
+            paired bootstrap 95 % interval (``models.intervals.Interval.describe``).
     """
 
     name: str
@@ -112,6 +114,7 @@ class ModelCard:
     params: Mapping[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     created_at: datetime | None = None
+    comparisons: Sequence[str] = ()
 
 
 def _when(value: date | datetime | str) -> str:
@@ -264,6 +267,13 @@ def render_model_card(card: ModelCard) -> str:
         lines.append(row)
     lines += ["", "## Holdout metrics: this model against the baselines", ""]
     lines += [metrics_table(card.metrics, card.candidate), ""]
+    if card.comparisons:
+        lines += [
+            "Against the best baseline, paired bootstrap 95 % interval of the difference on the same holdout rows:",
+            "",
+        ]
+        lines += [f"- {_cell(line)}" for line in card.comparisons]
+        lines.append("")
     lines += [
         "Lift and capture: the top 10% / 20% of customers by score (ties shared pro rata). ECE: expected "
         "calibration error over 10 equal-frequency bins. n/a: the score is a ranking, not a probability.",

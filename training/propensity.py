@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,14 @@ import numpy as np
 import pandas as pd
 
 from bundles import registry
-from bundles.propensity import ENGAGEMENT_ACTIONS, PropensityMeta, engagement_name, log_model
+from bundles.propensity import (
+    ENGAGEMENT_ACTIONS,
+    PropensityBundle,
+    PropensityMeta,
+    PropensityModel,
+    engagement_name,
+    log_model,
+)
 from features.contract import Channel, Col
 from features.datasets import (
     LABEL,
@@ -49,6 +57,7 @@ from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
 from models.clv import BGNBD, ConvergenceError, rfm_summary
 from models.evaluation import binary_report
+from models.intervals import ROC_AUC, Interval, paired_bootstrap
 from models.population import Population
 from models.rfm import RFMLogistic, RFMScore
 
@@ -346,6 +355,13 @@ class PropensityRun:
     sizes: dict[str, int] = field(default_factory=dict)
     quality: dict[str, bool] = field(default_factory=dict)
     card: str = ""
+    best_baseline: str = ""  # the baseline with the highest holdout ROC-AUC in this run
+    versus: Interval | None = None  # kairos - best baseline, paired bootstrap 95 % on the holdout
+
+    @property
+    def versus_line(self) -> str:
+        """``kairos beats bgnbd by +0.0120 roc_auc [+0.0040, +0.0200]`` or ``... not significantly better ...``."""
+        return self.versus.describe("kairos", self.best_baseline) if self.versus is not None else ""
 
 
 @dataclass
@@ -411,6 +427,17 @@ class PropensityEvaluation:
     quality: dict[str, bool]
     sizes: dict[str, int]
     rfm: RFMScore
+    best_baseline: str
+    versus: Interval  # kairos - best baseline: paired bootstrap 95 % interval of the holdout ROC-AUC
+
+
+def versus_best_baseline(
+    y: np.ndarray, scores: dict[str, np.ndarray], baselines: Sequence[str], seed: int = 0
+) -> tuple[str, Interval]:
+    """The baseline with the highest ROC-AUC on these rows and the paired bootstrap 95 % interval of
+    (kairos - it) over the same rows."""
+    best = max(baselines, key=lambda b: ROC_AUC(y, scores[b]))
+    return best, paired_bootstrap(ROC_AUC, y, scores["kairos"], scores[best], seed=seed)
 
 
 def build_data(cfg: PropensityConfig, ctx: Context, tick: ProgressFn) -> PropensityData:
@@ -487,6 +514,15 @@ def evaluate(
     for name in scores:
         if name != "kairos":
             metrics.update({f"{name}_{k}": float(v) for k, v in reports[name].items()})
+    best, versus = versus_best_baseline(y, scores, baselines, cfg.seed)
+    metrics.update(
+        {
+            "vs_best_baseline_roc_auc_diff": versus.diff,
+            "vs_best_baseline_roc_auc_low": versus.low,
+            "vs_best_baseline_roc_auc_high": versus.high,
+        }
+    )
+    quality["significantly_beats_best_baseline"] = versus.better()
     metrics["valid_roc_auc"] = binary_report(valid[LABEL].to_numpy(), model.predict_proba(valid[features]))["roc_auc"]
     metrics["best_iteration"] = float(model.best_iteration_)
     sizes = {
@@ -498,7 +534,27 @@ def evaluate(
         "valid_positives": data.counts["validation"][0],
         "holdout_positives": data.counts["holdout"][0],
     }
-    return PropensityEvaluation(scores, raw, table, metrics, quality, sizes, rfm)
+    return PropensityEvaluation(scores, raw, table, metrics, quality, sizes, rfm, best, versus)
+
+
+def champion_challenge(
+    tracking_uri: str, name: str, holdout: pd.DataFrame, y: np.ndarray, candidate: np.ndarray, seed: int = 0
+) -> registry.Challenge:
+    """Scores version ``v`` of ``name`` (the champion) on the candidate's ``holdout`` rows, loaded and
+    verified as the export loads it, and returns the paired bootstrap 95 % interval of the ROC-AUC of
+    (candidate - champion). Raises when the champion cannot be loaded or lacks a feature of the rows."""
+
+    def challenge(version: str) -> Interval:
+        loader = PropensityBundle()
+        with tempfile.TemporaryDirectory() as tmp:
+            fetched = loader.fetch(tracking_uri, name, registry.CHAMPION, Path(tmp), version=version)
+            champion = loader.build(fetched.folder, fetched.provenance, None)
+        missing = [f for f in champion.model.feature_names_ if f not in holdout.columns]
+        if missing:
+            raise KairosError(f"the holdout lacks the champion's feature(s) {missing}")
+        return paired_bootstrap(ROC_AUC, y, candidate, champion.score(holdout), seed=seed)
+
+    return challenge
 
 
 def log_and_register(
@@ -555,6 +611,12 @@ def log_and_register(
         mlflow.log_dict(manifest, "feature_manifest.json")
         mlflow.log_dict(calibrator.to_dict(), "calibrator.json")
         mlflow.log_dict({"rfm_score": result.rfm.to_dict()}, "baselines.json")
+        versus_line = result.versus.describe("kairos", result.best_baseline)
+        mlflow.log_dict(
+            {"best_baseline": result.best_baseline, "line": versus_line, **result.versus.to_dict()},
+            "vs_best_baseline.json",
+        )
+        mlflow.set_tag("kairos.vs_best_baseline", versus_line)
         folder = job.folder
         result.table.to_csv(folder / "holdout_metrics.csv")
         mlflow.log_artifact(str(folder / "holdout_metrics.csv"))
@@ -563,6 +625,8 @@ def log_and_register(
             mlflow.log_artifact(str(path), artifact_path="plots")
         info = log_model(model, meta, holdout[features].head(5))
         if cfg.register:
+            # scored as the export scores it, so an identical retrain gives the champion's very numbers
+            candidate = PropensityModel.from_parts(model, meta).score(holdout)
             registration = registry.register_in_run(
                 job,
                 info.model_uri,
@@ -571,6 +635,8 @@ def log_and_register(
                 metric_value=result.metrics["holdout_roc_auc"],
                 margin=cfg.margin,
                 extra_tags={"kairos.definition_hash": manifest["definition_hash"], **meta.checksum_tags()},
+                challenge=champion_challenge(cfg.tracking_uri, task.name, holdout, y, candidate, cfg.seed),
+                note="" if result.versus.better() else f"registered although not better than {result.best_baseline}",
             )
         card = _card(
             task,
@@ -585,13 +651,24 @@ def log_and_register(
             model,
             job.run_id,
             currency,
+            (versus_line,),
         )
         (folder / "model_card.md").write_text(card, encoding="utf-8")
         mlflow.log_artifact(str(folder / "model_card.md"))
         if registration is not None:
             job.client.update_model_version(task.name, registration.version, description=card)
     return PropensityRun(
-        task.name, job.run_id, result.metrics, result.table, registration, plan, result.sizes, result.quality, card
+        task.name,
+        job.run_id,
+        result.metrics,
+        result.table,
+        registration,
+        plan,
+        result.sizes,
+        result.quality,
+        card,
+        result.best_baseline,
+        result.versus,
     )
 
 
@@ -663,6 +740,7 @@ def _card(
     model: LightGBMClassifier,
     run_id: str,
     currency: str | None = None,
+    comparisons: Sequence[str] = (),
 ) -> str:
     from features.definitions import DESCRIPTIONS
     from training.model_card import DataSummary, ModelCard, render_model_card
@@ -700,6 +778,7 @@ def _card(
             params=params,
             run_id=run_id,
             created_at=datetime.now(UTC),
+            comparisons=comparisons,
         )
     )
 

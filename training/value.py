@@ -28,6 +28,7 @@ from features.definitions import NUMERIC_FEATURES
 from features.store import NO_PRICES, data_currency, data_has_prices, ingest_report, manifest_for
 from models.clv import BGNBD, CLV_FIELDS, GammaGamma, ModifiedBGNBD, rfm_summary
 from models.evaluation import decile_calibration, value_report
+from models.intervals import MAE, SPEARMAN, Interval, Metric, paired_bootstrap
 from models.value import LightGBMRegressor
 from training.propensity import (
     Context,
@@ -57,6 +58,25 @@ class ValueRun:
     plan: CutoffPlan
     clv_params: dict[str, Any] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    versus: dict[str, tuple[str, Interval]] = field(default_factory=dict)  # spend metric -> (best baseline, interval)
+
+    @property
+    def versus_lines(self) -> list[str]:
+        """One line per spend metric: kairos against the best baseline on it, with the 95 % interval."""
+        return [iv.describe("kairos", f"{best} on spend") for best, iv in self.versus.values()]
+
+
+SPEND_BASELINES = ("bgnbd_gamma_gamma", "mbgnbd_gamma_gamma", "last_period")
+
+
+def versus_best_baseline(
+    y: np.ndarray, predictions: dict[str, np.ndarray], metric: Metric, seed: int = 0
+) -> tuple[str, Interval]:
+    """The baseline best on ``metric`` over these rows and the paired bootstrap 95 % interval of
+    (kairos - it)."""
+    sign = 1.0 if metric.higher_is_better else -1.0
+    best = max(SPEND_BASELINES, key=lambda b: sign * metric(y, predictions[b]))
+    return best, paired_bootstrap(metric, y, predictions["kairos"], predictions[best], seed=seed)
 
 
 @dataclass(frozen=True)
@@ -174,6 +194,7 @@ class ValueEvaluation:
     deciles: pd.DataFrame
     metrics: dict[str, float]
     sizes: dict[str, int]
+    versus: dict[str, tuple[str, Interval]]  # spend metric -> (best baseline, kairos - it on the holdout)
 
 
 def build_data(cfg: ValueConfig, ctx: Context, tick: ProgressFn) -> ValueData:
@@ -253,8 +274,17 @@ def evaluate(cfg: ValueConfig, ctx: Context, data: ValueData, fitted: ValueFit, 
     metrics["bgnbd_holdout_total_spend_ratio"] = float(
         spend_pred["bgnbd_gamma_gamma"].sum() / max(spend_true.sum(), 1e-9)
     )
+    versus = {m.name: versus_best_baseline(spend_true, spend_pred, m, cfg.seed) for m in (MAE, SPEARMAN)}
+    for name, (_, iv) in versus.items():
+        metrics.update(
+            {
+                f"vs_best_baseline_spend_{name}_diff": iv.diff,
+                f"vs_best_baseline_spend_{name}_low": iv.low,
+                f"vs_best_baseline_spend_{name}_high": iv.high,
+            }
+        )
     sizes = {"train_rows": len(train), "valid_rows": len(valid), "holdout_rows": len(holdout)}
-    return ValueEvaluation(prob, spend_true, spend_pred, spend_table, orders_table, deciles, metrics, sizes)
+    return ValueEvaluation(prob, spend_true, spend_pred, spend_table, orders_table, deciles, metrics, sizes, versus)
 
 
 def log_and_register(
@@ -295,6 +325,15 @@ def log_and_register(
         mlflow.log_metrics({**metrics, **{k: float(v) for k, v in sizes.items()}})
         mlflow.log_dict(manifest, "feature_manifest.json")
         mlflow.log_dict(prob.params(), "probabilistic_holdout_fit.json")
+        lines = [iv.describe("kairos", f"{best} on spend") for best, iv in result.versus.values()]
+        mlflow.log_dict(
+            {name: {"best_baseline": best, **iv.to_dict()} for name, (best, iv) in result.versus.items()}
+            | {"lines": lines},
+            "vs_best_baseline.json",
+        )
+        mlflow.set_tag("kairos.vs_best_baseline", "; ".join(lines))
+        losers = sorted({best for best, iv in result.versus.values() if not iv.better()})
+        note = f"registered although not better than {' / '.join(losers)} on spend" if losers else ""
         folder = job.folder
         spend_table.to_csv(folder / "holdout_spend.csv")
         orders_table.to_csv(folder / "holdout_orders.csv")
@@ -324,6 +363,7 @@ def log_and_register(
             metric_name="holdout_spearman_spend",
             metric_value=metrics["holdout_spearman_spend"],
             margin=margin,
+            note=note,
         )
         clv_registration = registry.log_and_register(
             job,
@@ -346,7 +386,10 @@ def log_and_register(
             (VALUE_MODEL, "kairos", registration, plots),
             (CLV_MODEL, "mbgnbd_gamma_gamma", clv_registration, clv_plots),
         ):
-            card = _card(name, candidate, facts, spend_table, orders_table, reg, card_plots, spend_model, full)
+            comparisons = lines if name == VALUE_MODEL else []
+            card = _card(
+                name, candidate, facts, spend_table, orders_table, reg, card_plots, spend_model, full, comparisons
+            )
             (folder / f"model_card_{name}.md").write_text(card, encoding="utf-8")
             mlflow.log_artifact(str(folder / f"model_card_{name}.md"))
             if reg is not None:
@@ -363,6 +406,7 @@ def log_and_register(
         plan,
         full.params(),
         sizes,
+        result.versus,
     )
 
 
@@ -448,6 +492,7 @@ def _card(
     plots: dict[str, Path],
     spend_model: LightGBMRegressor,
     full: Any,
+    comparisons: list[str] | None = None,
 ) -> str:
     """The model card of the ``value`` (LightGBM) or ``clv`` (MBG/NBD x Gamma-Gamma) version."""
     from features.definitions import DESCRIPTIONS
@@ -506,5 +551,6 @@ def _card(
             params=facts.params,
             run_id=facts.run_id,
             created_at=datetime.now(UTC),
+            comparisons=comparisons or (),
         )
     )

@@ -81,6 +81,25 @@ def test_training_on_thin_data_exits_non_zero_saying_why(orii_home: BuiltHome, t
     assert _has(result.output, "not registering", "need at least 100000")
 
 
+def test_training_closes_with_the_interval_against_the_best_baseline(orii_home: BuiltHome, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["train", "purchase", "--data", str(orii_home.home), "--tracking-uri", uri]
+    result = runner.invoke(app, [*args, "--min-positives", "20", "--min-negatives", "20"])
+    assert result.exit_code == 0, result.output
+    said = _said(result.output)
+    assert _has(result.output, "roc_auc [", "(paired bootstrap 95 %, holdout)"), result.output
+    verdicts = {
+        (verdict, baseline)
+        for verdict in ("beats", "is not significantly better than", "is significantly worse than")
+        for baseline in ("rfm_score", "rfm_logistic", "bgnbd")
+        if _said(f"kairos {verdict} {baseline}") in said
+    }
+    assert len(verdicts) == 1, result.output
+    ((verdict, baseline),) = verdicts
+    # without a significant win the decision says so instead of a bare "no champion yet"
+    assert _has(result.output, f"registered although not better than {baseline}") == (verdict != "beats")
+
+
 def test_backtest_of_an_unfinished_outcome_is_refused(orii_home: BuiltHome) -> None:
     args = ["backtest", "churn", "--as-of", "2011-11-01", "--data", str(orii_home.home)]
     result = runner.invoke(app, [*args, "--tracking-uri", orii_home.tracking_uri])

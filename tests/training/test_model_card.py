@@ -111,3 +111,11 @@ def test_bad_input() -> None:
         render_model_card(_card(plots={"Gains": "/tmp/gains.png"}))
     with pytest.raises(ValueError, match="relative"):
         render_model_card(_card(plots={"Gains": "../gains.png"}))
+
+
+def test_the_interval_against_the_best_baseline_is_shown_under_the_metrics() -> None:
+    line = "kairos is not significantly better than bgnbd: +0.0040 roc_auc [-0.0030, +0.0110]"
+    text = render_model_card(_card(comparisons=[line]))
+    assert f"- {line}" in text
+    assert text.index("paired bootstrap 95 %") < text.index("## Calibration")
+    assert "paired bootstrap" not in render_model_card(_card())

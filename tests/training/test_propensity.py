@@ -154,7 +154,21 @@ def test_jobs_report_model_beside_every_baseline(trained: tuple[str, dict[str, A
         assert {"kairos", "kairos_uncalibrated", "rfm_score", "rfm_logistic", "bgnbd"} <= set(run.table.index)
         for metric in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "capture_top20"):
             assert metric in run.table.columns
-        assert set(run.quality) == {"beats_rfm_score", "beats_rfm_logistic", "beats_bgnbd", "ece_below_0.05"}
+        assert set(run.quality) == {
+            "beats_rfm_score",
+            "beats_rfm_logistic",
+            "beats_bgnbd",
+            "ece_below_0.05",
+            "significantly_beats_best_baseline",
+        }
+        # the paired interval against the best baseline of the same run: in the metrics, the card, the reason
+        best = max(("rfm_score", "rfm_logistic", "bgnbd"), key=lambda b: run.table.loc[b, "roc_auc"])
+        assert run.best_baseline == best and run.versus is not None
+        assert run.versus.diff == pytest.approx(run.table.loc["kairos", "roc_auc"] - run.table.loc[best, "roc_auc"])
+        low, high = run.metrics["vs_best_baseline_roc_auc_low"], run.metrics["vs_best_baseline_roc_auc_high"]
+        assert low <= run.metrics["vs_best_baseline_roc_auc_diff"] <= high
+        assert run.versus_line in run.card and f"kairos {'beats' if low > 0 else 'is'}" in run.versus_line
+        assert ("registered although not better than" in run.registration.reason) == (low <= 0)
         # The model ranks better than chance and its probabilities are near the holdout rate.
         assert run.metrics["holdout_roc_auc"] > 0.7
         assert run.table.loc["kairos", "ece"] < 0.1
@@ -164,6 +178,20 @@ def test_jobs_report_model_beside_every_baseline(trained: tuple[str, dict[str, A
     churn = runs["churn"]
     assert churn.plan.season is not None and churn.sizes["calibration_rows"] > churn.sizes["valid_rows"]
     assert runs["purchase"].sizes["calibration_rows"] == runs["purchase"].sizes["valid_rows"]
+
+
+def test_an_identical_retrain_stays_challenger_on_the_paired_holdout_interval(
+    synth_home: SynthHome, trained: tuple[str, dict[str, Any]]
+) -> None:
+    uri, runs = trained
+    first = runs["purchase"].registration
+    again = train_task(purchase_task(), synth_home.home, uri, sufficiency=small_data_rules())
+    assert again.registration is not None and again.registration.alias == "challenger", again.registration
+    assert f"does not beat champion v{first.version} on the same holdout: +0.0000 [+0.0000, +0.0000]" in (
+        again.registration.reason
+    )
+    champion = registry.configure(uri).get_model_version_by_alias("purchase", "champion")
+    assert str(champion.version) == first.version
 
 
 def test_registered_model_carries_calibrator_and_refuses_tampered_metadata(
@@ -236,6 +264,18 @@ def test_value_job_registers_value_and_clv(synth_home: SynthHome, tmp_path: Path
     assert {"kairos", "bgnbd_gamma_gamma", "mbgnbd_gamma_gamma", "last_period"} <= set(run.spend.index)
     assert {"mae", "rmse", "spearman"} <= set(run.spend.columns)
     assert run.spend.loc["kairos", "spearman"] > 0.3
+    # kairos against the best baseline of the same run on each spend metric (lower MAE is better)
+    for metric, pick in (("mae", min), ("spearman", max)):
+        best, iv = run.versus[metric]
+        baselines = ("bgnbd_gamma_gamma", "mbgnbd_gamma_gamma", "last_period")
+        assert best == pick(baselines, key=lambda b: run.spend.loc[b, metric])
+        assert iv.diff == pytest.approx(run.spend.loc["kairos", metric] - run.spend.loc[best, metric])
+        assert iv.low <= iv.diff <= iv.high
+        assert run.metrics[f"vs_best_baseline_spend_{metric}_low"] == iv.low
+    assert len(run.versus_lines) == 2
+    losing = [best for best, iv in run.versus.values() if not iv.better()]
+    assert run.registration is not None
+    assert ("registered although not better than" in run.registration.reason) == bool(losing)
     assert len(run.deciles) >= 5
     assert run.registration is not None and run.clv_registration is not None
     bundle = ClvBundle()

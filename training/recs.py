@@ -35,6 +35,7 @@ from training.recs_eval import (
     NEXT_BASKET,
     PERSONAL_BASELINES,
     baseline_models,
+    baseline_tasks,
     evaluate,
     evaluate_sets,
     format_table,
@@ -163,7 +164,7 @@ def evaluate_split(cfg: RecsConfig, data: RecsData, tick: ProgressFn) -> tuple[p
     split of baskets when the export has no order times)."""
     tick("evaluating against baselines", 0.05)
     models = {**baseline_models(), **_models()}
-    tasks: dict[str, tuple[str, ...]] = {name: (BASKET_COMPLETION, NEXT_BASKET) for name in baseline_models()}
+    tasks: dict[str, tuple[str, ...]] = baseline_tasks()
     tasks |= {KAIROS_TOGETHER: (BASKET_COMPLETION,), KAIROS_PERSONAL: (NEXT_BASKET,)}
     personal = PERSONAL_BASELINES | {KAIROS_PERSONAL}
     if data.split_at is None:

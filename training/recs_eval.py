@@ -675,11 +675,14 @@ def last_basket_split(interactions: pd.DataFrame, test_share: float = 0.2, seed:
     customer_col = interactions[IX.CUSTOMER].astype("string")
     in_held = interactions[IX.BASKET].astype("string").isin(held_baskets).fillna(False).to_numpy(dtype=bool)
     drop = in_held
-    if IX.TS in interactions.columns and held["ts"].notna().all():
+    if IX.TS in interactions.columns and IX.EVENT in interactions.columns and held["ts"].notna().all():
+        # a test user's views and carts from the held-out basket's time on (their purchases are in baskets
+        # ordered before it, and stay, even at the same instant)
         cut = customer_col.map(held["ts"].to_dict())
         ts = pd.to_datetime(interactions[IX.TS], utc=True)
         later = (ts >= pd.to_datetime(cut, utc=True)).fillna(False).to_numpy(dtype=bool)
-        drop = drop | later  # a test user's views, carts (and returns) from the held-out basket on
+        event = interactions[IX.EVENT].astype("string") != InteractionKind.PURCHASE.value
+        drop = drop | (later & event.fillna(True).to_numpy(dtype=bool))
     train = interactions[~drop].reset_index(drop=True)
     lines = bought[bought[IX.BASKET].astype(str).isin(held_baskets)]
     relevant_by = lines.groupby(lines[IX.CUSTOMER].astype(str))[IX.ITEM].agg(lambda s: frozenset(s.astype(str)))

@@ -48,6 +48,17 @@ def test_holds_out_each_test_users_last_basket_by_time() -> None:
     assert split.asked_at == [t(3), t(2), t(2)]
 
 
+def test_later_views_are_dropped_and_same_instant_baskets_kept() -> None:
+    views = frame([("c1", "s1", "D", t(4)), ("c2", "s2", "E", t(1))]).assign(**{IX.EVENT: "view"})
+    split = ev.last_basket_split(pd.concat([frame(ROWS), views], ignore_index=True), test_share=0.99, seed=0)
+    kept = split.train[split.train[IX.EVENT] == "view"]
+    assert kept[IX.CUSTOMER].tolist() == ["c2"]  # c1 viewed D after its held-out basket: a leak, dropped
+    # every order at one instant (how `train recs` reads an export without dates): order by export row
+    instant = ev.last_basket_split(frame(ROWS).assign(**{IX.TS: pd.Timestamp(T0)}), test_share=0.99, seed=0)
+    assert instant.relevant[0] == frozenset("AC") and instant.history[0] == frozenset("ABD")
+    assert sorted(set(instant.train[IX.BASKET])) == ["b1", "b3", "b4", "b6", "b7"]
+
+
 def test_without_dates_the_last_basket_is_the_last_in_the_export() -> None:
     rows = frame(ROWS).drop(columns=[IX.TS])
     split = ev.last_basket_split(rows, test_share=0.99, seed=0)

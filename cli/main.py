@@ -849,6 +849,16 @@ def _campaign_effects(data: Path, tracking_uri: str, adjust: bool, as_of: str | 
     console.print(f"logged: MLflow run {result.run_id} (nothing registered)")
 
 
+def _versus(row: dict[str, Any]) -> str:
+    """A row's recall@10 difference to the best baseline and its interval ("-" where there is none)."""
+    diff = row.get("recall@10_diff", float("nan"))
+    if diff != diff:
+        return "-"
+    return (
+        f"{diff:+.4f} [{row['recall@10_diff_low']:+.4f}, {row['recall@10_diff_high']:+.4f}] vs {row['best_baseline']}"
+    )
+
+
 def _print_last_basket(summary: Any, label: str) -> None:
     """The protocol-(b) table: means over seeds, and the difference to the best baseline with its interval."""
     table = Table(title=f"next basket, {label}; k=10", title_justify="left")
@@ -856,9 +866,7 @@ def _print_last_basket(summary: Any, label: str) -> None:
     for col in ("model", *figures, "vs best baseline (95% CI)"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in summary.to_dict(orient="records"):
-        diff = r.get("recall@10_diff", float("nan"))
-        vs = "-" if diff != diff else f"{diff:+.4f} [{r['recall@10_diff_low']:+.4f}, {r['recall@10_diff_high']:+.4f}]"
-        table.add_row(str(r["model"]), *(f"{r[c]:.4f}" for c in figures), vs)
+        table.add_row(str(r["model"]), *(f"{r[c]:.4f}" for c in figures), _versus(r))
     console.print(table)
     if "best_baseline" in summary.columns and len(summary):
         console.print(f"best baseline by recall@10: {summary['best_baseline'].iloc[0]}")
@@ -912,12 +920,12 @@ def train_recs(
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
     table = Table(title=f"evaluation ({result.split}; k=10)", title_justify="left")
-    for col in ("model", "task", "recall@10", "ndcg@10", "mrr", "coverage"):
+    for col in ("model", "task", "recall@10", "ndcg@10", "mrr", "coverage", "recall vs best baseline (95% CI)"):
         table.add_column(col, justify="left" if col in ("model", "task") else "right")
     figures = ("recall@10", "ndcg@10", "mrr", "coverage")
     for r in result.table.to_dict(orient="records"):
-        shown = (f"{r[c]:.4f}" for c in figures) if r["evaluated"] else ("not evaluated", "", "", "")
-        table.add_row(r["model"], r["task"], *shown)
+        shown = [f"{r[c]:.4f}" for c in figures] if r["evaluated"] else ["not evaluated", "", "", ""]
+        table.add_row(r["model"], r["task"], *shown, _versus(r))
     console.print(table)
     skipped = result.table[~result.table["evaluated"].astype(bool)].drop_duplicates("note")
     for note in skipped["note"]:

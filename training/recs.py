@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from bundles import registry
@@ -44,6 +45,7 @@ from training.recs_eval import (
     load_home,
     next_basket_models,
     random_split,
+    with_intervals,
 )
 
 MODEL_NAME = "recs"
@@ -105,6 +107,12 @@ def _metrics(table: pd.DataFrame, k: int) -> dict[str, float]:
             baselines = rows.drop(index=[m for m in rows.index if m.startswith("Kairos")])
             out[f"{task}_best_baseline_{key}"] = float(baselines[metric].max())
         out[f"{task}_coverage"] = float(rows.loc[kairos, "coverage"])
+        if (
+            f"recall@{k}_diff" in rows.columns
+            and rows.loc[kairos, f"recall@{k}_diff"] == rows.loc[kairos, f"recall@{k}_diff"]
+        ):
+            for col in ("diff", "diff_low", "diff_high"):  # paired bootstrap 95 % interval to the best baseline
+                out[f"{task}_recall_at_{k}_{col}"] = float(rows.loc[kairos, f"recall@{k}_{col}"])
     return out
 
 
@@ -179,17 +187,20 @@ def evaluate_split(cfg: RecsConfig, data: RecsData, tick: ProgressFn) -> tuple[p
     tasks: dict[str, tuple[str, ...]] = baseline_tasks()
     tasks |= {KAIROS_TOGETHER: (BASKET_COMPLETION,), KAIROS_PERSONAL: (NEXT_BASKET,)}
     personal = PERSONAL_BASELINES | {KAIROS_PERSONAL}
+    per_query: dict[tuple[str, str], np.ndarray] = {}
     if data.split_at is None:
         train, test = random_split(data.interactions, cfg.test_share, cfg.seed)
         table = evaluate_sets(
-            models, train, test, data.items, cfg.k, now=None, seed=cfg.seed, tasks=tasks, personal=personal
-        )
+            models, train, test, data.items, cfg.k, now=None, seed=cfg.seed, tasks=tasks, personal=personal,
+            per_query=per_query,
+        )  # fmt: skip
     else:
         split = data.split_at.to_pydatetime()
         table = evaluate(
             models, data.interactions, data.items, split, cfg.test_days, cfg.k,
-            seed=cfg.seed, tasks=tasks, personal=personal,
+            seed=cfg.seed, tasks=tasks, personal=personal, per_query=per_query,
         )  # fmt: skip
+    table = with_intervals(table, per_query, list(baseline_models()), cfg.k, seed=cfg.seed)
     return table, _metrics(table, cfg.k)
 
 

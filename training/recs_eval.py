@@ -472,6 +472,7 @@ def evaluate(
     tasks: Mapping[str, Collection[str]] | None = None,
     anonymous_carts: bool = False,
     personal: Collection[str] = PERSONAL_BASELINES,
+    per_query: dict[tuple[str, str], np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Fit every model on the data before ``split_at`` and score it on the tasks after.
 
@@ -486,6 +487,7 @@ def evaluate(
         tasks: name -> the tasks to run that model on; models not named run on both.
         anonymous_carts: basket-completion queries without the customer key.
         personal: the models that learn from customers' own purchases (see :func:`evaluate_sets`).
+        per_query: if given, filled as in :func:`evaluate_sets`.
 
     Returns:
         One row per model x task (see :func:`evaluate_sets`).
@@ -494,7 +496,7 @@ def evaluate(
     now = _utc(split_at).to_pydatetime()
     return evaluate_sets(
         models, train, test, items, k, now=now, seed=seed, tasks=tasks, anonymous_carts=anonymous_carts,
-        personal=personal,
+        personal=personal, per_query=per_query,
     )  # fmt: skip
 
 
@@ -510,6 +512,7 @@ def evaluate_sets(
     tasks: Mapping[str, Collection[str]] | None = None,
     anonymous_carts: bool = False,
     personal: Collection[str] = PERSONAL_BASELINES,
+    per_query: dict[tuple[str, str], np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Fit every model on ``train`` and score it on the tasks in ``test`` (a temporal or a random split).
 
@@ -529,6 +532,8 @@ def evaluate_sets(
         tasks: name -> the tasks to run that model on; models not named run on both.
         anonymous_carts: basket-completion queries without the customer key.
         personal: the models that learn from customers' own purchases.
+        per_query: if given, filled with (model, task) -> recall@k per query; the queries of one task are
+            the same, in the same order, for every model (the pairs of :func:`with_intervals`).
 
     Returns:
         One row per model x task: ``model, task, evaluated, queries, skipped, recall@k, ndcg@k, mrr,
@@ -568,6 +573,8 @@ def evaluate_sets(
             else:
                 result = next_basket(fitted, train, test, k, now=now)
             rows.append({"evaluated": True, **summarise(name, result, k, catalogue, popularity, fit_s)})
+            if per_query is not None:
+                per_query[(name, task)] = result.per_query["recall"]
     order = ["model", "task", "evaluated"]
     table = pd.DataFrame(rows)
     return table[order + [c for c in table.columns if c not in order]] if len(table) else table
@@ -852,6 +859,41 @@ def next_basket_models() -> dict[str, Recommender]:
     """The next-basket baselines of :func:`baseline_models` (unfitted), for the last-basket protocol."""
     tasks = baseline_tasks()
     return {name: model for name, model in baseline_models().items() if NEXT_BASKET in tasks[name]}
+
+
+def with_intervals(
+    table: pd.DataFrame,
+    per_query: Mapping[tuple[str, str], np.ndarray],
+    baselines: Collection[str],
+    k: int = 10,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The table with, per task, each non-baseline model's recall@k difference to the task's best
+    evaluated baseline (by mean recall@k) and its paired bootstrap 95 % interval over the task's queries
+    (:func:`models.intervals.paired_bootstrap`): columns ``best_baseline``, ``recall@k_diff``,
+    ``recall@k_diff_low``, ``recall@k_diff_high`` (empty on the baselines' rows and where a task has no
+    evaluated baseline)."""
+    from models.intervals import paired_bootstrap
+
+    out = table.copy()
+    cols = [f"recall@{k}_diff", f"recall@{k}_diff_low", f"recall@{k}_diff_high"]
+    out["best_baseline"] = pd.Series([None] * len(out), dtype="object", index=out.index)
+    for col in cols:
+        out[col] = float("nan")
+    for task, rows in out[out["evaluated"].astype(bool)].groupby("task", sort=False):
+        base = rows[rows["model"].isin(list(baselines)) & (rows["queries"] > 0)]
+        if base.empty:
+            continue
+        best = str(base.sort_values([f"recall@{k}", "model"], ascending=[False, True])["model"].iloc[0])
+        for index, name in rows.loc[~rows["model"].isin(list(baselines)) & (rows["queries"] > 0), "model"].items():
+            interval = paired_bootstrap(
+                per_query[(str(name), str(task))], per_query[(best, str(task))], n_resamples=n_resamples, seed=seed
+            )
+            out.loc[index, "best_baseline"] = best
+            out.loc[index, cols] = [interval.difference, interval.low, interval.high]
+    return out
 
 
 def kairos_models() -> tuple[dict[str, Recommender], dict[str, tuple[str, ...]]]:

@@ -135,3 +135,29 @@ def test_summary_compares_with_the_best_baseline() -> None:
     assert diff == pytest.approx(summary.loc["fixed", "recall@10"] - summary.loc[best, "recall@10"])
     assert summary.loc["fixed", "recall@10_diff_low"] <= diff <= summary.loc["fixed", "recall@10_diff_high"]
     assert np.isnan(summary.loc[best, "recall@10_diff"]) and summary.loc["fixed", "seeds"] == 3
+
+
+def test_temporal_table_gets_the_interval_to_the_best_baseline() -> None:
+    table = pd.DataFrame(
+        {
+            "model": ["G", "P", "mine", "G", "mine"],
+            "task": [ev.NEXT_BASKET] * 3 + [ev.BASKET_COMPLETION] * 2,
+            "evaluated": [True] * 5,
+            "queries": [4, 4, 4, 3, 3],
+            "recall@10": [0.25, 0.5, 0.75, 1 / 3, 1.0],
+        }
+    )
+    per_query = {
+        ("G", ev.NEXT_BASKET): np.array([1.0, 0, 0, 0]),
+        ("P", ev.NEXT_BASKET): np.array([1.0, 1, 0, 0]),
+        ("mine", ev.NEXT_BASKET): np.array([1.0, 1, 1, 0]),
+        ("G", ev.BASKET_COMPLETION): np.array([1.0, 0, 0]),
+        ("mine", ev.BASKET_COMPLETION): np.array([1.0, 1, 1]),
+    }
+    out = ev.with_intervals(table, per_query, ["G", "P"]).set_index(["model", "task"])
+    nb = out.loc[("mine", ev.NEXT_BASKET)]
+    assert nb["best_baseline"] == "P" and nb["recall@10_diff"] == pytest.approx(0.25)
+    assert 0.0 <= nb["recall@10_diff_low"] <= 0.25 <= nb["recall@10_diff_high"] <= 1.0  # diffs are 0 or 1 per query
+    bc = out.loc[("mine", ev.BASKET_COMPLETION)]
+    assert bc["best_baseline"] == "G" and bc["recall@10_diff"] == pytest.approx(2 / 3)
+    assert out.loc[("P", ev.NEXT_BASKET), ["recall@10_diff"]].isna().all()

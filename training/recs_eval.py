@@ -19,6 +19,15 @@ percentile of the recommended slots, plus ARP), the fill rate (mean list length 
 violations (a list longer than k, a duplicate, or an item of the cart or ``exclude``), fit time and
 recommendation time per query.
 
+The in-run baselines (:func:`baseline_models`, judged on the tasks of :func:`baseline_tasks`): G/P/GP-TopFreq
+on both tasks, TIFU-KNN and UP-CF@r on next basket, the plain co-occurrence count on basket completion.
+:func:`with_intervals` adds each other model's recall@k difference to the best baseline of its task with a
+paired bootstrap 95 % interval.
+
+Protocol (b), leave the last basket out (:func:`evaluate_last_basket`): for several seeds, the last basket
+of a random share of the customers with two or more baskets is held out, and next basket is judged with
+the reality-check metrics (recall@k, NDCG@k, PHR@k, recall over repeat and over explore items).
+
 Usage::
 
     python -m training.recs_eval --data HOME --split-at 2011-09-01 --test-days 90

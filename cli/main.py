@@ -853,6 +853,29 @@ def _campaign_effects(data: Path, tracking_uri: str, adjust: bool, as_of: str | 
     console.print(f"logged: MLflow run {result.run_id} (nothing registered)")
 
 
+def _versus(row: dict[str, Any]) -> str:
+    """A row's recall@10 difference to the best baseline and its interval ("-" where there is none)."""
+    diff = row.get("recall@10_diff", float("nan"))
+    if diff != diff:
+        return "-"
+    return (
+        f"{diff:+.4f} [{row['recall@10_diff_low']:+.4f}, {row['recall@10_diff_high']:+.4f}] vs {row['best_baseline']}"
+    )
+
+
+def _print_last_basket(summary: Any, label: str) -> None:
+    """The protocol-(b) table: means over seeds, and the difference to the best baseline with its interval."""
+    table = Table(title=f"next basket, {label}; k=10", title_justify="left")
+    figures = ("recall@10", "ndcg@10", "phr@10", "repeat_recall@10", "explore_recall@10")
+    for col in ("model", *figures, "vs best baseline (95% CI)"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in summary.to_dict(orient="records"):
+        table.add_row(str(r["model"]), *(f"{r[c]:.4f}" for c in figures), _versus(r))
+    console.print(table)
+    if "best_baseline" in summary.columns and len(summary):
+        console.print(f"best baseline by recall@10: {summary['best_baseline'].iloc[0]}")
+
+
 @train_app.command("recs")
 def train_recs(
     data: Annotated[Path, typer.Option(help="Data home (after `kairos ingest`).")] = DEFAULT_HOME,
@@ -865,30 +888,54 @@ def train_recs(
     test_share: Annotated[
         float, typer.Option(min=0.01, max=0.99, help="Export without dates: the share of baskets held out at random.")
     ] = 0.2,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="temporal (the champion's evaluation) or last-basket: also hold out the last basket of a random "
+            "share of the customers, several seeds (next basket; dates optional, customers required)."
+        ),
+    ] = "temporal",
+    test_users: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="--protocol last-basket: the share of customers held out.")
+    ] = 0.2,
+    seeds: Annotated[int, typer.Option(min=1, help="--protocol last-basket: splits, seeds 0 .. seeds - 1.")] = 3,
 ) -> None:
     """Evaluate recommenders against baselines on a temporal split (a random split of baskets for an export
-    without dates), refit, register the bundle."""
+    without dates), refit, register the bundle. With --protocol last-basket, next basket is also judged
+    with each test customer's last basket held out (figures logged and shown; the champion is still
+    picked on the temporal split)."""
     from training.recs import train_recs as run
 
     try:
         when = _as_of(as_of)
         with _progress("train recs") as tick:
             result = run(
-                data, tracking_uri, test_days=test_days, margin=margin, as_of=when, test_share=test_share, progress=tick
+                data,
+                tracking_uri,
+                test_days=test_days,
+                margin=margin,
+                as_of=when,
+                test_share=test_share,
+                protocol=protocol,
+                test_users=test_users,
+                seeds=seeds,
+                progress=tick,
             )
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
     table = Table(title=f"evaluation ({result.split}; k=10)", title_justify="left")
-    for col in ("model", "task", "recall@10", "ndcg@10", "mrr", "coverage"):
+    for col in ("model", "task", "recall@10", "ndcg@10", "mrr", "coverage", "recall vs best baseline (95% CI)"):
         table.add_column(col, justify="left" if col in ("model", "task") else "right")
     figures = ("recall@10", "ndcg@10", "mrr", "coverage")
     for r in result.table.to_dict(orient="records"):
-        shown = (f"{r[c]:.4f}" for c in figures) if r["evaluated"] else ("not evaluated", "", "", "")
-        table.add_row(r["model"], r["task"], *shown)
+        shown = [f"{r[c]:.4f}" for c in figures] if r["evaluated"] else ["not evaluated", "", "", ""]
+        table.add_row(r["model"], r["task"], *shown, _versus(r))
     console.print(table)
     skipped = result.table[~result.table["evaluated"].astype(bool)].drop_duplicates("note")
     for note in skipped["note"]:
         console.print(f"{', '.join(result.table.loc[result.table['note'] == note, 'model'].unique())}: {note}")
+    if result.last_basket is not None:
+        _print_last_basket(result.last_basket, result.last_basket_label)
     for part, why in result.skipped_parts.items():
         console.print(f"bundle: {part} left out ({why})")
     reg = result.registration

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from bundles import registry
@@ -35,15 +36,22 @@ from training.recs_eval import (
     NEXT_BASKET,
     PERSONAL_BASELINES,
     baseline_models,
+    baseline_tasks,
     evaluate,
+    evaluate_last_basket,
     evaluate_sets,
     format_table,
     known_customers,
     load_home,
+    next_basket_models,
     random_split,
+    with_intervals,
 )
 
 MODEL_NAME = "recs"
+TEMPORAL = "temporal"
+LAST_BASKET_PROTOCOL = "last-basket"
+PROTOCOLS = (TEMPORAL, LAST_BASKET_PROTOCOL)
 EXPERIMENT = "kairos-recs"
 SELECTION_METRIC = "basket_completion_recall_at_10"
 ProgressFn = Callable[[str, float], None]
@@ -59,6 +67,8 @@ class RecsRun:
     registration: registry.Registration | None
     split: str = "temporal split"  # how the evaluation cut the data (the table's title)
     skipped_parts: dict[str, str] = field(default_factory=dict)  # bundle parts left out -> why
+    last_basket: pd.DataFrame | None = None  # protocol last-basket: the summary over seeds (else None)
+    last_basket_label: str = ""  # how that protocol cut the data
 
 
 KAIROS_TOGETHER = "Kairos bought together"
@@ -97,6 +107,12 @@ def _metrics(table: pd.DataFrame, k: int) -> dict[str, float]:
             baselines = rows.drop(index=[m for m in rows.index if m.startswith("Kairos")])
             out[f"{task}_best_baseline_{key}"] = float(baselines[metric].max())
         out[f"{task}_coverage"] = float(rows.loc[kairos, "coverage"])
+        if (
+            f"recall@{k}_diff" in rows.columns
+            and rows.loc[kairos, f"recall@{k}_diff"] == rows.loc[kairos, f"recall@{k}_diff"]
+        ):
+            for col in ("diff", "diff_low", "diff_high"):  # paired bootstrap 95 % interval to the best baseline
+                out[f"{task}_recall_at_{k}_{col}"] = float(rows.loc[kairos, f"recall@{k}_{col}"])
     return out
 
 
@@ -112,6 +128,9 @@ class RecsConfig:
     as_of: datetime | None = None  # the data as it stood then (None: all of it)
     test_share: float = 0.2  # without order times: the share of baskets held out at random
     seed: int = 0  # the hidden-item draw, and the random split without order times
+    protocol: str = TEMPORAL  # also run protocol (b) when LAST_BASKET_PROTOCOL (the champion stays temporal)
+    test_users: float = 0.2  # protocol (b): the share of customers whose last basket is held out
+    seeds: int = 3  # protocol (b): one split per seed 0 .. seeds - 1
 
 
 @dataclass(frozen=True)
@@ -159,25 +178,83 @@ def build_data(cfg: RecsConfig, data_home: Path) -> RecsData:
 
 
 def evaluate_split(cfg: RecsConfig, data: RecsData, tick: ProgressFn) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Every recommender fitted before the split and judged after it, beside G/P/GP-TopFreq (on a random
-    split of baskets when the export has no order times)."""
+    """Every recommender fitted before the split and judged after it, beside the in-run baselines
+    (G/P/GP-TopFreq, TIFU-KNN and UP-CF@r on next basket, the co-occurrence count on basket completion;
+    :func:`training.recs_eval.baseline_tasks`), on a random split of baskets when the export has no order
+    times."""
     tick("evaluating against baselines", 0.05)
     models = {**baseline_models(), **_models()}
-    tasks: dict[str, tuple[str, ...]] = {name: (BASKET_COMPLETION, NEXT_BASKET) for name in baseline_models()}
+    tasks: dict[str, tuple[str, ...]] = baseline_tasks()
     tasks |= {KAIROS_TOGETHER: (BASKET_COMPLETION,), KAIROS_PERSONAL: (NEXT_BASKET,)}
     personal = PERSONAL_BASELINES | {KAIROS_PERSONAL}
+    per_query: dict[tuple[str, str], np.ndarray] = {}
     if data.split_at is None:
         train, test = random_split(data.interactions, cfg.test_share, cfg.seed)
         table = evaluate_sets(
-            models, train, test, data.items, cfg.k, now=None, seed=cfg.seed, tasks=tasks, personal=personal
-        )
+            models, train, test, data.items, cfg.k, now=None, seed=cfg.seed, tasks=tasks, personal=personal,
+            per_query=per_query,
+        )  # fmt: skip
     else:
         split = data.split_at.to_pydatetime()
         table = evaluate(
             models, data.interactions, data.items, split, cfg.test_days, cfg.k,
-            seed=cfg.seed, tasks=tasks, personal=personal,
+            seed=cfg.seed, tasks=tasks, personal=personal, per_query=per_query,
         )  # fmt: skip
+    table = with_intervals(table, per_query, list(baseline_models()), cfg.k, seed=cfg.seed)
     return table, _metrics(table, cfg.k)
+
+
+NO_CUSTOMERS_FOR_LAST_BASKET = (
+    "--protocol last-basket holds out each test customer's last basket: this export names no customer"
+)
+
+
+def evaluate_last_basket_protocol(cfg: RecsConfig, data: RecsData, tick: ProgressFn) -> tuple[pd.DataFrame, str]:
+    """Protocol (b) on next basket: the last basket of a random ``cfg.test_users`` share of the customers
+    held out, ``cfg.seeds`` seeds; the in-run next-basket baselines beside Kairos repeat + personal, and
+    the Kairos model's recall@k difference to the best baseline with a paired bootstrap 95 % interval.
+    Without order times "last" is the basket whose first line comes last in the export.
+
+    Returns:
+        The summary over seeds (:meth:`training.recs_eval.LastBasketEvaluation.summary`) and its label.
+
+    Raises:
+        KairosError: no order names a customer, or no customer has two baskets.
+    """
+    tick("evaluating: last basket held out", 0.3)
+    if not data.customers:
+        raise KairosError(NO_CUSTOMERS_FOR_LAST_BASKET)
+    baselines = next_basket_models()
+    models = {**baselines, KAIROS_PERSONAL: RepeatThenPersonal()}
+    try:
+        result = evaluate_last_basket(
+            models, data.interactions, data.items, cfg.k, test_share=cfg.test_users, seeds=tuple(range(cfg.seeds))
+        )
+    except ValueError as exc:
+        raise KairosError(str(exc)) from exc
+    order = "basket time" if data.dates else "position in the export (no dates)"
+    label = (
+        f"last basket held out (by {order}) for {cfg.test_users:.0%} of the customers with 2+ baskets, "
+        f"seeds 0..{cfg.seeds - 1}"
+    )
+    return result.summary(baselines=list(baselines), seed=cfg.seed), label
+
+
+def _last_basket_metrics(summary: pd.DataFrame, k: int) -> dict[str, float]:
+    """The Kairos next-basket model's protocol-(b) figures, its best baseline's recall and the interval."""
+    rows = summary.set_index("model")
+    if KAIROS_PERSONAL not in rows.index:
+        return {}
+    mine = rows.loc[KAIROS_PERSONAL]
+    out = {
+        f"last_basket_{name}_at_{k}": float(mine[f"{name}@{k}"])
+        for name in ("recall", "ndcg", "phr", "repeat_recall", "explore_recall")
+    }
+    if "best_baseline" in rows.columns:
+        out[f"last_basket_best_baseline_recall_at_{k}"] = float(rows.loc[mine["best_baseline"], f"recall@{k}"])
+        for col in ("diff", "diff_low", "diff_high"):
+            out[f"last_basket_recall_at_{k}_{col}"] = float(mine[f"recall@{k}_{col}"])
+    return out
 
 
 def _basket_factors(interactions: pd.DataFrame, items: pd.DataFrame) -> ImplicitRecommender:
@@ -224,7 +301,12 @@ def fit(data: RecsData, tick: ProgressFn) -> RecsModel:
 
 
 def log_and_register(
-    cfg: RecsConfig, data: RecsData, model: RecsModel, table: pd.DataFrame, metrics: dict[str, float]
+    cfg: RecsConfig,
+    data: RecsData,
+    model: RecsModel,
+    table: pd.DataFrame,
+    metrics: dict[str, float],
+    last_basket: pd.DataFrame | None = None,
 ) -> RecsRun:
     """The run in MLflow and the bundle registered: ``@champion`` only if its basket-completion recall
     beats the champion's by more than ``cfg.margin``."""
@@ -239,11 +321,16 @@ def log_and_register(
             "data_as_of": cfg.as_of.isoformat() if cfg.as_of else "all",
             "customers": data.customers,
             "evaluated_tasks": ",".join(sorted(set(table.loc[table["evaluated"], "task"]))),
+            "protocol": cfg.protocol,
         }
+        if last_basket is not None:
+            params |= {"last_basket_test_users": cfg.test_users, "last_basket_seeds": cfg.seeds}
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_text(table.to_csv(index=False), "evaluation.csv")
-        mlflow.log_text(model_card(cfg, data, model, table), "model_card.md")
+        if last_basket is not None:
+            mlflow.log_text(last_basket.to_csv(index=False), "last_basket_evaluation.csv")
+        mlflow.log_text(model_card(cfg, data, model, table, last_basket), "model_card.md")
         registration = registry.log_and_register(
             job,
             bundle,
@@ -258,7 +345,9 @@ def log_and_register(
     return RecsRun(job.run_id, table, metrics, registration, data.split_label(cfg), skipped)
 
 
-def model_card(cfg: RecsConfig, data: RecsData, model: RecsModel, table: pd.DataFrame) -> str:
+def model_card(
+    cfg: RecsConfig, data: RecsData, model: RecsModel, table: pd.DataFrame, last_basket: pd.DataFrame | None = None
+) -> str:
     """The recommendations card: how the data were split, the evaluation table, what was not evaluated
     and which parts the bundle leaves out (markdown, logged beside the bundle)."""
     lines = [
@@ -274,6 +363,18 @@ def model_card(cfg: RecsConfig, data: RecsData, model: RecsModel, table: pd.Data
         format_table(table),
         "```",
     ]
+    if last_basket is not None:
+        lines += [
+            "",
+            f"## Next basket, last basket held out ({cfg.seeds} seeds, {cfg.test_users:.0%} of the customers)",
+            "",
+            "Means over seeds; recall@k difference to the best baseline with a paired bootstrap 95 % interval "
+            "over the test users of every seed. Not used to pick the champion.",
+            "",
+            "```",
+            last_basket.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
+            "```",
+        ]
     skipped = model.manifest.get("skipped", {})
     if skipped:
         lines += ["", "## Left out of the bundle", ""] + [f"- {part}: {why}" for part, why in sorted(skipped.items())]
@@ -290,18 +391,40 @@ def train_recs(
     register: bool = True,
     as_of: datetime | None = None,
     test_share: float = 0.2,
+    protocol: str = TEMPORAL,
+    test_users: float = 0.2,
+    seeds: int = 3,
     progress: ProgressFn | None = None,
 ) -> RecsRun:
     """Evaluate on the last ``test_days`` (fit before), refit everything on all data, log and register:
     :func:`build_data` -> :func:`evaluate_split` -> :func:`fit` -> :func:`log_and_register`. With
     ``as_of``, "all data" is the order lines placed before it. An export without order times is
-    evaluated on a random ``test_share`` of its baskets instead."""
+    evaluated on a random ``test_share`` of its baskets instead.
+
+    ``protocol="last-basket"`` also runs protocol (b) on next basket (:func:`evaluate_last_basket_protocol`:
+    ``test_users`` share of the customers, ``seeds`` splits); its figures are logged (``last_basket_*``
+    metrics, ``last_basket_evaluation.csv``) and shown, while the champion is still picked on the temporal
+    evaluation."""
+    if protocol not in PROTOCOLS:
+        raise KairosError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    if seeds < 1:
+        raise KairosError(f"seeds must be at least 1, got {seeds}")
     tick = progress or (lambda step, frac: None)
-    cfg = RecsConfig(tracking_uri, test_days, k, margin, register, as_of, test_share)
+    cfg = RecsConfig(
+        tracking_uri, test_days, k, margin, register, as_of, test_share, protocol=protocol, test_users=test_users,
+        seeds=seeds,
+    )  # fmt: skip
     data = build_data(cfg, data_home)
+    if protocol == LAST_BASKET_PROTOCOL and not data.customers:
+        raise KairosError(NO_CUSTOMERS_FOR_LAST_BASKET)  # before any fitting
     table, metrics = evaluate_split(cfg, data, tick)
+    last_basket, label = None, ""
+    if cfg.protocol == LAST_BASKET_PROTOCOL:
+        last_basket, label = evaluate_last_basket_protocol(cfg, data, tick)
+        metrics |= _last_basket_metrics(last_basket, cfg.k)
     model = fit(data, tick)
     tick("logging to MLflow", 0.85)
-    run = log_and_register(cfg, data, model, table, metrics)
+    run = log_and_register(cfg, data, model, table, metrics, last_basket)
+    run.last_basket, run.last_basket_label = last_basket, label
     tick("done", 1.0)
     return run

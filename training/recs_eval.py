@@ -19,6 +19,15 @@ percentile of the recommended slots, plus ARP), the fill rate (mean list length 
 violations (a list longer than k, a duplicate, or an item of the cart or ``exclude``), fit time and
 recommendation time per query.
 
+The in-run baselines (:func:`baseline_models`, judged on the tasks of :func:`baseline_tasks`): G/P/GP-TopFreq
+on both tasks, TIFU-KNN and UP-CF@r on next basket, the plain co-occurrence count on basket completion.
+:func:`with_intervals` adds each other model's recall@k difference to the best baseline of its task with a
+paired bootstrap 95 % interval.
+
+Protocol (b), leave the last basket out (:func:`evaluate_last_basket`): for several seeds, the last basket
+of a random share of the customers with two or more baskets is held out, and next basket is judged with
+the reality-check metrics (recall@k, NDCG@k, PHR@k, recall over repeat and over explore items).
+
 Usage::
 
     python -m training.recs_eval --data HOME --split-at 2011-09-01 --test-days 90
@@ -27,6 +36,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
 import time
@@ -385,13 +395,50 @@ def summarise(
     }
 
 
+TIFU_KNN = "TIFU-KNN"
+UP_CF = "UP-CF@r"
+COOCCURRENCE_COUNT = "co-occurrence count"
+#: UP-CF@r's neighbours per customer in the in-run baseline: the paper sums over every customer with a
+#: positive similarity (``n_neighbours=None``); with q = 5 the far neighbours weigh next to nothing, and
+#: the cap keeps the scoring matrix sparse on tens of thousands of customers.
+UPCF_NEIGHBOURS = 300
+
+
 def baseline_models() -> dict[str, Recommender]:
-    """The standard baselines, unfitted: G-TopFreq (also the item-popularity baseline), P- and GP-TopFreq."""
-    return {"G-TopFreq": GlobalTopFreq(), "P-TopFreq": PersonalTopFreq(), "GP-TopFreq": GlobalPersonalTopFreq()}
+    """The in-run baselines, unfitted: G-TopFreq (also the item-popularity baseline), P- and GP-TopFreq,
+    TIFU-KNN and UP-CF@r (next basket) and the plain co-occurrence count (basket completion), with the
+    default parameters of :mod:`models.recs.tifuknn`, :mod:`models.recs.upcf` and
+    :mod:`models.recs.cooccurrence_count` (see docs/recommenders.md). :func:`baseline_tasks` says which task
+    each is judged on."""
+    from models.recs.cooccurrence_count import CooccurrenceCount
+    from models.recs.tifuknn import TIFUKNN
+    from models.recs.upcf import UPCF
+
+    return {
+        "G-TopFreq": GlobalTopFreq(),
+        "P-TopFreq": PersonalTopFreq(),
+        "GP-TopFreq": GlobalPersonalTopFreq(),
+        TIFU_KNN: TIFUKNN(),
+        UP_CF: UPCF(n_neighbours=UPCF_NEIGHBOURS),
+        COOCCURRENCE_COUNT: CooccurrenceCount(),
+    }
+
+
+def baseline_tasks() -> dict[str, tuple[str, ...]]:
+    """The task(s) each of :func:`baseline_models` is judged on: the frequency baselines on both, the
+    next-basket methods on next basket, the co-occurrence count on basket completion."""
+    return {
+        "G-TopFreq": TASKS,
+        "P-TopFreq": TASKS,
+        "GP-TopFreq": TASKS,
+        TIFU_KNN: (NEXT_BASKET,),
+        UP_CF: (NEXT_BASKET,),
+        COOCCURRENCE_COUNT: (BASKET_COMPLETION,),
+    }
 
 
 #: The baselines that learn from customers' own purchases (skipped when no order names a customer).
-PERSONAL_BASELINES = frozenset({"P-TopFreq", "GP-TopFreq"})
+PERSONAL_BASELINES = frozenset({"P-TopFreq", "GP-TopFreq", TIFU_KNN, UP_CF})
 
 NO_CUSTOMERS = (
     "not evaluated: no training order names a customer (a basket-only export); personal recommenders need customers"
@@ -434,6 +481,7 @@ def evaluate(
     tasks: Mapping[str, Collection[str]] | None = None,
     anonymous_carts: bool = False,
     personal: Collection[str] = PERSONAL_BASELINES,
+    per_query: dict[tuple[str, str], np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Fit every model on the data before ``split_at`` and score it on the tasks after.
 
@@ -448,6 +496,7 @@ def evaluate(
         tasks: name -> the tasks to run that model on; models not named run on both.
         anonymous_carts: basket-completion queries without the customer key.
         personal: the models that learn from customers' own purchases (see :func:`evaluate_sets`).
+        per_query: if given, filled as in :func:`evaluate_sets`.
 
     Returns:
         One row per model x task (see :func:`evaluate_sets`).
@@ -456,7 +505,7 @@ def evaluate(
     now = _utc(split_at).to_pydatetime()
     return evaluate_sets(
         models, train, test, items, k, now=now, seed=seed, tasks=tasks, anonymous_carts=anonymous_carts,
-        personal=personal,
+        personal=personal, per_query=per_query,
     )  # fmt: skip
 
 
@@ -472,6 +521,7 @@ def evaluate_sets(
     tasks: Mapping[str, Collection[str]] | None = None,
     anonymous_carts: bool = False,
     personal: Collection[str] = PERSONAL_BASELINES,
+    per_query: dict[tuple[str, str], np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Fit every model on ``train`` and score it on the tasks in ``test`` (a temporal or a random split).
 
@@ -491,6 +541,8 @@ def evaluate_sets(
         tasks: name -> the tasks to run that model on; models not named run on both.
         anonymous_carts: basket-completion queries without the customer key.
         personal: the models that learn from customers' own purchases.
+        per_query: if given, filled with (model, task) -> recall@k per query; the queries of one task are
+            the same, in the same order, for every model (the pairs of :func:`with_intervals`).
 
     Returns:
         One row per model x task: ``model, task, evaluated, queries, skipped, recall@k, ndcg@k, mrr,
@@ -530,9 +582,329 @@ def evaluate_sets(
             else:
                 result = next_basket(fitted, train, test, k, now=now)
             rows.append({"evaluated": True, **summarise(name, result, k, catalogue, popularity, fit_s)})
+            if per_query is not None:
+                per_query[(name, task)] = result.per_query["recall"]
     order = ["model", "task", "evaluated"]
     table = pd.DataFrame(rows)
     return table[order + [c for c in table.columns if c not in order]] if len(table) else table
+
+
+# --- protocol (b): leave the last basket out -------------------------------------------------------
+
+LAST_BASKET = "last_basket"
+#: Per-user figures of the last-basket protocol (repeat / explore recall are NaN where undefined).
+LAST_BASKET_METRICS = ("recall", "ndcg", "phr", "repeat_recall", "explore_recall")
+
+
+@dataclass(frozen=True)
+class LastBasketSplit:
+    """One draw of the leave-last-basket-out protocol.
+
+    Attributes:
+        seed: the seed of the draw.
+        train: every interaction except the test users' last baskets (and, for a test user, any
+            non-purchase event at or after that basket's time).
+        customers: the test users, sorted.
+        relevant: per test user, the distinct items of their held-out last basket.
+        history: per test user, the distinct items they bought in ``train`` (repeat vs explore).
+        asked_at: per test user, the time of the held-out basket (None: the export has no order times).
+        eligible: customers with two or more baskets (the pool the test users are drawn from).
+    """
+
+    seed: int
+    train: pd.DataFrame
+    customers: list[str]
+    relevant: list[frozenset[str]]
+    history: list[frozenset[str]]
+    asked_at: list[datetime | None]
+    eligible: int
+
+
+def _basket_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per basket: its customer, first-line time (NaT without times) and first row position,
+    sorted into each customer's buying order: by time, ties (and exports without times) by the first
+    row of the basket in the export."""
+    frame = pd.DataFrame(
+        {
+            "customer": rows[IX.CUSTOMER].astype(str).to_numpy(),
+            "basket": rows[IX.BASKET].astype(str).to_numpy(),
+            "pos": np.arange(len(rows)),
+        }
+    )
+    has_times = IX.TS in rows.columns and bool(rows[IX.TS].notna().any())
+    if has_times:
+        ts = pd.to_datetime(rows[IX.TS], utc=True)
+        if ts.isna().any():
+            raise ValueError(
+                f"last-basket protocol: {int(ts.isna().sum())} purchase rows have no {IX.TS!r} while others have "
+                "one; the order of baskets is undefined"
+            )
+        frame["ts"] = ts.to_numpy()
+    else:
+        frame["ts"] = pd.NaT
+    first = frame.groupby(["customer", "basket"], sort=False).agg(ts=("ts", "min"), pos=("pos", "min")).reset_index()
+    return first.sort_values(["customer", "ts", "pos"], kind="stable").reset_index(drop=True)
+
+
+def last_basket_split(interactions: pd.DataFrame, test_share: float = 0.2, seed: int = 0) -> LastBasketSplit:
+    """Hold out the last basket of a seeded random share of the customers with two or more baskets.
+
+    "Last" is by the basket's first line time; baskets with the same time, and every basket of an export
+    without order times, are ordered by where their first row stands in the export (a later row: a later
+    basket). The test users are ``round(test_share x eligible)`` (at least one) drawn without replacement
+    among the eligible customers sorted by key; every other customer's history is wholly in training.
+
+    Args:
+        interactions: the interactions frame (:class:`~models.recs.base.IX` columns); customers required,
+            timestamps optional.
+        test_share: the share of eligible customers held out, in (0, 1).
+        seed: the seed of the draw (same data, same seed: same split).
+
+    Returns:
+        The split.
+
+    Raises:
+        ValueError: ``test_share`` outside (0, 1); no purchase names a customer (a basket-only export
+            without customers); no customer has two baskets; a purchase without a time among timed ones.
+    """
+    if not 0.0 < test_share < 1.0:
+        raise ValueError(f"test_share must be between 0 and 1, got {test_share}")
+    bought = _purchases(interactions)
+    bought = bought[bought[IX.CUSTOMER].notna()]
+    if bought.empty:
+        raise ValueError(
+            "last-basket protocol: no purchase names a customer (column customer_key); it holds out each test "
+            "customer's last basket, so it needs customers"
+        )
+    order = _basket_order(bought)
+    sizes = order.groupby("customer", sort=True).size()
+    eligible = sizes.index[sizes >= 2].to_numpy()
+    if len(eligible) == 0:
+        raise ValueError(
+            "last-basket protocol: no customer has two or more baskets (one to learn from, one to hold out)"
+        )
+    n_test = max(1, round(test_share * len(eligible)))
+    chosen = np.sort(np.random.default_rng(seed).choice(eligible, size=n_test, replace=False))
+    last = order.groupby("customer", sort=False).tail(1).set_index("customer")
+    held = last.loc[chosen]
+    held_baskets = set(held["basket"])
+    customer_col = interactions[IX.CUSTOMER].astype("string")
+    in_held = interactions[IX.BASKET].astype("string").isin(held_baskets).fillna(False).to_numpy(dtype=bool)
+    drop = in_held
+    if IX.TS in interactions.columns and IX.EVENT in interactions.columns and held["ts"].notna().all():
+        # a test user's views and carts from the held-out basket's time on (their purchases are in baskets
+        # ordered before it, and stay, even at the same instant)
+        cut = customer_col.map(held["ts"].to_dict())
+        ts = pd.to_datetime(interactions[IX.TS], utc=True)
+        later = (ts >= pd.to_datetime(cut, utc=True)).fillna(False).to_numpy(dtype=bool)
+        event = interactions[IX.EVENT].astype("string") != InteractionKind.PURCHASE.value
+        drop = drop | (later & event.fillna(True).to_numpy(dtype=bool))
+    train = interactions[~drop].reset_index(drop=True)
+    lines = bought[bought[IX.BASKET].astype(str).isin(held_baskets)]
+    relevant_by = lines.groupby(lines[IX.CUSTOMER].astype(str))[IX.ITEM].agg(lambda s: frozenset(s.astype(str)))
+    past = _purchases(train)
+    past = past[past[IX.CUSTOMER].astype("string").isin(set(chosen)).fillna(False).to_numpy(dtype=bool)]
+    history_by = past.groupby(past[IX.CUSTOMER].astype(str))[IX.ITEM].agg(lambda s: frozenset(s.astype(str)))
+    customers = [str(c) for c in chosen]
+    asked = [None if pd.isna(t) else _utc(t).to_pydatetime() for t in held["ts"]]
+    return LastBasketSplit(
+        seed,
+        train,
+        customers,
+        [relevant_by[c] for c in customers],
+        [history_by.get(c, frozenset()) for c in customers],
+        asked,
+        len(eligible),
+    )
+
+
+def last_basket_scores(
+    lists: Sequence[Sequence[str]], relevant: Sequence[frozenset[str]], history: Sequence[frozenset[str]], k: int
+) -> dict[str, np.ndarray]:
+    """Per test user, the next-basket figures of the reality-check literature (Li et al., "A Next Basket
+    Recommendation Reality Check", TOIS 2023): recall@k, NDCG@k, PHR@k (1 if at least one item of the
+    basket is in the top k), and recall@k over the basket's repeat items (bought by the user before) and
+    over its explore items (new to the user), each NaN for a user whose basket has none of that kind.
+    The mean over users of each array is the reported figure (the repeat / explore means skip NaN)."""
+    out: dict[str, list[float]] = {name: [] for name in LAST_BASKET_METRICS}
+    nan = float("nan")
+    for ids, rel, past in zip(lists, relevant, history, strict=True):
+        top = list(ids)[:k]
+        repeat, explore = rel & past, rel - past
+        out["recall"].append(m.recall_at_k(top, rel, k))
+        out["ndcg"].append(m.ndcg_at_k(top, rel, k))
+        out["phr"].append(m.hit_at_k(top, rel, k))
+        out["repeat_recall"].append(m.recall_at_k(top, repeat, k) if repeat else nan)
+        out["explore_recall"].append(m.recall_at_k(top, explore, k) if explore else nan)
+    return {name: np.array(values, dtype=float) for name, values in out.items()}
+
+
+@dataclass
+class LastBasketEvaluation:
+    """The last-basket protocol over several seeds.
+
+    Attributes:
+        table: one row per model x seed (see :func:`evaluate_last_basket`).
+        per_user: (model, seed) -> metric -> one value per test user of that seed (same users, same
+            order for every model of a seed: the pairs of a paired bootstrap).
+        k: the cut-off.
+    """
+
+    table: pd.DataFrame
+    per_user: dict[tuple[str, int], dict[str, np.ndarray]]
+    k: int
+
+    def pooled(self, model: str, metric: str = "recall") -> np.ndarray:
+        """One model's per-user figures over every seed, seeds in order (pairable across models)."""
+        seeds = sorted({seed for name, seed in self.per_user if name == model})
+        return np.concatenate([self.per_user[(model, seed)][metric] for seed in seeds])
+
+    def summary(self, baselines: Collection[str] = (), *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """Mean and spread over seeds per model; with ``baselines`` named, each other model's recall@k
+        difference to the best baseline (by mean recall@k) with a paired bootstrap 95 % interval over
+        the test users of every seed (:func:`models.intervals.paired_mean_bootstrap`)."""
+        from models.intervals import paired_mean_bootstrap
+
+        k = self.k
+        figures = [f"{name}@{k}" for name in LAST_BASKET_METRICS]
+        done = self.table[self.table["evaluated"]]
+        grouped = done.groupby("model", sort=False)
+        out = grouped[figures].mean()
+        out[f"recall@{k}_sd"] = grouped[f"recall@{k}"].std(ddof=1)
+        out["seeds"] = grouped.size()
+        out["users"] = grouped["users"].sum()
+        out["fit_s"] = grouped["fit_s"].mean()
+        present = [name for name in baselines if name in out.index]
+        if present:
+            best = max(present, key=lambda name: (out.loc[name, f"recall@{k}"], name))
+            out["best_baseline"] = best
+            for col in ("diff", "diff_low", "diff_high"):
+                out[f"recall@{k}_{col}"] = float("nan")
+            for name in out.index:
+                if name in present:
+                    continue
+                interval = paired_mean_bootstrap(
+                    self.pooled(name), self.pooled(best), n_resamples=n_resamples, seed=seed
+                )
+                out.loc[name, [f"recall@{k}_diff", f"recall@{k}_diff_low", f"recall@{k}_diff_high"]] = [
+                    interval.difference, interval.low, interval.high,
+                ]  # fmt: skip
+        return out.reset_index()
+
+
+def evaluate_last_basket(
+    models: Mapping[str, Recommender],
+    interactions: pd.DataFrame,
+    items: pd.DataFrame | None,
+    k: int = 10,
+    *,
+    test_share: float = 0.2,
+    seeds: Sequence[int] = (0, 1, 2),
+) -> LastBasketEvaluation:
+    """Protocol (b): for each seed, hold out the last basket of a random ``test_share`` of the customers
+    (:func:`last_basket_split`), fit every model (a fresh copy) on the rest and ask it for each test
+    user's next basket (``now`` = the held-out basket's time; without order times the model's default).
+
+    Args:
+        models: name -> unfitted next-basket recommender.
+        interactions: all interactions; customers required, order times optional.
+        items: the catalogue passed to ``fit``.
+        k: cut-off.
+        test_share: share of the customers with two or more baskets held out per seed.
+        seeds: one split per seed.
+
+    Returns:
+        The table (one row per model x seed: ``model, seed, evaluated, users, recall@k, ndcg@k, phr@k,
+        repeat_recall@k, explore_recall@k, repeat_users, explore_users, violations, fit_s,
+        ms_per_query, note``) and the per-user figures.
+
+    Raises:
+        ValueError: no seed, or the split's (see :func:`last_basket_split`).
+    """
+    if not seeds:
+        raise ValueError("evaluate_last_basket needs at least one seed")
+    rows: list[dict[str, object]] = []
+    per_user: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    for seed in seeds:
+        split = last_basket_split(interactions, test_share, seed)
+        queries = [Query(customer_key=c, now=when) for c, when in zip(split.customers, split.asked_at, strict=True)]
+        n_rel = sum(len(r) for r in split.relevant)
+        n_rep = sum(len(r & h) for r, h in zip(split.relevant, split.history, strict=True))
+        note = (
+            f"seed {seed}: last basket of {len(queries)} of {split.eligible} customers with 2+ baskets held out; "
+            f"{n_rep / max(n_rel, 1):.1%} of the held-out items are repeats"
+        )
+        for name, unfitted in models.items():
+            began = time.perf_counter()
+            fitted = copy.deepcopy(unfitted).fit(split.train, items)
+            fit_s = time.perf_counter() - began
+            logger.info("%s (seed %d) fitted in %.1f s", name, seed, fit_s)
+            answers, seconds = _run(fitted, queries, k)
+            lists = [[rec.item_id for rec in recs][:k] for recs in answers]
+            scores = last_basket_scores(lists, split.relevant, split.history, k)
+            per_user[(name, seed)] = scores
+            violations = sum(_violates(recs, q, k) for recs, q in zip(answers, queries, strict=True))
+            rows.append(
+                {
+                    "model": name,
+                    "seed": seed,
+                    "evaluated": True,
+                    "users": len(queries),
+                    **{f"{metric}@{k}": _nanmean(v) for metric, v in scores.items()},
+                    "repeat_users": int(np.isfinite(scores["repeat_recall"]).sum()),
+                    "explore_users": int(np.isfinite(scores["explore_recall"]).sum()),
+                    "violations": violations,
+                    "fit_s": fit_s,
+                    "ms_per_query": 1000 * seconds / max(len(queries), 1),
+                    "note": note,
+                }
+            )
+    return LastBasketEvaluation(pd.DataFrame(rows), per_user, k)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def next_basket_models() -> dict[str, Recommender]:
+    """The next-basket baselines of :func:`baseline_models` (unfitted), for the last-basket protocol."""
+    tasks = baseline_tasks()
+    return {name: model for name, model in baseline_models().items() if NEXT_BASKET in tasks[name]}
+
+
+def with_intervals(
+    table: pd.DataFrame,
+    per_query: Mapping[tuple[str, str], np.ndarray],
+    baselines: Collection[str],
+    k: int = 10,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The table with, per task, each non-baseline model's recall@k difference to the task's best
+    evaluated baseline (by mean recall@k) and its paired bootstrap 95 % interval over the task's queries
+    (:func:`models.intervals.paired_mean_bootstrap`): columns ``best_baseline``, ``recall@k_diff``,
+    ``recall@k_diff_low``, ``recall@k_diff_high`` (empty on the baselines' rows and where a task has no
+    evaluated baseline)."""
+    from models.intervals import paired_mean_bootstrap
+
+    out = table.copy()
+    cols = [f"recall@{k}_diff", f"recall@{k}_diff_low", f"recall@{k}_diff_high"]
+    out["best_baseline"] = pd.Series([None] * len(out), dtype="object", index=out.index)
+    for col in cols:
+        out[col] = float("nan")
+    for task, rows in out[out["evaluated"].astype(bool)].groupby("task", sort=False):
+        base = rows[rows["model"].isin(list(baselines)) & (rows["queries"] > 0)]
+        if base.empty:
+            continue
+        best = str(base.sort_values([f"recall@{k}", "model"], ascending=[False, True])["model"].iloc[0])
+        for index, name in rows.loc[~rows["model"].isin(list(baselines)) & (rows["queries"] > 0), "model"].items():
+            interval = paired_mean_bootstrap(
+                per_query[(str(name), str(task))], per_query[(best, str(task))], n_resamples=n_resamples, seed=seed
+            )
+            out.loc[index, "best_baseline"] = best
+            out.loc[index, cols] = [interval.difference, interval.low, interval.high]
+    return out
 
 
 def kairos_models() -> tuple[dict[str, Recommender], dict[str, tuple[str, ...]]]:
@@ -589,8 +961,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     interactions, items = load_home(args.data)
     models = baseline_models()
-    extra, tasks = kairos_models()
+    extra, kairos_tasks = kairos_models()
     models.update(extra)
+    tasks = baseline_tasks() | kairos_tasks
     split = datetime.fromisoformat(args.split_at)
     split = split.replace(tzinfo=UTC) if split.tzinfo is None else split
     table = evaluate(

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 
-from models.intervals import MAE, ROC_AUC, SPEARMAN, paired_bootstrap
+from models.intervals import MAE, ROC_AUC, SPEARMAN, paired_bootstrap, paired_mean_bootstrap
 
 
 def _binary(n: int = 600, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,3 +95,31 @@ def test_bad_input_is_refused_with_the_reason() -> None:
         paired_bootstrap(ROC_AUC, np.ones(5), np.ones(5), np.ones(5))
     with pytest.raises(ValueError, match="non-finite"):
         paired_bootstrap(MAE, np.ones(3), np.array([1.0, np.nan, 1.0]), np.ones(3))
+
+
+def test_mean_difference_covers_a_known_difference_and_excludes_zero() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.random(2000)
+    better = base + 0.05 + rng.normal(0, 0.1, 2000)  # true mean difference 0.05
+    interval = paired_mean_bootstrap(better, base, seed=1)
+    assert interval.low < 0.05 < interval.high and interval.above_zero
+    assert interval.high - interval.low < 0.02  # paired: the shared noise of `base` cancels
+    assert interval.pairs == 2000 and interval.confidence == 0.95
+
+
+def test_mean_difference_no_difference_straddles_zero_and_a_constant_shift_is_exact() -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.random(500), rng.random(500)
+    interval = paired_mean_bootstrap(a, b, seed=0)
+    assert interval.low < interval.difference < interval.high
+    shifted = paired_mean_bootstrap(a + 0.1, a, seed=0)
+    assert shifted.low == pytest.approx(0.1) and shifted.high == pytest.approx(0.1)
+
+
+def test_mean_difference_seeded_and_refuses_bad_input() -> None:
+    a, b = np.linspace(0, 1, 50), np.linspace(0, 0.8, 50)
+    assert paired_mean_bootstrap(a, b, seed=4) == paired_mean_bootstrap(a, b, seed=4)
+    with pytest.raises(ValueError, match="one length"):
+        paired_mean_bootstrap(a, b[:-1])
+    with pytest.raises(ValueError, match="NaN"):
+        paired_mean_bootstrap(np.array([np.nan]), np.array([0.0]))

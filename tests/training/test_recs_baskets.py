@@ -61,11 +61,12 @@ def _export(folder: Path, *, customers: bool, dates: bool = True) -> Path:
     return folder
 
 
-def _ingest_and_train(raw: Path, home: Path, uri: str) -> str:
+def _ingest_and_train(raw: Path, home: Path, uri: str, *extra: str) -> str:
     args = ["ingest", "--dev", "--input", str(raw), "--mapping", str(raw / "mapping.yaml"), "--out", str(home)]
     done = runner.invoke(app, [*args, "--now", NOW])
     assert done.exit_code == 0, done.output
-    trained = runner.invoke(app, ["train", "recs", "--data", str(home), "--tracking-uri", uri, "--test-days", "60"])
+    train = ["train", "recs", "--data", str(home), "--tracking-uri", uri, "--test-days", "60", *extra]
+    trained = runner.invoke(app, train)
     assert trained.exit_code == 0, trained.output
     return " ".join(trained.output.split())
 
@@ -136,7 +137,12 @@ def test_a_basket_only_export_trains_and_registers_recommendations(tmp_path: Pat
     assert "not evaluated" in said and f"Kairos repeat + personal: {NO_CUSTOMERS}" in said
     table = _evaluation(uri).set_index(["model", "task"])
     evaluated = table.index[table["evaluated"]].tolist()
-    assert evaluated == [("G-TopFreq", "basket_completion"), ("Kairos bought together", "basket_completion")]
+    assert evaluated == [
+        ("G-TopFreq", "basket_completion"),
+        ("co-occurrence count", "basket_completion"),
+        ("Kairos bought together", "basket_completion"),
+    ]
+    assert f"TIFU-KNN, UP-CF@r, Kairos repeat + personal: {NO_CUSTOMERS}" in said
     assert (table.loc[evaluated, "queries"] > 0).all() and table.loc[evaluated, "recall@10"].notna().all()
     assert "bundle: repeat_personal left out" in said and "bundle: buy_again left out" in said
     assert "registered: recs v1 -> @champion" in said
@@ -187,6 +193,39 @@ def test_an_export_without_dates_trains_recommendations_on_a_random_split(tmp_pa
     assert len(model.for_customer(someone, 5, _filters()).items) == 5
     lines = pd.read_parquet(tmp_path / "home" / "ingested" / "order_lines.parquet")
     assert lines["ordered_at"].isna().all()  # training gave the data no date
+
+
+@pytest.mark.slow
+def test_protocol_last_basket_on_an_export_without_dates(tmp_path: Path) -> None:
+    raw = _export(tmp_path / "undated", customers=True, dates=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    said = _ingest_and_train(raw, tmp_path / "home", uri, "--protocol", "last-basket", "--seeds", "2")
+    assert "last basket held out (by position in the export (no dates)) for 20% of the customers" in said
+    assert "best baseline by recall@10:" in said and "registered: recs v1 -> @champion" in said
+    table = pd.read_csv(io.StringIO(_artifact(uri, "last_basket_evaluation.csv"))).set_index("model")
+    assert {"G-TopFreq", "P-TopFreq", "GP-TopFreq", "TIFU-KNN", "UP-CF@r", "Kairos repeat + personal"} == set(
+        table.index
+    )
+    assert (table["seeds"] == 2).all() and (table["users"] > 0).all()
+    figures = table[["recall@10", "ndcg@10", "phr@10", "repeat_recall@10", "explore_recall@10"]]
+    assert ((figures >= 0) & (figures <= 1)).all().all()
+    assert (table["phr@10"] >= table["recall@10"]).all()  # a user with any recall has a hit
+    mine = table.loc["Kairos repeat + personal"]
+    assert mine["recall@10_diff_low"] <= mine["recall@10_diff"] <= mine["recall@10_diff_high"]
+    assert "## Next basket, last basket held out (2 seeds" in _artifact(uri, "model_card.md")
+
+
+def test_protocol_last_basket_refuses_an_export_without_customers(tmp_path: Path) -> None:
+    raw = _export(tmp_path / "baskets", customers=False, dates=False)
+    home = tmp_path / "h"
+    args = ["ingest", "--dev", "--input", str(raw), "--mapping", str(raw / "mapping.yaml"), "--out", str(home)]
+    assert runner.invoke(app, [*args, "--now", NOW]).exit_code == 0
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(
+        app, ["train", "recs", "--data", str(home), "--tracking-uri", uri, "--protocol", "last-basket"]
+    )
+    assert result.exit_code == 2
+    assert "this export names no customer" in " ".join(result.output.split())
 
 
 def test_as_of_on_an_export_without_dates_is_refused(tmp_path: Path) -> None:

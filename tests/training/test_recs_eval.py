@@ -212,11 +212,12 @@ def synth_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_end_to_end_on_a_small_synthetic_world(synth_home: Path) -> None:
     interactions, items = ev.load_home(synth_home)
-    table = ev.evaluate(ev.baseline_models(), interactions, items, datetime(2025, 10, 1, tzinfo=UTC), 90)
-    assert len(table) == 6
+    split = datetime(2025, 10, 1, tzinfo=UTC)
+    table = ev.evaluate(ev.baseline_models(), interactions, items, split, 90, tasks=ev.baseline_tasks())
+    assert len(table) == 9
     assert set(zip(table["model"], table["task"], strict=True)) == {
         (name, task) for name in ["G-TopFreq", "P-TopFreq", "GP-TopFreq"] for task in ev.TASKS
-    }
+    } | {("TIFU-KNN", ev.NEXT_BASKET), ("UP-CF@r", ev.NEXT_BASKET), ("co-occurrence count", ev.BASKET_COMPLETION)}
     assert (table["queries"] > 0).all()
     assert (table["violations"] == 0).all()
     metrics = table[["recall@10", "ndcg@10", "mrr", "hit@10", "precision@10", "coverage", "pop_bias"]]

@@ -20,7 +20,7 @@ from features.errors import MappingError
 from features.ingest import ingest
 from features.mapping import Mapping
 from features.realtime import ConsentChange, allowed_by_rule
-from tests.features.test_mapping_expressions import _write, load_mapping_from
+from tests.features.test_mapping_expressions import _write, load_mapping_from, till_lines
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 AS_OF = datetime(2017, 4, 1, tzinfo=UTC)
@@ -55,17 +55,7 @@ def _mapping(**top: Any) -> dict[str, Any]:
         "currency": "USD",
         "derive_customers_from_lines": True,
         "tables": {
-            "order_lines": {
-                "files": ["till.csv"],
-                "columns": {
-                    "order_id": "basket",
-                    "customer_id": "household",
-                    "item_id": "product",
-                    "quantity": "qty",
-                    "ordered_at": "ts",
-                    "line_amount": "sales_value",
-                },
-            },
+            "order_lines": till_lines(line_amount="sales_value"),
             "consents": {
                 "files": ["consents.csv"],
                 "columns": {"customer_id": "household", "channel": "channel", "status": "status", "consented_at": "at"},

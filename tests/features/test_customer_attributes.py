@@ -15,7 +15,7 @@ from features.definitions import FEATURE_NAMES, feature_table, features_for
 from features.errors import MappingError
 from features.ingest import ingest
 from features.mapping import Mapping
-from tests.features.test_mapping_expressions import TILL, _write, load_mapping_from
+from tests.features.test_mapping_expressions import TILL, _write, load_mapping_from, till_lines
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -51,17 +51,7 @@ def _mapping(**customers: Any) -> dict[str, Any]:
         "max_quarantine_share": 1.0,
         "tables": {
             "customers": table,
-            "order_lines": {
-                "files": ["till.csv"],
-                "columns": {
-                    "order_id": "basket",
-                    "customer_id": "household",
-                    "item_id": "product",
-                    "quantity": "qty",
-                    "ordered_at": "ts",
-                    "line_amount": "sales_value",
-                },
-            },
+            "order_lines": till_lines(line_amount="sales_value"),
         },
     }
 

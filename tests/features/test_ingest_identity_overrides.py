@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from features.errors import InputDataError
 from features.ingest import ingest
 from features.mapping import Mapping, load_mapping
-from tests.features.test_mapping_expressions import _write
+from tests.features.test_mapping_expressions import _write, till_lines
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -42,17 +42,7 @@ M2,h4,2017-03-02 08:00:00
 
 def _mapping(customers: bool = True, derive: bool = False, **top: Any) -> dict[str, Any]:
     tables: dict[str, Any] = {
-        "order_lines": {
-            "files": ["till.csv"],
-            "columns": {
-                "order_id": "basket",
-                "customer_id": "household",
-                "item_id": "product",
-                "quantity": "qty",
-                "ordered_at": "ts",
-                "line_amount": "sales_value",
-            },
-        },
+        "order_lines": till_lines(line_amount="sales_value"),
         "messages": {
             "files": ["messages.csv"],
             "columns": {"message_id": "mid", "customer_id": "household", "sent_at": "sent"},

@@ -50,8 +50,9 @@ def _write(folder: Path, files: dict[str, str]) -> Path:
     return folder
 
 
-def _lines_mapping(**table: Any) -> dict[str, Any]:
-    lines: dict[str, Any] = {
+def till_lines(**columns: str) -> dict[str, Any]:
+    """The order-lines table of the test tills (``till.csv``), with ``columns`` mapped besides the ids."""
+    return {
         "files": ["till.csv"],
         "columns": {
             "order_id": "basket",
@@ -59,7 +60,14 @@ def _lines_mapping(**table: Any) -> dict[str, Any]:
             "item_id": "product",
             "quantity": "qty",
             "ordered_at": "ts",
+            **columns,
         },
+    }
+
+
+def _lines_mapping(**table: Any) -> dict[str, Any]:
+    lines: dict[str, Any] = {
+        **till_lines(),
         "expressions": {"unit_price": "CAST(sales_value AS DOUBLE) / NULLIF(CAST(qty AS DOUBLE), 0)"},
     }
     lines.update(table)

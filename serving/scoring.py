@@ -50,6 +50,12 @@ class Scorer:
         return {"name": name, "version": None, "alias": alias, "source": AnswerSource.FALLBACK}
 
 
+def _currency(active: list[Scorer]) -> str:
+    """The data's currency as the first loaded model's feature manifest records it (issue 18)."""
+    bundle = next((s.bundle for s in active if s.bundle is not None), None)
+    return currency_of(bundle.provenance.manifest) if bundle is not None else DEFAULT_CURRENCY
+
+
 def scorers(services: Services) -> list[Scorer]:
     """Every configured propensity model, in configuration order (the bundle each request holds)."""
     out = []
@@ -106,10 +112,8 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
     why: dict[str, list[list[dict[str, Any]]]] = {}
     known_rows = found.values if len(rows) == n else found.values[rows]  # one gather for every model
     frame = pd.DataFrame(known_rows, columns=names) if reasons and len(rows) else None
-    # amounts in the data's currency, which the models' feature manifest records (issue 18)
-    manifests = [s.bundle.provenance.manifest for s in active if s.bundle is not None]
-    currency = currency_of(manifests[0]) if manifests else DEFAULT_CURRENCY
-    explainer = ReasonExplainer(DESCRIPTIONS, currency=currency) if frame is not None else None
+    # reasons (when asked for) print amounts in the data's currency, which the models' manifest records
+    explainer = ReasonExplainer(DESCRIPTIONS, currency=_currency(active)) if frame is not None else None
     not_applicable = np.zeros((n, len(active)), dtype=bool)
     for col, s in enumerate(active):
         m = s.model

@@ -173,6 +173,34 @@ def rfm_summary(
     return out
 
 
+def summary_from_features(
+    features: pd.DataFrame,
+    *,
+    orders: str = "orders_lifetime",
+    recency_days: str = "recency_days",
+    tenure_days: str = "tenure_days",
+    time_unit_days: float = 7.0,
+) -> pd.DataFrame:
+    """BG/NBD's (frequency, recency, T) read off a point-in-time feature row instead of the order lines.
+
+    What a model fitted at training time and applied at serving time both see: ``frequency`` is the
+    orders before the cutoff minus one (orders, not distinct days: the feature counts orders),
+    ``recency`` is the first-to-last order span and ``T`` the customer's age, both in ``time_unit_days``.
+    Rows without an order (a lead, ``orders`` 0 or missing) get NaN in all three: BG/NBD says nothing
+    about them, and the caller decides their score. The index is the input's.
+    """
+    n = pd.to_numeric(features[orders], errors="coerce").fillna(0.0).to_numpy(np.float64)
+    age = pd.to_numeric(features[tenure_days], errors="coerce").to_numpy(np.float64)
+    since = pd.to_numeric(features[recency_days], errors="coerce").to_numpy(np.float64)
+    known = (n >= 1.0) & np.isfinite(age) & np.isfinite(since)
+    t = np.where(known, np.maximum(age, 0.0), np.nan) / time_unit_days
+    span = np.where(known, np.clip(age - since, 0.0, np.maximum(age, 0.0)), np.nan) / time_unit_days
+    x = np.where(known, np.maximum(n - 1.0, 0.0), np.nan)
+    # a single order has no span: recency is 0 by definition
+    span = np.where(known & (x == 0.0), 0.0, span)
+    return pd.DataFrame({RFM.FREQUENCY: x, RFM.RECENCY: span, RFM.T: t}, index=features.index)
+
+
 # --------------------------------------------------------------------------------------------------
 # Shared machinery
 # --------------------------------------------------------------------------------------------------

@@ -424,3 +424,21 @@ def test_rfm_summary_counts_days_and_splits_calibration_from_holdout() -> None:
     assert (daily.loc["a", RFM.RECENCY], daily.loc["a", RFM.T]) == (21.0, 28.0)
     with pytest.raises(ValueError, match="not in the transactions"):
         rfm_summary(lines, "customer", "ts", "amount", "2020-01-29")
+
+
+def test_summary_from_features_reads_frequency_recency_and_age_in_weeks() -> None:
+    from models.clv import summary_from_features
+
+    frame = pd.DataFrame(
+        {
+            "orders_lifetime": [3.0, 1.0, 0.0, np.nan],
+            "recency_days": [7.0, 14.0, np.nan, np.nan],
+            "tenure_days": [70.0, 14.0, np.nan, np.nan],
+        },
+        index=["a", "b", "lead", "unknown"],
+    )
+    out = summary_from_features(frame)
+    assert out.loc["a"].tolist() == [2.0, 9.0, 10.0]  # 3 orders: 2 repeats; last order 63 days after the first
+    assert out.loc["b"].tolist() == [0.0, 0.0, 2.0]  # one order: no span
+    assert out.loc[["lead", "unknown"]].isna().all().all()
+    assert list(out.index) == list(frame.index)

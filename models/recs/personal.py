@@ -11,6 +11,12 @@ the item factors (the ALS least-squares step, the same as implicit's ``recalcula
 answers react to today's events without a retrain. A customer the model never saw and with no
 recent events gets no answer (cold start belongs to the rules / fallback layer).
 
+Serving folds in what the online store received since the snapshot: :class:`RecentActivity` reads one
+customer's item events (views, add-to-carts, removals, orders, checkouts) and :func:`with_activity` gives
+the view of a model (this one, or a blend holding it as ``personal_``) that knows them. The answer is
+asked at the data's clock (``RecentActivity.now``), never the server's: an old data set decays from its
+own end.
+
 Artifacts: factors as ``.npy``, histories as ``.npz`` (sparse CSR, no pickle), id maps as Parquet,
 parameters as JSON; the implicit model object is rebuilt from the factors when wanted
 (:meth:`ImplicitRecommender.as_implicit`).
@@ -21,11 +27,11 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -34,6 +40,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits
 
+from features.realtime import Event, EventKind
 from models.base import Estimator, check_fitted
 from models.recs.base import IX, InteractionKind, Query, Recommendation, RecSource
 
@@ -423,6 +430,124 @@ class ImplicitRecommender(Estimator):
         model._index()
         model._normalise()
         return model
+
+
+_M = TypeVar("_M")
+RECENT_SLOTS = 3  # at most this many places of an answer go to items carted or viewed since the snapshot
+_FOLDED_EVENTS = {
+    EventKind.VIEW: InteractionKind.VIEW.value,
+    EventKind.ADD_TO_CART: InteractionKind.ADD_TO_CART.value,
+    EventKind.ORDER: InteractionKind.PURCHASE.value,
+}
+
+
+@dataclass(frozen=True)
+class RecentActivity:
+    """What one customer did, item by item, since the snapshot, and the data's clock to answer at.
+
+    Attributes:
+        now: the data's clock (the online store's: its snapshot's as-of, or the latest event applied when
+            later); None: the models' training end.
+        bought: items ordered since, latest first.
+        carted: items added to the cart since and still there (not removed, ordered or checked out after),
+            latest first.
+        viewed: items viewed since and neither in the cart nor bought since, latest first.
+        interactions: the views, add-to-carts and orders as an interactions frame (:class:`IX` columns), what
+            :meth:`ImplicitRecommender.with_recent` folds in.
+    """
+
+    now: datetime | None
+    bought: tuple[str, ...] = ()
+    carted: tuple[str, ...] = ()
+    viewed: tuple[str, ...] = ()
+    interactions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(_IX_COLUMNS)))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.bought or self.carted or self.viewed)
+
+    @classmethod
+    def from_events(cls, customer_key: str, events: Sequence[Event], now: datetime | None) -> RecentActivity:
+        """Read ``customer_key``'s events (in time order, as :meth:`features.online.InMemoryOnlineStore.recent_events`
+        gives them): an order names one purchased item; a checkout empties the cart (its items are bought
+        through their orders); events without an item, other than a checkout, are ignored."""
+        bought: dict[str, float] = {}
+        cart: dict[str, float] = {}
+        viewed: dict[str, float] = {}
+        rows: list[tuple[str, str, str, datetime]] = []
+        for e in sorted(events, key=lambda e: (e.ts, e.received)):
+            item, t = e.item_id, e.ts
+            if e.type is EventKind.CHECKOUT:
+                cart.clear()
+            if item is None:
+                continue
+            if e.type is EventKind.ORDER:
+                bought[item] = t
+                cart.pop(item, None)
+            elif e.type is EventKind.ADD_TO_CART:
+                cart[item] = t
+            elif e.type is EventKind.REMOVE_FROM_CART:
+                cart.pop(item, None)
+            elif e.type is EventKind.VIEW:
+                viewed[item] = t
+            kind = _FOLDED_EVENTS.get(e.type)
+            if kind is not None:
+                rows.append((item, e.session_id or e.id, kind, e.timestamp))
+        frame = pd.DataFrame(
+            {
+                IX.CUSTOMER: [customer_key] * len(rows),
+                IX.ITEM: [r[0] for r in rows],
+                IX.BASKET: [r[1] for r in rows],
+                IX.TS: pd.to_datetime([r[3] for r in rows], utc=True),
+                IX.QUANTITY: np.ones(len(rows)),
+                IX.EVENT: [r[2] for r in rows],
+            }
+        )
+
+        def latest_first(times: dict[str, float], *without: dict[str, float]) -> tuple[str, ...]:
+            kept = [(t, i) for i, t in times.items() if not any(i in w for w in without)]
+            return tuple(i for _, i in sorted(kept, key=lambda p: (-p[0], p[1])))
+
+        return cls(
+            now=now,
+            bought=latest_first(bought),
+            carted=latest_first(cart, bought),
+            viewed=latest_first(viewed, cart, bought),
+            interactions=frame,
+        )
+
+    def first(self, exclude: frozenset[str] | set[str], slots: int = RECENT_SLOTS) -> list[Recommendation]:
+        """The items that lead a folded-in answer: carted ones, then viewed ones, latest first, at most
+        ``slots``; scored in (2, 3), above a blend's own items (1, 2) and new picks (0, 1)."""
+        picks = [(i, "still in your cart") for i in self.carted if i not in exclude]
+        picks += [(i, "you looked at this recently") for i in self.viewed if i not in exclude]
+        picks = picks[:slots]
+        return [
+            Recommendation(item, 2.0 + (slots - rank) / (slots + 1), RecSource.PERSONAL, why)
+            for rank, (item, why) in enumerate(picks)
+        ]
+
+
+_IX_COLUMNS = (IX.CUSTOMER, IX.ITEM, IX.BASKET, IX.TS, IX.QUANTITY, IX.EVENT)
+
+
+def with_activity(model: _M, activity: RecentActivity) -> _M:
+    """A view of ``model`` that also knows ``activity`` (nothing copied but the view, ``model`` unchanged).
+
+    ``model`` is an :class:`ImplicitRecommender` (folded in by :meth:`ImplicitRecommender.with_recent`), or a
+    recommender holding one as ``personal_`` (the repeat + personal blend): that part is folded in. Any other
+    model is returned as it is.
+    """
+    if activity.interactions.empty:
+        return model
+    if isinstance(model, ImplicitRecommender):
+        return model.with_recent(activity.interactions)  # type: ignore[return-value]
+    inner = getattr(model, "personal_", None)
+    if not isinstance(inner, ImplicitRecommender):
+        return model
+    view = copy.copy(model)
+    view.personal_ = inner.with_recent(activity.interactions)  # type: ignore[attr-defined]
+    return view
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -169,7 +169,8 @@ class RecsModel:
             now = recent.now if recent is not None else None
             query = Query(customer_key=customer_key, exclude=filters.exclude, now=now)
             known = customer_key is not None and model is not None
-            return self._answer(model.recommend(query, k * _CANDIDATE_FACTOR) if known else [], query, k, policy)
+            cands = model.recommend(query, k * _CANDIDATE_FACTOR) if model is not None and known else []
+            return self._answer(cands, query, k, policy)
         gone = self._just_bought(recent, policy)
         query = Query(customer_key=customer_key, exclude=filters.exclude | gone, now=recent.now)
         cands = recent.first(query.exclude)

@@ -1070,7 +1070,8 @@ class RedisOnlineStore:
             OnlineStoreUnavailable: Redis is down, slow or refused.
             DataNotFoundError: nothing was published under this prefix.
         """
-        return self._call("read", self._recent_events, key)  # type: ignore[no-any-return]
+        recent: RecentEvents = self._call("read", self._recent_events, key)
+        return recent
 
     def _recent_events(self, key: str) -> RecentEvents:
         version = self._current_version()

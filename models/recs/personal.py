@@ -433,6 +433,7 @@ class ImplicitRecommender(Estimator):
 
 
 _M = TypeVar("_M")
+_IX_COLUMNS = (IX.CUSTOMER, IX.ITEM, IX.BASKET, IX.TS, IX.QUANTITY, IX.EVENT)
 RECENT_SLOTS = 3  # at most this many places of an answer go to items carted or viewed since the snapshot
 _FOLDED_EVENTS = {
     EventKind.VIEW: InteractionKind.VIEW.value,
@@ -528,9 +529,6 @@ class RecentActivity:
         ]
 
 
-_IX_COLUMNS = (IX.CUSTOMER, IX.ITEM, IX.BASKET, IX.TS, IX.QUANTITY, IX.EVENT)
-
-
 def with_activity(model: _M, activity: RecentActivity) -> _M:
     """A view of ``model`` that also knows ``activity`` (nothing copied but the view, ``model`` unchanged).
 
@@ -541,7 +539,7 @@ def with_activity(model: _M, activity: RecentActivity) -> _M:
     if activity.interactions.empty:
         return model
     if isinstance(model, ImplicitRecommender):
-        return model.with_recent(activity.interactions)  # type: ignore[return-value]
+        return model.with_recent(activity.interactions)
     inner = getattr(model, "personal_", None)
     if not isinstance(inner, ImplicitRecommender):
         return model

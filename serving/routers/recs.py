@@ -50,15 +50,17 @@ def _filters(f: RecFilters) -> Filters:
 Ask = Callable[[RecsModel, str | None, RecentActivity | None], RecsAnswer]
 
 
-def _customer(services: Services, customer_id: str | None) -> tuple[str | None, RecentActivity | None, bool]:
-    """(customer_key or None, their events since the snapshot, degraded): an unavailable store means
-    "unknown, degraded"."""
+def _customer(
+    services: Services, customer_id: str | None, events: bool = True
+) -> tuple[str | None, RecentActivity | None, bool]:
+    """(customer_key or None, their events since the snapshot (when ``events``), degraded): an unavailable
+    store means "unknown, degraded"."""
     if customer_id is None:
         return None, None, False
     try:
         key = services.store.resolve([customer_id])[0]
-        if key is None:
-            return None, None, False
+        if key is None or not events:
+            return key, None, False
         recent = services.store.recent_events(key)
     except OnlineStoreUnavailable as exc:
         log.warning("online store unavailable; answering without the customer", extra={"error": str(exc)[:200]})
@@ -104,10 +106,11 @@ def _run(
     customer_id: str | None,
     ask: Ask,
     on_degraded: Callable[[RecsModel], RecsAnswer] | None = None,
+    events: bool = True,
 ) -> Response:
     bundle = model_of(services, "recs")
     model: RecsModel = bundle.payload
-    key, recent, degraded = _customer(services, customer_id)
+    key, recent, degraded = _customer(services, customer_id, events)
     answer = on_degraded(model) if degraded and on_degraded is not None else ask(model, key, recent)
     return _respond(services, rid, endpoint, answer, degraded, model, bundle.ref())
 
@@ -171,6 +174,7 @@ def similar(body: SimilarRequest, services: ServicesDep, rid: RequestIdDep, _: S
         "recs_similar",
         body.customer_id,
         lambda m, key, _recent: m.similar_items(body.item_id, key, body.k, f),
+        events=False,  # similar items do not fold today's events in: no read for them
     )
 
 

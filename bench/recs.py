@@ -2,10 +2,17 @@
 
     .venv/bin/python bench/recs.py [--work var/bench] [--queries 2000]
 
-Prints each fit's seconds (aim: all of them under 2 minutes on 2 cores) and the latency of one cart
-query (3 items, k = 10, bought together + business rules: cart, bought, stock, fill from popular),
-next to its floor measured in the same run: a bare lookup of a precomputed top-10 table (a dict of
-item -> list). Needs ../shared/data (skips without it, fails under CI=true). Figures only.
+Prints each fit's seconds (aim: all of them under 2 minutes on 2 cores) and the in-process latency of
+the answers the API gives (:class:`bundles.recs.RecsModel`, k = 10, business rules on, topped up from
+popular), each next to its floor measured in the same run, a bare lookup of a precomputed top-10 table
+(a dict of key -> list), and as a ratio to it:
+
+- a cart answer (3 items, a known customer; aim < 1 ms);
+- a next-basket answer (``for_customer``; aim < 5 ms), without today's events and with them folded in
+  (a view, an add-to-cart and an order since the snapshot, read into a ``RecentActivity`` per query as
+  the API does).
+
+Needs ../shared/data (skips without it, fails under CI=true). Figures only.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import os
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +35,30 @@ def _timed(fn):  # type: ignore[no-untyped-def]
     started = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - started
+
+
+def _latency(name: str, aim_us: float, queries, answer, floor_of) -> None:  # type: ignore[no-untyped-def]
+    """Median and p99 of ``answer(q)`` and of the floor lookup ``floor_of(q)``, alternated per query."""
+    import numpy as np
+
+    for q in queries[:50]:  # warm caches
+        answer(q)
+        floor_of(q)
+    lat, floor = [], []
+    for q in queries:  # alternate, so both see the same machine state
+        t0 = time.perf_counter()
+        out = answer(q)
+        t1 = time.perf_counter()
+        floor_of(q)
+        t2 = time.perf_counter()
+        lat.append((t1 - t0) * 1e6)
+        floor.append((t2 - t1) * 1e6)
+        assert len(out.items) == 10
+    med, p99 = statistics.median(lat), float(np.percentile(lat, 99))
+    fmed = statistics.median(floor)
+    print(f"{name}, {len(queries):,} queries:")
+    print(f"  median {med:8.1f} µs   p99 {p99:8.1f} µs   (aim < {aim_us:,.0f} µs: {med / aim_us:.2f}x of it)")
+    print(f"  floor: precomputed table lookup, median {fmed:6.2f} µs   ratio {med / fmed:,.0f}x")
 
 
 def main() -> int:
@@ -44,15 +75,17 @@ def main() -> int:
 
     import numpy as np
 
+    from bundles.recs import Filters, RecsModel
     from features.ingest import ingest
     from features.mapping import load_mapping
+    from features.realtime import Event
     from models.recs.base import Query
     from models.recs.blend import RepeatThenPersonal
     from models.recs.buy_again import BuyAgain
     from models.recs.cooccurrence import BoughtTogether
-    from models.recs.personal import ImplicitRecommender
+    from models.recs.personal import ImplicitRecommender, RecentActivity
     from models.recs.popular import Popular
-    from models.recs.rules import CustomerHistory, ItemCatalogue, RulePolicy, apply_rules
+    from models.recs.rules import CustomerHistory, ItemCatalogue
     from models.recs.similar import SimilarItems
     from training.recs_eval import load_home
 
@@ -65,11 +98,11 @@ def main() -> int:
     fits: dict[str, float] = {}
     together, fits["bought together"] = _timed(lambda: BoughtTogether().fit(interactions, items))
     personal, fits["implicit ALS"] = _timed(lambda: ImplicitRecommender().fit(interactions, items))
-    _, fits["repeat + personal (own items)"] = _timed(
+    repeat, fits["repeat + personal (own items)"] = _timed(
         lambda: RepeatThenPersonal(personal=personal).fit(interactions, items)
     )
-    _, fits["similar items"] = _timed(lambda: SimilarItems(base=personal).fit(interactions, items))
-    _, fits["buy again"] = _timed(lambda: BuyAgain().fit(interactions, items))
+    similar, fits["similar items"] = _timed(lambda: SimilarItems(base=personal).fit(interactions, items))
+    buy_again, fits["buy again"] = _timed(lambda: BuyAgain().fit(interactions, items))
     popular, fits["popular"] = _timed(lambda: Popular().fit(interactions, items))
     catalogue = ItemCatalogue.from_items(items)
     history, fits["catalogue + purchase history"] = _timed(lambda: CustomerHistory().fit(interactions, catalogue))
@@ -84,31 +117,44 @@ def main() -> int:
     picks = rng.choice(len(baskets), size=args.queries, replace=True)
     carts = [tuple(baskets.iloc[i][:3]) for i in picks]
     customers = interactions["customer_key"].dropna().unique()
-    queries = [Query(customer_key=str(rng.choice(customers)), cart=c) for c in carts]
-    policy = RulePolicy()
-    table = {item: together.recommend(Query(cart=(item,)), 10) for item in {c[0] for c in carts}}
-
-    def answer(q: Query) -> list:  # type: ignore[type-arg]
-        return apply_rules(together.recommend(q, 10), q, 10, catalogue, policy, fallback=popular, history=history)
-
-    for q in queries[:50]:  # warm caches
-        answer(q)
-        _ = table[q.cart[0]]
-    lat, floor = [], []
-    for q in queries:  # alternate, so both see the same machine state
-        t0 = time.perf_counter()
-        out = answer(q)
-        t1 = time.perf_counter()
-        _ = table[q.cart[0]]
-        t2 = time.perf_counter()
-        lat.append((t1 - t0) * 1e6)
-        floor.append((t2 - t1) * 1e6)
-        assert len(out) == 10
-    med, p99 = statistics.median(lat), float(np.percentile(lat, 99))
-    fmed = statistics.median(floor)
-    print(f"cart query (3 items, k=10, rules on), {len(queries):,} queries:")
-    print(f"  median {med:8.1f} µs   p99 {p99:8.1f} µs   (aim < 1,000 µs)")
-    print(f"  floor: precomputed table lookup, median {fmed:6.2f} µs   ratio {med / fmed:,.0f}x")
+    who = [str(c) for c in rng.choice(customers, size=args.queries)]
+    model = RecsModel(together, repeat, similar, buy_again, popular, catalogue, history, {})
+    none = Filters()
+    cart_table = {item: together.recommend(Query(cart=(item,)), 10) for item in {c[0] for c in carts}}
+    print()
+    _latency(
+        "cart answer (3 items, known customer, k=10, rules on)",
+        1_000,
+        list(zip(carts, who, strict=True)),
+        lambda q: model.cart(q[0], q[1], 10, none),
+        lambda q: cart_table[q[0][0]],
+    )
+    next_table = {c: model.for_customer(c, 10, none).items for c in set(who)}
+    _latency(
+        "next-basket answer (known customer, k=10, rules on), no events since the snapshot",
+        5_000,
+        who,
+        lambda c: model.for_customer(c, 10, none),
+        lambda c: next_table[c],
+    )
+    # Today's events: a view, an add-to-cart and an order of three catalogue items, an hour after the data's end.
+    end = interactions["ts"].max().to_pydatetime()
+    items_all = catalogue.item_ids
+    todays = {}
+    for c in set(who):
+        a, b, o = (str(items_all[i]) for i in rng.choice(len(items_all), size=3, replace=False))
+        todays[c] = [
+            Event(type=kind, timestamp=end + timedelta(hours=1, minutes=m), customer_key=c, item_id=item)
+            for m, (kind, item) in enumerate((("view", a), ("add_to_cart", b), ("order", o)))
+        ]
+    clock = end + timedelta(hours=2)
+    _latency(
+        "next-basket answer with today's events folded in (1 view, 1 add-to-cart, 1 order)",
+        5_000,
+        who,
+        lambda c: model.for_customer(c, 10, none, RecentActivity.from_events(c, todays[c], clock)),
+        lambda c: next_table[c],
+    )
     return 0
 
 

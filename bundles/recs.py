@@ -6,6 +6,10 @@ reads them back with :meth:`RecsBundle.build` into a :class:`RecsModel`.
 Each answer is the recommender's candidates passed through the business rules
 (:func:`models.recs.rules.apply_rules`: cart, exclusions, already bought, stock, categories, prices)
 and topped up to ``k`` from the popular fallback; every item keeps its source and its reason.
+
+A customer's answers fold in what the online store received since the snapshot (a
+:class:`~models.recs.personal.RecentActivity`, asked at the data's clock): see ``docs/recommenders.md``,
+"Today's events".
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import scipy.sparse as sp
 from bundles.base import MANIFEST_FILE, FolderBundle, Provenance
 from bundles.errors import ModelIntegrityError
 from features.erasure import drop_rows
-from models.recs.base import IX, Query, Recommendation, Recommender
+from models.recs.base import IX, Query, Recommendation, Recommender, RecSource
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
 from models.recs.cooccurrence import BoughtTogether
+from models.recs.personal import RecentActivity, with_activity
 from models.recs.popular import Popular
 from models.recs.rules import CustomerHistory, ItemCatalogue, RulePolicy, apply_rules
 from models.recs.similar import SimilarItems
@@ -34,6 +39,7 @@ from models.recs.similar import SimilarItems
 _T = TypeVar("_T")
 _CANDIDATE_FACTOR = 3  # candidates asked of a recommender per item returned (the rules drop some)
 _CANDIDATE_SLACK = 5  # asked first beyond k; the full k * factor only when the rules keep fewer than k
+_STAPLE_SCORE = 1.5  # the blend's score of an own item bought in one order at the training end (own items: (1, 2))
 
 
 @dataclass(frozen=True)
@@ -126,17 +132,60 @@ class RecsModel:
                 answer = self._answer(recommend(query, k * _CANDIDATE_FACTOR), query, k, policy)
         return answer
 
-    def cart(self, cart: Sequence[str], customer_key: str | None, k: int, filters: Filters) -> RecsAnswer:
-        """Items bought together with the cart's (the customer's past purchases excluded)."""
-        query = Query(customer_key=customer_key, cart=tuple(cart), exclude=filters.exclude)
-        return self._ranked(self.together.recommend, query, k, self._policy(filters))
+    def _just_bought(self, recent: RecentActivity | None, policy: RulePolicy | None) -> frozenset[str]:
+        """Items bought since the snapshot that are not replenishable (catalogue flag or the policy's
+        categories): left out of every answer until the next snapshot. A replenishable one (a staple) is not."""
+        if recent is None or not recent.bought:
+            return frozenset()
+        replenishable = self.catalogue.static_masks(policy or RulePolicy())[1]
+        codes = self.catalogue.codes(recent.bought)
+        return frozenset(i for i, c in zip(recent.bought, codes, strict=True) if c < 0 or not replenishable[c])
 
-    def for_customer(self, customer_key: str | None, k: int, filters: Filters) -> RecsAnswer:
-        """The customer's next basket: own items, then new personal picks; popular for a stranger."""
+    def cart(
+        self,
+        cart: Sequence[str],
+        customer_key: str | None,
+        k: int,
+        filters: Filters,
+        recent: RecentActivity | None = None,
+    ) -> RecsAnswer:
+        """Items bought together with the cart's (the customer's past purchases excluded, today's too)."""
+        policy = self._policy(filters)
+        exclude = filters.exclude | self._just_bought(recent, policy)
+        query = Query(customer_key=customer_key, cart=tuple(cart), exclude=exclude)
+        return self._ranked(self.together.recommend, query, k, policy)
+
+    def for_customer(
+        self, customer_key: str | None, k: int, filters: Filters, recent: RecentActivity | None = None
+    ) -> RecsAnswer:
+        """The customer's next basket: own items, then new personal picks; popular for a stranger.
+
+        With ``recent``: items carted or viewed since the snapshot lead (at most ``RECENT_SLOTS``), the personal
+        model folds the events in (neighbours of what was viewed, carted or bought move up), items bought since
+        are left out unless replenishable, and a replenishable one bought since is a buy-again candidate."""
         policy = self._policy(filters, exclude_bought=False)  # own items are the point of this answer
-        query = Query(customer_key=customer_key, exclude=filters.exclude)
         model = self.personal
-        cands = model.recommend(query, k * _CANDIDATE_FACTOR) if customer_key is not None and model is not None else []
+        if recent is None or recent.empty:
+            now = recent.now if recent is not None else None
+            query = Query(customer_key=customer_key, exclude=filters.exclude, now=now)
+            known = customer_key is not None and model is not None
+            cands = model.recommend(query, k * _CANDIDATE_FACTOR) if model is not None and known else []
+            return self._answer(cands, query, k, policy)
+        gone = self._just_bought(recent, policy)
+        query = Query(customer_key=customer_key, exclude=filters.exclude | gone, now=recent.now)
+        cands = recent.first(query.exclude)
+        if customer_key is not None and model is not None:
+            led = {r.item_id for r in cands}
+            cands += [
+                r for r in with_activity(model, recent).recommend(query, k * _CANDIDATE_FACTOR) if r.item_id not in led
+            ]
+            shown = {r.item_id for r in cands}
+            for item in recent.bought:  # a staple bought since: ranked as one order at the training end would be
+                if item not in gone and item not in query.exclude and item not in shown:
+                    at = next((n for n, r in enumerate(cands) if r.score < _STAPLE_SCORE), len(cands))
+                    cands.insert(
+                        at, Recommendation(item, _STAPLE_SCORE, RecSource.BUY_AGAIN, "you bought this recently")
+                    )
         return self._answer(cands, query, k, policy)
 
     def similar_items(self, item_id: str, customer_key: str | None, k: int, filters: Filters) -> RecsAnswer:
@@ -145,10 +194,14 @@ class RecsModel:
         query = Query(customer_key=customer_key, item_id=item_id, exclude=filters.exclude)
         return self._answer(self.similar.recommend(query, k * _CANDIDATE_FACTOR), query, k, policy)
 
-    def buy_again(self, customer_key: str | None, k: int, filters: Filters) -> RecsAnswer:
-        """The customer's items that are due again by their own interval; never topped up with others."""
+    def buy_again(
+        self, customer_key: str | None, k: int, filters: Filters, recent: RecentActivity | None = None
+    ) -> RecsAnswer:
+        """The customer's items that are due again by their own interval at the data's clock (``recent.now``);
+        never topped up with others. An item bought since the snapshot is not due (it was just bought)."""
         policy = self._policy(filters, exclude_bought=False, fill_from_fallback=False)
-        query = Query(customer_key=customer_key, exclude=filters.exclude)
+        exclude = filters.exclude | frozenset(recent.bought if recent is not None else ())
+        query = Query(customer_key=customer_key, exclude=exclude, now=recent.now if recent is not None else None)
         model = self.buy_again_model
         cands = model.recommend(query, k) if customer_key is not None and model is not None else []
         return self._answer(cands, query, k, policy)

@@ -53,6 +53,7 @@ from features.realtime import (
     ConsentChange,
     CustomerState,
     Event,
+    EventKind,
     Overlay,
     Patch,
     apply,
@@ -68,6 +69,7 @@ __all__ = [
     "Lookup",
     "OnlineStore",
     "OnlineStoreUnavailable",
+    "RecentEvents",
     "RedisOnlineStore",
     "SnapshotParts",
     "load_in_memory",
@@ -108,6 +110,40 @@ class Lookup:
         return self.rows >= 0
 
 
+# The events that name an item (and the checkout, which closes a cart): what recommendations fold in.
+ITEM_EVENT_KINDS = frozenset(
+    {EventKind.VIEW, EventKind.ADD_TO_CART, EventKind.REMOVE_FROM_CART, EventKind.ORDER, EventKind.CHECKOUT}
+)
+MAX_RECENT_EVENTS = 500  # per customer and read: the latest ones (a read stays bounded whatever a client posts)
+
+
+@dataclass(frozen=True)
+class RecentEvents:
+    """One customer's item events applied since the snapshot, and the store's clock (what a recommender folds in).
+
+    Attributes:
+        events: views, add-to-carts, removals, orders and checkouts at or after the snapshot's as-of, in time
+            order (ties in the order received), at most :data:`MAX_RECENT_EVENTS` (the latest).
+        clock: the data's clock: the snapshot's as-of, or the latest event applied (any customer's) when later.
+            Never the server's wall clock. None for a store without an as-of.
+    """
+
+    events: list[Event]
+    clock: datetime | None
+
+
+def _item_events(logged: Sequence[Event], as_of: float | None) -> list[Event]:
+    """The logged events a recommender folds in (see :class:`RecentEvents`)."""
+    start = -math.inf if as_of is None else as_of
+    kept = [
+        e
+        for e in logged
+        if e.type in ITEM_EVENT_KINDS and e.ts >= start and (e.item_id or e.type is EventKind.CHECKOUT)
+    ]
+    kept.sort(key=lambda e: (e.ts, e.received))
+    return kept[-MAX_RECENT_EVENTS:]
+
+
 class OnlineStore(Protocol):
     """What both backends offer."""
 
@@ -125,6 +161,8 @@ class OnlineStore(Protocol):
     ) -> Lookup: ...
 
     def apply_event(self, event: Event) -> ApplyResult: ...
+
+    def recent_events(self, key: str) -> RecentEvents: ...
 
 
 def _epoch(t: datetime) -> float:
@@ -330,6 +368,16 @@ class InMemoryOnlineStore:
             self._has_patch[row] = True
             self._clock = max(self._clock or -math.inf, event.ts)
         return ApplyResult.CREATED if created else ApplyResult.APPLIED
+
+    def recent_events(self, key: str) -> RecentEvents:
+        """``key``'s item events since the snapshot and the store's clock (see :class:`RecentEvents`); no events
+        for a customer_key the store does not hold (or no longer: an erasure drops the log)."""
+        with self._lock:
+            row = self._index.get(key)
+            logged = list(self._log.get(row, {}).values()) if row is not None else []
+            clock = self._clock
+        when = datetime.fromtimestamp(clock, UTC) if clock is not None else None
+        return RecentEvents(_item_events(logged, self._as_of), when)
 
     def consent_history(self, customer: str, channel: str) -> list[ConsentChange]:
         """The consent changes applied to ``customer``'s ``channel`` since the snapshot, oldest received first
@@ -1013,6 +1061,27 @@ class RedisOnlineStore:
         if blob is None or len(blob) <= width:
             return []
         return list(CustomerState.from_json(blob[width:]).consents.get(channel, ()))
+
+    def recent_events(self, key: str) -> RecentEvents:
+        """``key``'s item events in the current version and its clock, in one round trip (see
+        :meth:`InMemoryOnlineStore.recent_events`).
+
+        Raises:
+            OnlineStoreUnavailable: Redis is down, slow or refused.
+            DataNotFoundError: nothing was published under this prefix.
+        """
+        recent: RecentEvents = self._call("read", self._recent_events, key)
+        return recent
+
+    def _recent_events(self, key: str) -> RecentEvents:
+        version = self._current_version()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hvals(version.key("log", key))
+        pipe.get(f"{version.prefix}clock")
+        logged, clock = pipe.execute()
+        at = version.as_of_s if clock is None else max(version.as_of_s, float(clock))
+        events = _item_events([Event.from_json(v) for v in logged], version.as_of_s)
+        return RecentEvents(events, datetime.fromtimestamp(at, UTC))
 
     def apply_event(self, event: Event) -> ApplyResult:
         """Fold one event into the customer's profile in the current version (and the one loading).

@@ -19,7 +19,14 @@ import pandas as pd
 from features.contract import PERSONAL_COLUMNS, Col
 from features.erasure import Tombstones
 from features.errors import DataNotFoundError, KairosError
-from features.online import InMemoryOnlineStore, Lookup, OnlineStoreUnavailable, RedisOnlineStore, load_in_memory
+from features.online import (
+    InMemoryOnlineStore,
+    Lookup,
+    OnlineStoreUnavailable,
+    RecentEvents,
+    RedisOnlineStore,
+    load_in_memory,
+)
 from features.realtime import ApplyResult, Event
 from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, ingested_dir, latest_snapshot
 from serving.settings import Environment, Settings, StoreBackend
@@ -202,6 +209,23 @@ class StoreGateway:
         if isinstance(backend, InMemoryOnlineStore):
             return backend.resolve(self._hide_erased(ids))
         return self.lookup(ids)[0].keys
+
+    def recent_events(self, key: str) -> RecentEvents:
+        """The customer's item events since the snapshot and the data's clock (what recommendations fold in);
+        none for an erased customer.
+
+        Raises:
+            OnlineStoreUnavailable: the store cannot answer now.
+        """
+        backend = self.backend
+        if backend is None:
+            raise OnlineStoreUnavailable("the online store is not open")
+        if self._hide_erased([key]) != [key]:
+            return RecentEvents([], None)
+        try:
+            return backend.recent_events(key)
+        except DataNotFoundError as exc:
+            raise OnlineStoreUnavailable(str(exc)) from exc
 
     def _hide_erased(self, ids: Sequence[str]) -> Sequence[str]:
         """``ids`` with every erased one (tombstoned) replaced by an id no store holds."""

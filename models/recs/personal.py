@@ -11,6 +11,12 @@ the item factors (the ALS least-squares step, the same as implicit's ``recalcula
 answers react to today's events without a retrain. A customer the model never saw and with no
 recent events gets no answer (cold start belongs to the rules / fallback layer).
 
+Serving folds in what the online store received since the snapshot: :class:`RecentActivity` reads one
+customer's item events (views, add-to-carts, removals, orders, checkouts) and :func:`with_activity` gives
+the view of a model (this one, or a blend holding it as ``personal_``) that knows them. The answer is
+asked at the data's clock (``RecentActivity.now``), never the server's: an old data set decays from its
+own end.
+
 Artifacts: factors as ``.npy``, histories as ``.npz`` (sparse CSR, no pickle), id maps as Parquet,
 parameters as JSON; the implicit model object is rebuilt from the factors when wanted
 (:meth:`ImplicitRecommender.as_implicit`).
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -34,6 +40,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits
 
+from features.realtime import Event, EventKind
 from models.base import Estimator, check_fitted
 from models.recs.base import IX, InteractionKind, Query, Recommendation, RecSource
 
@@ -66,6 +73,17 @@ class _Weighted:
     bought: np.ndarray
 
 
+@dataclass(frozen=True)
+class _RecentRows:
+    """One customer's events after the training end: item columns, epoch seconds, preference weight before
+    decay, purchase flags (what a fold-in needs, without a data frame: a served answer folds in per request)."""
+
+    cols: np.ndarray
+    seconds: np.ndarray
+    kind: np.ndarray
+    bought: np.ndarray
+
+
 class ImplicitRecommender(Estimator):
     """Personal recommendations from implicit-feedback matrix factorisation.
 
@@ -92,7 +110,7 @@ class ImplicitRecommender(Estimator):
 
     source = RecSource.PERSONAL
     # events after the training end, per customer (set only on the views made by with_recent)
-    _recent: Mapping[str, pd.DataFrame] = MappingProxyType({})
+    _recent: Mapping[str, _RecentRows] = MappingProxyType({})
 
     def __init__(
         self,
@@ -223,6 +241,9 @@ class ImplicitRecommender(Estimator):
     def _normalise(self) -> None:
         norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)
         self._unit_items = self.item_factors_ / np.maximum(norms, 1e-12)
+        # the fold-in's item factors and their regularised Gram matrix: the same for every customer folded in
+        self._y64 = self.item_factors_.astype(np.float64)
+        self._gram = self._y64.T @ self._y64 + self.regularization * np.eye(self._y64.shape[1])
 
     def _set_items(self, items: pd.DataFrame | None) -> None:
         names = pd.Series(self.item_ids_, index=self.item_ids_, dtype=object)
@@ -239,18 +260,22 @@ class ImplicitRecommender(Estimator):
 
     def _weigh(self, ix: pd.DataFrame, now: pd.Timestamp) -> _Weighted:
         """Preference weight of each event: kind x log1p(quantity) x recency decay to ``now``."""
-        rows = ix[IX.CUSTOMER].map(self._customer_row).to_numpy()
-        cols = ix[IX.ITEM].map(self._item_col).to_numpy()
+        rows = _codes(ix[IX.CUSTOMER], self._customer_row)
+        cols = _codes(ix[IX.ITEM], self._item_col)
         age_days = (now - ix[IX.TS]).dt.total_seconds().to_numpy() / 86400.0
         decay = np.exp(-_LN2 * np.maximum(age_days, 0.0) / self.half_life_days)
-        event = ix[IX.EVENT].to_numpy()
+        kind, bought = self._kinds(ix[IX.EVENT].to_numpy(), ix[IX.QUANTITY].to_numpy(dtype=np.float64))
+        return _Weighted(rows, cols, (kind * decay).astype(np.float32), bought)
+
+    def _kinds(self, event: np.ndarray, quantity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Preference weight before decay (kind x log1p(quantity)) and purchase flag of each event."""
         bought = event == InteractionKind.PURCHASE.value
         kind = np.where(
             bought,
-            np.log1p(np.maximum(ix[IX.QUANTITY].to_numpy(dtype=np.float64), 1.0)) / _LN2,
+            np.log1p(np.maximum(quantity, 1.0)) / _LN2,
             np.where(event == InteractionKind.VIEW.value, self.view_weight, self.cart_weight),
         )
-        return _Weighted(rows, cols, (kind * decay).astype(np.float32), bought)
+        return kind, bought
 
     def _confidence(self, weights: sp.csr_matrix) -> sp.csr_matrix:
         conf = weights.copy().astype(np.float32)
@@ -270,17 +295,38 @@ class ImplicitRecommender(Estimator):
         in the model and are ignored; items unknown at training time are ignored.
         """
         ix = self._clean(recent_interactions)
-        ix = ix[(ix[IX.TS] > self.trained_until_) & ix[IX.ITEM].isin(self._item_col)]
+        cols = _codes(ix[IX.ITEM], self._item_col)
+        seconds = (ix[IX.TS] - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+        keep = (seconds > self.trained_until_.timestamp()) & (cols >= 0)
+        ix = ix[keep].reset_index(drop=True)
+        kind, bought = self._kinds(ix[IX.EVENT].to_numpy(), ix[IX.QUANTITY].to_numpy(dtype=np.float64))
+        cols, seconds = cols[keep], seconds[keep]
+        groups = ix.groupby(IX.CUSTOMER, sort=False).indices
+        return self._view({str(c): _RecentRows(cols[i], seconds[i], kind[i], bought[i]) for c, i in groups.items()})
+
+    def with_events(
+        self, customer_key: str, items: Sequence[str], kinds: Sequence[str], seconds: Sequence[float]
+    ) -> Self:
+        """:meth:`with_recent` for one customer's events given as plain lists (item, :class:`InteractionKind`
+        value, epoch seconds; quantity 1): no data frame, so cheap enough to run per served request."""
+        get = self._item_col.get
+        cols = np.fromiter((get(i, -1) for i in items), dtype=np.int64, count=len(items))
+        secs = np.asarray(seconds, dtype=np.float64)
+        keep = (cols >= 0) & (secs > self.trained_until_.timestamp())
+        if not keep.any():
+            return self._view({})
+        kind, bought = self._kinds(np.asarray(kinds, dtype=object)[keep], np.ones(int(keep.sum())))
+        return self._view({customer_key: _RecentRows(cols[keep], secs[keep], kind, bought)})
+
+    def _view(self, recent: dict[str, _RecentRows]) -> Self:
         view = copy.copy(self)
-        view._recent = {str(c): g for c, g in ix.groupby(IX.CUSTOMER, sort=False)}
+        view._recent = recent
         return view
 
     def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
         """Customer factors solved from confidence rows with the item factors fixed (one ALS step)."""
-        y = self.item_factors_.astype(np.float64)
-        f = y.shape[1]
-        base = y.T @ y + self.regularization * np.eye(f)
-        out = np.zeros((rows.shape[0], f), dtype=np.float32)
+        y, base = self._y64, self._gram
+        out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float32)
         for r in range(rows.shape[0]):
             lo, hi = rows.indptr[r], rows.indptr[r + 1]
             if lo == hi:
@@ -310,12 +356,13 @@ class ImplicitRecommender(Estimator):
             past = bought = np.empty(0, dtype=np.int32)
             weight = np.empty(0, dtype=np.float32)
         assert recent is not None
-        w = self._weigh(recent, now)
-        cols = np.concatenate([past, w.cols]).astype(np.int64)
+        age_days = np.maximum(now.timestamp() - recent.seconds, 0.0) / 86400.0
+        recent_weight = (recent.kind * np.exp(-_LN2 * age_days / self.half_life_days)).astype(np.float32)
+        cols = np.concatenate([past, recent.cols]).astype(np.int64)
         cols, inverse = np.unique(cols, return_inverse=True)
-        summed = np.bincount(inverse, weights=np.concatenate([weight, w.weight]), minlength=len(cols))
+        summed = np.bincount(inverse, weights=np.concatenate([weight, recent_weight]), minlength=len(cols))
         row = sp.csr_matrix((summed.astype(np.float32), cols, np.array([0, len(cols)])), shape=(1, len(self.item_ids_)))
-        bought = np.union1d(bought, w.cols[w.bought]).astype(np.int32)
+        bought = np.union1d(bought, recent.cols[recent.bought]).astype(np.int32)
         return self._fold_in(self._confidence(row))[0], cols, bought
 
     # ---------------------------------------------------------- recommend
@@ -423,6 +470,144 @@ class ImplicitRecommender(Estimator):
         model._index()
         model._normalise()
         return model
+
+
+_M = TypeVar("_M")
+_IX_COLUMNS = (IX.CUSTOMER, IX.ITEM, IX.BASKET, IX.TS, IX.QUANTITY, IX.EVENT)
+RECENT_SLOTS = 3  # at most this many places of an answer go to items carted or viewed since the snapshot
+_FOLDED_EVENTS = {
+    EventKind.VIEW: InteractionKind.VIEW.value,
+    EventKind.ADD_TO_CART: InteractionKind.ADD_TO_CART.value,
+    EventKind.ORDER: InteractionKind.PURCHASE.value,
+}
+
+
+@dataclass(frozen=True)
+class RecentActivity:
+    """What one customer did, item by item, since the snapshot, and the data's clock to answer at.
+
+    Attributes:
+        now: the data's clock (the online store's: its snapshot's as-of, or the latest event applied when
+            later); None: the models' training end.
+        bought: items ordered since, latest first.
+        carted: items added to the cart since and still there (not removed, ordered or checked out after),
+            latest first.
+        viewed: items viewed since and neither in the cart nor bought since, latest first.
+        customer_key: whose events these are.
+        rows: the views, add-to-carts and orders to fold in, in time order: (item, :class:`InteractionKind`
+            value, epoch seconds, basket: the session or the event id).
+    """
+
+    now: datetime | None
+    bought: tuple[str, ...] = ()
+    carted: tuple[str, ...] = ()
+    viewed: tuple[str, ...] = ()
+    customer_key: str | None = None
+    rows: tuple[tuple[str, str, float, str], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.bought or self.carted or self.viewed)
+
+    @property
+    def interactions(self) -> pd.DataFrame:
+        """:attr:`rows` as an interactions frame (:class:`IX` columns, quantity 1)."""
+        rows = self.rows
+        return pd.DataFrame(
+            {
+                IX.CUSTOMER: [self.customer_key] * len(rows),
+                IX.ITEM: [r[0] for r in rows],
+                IX.BASKET: [r[3] for r in rows],
+                IX.TS: pd.to_datetime([r[2] for r in rows], unit="s", utc=True),
+                IX.QUANTITY: np.ones(len(rows)),
+                IX.EVENT: [r[1] for r in rows],
+            },
+            columns=list(_IX_COLUMNS),
+        )
+
+    @classmethod
+    def from_events(cls, customer_key: str, events: Sequence[Event], now: datetime | None) -> RecentActivity:
+        """Read ``customer_key``'s events (in time order, as :meth:`features.online.InMemoryOnlineStore.recent_events`
+        gives them): an order names one purchased item; a checkout empties the cart (its items are bought
+        through their orders); events without an item, other than a checkout, are ignored."""
+        bought: dict[str, float] = {}
+        cart: dict[str, float] = {}
+        viewed: dict[str, float] = {}
+        rows: list[tuple[str, str, float, str]] = []
+        for e in sorted(events, key=lambda e: (e.ts, e.received)):
+            item, t = e.item_id, e.ts
+            if e.type is EventKind.CHECKOUT:
+                cart.clear()
+            if item is None:
+                continue
+            if e.type is EventKind.ORDER:
+                bought[item] = t
+                cart.pop(item, None)
+            elif e.type is EventKind.ADD_TO_CART:
+                cart[item] = t
+            elif e.type is EventKind.REMOVE_FROM_CART:
+                cart.pop(item, None)
+            elif e.type is EventKind.VIEW:
+                viewed[item] = t
+            kind = _FOLDED_EVENTS.get(e.type)
+            if kind is not None:
+                rows.append((item, kind, t, e.session_id or e.id))
+
+        def latest_first(times: dict[str, float], *without: dict[str, float]) -> tuple[str, ...]:
+            kept = [(t, i) for i, t in times.items() if not any(i in w for w in without)]
+            return tuple(i for _, i in sorted(kept, key=lambda p: (-p[0], p[1])))
+
+        return cls(
+            now=now,
+            bought=latest_first(bought),
+            carted=latest_first(cart, bought),
+            viewed=latest_first(viewed, cart, bought),
+            customer_key=customer_key,
+            rows=tuple(rows),
+        )
+
+    def first(self, exclude: frozenset[str] | set[str], slots: int = RECENT_SLOTS) -> list[Recommendation]:
+        """The items that lead a folded-in answer: carted ones, then viewed ones, latest first, at most
+        ``slots``; scored in (2, 3), above a blend's own items (1, 2) and new picks (0, 1)."""
+        picks = [(i, "still in your cart") for i in self.carted if i not in exclude]
+        picks += [(i, "you looked at this recently") for i in self.viewed if i not in exclude]
+        picks = picks[:slots]
+        return [
+            Recommendation(item, 2.0 + (slots - rank) / (slots + 1), RecSource.PERSONAL, why)
+            for rank, (item, why) in enumerate(picks)
+        ]
+
+
+def with_activity(model: _M, activity: RecentActivity) -> _M:
+    """A view of ``model`` that also knows ``activity`` (nothing copied but the view, ``model`` unchanged).
+
+    ``model`` is an :class:`ImplicitRecommender` (folded in by :meth:`ImplicitRecommender.with_events`, the same
+    as :meth:`ImplicitRecommender.with_recent` of :attr:`RecentActivity.interactions`), or a recommender holding
+    one as ``personal_`` (the repeat + personal blend): that part is folded in. Any other model is returned as it
+    is.
+    """
+    if not activity.rows or activity.customer_key is None:
+        return model
+    items, kinds, seconds, _ = zip(*activity.rows, strict=True)
+    if isinstance(model, ImplicitRecommender):
+        return model.with_events(activity.customer_key, items, kinds, seconds)
+    inner = getattr(model, "personal_", None)
+    if not isinstance(inner, ImplicitRecommender):
+        return model
+    view = copy.copy(model)
+    view.personal_ = inner.with_events(activity.customer_key, items, kinds, seconds)  # type: ignore[attr-defined]
+    return view
+
+
+_FEW_ROWS = 1_000  # up to this many rows, dict lookups beat pandas (which turns the whole dict into a Series)
+
+
+def _codes(values: pd.Series, index: Mapping[str, int]) -> np.ndarray:
+    """``index[value]`` per value, -1 where absent: a few rows (a fold-in) by plain lookups, many by pandas."""
+    if len(values) <= _FEW_ROWS:
+        get = index.get
+        return np.fromiter((get(v, -1) for v in values), dtype=np.int64, count=len(values))
+    return values.map(index).fillna(-1).to_numpy(dtype=np.int64)
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -6,6 +6,10 @@ is a few numpy calls over a few hundred candidates, about 0.1-0.3 ms) and either
 in-process online store. A thread hop would cost about as much as the answer itself. Anything else (a
 big cart, a customer looked up in Redis, the other recommenders, whose work grows with the
 catalogue) runs in the threadpool.
+
+A known customer's answers fold in their item events since the snapshot (views, carts, orders posted to
+``/v1/events``), read from the online store with the data's clock (:meth:`serving.store.StoreGateway.recent_events`):
+the next call after an event already answers with it (docs/recommenders.md, "Today's events").
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bundles.recs import Filters, RecsAnswer, RecsModel
 from features.online import OnlineStoreUnavailable
+from models.recs.personal import RecentActivity
 from serving.deps import RequestIdDep, ServicesDep, Storefront, model_of
 from serving.lean import LeanRoute
 from serving.observability import request_id_var
@@ -42,15 +47,25 @@ def _filters(f: RecFilters) -> Filters:
     )
 
 
-def _customer_key(services: Services, customer_id: str | None) -> tuple[str | None, bool]:
-    """(customer_key or None, degraded): an unavailable store means "unknown, degraded"."""
+Ask = Callable[[RecsModel, str | None, RecentActivity | None], RecsAnswer]
+
+
+def _customer(
+    services: Services, customer_id: str | None, events: bool = True
+) -> tuple[str | None, RecentActivity | None, bool]:
+    """(customer_key or None, their events since the snapshot (when ``events``), degraded): an unavailable
+    store means "unknown, degraded"."""
     if customer_id is None:
-        return None, False
+        return None, None, False
     try:
-        return services.store.resolve([customer_id])[0], False
+        key = services.store.resolve([customer_id])[0]
+        if key is None or not events:
+            return key, None, False
+        recent = services.store.recent_events(key)
     except OnlineStoreUnavailable as exc:
         log.warning("online store unavailable; answering without the customer", extra={"error": str(exc)[:200]})
-        return None, True
+        return None, None, True
+    return key, RecentActivity.from_events(key, recent.events, recent.clock), False
 
 
 def _respond(
@@ -89,13 +104,14 @@ def _run(
     rid: str,
     endpoint: str,
     customer_id: str | None,
-    ask: Callable[[RecsModel, str | None], RecsAnswer],
+    ask: Ask,
     on_degraded: Callable[[RecsModel], RecsAnswer] | None = None,
+    events: bool = True,
 ) -> Response:
     bundle = model_of(services, "recs")
     model: RecsModel = bundle.payload
-    key, degraded = _customer_key(services, customer_id)
-    answer = on_degraded(model) if degraded and on_degraded is not None else ask(model, key)
+    key, recent, degraded = _customer(services, customer_id, events)
+    answer = on_degraded(model) if degraded and on_degraded is not None else ask(model, key, recent)
     return _respond(services, rid, endpoint, answer, degraded, model, bundle.ref())
 
 
@@ -104,7 +120,7 @@ async def _run_small(
     endpoint: str,
     customer_id: str | None,
     seeds: int,
-    ask: Callable[[RecsModel, str | None], RecsAnswer],
+    ask: Ask,
 ) -> Response:
     """:func:`_run` on the event loop when the work is small and local (see the module), else in a thread."""
     services: Services = request.app.state.services
@@ -119,7 +135,11 @@ async def cart(body: CartRequest, request: Request, _: Storefront) -> Response:
     one they already bought; topped up to ``k`` from popular items. Anonymous carts are fine."""
     f = _filters(body.filters)
     return await _run_small(
-        request, "recs_cart", body.customer_id, len(body.cart), lambda m, key: m.cart(body.cart, key, body.k, f)
+        request,
+        "recs_cart",
+        body.customer_id,
+        len(body.cart),
+        lambda m, key, recent: m.cart(body.cart, key, body.k, f, recent),
     )
 
 
@@ -139,7 +159,7 @@ def for_customer(body: CustomerRecRequest, services: ServicesDep, rid: RequestId
         rid,
         "recs_customer",
         body.customer_id,
-        lambda m, key: m.for_customer(key, body.k, f),
+        lambda m, key, recent: m.for_customer(key, body.k, f, recent),
         lambda m: m.fallback(body.k, f),
     )
 
@@ -153,7 +173,8 @@ def similar(body: SimilarRequest, services: ServicesDep, rid: RequestIdDep, _: S
         rid,
         "recs_similar",
         body.customer_id,
-        lambda m, key: m.similar_items(body.item_id, key, body.k, f),
+        lambda m, key, _recent: m.similar_items(body.item_id, key, body.k, f),
+        events=False,  # similar items do not fold today's events in: no read for them
     )
 
 
@@ -167,6 +188,6 @@ def buy_again(body: CustomerRecRequest, services: ServicesDep, rid: RequestIdDep
         rid,
         "recs_buy_again",
         body.customer_id,
-        lambda m, key: m.buy_again(key, body.k, f),
+        lambda m, key, recent: m.buy_again(key, body.k, f, recent),
         lambda m: RecsAnswer([], cold_start=True),
     )

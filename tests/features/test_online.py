@@ -135,3 +135,41 @@ def test_load_in_memory_serves_the_latest_snapshot(home: Path) -> None:
     assert found.found.tolist() == known
     np.testing.assert_array_equal(found.values[found.found], expected.to_numpy(np.float32)[found.found])
     assert store.apply_event(Event(EventKind.ORDER, snap.as_of, customer_id=ids[0])) is ApplyResult.APPLIED
+
+
+def test_recent_events_are_a_customers_item_events_since_the_snapshot_with_the_data_clock() -> None:
+    from features.online import MAX_RECENT_EVENTS
+
+    store = _dated()
+    assert store.recent_events("k1").events == [] and store.recent_events("k1").clock == D
+
+    def ev(kind: str, minutes: float, item: str | None = None, who: str = "k1") -> Event:
+        return Event(type=kind, timestamp=D + timedelta(minutes=minutes), customer_key=who, item_id=item)
+
+    posted = [
+        ev("add_to_cart", 5, "i2"),
+        ev("view", 1, "i1"),  # applied later, happened earlier: read in time order
+        ev("view", -60, "i0"),  # before the snapshot: already in it
+        ev("view", 7),  # no item
+        ev("search", 8, "i9"),  # not an item event a recommender folds in
+        ev("checkout", 9),  # closes the cart: kept without an item
+        ev("order", 10, "i2"),
+        ev("view", 30, "i5", who="k2"),  # another customer's: moves only the clock
+    ]
+    for e in posted:
+        store.apply_event(e)
+    recent = store.recent_events("k1")
+    assert [(e.type, e.item_id) for e in recent.events] == [
+        (EventKind.VIEW, "i1"),
+        (EventKind.ADD_TO_CART, "i2"),
+        (EventKind.CHECKOUT, None),
+        (EventKind.ORDER, "i2"),
+    ]
+    assert recent.clock == D + timedelta(minutes=30)  # the data's clock: the latest event applied
+    assert store.recent_events("nobody").events == []
+    for n in range(MAX_RECENT_EVENTS + 5):
+        store.apply_event(ev("view", 100 + n, f"v{n}"))
+    capped = store.recent_events("k1").events
+    assert len(capped) == MAX_RECENT_EVENTS and capped[-1].item_id == f"v{MAX_RECENT_EVENTS + 4}"
+    store.erase(["k1"])
+    assert store.recent_events("k1").events == []

@@ -123,3 +123,26 @@ def test_registered_bundle_loads_and_decides(run: tuple[OffersRun, str], synth_h
     assert set(out["status"]) <= {"offer", "no_offer", "control_group", "not_contactable"}
     assert (out.loc[out["status"] == "offer", "source"] == "uplift_model").all()
     assert (out.loc[out["status"] == "offer", "expected_profit"] > 0).all()
+
+
+def test_policy_value_has_intervals_against_no_offer_and_the_single_offer_chosen_on_training_sends(
+    run: tuple[OffersRun, str], sends: pd.DataFrame
+) -> None:
+    from training.offers import KAIROS, best_single_offer
+
+    result, _ = run
+    train, _holdout = _split(sends, HOLDOUT_DAYS)
+    single = best_single_offer(train, load_catalogue(EXAMPLE_CATALOGUE))  # training sends only
+    name = f"best single offer chosen on training sends ({single})"
+    table = result.off_policy.set_index("policy")
+    assert name in table.index
+    row = table.loc[KAIROS]
+    for est in ("ips", "dr"):
+        for base in ("no_offer", "single"):
+            low, mid, high = (row[f"{est}_vs_{base}{s}"] for s in ("_low", "", "_high"))
+            assert low < mid < high
+            assert result.metrics[f"ope_{est}_vs_{base}"] == pytest.approx(mid)
+    # the paired DR difference against no offer is the one the registry selects on
+    assert row["dr_vs_no_offer"] == pytest.approx(result.metrics[SELECTION_METRIC])
+    assert table.loc[name, "dr_vs_single"] == 0.0
+    assert {"qini_coefficient", "auuc"} <= set(result.qini.columns)

@@ -371,7 +371,9 @@ def off_policy(
         gain = dr_difference(a, propensity, pi, nothing, reward, m)
         contrasts = {"no_offer": policy_contrast(a, propensity, pi, nothing, reward, m, clusters=customers)}
         if single_name is not None:
-            contrasts["single"] = policy_contrast(a, propensity, pi, policies[single_name], reward, m, clusters=customers)
+            contrasts["single"] = policy_contrast(
+                a, propensity, pi, policies[single_name], reward, m, clusters=customers
+            )
         rows.append(
             {
                 **{

@@ -238,7 +238,9 @@ def _allowed_channels(
             f"consent is a hard filter: the features need {', '.join(lacking)} (the catalogue's offers go out on "
             f"{', '.join(str(c) for c in used)})"
         )
-    consent = {ch: pd.to_numeric(frame[CONSENT_COLUMNS[ch]], errors="coerce").fillna(0).to_numpy() >= 0.5 for ch in used}
+    consent = {
+        ch: pd.to_numeric(frame[CONSENT_COLUMNS[ch]], errors="coerce").fillna(0).to_numpy() >= 0.5 for ch in used
+    }
     out: list[list[str]] = []
     for i, key in enumerate(keys):
         if allowed is None:
@@ -345,18 +347,17 @@ def score_offers(
         base = np.zeros(n)  # replaced by the model's below
     up = rules_uplift.copy()
     up_sd = np.zeros((n, k))
-    if uplift is not None:
-        if modelled:
-            model_base = uplift.predict_base(frame)
-            model_up = uplift.predict_uplift(frame)
-            model_sd = uplift.predict_uplift_sd(frame)
-            base = model_base
-            for j in modelled:
-                up[:, j] = model_up[:, arms[catalogue.offers[j].id]]
-                if model_sd is not None:
-                    up_sd[:, j] = model_sd[:, arms[catalogue.offers[j].id]]
-                source[j] = OfferSource.UPLIFT_MODEL.value
-                rule_words[:, j] = ""
+    if uplift is not None and modelled:
+        model_base = uplift.predict_base(frame)
+        model_up = uplift.predict_uplift(frame)
+        model_sd = uplift.predict_uplift_sd(frame)
+        base = model_base
+        for j in modelled:
+            up[:, j] = model_up[:, arms[catalogue.offers[j].id]]
+            if model_sd is not None:
+                up_sd[:, j] = model_sd[:, arms[catalogue.offers[j].id]]
+            source[j] = OfferSource.UPLIFT_MODEL.value
+            rule_words[:, j] = ""
     p_offer = np.clip(base[:, None] + up, 0.0, 1.0)
     up = p_offer - base[:, None]
     margin = up * catalogue.margin_rate * order_value[:, None]

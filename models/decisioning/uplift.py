@@ -210,13 +210,13 @@ class UpliftModel(Estimator):
             self._fit_cells(X, matrix, arm, y_arr)
         if self.learner == "x":
             mu0 = self._predict(self.outcome_models_[CONTROL], matrix)
-            control = arm == CONTROL
+            is_control = arm == CONTROL
             for a in arms:
                 treated = arm == a
-                mu_a = self._predict(self.outcome_models_[a], matrix[control])
+                mu_a = self._predict(self.outcome_models_[a], matrix[is_control])
                 self.effect_models_[a] = {
                     "treated": self._regressor(matrix[treated], y_arr[treated] - mu0[treated], valid[treated]),
-                    "control": self._regressor(matrix[control], mu_a - y_arr[control], valid[control]),
+                    "control": self._regressor(matrix[is_control], mu_a - y_arr[is_control], valid[is_control]),
                 }
         return self
 
@@ -552,7 +552,9 @@ def _control_labels(treatment: Sequence[Any] | np.ndarray | pd.Series, control: 
     values = pd.Series(treatment, dtype=object)
     missing = values.isna() | (values.astype(str).str.strip() == "")
     if missing.any():
-        raise ValueError(f"treatment is missing on {int(missing.sum())} rows; with control={control!r} every row needs its arm")
+        raise ValueError(
+            f"treatment is missing on {int(missing.sum())} rows; with control={control!r} every row needs its arm"
+        )
     labels = values.astype(str).to_numpy(dtype=object)
     if control != CONTROL and (labels == CONTROL).any():
         raise ValueError(f"an arm is labelled {CONTROL!r} but the control arm is {control!r}: rename that arm")

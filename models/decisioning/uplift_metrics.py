@@ -369,5 +369,14 @@ def policy_contrast(
     ips, ips_se = _mean_se(ips_terms, clusters)
     dr, dr_se = _mean_se(dr_terms, clusters)
     return Contrast(
-        ips, ips_se, ips - z * ips_se, ips + z * ips_se, dr, dr_se, dr - z * dr_se, dr + z * dr_se, int((pi != base).sum()), level
+        ips,
+        ips_se,
+        ips - z * ips_se,
+        ips + z * ips_se,
+        dr,
+        dr_se,
+        dr - z * dr_se,
+        dr + z * dr_se,
+        int((pi != base).sum()),
+        level,
     )

@@ -48,7 +48,11 @@ def test_values_equal_scikit_uplift_on_random_data_with_ties(seed: int) -> None:
         expected = {
             "qini": metrics.qini_auc_score(y, s, ti),
             "auuc": metrics.uplift_auc_score(y, s, ti),
-            **({"qini_no_negative": metrics.qini_auc_score(y, s, ti, negative_effect=False)} if overall_gain >= 0 else {}),
+            **(
+                {"qini_no_negative": metrics.qini_auc_score(y, s, ti, negative_effect=False)}
+                if overall_gain >= 0
+                else {}
+            ),
             "at_k": metrics.uplift_at_k(y, s, ti, "overall", 0.3),
             "at_k_by_group": metrics.uplift_at_k(y, s, ti, "by_group", 0.2),
             "at_count": metrics.uplift_at_k(y, s, ti, "overall", 25),
@@ -76,7 +80,7 @@ def test_ties_enter_the_curve_at_once_so_row_order_does_not_matter() -> None:
 
 
 def test_the_perfect_ranking_scores_one_and_a_reversed_one_below_zero() -> None:
-    s, t, y = tied_experiment(5, n=400)
+    _s, t, y = tied_experiment(5, n=400)
     perfect = y * t - y * ~t  # treated buyers first, control buyers last
     assert qini_coefficient(perfect.astype(float), t, y) == pytest.approx(1.0)
     assert qini_coefficient(-perfect.astype(float), t, y) < 0

@@ -2,7 +2,7 @@
 worlds) the true profit of Kairos's policy against the oracle and the baselines.
 
     python bench/offers_eval.py --data HOME --truth RAW/truth [--catalogue PATH] [--step-days 30]
-        [--learner cells|x|t] [--caution Z]
+        [--learner cells|x|t] [--caution Z] [--baseline clean|all] [--sends PARQUET]
 
 The caution (standard deviations below the estimated profit that decisions use) is chosen on a
 validation split of the training sends unless ``--caution`` is given.
@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--holdout-days", type=int, default=120, help="last days of sends held out")
     parser.add_argument("--learner", choices=("cells", "x", "t"), default="cells")
     parser.add_argument("--caution", type=float, default=None, help="fixed caution (default: chosen on validation)")
+    parser.add_argument(
+        "--baseline", choices=("clean", "all"), default=None, help="control sends of the base model (default: chosen)"
+    )
+    parser.add_argument("--sends", type=Path, default=None, help="a parquet of the send dataset (cached)")
     parser.add_argument("--no-compare", action="store_true", help="do not fit the comparison learner")
     parser.add_argument("--register", action="store_true", help="register the bundle as 'offers'")
     args = parser.parse_args(argv)
@@ -55,13 +59,18 @@ def main(argv: list[str] | None = None) -> None:
             policy_check=OffersTruth(args.truth, args.data) if args.truth is not None else None,
             learner=args.learner,
             caution=args.caution,
+            baseline=args.baseline,
             compare_learners=not args.no_compare,
             step_days=args.step_days,
             holdout_days=args.holdout_days,
             register=args.register,
+            sends=pd.read_parquet(args.sends) if args.sends is not None and args.sends.exists() else None,
             progress=lambda step, frac: print(f"[{time.perf_counter() - began:6.1f}s] {step}", flush=True),
         )
     print("\nsends:", run.sizes)
+    if run.baseline is not None:
+        print("\nbase purchase model chosen on validation sends (log loss on clean control sends)")
+        print(run.baseline.to_string(index=False))
     if run.caution is not None:
         print("\ncaution chosen on validation sends (DR incremental profit per send)")
         print(run.caution.to_string(index=False))

@@ -73,6 +73,12 @@ SKIP_GROUPS = ("hour_of_week",)  # 168 hour-of-week bins: send time's business, 
 # DR incremental profit was 0.45 per send (s.e. 0.19) against 0.30 (0.16) without it.
 DEFAULT_CELLS = (P_BASE, "lifecycle", "avg_order_value", "loyalty_member")
 CAUTION_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
+# offers sent to the same customer in the 30 days before or after a send (itself excluded): the logged
+# policy's other offers, which buy orders inside the send's outcome window
+OTHER_OFFERS = "other_offers_30d"
+# the control sends the purchase probability without an offer is fitted on: "clean" = those whose outcome
+# window held no other offer (what a decision assumes), "all" = every control send (chosen on validation)
+BASELINES = ("clean", "all")
 KAIROS = "Kairos (uplift x margin - cost)"
 # (the policy, features and segments as of now, now, the message history, other policies to compare by
 # name) -> a table and figures to log (synth.checks.OffersTruth on a synthetic world)
@@ -214,6 +220,84 @@ def build_send_dataset(
     offer = data[Col.OFFER_ID].astype(object)
     data[Col.OFFER_ID] = offer.where(offer.notna(), None)
     return data.reset_index(drop=True)
+
+
+def count_other_offers(sends: pd.DataFrame, messages: pd.DataFrame) -> np.ndarray:
+    """Per send, the offers its customer was sent in the :data:`HORIZON_DAYS` before or after it, itself
+    excluded: an offer sent then can buy an order inside this send's outcome window.
+
+    The logged policy sends offers at random on ~35 % of the messages, so a control send's 30-day purchase
+    rate is the rate *with the logging policy's other offers around it*, not without any offer; the
+    offers job fits the base purchase probability on the control sends where this count is 0.
+    """
+    offers = messages[messages[Col.OFFER_ID].notna() & messages[Col.CUSTOMER_KEY].notna()]
+    keys = pd.concat([sends[Col.CUSTOMER_KEY], offers[Col.CUSTOMER_KEY]], ignore_index=True).astype(str)
+    codes = pd.factorize(keys)[0].astype(np.float64)
+    epoch = pd.Timestamp("2000-01-01", tz="UTC")
+    send_days = (pd.to_datetime(sends[SENT_AT], utc=True) - epoch).dt.total_seconds().to_numpy() / 86_400.0
+    offer_days = (pd.to_datetime(offers[SENT_AT], utc=True) - epoch).dt.total_seconds().to_numpy() / 86_400.0
+    span = float(max(np.abs(send_days).max(initial=0.0), np.abs(offer_days).max(initial=0.0))) * 2 + 10 * HORIZON_DAYS
+    s_key = codes[: len(sends)] * span + send_days
+    o_key = np.sort(codes[len(sends) :] * span + offer_days)
+    hi = np.searchsorted(o_key, s_key + HORIZON_DAYS, side="left")
+    lo = np.searchsorted(o_key, s_key - HORIZON_DAYS, side="right")
+    own = treatment_labels(sends[Col.OFFER_ID]) != CONTROL
+    return np.maximum(hi - lo - own.astype(np.int64), 0)
+
+
+def with_other_offers(sends: pd.DataFrame, tables: dict[str, Any]) -> pd.DataFrame:
+    """``sends`` with :data:`OTHER_OFFERS` (from the messages table) unless it already has it."""
+    if OTHER_OFFERS in sends.columns:
+        return sends
+    msgs = tables["messages"].select(Col.CUSTOMER_KEY, Col.OFFER_ID, SENT_AT).execute()
+    return sends.assign(**{OTHER_OFFERS: count_other_offers(sends, msgs)})
+
+
+def baseline_rows(sends: pd.DataFrame, baseline: str) -> np.ndarray | None:
+    """The rows the base purchase model may use: every one (``"all"``: None) or, for ``"clean"``, those
+    whose outcome window held no other offer."""
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    return None if baseline == "all" else sends[OTHER_OFFERS].to_numpy() == 0
+
+
+def choose_baseline(
+    train: pd.DataFrame, *, validation_days: int, params: dict[str, Any], seed: int = 0
+) -> tuple[str, pd.DataFrame]:
+    """Which control sends the purchase probability without an offer is fitted on, chosen on validation.
+
+    Fitted on the sends whose outcome window ends before the last ``validation_days`` of ``train``, each
+    candidate predicts the validation control sends whose window held no other offer (the situation a
+    decision prices: this offer or none); the lower log loss wins. "clean" fits on fewer, unbiased rows,
+    "all" on every control send, biased upward by the logging policy's other offers.
+
+    Returns:
+        The chosen baseline and one row per candidate (log loss, mean predicted and observed rate, rows).
+    """
+    fit, val = _split(train, validation_days)
+    keep = (treatment_labels(val[Col.OFFER_ID]) == CONTROL) & (val[OTHER_OFFERS].to_numpy() == 0)
+    if keep.sum() < 30:
+        raise InsufficientOfferDataError(f"choosing the baseline: {int(keep.sum())} clean validation control sends")
+    columns = uplift_columns(params.get("cells", ()))
+    y = val.loc[keep, OUTCOME].to_numpy(dtype=np.float64)
+    rows = []
+    for name in BASELINES:
+        m = UpliftModel(seed=seed, **params).fit(
+            fit[columns], fit[Col.OFFER_ID], fit[OUTCOME], base_rows=baseline_rows(fit, name)
+        )
+        p = np.clip(m.predict_base(val.loc[keep, columns]), 1e-6, 1 - 1e-6)
+        rows.append(
+            {
+                "baseline": name,
+                "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+                "mean_predicted": float(p.mean()),
+                "mean_observed": float(y.mean()),
+                "fit_rows": m.base_rows_,
+                "validation_rows": int(keep.sum()),
+            }
+        )
+    table = pd.DataFrame(rows)
+    return str(table.loc[table["log_loss"].idxmin(), "baseline"]), table
 
 
 # --- evaluation -----------------------------------------------------------------------------------------
@@ -444,6 +528,7 @@ class OffersRun:
     registration: registry.Registration | None
     sizes: dict[str, int]
     caution: pd.DataFrame | None = None  # the validation table the caution was chosen on
+    baseline: pd.DataFrame | None = None  # the validation table the base purchase model was chosen on
 
 
 def _split(data: pd.DataFrame, holdout_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -462,6 +547,7 @@ def choose_caution(
     params: dict[str, Any],
     grid: tuple[float, ...] = CAUTION_GRID,
     seed: int = 0,
+    baseline: str = "all",
 ) -> tuple[float, pd.DataFrame]:
     """The caution with the best doubly robust incremental profit on a validation split of ``train``.
 
@@ -482,7 +568,8 @@ def choose_caution(
             f"choosing the caution: {len(fit)} fitting and {len(val)} validation sends, offers {offers}"
         )
     columns = uplift_columns(params.get("cells", ()))
-    model = UpliftModel(seed=seed, **params).fit(fit[columns], fit[Col.OFFER_ID], fit[OUTCOME])
+    base_rows = baseline_rows(fit, baseline) if params.get("learner") == "cells" else None
+    model = UpliftModel(seed=seed, **params).fit(fit[columns], fit[Col.OFFER_ID], fit[OUTCOME], base_rows=base_rows)
     rows = []
     for z in grid:
         _, m = off_policy(model, val, catalogue, seed, caution=z)
@@ -509,6 +596,7 @@ class OffersConfig:
     learner: str = "cells"
     cells: tuple[str, ...] = DEFAULT_CELLS
     caution: float | None = None  # None: chosen on validation sends
+    baseline: str | None = None  # BASELINES; None: chosen on validation sends (cells learner only)
     compare_learners: bool = True
     step_days: int = 30
     holdout_days: int = 120
@@ -546,6 +634,8 @@ class OffersFit:
     fitted: dict[str, UpliftModel]  # by learner; the registered one is cfg.learner
     caution: float
     caution_table: pd.DataFrame | None
+    baseline: str = "all"
+    baseline_table: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -574,6 +664,7 @@ def build_data(cfg: OffersConfig, data_home: Path, sends: pd.DataFrame | None, t
     require_dates(data_home, "offer training")
     tables = open_tables(data_home, as_of=cfg.as_of)
     data = build_send_dataset(tables, step_days=step_days, progress=tick) if sends is None else sends
+    data = with_other_offers(data, tables)
     train, holdout = _split(data, holdout_days)
     labels = treatment_labels(train[Col.OFFER_ID])
     if len(set(labels.tolist()) - {CONTROL}) == 0 or holdout.empty:
@@ -589,22 +680,31 @@ def fit(cfg: OffersConfig, d: OffersData, tick: ProgressFn) -> OffersFit:
     """The caution (chosen on validation sends unless given), then every learner on the training sends."""
     learner, cells, seed, holdout_days, caution = cfg.learner, cfg.cells, cfg.seed, cfg.holdout_days, cfg.caution
     train, catalogue, params_of, others = d.train, d.catalogue, cfg.params_of, cfg.others
-    caution_table = None
+    caution_table = baseline_table = None
+    baseline = cfg.baseline or "all"
+    if learner == "cells" and cfg.baseline is None:
+        tick("choosing the base purchase model on validation sends", 0.5)
+        baseline, baseline_table = choose_baseline(
+            train, validation_days=holdout_days, params=params_of(learner), seed=seed
+        )
     if learner != "cells":
         caution = 0.0  # only the cells learner knows its uncertainty
     elif caution is None:
         tick("choosing the caution on validation sends", 0.55)
         caution, caution_table = choose_caution(
-            train, catalogue, validation_days=holdout_days, params=params_of(learner), seed=seed
+            train, catalogue, validation_days=holdout_days, params=params_of(learner), seed=seed, baseline=baseline
         )
     tick("fitting uplift models", 0.6)
     fitted: dict[str, UpliftModel] = {}
     for name in [learner, *others]:
         columns = uplift_columns(cells if name == "cells" else ())
         fitted[name] = UpliftModel(seed=seed, **params_of(name)).fit(
-            train[columns], train[Col.OFFER_ID], train[OUTCOME]
+            train[columns],
+            train[Col.OFFER_ID],
+            train[OUTCOME],
+            base_rows=baseline_rows(train, baseline) if name == "cells" else None,
         )
-    return OffersFit(fitted, caution, caution_table)
+    return OffersFit(fitted, caution, caution_table, baseline, baseline_table)
 
 
 def evaluate(
@@ -647,6 +747,7 @@ def evaluate(
     qini, ope, ope_metrics = evaluated[learner]
     metrics: dict[str, float] = {
         "caution": float(caution),
+        "baseline_clean": float(f.baseline == "clean"),
         "qini_auc_mean": float(qini["qini_auc"].mean()),
         "uplift_at_30_mean": float(qini["uplift_at_30"].mean()),
         "qini_coefficient_mean": float(qini["qini_coefficient"].mean()),
@@ -697,6 +798,7 @@ def log_and_register(
     manifest = {
         "learner": learner,
         "caution": caution,
+        "baseline": f.baseline,
         "cells": list(cells) if learner == "cells" else [],
         "features": uplift_columns(cells if learner == "cells" else ()),
         "definition_hash": definition_hash(),
@@ -727,6 +829,8 @@ def log_and_register(
         mlflow.log_text(learners.to_csv(index=False), "learners.csv")
         if caution_table is not None:
             mlflow.log_text(caution_table.to_csv(index=False), "caution_validation.csv")
+        if f.baseline_table is not None:
+            mlflow.log_text(f.baseline_table.to_csv(index=False), "baseline_validation.csv")
         if truth_table is not None:
             mlflow.log_text(truth_table.to_csv(index=False), "truth_profit.csv")
         registration = registry.log_and_register(
@@ -740,7 +844,9 @@ def log_and_register(
             margin=margin,
             extra_tags={"kairos.definition_hash": manifest["definition_hash"]},
         )
-    return OffersRun(job.run_id, metrics, qini, ope, truth_table, learners, registration, sizes, caution_table)
+    return OffersRun(
+        job.run_id, metrics, qini, ope, truth_table, learners, registration, sizes, caution_table, f.baseline_table
+    )
 
 
 def train_offers(
@@ -752,6 +858,7 @@ def train_offers(
     learner: str = "cells",
     cells: tuple[str, ...] = DEFAULT_CELLS,
     caution: float | None = None,
+    baseline: str | None = None,
     compare_learners: bool = True,
     step_days: int = 30,
     holdout_days: int = 120,
@@ -777,6 +884,9 @@ def train_offers(
         cells: the nested cells of the ``cells`` learner.
         caution: decide on the profit minus this many standard deviations (``cells`` only); None chooses
             it from :data:`CAUTION_GRID` on a validation split of the training sends.
+        baseline: which control sends fit the purchase probability without an offer (``cells`` only):
+            ``"clean"`` (no other offer in the outcome window) or ``"all"``; None chooses on validation
+            sends (:func:`choose_baseline`).
         compare_learners: also fit the X-learner (the cells learner when ``learner="x"``) and report its
             holdout and truth figures.
         step_days: days between feature cutoffs for the sends.
@@ -800,6 +910,7 @@ def train_offers(
         learner,
         tuple(cells),
         caution,
+        baseline,
         compare_learners,
         step_days,
         holdout_days,

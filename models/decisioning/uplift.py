@@ -137,6 +137,7 @@ class UpliftModel(Estimator):
         treatment: Sequence[Any] | np.ndarray | pd.Series,
         y: Sequence[float] | np.ndarray | pd.Series,
         control: str | None = None,
+        base_rows: Sequence[bool] | np.ndarray | pd.Series | None = None,
     ) -> UpliftModel:
         """Fit on a randomised experiment: features ``X``, the arm of each row, outcome ``y``.
 
@@ -146,6 +147,11 @@ class UpliftModel(Estimator):
                 control arm; otherwise the arm labelled ``control`` is, and a missing arm is an error.
             y: the outcome: 0/1 or any finite number (see ``outcome``).
             control: the label of the control arm (None: missing treatment means control).
+            base_rows: ``learner="cells"`` only: the control rows the model of the outcome without
+                treatment (``predict_base``) is fitted on (default: every control row). The offers job
+                passes the control sends whose outcome window held no other offer, so that the
+                baseline is the purchase probability without any offer, not with the logged policy's
+                other offers around it. The cell differences still use every row.
 
         Raises:
             ValueError: bad learner, shapes or labels; no control rows; an arm with too few rows or only
@@ -187,6 +193,20 @@ class UpliftModel(Estimator):
                 raise ValueError(f"arm {name!r} has {int(rows.sum())} sends; at least {MIN_ARM_ROWS} are needed")
             if len(np.unique(y_arr[rows])) < 2:
                 raise ValueError(f"arm {name!r}: every send has the same outcome; its effect cannot be learned")
+        base = np.ones(n, dtype=bool)
+        if base_rows is not None:
+            if self.learner != "cells":
+                raise ValueError("base_rows is for learner='cells' (the X- and T-learners impute with the base model)")
+            base = np.asarray(base_rows, dtype=bool)
+            if base.shape != (n,):
+                raise ValueError(f"base_rows has shape {base.shape}, X has {n} rows")
+            kept = base & (arm == CONTROL)
+            if kept.sum() < MIN_ARM_ROWS or len(np.unique(y_arr[kept])) < 2:
+                raise ValueError(
+                    f"base_rows keeps {int(kept.sum())} control rows (with outcomes {sorted(set(y_arr[kept]))}): "
+                    f"at least {MIN_ARM_ROWS} with both outcomes are needed"
+                )
+        self.base_rows_ = int((base & (arm == CONTROL)).sum())
         self.columns_, self.categories_ = _encoding(X)
         self.feature_names_ = _encoded_names(self.columns_, self.categories_)
         numeric = self._encode(X)
@@ -198,7 +218,7 @@ class UpliftModel(Estimator):
         self.propensity_ = {a: self.rows_[a] / n for a in self.rows_}
         self.outcome_models_: dict[str, lgb.Booster] = {}
         for a in [CONTROL, *(arms if self.learner != "cells" else [])]:
-            rows = arm == a
+            rows = (arm == a) & (base if a == CONTROL else True)
             if self.outcome_ == "binary":
                 self.outcome_models_[a] = self._classifier(numeric, matrix, y_arr, rows, valid)
             else:
@@ -464,6 +484,7 @@ class UpliftModel(Estimator):
             "outcome": self.outcome_,
             "control_label": self.control_label_,
             "rows": dict(self.rows_),
+            "base_rows": self.base_rows_,  # control rows the base model was fitted on
             "outcome_models": {a: b.model_to_string() for a, b in self.outcome_models_.items()},
             "effect_models": {
                 a: {side: b.model_to_string() for side, b in parts.items()} for a, parts in self.effect_models_.items()
@@ -493,6 +514,7 @@ class UpliftModel(Estimator):
             raise ValueError("the document's columns and categories do not give its feature names")
         model.rows_ = {str(k): int(v) for k, v in doc["rows"].items()}
         total = sum(model.rows_.values())
+        model.base_rows_ = int(doc.get("base_rows", model.rows_.get(CONTROL, 0)))
         model.propensity_ = {a: r / total for a, r in model.rows_.items()}
         needed = [CONTROL, *(model.arms_ if model.learner != "cells" else [])]
         if set(doc["outcome_models"]) != set(needed):

@@ -219,7 +219,7 @@ def build_send_dataset(
     data[OUTCOME] = within.reindex(data.index).fillna(False).astype(np.int8)
     offer = data[Col.OFFER_ID].astype(object)
     data[Col.OFFER_ID] = offer.where(offer.notna(), None)
-    return data.reset_index(drop=True)
+    return with_other_offers(data.reset_index(drop=True), tables)
 
 
 def count_other_offers(sends: pd.DataFrame, messages: pd.DataFrame) -> np.ndarray:

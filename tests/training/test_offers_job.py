@@ -16,14 +16,18 @@ from features.store import open_tables
 from models.decisioning.offers import EXAMPLE_CATALOGUE, load_catalogue
 from synth.checks import OffersTruth
 from training.offers import (
+    BASELINES,
     CAUTION_GRID,
     DEFAULT_CELLS,
+    OTHER_OFFERS,
     OUTCOME,
     SELECTION_METRIC,
     OffersRun,
     _split,
     build_send_dataset,
+    choose_baseline,
     choose_caution,
+    count_other_offers,
     train_offers,
 )
 
@@ -75,10 +79,37 @@ def test_caution_is_chosen_on_training_sends_only(run: tuple[OffersRun, str], se
     train, holdout = _split(sends, HOLDOUT_DAYS)
     assert train[Col.SENT_AT].max() < holdout[Col.SENT_AT].min()
     params = {"learner": "cells", "cells": DEFAULT_CELLS, "n_estimators": 80}
+    baseline, table = choose_baseline(train, validation_days=HOLDOUT_DAYS, params=params)
+    assert result.baseline is not None and result.baseline["baseline"].tolist() == list(BASELINES)
+    assert table["log_loss"].tolist() == pytest.approx(result.baseline["log_loss"].tolist())
+    assert result.metrics["baseline_clean"] == float(baseline == "clean")
+    assert baseline == table.loc[table["log_loss"].idxmin(), "baseline"]
     again, _table = choose_caution(
-        train, load_catalogue(EXAMPLE_CATALOGUE), validation_days=HOLDOUT_DAYS, params=params
+        train, load_catalogue(EXAMPLE_CATALOGUE), validation_days=HOLDOUT_DAYS, params=params, baseline=baseline
     )
     assert again == chosen
+
+
+def test_other_offers_around_a_send_are_counted() -> None:
+    t0 = pd.Timestamp("2025-03-01", tz="UTC")
+    day = pd.Timedelta(days=1)
+    messages = pd.DataFrame(
+        {
+            Col.CUSTOMER_KEY: ["a", "a", "a", "a", "a", "b", "b"],
+            Col.OFFER_ID: ["OF1", None, "OF2", "OF3", "OF1", "OF1", None],
+            Col.SENT_AT: [t0, t0 + 2 * day, t0 + 29 * day, t0 + 31 * day, t0 - 30 * day, t0 + 5 * day, t0],
+        }
+    )
+    # a's send at t0 carries OF1 (itself not counted); OF2 29 days later counts, OF3 31 days later and the
+    # OF1 exactly 30 days before do not; a's send 2 days later without an offer has OF1, OF2 and OF3 around
+    # it; b's send without an offer has b's OF1 five days later
+    sends = messages.iloc[[0, 1, 6]].reset_index(drop=True)
+    assert count_other_offers(sends, messages).tolist() == [1, 3, 1]
+
+
+def test_the_send_dataset_counts_other_offers(sends: pd.DataFrame) -> None:
+    assert (sends[OTHER_OFFERS] >= 0).all()
+    assert 0 < (sends[OTHER_OFFERS] == 0).mean() < 1
 
 
 def test_holdout_figures_are_reported(run: tuple[OffersRun, str]) -> None:

@@ -505,6 +505,14 @@ def off_policy(
         ),
         "ope_kairos_offer_share": float(by.loc[k, "offer_share"]),
     }
+    # the cautious policy against the same model deciding on the expected profit, paired on the same sends
+    vs_mean = (
+        dr_difference(a, propensity, kairos, policies["Kairos without caution (expected profit)"], reward, m)
+        if caution > 0
+        else None
+    )
+    metrics["ope_dr_vs_no_caution"] = vs_mean.value if vs_mean is not None else 0.0
+    metrics["ope_dr_vs_no_caution_se"] = vs_mean.std_error if vs_mean is not None else 0.0
     for b in ("no_offer", "single") if single_name is not None else ("no_offer",):
         for est in ("ips", "dr"):
             for suffix in ("", "_low", "_high"):
@@ -549,7 +557,8 @@ def choose_caution(
     seed: int = 0,
     baseline: str = "all",
 ) -> tuple[float, pd.DataFrame]:
-    """The caution with the best doubly robust incremental profit on a validation split of ``train``.
+    """The caution with the best doubly robust incremental profit on a validation split of ``train``, if it
+    beats no caution by more than one standard error of their paired difference; else 0.
 
     The validation sends are the last ``validation_days`` of ``train``; the model is fitted on the sends
     whose outcome window ends before them. Ties (within a thousandth) go to the more cautious value.
@@ -579,11 +588,18 @@ def choose_caution(
                 "dr_incremental_profit_per_send": m[SELECTION_METRIC],
                 "dr_se": m["ope_dr_incremental_se"],
                 "offer_share": m["ope_kairos_offer_share"],
+                "dr_vs_no_caution": m["ope_dr_vs_no_caution"],
+                "dr_vs_no_caution_se": m["ope_dr_vs_no_caution_se"],
             }
         )
     table = pd.DataFrame(rows)
     best = table["dr_incremental_profit_per_send"].max()
-    chosen = float(table.loc[table["dr_incremental_profit_per_send"] >= best - 1e-3, "caution"].max())
+    top = float(table.loc[table["dr_incremental_profit_per_send"] >= best - 1e-3, "caution"].max())
+    # caution is kept only when it beats deciding on the expected profit by more than one paired standard
+    # error on the validation sends: the values of neighbouring cautions differ by less than their noise
+    # (docs/offers.md), and an argmax over noise is a coin toss
+    gain = table.set_index("caution").loc[top]
+    chosen = top if top == 0 or gain["dr_vs_no_caution"] > gain["dr_vs_no_caution_se"] else 0.0
     return chosen, table
 
 

@@ -74,7 +74,12 @@ def test_caution_is_chosen_on_training_sends_only(run: tuple[OffersRun, str], se
     chosen = result.metrics["caution"]
     best = result.caution["dr_incremental_profit_per_send"].max()
     assert chosen in CAUTION_GRID
-    assert result.caution.set_index("caution").loc[chosen, "dr_incremental_profit_per_send"] >= best - 1e-3
+    table = result.caution.set_index("caution")
+    top = table.index[table["dr_incremental_profit_per_send"] >= best - 1e-3].max()
+    gain, se = table.loc[top, "dr_vs_no_caution"], table.loc[top, "dr_vs_no_caution_se"]
+    # the best caution on validation, kept only if it beats no caution by more than a paired standard error
+    assert chosen == (top if top > 0 and gain > se else 0.0)
+    assert table.loc[0.0, "dr_vs_no_caution"] == 0.0 and (table.loc[table.index > 0, "dr_vs_no_caution_se"] > 0).all()
     # the same choice from the training sends alone: neither the holdout nor the truth took part
     train, holdout = _split(sends, HOLDOUT_DAYS)
     assert train[Col.SENT_AT].max() < holdout[Col.SENT_AT].min()

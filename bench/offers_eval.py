@@ -2,7 +2,7 @@
 worlds) the true profit of Kairos's policy against the oracle and the baselines.
 
     python bench/offers_eval.py --data HOME --truth RAW/truth [--catalogue PATH] [--step-days 30]
-        [--learner cells|x|t] [--caution Z] [--baseline clean|all] [--sends PARQUET]
+        [--learner cells|x|t] [--caution Z] [--baseline clean|clean_hl180|clean_hl90|all] [--sends PARQUET]
 
 The caution (standard deviations below the estimated profit that decisions use) is chosen on a
 validation split of the training sends unless ``--caution`` is given.
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     import pandas as pd
 
     from synth.checks import OffersTruth
-    from training.offers import train_offers
+    from training.offers import BASELINES, train_offers
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="ingested data home with a snapshot")
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--learner", choices=("cells", "x", "t"), default="cells")
     parser.add_argument("--caution", type=float, default=None, help="fixed caution (default: chosen on validation)")
     parser.add_argument(
-        "--baseline", choices=("clean", "all"), default=None, help="control sends of the base model (default: chosen)"
+        "--baseline", choices=BASELINES, default=None, help="control sends of the base model (default: chosen)"
     )
     parser.add_argument("--sends", type=Path, default=None, help="a parquet of the send dataset (cached)")
     parser.add_argument("--no-compare", action="store_true", help="do not fit the comparison learner")

@@ -76,9 +76,11 @@ CAUTION_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
 # offers sent to the same customer in the 30 days before or after a send (itself excluded): the logged
 # policy's other offers, which buy orders inside the send's outcome window
 OTHER_OFFERS = "other_offers_30d"
-# the control sends the purchase probability without an offer is fitted on: "clean" = those whose outcome
-# window held no other offer (what a decision assumes), "all" = every control send (chosen on validation)
-BASELINES = ("clean", "all")
+# the control sends the purchase probability without an offer is fitted on (chosen on validation sends):
+# "all" = every control send; "clean" = those whose outcome window held no other offer (what a decision
+# assumes); "clean_hl<N>" = the clean ones weighted by 0.5 ** (age / N days), age counted from the latest
+# send, so that the baseline follows the drift of purchase rates over time
+BASELINES = ("clean", "clean_hl180", "clean_hl90", "all")
 KAIROS = "Kairos (uplift x margin - cost)"
 # (the policy, features and segments as of now, now, the message history, other policies to compare by
 # name) -> a table and figures to log (synth.checks.OffersTruth on a synthetic world)
@@ -254,11 +256,19 @@ def with_other_offers(sends: pd.DataFrame, tables: dict[str, Any]) -> pd.DataFra
 
 
 def baseline_rows(sends: pd.DataFrame, baseline: str) -> np.ndarray | None:
-    """The rows the base purchase model may use: every one (``"all"``: None) or, for ``"clean"``, those
-    whose outcome window held no other offer."""
+    """The rows (or weights) of the base purchase model: every one (``"all"``: None); for ``"clean"``
+    those whose outcome window held no other offer; for ``"clean_hl<N>"`` the same weighted by
+    ``0.5 ** (age / N)``, age in days before the latest send of ``sends``."""
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-    return None if baseline == "all" else sends[OTHER_OFFERS].to_numpy() == 0
+    if baseline == "all":
+        return None
+    clean = (sends[OTHER_OFFERS].to_numpy() == 0).astype(np.float64)
+    if baseline == "clean":
+        return clean
+    half_life = float(baseline.removeprefix("clean_hl"))
+    age = (sends[SENT_AT].max() - sends[SENT_AT]).dt.total_seconds().to_numpy() / 86_400.0
+    return clean * 0.5 ** (age / half_life)
 
 
 def choose_baseline(
@@ -269,7 +279,8 @@ def choose_baseline(
     Fitted on the sends whose outcome window ends before the last ``validation_days`` of ``train``, each
     candidate predicts the validation control sends whose window held no other offer (the situation a
     decision prices: this offer or none); the lower log loss wins. "clean" fits on fewer, unbiased rows,
-    "all" on every control send, biased upward by the logging policy's other offers.
+    "all" on every control send, biased upward by the logging policy's other offers; the half-lives
+    weight recent sends more (purchase rates drift down as the customer base ages).
 
     Returns:
         The chosen baseline and one row per candidate (log loss, mean predicted and observed rate, rows).
@@ -763,7 +774,7 @@ def evaluate(
     qini, ope, ope_metrics = evaluated[learner]
     metrics: dict[str, float] = {
         "caution": float(caution),
-        "baseline_clean": float(f.baseline == "clean"),
+        "baseline_clean": float(f.baseline != "all"),
         "qini_auc_mean": float(qini["qini_auc"].mean()),
         "uplift_at_30_mean": float(qini["uplift_at_30"].mean()),
         "qini_coefficient_mean": float(qini["qini_coefficient"].mean()),

@@ -137,7 +137,7 @@ class UpliftModel(Estimator):
         treatment: Sequence[Any] | np.ndarray | pd.Series,
         y: Sequence[float] | np.ndarray | pd.Series,
         control: str | None = None,
-        base_rows: Sequence[bool] | np.ndarray | pd.Series | None = None,
+        base_rows: Sequence[float] | np.ndarray | pd.Series | None = None,
     ) -> UpliftModel:
         """Fit on a randomised experiment: features ``X``, the arm of each row, outcome ``y``.
 
@@ -148,10 +148,11 @@ class UpliftModel(Estimator):
             y: the outcome: 0/1 or any finite number (see ``outcome``).
             control: the label of the control arm (None: missing treatment means control).
             base_rows: ``learner="cells"`` only: the control rows the model of the outcome without
-                treatment (``predict_base``) is fitted on (default: every control row). The offers job
-                passes the control sends whose outcome window held no other offer, so that the
-                baseline is the purchase probability without any offer, not with the logged policy's
-                other offers around it. The cell differences still use every row.
+                treatment (``predict_base``) is fitted on, as a mask or as non-negative weights (0 leaves
+                a row out; default: every control row, equally). The offers job passes the control sends
+                whose outcome window held no other offer, so that the baseline is the purchase
+                probability without any offer, not with the logged policy's other offers around it,
+                optionally weighted toward recent sends. The cell differences still use every row.
 
         Raises:
             ValueError: bad learner, shapes or labels; no control rows; an arm with too few rows or only
@@ -197,9 +198,14 @@ class UpliftModel(Estimator):
         if base_rows is not None:
             if self.learner != "cells":
                 raise ValueError("base_rows is for learner='cells' (the X- and T-learners impute with the base model)")
-            base = np.asarray(base_rows, dtype=bool)
-            if base.shape != (n,):
-                raise ValueError(f"base_rows has shape {base.shape}, X has {n} rows")
+            weight = np.asarray(base_rows, dtype=np.float64)
+            if weight.shape != (n,):
+                raise ValueError(f"base_rows has shape {weight.shape}, X has {n} rows")
+            if not (np.isfinite(weight).all() and (weight >= 0).all()):
+                raise ValueError("base_rows must be a mask or finite non-negative weights")
+            if self.outcome_ == "continuous" and not np.isin(weight, (0.0, 1.0)).all():
+                raise ValueError("base_rows weights are for a 0/1 outcome; with spend pass a mask")
+            base = weight > 0
             kept = base & (arm == CONTROL)
             if kept.sum() < MIN_ARM_ROWS or len(np.unique(y_arr[kept])) < 2:
                 raise ValueError(
@@ -207,6 +213,8 @@ class UpliftModel(Estimator):
                     f"at least {MIN_ARM_ROWS} with both outcomes are needed"
                 )
         self.base_rows_ = int((base & (arm == CONTROL)).sum())
+        # weights of the base model's rows (None: the unweighted classifier, as before)
+        base_weight = None if base_rows is None else np.asarray(base_rows, dtype=np.float64)
         self.columns_, self.categories_ = _encoding(X)
         self.feature_names_ = _encoded_names(self.columns_, self.categories_)
         numeric = self._encode(X)
@@ -219,7 +227,9 @@ class UpliftModel(Estimator):
         self.outcome_models_: dict[str, lgb.Booster] = {}
         for a in [CONTROL, *(arms if self.learner != "cells" else [])]:
             rows = (arm == a) & (base if a == CONTROL else True)
-            if self.outcome_ == "binary":
+            if a == CONTROL and base_weight is not None and self.outcome_ == "binary":
+                self.outcome_models_[a] = self._weighted_classifier(matrix, y_arr, rows, valid, base_weight)
+            elif self.outcome_ == "binary":
                 self.outcome_models_[a] = self._classifier(numeric, matrix, y_arr, rows, valid)
             else:
                 self.outcome_models_[a] = self._regressor(matrix[rows], y_arr[rows], valid[rows])
@@ -392,6 +402,36 @@ class UpliftModel(Estimator):
         eval_set = (X[eval_rows], y[eval_rows].astype(int)) if eval_rows.any() else None
         model.fit(X[fit_rows], y[fit_rows].astype(int), eval_set=eval_set)
         return lgb.Booster(model_str=model.to_text())
+
+    def _weighted_classifier(
+        self, matrix: np.ndarray, y: np.ndarray, rows: np.ndarray, valid: np.ndarray, weight: np.ndarray
+    ) -> lgb.Booster:
+        """A LightGBM classifier of ``y`` on ``rows`` with row weights (early stopping on the weighted
+        ``valid`` rows, when both outcomes occur there)."""
+        fit_rows, eval_rows = rows & ~valid, rows & valid
+        if len(np.unique(y[eval_rows])) < 2 or len(np.unique(y[fit_rows])) < 2:
+            fit_rows, eval_rows = rows, np.zeros_like(rows)
+        names = self.feature_names_
+        train = lgb.Dataset(
+            matrix[fit_rows], label=y[fit_rows], weight=weight[fit_rows], feature_name=names, free_raw_data=True
+        )
+        valid_sets = (
+            [lgb.Dataset(matrix[eval_rows], label=y[eval_rows], weight=weight[eval_rows], reference=train)]
+            if eval_rows.any()
+            else []
+        )
+        callbacks: list[Callable[..., Any]] = (
+            [lgb.early_stopping(self.early_stopping_rounds, verbose=False)] if valid_sets else []
+        )
+        booster = lgb.train(
+            self._lgb_params("binary"),
+            train,
+            num_boost_round=self.n_estimators,
+            valid_sets=valid_sets,
+            callbacks=callbacks,
+        )
+        best = int(booster.best_iteration or booster.current_iteration())
+        return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 
     def _regressor(self, matrix: np.ndarray, target: np.ndarray, valid: np.ndarray) -> lgb.Booster:
         names = self.feature_names_

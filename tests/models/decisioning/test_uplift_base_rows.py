@@ -39,6 +39,21 @@ def test_base_rows_give_the_rate_without_other_offers_and_leave_the_uplift_alone
     np.testing.assert_allclose(again.predict_base(x), only_clean.predict_base(x))
 
 
+def test_base_rows_as_weights_lean_the_base_rate_toward_the_heavy_rows() -> None:
+    rng = np.random.default_rng(5)
+    n = 6_000
+    recent = rng.random(n) < 0.5  # the base rate fell from 0.30 to 0.10; the uplift stayed +0.10
+    x = pd.DataFrame({"tenure": rng.random(n), "region": rng.choice(np.array(["n", "s"], dtype=object), n)})
+    arm = np.where(rng.random(n) < 0.3, "OF1", None).astype(object)
+    y = (rng.random(n) < np.where(recent, 0.10, 0.30) + np.where(arm == "OF1", 0.10, 0.0)).astype(int)
+    even = UpliftModel(learner="cells", cells=("region",), **FAST).fit(x, arm, y, base_rows=np.ones(n))
+    leaning = UpliftModel(learner="cells", cells=("region",), **FAST).fit(
+        x, arm, y, base_rows=np.where(recent, 1.0, 0.05)
+    )
+    assert even.predict_base(x).mean() == pytest.approx(0.20, abs=0.02)
+    assert leaning.predict_base(x).mean() == pytest.approx(0.10 + 0.20 * 0.05 / 1.05, abs=0.02)
+
+
 def test_base_rows_are_refused_where_they_cannot_be_honoured() -> None:
     x, arm, y, clean = contaminated(2_000, 4)
     with pytest.raises(ValueError, match="learner='cells'"):
@@ -47,3 +62,8 @@ def test_base_rows_are_refused_where_they_cannot_be_honoured() -> None:
         UpliftModel(learner="cells", cells=("region",), **FAST).fit(x, arm, y, base_rows=clean[:-1])
     with pytest.raises(ValueError, match="keeps 0 control rows"):
         UpliftModel(learner="cells", cells=("region",), **FAST).fit(x, arm, y, base_rows=np.zeros(len(x), bool))
+    with pytest.raises(ValueError, match="non-negative"):
+        UpliftModel(learner="cells", cells=("region",), **FAST).fit(x, arm, y, base_rows=-np.ones(len(x)))
+    with pytest.raises(ValueError, match="0/1 outcome"):
+        spend = y * 10.0 + np.arange(len(y)) % 3
+        UpliftModel(learner="cells", cells=("region",), **FAST).fit(x, arm, spend, base_rows=np.full(len(x), 0.5))

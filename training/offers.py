@@ -16,8 +16,12 @@ offer and cell, shrunk by empirical Bayes; see :mod:`models.decisioning.uplift`)
 bound of the profit. How cautious (``caution`` = standard deviations below the estimate) is chosen per
 run on a validation split of the training sends: the last ``holdout_days`` of them, with a model fitted
 on the sends whose outcome window ends before; the caution with the best doubly robust incremental
-profit wins, and the final model is refitted on every training send. The holdout and any outside check
-are read only after that choice. Method and cells were chosen the same way (docs/offers.md).
+profit wins if it beats no caution by more than a paired standard error, and the final model is refitted
+on every training send. The control sends the purchase probability without an offer is fitted on
+(:data:`BASELINES`: all of them, or those without another offer in their outcome window, optionally
+weighted toward recent sends) are chosen first on the same split, by log loss. The holdout and any
+outside check are read only after those choices. Method and cells were chosen the same way
+(docs/offers.md).
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ OTHER_OFFERS = "other_offers_30d"
 # assumes); "clean_hl<N>" = the clean ones weighted by 0.5 ** (age / N days), age counted from the latest
 # send, so that the baseline follows the drift of purchase rates over time
 BASELINES = ("clean", "clean_hl180", "clean_hl90", "all")
+MIN_BASELINE_VALIDATION = 30  # fewest clean validation control sends to choose a baseline on
 KAIROS = "Kairos (uplift x margin - cost)"
 # (the policy, features and segments as of now, now, the message history, other policies to compare by
 # name) -> a table and figures to log (synth.checks.OffersTruth on a synthetic world)
@@ -283,31 +288,41 @@ def choose_baseline(
     weight recent sends more (purchase rates drift down as the customer base ages).
 
     Returns:
-        The chosen baseline and one row per candidate (log loss, mean predicted and observed rate, rows).
+        The chosen baseline and one row per candidate (log loss, mean predicted and observed rate, rows,
+        and a ``note`` when a candidate could not be fitted or judged). With fewer than
+        :data:`MIN_BASELINE_VALIDATION` clean validation control sends, or a clean candidate that cannot
+        be fitted (too few clean control sends), the choice falls back to ``"all"`` and the note says why.
     """
     fit, val = _split(train, validation_days)
     keep = (treatment_labels(val[Col.OFFER_ID]) == CONTROL) & (val[OTHER_OFFERS].to_numpy() == 0)
-    if keep.sum() < 30:
-        raise InsufficientOfferDataError(f"choosing the baseline: {int(keep.sum())} clean validation control sends")
     columns = uplift_columns(params.get("cells", ()))
     y = val.loc[keep, OUTCOME].to_numpy(dtype=np.float64)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in BASELINES:
-        m = UpliftModel(seed=seed, **params).fit(
-            fit[columns], fit[Col.OFFER_ID], fit[OUTCOME], base_rows=baseline_rows(fit, name)
-        )
+        row: dict[str, Any] = {"baseline": name, "log_loss": np.nan, "validation_rows": int(keep.sum()), "note": ""}
+        if keep.sum() < MIN_BASELINE_VALIDATION or len(np.unique(y)) < 2:
+            row["note"] = f"{int(keep.sum())} clean validation control sends: too few to judge, 'all' kept"
+            rows.append(row)
+            continue
+        try:
+            m = UpliftModel(seed=seed, **params).fit(
+                fit[columns], fit[Col.OFFER_ID], fit[OUTCOME], base_rows=baseline_rows(fit, name)
+            )
+        except ValueError as err:  # too few clean control sends to fit on: said in the table
+            row["note"] = str(err)
+            rows.append(row)
+            continue
         p = np.clip(m.predict_base(val.loc[keep, columns]), 1e-6, 1 - 1e-6)
-        rows.append(
-            {
-                "baseline": name,
-                "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
-                "mean_predicted": float(p.mean()),
-                "mean_observed": float(y.mean()),
-                "fit_rows": m.base_rows_,
-                "validation_rows": int(keep.sum()),
-            }
-        )
+        row |= {
+            "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+            "mean_predicted": float(p.mean()),
+            "mean_observed": float(y.mean()),
+            "fit_rows": m.base_rows_,
+        }
+        rows.append(row)
     table = pd.DataFrame(rows)
+    if table["log_loss"].isna().all():
+        return "all", table
     return str(table.loc[table["log_loss"].idxmin(), "baseline"]), table
 
 

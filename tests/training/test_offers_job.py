@@ -182,3 +182,12 @@ def test_policy_value_has_intervals_against_no_offer_and_the_single_offer_chosen
     assert row["dr_vs_no_offer"] == pytest.approx(result.metrics[SELECTION_METRIC])
     assert table.loc[name, "dr_vs_single"] == 0.0
     assert {"qini_coefficient", "auuc"} <= set(result.qini.columns)
+
+
+def test_the_baseline_falls_back_to_every_control_send_when_clean_ones_are_too_few(sends: pd.DataFrame) -> None:
+    train, _ = _split(sends, HOLDOUT_DAYS)
+    crowded = train.assign(**{OTHER_OFFERS: 1})  # every send had another offer around it
+    params = {"learner": "cells", "cells": DEFAULT_CELLS, "n_estimators": 20}
+    chosen, table = choose_baseline(crowded, validation_days=HOLDOUT_DAYS, params=params)
+    assert chosen == "all"
+    assert table["log_loss"].isna().all() and table["note"].str.contains("too few to judge").all()

@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--baseline", choices=BASELINES, default=None, help="control sends of the base model (default: chosen)"
     )
-    parser.add_argument("--sends", type=Path, default=None, help="a parquet of the send dataset (cached)")
+    parser.add_argument(
+        "--sends",
+        type=Path,
+        default=None,
+        help="parquet of the send dataset: built and saved there when absent, else read (same --step-days)",
+    )
     parser.add_argument("--no-compare", action="store_true", help="do not fit the comparison learner")
     parser.add_argument("--register", action="store_true", help="register the bundle as 'offers'")
     args = parser.parse_args(argv)
@@ -50,6 +55,14 @@ def main(argv: list[str] | None = None) -> None:
     pd.set_option("display.max_columns", 20)
     pd.set_option("display.float_format", lambda x: f"{x:.4f}")
     began = time.perf_counter()
+    sends = None
+    if args.sends is not None:  # the send dataset, built once and saved there, then read back
+        if not args.sends.exists():
+            from features.store import open_tables
+            from training.offers import build_send_dataset
+
+            build_send_dataset(open_tables(args.data), step_days=args.step_days).to_parquet(args.sends)
+        sends = pd.read_parquet(args.sends)
     with tempfile.TemporaryDirectory() as tmp:
         uri = args.tracking_uri or f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         run = train_offers(
@@ -64,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             step_days=args.step_days,
             holdout_days=args.holdout_days,
             register=args.register,
-            sends=pd.read_parquet(args.sends) if args.sends is not None and args.sends.exists() else None,
+            sends=sends,
             progress=lambda step, frac: print(f"[{time.perf_counter() - began:6.1f}s] {step}", flush=True),
         )
     print("\nsends:", run.sizes)

@@ -4,6 +4,7 @@ window held another offer buy more, and a decision prices an offer against buyin
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,14 +12,15 @@ import pytest
 
 from models.decisioning.uplift import UpliftModel
 
-FAST = {"n_estimators": 60, "learning_rate": 0.1, "min_child_samples": 30, "seed": 0}
+FAST: dict[str, Any] = {"n_estimators": 60, "learning_rate": 0.1, "min_child_samples": 30, "seed": 0}
 
 
 def contaminated(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     """Base rate 0.05; a control row with another offer around it buys at 0.05 + 0.25; the offer adds 0.10."""
     rng = np.random.default_rng(seed)
     x = pd.DataFrame({"tenure": rng.random(n), "region": rng.choice(np.array(["n", "s"], dtype=object), n)})
-    arm = np.where(rng.random(n) < 0.3, "OF1", None).astype(object)
+    arm = np.full(n, None, dtype=object)
+    arm[rng.random(n) < 0.3] = "OF1"
     other = rng.random(n) < 0.6
     p = 0.05 + np.where(other, 0.25, 0.0) + np.where(arm == "OF1", 0.10, 0.0)
     y = (rng.random(n) < p).astype(int)
@@ -44,7 +46,8 @@ def test_base_rows_as_weights_lean_the_base_rate_toward_the_heavy_rows() -> None
     n = 6_000
     recent = rng.random(n) < 0.5  # the base rate fell from 0.30 to 0.10; the uplift stayed +0.10
     x = pd.DataFrame({"tenure": rng.random(n), "region": rng.choice(np.array(["n", "s"], dtype=object), n)})
-    arm = np.where(rng.random(n) < 0.3, "OF1", None).astype(object)
+    arm = np.full(n, None, dtype=object)
+    arm[rng.random(n) < 0.3] = "OF1"
     y = (rng.random(n) < np.where(recent, 0.10, 0.30) + np.where(arm == "OF1", 0.10, 0.0)).astype(int)
     even = UpliftModel(learner="cells", cells=("region",), **FAST).fit(x, arm, y, base_rows=np.ones(n))
     leaning = UpliftModel(learner="cells", cells=("region",), **FAST).fit(

@@ -16,8 +16,12 @@ offer and cell, shrunk by empirical Bayes; see :mod:`models.decisioning.uplift`)
 bound of the profit. How cautious (``caution`` = standard deviations below the estimate) is chosen per
 run on a validation split of the training sends: the last ``holdout_days`` of them, with a model fitted
 on the sends whose outcome window ends before; the caution with the best doubly robust incremental
-profit wins, and the final model is refitted on every training send. The holdout and any outside check
-are read only after that choice. Method and cells were chosen the same way (docs/offers.md).
+profit wins if it beats no caution by more than a paired standard error, and the final model is refitted
+on every training send. The control sends the purchase probability without an offer is fitted on
+(:data:`BASELINES`: all of them, or those without another offer in their outcome window, optionally
+weighted toward recent sends) are chosen first on the same split, by log loss. The holdout and any
+outside check are read only after those choices. Method and cells were chosen the same way
+(docs/offers.md).
 """
 
 from __future__ import annotations
@@ -49,7 +53,16 @@ from models.decisioning.nbo import (
 )
 from models.decisioning.offers import EXAMPLE_CATALOGUE, Catalogue, load_catalogue
 from models.decisioning.uplift import CONTROL, P_BASE, UpliftModel, treatment_labels
-from models.decisioning.uplift_metrics import dr_difference, dr_value, ips_value, qini_auc, uplift_at_k
+from models.decisioning.uplift_metrics import (
+    auuc,
+    dr_difference,
+    dr_value,
+    ips_value,
+    policy_contrast,
+    qini_auc,
+    qini_coefficient,
+    uplift_at_k,
+)
 
 EXPERIMENT = "kairos-offers"
 SELECTION_METRIC = "ope_dr_incremental_profit_per_send"
@@ -64,6 +77,15 @@ SKIP_GROUPS = ("hour_of_week",)  # 168 hour-of-week bins: send time's business, 
 # DR incremental profit was 0.45 per send (s.e. 0.19) against 0.30 (0.16) without it.
 DEFAULT_CELLS = (P_BASE, "lifecycle", "avg_order_value", "loyalty_member")
 CAUTION_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
+# offers sent to the same customer in the 30 days before or after a send (itself excluded): the logged
+# policy's other offers, which buy orders inside the send's outcome window
+OTHER_OFFERS = "other_offers_30d"
+# the control sends the purchase probability without an offer is fitted on (chosen on validation sends):
+# "all" = every control send; "clean" = those whose outcome window held no other offer (what a decision
+# assumes); "clean_hl<N>" = the clean ones weighted by 0.5 ** (age / N days), age counted from the latest
+# send, so that the baseline follows the drift of purchase rates over time
+BASELINES = ("clean", "clean_hl180", "clean_hl90", "all")
+MIN_BASELINE_VALIDATION = 30  # fewest clean validation control sends to choose a baseline on
 KAIROS = "Kairos (uplift x margin - cost)"
 # (the policy, features and segments as of now, now, the message history, other policies to compare by
 # name) -> a table and figures to log (synth.checks.OffersTruth on a synthetic world)
@@ -204,7 +226,104 @@ def build_send_dataset(
     data[OUTCOME] = within.reindex(data.index).fillna(False).astype(np.int8)
     offer = data[Col.OFFER_ID].astype(object)
     data[Col.OFFER_ID] = offer.where(offer.notna(), None)
-    return data.reset_index(drop=True)
+    return with_other_offers(data.reset_index(drop=True), tables)
+
+
+def count_other_offers(sends: pd.DataFrame, messages: pd.DataFrame) -> np.ndarray:
+    """Per send, the offers its customer was sent in the :data:`HORIZON_DAYS` before or after it, itself
+    excluded: an offer sent then can buy an order inside this send's outcome window.
+
+    The logged policy sends offers at random on ~35 % of the messages, so a control send's 30-day purchase
+    rate is the rate *with the logging policy's other offers around it*, not without any offer; the
+    offers job fits the base purchase probability on the control sends where this count is 0.
+    """
+    offers = messages[messages[Col.OFFER_ID].notna() & messages[Col.CUSTOMER_KEY].notna()]
+    keys = pd.concat([sends[Col.CUSTOMER_KEY], offers[Col.CUSTOMER_KEY]], ignore_index=True).astype(str)
+    codes = pd.factorize(keys)[0].astype(np.float64)
+    epoch = pd.Timestamp("2000-01-01", tz="UTC")
+    send_days = (pd.to_datetime(sends[SENT_AT], utc=True) - epoch).dt.total_seconds().to_numpy() / 86_400.0
+    offer_days = (pd.to_datetime(offers[SENT_AT], utc=True) - epoch).dt.total_seconds().to_numpy() / 86_400.0
+    span = float(max(np.abs(send_days).max(initial=0.0), np.abs(offer_days).max(initial=0.0))) * 2 + 10 * HORIZON_DAYS
+    s_key = codes[: len(sends)] * span + send_days
+    o_key = np.sort(codes[len(sends) :] * span + offer_days)
+    hi = np.searchsorted(o_key, s_key + HORIZON_DAYS, side="left")
+    lo = np.searchsorted(o_key, s_key - HORIZON_DAYS, side="right")
+    own = treatment_labels(sends[Col.OFFER_ID]) != CONTROL
+    return np.maximum(hi - lo - own.astype(np.int64), 0)
+
+
+def with_other_offers(sends: pd.DataFrame, tables: dict[str, Any]) -> pd.DataFrame:
+    """``sends`` with :data:`OTHER_OFFERS` (from the messages table) unless it already has it."""
+    if OTHER_OFFERS in sends.columns:
+        return sends
+    msgs = tables["messages"].select(Col.CUSTOMER_KEY, Col.OFFER_ID, SENT_AT).execute()
+    return sends.assign(**{OTHER_OFFERS: count_other_offers(sends, msgs)})
+
+
+def baseline_rows(sends: pd.DataFrame, baseline: str) -> np.ndarray | None:
+    """The rows (or weights) of the base purchase model: every one (``"all"``: None); for ``"clean"``
+    those whose outcome window held no other offer; for ``"clean_hl<N>"`` the same weighted by
+    ``0.5 ** (age / N)``, age in days before the latest send of ``sends``."""
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if baseline == "all":
+        return None
+    clean = (sends[OTHER_OFFERS].to_numpy() == 0).astype(np.float64)
+    if baseline == "clean":
+        return clean
+    half_life = float(baseline.removeprefix("clean_hl"))
+    age = (sends[SENT_AT].max() - sends[SENT_AT]).dt.total_seconds().to_numpy() / 86_400.0
+    return clean * 0.5 ** (age / half_life)
+
+
+def choose_baseline(
+    train: pd.DataFrame, *, validation_days: int, params: dict[str, Any], seed: int = 0
+) -> tuple[str, pd.DataFrame]:
+    """Which control sends the purchase probability without an offer is fitted on, chosen on validation.
+
+    Fitted on the sends whose outcome window ends before the last ``validation_days`` of ``train``, each
+    candidate predicts the validation control sends whose window held no other offer (the situation a
+    decision prices: this offer or none); the lower log loss wins. "clean" fits on fewer, unbiased rows,
+    "all" on every control send, biased upward by the logging policy's other offers; the half-lives
+    weight recent sends more (purchase rates drift down as the customer base ages).
+
+    Returns:
+        The chosen baseline and one row per candidate (log loss, mean predicted and observed rate, rows,
+        and a ``note`` when a candidate could not be fitted or judged). With fewer than
+        :data:`MIN_BASELINE_VALIDATION` clean validation control sends, or a clean candidate that cannot
+        be fitted (too few clean control sends), the choice falls back to ``"all"`` and the note says why.
+    """
+    fit, val = _split(train, validation_days)
+    keep = (treatment_labels(val[Col.OFFER_ID]) == CONTROL) & (val[OTHER_OFFERS].to_numpy() == 0)
+    columns = uplift_columns(params.get("cells", ()))
+    y = val.loc[keep, OUTCOME].to_numpy(dtype=np.float64)
+    rows: list[dict[str, Any]] = []
+    for name in BASELINES:
+        row: dict[str, Any] = {"baseline": name, "log_loss": np.nan, "validation_rows": int(keep.sum()), "note": ""}
+        if keep.sum() < MIN_BASELINE_VALIDATION or len(np.unique(y)) < 2:
+            row["note"] = f"{int(keep.sum())} clean validation control sends: too few to judge, 'all' kept"
+            rows.append(row)
+            continue
+        try:
+            m = UpliftModel(seed=seed, **params).fit(
+                fit[columns], fit[Col.OFFER_ID], fit[OUTCOME], base_rows=baseline_rows(fit, name)
+            )
+        except ValueError as err:  # too few clean control sends to fit on: said in the table
+            row["note"] = str(err)
+            rows.append(row)
+            continue
+        p = np.clip(m.predict_base(val.loc[keep, columns]), 1e-6, 1 - 1e-6)
+        row |= {
+            "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+            "mean_predicted": float(p.mean()),
+            "mean_observed": float(y.mean()),
+            "fit_rows": m.base_rows_,
+        }
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table["log_loss"].isna().all():
+        return "all", table
+    return str(table.loc[table["log_loss"].idxmin(), "baseline"]), table
 
 
 # --- evaluation -----------------------------------------------------------------------------------------
@@ -229,6 +348,8 @@ def qini_table(model: UpliftModel, holdout: pd.DataFrame, k: float = 0.3) -> pd.
                 "observed_uplift": float(yy[treated].mean() - yy[~treated].mean()),
                 "predicted_uplift": float(up[keep, j][treated[np.argsort(order)]].mean()),
                 "qini_auc": qini_auc(score, treated, yy),
+                "qini_coefficient": qini_coefficient(score, treated, yy),  # scikit-uplift's qini_auc_score
+                "auuc": auuc(score, treated, yy),  # scikit-uplift's uplift_auc_score
                 f"uplift_at_{round(100 * k)}": uplift_at_k(score, treated, yy, k),
             }
         )
@@ -259,8 +380,30 @@ def logged_rewards(holdout: pd.DataFrame, catalogue: Catalogue) -> tuple[np.ndar
     return a, reward
 
 
+def best_single_offer(train: pd.DataFrame, catalogue: Catalogue) -> str:
+    """The one offer a marketer would send to everyone eligible, chosen without hindsight: the catalogue
+    offer whose "send it to everyone eligible" policy has the highest IPS profit per send on the training
+    sends (randomised, so unbiased there), never on the holdout."""
+    a, reward = logged_rewards(train, catalogue)
+    keep = a >= 0
+    data, a, reward = train[keep].reset_index(drop=True), a[keep], reward[keep]
+    labels = treatment_labels(data[Col.OFFER_ID])
+    share = pd.Series(labels).value_counts(normalize=True)
+    propensity = np.array([share[lab] for lab in labels])
+    rules_ok = catalogue.eligible(data)
+    values = [
+        ips_value(a, propensity, np.where(rules_ok[:, j], j + 1, 0), reward).value for j in range(len(catalogue.offers))
+    ]
+    return catalogue.offer_ids[int(np.argmax(values))]
+
+
 def off_policy(
-    model: UpliftModel, holdout: pd.DataFrame, catalogue: Catalogue, seed: int = 0, caution: float = 0.0
+    model: UpliftModel,
+    holdout: pd.DataFrame,
+    catalogue: Catalogue,
+    seed: int = 0,
+    caution: float = 0.0,
+    single_offer: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """IPS and DR value (profit per send) of Kairos's policy and of the baselines on held-out sends.
 
@@ -268,6 +411,10 @@ def off_policy(
     rule holds, else no offer (validity dates, caps, channels and the control group are not applied: the
     sends predate the campaign). Baselines: no offer, each single offer for everyone eligible, a random
     eligible offer (drawn once with ``seed``), and the logging policy itself.
+
+    ``single_offer`` (chosen on the training sends by :func:`best_single_offer`) adds Kairos's paired IPS and
+    DR difference with "that offer to everyone eligible", with 95 % intervals clustered by customer, beside
+    the same against no offer (``*_vs_no_offer_*`` and ``*_vs_single_*`` metrics and columns).
     """
     a, reward = logged_rewards(holdout, catalogue)
     keep = a >= 0
@@ -322,12 +469,29 @@ def off_policy(
         policies[f"{offer.id} for everyone eligible"] = np.where(rules_ok[:, j], j + 1, 0)
     rows = []
     nothing = np.zeros(len(data), dtype=np.int64)
+    single_name = None
+    if single_offer is not None:
+        j = catalogue.offer_ids.index(single_offer)
+        single_name = f"best single offer chosen on training sends ({single_offer})"
+        policies[single_name] = np.where(rules_ok[:, j], j + 1, 0)
+    customers = data[Col.CUSTOMER_KEY].astype(str).to_numpy()
     for name, pi in policies.items():
         ips = ips_value(a, propensity, pi, reward)
         dr = dr_value(a, propensity, pi, reward, m)
         gain = dr_difference(a, propensity, pi, nothing, reward, m)
+        contrasts = {"no_offer": policy_contrast(a, propensity, pi, nothing, reward, m, clusters=customers)}
+        if single_name is not None:
+            contrasts["single"] = policy_contrast(
+                a, propensity, pi, policies[single_name], reward, m, clusters=customers
+            )
         rows.append(
             {
+                **{
+                    f"{est}_vs_{b}{suffix}": getattr(c, f"{est}{suffix}")
+                    for b, c in contrasts.items()
+                    for est in ("ips", "dr")
+                    for suffix in ("", "_low", "_high")
+                },
                 "policy": name,
                 "ips_profit_per_send": ips.value,
                 "ips_se": ips.std_error,
@@ -367,6 +531,18 @@ def off_policy(
         ),
         "ope_kairos_offer_share": float(by.loc[k, "offer_share"]),
     }
+    # the cautious policy against the same model deciding on the expected profit, paired on the same sends
+    vs_mean = (
+        dr_difference(a, propensity, kairos, policies["Kairos without caution (expected profit)"], reward, m)
+        if caution > 0
+        else None
+    )
+    metrics["ope_dr_vs_no_caution"] = vs_mean.value if vs_mean is not None else 0.0
+    metrics["ope_dr_vs_no_caution_se"] = vs_mean.std_error if vs_mean is not None else 0.0
+    for b in ("no_offer", "single") if single_name is not None else ("no_offer",):
+        for est in ("ips", "dr"):
+            for suffix in ("", "_low", "_high"):
+                metrics[f"ope_{est}_vs_{b}{suffix}"] = float(by.loc[k, f"{est}_vs_{b}{suffix}"])
     return table, metrics
 
 
@@ -386,6 +562,7 @@ class OffersRun:
     registration: registry.Registration | None
     sizes: dict[str, int]
     caution: pd.DataFrame | None = None  # the validation table the caution was chosen on
+    baseline: pd.DataFrame | None = None  # the validation table the base purchase model was chosen on
 
 
 def _split(data: pd.DataFrame, holdout_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -404,8 +581,10 @@ def choose_caution(
     params: dict[str, Any],
     grid: tuple[float, ...] = CAUTION_GRID,
     seed: int = 0,
+    baseline: str = "all",
 ) -> tuple[float, pd.DataFrame]:
-    """The caution with the best doubly robust incremental profit on a validation split of ``train``.
+    """The caution with the best doubly robust incremental profit on a validation split of ``train``, if it
+    beats no caution by more than one standard error of their paired difference; else 0.
 
     The validation sends are the last ``validation_days`` of ``train``; the model is fitted on the sends
     whose outcome window ends before them. Ties (within a thousandth) go to the more cautious value.
@@ -424,7 +603,8 @@ def choose_caution(
             f"choosing the caution: {len(fit)} fitting and {len(val)} validation sends, offers {offers}"
         )
     columns = uplift_columns(params.get("cells", ()))
-    model = UpliftModel(seed=seed, **params).fit(fit[columns], fit[Col.OFFER_ID], fit[OUTCOME])
+    base_rows = baseline_rows(fit, baseline) if params.get("learner") == "cells" else None
+    model = UpliftModel(seed=seed, **params).fit(fit[columns], fit[Col.OFFER_ID], fit[OUTCOME], base_rows=base_rows)
     rows = []
     for z in grid:
         _, m = off_policy(model, val, catalogue, seed, caution=z)
@@ -434,11 +614,18 @@ def choose_caution(
                 "dr_incremental_profit_per_send": m[SELECTION_METRIC],
                 "dr_se": m["ope_dr_incremental_se"],
                 "offer_share": m["ope_kairos_offer_share"],
+                "dr_vs_no_caution": m["ope_dr_vs_no_caution"],
+                "dr_vs_no_caution_se": m["ope_dr_vs_no_caution_se"],
             }
         )
     table = pd.DataFrame(rows)
     best = table["dr_incremental_profit_per_send"].max()
-    chosen = float(table.loc[table["dr_incremental_profit_per_send"] >= best - 1e-3, "caution"].max())
+    top = float(table.loc[table["dr_incremental_profit_per_send"] >= best - 1e-3, "caution"].max())
+    # caution is kept only when it beats deciding on the expected profit by more than one paired standard
+    # error on the validation sends: the values of neighbouring cautions differ by less than their noise
+    # (docs/offers.md), and an argmax over noise is a coin toss
+    gain = table.set_index("caution").loc[top]
+    chosen = top if top == 0 or gain["dr_vs_no_caution"] > gain["dr_vs_no_caution_se"] else 0.0
     return chosen, table
 
 
@@ -451,6 +638,7 @@ class OffersConfig:
     learner: str = "cells"
     cells: tuple[str, ...] = DEFAULT_CELLS
     caution: float | None = None  # None: chosen on validation sends
+    baseline: str | None = None  # BASELINES; None: chosen on validation sends (cells learner only)
     compare_learners: bool = True
     step_days: int = 30
     holdout_days: int = 120
@@ -488,6 +676,8 @@ class OffersFit:
     fitted: dict[str, UpliftModel]  # by learner; the registered one is cfg.learner
     caution: float
     caution_table: pd.DataFrame | None
+    baseline: str = "all"
+    baseline_table: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -516,6 +706,7 @@ def build_data(cfg: OffersConfig, data_home: Path, sends: pd.DataFrame | None, t
     require_dates(data_home, "offer training")
     tables = open_tables(data_home, as_of=cfg.as_of)
     data = build_send_dataset(tables, step_days=step_days, progress=tick) if sends is None else sends
+    data = with_other_offers(data, tables)
     train, holdout = _split(data, holdout_days)
     labels = treatment_labels(train[Col.OFFER_ID])
     if len(set(labels.tolist()) - {CONTROL}) == 0 or holdout.empty:
@@ -531,22 +722,31 @@ def fit(cfg: OffersConfig, d: OffersData, tick: ProgressFn) -> OffersFit:
     """The caution (chosen on validation sends unless given), then every learner on the training sends."""
     learner, cells, seed, holdout_days, caution = cfg.learner, cfg.cells, cfg.seed, cfg.holdout_days, cfg.caution
     train, catalogue, params_of, others = d.train, d.catalogue, cfg.params_of, cfg.others
-    caution_table = None
+    caution_table = baseline_table = None
+    baseline = cfg.baseline or "all"
+    if learner == "cells" and cfg.baseline is None:
+        tick("choosing the base purchase model on validation sends", 0.5)
+        baseline, baseline_table = choose_baseline(
+            train, validation_days=holdout_days, params=params_of(learner), seed=seed
+        )
     if learner != "cells":
         caution = 0.0  # only the cells learner knows its uncertainty
     elif caution is None:
         tick("choosing the caution on validation sends", 0.55)
         caution, caution_table = choose_caution(
-            train, catalogue, validation_days=holdout_days, params=params_of(learner), seed=seed
+            train, catalogue, validation_days=holdout_days, params=params_of(learner), seed=seed, baseline=baseline
         )
     tick("fitting uplift models", 0.6)
     fitted: dict[str, UpliftModel] = {}
     for name in [learner, *others]:
         columns = uplift_columns(cells if name == "cells" else ())
         fitted[name] = UpliftModel(seed=seed, **params_of(name)).fit(
-            train[columns], train[Col.OFFER_ID], train[OUTCOME]
+            train[columns],
+            train[Col.OFFER_ID],
+            train[OUTCOME],
+            base_rows=baseline_rows(train, baseline) if name == "cells" else None,
         )
-    return OffersFit(fitted, caution, caution_table)
+    return OffersFit(fitted, caution, caution_table, baseline, baseline_table)
 
 
 def evaluate(
@@ -564,8 +764,12 @@ def evaluate(
     model = fitted[learner]
     cautions = {name: (caution if name == learner else 0.0) for name in fitted}
     tick("evaluating on held-out sends", 0.7)
+    single = best_single_offer(train, catalogue)  # chosen on the training sends, without hindsight
     evaluated = {
-        name: (qini_table(m, holdout), *off_policy(m, holdout, catalogue, seed, caution=cautions[name]))
+        name: (
+            qini_table(m, holdout),
+            *off_policy(m, holdout, catalogue, seed, caution=cautions[name], single_offer=single),
+        )
         for name, m in fitted.items()
     }
     learners = pd.DataFrame(
@@ -585,8 +789,11 @@ def evaluate(
     qini, ope, ope_metrics = evaluated[learner]
     metrics: dict[str, float] = {
         "caution": float(caution),
+        "baseline_clean": float(f.baseline != "all"),
         "qini_auc_mean": float(qini["qini_auc"].mean()),
         "uplift_at_30_mean": float(qini["uplift_at_30"].mean()),
+        "qini_coefficient_mean": float(qini["qini_coefficient"].mean()),
+        "auuc_mean": float(qini["auuc"].mean()),
         **{f"qini_auc_{r.offer_id}": float(r.qini_auc) for r in qini.itertuples()},
         **ope_metrics,
     }
@@ -633,6 +840,7 @@ def log_and_register(
     manifest = {
         "learner": learner,
         "caution": caution,
+        "baseline": f.baseline,
         "cells": list(cells) if learner == "cells" else [],
         "features": uplift_columns(cells if learner == "cells" else ()),
         "definition_hash": definition_hash(),
@@ -663,6 +871,8 @@ def log_and_register(
         mlflow.log_text(learners.to_csv(index=False), "learners.csv")
         if caution_table is not None:
             mlflow.log_text(caution_table.to_csv(index=False), "caution_validation.csv")
+        if f.baseline_table is not None:
+            mlflow.log_text(f.baseline_table.to_csv(index=False), "baseline_validation.csv")
         if truth_table is not None:
             mlflow.log_text(truth_table.to_csv(index=False), "truth_profit.csv")
         registration = registry.log_and_register(
@@ -676,7 +886,9 @@ def log_and_register(
             margin=margin,
             extra_tags={"kairos.definition_hash": manifest["definition_hash"]},
         )
-    return OffersRun(job.run_id, metrics, qini, ope, truth_table, learners, registration, sizes, caution_table)
+    return OffersRun(
+        job.run_id, metrics, qini, ope, truth_table, learners, registration, sizes, caution_table, f.baseline_table
+    )
 
 
 def train_offers(
@@ -688,6 +900,7 @@ def train_offers(
     learner: str = "cells",
     cells: tuple[str, ...] = DEFAULT_CELLS,
     caution: float | None = None,
+    baseline: str | None = None,
     compare_learners: bool = True,
     step_days: int = 30,
     holdout_days: int = 120,
@@ -713,6 +926,9 @@ def train_offers(
         cells: the nested cells of the ``cells`` learner.
         caution: decide on the profit minus this many standard deviations (``cells`` only); None chooses
             it from :data:`CAUTION_GRID` on a validation split of the training sends.
+        baseline: which control sends fit the purchase probability without an offer (``cells`` only):
+            ``"clean"`` (no other offer in the outcome window) or ``"all"``; None chooses on validation
+            sends (:func:`choose_baseline`).
         compare_learners: also fit the X-learner (the cells learner when ``learner="x"``) and report its
             holdout and truth figures.
         step_days: days between feature cutoffs for the sends.
@@ -736,6 +952,7 @@ def train_offers(
         learner,
         tuple(cells),
         caution,
+        baseline,
         compare_learners,
         step_days,
         holdout_days,

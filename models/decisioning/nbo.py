@@ -223,14 +223,23 @@ class OfferScores:
         return len(self.keys)
 
 
-def _allowed_channels(keys: np.ndarray, frame: pd.DataFrame, allowed: ChannelsInput) -> list[list[str]]:
-    """Per customer: channels both consented and allowed by the policy, in the policy's order."""
-    lacking = [c for c in CONSENT_COLUMNS.values() if c not in frame.columns]
+def _allowed_channels(
+    keys: np.ndarray, frame: pd.DataFrame, allowed: ChannelsInput, used: Iterable[Channel] = CHANNEL_ORDER
+) -> list[list[str]]:
+    """Per customer: channels both consented and allowed by the policy, in the policy's order.
+
+    Only the ``used`` channels (those some offer of the catalogue goes out on) need a consent column; a
+    channel outside them is never usable, so its consent is not read.
+    """
+    used = [ch for ch in CHANNEL_ORDER if ch in set(used)]
+    lacking = [CONSENT_COLUMNS[ch] for ch in used if CONSENT_COLUMNS[ch] not in frame.columns]
     if lacking:
-        raise CatalogueError(f"consent is a hard filter: the features need {', '.join(lacking)}")
+        raise CatalogueError(
+            f"consent is a hard filter: the features need {', '.join(lacking)} (the catalogue's offers go out on "
+            f"{', '.join(str(c) for c in used)})"
+        )
     consent = {
-        ch: pd.to_numeric(frame[col], errors="coerce").fillna(0).to_numpy() >= 0.5
-        for ch, col in CONSENT_COLUMNS.items()
+        ch: pd.to_numeric(frame[CONSENT_COLUMNS[ch]], errors="coerce").fillna(0).to_numpy() >= 0.5 for ch in used
     }
     out: list[list[str]] = []
     for i, key in enumerate(keys):
@@ -246,7 +255,7 @@ def _allowed_channels(keys: np.ndarray, frame: pd.DataFrame, allowed: ChannelsIn
                 channel = Channel(str(ch))
             except ValueError as exc:
                 raise CatalogueError(f"allowed channels for a customer hold unknown channel {ch!r}") from exc
-            if consent[channel][i] and str(channel) not in chosen:
+            if channel in consent and consent[channel][i] and str(channel) not in chosen:
                 chosen.append(str(channel))
         out.append(chosen)
     return out
@@ -266,6 +275,10 @@ def _rules_uplift(frame: pd.DataFrame, catalogue: Catalogue) -> tuple[np.ndarray
             uplift[fired, j] = offer.assumed_uplift
             words[fired, j] = text
     return uplift, words
+
+
+def _no_rules(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((n, k)), np.full((n, k), "", dtype=object)
 
 
 def _rhythm_probability(frame: pd.DataFrame) -> np.ndarray:
@@ -320,26 +333,31 @@ def score_offers(
     control = control or ControlGroup()
     order_value, fallback = expected_order_value(frame, fallback_order_value)
 
-    rules_uplift, rule_words = _rules_uplift(frame, catalogue)
-    base_rules = _rhythm_probability(frame) if p_base is None else np.asarray(p_base, dtype=np.float64)
+    arms = {a: i for i, a in enumerate(uplift.arms_)} if uplift is not None else {}
+    modelled = [j for j, o in enumerate(catalogue.offers) if o.id in arms]
+    # the playbook and the rhythm probability are read only when some offer is decided by the rules
+    by_rules = len(modelled) < k
+    rules_uplift, rule_words = _rules_uplift(frame, catalogue) if by_rules else _no_rules(n, k)
     source = np.array([OfferSource.RULES.value] * k, dtype=object)
-    base = base_rules
+    if p_base is not None:
+        base = np.asarray(p_base, dtype=np.float64)
+    elif by_rules or uplift is None:
+        base = _rhythm_probability(frame)
+    else:
+        base = np.zeros(n)  # replaced by the model's below
     up = rules_uplift.copy()
     up_sd = np.zeros((n, k))
-    if uplift is not None:
-        arms = {a: i for i, a in enumerate(uplift.arms_)}
-        modelled = [j for j, o in enumerate(catalogue.offers) if o.id in arms]
-        if modelled:
-            model_base = uplift.predict_base(frame)
-            model_up = uplift.predict_uplift(frame)
-            model_sd = uplift.predict_uplift_sd(frame)
-            base = model_base
-            for j in modelled:
-                up[:, j] = model_up[:, arms[catalogue.offers[j].id]]
-                if model_sd is not None:
-                    up_sd[:, j] = model_sd[:, arms[catalogue.offers[j].id]]
-                source[j] = OfferSource.UPLIFT_MODEL.value
-                rule_words[:, j] = ""
+    if uplift is not None and modelled:
+        model_base = uplift.predict_base(frame)
+        model_up = uplift.predict_uplift(frame)
+        model_sd = uplift.predict_uplift_sd(frame)
+        base = model_base
+        for j in modelled:
+            up[:, j] = model_up[:, arms[catalogue.offers[j].id]]
+            if model_sd is not None:
+                up_sd[:, j] = model_sd[:, arms[catalogue.offers[j].id]]
+            source[j] = OfferSource.UPLIFT_MODEL.value
+            rule_words[:, j] = ""
     p_offer = np.clip(base[:, None] + up, 0.0, 1.0)
     up = p_offer - base[:, None]
     margin = up * catalogue.margin_rate * order_value[:, None]
@@ -354,7 +372,8 @@ def score_offers(
     )
     profit_low = profit - caution * np.abs(slope) * up_sd
 
-    allowed = _allowed_channels(keys, frame, allowed_channels)
+    used_channels = {c for o in catalogue.offers for c in o.channels}
+    allowed = _allowed_channels(keys, frame, allowed_channels, used_channels)
     counts = history_counts(history, keys, catalogue)
     why = np.zeros((n, k), dtype=np.int64)
     usable: list[list[list[str]]] = [[[] for _ in range(k)] for _ in range(n)]

@@ -32,6 +32,15 @@ The purchase probability without an offer still comes from the LightGBM model of
 has most of the data. A cell column named ``p_base`` is that model's prediction (the effect of an offer
 on a customer who would buy anyway is not the same as on one who would not).
 
+**Outcomes, arms, columns.** The outcome is a 0/1 event (a purchase: LightGBM classifiers) or any number
+(spend, margin: LightGBM regressors, and per cell a difference in means with the two arms' own variances);
+``outcome="auto"`` decides from the values. Any number of arms against one control arm, which is the
+label the caller declares (``fit(..., control="holdout")``) or, by default, a missing treatment. Text and
+category columns are one-hot encoded over the levels seen in fitting (at most :data:`MAX_LEVELS`; an
+unseen level is all zeros, like a missing value); a column that cannot be used (a date, more levels than
+that) stops the fit with its name, never dropped in silence. :meth:`UpliftModel.fit_frame` fits on one
+DataFrame of an analyst's own randomised test.
+
 Every booster is kept in LightGBM's text format (:meth:`UpliftModel.to_dict` holds the texts in a JSON
 document), never pickled.
 """
@@ -48,12 +57,15 @@ import pandas as pd
 from models.base import Estimator
 from models.churn import LightGBMClassifier
 
-__all__ = ["CONTROL", "FORMAT", "P_BASE", "UpliftModel", "treatment_labels"]
+__all__ = ["CONTROL", "FORMAT", "MAX_LEVELS", "P_BASE", "UpliftModel", "treatment_labels"]
 
 CONTROL = "control"  # the arm without an offer
 FORMAT = "kairos-uplift/1"
 Learner = Literal["x", "t", "cells"]
 LEARNERS = ("x", "t", "cells")
+Outcome = Literal["auto", "binary", "continuous"]
+OUTCOMES = ("auto", "binary", "continuous")
+MAX_LEVELS = 50  # most levels of a text column one-hot encoded (more: an id or free text, refused)
 MIN_ARM_ROWS = 30
 P_BASE = "p_base"  # a cell column computed from the control model, not read from the features
 MISSING_CELL = "NA"
@@ -67,7 +79,7 @@ def treatment_labels(treatment: Sequence[Any] | np.ndarray | pd.Series) -> np.nd
 
 
 class UpliftModel(Estimator):
-    """Uplift in a binary outcome (a purchase within 30 days) for several offers against no offer.
+    """Uplift in an outcome (a purchase within 30 days, or spend) for any number of offers against control.
 
     Args:
         learner: ``"x"`` (X-learner, default), ``"t"`` (T-learner) or ``"cells"`` (shrunk differences in
@@ -85,6 +97,8 @@ class UpliftModel(Estimator):
             into ``cell_bins`` quantile bins, others taken as categories; ``"p_base"`` is the control
             model's prediction). Ignored by the other learners.
         cell_bins: bins per numeric cell column.
+        outcome: ``"binary"`` (0/1), ``"continuous"`` (spend, margin) or ``"auto"`` (binary when every value
+            is 0 or 1).
     """
 
     def __init__(
@@ -100,6 +114,7 @@ class UpliftModel(Estimator):
         n_jobs: int = 1,
         cells: Sequence[str] = (),
         cell_bins: int = 3,
+        outcome: Outcome = "auto",
     ) -> None:
         self.learner = learner
         self.n_estimators = n_estimators
@@ -112,20 +127,41 @@ class UpliftModel(Estimator):
         self.n_jobs = n_jobs
         self.cells = cells
         self.cell_bins = cell_bins
+        self.outcome = outcome
 
     # --- fitting -----------------------------------------------------------------------------------------
 
     def fit(
-        self, X: pd.DataFrame, treatment: Sequence[Any] | np.ndarray | pd.Series, y: Sequence[int] | np.ndarray
+        self,
+        X: pd.DataFrame,
+        treatment: Sequence[Any] | np.ndarray | pd.Series,
+        y: Sequence[float] | np.ndarray | pd.Series,
+        control: str | None = None,
+        base_rows: Sequence[float] | np.ndarray | pd.Series | None = None,
     ) -> UpliftModel:
-        """Fit on logged sends: features ``X``, the offer each send carried (missing = none), outcome ``y``.
+        """Fit on a randomised experiment: features ``X``, the arm of each row, outcome ``y``.
+
+        Args:
+            X: one row per unit; numeric, boolean, text or category columns (text one-hot encoded).
+            treatment: each row's arm. With ``control=None`` a missing value (None, NaN, empty) is the
+                control arm; otherwise the arm labelled ``control`` is, and a missing arm is an error.
+            y: the outcome: 0/1 or any finite number (see ``outcome``).
+            control: the label of the control arm (None: missing treatment means control).
+            base_rows: ``learner="cells"`` only: the control rows the model of the outcome without
+                treatment (``predict_base``) is fitted on, as a mask or as non-negative weights (0 leaves
+                a row out; default: every control row, equally). The offers job passes the control sends
+                whose outcome window held no other offer, so that the baseline is the purchase
+                probability without any offer, not with the logged policy's other offers around it,
+                optionally weighted toward recent sends. The cell differences still use every row.
 
         Raises:
             ValueError: bad learner, shapes or labels; no control rows; an arm with too few rows or only
-                one outcome class (the message names the arm).
+                one outcome value (the message names the arm); a column that cannot be encoded (named).
         """
         if self.learner not in LEARNERS:
             raise ValueError(f"learner must be one of {LEARNERS}, got {self.learner!r}")
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
         if self.learner == "cells":
             if not self.cells:
                 raise ValueError("learner 'cells' needs at least one cell column (cells=...)")
@@ -137,24 +173,51 @@ class UpliftModel(Estimator):
         if not 0.0 < self.valid_share < 0.5:
             raise ValueError(f"valid_share must be in (0, 0.5), got {self.valid_share}")
         n = len(X)
-        arm = treatment_labels(treatment)
-        y_arr = np.asarray(y)
+        arm = _control_labels(treatment, control)
+        y_arr = pd.to_numeric(pd.Series(np.asarray(y, dtype=object)), errors="coerce").to_numpy(np.float64)
         if arm.shape != (n,) or y_arr.shape != (n,):
             raise ValueError(f"X has {n} rows but treatment has {arm.shape} and y {y_arr.shape}")
-        if not set(np.unique(y_arr).tolist()) <= {0, 1}:
-            raise ValueError("y must be 0/1 (bought within the horizon or not)")
-        y_arr = y_arr.astype(np.float64)
+        if not np.isfinite(y_arr).all():
+            raise ValueError(f"y has {int((~np.isfinite(y_arr)).sum())} missing or non-numeric values")
+        binary = set(np.unique(y_arr).tolist()) <= {0.0, 1.0}
+        if self.outcome == "binary" and not binary:
+            raise ValueError("y must be 0/1 with outcome='binary' (use outcome='continuous' for spend or margin)")
+        self.outcome_ = "binary" if (self.outcome == "binary" or (self.outcome == "auto" and binary)) else "continuous"
+        self.control_label_ = CONTROL if control is None else str(control)
         arms = sorted(a for a in set(arm.tolist()) if a != CONTROL)
         if not arms:
             raise ValueError("treatment holds no offer: nothing to measure")
         for a in [CONTROL, *arms]:
             rows = arm == a
+            name = self.control_label_ if a == CONTROL else a
             if rows.sum() < MIN_ARM_ROWS:
-                raise ValueError(f"arm {a!r} has {int(rows.sum())} sends; at least {MIN_ARM_ROWS} are needed")
+                raise ValueError(f"arm {name!r} has {int(rows.sum())} sends; at least {MIN_ARM_ROWS} are needed")
             if len(np.unique(y_arr[rows])) < 2:
-                raise ValueError(f"arm {a!r}: every send has the same outcome; its effect cannot be learned")
-        self.feature_names_ = [str(c) for c in X.columns if pd.api.types.is_numeric_dtype(X[c])]
-        numeric = X[self.feature_names_]
+                raise ValueError(f"arm {name!r}: every send has the same outcome; its effect cannot be learned")
+        base = np.ones(n, dtype=bool)
+        if base_rows is not None:
+            if self.learner != "cells":
+                raise ValueError("base_rows is for learner='cells' (the X- and T-learners impute with the base model)")
+            weight = np.asarray(base_rows, dtype=np.float64)
+            if weight.shape != (n,):
+                raise ValueError(f"base_rows has shape {weight.shape}, X has {n} rows")
+            if not (np.isfinite(weight).all() and (weight >= 0).all()):
+                raise ValueError("base_rows must be a mask or finite non-negative weights")
+            if self.outcome_ == "continuous" and not np.isin(weight, (0.0, 1.0)).all():
+                raise ValueError("base_rows weights are for a 0/1 outcome; with spend pass a mask")
+            base = weight > 0
+            kept = base & (arm == CONTROL)
+            if kept.sum() < MIN_ARM_ROWS or len(np.unique(y_arr[kept])) < 2:
+                raise ValueError(
+                    f"base_rows keeps {int(kept.sum())} control rows (with outcomes {sorted(set(y_arr[kept]))}): "
+                    f"at least {MIN_ARM_ROWS} with both outcomes are needed"
+                )
+        self.base_rows_ = int((base & (arm == CONTROL)).sum())
+        # weights of the base model's rows (None: the unweighted classifier, as before)
+        base_weight = None if base_rows is None else np.asarray(base_rows, dtype=np.float64)
+        self.columns_, self.categories_ = _encoding(X)
+        self.feature_names_ = _encoded_names(self.columns_, self.categories_)
+        numeric = self._encode(X)
         matrix = numeric.to_numpy(np.float32)
         valid = np.random.default_rng(self.seed).random(n) < self.valid_share
 
@@ -163,8 +226,13 @@ class UpliftModel(Estimator):
         self.propensity_ = {a: self.rows_[a] / n for a in self.rows_}
         self.outcome_models_: dict[str, lgb.Booster] = {}
         for a in [CONTROL, *(arms if self.learner != "cells" else [])]:
-            rows = arm == a
-            self.outcome_models_[a] = self._classifier(numeric, matrix, y_arr, rows, valid)
+            rows = (arm == a) & (base if a == CONTROL else True)
+            if a == CONTROL and base_weight is not None and self.outcome_ == "binary":
+                self.outcome_models_[a] = self._weighted_classifier(matrix, y_arr, rows, valid, base_weight)
+            elif self.outcome_ == "binary":
+                self.outcome_models_[a] = self._classifier(numeric, matrix, y_arr, rows, valid)
+            else:
+                self.outcome_models_[a] = self._regressor(matrix[rows], y_arr[rows], valid[rows])
         self.effect_models_: dict[str, dict[str, lgb.Booster]] = {}
         self.cell_edges_: dict[str, list[float]] = {}
         self.cell_tables_: dict[str, list[dict[str, list[float]]]] = {}
@@ -172,15 +240,52 @@ class UpliftModel(Estimator):
             self._fit_cells(X, matrix, arm, y_arr)
         if self.learner == "x":
             mu0 = self._predict(self.outcome_models_[CONTROL], matrix)
-            control = arm == CONTROL
+            is_control = arm == CONTROL
             for a in arms:
                 treated = arm == a
-                mu_a = self._predict(self.outcome_models_[a], matrix[control])
+                mu_a = self._predict(self.outcome_models_[a], matrix[is_control])
                 self.effect_models_[a] = {
                     "treated": self._regressor(matrix[treated], y_arr[treated] - mu0[treated], valid[treated]),
-                    "control": self._regressor(matrix[control], mu_a - y_arr[control], valid[control]),
+                    "control": self._regressor(matrix[is_control], mu_a - y_arr[is_control], valid[is_control]),
                 }
         return self
+
+    def fit_frame(
+        self,
+        frame: pd.DataFrame,
+        *,
+        treatment: str,
+        control: str,
+        outcome: str,
+        features: Sequence[str] | None = None,
+    ) -> UpliftModel:
+        """Fit on one DataFrame of a randomised test: the analyst's entry point.
+
+        ``UpliftModel(learner="t").fit_frame(df, treatment="arm", control="control", outcome="spend",
+        features=["region", "tenure"])``: every row is a unit, ``arm`` its randomised arm, ``control`` the
+        label of the arm without treatment, ``spend`` the outcome (0/1 or any number). ``features`` default
+        to every other column. Nothing is dropped: a missing arm or outcome, an unknown column or one that
+        cannot be encoded is an error that names it.
+
+        Raises:
+            ValueError: as :meth:`fit`, or a named column is absent, or ``treatment`` / ``outcome`` hold
+                missing values.
+        """
+        names = [treatment, outcome, *(features or [])]
+        lacking = [c for c in names if c not in frame.columns]
+        if lacking:
+            raise ValueError(f"columns missing from the frame: {lacking} (it has {list(frame.columns)[:20]})")
+        if treatment in (features or []) or outcome in (features or []):
+            raise ValueError("the treatment and outcome columns cannot also be features")
+        cols = list(features) if features is not None else [c for c in frame.columns if c not in (treatment, outcome)]
+        if not cols:
+            raise ValueError("no feature column: pass features=[...] or a frame with more columns")
+        missing_arm = int(frame[treatment].isna().sum())
+        if missing_arm:
+            raise ValueError(f"{treatment!r} is missing on {missing_arm} rows: every row needs its arm")
+        if control not in set(frame[treatment].astype(str)):
+            raise ValueError(f"no row of {treatment!r} is the control arm {control!r}")
+        return self.fit(frame[cols], frame[treatment], frame[outcome], control=control)
 
     def _cell_columns(self, X: pd.DataFrame, matrix: np.ndarray) -> dict[str, pd.Series]:
         out = {}
@@ -221,7 +326,8 @@ class UpliftModel(Estimator):
             rows = (arm == a) | control
             treated = arm[rows] == a
             yy = y[rows]
-            top = _difference(treated, yy, np.zeros(int(rows.sum()), dtype=np.int64), 1)
+            binary = self.outcome_ == "binary"
+            top = _difference(treated, yy, np.zeros(int(rows.sum()), dtype=np.int64), 1, binary)
             est, var = {"": top[0][0]}, {"": top[1][0]}
             tables: list[dict[str, list[float]]] = [{"": [float(top[0][0]), float(top[1][0])]}]
             parent_keys = np.full(int(rows.sum()), "", dtype=object)
@@ -231,7 +337,7 @@ class UpliftModel(Estimator):
                 first = np.zeros(len(uniq), dtype=np.int64)
                 first[inverse[::-1]] = np.arange(len(k))[::-1]
                 parents = parent_keys[first]
-                d, v = _difference(treated, yy, inverse, len(uniq))
+                d, v = _difference(treated, yy, inverse, len(uniq), binary)
                 p_est = np.array([est[p] for p in parents])
                 p_var = np.array([var[p] for p in parents])
                 ok = np.isfinite(d) & np.isfinite(v)
@@ -297,6 +403,36 @@ class UpliftModel(Estimator):
         model.fit(X[fit_rows], y[fit_rows].astype(int), eval_set=eval_set)
         return lgb.Booster(model_str=model.to_text())
 
+    def _weighted_classifier(
+        self, matrix: np.ndarray, y: np.ndarray, rows: np.ndarray, valid: np.ndarray, weight: np.ndarray
+    ) -> lgb.Booster:
+        """A LightGBM classifier of ``y`` on ``rows`` with row weights (early stopping on the weighted
+        ``valid`` rows, when both outcomes occur there)."""
+        fit_rows, eval_rows = rows & ~valid, rows & valid
+        if len(np.unique(y[eval_rows])) < 2 or len(np.unique(y[fit_rows])) < 2:
+            fit_rows, eval_rows = rows, np.zeros_like(rows)
+        names = self.feature_names_
+        train = lgb.Dataset(
+            matrix[fit_rows], label=y[fit_rows], weight=weight[fit_rows], feature_name=names, free_raw_data=True
+        )
+        valid_sets = (
+            [lgb.Dataset(matrix[eval_rows], label=y[eval_rows], weight=weight[eval_rows], reference=train)]
+            if eval_rows.any()
+            else []
+        )
+        callbacks: list[Callable[..., Any]] = (
+            [lgb.early_stopping(self.early_stopping_rounds, verbose=False)] if valid_sets else []
+        )
+        booster = lgb.train(
+            self._lgb_params("binary"),
+            train,
+            num_boost_round=self.n_estimators,
+            valid_sets=valid_sets,
+            callbacks=callbacks,
+        )
+        best = int(booster.best_iteration or booster.current_iteration())
+        return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+
     def _regressor(self, matrix: np.ndarray, target: np.ndarray, valid: np.ndarray) -> lgb.Booster:
         names = self.feature_names_
         train = lgb.Dataset(matrix[~valid], label=target[~valid], feature_name=names, free_raw_data=True)
@@ -320,15 +456,27 @@ class UpliftModel(Estimator):
 
     # --- prediction --------------------------------------------------------------------------------------
 
-    def _matrix(self, X: pd.DataFrame) -> np.ndarray:
-        lacking = [c for c in self.feature_names_ if c not in X.columns]
+    def _encode(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The model's numeric matrix as a frame: numeric columns as they are, text columns one-hot."""
+        lacking = [c for c in self.columns_ if c not in X.columns]
         lacking += [c for c in self.cells if self.learner == "cells" and c != P_BASE and c not in X.columns]
         if lacking:
             raise ValueError(f"features missing for the uplift model: {lacking[:10]}")
-        return X[self.feature_names_].to_numpy(np.float32)
+        parts: dict[str, np.ndarray] = {}
+        for c in self.columns_:
+            if c in self.categories_:
+                text = X[c].astype(object).where(X[c].notna(), None).to_numpy(dtype=object)
+                for i, level in enumerate(self.categories_[c]):
+                    parts[f"{c}__{i}"] = np.array([v is not None and str(v) == level for v in text], dtype=np.float32)
+            else:
+                parts[c] = pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+        return pd.DataFrame(parts, index=X.index, columns=self.feature_names_)
+
+    def _matrix(self, X: pd.DataFrame) -> np.ndarray:
+        return self._encode(X).to_numpy(np.float32)
 
     def predict_base(self, X: pd.DataFrame) -> np.ndarray:
-        """P(outcome | no offer) per row, shape ``(n,)``."""
+        """Expected outcome without an offer (P(outcome) when binary) per row, shape ``(n,)``."""
         return self._predict(self.outcome_models_[CONTROL], self._matrix(X))
 
     def predict_uplift(self, X: pd.DataFrame) -> np.ndarray:
@@ -346,7 +494,8 @@ class UpliftModel(Estimator):
                 tau1 = self._predict(self.effect_models_[a]["treated"], matrix)
                 tau0 = self._predict(self.effect_models_[a]["control"], matrix)
                 cols.append(g * tau0 + (1.0 - g) * tau1)
-        return np.clip(np.column_stack(cols), -1.0, 1.0)
+        out = np.column_stack(cols)
+        return np.clip(out, -1.0, 1.0) if self.outcome_ == "binary" else out
 
     def predict_uplift_sd(self, X: pd.DataFrame) -> np.ndarray | None:
         """Posterior standard deviation of :meth:`predict_uplift` (``learner="cells"``), else None."""
@@ -355,10 +504,11 @@ class UpliftModel(Estimator):
         return np.sqrt(np.maximum(self._cells_predict(self._matrix(X), X)[1], 0.0))
 
     def predict_outcome(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """``(p_base, p_offer)``: P(outcome) without an offer ``(n,)`` and with each offer ``(n, n_offers)``."""
+        """``(base, with_offer)``: expected outcome (P(outcome) when binary) without an offer ``(n,)`` and with
+        each offer ``(n, n_offers)``."""
         base = self.predict_base(X)
-        with_offer = np.clip(base[:, None] + self.predict_uplift(X), 0.0, 1.0)
-        return base, with_offer
+        with_offer = base[:, None] + self.predict_uplift(X)
+        return base, (np.clip(with_offer, 0.0, 1.0) if self.outcome_ == "binary" else with_offer)
 
     # --- persistence (JSON holding LightGBM text) ---------------------------------------------------------
 
@@ -369,7 +519,12 @@ class UpliftModel(Estimator):
             "params": {**self.get_params(), "cells": list(self.cells)},  # JSON has lists, not tuples
             "arms": list(self.arms_),
             "feature_names": list(self.feature_names_),
+            "columns": list(self.columns_),
+            "categories": {c: list(levels) for c, levels in self.categories_.items()},
+            "outcome": self.outcome_,
+            "control_label": self.control_label_,
             "rows": dict(self.rows_),
+            "base_rows": self.base_rows_,  # control rows the base model was fitted on
             "outcome_models": {a: b.model_to_string() for a, b in self.outcome_models_.items()},
             "effect_models": {
                 a: {side: b.model_to_string() for side, b in parts.items()} for a, parts in self.effect_models_.items()
@@ -390,8 +545,16 @@ class UpliftModel(Estimator):
         model = cls(**doc["params"])
         model.arms_ = list(doc["arms"])
         model.feature_names_ = list(doc["feature_names"])
+        # documents written before text columns were encoded hold numeric columns only
+        model.columns_ = list(doc.get("columns", model.feature_names_))
+        model.categories_ = {str(c): [str(v) for v in levels] for c, levels in doc.get("categories", {}).items()}
+        model.outcome_ = str(doc.get("outcome", "binary"))
+        model.control_label_ = str(doc.get("control_label", CONTROL))
+        if _encoded_names(model.columns_, model.categories_) != model.feature_names_:
+            raise ValueError("the document's columns and categories do not give its feature names")
         model.rows_ = {str(k): int(v) for k, v in doc["rows"].items()}
         total = sum(model.rows_.values())
+        model.base_rows_ = int(doc.get("base_rows", model.rows_.get(CONTROL, 0)))
         model.propensity_ = {a: r / total for a, r in model.rows_.items()}
         needed = [CONTROL, *(model.arms_ if model.learner != "cells" else [])]
         if set(doc["outcome_models"]) != set(needed):
@@ -416,11 +579,14 @@ class UpliftModel(Estimator):
         return model
 
 
-def _difference(treated: np.ndarray, y: np.ndarray, group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per group: treated minus control purchase rate and its sampling variance (NaN without both arms).
+def _difference(
+    treated: np.ndarray, y: np.ndarray, group: np.ndarray, n_groups: int, binary: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per group: treated minus control mean outcome and its sampling variance (NaN without both arms).
 
-    The variance uses the group's pooled rate (kept within [0.01, 0.99]) for both arms, so a small cell
-    with no buyer on one side does not claim zero noise.
+    Binary: the variance uses the group's pooled rate (kept within [0.01, 0.99]) for both arms, so a small
+    cell with no buyer on one side does not claim zero noise. Continuous: each arm's own sample variance
+    (``s_t^2 / n_t + s_c^2 / n_c``).
     """
     n_t = np.bincount(group, weights=treated, minlength=n_groups)
     n_c = np.bincount(group, weights=~treated, minlength=n_groups)
@@ -429,6 +595,63 @@ def _difference(treated: np.ndarray, y: np.ndarray, group: np.ndarray, n_groups:
     ok = (n_t >= 2) & (n_c >= 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         d = np.where(ok, y_t / n_t - y_c / n_c, np.nan)
-        pooled = np.clip((y_t + y_c) / np.maximum(n_t + n_c, 1), 0.01, 0.99)
-        v = np.where(ok, pooled * (1 - pooled) * (1 / n_t + 1 / n_c), np.nan)
+        if binary:
+            pooled = np.clip((y_t + y_c) / np.maximum(n_t + n_c, 1), 0.01, 0.99)
+            v = np.where(ok, pooled * (1 - pooled) * (1 / n_t + 1 / n_c), np.nan)
+        else:
+            q_t = np.bincount(group, weights=y * y * treated, minlength=n_groups)
+            q_c = np.bincount(group, weights=y * y * ~treated, minlength=n_groups)
+            var_t = np.maximum(q_t - y_t**2 / n_t, 0.0) / np.maximum(n_t - 1, 1)
+            var_c = np.maximum(q_c - y_c**2 / n_c, 0.0) / np.maximum(n_c - 1, 1)
+            v = np.where(ok, var_t / n_t + var_c / n_c, np.nan)
     return d, v
+
+
+def _control_labels(treatment: Sequence[Any] | np.ndarray | pd.Series, control: str | None) -> np.ndarray:
+    """Arm labels with the control arm as :data:`CONTROL`: missing values (``control=None``) or the label."""
+    if control is None:
+        return treatment_labels(treatment)
+    values = pd.Series(treatment, dtype=object)
+    missing = values.isna() | (values.astype(str).str.strip() == "")
+    if missing.any():
+        raise ValueError(
+            f"treatment is missing on {int(missing.sum())} rows; with control={control!r} every row needs its arm"
+        )
+    labels = values.astype(str).to_numpy(dtype=object)
+    if control != CONTROL and (labels == CONTROL).any():
+        raise ValueError(f"an arm is labelled {CONTROL!r} but the control arm is {control!r}: rename that arm")
+    return np.where(labels == str(control), CONTROL, labels).astype(object)
+
+
+def _encoding(X: pd.DataFrame) -> tuple[list[str], dict[str, list[str]]]:
+    """The columns the model reads and, for each text or category column, its levels (one-hot).
+
+    Raises:
+        ValueError: a column of another kind (a date, a duration) or a text column with more than
+            :data:`MAX_LEVELS` levels, named.
+    """
+    columns, categories = [], {}
+    for c in X.columns:
+        name, col = str(c), X[c]
+        if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+            columns.append(name)
+            continue
+        if not (
+            isinstance(col.dtype, pd.CategoricalDtype)
+            or pd.api.types.is_string_dtype(col)
+            or pd.api.types.is_object_dtype(col)
+        ):
+            raise ValueError(f"column {name!r} ({col.dtype}) cannot be used: give a number, a flag or a category")
+        levels = sorted({str(v) for v in col.dropna().tolist()})
+        if len(levels) > MAX_LEVELS:
+            raise ValueError(
+                f"column {name!r} has {len(levels)} distinct values (at most {MAX_LEVELS} are one-hot encoded): "
+                "an id or free text? leave it out or group it"
+            )
+        columns.append(name)
+        categories[name] = levels
+    return columns, categories
+
+
+def _encoded_names(columns: Sequence[str], categories: dict[str, list[str]]) -> list[str]:
+    return [n for c in columns for n in ([f"{c}__{i}" for i in range(len(categories[c]))] if c in categories else [c])]

@@ -16,14 +16,18 @@ from features.store import open_tables
 from models.decisioning.offers import EXAMPLE_CATALOGUE, load_catalogue
 from synth.checks import OffersTruth
 from training.offers import (
+    BASELINES,
     CAUTION_GRID,
     DEFAULT_CELLS,
+    OTHER_OFFERS,
     OUTCOME,
     SELECTION_METRIC,
     OffersRun,
     _split,
     build_send_dataset,
+    choose_baseline,
     choose_caution,
+    count_other_offers,
     train_offers,
 )
 
@@ -70,15 +74,47 @@ def test_caution_is_chosen_on_training_sends_only(run: tuple[OffersRun, str], se
     chosen = result.metrics["caution"]
     best = result.caution["dr_incremental_profit_per_send"].max()
     assert chosen in CAUTION_GRID
-    assert result.caution.set_index("caution").loc[chosen, "dr_incremental_profit_per_send"] >= best - 1e-3
+    table = result.caution.set_index("caution")
+    top = table.index[table["dr_incremental_profit_per_send"] >= best - 1e-3].max()
+    gain, se = table.loc[top, "dr_vs_no_caution"], table.loc[top, "dr_vs_no_caution_se"]
+    # the best caution on validation, kept only if it beats no caution by more than a paired standard error
+    assert chosen == (top if top > 0 and gain > se else 0.0)
+    assert table.loc[0.0, "dr_vs_no_caution"] == 0.0 and (table.loc[table.index > 0, "dr_vs_no_caution_se"] > 0).all()
     # the same choice from the training sends alone: neither the holdout nor the truth took part
     train, holdout = _split(sends, HOLDOUT_DAYS)
     assert train[Col.SENT_AT].max() < holdout[Col.SENT_AT].min()
     params = {"learner": "cells", "cells": DEFAULT_CELLS, "n_estimators": 80}
+    baseline, table = choose_baseline(train, validation_days=HOLDOUT_DAYS, params=params)
+    assert result.baseline is not None and result.baseline["baseline"].tolist() == list(BASELINES)
+    assert table["log_loss"].tolist() == pytest.approx(result.baseline["log_loss"].tolist())
+    assert result.metrics["baseline_clean"] == float(baseline != "all")
+    assert baseline == table.loc[table["log_loss"].idxmin(), "baseline"]
     again, _table = choose_caution(
-        train, load_catalogue(EXAMPLE_CATALOGUE), validation_days=HOLDOUT_DAYS, params=params
+        train, load_catalogue(EXAMPLE_CATALOGUE), validation_days=HOLDOUT_DAYS, params=params, baseline=baseline
     )
     assert again == chosen
+
+
+def test_other_offers_around_a_send_are_counted() -> None:
+    t0 = pd.Timestamp("2025-03-01", tz="UTC")
+    day = pd.Timedelta(days=1)
+    messages = pd.DataFrame(
+        {
+            Col.CUSTOMER_KEY: ["a", "a", "a", "a", "a", "b", "b"],
+            Col.OFFER_ID: ["OF1", None, "OF2", "OF3", "OF1", "OF1", None],
+            Col.SENT_AT: [t0, t0 + 2 * day, t0 + 29 * day, t0 + 31 * day, t0 - 30 * day, t0 + 5 * day, t0],
+        }
+    )
+    # a's send at t0 carries OF1 (itself not counted); OF2 29 days later counts, OF3 31 days later and the
+    # OF1 exactly 30 days before do not; a's send 2 days later without an offer has OF1, OF2 and OF3 around
+    # it; b's send without an offer has b's OF1 five days later
+    sends = messages.iloc[[0, 1, 6]].reset_index(drop=True)
+    assert count_other_offers(sends, messages).tolist() == [1, 3, 1]
+
+
+def test_the_send_dataset_counts_other_offers(sends: pd.DataFrame) -> None:
+    assert (sends[OTHER_OFFERS] >= 0).all()
+    assert 0 < (sends[OTHER_OFFERS] == 0).mean() < 1
 
 
 def test_holdout_figures_are_reported(run: tuple[OffersRun, str]) -> None:
@@ -123,3 +159,35 @@ def test_registered_bundle_loads_and_decides(run: tuple[OffersRun, str], synth_h
     assert set(out["status"]) <= {"offer", "no_offer", "control_group", "not_contactable"}
     assert (out.loc[out["status"] == "offer", "source"] == "uplift_model").all()
     assert (out.loc[out["status"] == "offer", "expected_profit"] > 0).all()
+
+
+def test_policy_value_has_intervals_against_no_offer_and_the_single_offer_chosen_on_training_sends(
+    run: tuple[OffersRun, str], sends: pd.DataFrame
+) -> None:
+    from training.offers import KAIROS, best_single_offer
+
+    result, _ = run
+    train, _holdout = _split(sends, HOLDOUT_DAYS)
+    single = best_single_offer(train, load_catalogue(EXAMPLE_CATALOGUE))  # training sends only
+    name = f"best single offer chosen on training sends ({single})"
+    table = result.off_policy.set_index("policy")
+    assert name in table.index
+    row = table.loc[KAIROS]
+    for est in ("ips", "dr"):
+        for base in ("no_offer", "single"):
+            low, mid, high = (row[f"{est}_vs_{base}{s}"] for s in ("_low", "", "_high"))
+            assert low < mid < high
+            assert result.metrics[f"ope_{est}_vs_{base}"] == pytest.approx(mid)
+    # the paired DR difference against no offer is the one the registry selects on
+    assert row["dr_vs_no_offer"] == pytest.approx(result.metrics[SELECTION_METRIC])
+    assert table.loc[name, "dr_vs_single"] == 0.0
+    assert {"qini_coefficient", "auuc"} <= set(result.qini.columns)
+
+
+def test_the_baseline_falls_back_to_every_control_send_when_clean_ones_are_too_few(sends: pd.DataFrame) -> None:
+    train, _ = _split(sends, HOLDOUT_DAYS)
+    crowded = train.assign(**{OTHER_OFFERS: 1})  # every send had another offer around it
+    params = {"learner": "cells", "cells": DEFAULT_CELLS, "n_estimators": 20}
+    chosen, table = choose_baseline(crowded, validation_days=HOLDOUT_DAYS, params=params)
+    assert chosen == "all"
+    assert table["log_loss"].isna().all() and table["note"].str.contains("too few to judge").all()

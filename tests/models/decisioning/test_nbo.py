@@ -254,3 +254,23 @@ def test_a_lead_alone_is_valued_at_the_bundles_population_order_value() -> None:
     assert nbo.score(batch, now=NOW).order_value[0] == 40.0
     with pytest.raises(ValueError, match="fallback order value"):
         NextBestOffer(catalogue(), model, NO_CONTROL, fallback_order_value=0.0).score(lead, now=NOW)  # type: ignore[arg-type]
+
+
+def test_a_model_catalogue_on_email_only_needs_no_rules_inputs_nor_other_consents() -> None:
+    """Issue 19: score_offers demanded orders_365d (rules) and SMS/push consent the catalogue never uses."""
+    email_only = catalogue().model_copy(
+        update={"offers": tuple(o.model_copy(update={"channels": ("email",)}) for o in catalogue().offers)}
+    )
+    frame = customers(30).drop(columns=["orders_365d", "consent_sms", "consent_push"])
+    model = FixedUplift(["PCT", "TXT"], base=0.1, uplift=[0.3, 0.0])
+    out = decide(score_offers(frame, email_only, now=NOW, uplift=model, control=NO_CONTROL))  # type: ignore[arg-type]
+    buyers = frame["orders_lifetime"] >= 1
+    assert (out.loc[buyers, "offer_id"] == "PCT").all()
+    assert (out.loc[buyers, "channel"] == "email").all()
+    # the consent of a channel the catalogue uses is still a hard requirement, named in the error
+    with pytest.raises(CatalogueError, match="consent_email"):
+        score_offers(frame.drop(columns=["consent_email"]), email_only, now=NOW, uplift=model, control=NO_CONTROL)  # type: ignore[arg-type]
+    # an offer the model has no arm for falls back to the rules, which do need the purchase rhythm
+    partial = FixedUplift(["PCT"], base=0.1, uplift=[0.3])
+    with pytest.raises(CatalogueError, match="orders_365d"):
+        score_offers(frame, email_only, now=NOW, uplift=partial, control=NO_CONTROL)  # type: ignore[arg-type]

@@ -439,7 +439,13 @@ class LoadedVersion(BaseModel):
     features: list[str] = Field(description="The features it reads, in its order (empty for non-feature models).")
     definition_hash: str | None = Field(description="Hash of the feature definitions it was trained with.")
     metrics: dict[str, float] = Field(description="Its training run's metrics.")
-    engine: str | None = Field(description="Propensity models: lleaves (compiled) or lightgbm; else null.")
+    engine: str | None = Field(
+        description="Propensity models: lleaves (compiled), lightgbm, or baseline (the gate serves a baseline); "
+        "else null."
+    )
+    baseline: str | None = Field(
+        None, description="The baseline this version serves (bgnbd, rfm_score, rfm_logistic, past_rate), else null."
+    )
 
 
 class ModelState(BaseModel):

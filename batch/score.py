@@ -4,7 +4,9 @@ Every customer of the latest feature snapshot (or of the snapshot as of a given 
 registered champions' calibrated probabilities and bands (churn, purchase, engagement per channel),
 P(alive), expected orders and CLV from the ``clv`` bundle, and the segments, written to Parquet batch by
 batch (beyond one batch, memory holds a few int32 positions per customer: its ids, CLV and segment rows).
-Models missing from the registry are skipped and listed, never guessed.
+Models missing from the registry are skipped and listed, never guessed. Beside each model's probability and
+band, ``<model>_model`` says what answered: ``kairos``, or ``baseline:<name>`` when Kairos's model did not beat
+the best baseline and that baseline is the champion (docs/model-quality.md, the gate).
 
 Beside ``customer_key`` each row carries the retailer's own ids, from ``ingested/identity_map.parquet``:
 ``customer_id``, the cluster's primary id, and ``customer_ids``, every source id of the cluster (a list,
@@ -140,7 +142,7 @@ def score_all(
     at = {f: i for i, f in enumerate(needed)}
     picks = [tuple(at[f] for f in m.model.feature_names_) for m in models]
     identity = tuple(range(len(needed)))
-    engines = {m.name: "LightGBM" for m in models}
+    engines = {m.name: f"baseline ({m.baseline})" if m.baseline else "LightGBM" for m in models}
     compile_seconds = 0.0
     if compiled and models:
         probe = _probe(models, snapshot.path / SNAPSHOT_FILE)
@@ -185,9 +187,10 @@ def score_all(
                 if m.population is not None:  # outside it (churn: a lead), the probability means nothing
                     outside = ~m.population.contains(_numbers(batch.column(m.population.feature)))
                 cols[f"{m.name}_probability"] = pa.array(p.astype(np.float32), mask=outside)
+                cols[f"{m.name}_model"] = _constant(m.model_kind, batch.num_rows)  # kairos or baseline:<name>
                 cols[f"{m.name}_band"] = _band_strings(codes, outside)
                 if explainer is not None:
-                    why = explainer.explain(m.model.booster_, frame, k=REASONS_K)
+                    why = explainer.explain(m.model, frame, k=REASONS_K)
                     if outside is not None:
                         why = [[] if out else w for w, out in zip(why, outside.tolist(), strict=True)]
                     for r in range(REASONS_K):
@@ -271,6 +274,10 @@ def _compile_all(
     out, engines = [], {}
     started = time.perf_counter()
     for m in models:
+        if m.baseline is not None:  # a served baseline is a few operations per row: nothing to compile
+            out.append(m)
+            engines[m.name] = f"baseline ({m.baseline})"
+            continue
         tick(f"compiling {m.name} v{m.version} (once per version)", 0.0)
         try:
             out.append(m.compile(cache, probe))
@@ -296,6 +303,11 @@ def _matrix(batch: pa.RecordBatch, names: list[str]) -> np.ndarray:
 
 
 _BAND_LABELS = pa.array(BANDS, pa.string())
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    """``value`` on every one of ``n`` rows, dictionary-encoded (one string stored), as a string column."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([value])).cast(pa.string())
 
 
 def _band_strings(codes: np.ndarray, outside: np.ndarray | None) -> pa.Array:

@@ -90,9 +90,22 @@ class ModelBundle:
     def alias(self) -> str:
         return self.provenance.alias
 
-    def ref(self) -> dict[str, str]:
-        """How a response names the model that produced it."""
-        return {"name": self.name, "version": self.version, "alias": self.alias}
+    @property
+    def baseline(self) -> str | None:
+        """The baseline this version serves (``bgnbd``, ...) when Kairos's own model did not beat it, else None."""
+        name = getattr(self.payload, "baseline", None)
+        return name if isinstance(name, str) else None
+
+    def ref(self) -> dict[str, str | None]:
+        """How a response names the model that produced it, and whether it is a baseline."""
+        baseline = self.baseline
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "kind": "baseline" if baseline else "kairos",
+            "baseline": baseline,
+        }
 
     def describe(self) -> dict[str, Any]:
         p = self.provenance
@@ -109,7 +122,8 @@ class ModelBundle:
             "features": list(p.features),
             "definition_hash": p.manifest.get("definition_hash"),
             "metrics": p.metrics,
-            "engine": getattr(self.payload, "engine", None),  # propensity: lleaves (compiled) or lightgbm
+            "engine": getattr(self.payload, "engine", None),  # propensity: lleaves, lightgbm or baseline
+            "baseline": self.baseline,
         }
 
 

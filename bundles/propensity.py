@@ -8,22 +8,24 @@ through :class:`PropensityBundle` into the one scorer, :class:`PropensityModel`.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from bundles import registry
-from bundles.base import Fetched, Provenance, check_signature
+from bundles.base import Fetched, FolderBundle, Provenance, check_signature
 from bundles.errors import ModelIntegrityError
 from features.contract import Channel
 from features.io import sha256_file
+from models.baselines import PropensityBaseline
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
 from models.compiled import CompiledBooster, CompileError, split_probe
@@ -34,6 +36,30 @@ log = logging.getLogger("kairos.bundles")
 
 KIND = "propensity"
 ENGAGEMENT_ACTIONS = ("open", "click")
+KAIROS = "kairos"  # model_kind of Kairos's own (LightGBM) models
+BASELINE_PREFIX = "baseline:"
+BASELINE_FILE = "baseline.json"  # a baseline version's one file: its metadata and the fitted baseline
+
+
+def baseline_kind(name: str) -> str:
+    """The ``model_kind`` recorded for baseline ``name`` (``baseline:bgnbd``)."""
+    return f"{BASELINE_PREFIX}{name}"
+
+
+def baseline_name(model_kind: str | None) -> str | None:
+    """``bgnbd`` for ``baseline:bgnbd``; None for Kairos's own model kind."""
+    if model_kind and model_kind.startswith(BASELINE_PREFIX):
+        return model_kind.removeprefix(BASELINE_PREFIX)
+    return None
+
+
+class Scores(Protocol):
+    """What the scorer needs of a model: its feature order and a score per row of a matrix in that order
+    (a :class:`models.churn.LightGBMClassifier` or a :class:`models.baselines.PropensityBaseline`)."""
+
+    @property
+    def feature_names_(self) -> list[str]: ...
+    def predict_proba(self, X: Any) -> np.ndarray: ...
 
 
 def engagement_name(action: str, channel: str) -> str:
@@ -63,6 +89,12 @@ class PropensityMeta:
     base_rate: float | None = None
     population: Population | None = None
     holdout_cutoff: str | None = None
+    model_kind: str = KAIROS  # "kairos" (the LightGBM model) or "baseline:<name>" (models/baselines.py)
+
+    @property
+    def baseline(self) -> str | None:
+        """The baseline's name (``bgnbd``, ...) when this version serves a baseline, else None."""
+        return baseline_name(self.model_kind)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -78,6 +110,8 @@ class PropensityMeta:
         }
         if self.holdout_cutoff is not None:
             out["holdout_cutoff"] = self.holdout_cutoff
+        if self.model_kind != KAIROS:  # absent on Kairos's own models: their recorded checksums stay valid
+            out["model_kind"] = self.model_kind
         return out
 
     @classmethod
@@ -104,6 +138,7 @@ class PropensityMeta:
                 base_rate=float(base_rate) if base_rate is not None else None,
                 population=population,
                 holdout_cutoff=meta.get("holdout_cutoff"),
+                model_kind=str(meta.get("model_kind") or KAIROS),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ModelIntegrityError(f"{what}: calibrator, bands or population do not load: {exc}") from exc
@@ -116,6 +151,10 @@ class PropensityMeta:
 class PropensityModel:
     """A LightGBM classifier, its calibrator, band cuts and population: the one propensity scorer.
 
+    The model may instead be a baseline (:class:`models.baselines.PropensityBaseline`, ``model_kind``
+    ``baseline:<name>``), served when Kairos's own model did not beat it: the same rows in, the same
+    calibrated probability, band and reasons out, and :attr:`baseline` names it in every answer.
+
     Rows come either as a matrix of the model's features in its order (:meth:`raw_matrix`, the nightly
     export) or as the online store's matrix with the store's feature names (:meth:`predict`, the API).
     Both give the raw LightGBM probability on float32 features (from the compiled build when there is
@@ -124,7 +163,7 @@ class PropensityModel:
 
     def __init__(
         self,
-        model: LightGBMClassifier,
+        model: Scores,
         features: Sequence[str],
         prior: float | None,
         calibrator: ProbabilityCalibrator | None = None,
@@ -135,6 +174,7 @@ class PropensityModel:
         compiled: CompiledBooster | None = None,
         name: str = "",
         version: str = "",
+        model_kind: str = KAIROS,
     ) -> None:
         self.model = model
         self.features = tuple(features)
@@ -147,12 +187,13 @@ class PropensityModel:
         self.compiled = compiled
         self.name = name
         self.version = version
+        self.model_kind = model_kind
         self._columns: tuple[tuple[str, ...], np.ndarray] | None = None
 
     @classmethod
     def from_parts(
         cls,
-        model: LightGBMClassifier,
+        model: Scores,
         meta: PropensityMeta,
         *,
         prior: float | None = None,
@@ -173,7 +214,13 @@ class PropensityModel:
             None,
             name,
             version,
+            meta.model_kind,
         )
+
+    @property
+    def baseline(self) -> str | None:
+        """The baseline's name when this version serves a baseline (``bgnbd``, ...), else None."""
+        return baseline_name(self.model_kind)
 
     def with_compiled(self, compiled: CompiledBooster | None) -> PropensityModel:
         """The same model scored by ``compiled`` (checked by the caller)."""
@@ -185,8 +232,11 @@ class PropensityModel:
         """This model with its compiled form (built into ``cache_dir`` unless there), checked on ``probe``.
 
         Raises:
-            CompileError: lleaves is missing, failed, or disagrees with LightGBM on the probe rows.
+            CompileError: lleaves is missing, failed, or disagrees with LightGBM on the probe rows, or the
+                model is a baseline (nothing to compile: it is a few arithmetic operations per row).
         """
+        if not isinstance(self.model, LightGBMClassifier):
+            raise CompileError(f"the {self.baseline or 'served'} baseline is not a LightGBM model; nothing to compile")
         compiled = CompiledBooster.build(self.model.to_text(), cache_dir)
         matrix = probe[self.model.feature_names_].to_numpy(np.float32)
         compiled.verify(matrix, self.model.predict_proba(matrix))
@@ -194,6 +244,8 @@ class PropensityModel:
 
     @property
     def engine(self) -> str:
+        if self.baseline is not None:
+            return "baseline"
         return "lleaves" if self.compiled is not None else "lightgbm"
 
     # --- rows as the model's own features, in its order -------------------------------------------------
@@ -278,6 +330,34 @@ def log_model(model: LightGBMClassifier, meta: PropensityMeta, sample: pd.DataFr
     )
 
 
+def write_baseline(folder: Path, baseline: PropensityBaseline, meta: PropensityMeta) -> Path:
+    """Write a baseline version's one file (its metadata and the fitted baseline, JSON) into ``folder``;
+    log it with :func:`bundles.registry.log_bundle`, which lists its checksum."""
+    if meta.baseline is None:
+        raise ValueError(f"model_kind: a baseline is recorded as 'baseline:<name>', got {meta.model_kind!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / BASELINE_FILE
+    path.write_text(json.dumps({"kairos": meta.to_dict(), "baseline": baseline.to_dict()}, indent=1), encoding="utf-8")
+    return path
+
+
+def read_baseline(folder: Path, what: str) -> tuple[PropensityMeta, PropensityBaseline]:
+    """The metadata and fitted baseline of a (verified) baseline folder.
+
+    Raises:
+        ModelIntegrityError: the file is missing or does not load.
+    """
+    path = folder / BASELINE_FILE
+    if not path.is_file():
+        raise ModelIntegrityError(f"{what}: {BASELINE_FILE} missing; not a baseline bundle")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        baseline = PropensityBaseline.from_dict(state["baseline"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelIntegrityError(f"{what}: the baseline does not load: {exc}") from exc
+    return PropensityMeta.from_dict(state.get("kairos") or {}, what), baseline
+
+
 # --- reading (the API, the nightly export) ------------------------------------------------------------
 
 
@@ -295,6 +375,9 @@ class PropensityBundle:
         self.compiled_dir = compiled_dir
 
     def fetch(self, tracking_uri: str, name: str, alias: str, dst: Path, *, version: str | None = None) -> Fetched:
+        version, model_kind = registry.resolve_kind(tracking_uri, name, alias, version)
+        if baseline_name(model_kind) is not None:
+            return self._fetch_baseline(tracking_uri, name, alias, dst, version)
         got = registry.fetch(tracking_uri, name, alias, dst, version=version)
         meta = dict(got.metadata.get("kairos") or {})
         prov = Provenance.of_run(
@@ -310,7 +393,27 @@ class PropensityBundle:
         )
         return Fetched(got.path, prov)
 
+    def _fetch_baseline(self, tracking_uri: str, name: str, alias: str, dst: Path, version: str) -> Fetched:
+        """A baseline version: a folder bundle (its JSON file and the checksum list), every file verified."""
+        got = registry.fetch_bundle(tracking_uri, name, alias, dst, version=version)
+        meta = read_baseline(got.path, f"{name} v{got.version}")[0].to_dict()
+        prov = Provenance.of_run(
+            tracking_uri,
+            name,
+            got.version,
+            alias,
+            got.run_id,
+            got.sha256,
+            features=tuple(meta.get("features") or ()),
+            manifest=meta.get("manifest") or {},
+            metadata={k: v for k, v in meta.items() if k not in ("manifest", "features")},
+        )
+        return Fetched(got.path, prov)
+
     def verify_cached(self, folder: Path, provenance: Provenance) -> None:
+        if baseline_name(provenance.metadata.get("model_kind")) is not None:
+            FolderBundle().verify_cached(folder, provenance)
+            return
         path = folder / registry.MODEL_FILE
         if not path.is_file():
             raise ModelIntegrityError(f"{provenance.name} v{provenance.version}: cached {registry.MODEL_FILE} missing")
@@ -320,6 +423,8 @@ class PropensityBundle:
     def build(self, folder: Path, provenance: Provenance, store_features: Sequence[str] | None) -> PropensityModel:
         name, version = provenance.name, provenance.version
         what = f"{name} v{version}"
+        if baseline_name(provenance.metadata.get("model_kind")) is not None:
+            return self._build_baseline(folder, provenance, store_features)
         path = folder / registry.MODEL_FILE
         text = path.read_text(encoding="utf-8")
         check_lightgbm_text(text, what)
@@ -348,6 +453,30 @@ class PropensityBundle:
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelIntegrityError(f"{what}: calibrator does not load: {exc}") from exc
         scorer = scorer.with_compiled(self._compiled(text, model, what))
+        warm = scorer.predict(np.zeros((8, len(features)), dtype=np.float32), features)
+        if not np.all(np.isfinite(warm)) or np.any((warm < 0) | (warm > 1)):
+            raise ModelIntegrityError(f"{what}: warm-up predictions are not probabilities")
+        return scorer
+
+    def _build_baseline(
+        self, folder: Path, provenance: Provenance, store_features: Sequence[str] | None
+    ) -> PropensityModel:
+        name, version = provenance.name, provenance.version
+        what = f"{name} v{version}"
+        meta, baseline = read_baseline(folder, what)
+        if meta.model_kind != provenance.metadata.get("model_kind"):
+            raise ModelIntegrityError(f"{what}: the file holds {meta.model_kind!r}, the registry says otherwise")
+        features = meta.features
+        if list(features) != list(baseline.feature_names_):
+            raise ModelIntegrityError(f"{what}: manifest features differ from the baseline's own")
+        check_signature(name, version, features, store_features)
+        population = meta.population
+        if population is not None and store_features is not None and population.feature not in store_features:
+            raise ModelIntegrityError(f"{what}: the online store lacks feature {population.feature!r}")
+        try:
+            scorer = PropensityModel.from_parts(baseline, meta, name=name, version=version)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelIntegrityError(f"{what}: calibrator does not load: {exc}") from exc
         warm = scorer.predict(np.zeros((8, len(features)), dtype=np.float32), features)
         if not np.all(np.isfinite(warm)) or np.any((warm < 0) | (warm > 1)):
             raise ModelIntegrityError(f"{what}: warm-up predictions are not probabilities")

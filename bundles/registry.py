@@ -32,6 +32,7 @@ TAG_SHA256 = "kairos.sha256"
 TAG_METRIC = "kairos.selection_metric"
 TAG_DECISION = "kairos.decision"
 TAG_META_SHA256 = "kairos.meta_sha256"  # checksum of the model's metadata (calibrator, bands, manifest)
+TAG_KIND = "kairos.model_kind"  # "baseline:<name>" on a version that serves a baseline (absent: Kairos's model)
 TAG_PREVIOUS = "kairos.previous_champion"  # the version that was champion before this one took over
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -135,6 +136,41 @@ def register(
     (the reason says so), when ``metric_value`` exceeds the champion's stored metric by more than
     ``margin``. Otherwise it becomes ``@challenger``. ``note`` is appended to the recorded reason.
     """
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is None:
+        alias, reason = CHAMPION, "no champion yet"
+    else:
+        alias, reason = _decide(champion, metric_name, float(metric_value), margin, challenge)
+    if note:
+        reason = f"{reason}; {note}"
+    return register_decided(
+        client,
+        model_uri,
+        name,
+        alias=alias,
+        reason=reason,
+        metric_name=metric_name,
+        metric_value=metric_value,
+        extra_tags=extra_tags,
+        checksum_file=checksum_file,
+    )
+
+
+def register_decided(
+    client: MlflowClient,
+    model_uri: str,
+    name: str,
+    *,
+    alias: str,
+    reason: str,
+    metric_name: str,
+    metric_value: float,
+    extra_tags: dict[str, str] | None = None,
+    checksum_file: str = MODEL_FILE,
+) -> Registration:
+    """Register ``model_uri`` under ``name`` with its checksum and give it ``alias``, a decision taken by the
+    caller (the propensity gate: training/gate.py) and recorded with its ``reason``. A version that takes
+    ``@champion`` from another records that one as its previous champion (what a rollback returns to)."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
         checksum = sha256_file(local / checksum_file)
@@ -145,12 +181,6 @@ def register(
     for key, value in (extra_tags or {}).items():
         client.set_model_version_tag(name, v, key, value)
     champion = _alias_version(client, name, CHAMPION)
-    if champion is None:
-        alias, reason = CHAMPION, "no champion yet"
-    else:
-        alias, reason = _decide(champion, metric_name, float(metric_value), margin, challenge)
-    if note:
-        reason = f"{reason}; {note}"
     if alias == CHAMPION and champion is not None:
         client.set_model_version_tag(name, v, TAG_PREVIOUS, str(champion.version))
     client.set_registered_model_alias(name, alias, v)
@@ -255,6 +285,17 @@ def _metric_of(tag: str, metric_name: str) -> float | None:
         return float(value)
     except ValueError:
         return None
+
+
+def resolve_kind(tracking_uri: str, name: str, alias: str, version: str | None) -> tuple[str, str]:
+    """The version ``name@alias`` points at (or ``version``) and its recorded model kind ("" when none).
+
+    Raises:
+        ModelNotFoundError: no such model, alias or version.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    mv = model_version(client, tracking_uri, name, alias, version)
+    return str(mv.version), str(mv.tags.get(TAG_KIND) or "")
 
 
 def model_version(client: MlflowClient, tracking_uri: str, name: str, alias: str, version: str | None) -> Any:

@@ -440,6 +440,12 @@ def _print_propensity(result: Any) -> None:
     console.print(
         f"registered: {result.task} v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered"
     )
+    served = result.served
+    if served is not None and served.baseline is not None:
+        b = served.baseline
+        console.print(f"registered: {result.task} v{b.version} -> @{b.alias} (the {served.baseline_name} baseline)")
+    # the closing line: which model the API and the export serve, and why
+    console.print(f"{result.task}: {result.decision}", markup=False)
 
 
 def _train_binary(

@@ -409,7 +409,15 @@ def contributions(model: Any, X: pd.DataFrame) -> pd.DataFrame:
 
     Columns: the model's features in its order, then ``bias`` (the expected raw score); each row
     sums to the row's raw score (log-odds for a binary model). Index: ``X``'s index.
+
+    A model that is not LightGBM but has its own ``contributions(X)`` in the same layout (a served
+    baseline, :class:`models.baselines.PropensityBaseline`) answers for itself.
     """
+    own = getattr(model, "contributions", None)
+    if callable(own) and not isinstance(model, lgb.Booster) and getattr(model, "booster_", None) is None:
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError("X: expected a pandas DataFrame with the model's feature columns")
+        return own(X)
     booster, iteration = as_booster(model)
     names = [str(n) for n in booster.feature_name()]
     matrix = _model_matrix(X, names)
@@ -498,7 +506,8 @@ class ReasonExplainer:
         """The top ``k`` reasons per row of ``X``, strongest first.
 
         Args:
-            model: a ``lightgbm.Booster``, its model text, or a fitted estimator with ``booster_``.
+            model: a ``lightgbm.Booster``, its model text, a fitted estimator with ``booster_``, or a
+                model with its own ``contributions(X)`` (a served baseline).
             X: the rows scored, with (at least) the model's features; other columns of the same row
                 (e.g. ``gap_mean_days``) are read by templates when present.
             k: reasons per row.

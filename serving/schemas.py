@@ -101,11 +101,26 @@ class ItemStatus(StrEnum):
     INVALID = "invalid"
 
 
+class ModelKind(StrEnum):
+    """Whether an answer comes from Kairos's own model or from the baseline served in its place."""
+
+    KAIROS = "kairos"
+    BASELINE = "baseline"
+
+
 class ModelRef(BaseModel):
     name: str
     version: str | None = Field(description="Null when no version is loaded and the model's fallback answered.")
     alias: str
     source: AnswerSource = Field(AnswerSource.MODEL, description="model, or fallback (population prior / not served).")
+    kind: ModelKind = Field(
+        ModelKind.KAIROS,
+        description="kairos (Kairos's own model), or baseline: Kairos's model did not beat the best simple "
+        "baseline on the holdout, so that baseline is what answers (docs/model-quality.md, the gate).",
+    )
+    baseline: str | None = Field(
+        None, description="Which baseline answers when kind is baseline: rfm_score, rfm_logistic, bgnbd or past_rate."
+    )
 
 
 class Envelope(BaseModel):
@@ -424,7 +439,13 @@ class LoadedVersion(BaseModel):
     features: list[str] = Field(description="The features it reads, in its order (empty for non-feature models).")
     definition_hash: str | None = Field(description="Hash of the feature definitions it was trained with.")
     metrics: dict[str, float] = Field(description="Its training run's metrics.")
-    engine: str | None = Field(description="Propensity models: lleaves (compiled) or lightgbm; else null.")
+    engine: str | None = Field(
+        description="Propensity models: lleaves (compiled), lightgbm, or baseline (the gate serves a baseline); "
+        "else null."
+    )
+    baseline: str | None = Field(
+        None, description="The baseline this version serves (bgnbd, rfm_score, rfm_logistic, past_rate), else null."
+    )
 
 
 class ModelState(BaseModel):

@@ -124,9 +124,7 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
             p[outside] = np.nan
             not_applicable[outside, col] = True
             if explainer is not None and frame is not None:
-                why[s.kind] = [
-                    [r.as_dict() for r in rs] for rs in explainer.explain(m.model.booster_, frame, k=REASONS_K)
-                ]
+                why[s.kind] = [[r.as_dict() for r in rs] for rs in explainer.explain(m.model, frame, k=REASONS_K)]
         probs[s.kind] = p
         good = np.isfinite(p)
         b = np.full(n, None, dtype=object)

@@ -94,6 +94,8 @@ class ModelCard:
         created_at: when the run finished.
         comparisons: the model against the best baseline on the holdout, one line per metric with its
             paired bootstrap 95 % interval (``models.intervals.Interval.describe``).
+        served: which model the API and the export serve after this run, and why (the gate's line:
+            "serving the bgnbd baseline: kairos does not beat ..."); empty when not registered.
     """
 
     name: str
@@ -115,6 +117,7 @@ class ModelCard:
     run_id: str | None = None
     created_at: datetime | None = None
     comparisons: Sequence[str] = ()
+    served: str = ""  # which model the API and the export serve, and why (the gate's line)
 
 
 def _when(value: date | datetime | str) -> str:
@@ -232,6 +235,8 @@ def render_model_card(card: ModelCard) -> str:
         lines.append(f"**Decision:** @{card.alias}. {card.decision}".rstrip())
     elif card.decision:
         lines.append(f"**Decision:** {card.decision}")
+    if card.served:
+        lines.append(f"**Served:** {card.served}")
     lines.append(f"**Primary metric:** {card.primary_metric} = {_fmt(card.primary_metric, primary)} on the holdout.")
     provenance = []
     if card.run_id:

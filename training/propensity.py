@@ -20,10 +20,10 @@ import json
 import math
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import ibis.expr.types as ir
 import mlflow
@@ -31,13 +31,17 @@ import numpy as np
 import pandas as pd
 
 from bundles import registry
+from bundles.errors import ModelNotFoundError
 from bundles.propensity import (
     ENGAGEMENT_ACTIONS,
     PropensityBundle,
     PropensityMeta,
     PropensityModel,
+    baseline_kind,
+    baseline_name,
     engagement_name,
     log_model,
+    write_baseline,
 )
 from features.contract import Channel, Col
 from features.datasets import (
@@ -53,13 +57,16 @@ from features.definitions import NUMERIC_FEATURES
 from features.errors import KairosError
 from features.ingest import require_dates
 from features.store import data_currency, data_end, ingest_report, manifest_for, open_tables
+from models.baselines import PropensityBaseline
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
 from models.clv import BGNBD, ConvergenceError, rfm_summary
 from models.evaluation import binary_report
 from models.intervals import ROC_AUC, Interval, paired_bootstrap
 from models.population import Population
-from models.rfm import RFMLogistic, RFMScore
+from models.rfm import RFMScore
+from training import gate
+from training.gate import Incumbent
 
 STEP_DAYS = 30
 SEASON_STEPS = 12  # 360 days: the grid cutoff nearest to one year before the holdout
@@ -329,14 +336,39 @@ def bgnbd_scores(model: BGNBD, summary: pd.DataFrame, keys: pd.Series, horizon_d
     return 1.0 - buy if kind == "churn" else buy
 
 
-def _engagement_rate(frame: pd.DataFrame, task: Task) -> np.ndarray:
-    """Baseline for engagement: the customer's own past rate on the channel over the last 90 days,
-    smoothed toward one half ((actions + 1) / (sends + 2)); customers never sent to score 0.5."""
-    target = task.target
-    assert isinstance(target, EngagementTarget)
-    sends = frame[f"sends_{target.channel}_90d"].fillna(0.0)
-    acts = frame[f"{target.action}s_{target.channel}_90d"].fillna(0.0)
-    return ((acts + 1.0) / (sends + 2.0)).to_numpy(np.float64)
+def _direction(name: str) -> Literal["active", "churn"]:
+    return "churn" if name == "churn" else "active"
+
+
+def fit_baselines(
+    cfg: PropensityConfig, ctx: Context, data: PropensityData
+) -> dict[str, tuple[PropensityBaseline, ProbabilityCalibrator]]:
+    """Every baseline of ``cfg.task`` as it would be served, each with a Platt calibrator fitted on the
+    calibration rows (a monotone map: the baseline's ranking, hence its ROC-AUC, is its own).
+
+    RFM score and logistic RFM learn from the training rows; BG/NBD from every customer's feature row at
+    the holdout cutoff (order history before it, no label: nothing of the holdout's outcome); the past
+    engagement rate learns nothing. Every one reads the feature row only, as the API and the export do.
+    """
+    task, train = cfg.task, data.train
+    fitted: dict[str, PropensityBaseline] = {
+        "rfm_score": PropensityBaseline("rfm_score", direction=_direction(task.rfm_direction)).fit(train),
+        "rfm_logistic": PropensityBaseline("rfm_logistic").fit(train, train[LABEL].to_numpy()),
+    }
+    if task.bgnbd is not None:
+        fitted["bgnbd"] = PropensityBaseline(
+            "bgnbd", direction=_direction(task.bgnbd), horizon_days=task.horizon_days
+        ).fit(ctx.features(data.plan.holdout))
+    else:
+        target = task.target
+        assert isinstance(target, EngagementTarget)
+        fitted["past_rate"] = PropensityBaseline("past_rate", channel=target.channel, action=target.action).fit(train)
+    y_cal = data.calibration[LABEL].to_numpy()
+    out = {}
+    for name, baseline in fitted.items():
+        raw = PropensityModel(baseline, baseline.feature_names_, None).score(data.calibration)
+        out[name] = (baseline, ProbabilityCalibrator(method="platt", seed=cfg.seed).fit(raw, y_cal))
+    return out
 
 
 # --- the job ------------------------------------------------------------------------------------
@@ -357,6 +389,12 @@ class PropensityRun:
     card: str = ""
     best_baseline: str = ""  # the baseline with the highest holdout ROC-AUC in this run
     versus: Interval | None = None  # kairos - best baseline, paired bootstrap 95 % on the holdout
+    served: Served | None = None  # what the gate decided is served (None when not registering)
+
+    @property
+    def decision(self) -> str:
+        """Which model is served and why (``serving the bgnbd baseline: kairos does not beat it, ...``)."""
+        return self.served.line if self.served is not None else "not registered"
 
     @property
     def versus_line(self) -> str:
@@ -429,6 +467,8 @@ class PropensityEvaluation:
     rfm: RFMScore
     best_baseline: str
     versus: Interval  # kairos - best baseline: paired bootstrap 95 % interval of the holdout ROC-AUC
+    # each baseline as it would be served: fitted, and its calibrator (Platt, on the calibration rows)
+    baselines: dict[str, tuple[PropensityBaseline, ProbabilityCalibrator]] = field(default_factory=dict)
 
 
 def versus_best_baseline(
@@ -492,16 +532,12 @@ def evaluate(
     scores: dict[str, np.ndarray] = {"kairos": calibrator.transform(raw), "kairos_uncalibrated": raw}
 
     tick(f"{task.name}: baselines", 0.6)
-    rfm = RFMScore(direction=task.rfm_direction).fit(train)  # type: ignore[arg-type]
-    scores["rfm_score"] = rfm.decision_function(holdout)
-    scores["rfm_logistic"] = RFMLogistic().fit(train, train[LABEL].to_numpy()).predict_proba(holdout)
-    if task.bgnbd is not None:
-        history = order_history(ctx.tables, data.plan.holdout)
-        bg, summary = fit_bgnbd(history, data.plan.holdout)
-        scores["bgnbd"] = bgnbd_scores(bg, summary, holdout[Col.CUSTOMER_KEY], task.horizon_days, task.bgnbd)
-    else:
-        scores["past_rate"] = _engagement_rate(holdout, task)
-    reports = {name: binary_report(y, s, probabilities=name != "rfm_score") for name, s in scores.items()}
+    served = fit_baselines(cfg, ctx, data)
+    for name, (baseline, calibrated) in served.items():
+        # scored as the API and the export would score it if it were served: float32 rows, its calibrator
+        scores[name] = PropensityModel(baseline, baseline.feature_names_, None, calibrated).score(holdout)
+    rfm = served["rfm_score"][0].model_
+    reports = {name: binary_report(y, s) for name, s in scores.items()}
     table = pd.DataFrame(reports).T
     table.index.name = "model"
     baselines = [n for n in scores if n not in ("kairos", "kairos_uncalibrated")]
@@ -534,17 +570,31 @@ def evaluate(
         "valid_positives": data.counts["validation"][0],
         "holdout_positives": data.counts["holdout"][0],
     }
-    return PropensityEvaluation(scores, raw, table, metrics, quality, sizes, rfm, best, versus)
+    return PropensityEvaluation(scores, raw, table, metrics, quality, sizes, rfm, best, versus, served)
 
 
-def champion_challenge(
-    tracking_uri: str, name: str, holdout: pd.DataFrame, y: np.ndarray, candidate: np.ndarray, seed: int = 0
-) -> registry.Challenge:
-    """Scores version ``v`` of ``name`` (the champion) on the candidate's ``holdout`` rows, loaded and
-    verified as the export loads it, and returns the paired bootstrap 95 % interval of the ROC-AUC of
-    (candidate - champion). Raises when the champion cannot be loaded or lacks a feature of the rows."""
+@dataclass(frozen=True)
+class Served:
+    """The gate's outcome: the line saying which model is served and why, what is served
+    (``candidate``, ``baseline`` or ``incumbent``), and the baseline's registration when it took
+    ``@champion``."""
 
-    def challenge(version: str) -> Interval:
+    line: str
+    what: str
+    baseline: registry.Registration | None = None
+    baseline_name: str = ""
+
+
+def champion_on(tracking_uri: str, name: str, holdout: pd.DataFrame) -> Incumbent | None:
+    """The current ``@champion`` of ``name`` scored on the candidate's ``holdout`` rows, loaded and verified
+    as the export loads it (a Kairos model or a baseline alike); None when there is no champion. A
+    champion that cannot be loaded or lacks a feature of the rows comes back without scores, and why."""
+    try:
+        version, kind = registry.resolve_kind(tracking_uri, name, registry.CHAMPION, None)
+    except ModelNotFoundError:
+        return None
+    baseline = baseline_name(kind)
+    try:
         loader = PropensityBundle()
         with tempfile.TemporaryDirectory() as tmp:
             fetched = loader.fetch(tracking_uri, name, registry.CHAMPION, Path(tmp), version=version)
@@ -552,9 +602,72 @@ def champion_challenge(
         missing = [f for f in champion.model.feature_names_ if f not in holdout.columns]
         if missing:
             raise KairosError(f"the holdout lacks the champion's feature(s) {missing}")
-        return paired_bootstrap(ROC_AUC, y, candidate, champion.score(holdout), seed=seed)
+        scores = champion.score(holdout)
+    except Exception as exc:  # any failure to score the champion: the gate says so and does not rely on it
+        return Incumbent(version, baseline, None, str(exc))
+    return Incumbent(version, baseline, scores)
 
-    return challenge
+
+def _gate_and_register(
+    cfg: PropensityConfig,
+    job: registry.JobRun,
+    model_uri: str,
+    meta: PropensityMeta,
+    manifest: dict[str, Any],
+    model: LightGBMClassifier,
+    data: PropensityData,
+    result: PropensityEvaluation,
+) -> tuple[registry.Registration, Served]:
+    """Register the candidate (``@champion`` only through the gate, training/gate.py) and, when the best
+    baseline is what is to be served, that baseline as ``@champion`` beside it."""
+    task, holdout = cfg.task, data.holdout
+    y = holdout[LABEL].to_numpy()
+    best = result.best_baseline
+    # scored as the export scores it, so an identical retrain gives the champion's very numbers
+    candidate = PropensityModel.from_parts(model, meta).score(holdout)
+    incumbent = champion_on(cfg.tracking_uri, task.name, holdout)
+    verdict = gate.decide(
+        y, candidate, best, result.scores[best], result.versus, incumbent, margin=cfg.margin, seed=cfg.seed
+    )
+    tags = {"kairos.run_id": job.run_id, "kairos.definition_hash": manifest["definition_hash"]}
+    registration = registry.register_decided(
+        job.client,
+        model_uri,
+        task.name,
+        alias=verdict.candidate_alias,
+        reason=verdict.candidate_reason,
+        metric_name="holdout_roc_auc",
+        metric_value=result.metrics["holdout_roc_auc"],
+        extra_tags={**tags, **meta.checksum_tags()},
+    )
+    mlflow.set_tag("kairos.registration", f"v{registration.version} -> @{registration.alias}: {registration.reason}")
+    served = Served(verdict.line, verdict.served, None, best)
+    if verdict.registers_baseline:
+        baseline, calibrated = result.baselines[best]
+        bmeta = replace(
+            meta,
+            features=tuple(baseline.feature_names_),
+            calibrator=calibrated.to_dict(),
+            model_kind=baseline_kind(best),
+        )
+        folder = job.folder / "baseline"
+        write_baseline(folder, baseline, bmeta)
+        info = registry.log_bundle(folder, "baseline", {"kairos": bmeta.to_dict()})
+        reg = registry.register_decided(
+            job.client,
+            info.model_uri,
+            task.name,
+            alias=registry.CHAMPION,
+            reason=verdict.line,
+            metric_name="holdout_roc_auc",
+            metric_value=float(result.metrics[f"{best}_roc_auc"]),
+            extra_tags={**tags, registry.TAG_KIND: bmeta.model_kind},
+            checksum_file=f"{registry.BUNDLE_DIR}/{registry.CHECKSUMS}",
+        )
+        served = Served(verdict.line, verdict.served, reg, best)
+        mlflow.set_tag("kairos.baseline_registration", f"v{reg.version} -> @{reg.alias}")
+    mlflow.set_tag("kairos.served", verdict.line)
+    return registration, served
 
 
 def log_and_register(
@@ -624,20 +737,10 @@ def log_and_register(
         for path in plots.values():
             mlflow.log_artifact(str(path), artifact_path="plots")
         info = log_model(model, meta, holdout[features].head(5))
+        served = None
         if cfg.register:
-            # scored as the export scores it, so an identical retrain gives the champion's very numbers
-            candidate = PropensityModel.from_parts(model, meta).score(holdout)
-            registration = registry.register_in_run(
-                job,
-                info.model_uri,
-                task.name,
-                metric_name="holdout_roc_auc",
-                metric_value=result.metrics["holdout_roc_auc"],
-                margin=cfg.margin,
-                extra_tags={"kairos.definition_hash": manifest["definition_hash"], **meta.checksum_tags()},
-                challenge=champion_challenge(cfg.tracking_uri, task.name, holdout, y, candidate, cfg.seed),
-                note="" if result.versus.better() else f"registered although not better than {result.best_baseline}",
-            )
+            tick(f"{task.name}: the gate (candidate, champion, best baseline)", 0.8)
+            registration, served = _gate_and_register(cfg, job, info.model_uri, meta, manifest, model, data, result)
         card = _card(
             task,
             params,
@@ -652,11 +755,13 @@ def log_and_register(
             job.run_id,
             currency,
             (versus_line,),
+            served.line if served is not None else "",
         )
         (folder / "model_card.md").write_text(card, encoding="utf-8")
         mlflow.log_artifact(str(folder / "model_card.md"))
-        if registration is not None:
-            job.client.update_model_version(task.name, registration.version, description=card)
+        for reg in (registration, served.baseline if served is not None else None):
+            if reg is not None:
+                job.client.update_model_version(task.name, reg.version, description=card)
     return PropensityRun(
         task.name,
         job.run_id,
@@ -669,6 +774,7 @@ def log_and_register(
         card,
         result.best_baseline,
         result.versus,
+        served,
     )
 
 
@@ -741,6 +847,7 @@ def _card(
     run_id: str,
     currency: str | None = None,
     comparisons: Sequence[str] = (),
+    served: str = "",
 ) -> str:
     from features.definitions import DESCRIPTIONS
     from training.model_card import DataSummary, ModelCard, render_model_card
@@ -779,6 +886,7 @@ def _card(
             run_id=run_id,
             created_at=datetime.now(UTC),
             comparisons=comparisons,
+            served=served,
         )
     )
 

@@ -96,8 +96,12 @@ def test_training_closes_with_the_interval_against_the_best_baseline(orii_home: 
     }
     assert len(verdicts) == 1, result.output
     ((verdict, baseline),) = verdicts
-    # without a significant win the decision says so instead of a bare "no champion yet"
-    assert _has(result.output, f"registered although not better than {baseline}") == (verdict != "beats")
+    # the closing line says which model is served: kairos only with a significant win, else the baseline
+    if verdict == "beats":
+        assert _has(result.output, f"purchase: serving kairos: kairos beats the {baseline} baseline"), result.output
+    else:
+        assert _has(result.output, f"purchase: serving the {baseline} baseline: kairos does not beat it"), result.output
+        assert _has(result.output, "-> @challenger", f"-> @champion (the {baseline} baseline)"), result.output
 
 
 def test_backtest_of_an_unfinished_outcome_is_refused(orii_home: BuiltHome) -> None:

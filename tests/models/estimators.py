@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from models.baselines import PropensityBaseline
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
 from models.clv import BGNBD, GammaGamma, ModifiedBGNBD
@@ -101,6 +102,18 @@ def _rfm_frame(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 RFM_X, RFM_Y = _rfm_frame(300, 2)
+
+
+def _baseline_frame() -> pd.DataFrame:
+    """RFM_X with the lifetime orders and tenure BG/NBD reads (leads: no order, a short tenure)."""
+    rng = np.random.default_rng(4)
+    lead = RFM_X["recency_days"].isna().to_numpy()
+    lifetime = np.where(lead, 0.0, RFM_X["orders_365d"].to_numpy() + rng.poisson(1.0, len(RFM_X)))
+    tenure = np.where(lead, rng.uniform(1, 30, len(RFM_X)), RFM_X["recency_days"].fillna(0).to_numpy() + 400.0)
+    return RFM_X.assign(orders_lifetime=lifetime, tenure_days=tenure)
+
+
+BASELINE_X = _baseline_frame()
 
 
 def _customers(n: int, seed: int) -> pd.DataFrame:
@@ -299,6 +312,20 @@ CASES: dict[str, Case] = {
         lambda: {"C": 0.5, "max_iter": 300},
         lambda m: m.fit(RFM_X, RFM_Y),
         lambda m: m.predict_proba(RFM_X),
+        _save_dict,
+    ),
+    "baseline_bgnbd": Case(
+        PropensityBaseline,
+        lambda: {"kind": "bgnbd", "direction": "churn", "horizon_days": 60},
+        lambda m: m.fit(BASELINE_X),
+        lambda m: (m.predict_proba(BASELINE_X), m.contributions(BASELINE_X).to_numpy()),
+        _save_dict,
+    ),
+    "baseline_rfm_score": Case(
+        PropensityBaseline,
+        lambda: {"kind": "rfm_score", "direction": "churn"},
+        lambda m: m.fit(RFM_X),
+        lambda m: m.predict_proba(RFM_X[["recency_days", "orders_365d", "monetary_365d"]].to_numpy()),
         _save_dict,
     ),
     "bgnbd": Case(

@@ -32,7 +32,9 @@ def test_batch_of_1000_with_5_percent_unknown_keeps_order(world: World, client: 
     statuses = [i["status"] for i in items]
     assert statuses.count("ok") == 950 and statuses.count("unknown_customer") == 50
     assert all((i["status"] == "unknown_customer") == ids[n].startswith("ghost-") for n, i in enumerate(items))
-    assert body["models"] == [{"name": "churn", "version": "1", "alias": "champion", "source": "model"}]
+    assert body["models"] == [
+        {"name": "churn", "version": "1", "alias": "champion", "source": "model", "kind": "kairos", "baseline": None}
+    ]
     assert body["degraded"] is False and body["source"] == "model" and len(body["request_id"]) >= 8
     ok = [i for i in items if i["status"] == "ok"]
     assert all(0.0 <= i["probabilities"]["churn"] <= 1.0 and i["segments"]["rfm_segment"] for i in ok)

@@ -168,11 +168,19 @@ def test_jobs_report_model_beside_every_baseline(trained: tuple[str, dict[str, A
         low, high = run.metrics["vs_best_baseline_roc_auc_low"], run.metrics["vs_best_baseline_roc_auc_high"]
         assert low <= run.metrics["vs_best_baseline_roc_auc_diff"] <= high
         assert run.versus_line in run.card and f"kairos {'beats' if low > 0 else 'is'}" in run.versus_line
-        assert ("registered although not better than" in run.registration.reason) == (low <= 0)
         # The model ranks better than chance and its probabilities are near the holdout rate.
         assert run.metrics["holdout_roc_auc"] > 0.7
         assert run.table.loc["kairos", "ece"] < 0.1
-        assert run.registration is not None and run.registration.alias == "champion"
+        # The gate: the first candidate is champion only with the interval above zero, else the best
+        # baseline is registered beside it as champion, and the decision says which is served.
+        assert run.registration is not None and run.served is not None
+        assert run.registration.alias == ("champion" if low > 0 else "challenger"), run.decision
+        if low > 0:
+            assert run.served.baseline is None and run.decision.startswith(f"serving kairos: kairos beats the {best}")
+        else:
+            assert run.served.baseline is not None and run.served.baseline.alias == "champion"
+            assert run.decision.startswith(f"serving the {best} baseline: kairos does not beat it, roc_auc ")
+        assert f"**Served:** {run.decision}" in run.card
         assert "## " in run.card and "rfm_logistic" in run.card
     # Churn is calibrated on the validation rows and the same season a year before the holdout.
     churn = runs["churn"]
@@ -184,28 +192,32 @@ def test_an_identical_retrain_stays_challenger_on_the_paired_holdout_interval(
     synth_home: SynthHome, trained: tuple[str, dict[str, Any]]
 ) -> None:
     uri, runs = trained
-    first = runs["purchase"].registration
+    champion = registry.configure(uri).get_model_version_by_alias("purchase", "champion")
     again = train_task(purchase_task(), synth_home.home, uri, sufficiency=small_data_rules())
     assert again.registration is not None and again.registration.alias == "challenger", again.registration
-    assert f"does not beat champion v{first.version} on the same holdout: +0.0000 [+0.0000, +0.0000]" in (
-        again.registration.reason
-    )
-    champion = registry.configure(uri).get_model_version_by_alias("purchase", "champion")
-    assert str(champion.version) == first.version
+    assert again.served is not None and again.served.what == "incumbent" and again.served.baseline is None
+    # whichever answers (kairos or its best baseline), the same again is no reason to replace it
+    assert again.decision.startswith(f"serving champion v{champion.version} (")
+    if runs["purchase"].served.baseline is None:  # kairos was served: the retrain ties it exactly
+        assert f"but not champion v{champion.version} (kairos), +0.0000 [+0.0000, +0.0000]" in again.decision
+    else:  # the baseline was served: refitted on the same rows, it ties itself exactly
+        assert "baseline refitted does not beat it, +0.0000 [+0.0000, +0.0000]" in again.decision
+    now = registry.configure(uri).get_model_version_by_alias("purchase", "champion")
+    assert str(now.version) == str(champion.version)
 
 
 def test_registered_model_carries_calibrator_and_refuses_tampered_metadata(
     trained: tuple[str, dict[str, Any]], tmp_path: Path
 ) -> None:
-    uri, _ = trained
-    fetched = registry.fetch(uri, "purchase", "champion", tmp_path / "ok")
+    uri, runs = trained
+    candidate = runs["purchase"].registration.version  # Kairos's model, whichever version is served
+    fetched = registry.fetch(uri, "purchase", "champion", tmp_path / "ok", version=candidate)
     meta = fetched.metadata["kairos"]
     assert meta["calibrator"]["method"] in ("isotonic", "platt")
     assert meta["bands"] == [0.3, 0.6] and meta["target"] == "purchase"
     # Edit the calibrator in the stored MLmodel: the recorded metadata checksum no longer matches.
     client = registry.configure(uri)
-    mv = client.get_model_version_by_alias("purchase", "champion")
-    source = Path(client.get_model_version_download_uri("purchase", str(mv.version)).removeprefix("file://"))
+    source = Path(client.get_model_version_download_uri("purchase", candidate).removeprefix("file://"))
     mlmodel = source / "MLmodel"
     original = mlmodel.read_text(encoding="utf-8")
     doc = yaml.safe_load(original)
@@ -213,7 +225,7 @@ def test_registered_model_carries_calibrator_and_refuses_tampered_metadata(
     try:
         mlmodel.write_text(yaml.safe_dump(doc), encoding="utf-8")
         with pytest.raises(ModelIntegrityError, match="metadata altered"):
-            registry.fetch(uri, "purchase", "champion", tmp_path / "bad")
+            registry.fetch(uri, "purchase", "champion", tmp_path / "bad", version=candidate)
     finally:
         mlmodel.write_text(original, encoding="utf-8")
 

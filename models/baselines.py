@@ -1,0 +1,238 @@
+"""The propensity baselines as servable models: the same rows in, a score per row out, reasons in words.
+
+A job compares its LightGBM candidate with these simple models and serves the best of them when the
+candidate does not beat it (docs/model-quality.md, "The gate"). So that what is served is what was
+evaluated, each baseline reads only the point-in-time feature row (the online store's matrix at
+serving time, the snapshot in the nightly export, the holdout rows in the job):
+
+* ``rfm_score``: the RFM quintile score (:class:`models.rfm.RFMScore`, 0..15) divided by 15; a rank,
+  given a probability by the calibrator the job records beside it;
+* ``rfm_logistic``: the logistic regression on R, F and M (:class:`models.rfm.RFMLogistic`);
+* ``bgnbd``: BG/NBD (:class:`models.clv.BGNBD`) on (frequency, recency, T) read off the feature row
+  (:func:`models.clv.summary_from_features`): P(at least one order within ``horizon_days``), or one minus
+  that for churn; a customer who never ordered scores 0 (1 for churn);
+* ``past_rate``: the customer's own engagement rate on a channel over the last 90 days, smoothed toward
+  one half, ``(actions + 1) / (sends + 2)``.
+
+:meth:`PropensityBaseline.predict_proba` reads a matrix whose columns are ``feature_names_`` (as
+LightGBM does) or a frame holding them. :meth:`PropensityBaseline.contributions` says which inputs push a
+customer's score up: the change in the score's log-odds when that one input is set to the training
+rows' median (an occlusion attribution: exact for no model, honest for three inputs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import pandas as pd
+from scipy.special import logit
+
+from models.base import Estimator, check_fitted
+from models.clv import BGNBD, ConvergenceError, summary_from_features
+from models.rfm import MAX_SCORE, MONETARY, RECENCY, RFMLogistic, RFMScore
+
+FORMAT_VERSION = 1
+BaselineKind: TypeAlias = Literal["rfm_score", "rfm_logistic", "bgnbd", "past_rate"]
+KINDS: tuple[str, ...] = ("rfm_score", "rfm_logistic", "bgnbd", "past_rate")
+RFM_FREQUENCY = "orders_365d"
+ORDERS_LIFETIME = "orders_lifetime"
+TENURE = "tenure_days"
+_EPS = 1e-6  # scores are clipped to [eps, 1 - eps] before the log-odds of an attribution
+
+
+class PropensityBaseline(Estimator):
+    """One simple propensity model over feature-store columns (see the module docstring for the kinds).
+
+    Args:
+        kind: ``"rfm_score"``, ``"rfm_logistic"``, ``"bgnbd"`` or ``"past_rate"``.
+        direction: ``"active"`` (the score rises with buying) or ``"churn"`` (it rises with leaving);
+            read by ``rfm_score`` and ``bgnbd``.
+        horizon_days: the window of ``bgnbd``'s P(an order).
+        channel, action: ``past_rate``'s channel (``email``, ...) and action (``open`` or ``click``).
+
+    Attributes (after ``fit``): ``feature_names_`` (the columns read, in matrix order), ``model_``
+    (the fitted inner model, None for ``past_rate``), ``reference_`` (per input, the training rows'
+    median: the attribution's point of comparison).
+    """
+
+    def __init__(
+        self,
+        kind: BaselineKind = "rfm_logistic",
+        direction: Literal["active", "churn"] = "active",
+        horizon_days: int = 30,
+        channel: str = "email",
+        action: str = "open",
+    ) -> None:
+        self.kind = kind
+        self.direction = direction
+        self.horizon_days = horizon_days
+        self.channel = channel
+        self.action = action
+
+    # --- what each kind reads --------------------------------------------------------------------------
+
+    def _inputs(self) -> list[str]:
+        if self.kind in ("rfm_score", "rfm_logistic"):
+            return [RECENCY, RFM_FREQUENCY, MONETARY]
+        if self.kind == "bgnbd":
+            return [ORDERS_LIFETIME, RECENCY, TENURE]
+        if self.kind == "past_rate":
+            return [f"sends_{self.channel}_90d", f"{self.action}s_{self.channel}_90d"]
+        raise ValueError(f"kind: expected one of {list(KINDS)}, got {self.kind!r}")
+
+    def _check(self) -> None:
+        if self.direction not in ("active", "churn"):
+            raise ValueError(f"direction: expected 'active' or 'churn', got {self.direction!r}")
+        if self.kind == "bgnbd" and not (isinstance(self.horizon_days, int) and self.horizon_days > 0):
+            raise ValueError(f"horizon_days: expected a positive whole number of days, got {self.horizon_days!r}")
+
+    def _frame(self, X: pd.DataFrame | np.ndarray, names: list[str]) -> pd.DataFrame:
+        if isinstance(X, pd.DataFrame):
+            missing = [c for c in names if c not in X.columns]
+            if missing:
+                raise ValueError(f"X: missing column(s) {missing}")
+            return X[names].astype(np.float64)
+        matrix = np.asarray(X, dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[1] != len(names):
+            raise ValueError(f"X: expected a matrix of {len(names)} columns {names}, got shape {matrix.shape}")
+        return pd.DataFrame(matrix, columns=names)
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> PropensityBaseline:
+        """Fit on feature rows ``X`` (0/1 outcomes ``y`` only for ``rfm_logistic``; ignored otherwise).
+
+        ``rfm_score`` learns its quintile edges from ``X``'s buyers, ``rfm_logistic`` its coefficients from
+        ``X`` and ``y``, ``bgnbd`` its four parameters from the customers of ``X`` who ordered (fit it on the
+        rows of one cutoff: one row per customer); ``past_rate`` learns nothing but its reference point.
+
+        Raises:
+            ValueError: an unknown kind or direction, a missing column, no rows, no buyers (``rfm_score``,
+                ``bgnbd``), or ``rfm_logistic`` without outcomes.
+        """
+        self._check()
+        names = self._inputs()
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"X: expected a pandas DataFrame with columns {names}")
+        frame = self._frame(X, names)
+        if len(frame) == 0:
+            raise ValueError("X: no rows")
+        model: Any = None
+        if self.kind == "rfm_score":
+            model = RFMScore(direction=self.direction).fit(frame)
+        elif self.kind == "rfm_logistic":
+            if y is None:
+                raise ValueError("y: rfm_logistic needs the 0/1 outcomes of the training rows")
+            model = RFMLogistic().fit(frame, y)
+        elif self.kind == "bgnbd":
+            summary = summary_from_features(frame).dropna()
+            if summary.empty:
+                raise ValueError(f"{ORDERS_LIFETIME}: no row with an order; BG/NBD has nothing to fit")
+            model = _fit_bgnbd(summary)
+        self.model_ = model
+        self.feature_names_ = names
+        self.reference_ = {c: _median(frame[c]) for c in names}
+        return self
+
+    def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """The score per row in [0, 1], shape (n,): a probability (``rfm_score``: the rank divided by 15)."""
+        check_fitted(self, "feature_names_")
+        frame = self._frame(X, self.feature_names_)
+        if len(frame) == 0:
+            return np.empty(0)
+        if self.kind == "rfm_score":
+            return np.asarray(self.model_.decision_function(frame) / MAX_SCORE, dtype=np.float64)
+        if self.kind == "rfm_logistic":
+            return np.asarray(self.model_.predict_proba(frame), dtype=np.float64)
+        if self.kind == "bgnbd":
+            summary = summary_from_features(frame)
+            known = summary.notna().all(axis=1).to_numpy()
+            buy = np.zeros(len(frame))
+            if known.any():
+                s = summary[known]
+                buy[known] = self.model_.probability_of_purchase(
+                    self.horizon_days / 7.0, s["frequency"], s["recency"], s["T"]
+                )
+            return 1.0 - buy if self.direction == "churn" else buy
+        sends, acts = (frame[c].fillna(0.0).to_numpy(np.float64) for c in self.feature_names_)
+        return (acts + 1.0) / (sends + 2.0)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per row and input, the log-odds the score loses when that input is set to its reference
+        (the training median); ``bias`` closes each row to the score's log-odds (as TreeSHAP's columns)."""
+        check_fitted(self, "feature_names_")
+        frame = self._frame(X, self.feature_names_)
+        base = _log_odds(self.predict_proba(frame))
+        out = {}
+        for name in self.feature_names_:
+            moved = frame.copy()
+            moved[name] = self.reference_[name]
+            out[name] = base - _log_odds(self.predict_proba(moved))
+        contrib = pd.DataFrame(out, index=X.index if isinstance(X, pd.DataFrame) else None)
+        contrib["bias"] = base - contrib.sum(axis=1).to_numpy()
+        return contrib
+
+    def to_dict(self) -> dict[str, Any]:
+        check_fitted(self, "feature_names_")
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": "propensity_baseline",
+            "params": self.get_params(),
+            "features": list(self.feature_names_),
+            "reference": {k: (None if np.isnan(v) else v) for k, v in self.reference_.items()},
+            "model": self.model_.to_dict() if self.model_ is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> PropensityBaseline:
+        """A fitted baseline from :meth:`to_dict`'s output.
+
+        Raises:
+            ValueError: another kind of dict or format, features or inner model that do not match the kind.
+        """
+        if state.get("kind") != "propensity_baseline":
+            raise ValueError(f"kind: expected 'propensity_baseline', got {state.get('kind')!r}")
+        if state.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"format_version: expected {FORMAT_VERSION}, got {state.get('format_version')!r}")
+        model = cls(**state["params"])
+        model._check()
+        names = model._inputs()
+        if list(state.get("features") or []) != names:
+            raise ValueError(f"features: a {model.kind} baseline reads {names}, got {state.get('features')!r}")
+        inner = state.get("model")
+        if model.kind == "rfm_score":
+            model.model_ = RFMScore.from_dict(inner or {})
+        elif model.kind == "rfm_logistic":
+            model.model_ = RFMLogistic.from_dict(inner or {})
+        elif model.kind == "bgnbd":
+            model.model_ = BGNBD.from_dict(inner or {})
+        else:
+            model.model_ = None
+        reference = state.get("reference") or {}
+        model.reference_ = {c: float("nan") if reference.get(c) is None else float(reference[c]) for c in names}
+        model.feature_names_ = names
+        return model
+
+
+def _median(values: pd.Series) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.median()) if len(finite) else float("nan")
+
+
+def _log_odds(p: np.ndarray) -> np.ndarray:
+    return np.asarray(logit(np.clip(p, _EPS, 1.0 - _EPS)), dtype=np.float64)
+
+
+PENALTIES = (0.0, 1e-3, 1e-2, 1e-1)  # tried in turn when the unpenalised likelihood does not converge
+
+
+def _fit_bgnbd(summary: pd.DataFrame) -> BGNBD:
+    """BG/NBD on (frequency, recency, T), with a small L2 penalty only when the plain fit does not converge
+    (data with hardly any dropout drives a, b to infinity); the penalty used stays in the model's params."""
+    last: Exception | None = None
+    for penalty in PENALTIES:
+        try:
+            return BGNBD(penalizer_coef=penalty).fit(summary["frequency"], summary["recency"], summary["T"])
+        except ConvergenceError as exc:
+            last = exc
+    assert last is not None
+    raise last

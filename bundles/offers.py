@@ -14,6 +14,7 @@ from typing import Any
 from bundles.base import MANIFEST_FILE, FolderBundle, Provenance, check_signature
 from bundles.errors import ModelIntegrityError
 from features.errors import KairosError
+from features.store import SEGMENT_COLUMNS
 from models.decisioning.control import ControlGroup
 from models.decisioning.nbo import NextBestOffer
 from models.decisioning.offers import Catalogue, parse_catalogue
@@ -60,7 +61,11 @@ class OffersBundle(FolderBundle):
         except (KairosError, OSError, KeyError, ValueError) as exc:
             raise ModelIntegrityError(f"{name} v{version}: the bundle does not load: {exc}") from exc
         if nbo.uplift is not None:
-            check_signature(name, version, list(getattr(nbo.uplift, "feature_names_", [])), store_features)
+            # the columns the model reads (a categorical column is one input, encoded inside); the segment
+            # labels (lifecycle, RFM segment) come from the snapshot's segments beside the store's features
+            inputs = getattr(nbo.uplift, "columns_", None) or getattr(nbo.uplift, "feature_names_", [])
+            from_store = [c for c in inputs if c not in SEGMENT_COLUMNS]
+            check_signature(name, version, from_store, store_features)
         if not len(nbo.catalogue.offers):
             raise ModelIntegrityError(f"{name} v{version}: the offer catalogue is empty")
         return nbo

@@ -60,6 +60,10 @@ from models.evaluation import binary_report
 from models.intervals import ROC_AUC, Interval, paired_bootstrap
 from models.population import Population
 from models.rfm import RFMLogistic, RFMScore
+from models.stacking import COLUMNS as DERIVED_COLUMNS
+from models.stacking import BaselineInputs, StackingError
+from training.inputs import add_derived, fit_per_cutoff, model_features
+from training.tuning import SearchBudget, SearchResult, search
 
 STEP_DAYS = 30
 SEASON_STEPS = 12  # 360 days: the grid cutoff nearest to one year before the holdout
@@ -396,6 +400,8 @@ class PropensityConfig:
     seed: int = 0
     sufficiency: Sufficiency = field(default_factory=Sufficiency)
     band_cuts: tuple[float, float] = (0.3, 0.6)
+    baseline_inputs: bool = True  # the baselines' outputs as inputs (models/stacking.py), unless the search says no
+    search: SearchBudget = field(default_factory=SearchBudget)  # 0 trials: MODEL_PARAMS as they are
 
 
 @dataclass(frozen=True)
@@ -408,12 +414,18 @@ class PropensityData:
     valid: pd.DataFrame
     calibration: pd.DataFrame  # the validation rows and the same season a year earlier
     holdout: pd.DataFrame
+    features: tuple[str, ...] = NUMERIC_FEATURES  # what the model reads from a feature row
+    # the holdout cutoff's fit of the derived columns (present in every frame above when not None)
+    stacking: BaselineInputs | None = None
+    text_features: tuple[str, ...] = ()  # this data's features no model reads (labels)
 
 
 @dataclass(frozen=True)
 class PropensityFit:
     model: LightGBMClassifier
     calibrator: ProbabilityCalibrator
+    stacking: BaselineInputs | None = None  # set when the model reads the derived columns
+    search: SearchResult | None = None
 
 
 @dataclass(frozen=True)
@@ -464,20 +476,41 @@ def build_data(cfg: PropensityConfig, ctx: Context, tick: ProgressFn) -> Propens
     if plan.season is not None:
         season = build_training_set(ctx.tables, [plan.season], task.target.labels, ctx.features)
         calibration = pd.concat([valid, season], ignore_index=True)
-    return PropensityData(plan, counts, train, valid, calibration, holdout)
+    features, text = model_features(ctx.tables)
+    stacking = None
+    if cfg.baseline_inputs or cfg.search.trials:
+        tick(f"{task.name}: the baselines' outputs at each cutoff", 0.4)
+        cutoffs = [*plan.train, plan.valid, plan.holdout, *([plan.season] if plan.season is not None else [])]
+        try:
+            fitted = fit_per_cutoff(ctx.features, cutoffs, task.horizon_days)
+        except StackingError as exc:
+            raise InsufficientDataError(f"{task.name}: {exc}") from exc
+        train, valid, calibration, holdout = (add_derived(f, fitted) for f in (train, valid, calibration, holdout))
+        stacking = fitted[pd.Timestamp(plan.holdout)]
+    return PropensityData(plan, counts, train, valid, calibration, holdout, features, stacking, text)
 
 
 def fit(cfg: PropensityConfig, data: PropensityData, tick: ProgressFn) -> PropensityFit:
     """LightGBM with early stopping on the validation rows, calibrated on rows it never saw."""
+    features = list(data.features)
+    derived = list(DERIVED_COLUMNS) if data.stacking is not None else []
+    params, stacked, found = dict(MODEL_PARAMS), cfg.baseline_inputs and bool(derived), None
+    if cfg.search.trials:
+        tick(f"{cfg.task.name}: searching LightGBM settings on the validation window", 0.42)
+        # the training and validation rows only: the search never sees the calibration or holdout rows
+        found = search(
+            data.train, data.valid, features, derived, params, cfg.search, use_derived=stacked, seed=cfg.seed
+        )
+        params, stacked = found.params, found.baseline_inputs
     tick(f"{cfg.task.name}: fitting LightGBM", 0.45)
-    features = list(NUMERIC_FEATURES)
-    model = LightGBMClassifier(seed=cfg.seed, **MODEL_PARAMS).fit(
-        data.train[features], data.train[LABEL], eval_set=(data.valid[features], data.valid[LABEL])
+    columns = [*features, *(derived if stacked else [])]
+    model = LightGBMClassifier(seed=cfg.seed, **params).fit(
+        data.train[columns], data.train[LABEL], eval_set=(data.valid[columns], data.valid[LABEL])
     )
     calibrator = ProbabilityCalibrator(method="auto", seed=cfg.seed).fit(
-        model.predict_proba(data.calibration[features]), data.calibration[LABEL].to_numpy()
+        model.predict_proba(data.calibration[columns]), data.calibration[LABEL].to_numpy()
     )
-    return PropensityFit(model, calibrator)
+    return PropensityFit(model, calibrator, data.stacking if stacked else None, found)
 
 
 def evaluate(
@@ -485,7 +518,7 @@ def evaluate(
 ) -> PropensityEvaluation:
     """The model and its baselines (RFM score, logistic RFM, BG/NBD or the past rate) on the holdout."""
     task, train, valid, holdout = cfg.task, data.train, data.valid, data.holdout
-    features = list(NUMERIC_FEATURES)
+    features = list(fitted.model.feature_names_)
     model, calibrator = fitted.model, fitted.calibrator
     y = holdout[LABEL].to_numpy()
     raw = model.predict_proba(holdout[features])
@@ -549,7 +582,7 @@ def champion_challenge(
         with tempfile.TemporaryDirectory() as tmp:
             fetched = loader.fetch(tracking_uri, name, registry.CHAMPION, Path(tmp), version=version)
             champion = loader.build(fetched.folder, fetched.provenance, None)
-        missing = [f for f in champion.model.feature_names_ if f not in holdout.columns]
+        missing = [f for f in champion.features if f not in holdout.columns]
         if missing:
             raise KairosError(f"the holdout lacks the champion's feature(s) {missing}")
         return paired_bootstrap(ROC_AUC, y, candidate, champion.score(holdout), seed=seed)
@@ -569,7 +602,7 @@ def log_and_register(
     ``@champion`` only if it beats the champion's holdout ROC-AUC by more than ``cfg.margin``."""
     task, plan, holdout = cfg.task, data.plan, data.holdout
     model, calibrator = fitted.model, fitted.calibrator
-    features = list(NUMERIC_FEATURES)
+    features = list(model.feature_names_)  # the feature row's columns, then any derived ones
     y = holdout[LABEL].to_numpy()
     tick(f"{task.name}: plots and model card", 0.7)
     report = ingest_report(ctx.data_home)
@@ -590,9 +623,13 @@ def log_and_register(
         "data_as_of": ctx.as_of.isoformat() if ctx.as_of else "all",
         "data_end": ctx.end.isoformat(),
         "currency": currency,
+        "inputs": len(data.features),
+        "inputs_not_read": ",".join(data.text_features) or "none",
+        "baseline_inputs": fitted.stacking is not None,
+        **(fitted.search.summary() if fitted.search is not None else {"search_trials": 0}),
     }
     meta = PropensityMeta(
-        features=tuple(features),
+        features=tuple(data.features),
         manifest=manifest,
         target=task.name,
         description=task.description,
@@ -602,6 +639,7 @@ def log_and_register(
         base_rate=float(y.mean()),
         population=task.population,
         holdout_cutoff=plan.holdout.isoformat(),
+        stacking=fitted.stacking.to_dict() if fitted.stacking is not None else None,
     )
     registration = None
     tags = {"kairos.data_hash": report["source_hash"]}
@@ -611,6 +649,9 @@ def log_and_register(
         mlflow.log_dict(manifest, "feature_manifest.json")
         mlflow.log_dict(calibrator.to_dict(), "calibrator.json")
         mlflow.log_dict({"rfm_score": result.rfm.to_dict()}, "baselines.json")
+        if fitted.search is not None:
+            fitted.search.trials.to_csv(job.folder / "search_trials.csv", index=False)
+            mlflow.log_artifact(str(job.folder / "search_trials.csv"))
         versus_line = result.versus.describe("kairos", result.best_baseline)
         mlflow.log_dict(
             {"best_baseline": result.best_baseline, "line": versus_line, **result.versus.to_dict()},
@@ -685,6 +726,8 @@ def train_task(
     context: Context | None = None,
     as_of: datetime | None = None,
     progress: ProgressFn | None = None,
+    baseline_inputs: bool = True,
+    search_budget: SearchBudget | None = None,
 ) -> PropensityRun:
     """Train one propensity model, evaluate it beside its baselines on the holdout, log and register it:
     :func:`build_data` -> :func:`fit` -> :func:`evaluate` -> :func:`log_and_register`.
@@ -695,7 +738,17 @@ def train_task(
         InsufficientDataError: the data is too thin (every missing item is named); nothing is logged.
     """
     tick = progress or (lambda step, frac: None)
-    cfg = PropensityConfig(task, tracking_uri, margin, register, seed, sufficiency or Sufficiency(), band_cuts)
+    cfg = PropensityConfig(
+        task,
+        tracking_uri,
+        margin,
+        register,
+        seed,
+        sufficiency or Sufficiency(),
+        band_cuts,
+        baseline_inputs,
+        search_budget or SearchBudget(),
+    )
     ctx = context or Context.open(data_home, as_of)
     data = build_data(cfg, ctx, tick)
     fitted = fit(cfg, data, tick)

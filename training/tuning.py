@@ -2,13 +2,14 @@
 
 The search sees the training rows and the validation rows, nothing else: each trial fits LightGBM on the
 training rows with early stopping on the validation rows and is scored by the validation ROC-AUC (the
-number of rounds is early stopping's). The defaults are the first trial, so the search can only keep
-them or find something better on validation. Whether the model reads the baselines' outputs
+number of rounds is early stopping's). The defaults (within the ranges searched) are the first trial,
+so the search can only keep them or find something better on validation. Whether the model reads the baselines' outputs
 (:mod:`models.stacking`) is one more choice of the search.
 
 Deterministic for a seed: a seeded TPE sampler, trials one after the other, LightGBM deterministic. The
 budget is a number of trials and a number of seconds; the clock is read between trials (Optuna's
-``timeout``), so the search ends after the trial during which the seconds ran out.
+``timeout``), so the search ends after the trial during which the seconds ran out (the first trial,
+the defaults, always runs).
 """
 
 from __future__ import annotations
@@ -120,12 +121,17 @@ def search(
 
     sampler = optuna.samplers.TPESampler(seed=seed)
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    first = {k: defaults.get(k, LightGBMClassifier().get_params()[k]) for k in SPACE}
+    # the defaults as the first trial (clipped into the searched ranges: LightGBM's own L2 default, 0, is not)
+    given = {k: defaults.get(k, LightGBMClassifier().get_params()[k]) for k in SPACE}
+    first: dict[str, Any] = {k: type(v)(min(max(v, SPACE[k][0]), SPACE[k][1])) for k, v in given.items()}
     if offer:
         first["baseline_inputs"] = use_derived
     study.enqueue_trial(first)
     started = time.perf_counter()
-    study.optimize(objective, n_trials=budget.trials, timeout=budget.seconds, gc_after_trial=False)
+    study.optimize(objective, n_trials=1)  # the defaults, whatever the clock says
+    left = budget.seconds - (time.perf_counter() - started)
+    if budget.trials > 1 and left > 0:
+        study.optimize(objective, n_trials=budget.trials - 1, timeout=left)
     seconds = time.perf_counter() - started
     done = [t for t in study.trials if t.value is not None]
     best = max(done, key=lambda t: (t.value, -t.number))  # the earliest of equal trials: the defaults first

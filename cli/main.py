@@ -463,6 +463,8 @@ def _print_propensity(result: Any) -> None:
     )
     if result.versus_line:
         console.print(f"{result.versus_line} (paired bootstrap 95 %, holdout)", markup=False)
+    for note in result.notes:
+        console.print(note, markup=False)
     console.print(
         f"registered: {result.task} v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered"
     )

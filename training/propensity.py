@@ -62,6 +62,7 @@ from models.population import Population
 from models.rfm import RFMLogistic, RFMScore
 from models.stacking import COLUMNS as DERIVED_COLUMNS
 from models.stacking import BaselineInputs, StackingError
+from training.calibration_note import calibration_note
 from training.inputs import add_derived, fit_per_cutoff, model_features
 from training.tuning import SearchBudget, SearchResult, search
 
@@ -361,6 +362,7 @@ class PropensityRun:
     card: str = ""
     best_baseline: str = ""  # the baseline with the highest holdout ROC-AUC in this run
     versus: Interval | None = None  # kairos - best baseline, paired bootstrap 95 % on the holdout
+    notes: tuple[str, ...] = ()  # e.g. why the holdout ECE misses 0.05
 
     @property
     def versus_line(self) -> str:
@@ -653,6 +655,16 @@ def log_and_register(
             fitted.search.trials.to_csv(job.folder / "search_trials.csv", index=False)
             mlflow.log_artifact(str(job.folder / "search_trials.csv"))
         versus_line = result.versus.describe("kairos", result.best_baseline)
+        why = calibration_note(
+            y,
+            result.scores["kairos"],
+            data.calibration[LABEL].to_numpy(),
+            [c for c in (plan.valid, plan.season) if c is not None],
+            plan.holdout,
+        )
+        notes = (why,) if why else ()
+        if why:
+            mlflow.set_tag("kairos.calibration_note", why)
         mlflow.log_dict(
             {"best_baseline": result.best_baseline, "line": versus_line, **result.versus.to_dict()},
             "vs_best_baseline.json",
@@ -692,7 +704,7 @@ def log_and_register(
             model,
             job.run_id,
             currency,
-            (versus_line,),
+            (versus_line, *notes),
         )
         (folder / "model_card.md").write_text(card, encoding="utf-8")
         mlflow.log_artifact(str(folder / "model_card.md"))
@@ -710,6 +722,7 @@ def log_and_register(
         card,
         result.best_baseline,
         result.versus,
+        notes,
     )
 
 

@@ -14,12 +14,12 @@ model sees, so a training frame and a served matrix give bit-identical columns.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from models.base import Estimator, check_fitted
 from models.clv import BGNBD, RFM, ConvergenceError, summary_from_features
 from models.rfm import FREQUENCY, MONETARY, RECENCY, RFMScore
 
@@ -60,23 +60,27 @@ def _rfm_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.fillna({FREQUENCY: 0.0, MONETARY: 0.0})
 
 
-@dataclass(frozen=True)
-class BaselineInputs:
-    """BG/NBD and RFM fitted on one cutoff's feature rows; derives :data:`COLUMNS` for any feature row."""
+class BaselineInputs(Estimator):
+    """BG/NBD and RFM fitted on one cutoff's feature rows; derives :data:`COLUMNS` for any feature row.
 
-    horizon_days: int
-    bgnbd: BGNBD
-    rfm: RFMScore
+    Args:
+        horizon_days: the model's horizon (P(order) and expected orders are over it).
 
-    @classmethod
-    def fit(cls, features: pd.DataFrame, horizon_days: int) -> BaselineInputs:
-        """Fit on the feature rows of one cutoff (all customers as of it; no label is read).
+    Attributes: ``bgnbd_`` (BG/NBD on the rows' frequency, recency and T, in weeks), ``rfm_`` (the RFM
+    quintile edges of the rows' buyers).
+    """
+
+    def __init__(self, horizon_days: int = 30) -> None:
+        self.horizon_days = horizon_days
+
+    def fit(self, features: pd.DataFrame, y: Any = None) -> BaselineInputs:
+        """Fit on the feature rows of one cutoff (all customers as of it); ``y`` is ignored: no label is read.
 
         Raises:
             StackingError: a needed column is missing, or no row has an order.
         """
-        if horizon_days <= 0:
-            raise StackingError(f"horizon_days: expected a positive number of days, got {horizon_days}")
+        if self.horizon_days <= 0:
+            raise StackingError(f"horizon_days: expected a positive number of days, got {self.horizon_days}")
         frame = _frame(features)
         summary = summary_from_features(frame).dropna()
         if summary.empty:
@@ -93,11 +97,13 @@ class BaselineInputs:
         else:
             assert last is not None
             raise last
-        rfm = RFMScore(direction="active").fit(_rfm_rows(frame))
-        return cls(horizon_days, bg, rfm)
+        self.bgnbd_: BGNBD = bg
+        self.rfm_: RFMScore = RFMScore(direction="active").fit(_rfm_rows(frame))
+        return self
 
     def transform(self, features: pd.DataFrame) -> pd.DataFrame:
         """The derived columns (float32, NaN for BG/NBD's columns where the customer never ordered)."""
+        check_fitted(self, "bgnbd_", "rfm_")
         frame = _frame(features)
         summary = summary_from_features(frame)
         known = summary.notna().all(axis=1).to_numpy()
@@ -106,14 +112,14 @@ class BaselineInputs:
         weeks = self.horizon_days / 7.0
         out: dict[str, np.ndarray] = {}
         for name, values in (
-            (P_ALIVE, self.bgnbd.p_alive(x, t_x, big_t)),
-            (P_ORDER, self.bgnbd.probability_of_purchase(weeks, x, t_x, big_t)),
-            (EXPECTED_ORDERS, self.bgnbd.expected_purchases(weeks, x, t_x, big_t)),
+            (P_ALIVE, self.bgnbd_.p_alive(x, t_x, big_t)),
+            (P_ORDER, self.bgnbd_.probability_of_purchase(weeks, x, t_x, big_t)),
+            (EXPECTED_ORDERS, self.bgnbd_.expected_purchases(weeks, x, t_x, big_t)),
         ):
             column = np.full(len(frame), np.nan)
             column[known] = values
             out[name] = column
-        out[RFM_SCORE] = self.rfm.transform(_rfm_rows(frame))["rfm_score"].to_numpy(np.float64)
+        out[RFM_SCORE] = self.rfm_.transform(_rfm_rows(frame))["rfm_score"].to_numpy(np.float64)
         return pd.DataFrame({c: out[c].astype(np.float32) for c in COLUMNS}, index=features.index)
 
     def derive(self, matrix: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -128,12 +134,13 @@ class BaselineInputs:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: the BG/NBD parameters and the RFM quintile edges (what the served model needs)."""
+        check_fitted(self, "bgnbd_", "rfm_")
         return {
             "format_version": FORMAT_VERSION,
             "columns": list(COLUMNS),
             "horizon_days": self.horizon_days,
-            "bgnbd": self.bgnbd.to_dict(),
-            "rfm_edges": self.rfm.edges_,
+            "bgnbd": self.bgnbd_.to_dict(),
+            "rfm_edges": self.rfm_.edges_,
         }
 
     @classmethod
@@ -148,7 +155,9 @@ class BaselineInputs:
             rfm = RFMScore(direction="active")
             rfm.edges_ = {str(k): [float(e) for e in v] for k, v in data["rfm_edges"].items()}
             rfm.n_buyers_ = 0
-            return cls(int(data["horizon_days"]), BGNBD.from_dict(data["bgnbd"]), rfm)
+            out = cls(int(data["horizon_days"]))
+            out.bgnbd_, out.rfm_ = BGNBD.from_dict(data["bgnbd"]), rfm
+            return out
         except (KeyError, TypeError, ValueError) as exc:
             raise StackingError(f"derived inputs do not load: {exc}") from exc
 

@@ -37,7 +37,7 @@ def fit_per_cutoff(
     features_at: Callable[[datetime], pd.DataFrame], cutoffs: Iterable[datetime], horizon_days: int
 ) -> dict[pd.Timestamp, BaselineInputs]:
     """BG/NBD and RFM fitted on each cutoff's own feature rows (``features_at(c)``: everyone as of ``c``)."""
-    return {pd.Timestamp(c): BaselineInputs.fit(features_at(c), horizon_days) for c in dict.fromkeys(cutoffs)}
+    return {pd.Timestamp(c): BaselineInputs(horizon_days).fit(features_at(c)) for c in dict.fromkeys(cutoffs)}
 
 
 def add_derived(frame: pd.DataFrame, fitted: dict[pd.Timestamp, BaselineInputs]) -> pd.DataFrame:

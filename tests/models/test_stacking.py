@@ -65,7 +65,7 @@ def test_derived_inputs_at_a_cutoff_read_nothing_at_or_after_it(orders: list[tup
     got = derived_full.loc[at_c1.index, list(COLUMNS)]
     pd.testing.assert_frame_equal(got, derived_past[list(COLUMNS)])
     # and the later cutoff's rows use the later fit, not C1's
-    assert fitted_full[pd.Timestamp(C2)].bgnbd.params_ != fitted_full[pd.Timestamp(C1)].bgnbd.params_
+    assert fitted_full[pd.Timestamp(C2)].bgnbd_.params_ != fitted_full[pd.Timestamp(C1)].bgnbd_.params_
     assert got[P_ALIVE].notna().all() and got[RFM_SCORE].between(3, 15).all()
 
 
@@ -73,12 +73,12 @@ def test_derived_columns_are_the_baselines_own_numbers(orders: list[tuple[str, d
     """P(alive) and P(order) are BG/NBD's on (frequency, recency, T) of the feature row; leads get NaN."""
     feats = compute_features(_tables(orders), C1)
     feats = pd.concat([feats, feats.head(1).assign(customer_key="lead", orders_lifetime=0.0, recency_days=np.nan)])
-    inputs = BaselineInputs.fit(feats, 30)
+    inputs = BaselineInputs(30).fit(feats)
     derived = inputs.transform(feats)
     row = feats.iloc[0]
     x, t = float(row["orders_lifetime"]) - 1, float(row["tenure_days"]) / 7
     t_x = (float(row["tenure_days"]) - float(row["recency_days"])) / 7
-    bg: BGNBD = inputs.bgnbd
+    bg: BGNBD = inputs.bgnbd_
     assert derived[P_ALIVE].iloc[0] == pytest.approx(float(bg.p_alive(x, t_x, t)), rel=1e-6)
     assert derived[P_ORDER].iloc[0] == pytest.approx(float(bg.probability_of_purchase(30 / 7, x, t_x, t)), rel=1e-6)
     assert derived.iloc[-1][[P_ALIVE, P_ORDER, EXPECTED_ORDERS]].isna().all()
@@ -88,7 +88,7 @@ def test_derived_columns_are_the_baselines_own_numbers(orders: list[tuple[str, d
 def test_the_served_derivation_is_the_trained_one(orders: list[tuple[str, datetime, float]]) -> None:
     """Through JSON (the model's metadata) and from a float32 matrix in another column order, the same values."""
     feats = compute_features(_tables(orders), C1)
-    inputs = BaselineInputs.fit(feats, 30)
+    inputs = BaselineInputs(30).fit(feats)
     back = BaselineInputs.from_dict(json.loads(json.dumps(inputs.to_dict())))
     names = list(feats.columns[::-1].drop("customer_key"))
     matrix = feats[names].to_numpy(np.float32)
@@ -100,8 +100,8 @@ def test_the_served_derivation_is_the_trained_one(orders: list[tuple[str, dateti
 def test_derived_inputs_refuse_what_they_cannot_use(orders: list[tuple[str, datetime, float]]) -> None:
     feats = compute_features(_tables(orders), C1)
     with pytest.raises(StackingError, match="tenure_days"):
-        BaselineInputs.fit(feats.drop(columns="tenure_days"), 30)
+        BaselineInputs(30).fit(feats.drop(columns="tenure_days"))
     with pytest.raises(StackingError, match="no customer with an order"):
-        BaselineInputs.fit(feats.assign(orders_lifetime=0.0), 30)
+        BaselineInputs(30).fit(feats.assign(orders_lifetime=0.0))
     with pytest.raises(StackingError, match="format"):
-        BaselineInputs.from_dict({**BaselineInputs.fit(feats, 30).to_dict(), "format_version": 99})
+        BaselineInputs.from_dict({**BaselineInputs(30).fit(feats).to_dict(), "format_version": 99})

@@ -43,7 +43,7 @@ def _rows(n: int, seed: int, cutoff: datetime) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def sets() -> dict[str, pd.DataFrame]:
-    inputs = BaselineInputs.fit(_rows(600, 9, T), 90)
+    inputs = BaselineInputs(90).fit(_rows(600, 9, T))
     out = {}
     for name, seed in (("train", 1), ("valid", 2), ("holdout", 3)):
         rows = _rows(600, seed, T)

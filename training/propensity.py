@@ -62,6 +62,7 @@ from models.population import Population
 from models.rfm import RFMLogistic, RFMScore
 from models.stacking import COLUMNS as DERIVED_COLUMNS
 from models.stacking import BaselineInputs, StackingError
+from training.base_rate import BaseRateShift, decide, needed_cutoffs
 from training.calibration_note import calibration_note
 from training.inputs import add_derived, fit_per_cutoff, model_features
 from training.tuning import SearchBudget, SearchResult, search
@@ -404,6 +405,7 @@ class PropensityConfig:
     band_cuts: tuple[float, float] = (0.3, 0.6)
     baseline_inputs: bool = True  # the baselines' outputs as inputs (models/stacking.py), unless the search says no
     search: SearchBudget = field(default_factory=SearchBudget)  # 0 trials: MODEL_PARAMS as they are
+    base_rate_shift: bool = True  # the seasonal correction of the calibrator where validation favours it
 
 
 @dataclass(frozen=True)
@@ -420,6 +422,7 @@ class PropensityData:
     # the holdout cutoff's fit of the derived columns (present in every frame above when not None)
     stacking: BaselineInputs | None = None
     text_features: tuple[str, ...] = ()  # this data's features no model reads (labels)
+    shift: BaseRateShift | None = None  # decided on labels that end by the validation cutoff
 
 
 @dataclass(frozen=True)
@@ -428,6 +431,7 @@ class PropensityFit:
     calibrator: ProbabilityCalibrator
     stacking: BaselineInputs | None = None  # set when the model reads the derived columns
     search: SearchResult | None = None
+    shift: BaseRateShift | None = None
 
 
 @dataclass(frozen=True)
@@ -489,7 +493,24 @@ def build_data(cfg: PropensityConfig, ctx: Context, tick: ProgressFn) -> Propens
             raise InsufficientDataError(f"{task.name}: {exc}") from exc
         train, valid, calibration, holdout = (add_derived(f, fitted) for f in (train, valid, calibration, holdout))
         stacking = fitted[pd.Timestamp(plan.holdout)]
-    return PropensityData(plan, counts, train, valid, calibration, holdout, features, stacking, text)
+    shift = _base_rate_shift(cfg, ctx, plan) if cfg.base_rate_shift else None
+    return PropensityData(plan, counts, train, valid, calibration, holdout, features, stacking, text, shift)
+
+
+def _base_rate_shift(cfg: PropensityConfig, ctx: Context, plan: CutoffPlan) -> BaseRateShift:
+    """The seasonal correction's decision (training/base_rate.py) from label counts of matured windows."""
+    target = cfg.task.target
+    span = timedelta(days=steps_for(target.label_days))
+    earliest = ctx.start + timedelta(days=max(cfg.sufficiency.min_history_days, target.lookback_days))
+    wanted = set(needed_cutoffs(plan.valid, plan.holdout, span).values())
+
+    def rate_at(cutoff: datetime) -> float | None:
+        if cutoff < earliest or cutoff not in wanted or cutoff + span > plan.holdout:
+            return None  # a truncated population, or a label window the decision must not read
+        pos, neg = count_labels(target.labels(ctx.tables, cutoff))
+        return pos / (pos + neg) if pos + neg else None
+
+    return decide(rate_at, plan.valid, plan.holdout, span)
 
 
 def fit(cfg: PropensityConfig, data: PropensityData, tick: ProgressFn) -> PropensityFit:
@@ -512,7 +533,9 @@ def fit(cfg: PropensityConfig, data: PropensityData, tick: ProgressFn) -> Propen
     calibrator = ProbabilityCalibrator(method="auto", seed=cfg.seed).fit(
         model.predict_proba(data.calibration[columns]), data.calibration[LABEL].to_numpy()
     )
-    return PropensityFit(model, calibrator, data.stacking if stacked else None, found)
+    if data.shift is not None and data.shift.used and data.shift.target_rate is not None:
+        calibrator = calibrator.shifted(float(data.calibration[LABEL].mean()), data.shift.target_rate)
+    return PropensityFit(model, calibrator, data.stacking if stacked else None, found, data.shift)
 
 
 def evaluate(
@@ -628,6 +651,7 @@ def log_and_register(
         "inputs": len(data.features),
         "inputs_not_read": ",".join(data.text_features) or "none",
         "baseline_inputs": fitted.stacking is not None,
+        "base_rate_shift": fitted.shift.reason if fitted.shift is not None else "off",
         **(fitted.search.summary() if fitted.search is not None else {"search_trials": 0}),
     }
     meta = PropensityMeta(
@@ -741,6 +765,7 @@ def train_task(
     progress: ProgressFn | None = None,
     baseline_inputs: bool = True,
     search_budget: SearchBudget | None = None,
+    base_rate_shift: bool = True,
 ) -> PropensityRun:
     """Train one propensity model, evaluate it beside its baselines on the holdout, log and register it:
     :func:`build_data` -> :func:`fit` -> :func:`evaluate` -> :func:`log_and_register`.
@@ -761,6 +786,7 @@ def train_task(
         band_cuts,
         baseline_inputs,
         search_budget or SearchBudget(),
+        base_rate_shift,
     )
     ctx = context or Context.open(data_home, as_of)
     data = build_data(cfg, ctx, tick)

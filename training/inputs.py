@@ -15,7 +15,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from features.datasets import CUTOFF
-from features.definitions import NUMERIC_FEATURES, features_for
+from features.definitions import FEATURES, NUMERIC_FEATURES, features_for
 from models.stacking import BaselineInputs, with_derived
 
 
@@ -27,7 +27,7 @@ def model_features(tables: dict[str, ir.Table]) -> tuple[tuple[str, ...], tuple[
     band's label) are not model inputs; they are returned so the job can say so.
     """
     catalogue = list(NUMERIC_FEATURES)
-    extra = [f for f in features_for(tables) if f.name not in set(catalogue)]
+    extra = [f for f in features_for(tables) if f not in FEATURES]  # the export's own: campaigns, attributes
     numeric = tuple(catalogue + [f.name for f in extra if f.dtype == "float32"])
     text = tuple(f.name for f in extra if f.dtype != "float32")
     return numeric, text

@@ -105,3 +105,34 @@ def test_derived_inputs_refuse_what_they_cannot_use(orders: list[tuple[str, date
         BaselineInputs(30).fit(feats.assign(orders_lifetime=0.0))
     with pytest.raises(StackingError, match="format"):
         BaselineInputs.from_dict({**BaselineInputs(30).fit(feats).to_dict(), "format_version": 99})
+
+
+def test_the_exports_numeric_features_reach_the_model_and_its_labels_are_named() -> None:
+    """Campaign features and numeric or banded customer attributes are model inputs when the data has them;
+    text labels are not inputs, and are returned so the job can say so."""
+    from features.definitions import NUMERIC_FEATURES
+    from training.inputs import model_features
+
+    con = ibis.duckdb.connect()
+    customers = pd.DataFrame(
+        {
+            "customer_key": ["a"],
+            "attr_income": [1.0],
+            "attr_segment": ["x"],
+            "attr_age": ["35-44"],
+            "attr_age_rank": [3],
+        }
+    )
+    exposures = pd.DataFrame({"customer_key": ["a"], "campaign_id": ["c1"], "exposed_at": [pd.Timestamp(C1)]})
+    tables = {
+        "orders": _tables([("a", C1, 1.0)])["orders"],
+        "customers": con.create_table("customers", customers),
+        "exposures": con.create_table("exposures", exposures),
+    }
+    numeric, text = model_features(tables)
+    assert numeric[: len(NUMERIC_FEATURES)] == NUMERIC_FEATURES
+    extra = numeric[len(NUMERIC_FEATURES) :]
+    assert {"attr_income", "attr_age", "campaigns_received_365d", "days_since_last_campaign"} <= set(extra)
+    assert set(text) == {"attr_segment", "attr_age_band"}
+    bare, none = model_features(_tables([("a", C1, 1.0)]))
+    assert bare == NUMERIC_FEATURES and none == ()

@@ -418,8 +418,9 @@ _BASELINE_INPUTS_OPT = Annotated[
     bool,
     typer.Option(
         "--baseline-inputs/--no-baseline-inputs",
-        help="Give the model the baselines' outputs (BG/NBD P(alive), P(order), expected orders; RFM score) "
-        "fitted at each cutoff. With a search, the search keeps them or not on the validation window.",
+        help="Offer the model the baselines' outputs (BG/NBD P(alive), P(order), expected orders; RFM score) "
+        "fitted at each cutoff; kept only where the validation window's ROC-AUC is higher with them (with a "
+        "search, the search decides).",
     ),
 ]
 

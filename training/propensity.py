@@ -403,7 +403,8 @@ class PropensityConfig:
     seed: int = 0
     sufficiency: Sufficiency = field(default_factory=Sufficiency)
     band_cuts: tuple[float, float] = (0.3, 0.6)
-    baseline_inputs: bool = True  # the baselines' outputs as inputs (models/stacking.py), unless the search says no
+    # offer the baselines' outputs as inputs (models/stacking.py): kept where validation says they help
+    baseline_inputs: bool = True
     search: SearchBudget = field(default_factory=SearchBudget)  # 0 trials: MODEL_PARAMS as they are
     base_rate_shift: bool = True  # the seasonal correction of the calibrator where validation favours it
 
@@ -432,6 +433,7 @@ class PropensityFit:
     stacking: BaselineInputs | None = None  # set when the model reads the derived columns
     search: SearchResult | None = None
     shift: BaseRateShift | None = None
+    inputs_choice: str = ""  # how the baselines' outputs were kept or left out
 
 
 @dataclass(frozen=True)
@@ -526,16 +528,27 @@ def fit(cfg: PropensityConfig, data: PropensityData, tick: ProgressFn) -> Propen
         )
         params, stacked = found.params, found.baseline_inputs
     tick(f"{cfg.task.name}: fitting LightGBM", 0.45)
-    columns = [*features, *(derived if stacked else [])]
-    model = LightGBMClassifier(seed=cfg.seed, **params).fit(
-        data.train[columns], data.train[LABEL], eval_set=(data.valid[columns], data.valid[LABEL])
-    )
+
+    def fit_on(columns: list[str]) -> tuple[LightGBMClassifier, float]:
+        m = LightGBMClassifier(seed=cfg.seed, **params).fit(
+            data.train[columns], data.train[LABEL], eval_set=(data.valid[columns], data.valid[LABEL])
+        )
+        return m, float(ROC_AUC(data.valid[LABEL].to_numpy(), m.predict_proba(data.valid[columns])))
+
+    model, score = fit_on([*features, *(derived if stacked else [])])
+    choice = "chosen by the search" if found is not None else ("offered" if stacked else "not offered")
+    if stacked and found is None:
+        # offered, kept only where the validation window says they help (a tie keeps the plainer model)
+        plain, plain_score = fit_on(features)
+        choice = f"validation ROC-AUC {score:.4f} with, {plain_score:.4f} without"
+        if plain_score >= score:
+            model, stacked = plain, False
     calibrator = ProbabilityCalibrator(method="auto", seed=cfg.seed).fit(
-        model.predict_proba(data.calibration[columns]), data.calibration[LABEL].to_numpy()
+        model.predict_proba(data.calibration[model.feature_names_]), data.calibration[LABEL].to_numpy()
     )
     if data.shift is not None and data.shift.used and data.shift.target_rate is not None:
         calibrator = calibrator.shifted(float(data.calibration[LABEL].mean()), data.shift.target_rate)
-    return PropensityFit(model, calibrator, data.stacking if stacked else None, found, data.shift)
+    return PropensityFit(model, calibrator, data.stacking if stacked else None, found, data.shift, choice)
 
 
 def evaluate(
@@ -651,6 +664,7 @@ def log_and_register(
         "inputs": len(data.features),
         "inputs_not_read": ",".join(data.text_features) or "none",
         "baseline_inputs": fitted.stacking is not None,
+        "baseline_inputs_choice": fitted.inputs_choice,
         "base_rate_shift": fitted.shift.reason if fitted.shift is not None else "off",
         **(fitted.search.summary() if fitted.search is not None else {"search_trials": 0}),
     }

@@ -118,7 +118,8 @@ def test_search_and_fit_never_read_the_holdout(sets: dict[str, Any]) -> None:
 def test_a_stacked_model_scores_the_same_on_every_path(sets: dict[str, Any]) -> None:
     """The job's frame, the export's matrix (the model's features in order) and the API's store matrix (any
     order, more columns) give the same probabilities; the derived columns are recomputed, never read."""
-    cfg = PropensityConfig(churn_task(), "unused", seed=4, baseline_inputs=True)
+    # one trial: the defaults with the derived inputs, so the model reads them
+    cfg = PropensityConfig(churn_task(), "unused", seed=4, baseline_inputs=True, search=SearchBudget(1))
     data = PropensityData(
         CutoffPlan([T], T, T),
         {},
@@ -149,3 +150,22 @@ def test_a_stacked_model_scores_the_same_on_every_path(sets: dict[str, Any]) -> 
     np.testing.assert_array_equal(api, job)
     tampered = holdout.assign(**{c: 0.0 for c in COLUMNS})  # stale derived columns in a frame are not read
     np.testing.assert_array_equal(served.score(tampered), job)
+
+
+def test_offered_inputs_are_kept_only_where_validation_says_they_help(sets: dict[str, Any]) -> None:
+    data = PropensityData(
+        CutoffPlan([T], T, T),
+        {},
+        sets["train"],
+        sets["valid"],
+        sets["valid"],
+        sets["holdout"],
+        FEATURES,
+        sets["inputs"],
+    )
+    fitted = fit(PropensityConfig(churn_task(), "unused", seed=4), data, lambda step, frac: None)
+    with_, without = (float(x.split()[0]) for x in fitted.inputs_choice.removeprefix("validation ROC-AUC ").split(", "))
+    assert (fitted.stacking is not None) == (with_ > without)
+    assert fitted.model.feature_names_ == [*FEATURES, *(COLUMNS if with_ > without else ())]
+    plain = fit(PropensityConfig(churn_task(), "unused", seed=4, baseline_inputs=False), data, lambda s, f: None)
+    assert plain.stacking is None and plain.inputs_choice == "not offered"

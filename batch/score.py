@@ -50,6 +50,7 @@ from features.store import (
 from models.clv import CLV_FIELDS
 from models.compiled import COMPILED_DIR, CompileError
 from models.reasons import BANDS, ReasonExplainer, band_codes
+from models.stacking import DESCRIPTIONS as STACKED_DESCRIPTIONS
 
 ProgressFn = Callable[[str, float], None]
 PROBE_ROWS = 2_000
@@ -140,7 +141,7 @@ def score_all(
     needed = _features(models)
     rules = [f.feature for m in models if (f := m.population) is not None and f.feature not in needed]
     at = {f: i for i, f in enumerate(needed)}
-    picks = [tuple(at[f] for f in m.model.feature_names_) for m in models]
+    picks = [tuple(at[f] for f in m.features) for m in models]
     identity = tuple(range(len(needed)))
     engines = {m.name: f"baseline ({m.baseline})" if m.baseline else "LightGBM" for m in models}
     compile_seconds = 0.0
@@ -169,7 +170,7 @@ def score_all(
         read = None if reasons else [Col.CUSTOMER_KEY, *needed, *dict.fromkeys(rules)]
         # amounts in the data's currency, as the snapshot records it (older snapshots: the data home's)
         currency = snapshot.manifest.get("currency") or data_currency(data_home)
-        explainer = ReasonExplainer(DESCRIPTIONS, currency=currency) if reasons else None
+        explainer = ReasonExplainer({**DESCRIPTIONS, **STACKED_DESCRIPTIONS}, currency=currency) if reasons else None
         reader = pq.ParquetFile(snapshot.path / SNAPSHOT_FILE)
         for batch in reader.iter_batches(batch_size=batch_size, columns=read):
             frame = batch.to_pandas() if explainer is not None else None
@@ -190,7 +191,7 @@ def score_all(
                 cols[f"{m.name}_model"] = _constant(m.model_kind, batch.num_rows)  # kairos or baseline:<name>
                 cols[f"{m.name}_band"] = _band_strings(codes, outside)
                 if explainer is not None:
-                    why = explainer.explain(m.model, frame, k=REASONS_K)
+                    why = explainer.explain(m.model, m.with_derived(frame), k=REASONS_K)
                     if outside is not None:
                         why = [[] if out else w for w, out in zip(why, outside.tolist(), strict=True)]
                     for r in range(REASONS_K):
@@ -259,7 +260,7 @@ def compile_champions(
 
 def _features(models: list[PropensityModel]) -> list[str]:
     """Every feature the models read, each once, in the order the models list them."""
-    return list(dict.fromkeys(f for m in models for f in m.model.feature_names_))
+    return list(dict.fromkeys(f for m in models for f in m.features))
 
 
 def _probe(models: list[PropensityModel], snapshot_file: Path) -> pd.DataFrame:

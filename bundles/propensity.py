@@ -31,6 +31,7 @@ from models.churn import LightGBMClassifier
 from models.compiled import CompiledBooster, CompileError, split_probe
 from models.population import Population
 from models.reasons import DEFAULT_CUTS, band
+from models.stacking import BaselineInputs, StackingError
 
 log = logging.getLogger("kairos.bundles")
 
@@ -90,6 +91,8 @@ class PropensityMeta:
     population: Population | None = None
     holdout_cutoff: str | None = None
     model_kind: str = KAIROS  # "kairos" (the LightGBM model) or "baseline:<name>" (models/baselines.py)
+    # the baselines' outputs the model reads besides ``features`` (models/stacking.py), appended after them
+    stacking: dict[str, Any] | None = None
 
     @property
     def baseline(self) -> str | None:
@@ -112,6 +115,8 @@ class PropensityMeta:
             out["holdout_cutoff"] = self.holdout_cutoff
         if self.model_kind != KAIROS:  # absent on Kairos's own models: their recorded checksums stay valid
             out["model_kind"] = self.model_kind
+        if self.stacking is not None:
+            out["stacking"] = self.stacking
         return out
 
     @classmethod
@@ -139,6 +144,7 @@ class PropensityMeta:
                 population=population,
                 holdout_cutoff=meta.get("holdout_cutoff"),
                 model_kind=str(meta.get("model_kind") or KAIROS),
+                stacking=meta.get("stacking") or None,
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ModelIntegrityError(f"{what}: calibrator, bands or population do not load: {exc}") from exc
@@ -159,6 +165,10 @@ class PropensityModel:
     export) or as the online store's matrix with the store's feature names (:meth:`predict`, the API).
     Both give the raw LightGBM probability on float32 features (from the compiled build when there is
     one), then the calibrator recorded at training. ``prior`` (the training base rate) is the fallback.
+
+    ``features`` are what the model reads from a feature row. With ``stacking`` (the baselines' outputs
+    as inputs, :class:`models.stacking.BaselineInputs`) the LightGBM model has more columns than that:
+    the derived ones, computed here from the row and appended after ``features`` in every path.
     """
 
     def __init__(
@@ -175,6 +185,7 @@ class PropensityModel:
         name: str = "",
         version: str = "",
         model_kind: str = KAIROS,
+        stacking: BaselineInputs | None = None,
     ) -> None:
         self.model = model
         self.features = tuple(features)
@@ -188,6 +199,7 @@ class PropensityModel:
         self.name = name
         self.version = version
         self.model_kind = model_kind
+        self.stacking = stacking
         self._columns: tuple[tuple[str, ...], np.ndarray] | None = None
 
     @classmethod
@@ -202,9 +214,12 @@ class PropensityModel:
     ) -> PropensityModel:
         """The scorer of a fitted model and its metadata (``prior`` defaults to the recorded base rate)."""
         calibrator = ProbabilityCalibrator.from_dict(meta.calibrator) if meta.calibrator else None
+        stacking = BaselineInputs.from_dict(meta.stacking) if meta.stacking else None
+        derived = stacking.to_dict()["columns"] if stacking is not None else []
+        own = [f for f in model.feature_names_ if f not in derived]
         return cls(
             model,
-            meta.features or tuple(model.feature_names_),
+            meta.features or tuple(own),
             meta.base_rate if prior is None else prior,
             calibrator,
             meta.bands,
@@ -215,6 +230,7 @@ class PropensityModel:
             name,
             version,
             meta.model_kind,
+            stacking,
         )
 
     @property
@@ -238,7 +254,7 @@ class PropensityModel:
         if not isinstance(self.model, LightGBMClassifier):
             raise CompileError(f"the {self.baseline or 'served'} baseline is not a LightGBM model; nothing to compile")
         compiled = CompiledBooster.build(self.model.to_text(), cache_dir)
-        matrix = probe[self.model.feature_names_].to_numpy(np.float32)
+        matrix = self.full_matrix(probe[list(self.features)].to_numpy(np.float32))
         compiled.verify(matrix, self.model.predict_proba(matrix))
         return self.with_compiled(compiled)
 
@@ -250,9 +266,24 @@ class PropensityModel:
 
     # --- rows as the model's own features, in its order -------------------------------------------------
 
+    def full_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """The LightGBM model's matrix from one of :attr:`features`: the derived columns appended (if any)."""
+        if self.stacking is None:
+            return matrix
+        return np.ascontiguousarray(np.hstack([matrix, self.stacking.derive(matrix, self.features)]))
+
+    def with_derived(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` (feature rows) with the derived columns the LightGBM model reads (for TreeSHAP reasons)."""
+        if self.stacking is None:
+            return frame
+        derived = self.stacking.transform(frame)
+        return pd.concat([frame.drop(columns=[c for c in derived.columns if c in frame.columns]), derived], axis=1)
+
     def raw_matrix(self, matrix: np.ndarray, n_jobs: int | None = None) -> np.ndarray:
         """Uncalibrated probabilities for a matrix of float32 values (float32 or float64 dtype) whose columns
-        are the model's features, in its order. The compiled model reads a C-ordered float64 matrix as it is."""
+        are the model's :attr:`features`, in its order. The compiled model reads a C-ordered float64 matrix as
+        it is."""
+        matrix = self.full_matrix(matrix)
         if self.compiled is not None:
             return self.compiled.predict(matrix, n_jobs=n_jobs)
         return self.model.predict_proba(matrix)
@@ -264,8 +295,9 @@ class PropensityModel:
         return np.asarray(self.calibrator.transform(raw), dtype=np.float64)
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
-        """Calibrated probabilities for a frame holding the model's feature columns."""
-        return self.calibrate(self.raw_matrix(frame[self.model.feature_names_].to_numpy(np.float32)))
+        """Calibrated probabilities for a frame holding the model's feature columns (derived ones are
+        recomputed from them, never read from the frame)."""
+        return self.calibrate(self.raw_matrix(frame[list(self.features)].to_numpy(np.float32)))
 
     # --- rows of the online store's matrix ---------------------------------------------------------------
 
@@ -435,8 +467,12 @@ class PropensityBundle:
             raise ModelIntegrityError(f"{what}: the model file does not load: {exc}") from exc
         recorded = {**provenance.metadata, "features": list(provenance.features), "manifest": provenance.manifest}
         meta = PropensityMeta.from_dict(recorded, what)
-        features = meta.features or tuple(model.feature_names_)
-        if list(features) != model.feature_names_:
+        try:
+            derived = BaselineInputs.from_dict(meta.stacking).to_dict()["columns"] if meta.stacking else []
+        except StackingError as exc:
+            raise ModelIntegrityError(f"{what}: {exc}") from exc
+        features = meta.features or tuple(f for f in model.feature_names_ if f not in derived)
+        if [*features, *derived] != model.feature_names_:
             raise ModelIntegrityError(f"{what}: manifest features differ from the model's own")
         check_signature(name, version, features, store_features)
         population = meta.population
@@ -450,8 +486,8 @@ class PropensityBundle:
                 name=name,
                 version=version,
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelIntegrityError(f"{what}: calibrator does not load: {exc}") from exc
+        except (KeyError, TypeError, ValueError) as exc:  # StackingError is a ValueError
+            raise ModelIntegrityError(f"{what}: calibrator or derived inputs do not load: {exc}") from exc
         scorer = scorer.with_compiled(self._compiled(text, model, what))
         warm = scorer.predict(np.zeros((8, len(features)), dtype=np.float32), features)
         if not np.all(np.isfinite(warm)) or np.any((warm < 0) | (warm > 1)):

@@ -19,6 +19,7 @@ validation rows has not shown that the event is impossible. The fitted state is 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, Literal, TypeAlias
 
@@ -109,6 +110,7 @@ class ProbabilityCalibrator(Estimator):
             ``{"x", "y"}`` (knots of the non-decreasing step function).
         oof_log_loss_: out-of-fold log loss per method (``"auto"`` only; empty otherwise).
         n_: rows fitted on.
+        log_odds_shift_: added to the logit of every output (0 unless :meth:`shifted` set it).
     """
 
     def __init__(self, method: Method = "auto", folds: int = 5, seed: int = 0, eps: float = 1e-4) -> None:
@@ -136,7 +138,19 @@ class ProbabilityCalibrator(Estimator):
         self.method_: str = chosen
         self.params_: dict[str, Any] = _fit(chosen, raw, y_arr)
         self.n_ = int(raw.size)
+        self.log_odds_shift_ = 0.0
         return self
+
+    def shifted(self, from_rate: float, to_rate: float) -> ProbabilityCalibrator:
+        """A copy whose outputs are moved from a base rate ``from_rate`` (the calibration rows') to
+        ``to_rate`` by the prior-shift correction: every output's odds times the ratio of the two rates' odds."""
+        check_fitted(self, "params_")
+        for name, rate in (("from_rate", from_rate), ("to_rate", to_rate)):
+            if not 0.0 < rate < 1.0:
+                raise ValueError(f"{name}: expected a rate in (0, 1), got {rate!r}")
+        twin = copy.copy(self)
+        twin.log_odds_shift_ = float(logit(to_rate) - logit(from_rate))
+        return twin
 
     def _out_of_fold(self, raw: np.ndarray, y: np.ndarray) -> dict[str, float]:
         if not isinstance(self.folds, int) or self.folds < 2:
@@ -160,14 +174,20 @@ class ProbabilityCalibrator(Estimator):
     def transform(self, raw_p: ArrayLike) -> np.ndarray:
         """Calibrated probabilities in ``[eps, 1 - eps]``, non-decreasing in ``raw_p``."""
         check_fitted(self, "params_")
-        return _apply(self.method_, self.params_, _check_raw(raw_p), self.eps)
+        out = _apply(self.method_, self.params_, _check_raw(raw_p), self.eps)
+        shift = getattr(self, "log_odds_shift_", 0.0)
+        if shift:
+            out = np.clip(expit(logit(np.clip(out, 1e-12, 1 - 1e-12)) + shift), self.eps, 1.0 - self.eps)
+        return out
 
     predict = transform
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able state: method, its parameters and the out-of-fold scores of the choice."""
         check_fitted(self, "params_")
+        shift = {"log_odds_shift": self.log_odds_shift_} if getattr(self, "log_odds_shift_", 0.0) else {}
         return {
+            **shift,
             "format_version": FORMAT_VERSION,
             "kind": "probability_calibrator",
             "method": self.method_,
@@ -205,4 +225,5 @@ class ProbabilityCalibrator(Estimator):
         model.params_ = dict(params)
         model.n_ = int(state.get("n", 0))
         model.oof_log_loss_ = {str(k): float(v) for k, v in (state.get("oof_log_loss") or {}).items()}
+        model.log_odds_shift_ = float(state.get("log_odds_shift", 0.0))
         return model

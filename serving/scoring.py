@@ -25,6 +25,7 @@ from bundles.value import ClvTable
 from features.definitions import DESCRIPTIONS
 from features.online import Lookup, OnlineStoreUnavailable
 from models.reasons import DEFAULT_CURRENCY, DEFAULT_CUTS, ReasonExplainer, band, currency_of
+from models.stacking import DESCRIPTIONS as STACKED_DESCRIPTIONS
 from serving.schemas import AnswerSource, ItemStatus
 from serving.state import Services
 
@@ -113,7 +114,11 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
     known_rows = found.values if len(rows) == n else found.values[rows]  # one gather for every model
     frame = pd.DataFrame(known_rows, columns=names) if reasons and len(rows) else None
     # reasons (when asked for) print amounts in the data's currency, which the models' manifest records
-    explainer = ReasonExplainer(DESCRIPTIONS, currency=_currency(active)) if frame is not None else None
+    explainer = (
+        ReasonExplainer({**DESCRIPTIONS, **STACKED_DESCRIPTIONS}, currency=_currency(active))
+        if frame is not None
+        else None
+    )
     not_applicable = np.zeros((n, len(active)), dtype=bool)
     for col, s in enumerate(active):
         m = s.model
@@ -124,7 +129,9 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
             p[outside] = np.nan
             not_applicable[outside, col] = True
             if explainer is not None and frame is not None:
-                why[s.kind] = [[r.as_dict() for r in rs] for rs in explainer.explain(m.model, frame, k=REASONS_K)]
+                why[s.kind] = [
+                    [r.as_dict() for r in rs] for rs in explainer.explain(m.model, m.with_derived(frame), k=REASONS_K)
+                ]
         probs[s.kind] = p
         good = np.isfinite(p)
         b = np.full(n, None, dtype=object)

@@ -113,3 +113,27 @@ def test_api_scores_equal_the_nightly_export(orii_home: BuiltHome, tmp_path: Pat
     )
     assert [i["bands"]["churn"] for i in items] == [b if isinstance(b, str) else None for b in expected["churn_band"]]
     assert export.models["churn"] == next(m["version"] for m in body["models"] if m["name"] == "churn")
+
+
+def test_a_model_reading_the_baselines_outputs_scores_the_same_in_the_export(
+    orii_home: BuiltHome, tmp_path: Path
+) -> None:
+    """A registered model with the derived inputs (one search trial: the defaults, inputs read) gives the
+    export (compiled) the probabilities the bundle computes from the snapshot's feature rows."""
+    from batch.score import score_all
+    from bundles.propensity import PropensityBundle
+    from features.store import SNAPSHOT_FILE, latest_snapshot
+    from models.stacking import COLUMNS
+    from tests.conftest import small_data_rules
+    from training.propensity import purchase_task, train_task
+    from training.tuning import SearchBudget
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    train_task(purchase_task(), orii_home.home, uri, sufficiency=small_data_rules(), search_budget=SearchBudget(1))
+    model = PropensityBundle().load(uri, "purchase", registry.CHAMPION, tmp_path / "bundle")
+    assert model.stacking is not None and model.model.feature_names_ == [*model.features, *COLUMNS]
+    export = score_all(orii_home.home, uri, tmp_path / "scores.parquet", compile_cache=tmp_path / "compiled")
+    assert export.engines["purchase"] == "lleaves"
+    frame = pd.read_parquet(export.path).set_index("customer_key")
+    rows = pd.read_parquet(latest_snapshot(orii_home.home).path / SNAPSHOT_FILE).set_index("customer_key")
+    np.testing.assert_allclose(frame["purchase_probability"], model.score(rows.loc[frame.index]), rtol=1e-6)

@@ -65,8 +65,14 @@ from models.evaluation import binary_report
 from models.intervals import ROC_AUC, Interval, paired_bootstrap
 from models.population import Population
 from models.rfm import RFMScore
+from models.stacking import COLUMNS as DERIVED_COLUMNS
+from models.stacking import BaselineInputs, StackingError
 from training import gate
+from training.base_rate import BaseRateShift, decide, needed_cutoffs
+from training.calibration_note import calibration_note
 from training.gate import Incumbent
+from training.inputs import add_derived, fit_per_cutoff, model_features
+from training.tuning import SearchBudget, SearchResult, search
 
 STEP_DAYS = 30
 SEASON_STEPS = 12  # 360 days: the grid cutoff nearest to one year before the holdout
@@ -390,6 +396,7 @@ class PropensityRun:
     best_baseline: str = ""  # the baseline with the highest holdout ROC-AUC in this run
     versus: Interval | None = None  # kairos - best baseline, paired bootstrap 95 % on the holdout
     served: Served | None = None  # what the gate decided is served (None when not registering)
+    notes: tuple[str, ...] = ()  # e.g. why the holdout ECE misses 0.05
 
     @property
     def decision(self) -> str:
@@ -434,6 +441,10 @@ class PropensityConfig:
     seed: int = 0
     sufficiency: Sufficiency = field(default_factory=Sufficiency)
     band_cuts: tuple[float, float] = (0.3, 0.6)
+    # offer the baselines' outputs as inputs (models/stacking.py): kept where validation says they help
+    baseline_inputs: bool = True
+    search: SearchBudget = field(default_factory=SearchBudget)  # 0 trials: MODEL_PARAMS as they are
+    base_rate_shift: bool = True  # the seasonal correction of the calibrator where validation favours it
 
 
 @dataclass(frozen=True)
@@ -446,12 +457,21 @@ class PropensityData:
     valid: pd.DataFrame
     calibration: pd.DataFrame  # the validation rows and the same season a year earlier
     holdout: pd.DataFrame
+    features: tuple[str, ...] = NUMERIC_FEATURES  # what the model reads from a feature row
+    # the holdout cutoff's fit of the derived columns (present in every frame above when not None)
+    stacking: BaselineInputs | None = None
+    text_features: tuple[str, ...] = ()  # this data's features no model reads (labels)
+    shift: BaseRateShift | None = None  # decided on labels that end by the validation cutoff
 
 
 @dataclass(frozen=True)
 class PropensityFit:
     model: LightGBMClassifier
     calibrator: ProbabilityCalibrator
+    stacking: BaselineInputs | None = None  # set when the model reads the derived columns
+    search: SearchResult | None = None
+    shift: BaseRateShift | None = None
+    inputs_choice: str = ""  # how the baselines' outputs were kept or left out
 
 
 @dataclass(frozen=True)
@@ -504,20 +524,71 @@ def build_data(cfg: PropensityConfig, ctx: Context, tick: ProgressFn) -> Propens
     if plan.season is not None:
         season = build_training_set(ctx.tables, [plan.season], task.target.labels, ctx.features)
         calibration = pd.concat([valid, season], ignore_index=True)
-    return PropensityData(plan, counts, train, valid, calibration, holdout)
+    features, text = model_features(ctx.tables)
+    stacking = None
+    if cfg.baseline_inputs or cfg.search.trials:
+        tick(f"{task.name}: the baselines' outputs at each cutoff", 0.4)
+        cutoffs = [*plan.train, plan.valid, plan.holdout, *([plan.season] if plan.season is not None else [])]
+        try:
+            fitted = fit_per_cutoff(ctx.features, cutoffs, task.horizon_days)
+        except StackingError as exc:
+            raise InsufficientDataError(f"{task.name}: {exc}") from exc
+        train, valid, calibration, holdout = (add_derived(f, fitted) for f in (train, valid, calibration, holdout))
+        stacking = fitted[pd.Timestamp(plan.holdout)]
+    shift = _base_rate_shift(cfg, ctx, plan) if cfg.base_rate_shift else None
+    return PropensityData(plan, counts, train, valid, calibration, holdout, features, stacking, text, shift)
+
+
+def _base_rate_shift(cfg: PropensityConfig, ctx: Context, plan: CutoffPlan) -> BaseRateShift:
+    """The seasonal correction's decision (training/base_rate.py) from label counts of matured windows."""
+    target = cfg.task.target
+    span = timedelta(days=steps_for(target.label_days))
+    earliest = ctx.start + timedelta(days=max(cfg.sufficiency.min_history_days, target.lookback_days))
+    wanted = set(needed_cutoffs(plan.valid, plan.holdout, span).values())
+
+    def rate_at(cutoff: datetime) -> float | None:
+        if cutoff < earliest or cutoff not in wanted or cutoff + span > plan.holdout:
+            return None  # a truncated population, or a label window the decision must not read
+        pos, neg = count_labels(target.labels(ctx.tables, cutoff))
+        return pos / (pos + neg) if pos + neg else None
+
+    return decide(rate_at, plan.valid, plan.holdout, span)
 
 
 def fit(cfg: PropensityConfig, data: PropensityData, tick: ProgressFn) -> PropensityFit:
     """LightGBM with early stopping on the validation rows, calibrated on rows it never saw."""
+    features = list(data.features)
+    derived = list(DERIVED_COLUMNS) if data.stacking is not None else []
+    params, stacked, found = dict(MODEL_PARAMS), cfg.baseline_inputs and bool(derived), None
+    if cfg.search.trials:
+        tick(f"{cfg.task.name}: searching LightGBM settings on the validation window", 0.42)
+        # the training and validation rows only: the search never sees the calibration or holdout rows
+        found = search(
+            data.train, data.valid, features, derived, params, cfg.search, use_derived=stacked, seed=cfg.seed
+        )
+        params, stacked = found.params, found.baseline_inputs
     tick(f"{cfg.task.name}: fitting LightGBM", 0.45)
-    features = list(NUMERIC_FEATURES)
-    model = LightGBMClassifier(seed=cfg.seed, **MODEL_PARAMS).fit(
-        data.train[features], data.train[LABEL], eval_set=(data.valid[features], data.valid[LABEL])
-    )
+
+    def fit_on(columns: list[str]) -> tuple[LightGBMClassifier, float]:
+        m = LightGBMClassifier(seed=cfg.seed, **params).fit(
+            data.train[columns], data.train[LABEL], eval_set=(data.valid[columns], data.valid[LABEL])
+        )
+        return m, float(ROC_AUC(data.valid[LABEL].to_numpy(), m.predict_proba(data.valid[columns])))
+
+    model, score = fit_on([*features, *(derived if stacked else [])])
+    choice = "chosen by the search" if found is not None else ("offered" if stacked else "not offered")
+    if stacked and found is None:
+        # offered, kept only where the validation window says they help (a tie keeps the plainer model)
+        plain, plain_score = fit_on(features)
+        choice = f"validation ROC-AUC {score:.4f} with, {plain_score:.4f} without"
+        if plain_score >= score:
+            model, stacked = plain, False
     calibrator = ProbabilityCalibrator(method="auto", seed=cfg.seed).fit(
-        model.predict_proba(data.calibration[features]), data.calibration[LABEL].to_numpy()
+        model.predict_proba(data.calibration[model.feature_names_]), data.calibration[LABEL].to_numpy()
     )
-    return PropensityFit(model, calibrator)
+    if data.shift is not None and data.shift.used and data.shift.target_rate is not None:
+        calibrator = calibrator.shifted(float(data.calibration[LABEL].mean()), data.shift.target_rate)
+    return PropensityFit(model, calibrator, data.stacking if stacked else None, found, data.shift, choice)
 
 
 def evaluate(
@@ -525,7 +596,7 @@ def evaluate(
 ) -> PropensityEvaluation:
     """The model and its baselines (RFM score, logistic RFM, BG/NBD or the past rate) on the holdout."""
     task, train, valid, holdout = cfg.task, data.train, data.valid, data.holdout
-    features = list(NUMERIC_FEATURES)
+    features = list(fitted.model.feature_names_)
     model, calibrator = fitted.model, fitted.calibrator
     y = holdout[LABEL].to_numpy()
     raw = model.predict_proba(holdout[features])
@@ -599,7 +670,7 @@ def champion_on(tracking_uri: str, name: str, holdout: pd.DataFrame) -> Incumben
         with tempfile.TemporaryDirectory() as tmp:
             fetched = loader.fetch(tracking_uri, name, registry.CHAMPION, Path(tmp), version=version)
             champion = loader.build(fetched.folder, fetched.provenance, None)
-        missing = [f for f in champion.model.feature_names_ if f not in holdout.columns]
+        missing = [f for f in champion.features if f not in holdout.columns]
         if missing:
             raise KairosError(f"the holdout lacks the champion's feature(s) {missing}")
         scores = champion.score(holdout)
@@ -649,6 +720,7 @@ def _gate_and_register(
             features=tuple(baseline.feature_names_),
             calibrator=calibrated.to_dict(),
             model_kind=baseline_kind(best),
+            stacking=None,  # a baseline reads its own inputs off the feature row, never the derived columns
         )
         folder = job.folder / "baseline"
         write_baseline(folder, baseline, bmeta)
@@ -682,7 +754,7 @@ def log_and_register(
     ``@champion`` only if it beats the champion's holdout ROC-AUC by more than ``cfg.margin``."""
     task, plan, holdout = cfg.task, data.plan, data.holdout
     model, calibrator = fitted.model, fitted.calibrator
-    features = list(NUMERIC_FEATURES)
+    features = list(model.feature_names_)  # the feature row's columns, then any derived ones
     y = holdout[LABEL].to_numpy()
     tick(f"{task.name}: plots and model card", 0.7)
     report = ingest_report(ctx.data_home)
@@ -703,9 +775,15 @@ def log_and_register(
         "data_as_of": ctx.as_of.isoformat() if ctx.as_of else "all",
         "data_end": ctx.end.isoformat(),
         "currency": currency,
+        "inputs": len(data.features),
+        "inputs_not_read": ",".join(data.text_features) or "none",
+        "baseline_inputs": fitted.stacking is not None,
+        "baseline_inputs_choice": fitted.inputs_choice,
+        "base_rate_shift": fitted.shift.reason if fitted.shift is not None else "off",
+        **(fitted.search.summary() if fitted.search is not None else {"search_trials": 0}),
     }
     meta = PropensityMeta(
-        features=tuple(features),
+        features=tuple(data.features),
         manifest=manifest,
         target=task.name,
         description=task.description,
@@ -715,6 +793,7 @@ def log_and_register(
         base_rate=float(y.mean()),
         population=task.population,
         holdout_cutoff=plan.holdout.isoformat(),
+        stacking=fitted.stacking.to_dict() if fitted.stacking is not None else None,
     )
     registration = None
     tags = {"kairos.data_hash": report["source_hash"]}
@@ -724,7 +803,20 @@ def log_and_register(
         mlflow.log_dict(manifest, "feature_manifest.json")
         mlflow.log_dict(calibrator.to_dict(), "calibrator.json")
         mlflow.log_dict({"rfm_score": result.rfm.to_dict()}, "baselines.json")
+        if fitted.search is not None:
+            fitted.search.trials.to_csv(job.folder / "search_trials.csv", index=False)
+            mlflow.log_artifact(str(job.folder / "search_trials.csv"))
         versus_line = result.versus.describe("kairos", result.best_baseline)
+        why = calibration_note(
+            y,
+            result.scores["kairos"],
+            data.calibration[LABEL].to_numpy(),
+            [c for c in (plan.valid, plan.season) if c is not None],
+            plan.holdout,
+        )
+        notes = (why,) if why else ()
+        if why:
+            mlflow.set_tag("kairos.calibration_note", why)
         mlflow.log_dict(
             {"best_baseline": result.best_baseline, "line": versus_line, **result.versus.to_dict()},
             "vs_best_baseline.json",
@@ -754,7 +846,7 @@ def log_and_register(
             model,
             job.run_id,
             currency,
-            (versus_line,),
+            (versus_line, *notes),
             served.line if served is not None else "",
         )
         (folder / "model_card.md").write_text(card, encoding="utf-8")
@@ -775,6 +867,7 @@ def log_and_register(
         result.best_baseline,
         result.versus,
         served,
+        notes,
     )
 
 
@@ -791,6 +884,9 @@ def train_task(
     context: Context | None = None,
     as_of: datetime | None = None,
     progress: ProgressFn | None = None,
+    baseline_inputs: bool = True,
+    search_budget: SearchBudget | None = None,
+    base_rate_shift: bool = True,
 ) -> PropensityRun:
     """Train one propensity model, evaluate it beside its baselines on the holdout, log and register it:
     :func:`build_data` -> :func:`fit` -> :func:`evaluate` -> :func:`log_and_register`.
@@ -801,7 +897,18 @@ def train_task(
         InsufficientDataError: the data is too thin (every missing item is named); nothing is logged.
     """
     tick = progress or (lambda step, frac: None)
-    cfg = PropensityConfig(task, tracking_uri, margin, register, seed, sufficiency or Sufficiency(), band_cuts)
+    cfg = PropensityConfig(
+        task,
+        tracking_uri,
+        margin,
+        register,
+        seed,
+        sufficiency or Sufficiency(),
+        band_cuts,
+        baseline_inputs,
+        search_budget or SearchBudget(),
+        base_rate_shift,
+    )
     ctx = context or Context.open(data_home, as_of)
     data = build_data(cfg, ctx, tick)
     fitted = fit(cfg, data, tick)

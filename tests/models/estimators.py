@@ -39,6 +39,7 @@ from models.recs.similar import SimilarItems
 from models.recs.tifuknn import TIFUKNN
 from models.recs.upcf import UPCF
 from models.rfm import RFMLogistic, RFMScore
+from models.stacking import BaselineInputs
 from models.value import LightGBMRegressor
 from tests.models.recs.data import ITEMS, QUERIES, interactions
 
@@ -102,6 +103,11 @@ def _rfm_frame(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 RFM_X, RFM_Y = _rfm_frame(300, 2)
+# the feature row BG/NBD reads besides R, F, M: lifetime orders and the customer's age in days
+STACK_X = RFM_X.assign(
+    orders_lifetime=RFM_X["orders_365d"] + np.arange(300) % 3,
+    tenure_days=RFM_X["recency_days"].fillna(0.0) + 30.0 * (np.arange(300) % 12),
+)
 
 
 def _baseline_frame() -> pd.DataFrame:
@@ -305,6 +311,13 @@ CASES: dict[str, Case] = {
         lambda: {"direction": "churn"},
         lambda m: m.fit(RFM_X),
         lambda m: m.decision_function(RFM_X),
+        _save_dict,
+    ),
+    "baseline_inputs": Case(
+        BaselineInputs,
+        lambda: {"horizon_days": 45},
+        lambda m: m.fit(STACK_X),
+        lambda m: m.transform(STACK_X),
         _save_dict,
     ),
     "rfm_logistic": Case(

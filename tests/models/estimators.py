@@ -28,6 +28,7 @@ from models.recs.base import Query
 from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, PersonalTopFreq
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
+from models.recs.cart_blend import CartBlend
 from models.recs.cooccurrence import BoughtTogether
 from models.recs.cooccurrence_count import CooccurrenceCount
 from models.recs.ease import EASE
@@ -427,6 +428,24 @@ CASES: dict[str, Case] = {
     "upcf": Case(
         UPCF,
         lambda: {"recency": 2, "alpha": 0.4, "q": 2.0, "n_neighbours": 3, "self_weight": 0.8},
+        _fit_recs,
+        _ask_recs,
+        _save_folder,
+    ),
+    "cart_blend": Case(
+        CartBlend,
+        lambda: {
+            "item_models": ("count", "ease"),
+            "weight_step": 0.5,
+            "validation_share": 0.5,
+            "max_validation": 10,
+            "n_candidates": 5,
+            "k_select": 3,
+            "group_size": 2,
+            "within_decay": 0.8,
+            "group_decay": 0.6,
+            "seed": 2,
+        },
         _fit_recs,
         _ask_recs,
         _save_folder,

@@ -26,6 +26,7 @@ from features.store import ingest_report
 from models.recs.base import IX
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
+from models.recs.cart_blend import CartBlend
 from models.recs.cooccurrence import BoughtTogether
 from models.recs.personal import ImplicitRecommender
 from models.recs.popular import Popular
@@ -77,6 +78,8 @@ KAIROS_TOGETHER = "Kairos bought together"
 KAIROS_PERSONAL = "Kairos repeat + personal"
 #: Kairos's next-basket model: the learned re-purchase propensity (models/recs/repeat_ranker.py).
 KAIROS_NEXT = "Kairos next basket"
+#: Kairos's basket completion that knows the customer (models/recs/cart_blend.py); evaluated, not yet served.
+KAIROS_CART = "Kairos cart blend"
 #: What the bundle leaves out when no order names a customer, and why (recorded in its manifest).
 NO_CUSTOMER_PARTS = {
     "repeat_personal": "no order names a customer: nothing personal to learn",
@@ -187,9 +190,14 @@ def evaluate_split(cfg: RecsConfig, data: RecsData, tick: ProgressFn) -> tuple[p
     :func:`training.recs_eval.baseline_tasks`), on a random split of baskets when the export has no order
     times."""
     tick("evaluating against baselines", 0.05)
-    models = {**baseline_models(), **_models(), KAIROS_NEXT: RepeatRanker()}
+    models = {**baseline_models(), **_models(), KAIROS_NEXT: RepeatRanker(), KAIROS_CART: CartBlend()}
     tasks: dict[str, tuple[str, ...]] = baseline_tasks()
-    tasks |= {KAIROS_TOGETHER: (BASKET_COMPLETION,), KAIROS_PERSONAL: (NEXT_BASKET,), KAIROS_NEXT: (NEXT_BASKET,)}
+    tasks |= {
+        KAIROS_TOGETHER: (BASKET_COMPLETION,),
+        KAIROS_PERSONAL: (NEXT_BASKET,),
+        KAIROS_NEXT: (NEXT_BASKET,),
+        KAIROS_CART: (BASKET_COMPLETION,),
+    }
     personal = PERSONAL_BASELINES | {KAIROS_PERSONAL, KAIROS_NEXT}
     per_query: dict[tuple[str, str], np.ndarray] = {}
     if data.split_at is None:

@@ -134,7 +134,7 @@ def test_a_basket_only_export_trains_and_registers_recommendations(tmp_path: Pat
     raw = _export(tmp_path / "baskets", customers=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     said = _ingest_and_train(raw, tmp_path / "home", uri)
-    assert "not evaluated" in said and f"Kairos repeat + personal: {NO_CUSTOMERS}" in said
+    assert "not evaluated" in said and f"Kairos next basket: {NO_CUSTOMERS}" in said
     table = _evaluation(uri).set_index(["model", "task"])
     evaluated = table.index[table["evaluated"]].tolist()
     assert evaluated == [

@@ -1010,6 +1010,9 @@ def train_recs(
         console.print(f"{', '.join(result.table.loc[result.table['note'] == note, 'model'].unique())}: {note}")
     if result.last_basket is not None:
         _print_last_basket(result.last_basket, result.last_basket_label)
+    if result.next_basket_choice:
+        choice = result.next_basket_choice
+        console.print(f"next basket: {choice['chosen']} chosen on the {choice['evidence']} ({choice['why']})")
     for part, why in result.skipped_parts.items():
         console.print(f"bundle: {part} left out ({why})")
     reg = result.registration

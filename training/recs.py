@@ -26,9 +26,11 @@ from features.store import ingest_report
 from models.recs.base import IX
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
+from models.recs.cart_blend import CartBlend
 from models.recs.cooccurrence import BoughtTogether
 from models.recs.personal import ImplicitRecommender
 from models.recs.popular import Popular
+from models.recs.repeat_ranker import RepeatRanker
 from models.recs.rules import CustomerHistory, ItemCatalogue
 from models.recs.similar import SimilarItems
 from training.recs_eval import (
@@ -69,10 +71,15 @@ class RecsRun:
     skipped_parts: dict[str, str] = field(default_factory=dict)  # bundle parts left out -> why
     last_basket: pd.DataFrame | None = None  # protocol last-basket: the summary over seeds (else None)
     last_basket_label: str = ""  # how that protocol cut the data
+    next_basket_choice: dict[str, str] = field(default_factory=dict)  # see next_basket_choice()
 
 
 KAIROS_TOGETHER = "Kairos bought together"
 KAIROS_PERSONAL = "Kairos repeat + personal"
+#: Kairos's next-basket model: the learned re-purchase propensity (models/recs/repeat_ranker.py).
+KAIROS_NEXT = "Kairos next basket"
+#: Kairos's basket completion that knows the customer (models/recs/cart_blend.py); evaluated, not yet served.
+KAIROS_CART = "Kairos cart blend"
 #: What the bundle leaves out when no order names a customer, and why (recorded in its manifest).
 NO_CUSTOMER_PARTS = {
     "repeat_personal": "no order names a customer: nothing personal to learn",
@@ -92,7 +99,7 @@ def _metrics(table: pd.DataFrame, k: int) -> dict[str, float]:
         KairosError: basket completion, which selects the champion, could not be evaluated.
     """
     out: dict[str, float] = {}
-    for task, kairos in ((BASKET_COMPLETION, KAIROS_TOGETHER), (NEXT_BASKET, KAIROS_PERSONAL)):
+    for task, kairos in ((BASKET_COMPLETION, KAIROS_TOGETHER), (NEXT_BASKET, KAIROS_NEXT)):
         rows = table[(table["task"] == task) & table["evaluated"]].set_index("model")
         if kairos not in rows.index or not rows.loc[kairos, "queries"]:
             if task == BASKET_COMPLETION:
@@ -183,10 +190,15 @@ def evaluate_split(cfg: RecsConfig, data: RecsData, tick: ProgressFn) -> tuple[p
     :func:`training.recs_eval.baseline_tasks`), on a random split of baskets when the export has no order
     times."""
     tick("evaluating against baselines", 0.05)
-    models = {**baseline_models(), **_models()}
+    models = {**baseline_models(), **_models(), KAIROS_NEXT: RepeatRanker(), KAIROS_CART: CartBlend()}
     tasks: dict[str, tuple[str, ...]] = baseline_tasks()
-    tasks |= {KAIROS_TOGETHER: (BASKET_COMPLETION,), KAIROS_PERSONAL: (NEXT_BASKET,)}
-    personal = PERSONAL_BASELINES | {KAIROS_PERSONAL}
+    tasks |= {
+        KAIROS_TOGETHER: (BASKET_COMPLETION,),
+        KAIROS_PERSONAL: (NEXT_BASKET,),
+        KAIROS_NEXT: (NEXT_BASKET,),
+        KAIROS_CART: (BASKET_COMPLETION,),
+    }
+    personal = PERSONAL_BASELINES | {KAIROS_PERSONAL, KAIROS_NEXT}
     per_query: dict[tuple[str, str], np.ndarray] = {}
     if data.split_at is None:
         train, test = random_split(data.interactions, cfg.test_share, cfg.seed)
@@ -225,7 +237,7 @@ def evaluate_last_basket_protocol(cfg: RecsConfig, data: RecsData, tick: Progres
     if not data.customers:
         raise KairosError(NO_CUSTOMERS_FOR_LAST_BASKET)
     baselines = next_basket_models()
-    models = {**baselines, KAIROS_PERSONAL: RepeatThenPersonal()}
+    models = {**baselines, KAIROS_PERSONAL: RepeatThenPersonal(), KAIROS_NEXT: RepeatRanker()}
     try:
         result = evaluate_last_basket(
             models, data.interactions, data.items, cfg.k, test_share=cfg.test_users, seeds=tuple(range(cfg.seeds))
@@ -243,9 +255,9 @@ def evaluate_last_basket_protocol(cfg: RecsConfig, data: RecsData, tick: Progres
 def _last_basket_metrics(summary: pd.DataFrame, k: int) -> dict[str, float]:
     """The Kairos next-basket model's protocol-(b) figures, its best baseline's recall and the interval."""
     rows = summary.set_index("model")
-    if KAIROS_PERSONAL not in rows.index:
+    if KAIROS_NEXT not in rows.index:
         return {}
-    mine = rows.loc[KAIROS_PERSONAL]
+    mine = rows.loc[KAIROS_NEXT]
     out = {
         f"last_basket_{name}_at_{k}": float(mine[f"{name}@{k}"])
         for name in ("recall", "ndcg", "phr", "repeat_recall", "explore_recall")
@@ -255,6 +267,38 @@ def _last_basket_metrics(summary: pd.DataFrame, k: int) -> dict[str, float]:
         for col in ("diff", "diff_low", "diff_high"):
             out[f"last_basket_recall_at_{k}_{col}"] = float(mine[f"recall@{k}_{col}"])
     return out
+
+
+def next_basket_choice(
+    metrics: dict[str, float], table: pd.DataFrame, last_basket: pd.DataFrame | None
+) -> dict[str, str]:
+    """Which next-basket model the evidence says to serve, gated like the propensity models: Kairos next
+    basket only when its recall@k difference to the best baseline has a 95 % interval above zero (on
+    protocol (b) when it ran, else on the temporal split); otherwise the best baseline, labelled so.
+
+    Returns:
+        ``chosen`` (a model name), ``evidence`` (which evaluation), ``why`` (the figures), or an empty dict
+        when next basket was not evaluated.
+    """
+    for prefix, evidence, frame in (
+        ("last_basket_recall_at_10", "last basket held out", last_basket),
+        ("next_basket_recall_at_10", "temporal split", table),
+    ):
+        low = metrics.get(f"{prefix}_diff_low")
+        if low is None or frame is None:
+            continue
+        diff, high = metrics[f"{prefix}_diff"], metrics[f"{prefix}_diff_high"]
+        rows = frame[frame["model"] == KAIROS_NEXT]
+        best = str(rows["best_baseline"].iloc[0]) if len(rows) and "best_baseline" in rows.columns else "best baseline"
+        figures = f"recall@10 {diff:+.4f} [{low:+.4f}, {high:+.4f}] vs {best}"
+        if low > 0:
+            return {"chosen": KAIROS_NEXT, "evidence": evidence, "why": f"{figures}: interval above zero"}
+        return {
+            "chosen": best,
+            "evidence": evidence,
+            "why": f"{figures}: Kairos not better with the interval above zero",
+        }
+    return {}
 
 
 def _basket_factors(interactions: pd.DataFrame, items: pd.DataFrame) -> ImplicitRecommender:
@@ -325,6 +369,8 @@ def log_and_register(
         }
         if last_basket is not None:
             params |= {"last_basket_test_users": cfg.test_users, "last_basket_seeds": cfg.seeds}
+        if "next_basket" in model.manifest:
+            params |= {"next_basket_chosen": model.manifest["next_basket"]["chosen"]}
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_text(table.to_csv(index=False), "evaluation.csv")
@@ -422,9 +468,16 @@ def train_recs(
     if cfg.protocol == LAST_BASKET_PROTOCOL:
         last_basket, label = evaluate_last_basket_protocol(cfg, data, tick)
         metrics |= _last_basket_metrics(last_basket, cfg.k)
+    choice = next_basket_choice(metrics, table[table["task"] == NEXT_BASKET], last_basket)
+    if choice:
+        metrics["next_basket_kairos_chosen"] = float(choice["chosen"] == KAIROS_NEXT)
     model = fit(data, tick)
+    if choice:
+        # the choice is recorded; serving still answers next basket with repeat + personal (not yet switched)
+        model.manifest["next_basket"] = choice | {"served": KAIROS_PERSONAL}
     tick("logging to MLflow", 0.85)
     run = log_and_register(cfg, data, model, table, metrics, last_basket)
     run.last_basket, run.last_basket_label = last_basket, label
+    run.next_basket_choice = choice
     tick("done", 1.0)
     return run

@@ -792,6 +792,48 @@ class LastBasketEvaluation:
         return out.reset_index()
 
 
+def completion_queries(
+    split: LastBasketSplit, *, anonymous: bool = False
+) -> tuple[list[Query], list[frozenset[str]], list[frozenset[str]], str]:
+    """Protocol (c)'s queries from a last-basket split: in each held-out basket of two or more items one
+    item is hidden (drawn with the split's seed, items in id order) and the rest is the cart. A basket
+    whose hidden item was never bought in training is skipped (no model that learns from history can name
+    it) and counted in the note, as are single-item baskets.
+
+    Returns:
+        (queries, relevant = {hidden item} per query, the customer's training items per query, note).
+    """
+    rng = np.random.default_rng(split.seed)
+    known = set(_purchases(split.train)[IX.ITEM].dropna().astype(str))
+    queries: list[Query] = []
+    relevant: list[frozenset[str]] = []
+    history: list[frozenset[str]] = []
+    single = unseen = 0
+    for customer, basket, past, when in zip(
+        split.customers, split.relevant, split.history, split.asked_at, strict=True
+    ):
+        items = sorted(basket)
+        if len(items) < 2:
+            single += 1
+            continue
+        hidden = items[int(rng.integers(len(items)))]
+        if hidden not in known:
+            unseen += 1
+            continue
+        cart = tuple(item for item in items if item != hidden)
+        queries.append(Query(customer_key=None if anonymous else customer, cart=cart, now=when))
+        relevant.append(frozenset({hidden}))
+        history.append(past)
+    repeats = sum(len(r & h) for r, h in zip(relevant, history, strict=True))
+    note = (
+        f"seed {split.seed}: one item hidden in the last basket of {len(queries)} of {len(split.customers)} test "
+        f"customers ({'anonymous' if anonymous else 'customer known'}); {single} single-item baskets and {unseen} "
+        f"with the hidden item unseen in training skipped; {repeats / max(len(queries), 1):.1%} of the hidden "
+        "items are repeats"
+    )
+    return queries, relevant, history, note
+
+
 def evaluate_last_basket(
     models: Mapping[str, Recommender],
     interactions: pd.DataFrame,
@@ -800,10 +842,17 @@ def evaluate_last_basket(
     *,
     test_share: float = 0.2,
     seeds: Sequence[int] = (0, 1, 2),
+    task: str = NEXT_BASKET,
+    anonymous: bool = False,
 ) -> LastBasketEvaluation:
     """Protocol (b): for each seed, hold out the last basket of a random ``test_share`` of the customers
     (:func:`last_basket_split`), fit every model (a fresh copy) on the rest and ask it for each test
     user's next basket (``now`` = the held-out basket's time; without order times the model's default).
+
+    Protocol (c), ``task=BASKET_COMPLETION``: the same held-out baskets, one item of each hidden
+    (:func:`completion_queries`) and the rest given as the cart, with the customer (or, ``anonymous``,
+    without); the figures are those of one relevant item (recall = PHR = hit rate; repeat / explore
+    recall: the hit rate on hidden items the customer had / had not bought before).
 
     Args:
         models: name -> unfitted next-basket recommender.
@@ -812,6 +861,8 @@ def evaluate_last_basket(
         k: cut-off.
         test_share: share of the customers with two or more baskets held out per seed.
         seeds: one split per seed.
+        task: ``NEXT_BASKET`` (protocol (b)) or ``BASKET_COMPLETION`` (protocol (c)).
+        anonymous: protocol (c) without the customer key in the queries.
 
     Returns:
         The table (one row per model x seed: ``model, seed, evaluated, users, recall@k, ndcg@k, phr@k,
@@ -823,17 +874,23 @@ def evaluate_last_basket(
     """
     if not seeds:
         raise ValueError("evaluate_last_basket needs at least one seed")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {TASKS}")
     rows: list[dict[str, object]] = []
     per_user: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     for seed in seeds:
         split = last_basket_split(interactions, test_share, seed)
-        queries = [Query(customer_key=c, now=when) for c, when in zip(split.customers, split.asked_at, strict=True)]
-        n_rel = sum(len(r) for r in split.relevant)
-        n_rep = sum(len(r & h) for r, h in zip(split.relevant, split.history, strict=True))
-        note = (
-            f"seed {seed}: last basket of {len(queries)} of {split.eligible} customers with 2+ baskets held out; "
-            f"{n_rep / max(n_rel, 1):.1%} of the held-out items are repeats"
-        )
+        if task == NEXT_BASKET:
+            queries = [Query(customer_key=c, now=when) for c, when in zip(split.customers, split.asked_at, strict=True)]
+            relevant, history = split.relevant, split.history
+            n_rel = sum(len(r) for r in relevant)
+            n_rep = sum(len(r & h) for r, h in zip(relevant, history, strict=True))
+            note = (
+                f"seed {seed}: last basket of {len(queries)} of {split.eligible} customers with 2+ baskets held "
+                f"out; {n_rep / max(n_rel, 1):.1%} of the held-out items are repeats"
+            )
+        else:
+            queries, relevant, history, note = completion_queries(split, anonymous=anonymous)
         for name, unfitted in models.items():
             began = time.perf_counter()
             fitted = copy.deepcopy(unfitted).fit(split.train, items)
@@ -841,7 +898,7 @@ def evaluate_last_basket(
             logger.info("%s (seed %d) fitted in %.1f s", name, seed, fit_s)
             answers, seconds = _run(fitted, queries, k)
             lists = [[rec.item_id for rec in recs][:k] for recs in answers]
-            scores = last_basket_scores(lists, split.relevant, split.history, k)
+            scores = last_basket_scores(lists, relevant, history, k)
             per_user[(name, seed)] = scores
             violations = sum(_violates(recs, q, k) for recs, q in zip(answers, queries, strict=True))
             rows.append(

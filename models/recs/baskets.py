@@ -35,12 +35,14 @@ class Baskets:
         customer_ids: the known customers, sorted.
         incidence: baskets × items CSR, 1.0 where the basket holds the item; rows in time order.
         basket_customer: per basket (row of ``incidence``), the customer's code, -1 for a guest.
+        basket_time: per basket, its first line's time in epoch seconds (None: the frame has no times).
     """
 
     item_ids: np.ndarray
     customer_ids: np.ndarray
     incidence: sp.csr_matrix
     basket_customer: np.ndarray
+    basket_time: np.ndarray | None = None
 
     def customer_baskets(self) -> tuple[np.ndarray, np.ndarray]:
         """(basket rows grouped by customer, oldest first within a customer; per-customer start offsets
@@ -103,7 +105,13 @@ def basket_matrices(interactions: pd.DataFrame) -> Baskets:
     )
     inc.sum_duplicates()
     inc.data[:] = 1.0
-    return Baskets(item_ids=item_ids, customer_ids=customer_ids, incidence=inc, basket_customer=basket_customer)
+    return Baskets(
+        item_ids=item_ids,
+        customer_ids=customer_ids,
+        incidence=inc,
+        basket_customer=basket_customer,
+        basket_time=when[order] if has_time else None,
+    )
 
 
 def categories_for(item_ids: np.ndarray, items: pd.DataFrame | None) -> np.ndarray:

@@ -29,11 +29,13 @@ from models.recs.base import Query
 from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, PersonalTopFreq
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
+from models.recs.cart_blend import CartBlend
 from models.recs.cooccurrence import BoughtTogether
 from models.recs.cooccurrence_count import CooccurrenceCount
 from models.recs.ease import EASE
 from models.recs.personal import ImplicitRecommender
 from models.recs.popular import Popular
+from models.recs.repeat_ranker import RepeatRanker
 from models.recs.rules import CustomerHistory, ItemCatalogue
 from models.recs.similar import SimilarItems
 from models.recs.tifuknn import TIFUKNN
@@ -466,6 +468,44 @@ CASES: dict[str, Case] = {
     "upcf": Case(
         UPCF,
         lambda: {"recency": 2, "alpha": 0.4, "q": 2.0, "n_neighbours": 3, "self_weight": 0.8},
+        _fit_recs,
+        _ask_recs,
+        _save_folder,
+    ),
+    "cart_blend": Case(
+        CartBlend,
+        lambda: {
+            "item_models": ("count", "ease"),
+            "weight_step": 0.5,
+            "validation_share": 0.5,
+            "max_validation": 10,
+            "n_candidates": 5,
+            "k_select": 3,
+            "group_size": 2,
+            "within_decay": 0.8,
+            "group_decay": 0.6,
+            "seed": 2,
+        },
+        _fit_recs,
+        _ask_recs,
+        _save_folder,
+    ),
+    "repeat_ranker": Case(
+        RepeatRanker,
+        lambda: {
+            "max_own": 5,
+            "neighbour_candidates": 3,
+            "popular_candidates": 2,
+            "explore_slots_grid": (0, 2),
+            "group_size": 2,
+            "n_neighbours": 3,
+            "validation_share": 0.3,
+            "negative_share": 0.5,
+            "n_estimators": 20,
+            "min_child_samples": 2,
+            "seed": 3,
+            "n_jobs": 1,
+        },
         _fit_recs,
         _ask_recs,
         _save_folder,

@@ -24,11 +24,13 @@ from models.recs.base import Query, Recommendation, Recommender, RecSource
 from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, PersonalTopFreq
 from models.recs.blend import RepeatThenPersonal
 from models.recs.buy_again import BuyAgain
+from models.recs.cart_blend import CartBlend
 from models.recs.cooccurrence import BoughtTogether
 from models.recs.cooccurrence_count import CooccurrenceCount
 from models.recs.ease import EASE
 from models.recs.personal import ImplicitRecommender
 from models.recs.popular import Popular
+from models.recs.repeat_ranker import RepeatRanker
 from models.recs.similar import SimilarItems
 from models.recs.tifuknn import TIFUKNN
 from models.recs.upcf import UPCF
@@ -56,6 +58,8 @@ FACTORIES: dict[str, Callable[[], Recommender]] = {
     "tifuknn": lambda: TIFUKNN(group_size=2, n_neighbours=3),
     "upcf": lambda: UPCF(recency=2, n_neighbours=None),
     "cooccurrence_count": lambda: CooccurrenceCount(),
+    "cart_blend": lambda: CartBlend(item_models=("cosine", "count"), weight_step=0.5, validation_share=0.5),
+    "repeat_ranker": lambda: RepeatRanker(min_child_samples=1, n_estimators=20, n_jobs=1),
     "ease_customer": lambda: EASE(l2=1.0),
     "ease_basket": lambda: EASE(l2=1.0, max_items=6, rows="basket"),
 }

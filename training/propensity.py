@@ -50,6 +50,7 @@ from features.datasets import (
     monthly_cutoffs,
 )
 from features.definitions import NUMERIC_FEATURES
+from features.drift import PROFILE_FILE, reference_profile
 from features.errors import KairosError
 from features.ingest import require_dates
 from features.store import data_currency, data_end, ingest_report, manifest_for, open_tables
@@ -611,6 +612,7 @@ def log_and_register(
         mlflow.log_dict(manifest, "feature_manifest.json")
         mlflow.log_dict(calibrator.to_dict(), "calibrator.json")
         mlflow.log_dict({"rfm_score": result.rfm.to_dict()}, "baselines.json")
+        mlflow.log_dict(reference_profile(holdout, features, rows_are="the latest cutoff's rows"), PROFILE_FILE)
         versus_line = result.versus.describe("kairos", result.best_baseline)
         mlflow.log_dict(
             {"best_baseline": result.best_baseline, "line": versus_line, **result.versus.to_dict()},

@@ -40,10 +40,9 @@ from mlflow.exceptions import MlflowException
 from bundles import registry
 from bundles.errors import ModelNotFoundError
 from bundles.propensity import MODEL_NAMES, PropensityBundle
-from features.contract import Col
 from features.drift import PROFILE_FILE, PSI_MAJOR, PSI_MODERATE, compare_to_profile, score_shift
 from features.errors import KairosError
-from features.store import latest_snapshot, open_tables
+from features.store import data_end, latest_snapshot, open_tables
 from models.population import Population
 from training.backtest import backtest
 from training.propensity import task_by_name
@@ -122,9 +121,9 @@ def _profile(tracking_uri: str, run_id: str) -> dict[str, Any] | None:
         return None
 
 
-def last_matured(label_days: int, data_end: datetime) -> datetime:
+def last_matured(label_days: int, end: datetime) -> datetime:
     """The latest midnight whose outcome window (``label_days``) has fully passed by the data's end."""
-    end_day = datetime(data_end.year, data_end.month, data_end.day, tzinfo=UTC) + timedelta(days=1)
+    end_day = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
     return end_day - timedelta(days=label_days)
 
 
@@ -133,7 +132,7 @@ def monitor_model(
     data_home: Path,
     tracking_uri: str,
     snapshot: pd.DataFrame,
-    data_end: datetime,
+    end: datetime,
     thresholds: Thresholds,
     *,
     realised: bool = True,
@@ -193,7 +192,7 @@ def monitor_model(
                     f"({', '.join(d.new_categories[:5])})"
                 )
     if realised:
-        out.performance = _performance(name, meta, data_home, tracking_uri, data_end, client, str(mv.run_id))
+        out.performance = _performance(name, meta, data_home, tracking_uri, end, client, str(mv.run_id))
         perf = out.performance
         if perf.get("error"):
             out.attention.append(f"{name}: realised performance not measured: {perf['error']}")
@@ -219,7 +218,7 @@ def _performance(
     meta: dict[str, Any],
     data_home: Path,
     tracking_uri: str,
-    data_end: datetime,
+    end: datetime,
     client: MlflowClient,
     run_id: str,
 ) -> dict[str, Any]:
@@ -229,7 +228,7 @@ def _performance(
         if name in ("churn", "purchase") and horizon
         else task_by_name(name)
     )
-    as_of = last_matured(task.target.label_days, data_end)
+    as_of = last_matured(task.target.label_days, end)
     recorded = client.get_run(run_id).data.metrics.get("holdout_roc_auc")
     try:
         result = backtest(name, data_home, tracking_uri, as_of)
@@ -308,10 +307,10 @@ def run_monitor(
     snap = latest_snapshot(data_home)
     frame = snap.read()
     tables = open_tables(data_home)
-    data_end = pd.Timestamp(tables["orders"][Col.ORDERED_AT].max().execute()).tz_convert("UTC").to_pydatetime()
+    end = data_end(tables)
     per_model: dict[str, ModelMonitor] = {}
     for name in models:
-        found = monitor_model(name, data_home, tracking_uri, frame, data_end, thresholds, realised=realised)
+        found = monitor_model(name, data_home, tracking_uri, frame, end, thresholds, realised=realised)
         if found is not None:
             per_model[name] = found
     attention = [line for m in per_model.values() for line in m.attention]
@@ -330,7 +329,7 @@ def run_monitor(
         "generated_at_unix": now.timestamp(),
         "data_home": str(data_home),
         "snapshot_as_of": snap.manifest["as_of"],
-        "data_end": data_end.isoformat(),
+        "data_end": end.isoformat(),
         "thresholds": thresholds.__dict__,
         "models": {
             k: {**v.to_dict(), "attention": bool(v.attention), "why": v.attention} for k, v in per_model.items()

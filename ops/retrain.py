@@ -123,7 +123,9 @@ def decide(name: str, figures: dict[str, Any], policy: RetrainPolicy) -> Decisio
     reasons = []
     drift = figures.get("drift")
     if drift is not None:
-        counted = [f for f in drift["features"] if policy.drift.features is None or f["feature"] in policy.drift.features]
+        counted = [
+            f for f in drift["features"] if policy.drift.features is None or f["feature"] in policy.drift.features
+        ]
         drifted = [f for f in counted if f["psi"] >= policy.drift.psi_major]
         if len(drifted) > policy.drift.max_features_major:
             top = ", ".join(f"{f['feature']} {f['psi']:.2f}" for f in drifted[:3])

@@ -60,3 +60,15 @@ def test_nightly_runs_the_real_steps_and_resumes_after_a_failure(
     latest = json.loads((home / "monitoring" / "latest.json").read_text(encoding="utf-8"))
     assert latest["models"]["churn"]["drift"]["features"]  # the champion's profile was compared
     assert run.record["inputs_sha256"]["<mapping>"] == "built-in:online_retail_ii"
+
+    # the commands: a finished export is not run again; the monitor prints its table and what needs attention
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    args = ["--input", str(ORII_SAMPLE), "--mapping", "online_retail_ii", "--data", str(home), "--tracking-uri", uri]
+    again = CliRunner().invoke(app, ["nightly", *args, "--dev", "--skip", "compile"])
+    assert again.exit_code == 0 and "nothing to do" in again.output, again.output
+    shown = CliRunner().invoke(app, ["monitor", "--data", str(home), "--tracking-uri", uri, "--no-realised"])
+    assert shown.exit_code in (0, 1) and "churn" in shown.output and "monitor.html" in shown.output, shown.output
+    assert (shown.exit_code == 1) == ("attention:" in shown.output)

@@ -74,10 +74,10 @@ def run_key(hashes: dict[str, str]) -> str:
     return hashlib.sha256(canonical).hexdigest()[:16]
 
 
-StepFn = Callable[[NightlyConfig, dict[str, Any]], str]
+StepFn = Callable[[NightlyConfig], str]
 
 
-def _ingest(cfg: NightlyConfig, state: dict[str, Any]) -> str:
+def _ingest(cfg: NightlyConfig) -> str:
     from features.ingest import ingest
     from features.mapping import load_mapping
 
@@ -91,14 +91,14 @@ def _ingest(cfg: NightlyConfig, state: dict[str, Any]) -> str:
     return f"published {result.path}"
 
 
-def _features(cfg: NightlyConfig, state: dict[str, Any]) -> str:
+def _features(cfg: NightlyConfig) -> str:
     from features.store import build_snapshot
 
     snap = build_snapshot(cfg.data_home)
     return f"snapshot as of {snap.manifest['as_of']}, {snap.manifest['rows']:,} customers"
 
 
-def _publish(cfg: NightlyConfig, state: dict[str, Any]) -> str:
+def _publish(cfg: NightlyConfig) -> str:
     if cfg.redis_url is None:
         raise _Skip("no Redis: the in-process online store reads the latest snapshot when the API starts")
     from features.online import RedisOnlineStore, publish_to_redis
@@ -108,7 +108,7 @@ def _publish(cfg: NightlyConfig, state: dict[str, Any]) -> str:
     return f"online store version {version}"
 
 
-def _monitor(cfg: NightlyConfig, state: dict[str, Any]) -> str:
+def _monitor(cfg: NightlyConfig) -> str:
     from ops.monitor import run_monitor
 
     report = run_monitor(cfg.data_home, cfg.tracking_uri, realised=cfg.realised)
@@ -116,7 +116,7 @@ def _monitor(cfg: NightlyConfig, state: dict[str, Any]) -> str:
     return f"{len(said)} item(s) need attention" + (": " + " | ".join(said) if said else "")
 
 
-def _retrain(cfg: NightlyConfig, state: dict[str, Any]) -> str:
+def _retrain(cfg: NightlyConfig) -> str:
     if cfg.policy is None:
         raise _Skip("no --policy: nothing is retrained automatically")
     from ops.retrain import load_policy, retrain_if_needed
@@ -125,14 +125,14 @@ def _retrain(cfg: NightlyConfig, state: dict[str, Any]) -> str:
     return " | ".join(d.line() for d in report.decisions) or "no champion to decide on"
 
 
-def _compile(cfg: NightlyConfig, state: dict[str, Any]) -> str:
+def _compile(cfg: NightlyConfig) -> str:
     from batch.score import compile_champions
 
     engines, seconds = compile_champions(cfg.data_home, cfg.tracking_uri)
     return ", ".join(f"{k}: {v}" for k, v in engines.items()) + f" ({seconds:.1f} s)"
 
 
-def _score(cfg: NightlyConfig, state: dict[str, Any]) -> str:
+def _score(cfg: NightlyConfig) -> str:
     from batch.score import score_all
     from features.store import latest_snapshot
     from ops.monitor import export_path, update_score_shift
@@ -215,7 +215,6 @@ def run_nightly(cfg: NightlyConfig, *, force: bool = False) -> NightlyRun:
     record["attempts"] += 1
     record["status"] = "running"
     run = NightlyRun(path, record)
-    state: dict[str, Any] = {}
     for step in record["steps"]:
         if step["status"] in ("done", "skipped"):
             continue
@@ -227,7 +226,7 @@ def run_nightly(cfg: NightlyConfig, *, force: bool = False) -> NightlyRun:
         try:
             if step["name"] in cfg.skip:
                 raise _Skip("skipped by --skip")
-            detail = STEP_FUNCTIONS[step["name"]](cfg, state)
+            detail = STEP_FUNCTIONS[step["name"]](cfg)
             step.update(status="done", detail=detail)
             run.ran.append(step["name"])
         except _Skip as why:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -33,10 +32,10 @@ def test_nightly_runs_the_real_steps_and_resumes_after_a_failure(
     real_score = nightly.STEP_FUNCTIONS["score"]
     failures = [RuntimeError("the export's disk filled up")]
 
-    def score_once_broken(cfg: nightly.NightlyConfig, state: dict[str, Any]) -> str:
+    def score_once_broken(cfg: nightly.NightlyConfig) -> str:
         if failures:
             raise failures.pop()
-        return real_score(cfg, state)
+        return real_score(cfg)
 
     monkeypatch.setitem(nightly.STEP_FUNCTIONS, "score", score_once_broken)
     cfg = nightly.NightlyConfig(home, ORII_SAMPLE, "online_retail_ii", uri, now=now, skip=frozenset({"compile"}))

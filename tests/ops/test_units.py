@@ -70,7 +70,7 @@ def test_nightly_resumes_at_the_step_that_failed_and_does_not_repeat_a_finished_
     failures = {"compile": 1}
 
     def fake(name: str) -> nightly.StepFn:
-        def step(cfg: nightly.NightlyConfig, state: dict[str, Any]) -> str:
+        def step(cfg: nightly.NightlyConfig) -> str:
             calls.append(name)
             if failures.get(name):
                 failures[name] -= 1

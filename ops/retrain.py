@@ -114,7 +114,7 @@ class Decision:
 
     def line(self) -> str:
         why = "; ".join(self.reasons) if self.reasons else "within every threshold of the policy"
-        head = f"{self.model} v{self.version}: " + ("retrained" if self.retrain else "not retrained")
+        head = f"{self.model} v{self.version}: " + ("due for retraining" if self.retrain else "not retrained")
         return f"{head} ({why})" + (f" -> {self.outcome}" if self.outcome else "")
 
 

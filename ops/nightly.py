@@ -15,6 +15,7 @@ another hash, so another record.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import time
@@ -29,6 +30,7 @@ from features.errors import KairosError
 STEPS = ("ingest", "features", "publish", "monitor", "retrain", "compile", "score")
 RECORDS_DIR = "nightly"
 RECORD_VERSION = 1
+LOCK_FILE = ".lock"
 
 
 @dataclass(frozen=True)
@@ -119,9 +121,23 @@ def _monitor(cfg: NightlyConfig) -> str:
 def _retrain(cfg: NightlyConfig) -> str:
     if cfg.policy is None:
         raise _Skip("no --policy: nothing is retrained automatically")
+    from features.store import latest_snapshot
+    from ops.monitor import LATEST_FILE, MONITORING_DIR
     from ops.retrain import load_policy, retrain_if_needed
 
-    report = retrain_if_needed(cfg.data_home, cfg.tracking_uri, load_policy(cfg.policy), realised=cfg.realised)
+    # the monitor step of this run wrote the summary of this snapshot: decide on it rather than monitor twice
+    latest = Path(cfg.data_home) / MONITORING_DIR / LATEST_FILE
+    fresh = latest.is_file() and (
+        json.loads(latest.read_text(encoding="utf-8")).get("snapshot_as_of")
+        == latest_snapshot(cfg.data_home).manifest["as_of"]
+    )
+    report = retrain_if_needed(
+        cfg.data_home,
+        cfg.tracking_uri,
+        load_policy(cfg.policy),
+        realised=cfg.realised,
+        summary_file=latest if fresh else None,
+    )
     return " | ".join(d.line() for d in report.decisions) or "no champion to decide on"
 
 
@@ -184,7 +200,8 @@ def run_nightly(cfg: NightlyConfig, *, force: bool = False) -> NightlyRun:
     exception propagates; the next call on the same inputs starts again at that step.
 
     Raises:
-        KairosError: the export folder is missing or empty, or an unknown step is named in ``skip``.
+        KairosError: the export folder is missing or empty, an unknown step is named in ``skip``, or
+            another nightly run on the same data home is in progress (``HOME/nightly/.lock``).
     """
     unknown = sorted(set(cfg.skip) - set(STEPS))
     if unknown:
@@ -193,6 +210,17 @@ def run_nightly(cfg: NightlyConfig, *, force: bool = False) -> NightlyRun:
     key = run_key(hashes)
     folder = Path(cfg.data_home) / RECORDS_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    with (folder / LOCK_FILE).open("a") as lock:
+        try:  # released by the system when this process ends, however it ends
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KairosError(
+                f"another nightly run holds {folder / LOCK_FILE}: one run at a time per data home"
+            ) from None
+        return _run(cfg, hashes, key, folder, force)
+
+
+def _run(cfg: NightlyConfig, hashes: dict[str, str], key: str, folder: Path, force: bool) -> NightlyRun:
     path = folder / f"{key}.json"
     record: dict[str, Any] | None = None
     if path.is_file() and not force:

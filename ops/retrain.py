@@ -23,6 +23,7 @@ The policy (YAML; every key optional, unknown keys refused)::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,20 +168,29 @@ def retrain_if_needed(
     *,
     realised: bool = True,
     dry_run: bool = False,
+    summary_file: Path | None = None,
 ) -> RetrainReport:
     """Monitor the policy's champions, decide per model, and retrain those due through their training job.
 
-    ``dry_run`` decides and reports without training.
+    ``dry_run`` decides and reports without training. ``summary_file``: decide on a summary the monitor
+    has just written (the nightly's monitor step) instead of monitoring again.
     """
     names = policy.models or list(MODEL_NAMES)
-    thresholds = Thresholds(
-        psi_major=policy.drift.psi_major,
-        max_features_major=policy.drift.max_features_major,
-        roc_auc_drop=policy.performance.max_roc_auc_drop,
-    )
-    report = run_monitor(data_home, tracking_uri, models=names, thresholds=thresholds, realised=realised)
+    if summary_file is not None:
+        summary = json.loads(Path(summary_file).read_text(encoding="utf-8"))
+        json_path = Path(summary_file)
+    else:
+        thresholds = Thresholds(
+            psi_major=policy.drift.psi_major,
+            max_features_major=policy.drift.max_features_major,
+            roc_auc_drop=policy.performance.max_roc_auc_drop,
+        )
+        report = run_monitor(data_home, tracking_uri, models=names, thresholds=thresholds, realised=realised)
+        summary, json_path = report.summary, report.json_path
     decisions = []
-    for name, figures in report.summary["models"].items():
+    for name, figures in summary["models"].items():
+        if name not in names:
+            continue
         decision = decide(name, figures, policy)
         if decision.retrain and not dry_run:
             horizon = figures.get("horizon_days")
@@ -203,4 +213,4 @@ def retrain_if_needed(
         elif decision.retrain:
             decision.outcome = "dry run: not trained"
         decisions.append(decision)
-    return RetrainReport(decisions, report.json_path)
+    return RetrainReport(decisions, json_path)

@@ -125,6 +125,19 @@ def test_nightly_records_skipped_steps_with_the_reason_and_refuses_unknown_ones(
     assert by_name["publish"]["status"] == "skipped" and "in-process" in by_name["publish"]["detail"]
 
 
+def test_one_nightly_at_a_time_per_data_home(tmp_path: Path) -> None:
+    import fcntl
+
+    cfg = _config(tmp_path)
+    folder = cfg.data_home / nightly.RECORDS_DIR
+    folder.mkdir(parents=True)
+    with (folder / nightly.LOCK_FILE).open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running nightly holds it
+        with pytest.raises(KairosError, match="one run at a time"):
+            nightly.run_nightly(cfg)
+    assert not list(folder.glob("*.json"))  # refused before any record was written
+
+
 def test_the_monitor_gauges_read_the_latest_summary(tmp_path: Path) -> None:
     path = tmp_path / "latest.json"
     registry = CollectorRegistry()

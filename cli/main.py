@@ -1292,7 +1292,8 @@ def monitor(
         typer.echo(f"attention: {line}")
     if not report.attention:
         typer.echo("nothing needs attention")
-    console.print(f"report {report.html_path}; summary {report.json_path}; seconds {report.summary['seconds']:.1f}")
+    # plain echo, never wrapped: paths to copy
+    typer.echo(f"report {report.html_path}; summary {report.json_path}; seconds {report.summary['seconds']:.1f}")
     if report.attention:
         raise typer.Exit(code=1)
 
@@ -1326,7 +1327,7 @@ def retrain(
         typer.echo(decision.line())
     if not report.decisions:
         typer.echo("no champion of the policy's models in the registry: nothing to decide")
-    console.print(f"monitor summary {report.monitor_json}")
+    typer.echo(f"monitor summary {report.monitor_json}")
 
 
 @app.command()
@@ -1382,7 +1383,7 @@ def nightly(
         typer.echo(f"resumed from {run.resumed_from}")
     elif not run.ran:
         typer.echo("this export's run had finished: nothing to do (--force runs it again)")
-    console.print(f"run record {run.record_path}")
+    typer.echo(f"run record {run.record_path}")
 
 
 def main() -> None:  # pragma: no cover

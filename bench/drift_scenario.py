@@ -63,6 +63,11 @@ def main() -> None:
             others = [f for f in drift["features"] if f["feature"] not in WATCHED][:4]
             print("  largest PSI elsewhere: " + ", ".join(f"{f['feature']} {f['psi']:.2f}" for f in others))
             print(f"  features >= 0.25: {drift['features_major']} of {len(drift['features'])}")
+            heavy = sorted(drift["features"], key=lambda f: -f["importance"])[:5]
+            print(
+                f"  PSI weighted by the model's gain: {drift['psi_weighted']:.3f}; the five heaviest features: "
+                + ", ".join(f"{f['feature']} ({f['importance']:.0%}) {f['psi']:.2f}" for f in heavy)
+            )
             for decision in report.decisions:
                 print("  " + decision.line())
 

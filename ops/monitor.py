@@ -144,10 +144,14 @@ def monitor_model(
     except MlflowException:
         return None
     with tempfile.TemporaryDirectory() as tmp:
+        bundle = PropensityBundle()
         try:
-            fetched = PropensityBundle().fetch(tracking_uri, name, registry.CHAMPION, Path(tmp))
+            fetched = bundle.fetch(tracking_uri, name, registry.CHAMPION, Path(tmp))
         except ModelNotFoundError:
             return None
+        booster = bundle.build(fetched.folder, fetched.provenance, None).model.booster_
+    gain = np.asarray(booster.feature_importance(importance_type="gain"), dtype=np.float64)
+    share = dict(zip(booster.feature_name(), gain / gain.sum() if gain.sum() > 0 else gain, strict=True))
     meta = fetched.provenance.metadata
     age = (datetime.now(UTC) - _utc(int(mv.creation_timestamp))).total_seconds() / 86_400
     horizon = meta.get("horizon_days")
@@ -170,9 +174,11 @@ def monitor_model(
             "rows_reference": profile["rows"],
             "rows_current": len(rows),
             "psi_max": drifts[0].psi if drifts else 0.0,
+            # each feature's PSI weighted by its share of the model's total split gain: drift where the model looks
+            "psi_weighted": float(sum(share.get(d.feature, 0.0) * d.psi for d in drifts)),
             "features_major": len(major),
             "features_moderate": len(moderate),
-            "features": [d.to_dict() for d in drifts],
+            "features": [{**d.to_dict(), "importance": float(share.get(d.feature, 0.0))} for d in drifts],
         }
         if len(major) > thresholds.max_features_major:
             top = ", ".join(f"{d.feature} {d.psi:.2f}" for d in major[:5])
@@ -361,6 +367,7 @@ def figures(summary: dict[str, Any]) -> dict[str, float]:
         out[f"{name}.age_days"] = float(m["age_days"])
         if m["drift"]:
             out[f"{name}.psi_max"] = float(m["drift"]["psi_max"])
+            out[f"{name}.psi_weighted"] = float(m["drift"]["psi_weighted"])
             out[f"{name}.features_major"] = float(m["drift"]["features_major"])
             out[f"{name}.features_moderate"] = float(m["drift"]["features_moderate"])
         perf = m["performance"] or {}
@@ -420,14 +427,16 @@ def render_html(summary: dict[str, Any]) -> str:
         if drift:
             parts.append(
                 f"<p>{drift['rows_current']:,} customers now against {drift['rows_reference']:,} training rows; "
-                f"{drift['features_major']} feature(s) with a major shift, {drift['features_moderate']} moderate</p>"
-                "<table><tr><th>feature</th><th>PSI</th><th>missing (training)</th><th>missing (now)</th>"
-                "<th>new categories</th></tr>"
+                f"{drift['features_major']} feature(s) with a major shift, {drift['features_moderate']} moderate; "
+                f"PSI weighted by the model's gain {drift['psi_weighted']:.3f}</p>"
+                "<table><tr><th>feature</th><th>PSI</th><th>share of gain</th><th>missing (training)</th>"
+                "<th>missing (now)</th><th>new categories</th></tr>"
             )
             for d in drift["features"]:
                 parts.append(
                     f"<tr class='{e(d['level'])}'><td>{e(d['feature'])}</td><td>{d['psi']:.3f}</td>"
-                    f"<td>{d['missing_rate_reference']:.1%}</td><td>{d['missing_rate_current']:.1%}</td>"
+                    f"<td>{d['importance']:.1%}</td><td>{d['missing_rate_reference']:.1%}</td>"
+                    f"<td>{d['missing_rate_current']:.1%}</td>"
                     f"<td>{e(', '.join(d['new_categories'][:5]))}</td></tr>"
                 )
             parts.append("</table>")

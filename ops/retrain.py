@@ -9,6 +9,7 @@ The policy (YAML; every key optional, unknown keys refused)::
       psi_major: 0.25                # a feature at or above this PSI has drifted ...
       max_features_major: 2          # ... and more drifted features than this call for a retrain
       features: [recency_days, orders_90d, orders_180d]   # only these count (default: every feature)
+      max_weighted_psi: 0.1          # retrain when the PSI weighted by the model's split gain exceeds this
     performance:
       max_roc_auc_drop: 0.05         # realised ROC-AUC this far below the recorded one: retrain
       retrain_when_baseline_wins: true
@@ -45,6 +46,9 @@ class DriftPolicy(_Strict):
     psi_major: float = Field(default=0.25, gt=0, description="A feature at or above this PSI has drifted.")
     max_features_major: int = Field(default=2, ge=0, description="Retrain when more features than this have drifted.")
     features: list[str] | None = Field(default=None, description="Only these features count (default: all).")
+    max_weighted_psi: float | None = Field(
+        default=None, gt=0, description="Retrain when the PSI weighted by the model's gain exceeds this (default: off)."
+    )
 
 
 class PerformancePolicy(_Strict):
@@ -133,6 +137,11 @@ def decide(name: str, figures: dict[str, Any], policy: RetrainPolicy) -> Decisio
             reasons.append(
                 f"{len(drifted)} features drifted (PSI >= {policy.drift.psi_major:g}; the policy allows "
                 f"{policy.drift.max_features_major}): {top}"
+            )
+        limit = policy.drift.max_weighted_psi
+        if limit is not None and drift["psi_weighted"] > limit:
+            reasons.append(
+                f"PSI weighted by the model's gain {drift['psi_weighted']:.3f} (the policy allows {limit:g})"
             )
     perf = figures.get("performance") or {}
     if perf.get("roc_auc"):

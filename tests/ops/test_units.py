@@ -19,7 +19,7 @@ def _figures(psis: dict[str, float], kairos: float = 0.80, recorded: float = 0.8
     return {
         "version": "4",
         "age_days": age,
-        "drift": {"features": [{"feature": k, "psi": v} for k, v in psis.items()]},
+        "drift": {"features": [{"feature": k, "psi": v} for k, v in psis.items()], "psi_weighted": 0.05},
         "performance": {
             "roc_auc": {"kairos": kairos, "rfm_score": 0.70},
             "recorded_roc_auc": recorded,
@@ -38,6 +38,8 @@ def test_the_decision_names_each_reason_and_only_counts_the_policys_features() -
     assert worse.retrain and "0.100 below the recorded 0.800" in worse.reasons[0]
     beaten = decide("churn", _figures({}, kairos=0.69), policy)
     assert any("rfm_score does as well" in r for r in beaten.reasons)
+    weighted = RetrainPolicy.model_validate({"drift": {"max_weighted_psi": 0.04}})
+    assert "weighted by the model's gain 0.050" in decide("churn", _figures({}), weighted).reasons[0]
     old = decide("churn", _figures({}, age=100), RetrainPolicy.model_validate({"schedule": {"max_age_days": 90}}))
     assert old.retrain and "100 days old" in old.reasons[0]
 

@@ -82,6 +82,11 @@ class MonitoringCollector(Collector):
                 "Largest PSI of the model's features, current snapshot against its training rows.",
                 labels=["model"],
             ),
+            "psi_weighted": GaugeMetricFamily(
+                "kairos_monitor_feature_psi_weighted",
+                "PSI of the model's features weighted by each one's share of the model's split gain.",
+                labels=["model"],
+            ),
             "drifted": GaugeMetricFamily(
                 "kairos_monitor_features_drifted",
                 "Features of the model with a moderate (0.1-0.25) or major (>= 0.25) PSI.",
@@ -128,6 +133,8 @@ class MonitoringCollector(Collector):
             drift = entry.get("drift") or {}
             if (v := _number(drift.get("psi_max"))) is not None:
                 gauges["psi_max"].add_metric([model], v)
+            if (v := _number(drift.get("psi_weighted"))) is not None:
+                gauges["psi_weighted"].add_metric([model], v)
             for lvl in ("major", "moderate"):
                 if (v := _number(drift.get(f"features_{lvl}"))) is not None:
                     gauges["drifted"].add_metric([model, lvl], v)

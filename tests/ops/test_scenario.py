@@ -27,6 +27,8 @@ training: {min_positives: 20, min_negatives: 20, min_holdout_per_class: 5}
 
 @pytest.mark.slow
 def test_no_change_triggers_nothing_and_a_shift_triggers_a_retrain(synth_home: SynthHome, tmp_path: Path) -> None:
+    import shutil
+
     from cli.main import app
     from features.ingest import ingest
     from features.mapping import load_mapping
@@ -35,6 +37,8 @@ def test_no_change_triggers_nothing_and_a_shift_triggers_a_retrain(synth_home: S
     from synth.shift import shift_export
     from training.propensity import churn_task, train_task
 
+    calm_home = tmp_path / "unchanged"  # a copy: the session's synth_home stays read-only
+    shutil.copytree(synth_home.home, calm_home)
     shifted = tmp_path / "shifted"
     summary = shift_export(synth_home.raw, tmp_path / "raw_shifted", SHIFT, keep_orders=0.4, price_factor=1.5)
     assert summary.orders_dropped > 0.4 * summary.orders_after
@@ -42,7 +46,7 @@ def test_no_change_triggers_nothing_and_a_shift_triggers_a_retrain(synth_home: S
     build_snapshot(shifted)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = train_task(
-        churn_task(), synth_home.home, uri, sufficiency=small_data_rules(), as_of=datetime(2025, 7, 1, tzinfo=UTC)
+        churn_task(), calm_home, uri, sufficiency=small_data_rules(), as_of=datetime(2025, 7, 1, tzinfo=UTC)
     )
     assert run.registration is not None and run.registration.alias == "champion"
     policy_file = tmp_path / "policy.yaml"
@@ -57,7 +61,7 @@ def test_no_change_triggers_nothing_and_a_shift_triggers_a_retrain(synth_home: S
             "--policy",
             str(policy_file),
             "--data",
-            str(synth_home.home),
+            str(calm_home),
             "--tracking-uri",
             uri,
             "--no-realised",
@@ -65,7 +69,7 @@ def test_no_change_triggers_nothing_and_a_shift_triggers_a_retrain(synth_home: S
     )
     assert calm.exit_code == 0, calm.output
     assert "churn v1: not retrained (within every threshold of the policy)" in calm.output
-    latest = json.loads((synth_home.home / "monitoring" / "latest.json").read_text(encoding="utf-8"))
+    latest = json.loads((calm_home / "monitoring" / "latest.json").read_text(encoding="utf-8"))
     drift = {f["feature"]: f["psi"] for f in latest["models"]["churn"]["drift"]["features"]}
     assert max(drift[f] for f in load_policy(policy_file).drift.features or []) < 0.25
 
@@ -74,5 +78,8 @@ def test_no_change_triggers_nothing_and_a_shift_triggers_a_retrain(synth_home: S
     (decision,) = report.decisions
     assert decision.retrain and "drifted" in decision.reasons[0], decision.line()
     assert decision.outcome.startswith("registered v2 as @"), decision.outcome
+    moved = json.loads((shifted / "monitoring" / "latest.json").read_text(encoding="utf-8"))
+    # weighted by the model's own split gain, the drift is larger where the behaviour changed
+    assert moved["models"]["churn"]["drift"]["psi_weighted"] > latest["models"]["churn"]["drift"]["psi_weighted"]
     html = (shifted / "monitoring" / "monitor.html").read_text(encoding="utf-8")
     assert "What needs attention" in html and "orders_" in html

@@ -153,6 +153,7 @@ def test_the_monitor_gauges_read_the_latest_summary(tmp_path: Path) -> None:
                 "age_days": 12.5,
                 "drift": {
                     "psi_max": 0.41,
+                    "psi_weighted": 0.12,
                     "features_major": 1,
                     "features_moderate": 2,
                     "features": [{"feature": "orders_90d", "psi": 0.41, "missing_rate_current": 0.0}],
@@ -169,6 +170,7 @@ def test_the_monitor_gauges_read_the_latest_summary(tmp_path: Path) -> None:
         'kairos_monitor_attention{model="churn"} 1.0',
         'kairos_monitor_feature_psi{feature="orders_90d",model="churn"} 0.41',
         'kairos_monitor_features_drifted{level="major",model="churn"} 1.0',
+        'kairos_monitor_feature_psi_weighted{model="churn"} 0.12',
         'kairos_monitor_realised_roc_auc{model="churn",scorer="bgnbd"} 0.79',
         'kairos_monitor_recorded_roc_auc{model="churn"} 0.8',
         'kairos_monitor_champion_age_days{model="churn"} 12.5',

@@ -1250,6 +1250,12 @@ def monitor(
             help="Backtest each champion on the last matured window beside the baselines (the slow part).",
         ),
     ] = True,
+    scores_previous: Annotated[
+        Path | None, typer.Option(help="A previous `score --all` export (default: the second latest in DATA/exports).")
+    ] = None,
+    scores_current: Annotated[
+        Path | None, typer.Option(help="The current `score --all` export (default: the latest in DATA/exports).")
+    ] = None,
 ) -> None:
     """Feature drift of the latest snapshot against each champion's training rows, realised performance on the
     last matured window, score drift between the two latest exports; writes JSON + HTML, logs to MLflow, and
@@ -1258,7 +1264,17 @@ def monitor(
     from ops.monitor import run_monitor
 
     try:
-        report = run_monitor(data, tracking_uri, out, models=model or list(MODEL_NAMES), realised=realised)
+        if (scores_previous is None) != (scores_current is None):
+            raise ValueError("give both --scores-previous and --scores-current, or neither")
+        report = run_monitor(
+            data,
+            tracking_uri,
+            out,
+            models=model or list(MODEL_NAMES),
+            realised=realised,
+            previous_scores=scores_previous,
+            current_scores=scores_current,
+        )
     except (KairosError, ValueError, OSError) as exc:
         raise _fail(exc) from exc
     table = Table(title=f"monitor: snapshot as of {report.summary['snapshot_as_of']}", title_justify="left")

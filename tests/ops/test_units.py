@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,31 @@ def test_the_monitor_gauges_read_the_latest_summary(tmp_path: Path) -> None:
         assert line in text, line
     path.write_text("{not json", encoding="utf-8")
     assert "kairos_monitor_summary_loaded 0.0" in generate_latest(registry).decode()
+
+
+def test_score_drift_between_exports_is_added_to_the_latest_summary(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from ops.monitor import LATEST_FILE, MONITORING_DIR, export_path, update_score_shift
+
+    rng = np.random.default_rng(3)
+    before = rng.beta(2, 5, 3000)
+    for day, scores in ((1, before), (2, rng.beta(5, 2, 3000))):
+        path = export_path(tmp_path, datetime(2026, 1, day, tzinfo=UTC))
+        path.parent.mkdir(parents=True)
+        frame = pd.DataFrame({"customer_key": [f"k{i}" for i in range(3000)], "churn_probability": scores})
+        frame["churn_probability"] = frame["churn_probability"].where(np.arange(3000) % 10 > 0)  # outside: empty
+        frame.to_parquet(path)
+    assert update_score_shift(tmp_path) == ""  # no summary yet: nothing to add to
+    latest = tmp_path / MONITORING_DIR / LATEST_FILE
+    latest.parent.mkdir()
+    latest.write_text(json.dumps({"models": {}, "attention": ["churn: something else"]}), encoding="utf-8")
+    said = update_score_shift(tmp_path)
+    assert said.startswith("churn: its scores moved between exports (PSI")
+    summary = json.loads(latest.read_text(encoding="utf-8"))
+    shift = summary["scores"]["models"]["churn"]
+    assert shift["level"] == "major" and shift["rows_previous"] == 2700 and shift["mean_current"] > 0.6
+    assert summary["attention"][0] == "churn: something else" and len(summary["attention"]) == 2
+    update_score_shift(tmp_path)  # again: the score lines are replaced, not added twice
+    assert len(json.loads(latest.read_text(encoding="utf-8"))["attention"]) == 2

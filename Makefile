@@ -38,8 +38,8 @@ demo: demo-build ## Build the embedded default and serve the API on 127.0.0.1:80
 	$(BIN)/kairos serve --dev --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --host $(HOST) --port $(PORT)
 
 lint: install ## ruff
-	$(BIN)/ruff check features models bundles training batch serving cli synth tests bench image
-	$(BIN)/ruff format --check features models bundles training batch serving cli synth tests bench image
+	$(BIN)/ruff check features models bundles training batch serving ops cli synth tests bench image
+	$(BIN)/ruff format --check features models bundles training batch serving ops cli synth tests bench image
 
 typecheck: install ## mypy on the packages
 	$(BIN)/mypy

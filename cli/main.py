@@ -1307,6 +1307,178 @@ def erase(
         raise typer.Exit(code=1)
 
 
+# --- operations: monitor, retrain when due, the nightly pipeline (ops/; docs/monitoring.md) -----------------
+
+
+@app.command()
+def monitor(
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder of monitor.json and monitor.html (default DATA/monitoring).")
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="Monitor only this champion (repeatable; default all).")
+    ] = None,
+    realised: Annotated[
+        bool,
+        typer.Option(
+            "--realised/--no-realised",
+            help="Backtest each champion on the last matured window beside the baselines (the slow part).",
+        ),
+    ] = True,
+    scores_previous: Annotated[
+        Path | None, typer.Option(help="A previous `score --all` export (default: the second latest in DATA/exports).")
+    ] = None,
+    scores_current: Annotated[
+        Path | None, typer.Option(help="The current `score --all` export (default: the latest in DATA/exports).")
+    ] = None,
+) -> None:
+    """Feature drift of the latest snapshot against each champion's training rows, realised performance on the
+    last matured window, score drift between the two latest exports; writes JSON + HTML, logs to MLflow, and
+    says what needs attention. Exit 1 when something does."""
+    from bundles.propensity import MODEL_NAMES
+    from ops.monitor import run_monitor
+
+    try:
+        if (scores_previous is None) != (scores_current is None):
+            raise ValueError("give both --scores-previous and --scores-current, or neither")
+        report = run_monitor(
+            data,
+            tracking_uri,
+            out,
+            models=model or list(MODEL_NAMES),
+            realised=realised,
+            previous_scores=scores_previous,
+            current_scores=scores_current,
+        )
+    except (KairosError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    table = Table(title=f"monitor: snapshot as of {report.summary['snapshot_as_of']}", title_justify="left")
+    for col in (
+        "model",
+        "version",
+        "age (days)",
+        "PSI max",
+        "drifted",
+        "realised ROC-AUC",
+        "recorded",
+        "best baseline",
+    ):
+        table.add_column(col, justify="left" if col in ("model", "best baseline") else "right")
+    for name, m in report.summary["models"].items():
+        drift, perf = m["drift"] or {}, m["performance"] or {}
+        auc = (perf.get("roc_auc") or {}).get("kairos")
+        best = perf.get("best_baseline")
+        table.add_row(
+            name,
+            m["version"],
+            f"{m['age_days']:.1f}",
+            f"{drift['psi_max']:.3f}" if drift else "-",
+            f"{drift['features_major']} major, {drift['features_moderate']} moderate" if drift else "-",
+            f"{auc:.3f}" if auc is not None else "-",
+            f"{perf['recorded_roc_auc']:.3f}" if perf.get("recorded_roc_auc") is not None else "-",
+            f"{best} {perf['roc_auc'][best]:.3f}" if best else "-",
+        )
+    console.print(table)
+    for line in report.attention:
+        typer.echo(f"attention: {line}")
+    if not report.attention:
+        typer.echo("nothing needs attention")
+    # plain echo, never wrapped: paths to copy
+    typer.echo(f"report {report.html_path}; summary {report.json_path}; seconds {report.summary['seconds']:.1f}")
+    if report.attention:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def retrain(
+    policy: Annotated[Path, typer.Option("--policy", help="Retrain policy (YAML; docs/monitoring.md).")],
+    if_needed: Annotated[
+        bool, typer.Option("--if-needed", help="Retrain only the models the policy finds due (required).")
+    ] = False,
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and say why, train nothing.")] = False,
+    realised: Annotated[
+        bool, typer.Option("--realised/--no-realised", help="Measure realised performance (backtests).")
+    ] = True,
+) -> None:
+    """Monitor the champions and retrain those whose drift, realised performance or age crosses the policy's
+    thresholds, through the usual training job and its champion gate; says why each did or did not."""
+    if not if_needed:
+        console.print("retrain needs --if-needed (to retrain unconditionally, run `kairos train ...`)")
+        raise typer.Exit(code=2)
+    from ops.retrain import load_policy, retrain_if_needed
+
+    try:
+        _dated(data, "kairos retrain")
+        report = retrain_if_needed(data, tracking_uri, load_policy(policy), realised=realised, dry_run=dry_run)
+    except (KairosError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    for decision in report.decisions:
+        typer.echo(decision.line())
+    if not report.decisions:
+        typer.echo("no champion of the policy's models in the registry: nothing to decide")
+    typer.echo(f"monitor summary {report.monitor_json}")
+
+
+@app.command()
+def nightly(
+    input: Annotated[Path, typer.Option("--input", help="Folder of the new export.")],
+    mapping: Annotated[str, typer.Option(help="Mapping YAML path, or a built-in name.")],
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Retrain policy; without it the retrain step is skipped.")
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(envvar="KAIROS_REDIS_URL", help="Publish to this Redis (default: none, the in-process store)."),
+    ] = None,
+    prefix: Annotated[str, typer.Option(envvar="KAIROS_REDIS_PREFIX", help="Redis key prefix.")] = "kairos",
+    skip: Annotated[list[str] | None, typer.Option("--skip", help="A step not to run (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Run again even if this export's run finished.")] = False,
+    now: Annotated[str | None, typer.Option(help="Ingest's reference time (ISO 8601).")] = None,
+    dev: Annotated[bool, typer.Option("--dev", help="Development data: the public pseudonym secret.")] = False,
+    realised: Annotated[
+        bool, typer.Option("--realised/--no-realised", help="The monitor's backtests of realised performance.")
+    ] = True,
+) -> None:
+    """ingest -> features -> publish -> monitor -> retrain if needed -> compile -> score export, with a run record
+    under DATA/nightly; a rerun on the same export resumes at the step that failed."""
+    from ops.nightly import NightlyConfig, run_nightly
+
+    try:
+        cfg = NightlyConfig(
+            data_home=data,
+            input_dir=input,
+            mapping=mapping,
+            tracking_uri=tracking_uri,
+            policy=policy,
+            redis_url=redis_url,
+            redis_prefix=prefix,
+            skip=frozenset(skip or ()),
+            now=datetime.fromisoformat(now) if now else None,
+            pseudonymizer=_pseudonymizer(dev),
+            realised=realised,
+        )
+        run = run_nightly(cfg, force=force)
+    except Exception as exc:  # the record holds the failed step; a library's message may quote a value
+        said = str(exc) if isinstance(exc, KairosError | ValueError) else "message withheld: it may quote a value"
+        typer.echo(f"nightly stopped: {type(exc).__name__}: {said} (rerun to resume at the failed step)")
+        raise typer.Exit(code=1) from None
+    for step in run.record["steps"]:
+        typer.echo(
+            f"{step['name']:<9} {step['status']:<8} {step.get('seconds', 0):>8.1f} s  {step.get('detail') or ''}"
+        )
+    if run.resumed_from:
+        typer.echo(f"resumed from {run.resumed_from}")
+    elif not run.ran:
+        typer.echo("this export's run had finished: nothing to do (--force runs it again)")
+    typer.echo(f"run record {run.record_path}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -16,6 +16,7 @@ from serving import errors
 from serving.deps import KeyCheck, operational
 from serving.lean import LeanDispatch
 from serving.middleware import EdgeMiddleware
+from serving.monitoring import MonitoringCollector, latest_summary_path
 from serving.observability import Metrics, setup_logging
 from serving.routers import admin, customers, decisions, events, health, models, offers, recs, scores
 from serving.settings import OpenEndpoint, Settings, get_settings
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     live but not ready (``/health/ready`` answers 503 with the reason)."""
     settings = settings or get_settings()
     metrics = Metrics()
+    metrics.registry.register(MonitoringCollector(latest_summary_path(settings.data_home)))  # kairos monitor
     if settings.log_json:
         setup_logging()
 

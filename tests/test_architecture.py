@@ -22,7 +22,8 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"features", "models", "bundles"},
     "batch": {"features", "models", "bundles"},
     "serving": {"features", "models", "bundles"},
-    "cli": {"features", "models", "bundles", "synth", "training", "batch", "serving"},
+    "ops": {"features", "models", "bundles", "training", "batch"},
+    "cli": {"features", "models", "bundles", "synth", "training", "batch", "serving", "ops"},
 }
 PACKAGES = [p for p in ALLOWED if (ROOT / p).is_dir()]
 

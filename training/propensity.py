@@ -54,6 +54,7 @@ from features.datasets import (
     monthly_cutoffs,
 )
 from features.definitions import NUMERIC_FEATURES
+from features.drift import PROFILE_FILE, reference_profile
 from features.errors import KairosError
 from features.ingest import require_dates
 from features.store import data_currency, data_end, ingest_report, manifest_for, open_tables
@@ -806,6 +807,9 @@ def log_and_register(
         if fitted.search is not None:
             fitted.search.trials.to_csv(job.folder / "search_trials.csv", index=False)
             mlflow.log_artifact(str(job.folder / "search_trials.csv"))
+        # the feature row's columns only: the snapshot the monitor compares it with has no derived columns
+        row_features = [f for f in features if f not in DERIVED_COLUMNS]
+        mlflow.log_dict(reference_profile(holdout, row_features, rows_are="the latest cutoff's rows"), PROFILE_FILE)
         versus_line = result.versus.describe("kairos", result.best_baseline)
         why = calibration_note(
             y,

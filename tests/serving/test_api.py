@@ -178,6 +178,7 @@ def test_models_and_metrics(world: World, client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'kairos_request_duration_seconds_count{method="POST",route="/v1/scores",status="200"}' in text
     assert 'kairos_model_loaded{alias="champion",model="churn",source="registry",version="1"} 1.0' in text
+    assert "kairos_monitor_summary_loaded 0.0" in text  # no `kairos monitor` summary in this home yet
 
 
 @pytest.mark.parametrize("path", ["/health/live", "/health/ready"])

@@ -149,9 +149,13 @@ def monitor_model(
             fetched = bundle.fetch(tracking_uri, name, registry.CHAMPION, Path(tmp))
         except ModelNotFoundError:
             return None
-        booster = bundle.build(fetched.folder, fetched.provenance, None).model.booster_
-    gain = np.asarray(booster.feature_importance(importance_type="gain"), dtype=np.float64)
-    share = dict(zip(booster.feature_name(), gain / gain.sum() if gain.sum() > 0 else gain, strict=True))
+        served = bundle.build(fetched.folder, fetched.provenance, None)
+    booster = getattr(served.model, "booster_", None)
+    if booster is not None:
+        gain = np.asarray(booster.feature_importance(importance_type="gain"), dtype=np.float64)
+        share = dict(zip(booster.feature_name(), gain / gain.sum() if gain.sum() > 0 else gain, strict=True))
+    else:  # a served baseline reads a few features, each as much as the others
+        share = {f: 1.0 / len(served.features) for f in served.features}
     meta = fetched.provenance.metadata
     age = (datetime.now(UTC) - _utc(int(mv.creation_timestamp))).total_seconds() / 86_400
     horizon = meta.get("horizon_days")

@@ -6,6 +6,11 @@ The LightGBM value model's labels are ``horizon_days`` long, so a 365-day horizo
 990 days of data (history, training windows, validation, holdout); shorter data must use a shorter
 ``horizon_days`` and the job says so. The probabilistic models need no labels to fit: the registered
 ``clv`` bundle is fitted on all the data and answers for any horizon.
+
+The ``value`` registration goes through the gate (training/gate.py): Kairos's regressors are ``@champion``
+only when they beat the best baseline (last period, BG/NBD or MBG/NBD x Gamma-Gamma, each read off the
+feature row as served: :class:`models.baselines.ValueBaseline`) on holdout Spearman of spend, are not
+significantly worse on MAE, and beat the champion; otherwise the best baseline is served and labelled.
 """
 
 from __future__ import annotations

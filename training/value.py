@@ -25,6 +25,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from bundles import registry
 from bundles.errors import ModelNotFoundError
@@ -532,10 +533,9 @@ def _register_clv(
     table fitted on other data, or on the same data as of a later date, takes ``@champion`` (an older table
     is stale, not safer); a refit on the champion's very data, or as of an earlier date, stays ``@challenger``."""
     fitted_on = f"{data_hash}@{full.as_of.isoformat()}"
-    champion = None
     try:
         champion = job.client.get_model_version_by_alias(CLV_MODEL, registry.CHAMPION)
-    except Exception:  # no such model or alias yet
+    except MlflowException:  # no such model or alias yet
         champion = None
     if champion is None:
         alias, reason = registry.CHAMPION, "the first clv table"

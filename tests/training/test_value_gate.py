@@ -33,6 +33,26 @@ from training.propensity import Context
 
 HORIZON = 90
 
+
+def test_a_better_ranking_with_a_significantly_larger_error_does_not_win() -> None:
+    from models.intervals import MAE, paired_bootstrap
+    from training.gate import decide
+
+    rng = np.random.default_rng(0)
+    y = rng.gamma(0.5, 200.0, 500)
+    baseline = y * rng.lognormal(0.0, 0.8, 500)  # ranks fairly, errs moderately
+    candidate = 10.0 * y  # ranks perfectly, errs by nine times the spend
+    versus = paired_bootstrap(SPEARMAN, y, candidate, baseline, seed=0)
+    guard = paired_bootstrap(MAE, y, candidate, baseline, seed=0)
+    assert versus.better() and guard.worse()
+    kw: dict[str, Any] = {"metric": SPEARMAN, "metric_name": "spearman"}
+    verdict = decide(y, candidate, "last_period", baseline, versus, None, guard=("last_period", guard), **kw)
+    assert (verdict.served, verdict.candidate_alias) == ("baseline", "challenger")
+    assert "and is significantly worse than the last_period baseline on mae, +" in verdict.line
+    # without the larger error, the same ranking wins
+    assert decide(y, candidate, "last_period", baseline, versus, None, **kw).served == "candidate"
+
+
 # Two candidates whose outcome is known whatever the data: one fitted on shuffled labels (it knows nothing), one
 # fitted on the holdout's own labels (it knows the answer). Test knobs for the gate's mechanics, put in place of
 # the job's fit step; never a quality claim.

@@ -401,10 +401,25 @@ def log_and_register(
             )
             (folder / f"model_card_{name}.md").write_text(card, encoding="utf-8")
             mlflow.log_artifact(str(folder / f"model_card_{name}.md"))
-            regs = (reg, served.baseline if value_card and served is not None else None)
-            for r in regs:
-                if r is not None:
-                    job.client.update_model_version(name, r.version, description=card)
+            if reg is not None:
+                job.client.update_model_version(name, reg.version, description=card)
+        if served is not None and served.baseline is not None:  # the served baseline's own card
+            card = _card(
+                VALUE_MODEL,
+                served.baseline_name,
+                facts,
+                spend_table,
+                orders_table,
+                served.baseline,
+                {},
+                spend_model,
+                full,
+                lines,
+                served.line,
+            )
+            (folder / "model_card_value_baseline.md").write_text(card, encoding="utf-8")
+            mlflow.log_artifact(str(folder / "model_card_value_baseline.md"))
+            job.client.update_model_version(VALUE_MODEL, served.baseline.version, description=card)
     return ValueRun(
         job.run_id,
         horizon_days,
@@ -653,7 +668,15 @@ def _card(
     from training.model_card import DataSummary, ModelCard, render_model_card
 
     h = facts.horizon_days
-    if name == VALUE_MODEL:
+    if name == VALUE_MODEL and candidate != "kairos":  # a baseline served in Kairos's place
+        target = (
+            f"Spend and number of orders in the {h} days after the cutoff from the {candidate} baseline, read off "
+            "each customer's feature row (models/baselines.py ValueBaseline): Kairos's LightGBM value model did "
+            "not beat it on the holdout, so it is served in its place."
+        )
+        top = []
+        own_orders = {"bgnbd_gamma_gamma": "bgnbd", "mbgnbd_gamma_gamma": "mbgnbd"}.get(candidate, candidate)
+    elif name == VALUE_MODEL:
         target = (
             f"Spend (LightGBM, Tweedie) and number of orders (LightGBM, Poisson) in the {h} days after the "
             "cutoff, for every customer known at the cutoff."

@@ -311,10 +311,15 @@ def test_value_job_registers_value_and_clv(synth_home: SynthHome, tmp_path: Path
     assert np.all(models.spend.predict(rows) >= 0) and np.all(models.orders.predict(rows) >= 0)
     # a model card goes with each version, with its plots beside it in the run
     client = registry.configure(uri)
-    for name, candidate in (("value", "**kairos** (this model)"), ("clv", "**clv** (this model)")):
-        version = client.get_model_version_by_alias(name, "champion")
+    served = run.served.baseline_name if run.served.baseline is not None else "kairos"
+    for name, number, candidate in (
+        ("value", run.registration.version, "kairos"),  # the candidate, champion or not
+        ("value", client.get_model_version_by_alias("value", "champion").version, served),  # what is served
+        ("clv", run.clv_registration.version, "clv"),
+    ):
+        version = client.get_model_version(name, str(number))
         assert version.description.startswith(f"# Model card: {name} (version {version.version})")
-        assert candidate in version.description and "bgnbd_gamma_gamma" in version.description
+        assert f"**{candidate}** (this model)" in version.description and "bgnbd_gamma_gamma" in version.description
     artifacts = {a.path for a in client.list_artifacts(run.run_id, "plots")}
     assert {"plots/deciles.png", "plots/deciles_clv.png", "plots/importance.png", "plots/shap_summary.png"} <= artifacts
     assert {"model_card_value.md", "model_card_clv.md"} <= {a.path for a in client.list_artifacts(run.run_id)}

@@ -122,6 +122,10 @@ def test_a_value_candidate_that_knows_nothing_registers_and_serves_the_best_base
     assert champion.tags[registry.TAG_KIND] == f"baseline:{best}"
     assert champion.tags[registry.TAG_DECISION] == f"champion: {run.decision}"
     assert f"**Served:** {run.decision}" in champion.description
+    # each version has its own card: the served baseline's names it as the model, the candidate's names kairos
+    assert champion.description.startswith(f"# Model card: value (version {champion.version})")
+    assert f"**{best}** (this model)" in champion.description
+    assert "**kairos** (this model)" in client.get_model_version("value", run.registration.version).description
     # the clv table is not gated against Kairos: the first one is served, and says why
     assert run.clv_registration is not None and run.clv_registration.alias == "champion"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,16 @@ def oracle_fit(cfg: Any, data: Any, tick: Any) -> value.ValueFit:
     return _fit_on(data.holdout, data.holdout[LABEL].to_numpy(), data.holdout[ORDERS_LABEL].to_numpy())
 
 
+def three_cutoffs(*args: Any, **kwargs: Any) -> Any:
+    """The job's cutoff plan with only its last three training cutoffs: a third of the feature builds (a test
+    knob for speed; the gate's mechanics do not depend on how many windows the candidate learnt from)."""
+    plan = PLAN_CUTOFFS(*args, **kwargs)
+    return replace(plan, train=plan.train[-3:])
+
+
+PLAN_CUTOFFS = value.plan_cutoffs
+
+
 @dataclass(frozen=True)
 class Gated:
     home: Path
@@ -102,6 +112,7 @@ def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gated]:
     ctx = Context.open(home)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(value, "fit", blind_fit)
+        mp.setattr(value, "plan_cutoffs", three_cutoffs)
         run = value.train_value(home, uri, horizon_days=HORIZON, sufficiency=small_data_rules(), context=ctx)
     export = score_all(home, uri, root / "scores.parquet", compiled=False).path
     yield Gated(home, uri, root / "cache", ctx, run, export)
@@ -138,9 +149,11 @@ def test_the_value_baseline_bundle_round_trips_and_refuses_tampering(gated: Gate
     assert model.baseline == best and model.model_kind == f"baseline:{best}" and model.horizon_days == HORIZON
     assert model.spend is None and not any(fetched.folder.rglob("*.pkl"))
     # the served baseline scores the holdout exactly as the job evaluated it
-    data = value.build_data(
-        value.ValueConfig(gated.uri, HORIZON, sufficiency=small_data_rules()), gated.ctx, lambda s, f: None
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(value, "plan_cutoffs", three_cutoffs)
+        data = value.build_data(
+            value.ValueConfig(gated.uri, HORIZON, sufficiency=small_data_rules()), gated.ctx, lambda s, f: None
+        )
     spend, orders = model.predict(data.holdout)
     np.testing.assert_allclose(
         SPEARMAN(data.holdout[LABEL].to_numpy(), spend), gated.blind.spend.loc[best, "spearman"], rtol=1e-12
@@ -205,6 +218,7 @@ def test_a_value_candidate_that_beats_the_baseline_takes_over_and_an_identical_r
     kw: dict[str, Any] = {"horizon_days": HORIZON, "sufficiency": small_data_rules(), "context": gated.ctx}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(value, "fit", oracle_fit)
+        mp.setattr(value, "plan_cutoffs", three_cutoffs)
         won = value.train_value(gated.home, gated.uri, **kw)
         again = value.train_value(gated.home, gated.uri, **kw)
     assert won.registration is not None and won.registration.alias == "champion", won.decision

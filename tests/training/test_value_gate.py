@@ -205,6 +205,10 @@ def test_the_api_and_the_export_serve_the_value_baseline_and_say_so(gated: Gated
         "kind": "baseline",
         "baseline": best,
     }
+    from serving.schemas import ScoreItem
+
+    for item in answer["items"]:  # the answer keeps to the documented schema
+        assert ScoreItem.model_validate(item).model_dump(mode="json", exclude_unset=True) == item
     expected = frame.loc[ids["customer_key"]]
     got = [i["value"] for i in answer["items"]]
     assert all(v is not None and v["horizon_days"] == HORIZON for v in got)

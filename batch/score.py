@@ -6,7 +6,9 @@ P(alive), expected orders and CLV from the ``clv`` bundle, and the segments, wri
 batch (beyond one batch, memory holds a few int32 positions per customer: its ids, CLV and segment rows).
 Models missing from the registry are skipped and listed, never guessed. Beside each model's probability and
 band, ``<model>_model`` says what answered: ``kairos``, or ``baseline:<name>`` when Kairos's model did not beat
-the best baseline and that baseline is the champion (docs/model-quality.md, the gate).
+the best baseline and that baseline is the champion (docs/model-quality.md, the gate). The ``value`` champion adds
+``value_expected_spend`` and ``value_expected_orders`` over ``value_horizon_days``, read off the same row, and
+``value_model`` (``kairos`` or ``baseline:last_period``, ...).
 
 Beside ``customer_key`` each row carries the retailer's own ids, from ``ingested/identity_map.parquet``:
 ``customer_id``, the cluster's primary id, and ``customer_ids``, every source id of the cluster (a list,
@@ -33,7 +35,7 @@ import pyarrow.parquet as pq
 from bundles import registry
 from bundles.errors import ModelNotFoundError
 from bundles.propensity import MODEL_NAMES, PropensityBundle, PropensityModel
-from bundles.value import CLV_MODEL, ClvBundle
+from bundles.value import CLV_MODEL, VALUE_MODEL, ClvBundle, ValueBundle, ValueModels
 from features.contract import Col
 from features.definitions import DESCRIPTIONS
 from features.errors import KairosError
@@ -130,7 +132,16 @@ def score_all(
             clv = ClvBundle.read_customers(fetched.path)
         except ModelNotFoundError:
             missing.append(CLV_MODEL)
-    if not models and clv is None:
+        value: ValueModels | None = None
+        value_version = ""
+        try:
+            loader = ValueBundle()
+            got = loader.fetch(tracking_uri, VALUE_MODEL, alias, Path(tmp) / VALUE_MODEL)
+            value = loader.build(got.folder, got.provenance, None)
+            value_version = got.provenance.version
+        except ModelNotFoundError:
+            missing.append(VALUE_MODEL)
+    if not models and clv is None and value is None:
         raise KairosError(f"no registered model to score with in {tracking_uri}: train some first")
     segments = None
     if (snapshot.path / SEGMENTS_FILE).is_file():
@@ -167,7 +178,8 @@ def score_all(
     start = time.perf_counter()
     try:
         # the reason templates read other columns of the row (e.g. the usual gap between orders)
-        read = None if reasons else [Col.CUSTOMER_KEY, *needed, *dict.fromkeys(rules)]
+        value_features = value.features if value is not None else []
+        read = None if reasons else list(dict.fromkeys([Col.CUSTOMER_KEY, *needed, *rules, *value_features]))
         # amounts in the data's currency, as the snapshot records it (older snapshots: the data home's)
         currency = snapshot.manifest.get("currency") or data_currency(data_home)
         explainer = ReasonExplainer({**DESCRIPTIONS, **STACKED_DESCRIPTIONS}, currency=currency) if reasons else None
@@ -196,6 +208,12 @@ def score_all(
                         why = [[] if out else w for w, out in zip(why, outside.tolist(), strict=True)]
                     for r in range(REASONS_K):
                         cols[f"{m.name}_reason_{r + 1}"] = pa.array([w[r].text if len(w) > r else "" for w in why])
+            if value is not None:  # spend and orders over the value model's horizon, from the same row
+                spend, orders = value.predict(_matrix(batch, value_features))
+                cols[f"{VALUE_MODEL}_expected_spend"] = pa.array(spend.astype(np.float32))
+                cols[f"{VALUE_MODEL}_expected_orders"] = pa.array(orders.astype(np.float32))
+                cols[f"{VALUE_MODEL}_horizon_days"] = pa.array(np.full(batch.num_rows, value.horizon_days, np.int16))
+                cols[f"{VALUE_MODEL}_model"] = _constant(value.model_kind, batch.num_rows)  # kairos or baseline:<name>
             for joined in extra:
                 cols.update(joined.take(done, batch.num_rows))
             table = pa.Table.from_pydict(cols)
@@ -210,6 +228,9 @@ def score_all(
     seconds = time.perf_counter() - start
     staged.replace(out)
     versions = {m.name: m.version for m in models}
+    if value is not None:
+        versions[VALUE_MODEL] = value_version
+        engines[VALUE_MODEL] = f"baseline ({value.baseline})" if value.baseline else "LightGBM"
     return ScoreExport(out, done, seconds, versions, missing, engines, compile_seconds)
 
 

@@ -337,6 +337,7 @@ def cart_setup(args: argparse.Namespace, work: Path, common: dict[str, str]) -> 
         "KAIROS_PURCHASE_MODEL": "",
         "KAIROS_ENGAGEMENT_MODELS": "[]",
         "KAIROS_CLV_MODEL": "",
+        "KAIROS_VALUE_MODEL": "",
         "KAIROS_SENDTIME_MODEL": "",
         "KAIROS_OFFERS_MODEL": "",
         "KAIROS_REQUIRED_MODELS": '["recs"]',

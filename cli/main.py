@@ -607,7 +607,8 @@ def train_value(
     min_history_days: _MIN_HIST_OPT = 180,
     as_of: _AS_OF_OPT = None,
 ) -> None:
-    """Value (spend and orders in the horizon) beside BG/NBD x Gamma-Gamma; registers `value` and `clv`."""
+    """Value (spend and orders in the horizon) beside its baselines; registers `value` (or the best baseline,
+    when Kairos's model does not beat it) and `clv`."""
     from training.value import train_value as run
 
     try:
@@ -640,6 +641,12 @@ def _print_value(result: Any) -> None:
         console.print(f"{line} (paired bootstrap 95 %, holdout)", markup=False)
     for label, reg in (("value", result.registration), ("clv", result.clv_registration)):
         console.print(f"registered: {label} v{reg.version} -> @{reg.alias} ({reg.reason})" if reg else "not registered")
+    served = result.served
+    if served is not None and served.baseline is not None:
+        b = served.baseline
+        console.print(f"registered: value v{b.version} -> @{b.alias} (the {served.baseline_name} baseline)")
+    # the closing line: which value model the API and the export serve, and why
+    console.print(f"value: {result.decision}", markup=False)
 
 
 @train_app.command("all")
@@ -770,7 +777,8 @@ def backtest(
     except (KairosError, ValueError) as exc:
         raise _fail(exc) from exc
     table = Table(
-        title=f"{model} v{result.version} as of {result.as_of.date()}, outcome to {result.outcome_until.date()}",
+        title=f"{model} v{result.version} ({result.model_kind}) as of {result.as_of.date()}, outcome to "
+        f"{result.outcome_until.date()}",
         title_justify="left",
     )
     cols = ("roc_auc", "pr_auc", "brier", "ece", "lift_top10", "capture_top10", "base_rate", "n")

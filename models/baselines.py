@@ -29,7 +29,7 @@ import pandas as pd
 from scipy.special import logit
 
 from models.base import Estimator, check_fitted
-from models.clv import BGNBD, ConvergenceError, summary_from_features
+from models.clv import BGNBD, ConvergenceError, GammaGamma, ModifiedBGNBD, summary_from_features
 from models.rfm import MAX_SCORE, MONETARY, RECENCY, RFMLogistic, RFMScore
 
 FORMAT_VERSION = 1
@@ -88,15 +88,7 @@ class PropensityBaseline(Estimator):
             raise ValueError(f"horizon_days: expected a positive whole number of days, got {self.horizon_days!r}")
 
     def _frame(self, X: pd.DataFrame | np.ndarray, names: list[str]) -> pd.DataFrame:
-        if isinstance(X, pd.DataFrame):
-            missing = [c for c in names if c not in X.columns]
-            if missing:
-                raise ValueError(f"X: missing column(s) {missing}")
-            return X[names].astype(np.float64)
-        matrix = np.asarray(X, dtype=np.float64)
-        if matrix.ndim != 2 or matrix.shape[1] != len(names):
-            raise ValueError(f"X: expected a matrix of {len(names)} columns {names}, got shape {matrix.shape}")
-        return pd.DataFrame(matrix, columns=names)
+        return _columns(X, names)
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> PropensityBaseline:
         """Fit on feature rows ``X`` (0/1 outcomes ``y`` only for ``rfm_logistic``; ignored otherwise).
@@ -213,6 +205,19 @@ class PropensityBaseline(Estimator):
         return model
 
 
+def _columns(X: pd.DataFrame | np.ndarray, names: list[str]) -> pd.DataFrame:
+    """``X``'s columns ``names`` as float64 (a frame holding them, or a matrix of exactly them in order)."""
+    if isinstance(X, pd.DataFrame):
+        missing = [c for c in names if c not in X.columns]
+        if missing:
+            raise ValueError(f"X: missing column(s) {missing}")
+        return X[names].astype(np.float64)
+    matrix = np.asarray(X, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[1] != len(names):
+        raise ValueError(f"X: expected a matrix of {len(names)} columns {names}, got shape {matrix.shape}")
+    return pd.DataFrame(matrix, columns=names)
+
+
 def _median(values: pd.Series) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.median()) if len(finite) else float("nan")
@@ -232,6 +237,180 @@ def _fit_bgnbd(summary: pd.DataFrame) -> BGNBD:
     for penalty in PENALTIES:
         try:
             return BGNBD(penalizer_coef=penalty).fit(summary["frequency"], summary["recency"], summary["T"])
+        except ConvergenceError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+# --- value: spend and orders over a horizon --------------------------------------------------------------
+
+ValueKind: TypeAlias = Literal["last_period", "bgnbd_gamma_gamma", "mbgnbd_gamma_gamma"]
+VALUE_KINDS: tuple[str, ...] = ("last_period", "bgnbd_gamma_gamma", "mbgnbd_gamma_gamma")
+AVG_ORDER_VALUE = "avg_order_value"
+WEEK_DAYS = 7.0
+MIN_REPEAT_BUYERS = 20  # Gamma-Gamma is fitted on at least this many repeat buyers, else the mean order value
+
+
+def last_period_window(horizon_days: int) -> int:
+    """The feature-store window (30, 90, 180 or 365 days) closest to ``horizon_days``."""
+    from features.defs.orders import RFM_WINDOWS
+
+    return min(RFM_WINDOWS, key=lambda w: abs(w - horizon_days))
+
+
+class ValueBaseline(Estimator):
+    """One simple model of spend and orders in the next ``horizon_days``, read off the feature row.
+
+    * ``last_period``: the customer's spend and orders in the feature-store window closest to the horizon
+      (``monetary_90d``, ``orders_90d`` for 90 days), scaled by horizon / window when they differ;
+    * ``bgnbd_gamma_gamma`` / ``mbgnbd_gamma_gamma``: BG/NBD (or MBG/NBD) expected orders in the horizon from
+      (frequency, recency, T) read off the feature row (:func:`models.clv.summary_from_features`), times
+      Gamma-Gamma's expected order value given the customer's order count and average order value
+      (``avg_order_value``: every order's mean, the first included, as the feature row has it). A customer who
+      never ordered expects 0.
+
+    Attributes (after ``fit``): ``feature_names_`` (the columns read, in matrix order), ``model_`` (the
+    BG/NBD-family fit, None for ``last_period``), ``gamma_`` (Gamma-Gamma, None when fewer than
+    :data:`MIN_REPEAT_BUYERS` repeat buyers) and ``mean_value_`` (the training rows' mean order value, used
+    without Gamma-Gamma).
+    """
+
+    def __init__(self, kind: ValueKind = "last_period", horizon_days: int = 365) -> None:
+        self.kind = kind
+        self.horizon_days = horizon_days
+
+    def _check(self) -> None:
+        if self.kind not in VALUE_KINDS:
+            raise ValueError(f"kind: expected one of {list(VALUE_KINDS)}, got {self.kind!r}")
+        if not (isinstance(self.horizon_days, int) and self.horizon_days > 0):
+            raise ValueError(f"horizon_days: expected a positive whole number of days, got {self.horizon_days!r}")
+
+    def _inputs(self) -> list[str]:
+        if self.kind == "last_period":
+            w = last_period_window(self.horizon_days)
+            return [f"monetary_{w}d", f"orders_{w}d"]
+        return [ORDERS_LIFETIME, RECENCY, TENURE, AVG_ORDER_VALUE]
+
+    def _frame(self, X: pd.DataFrame | np.ndarray, names: list[str]) -> pd.DataFrame:
+        return _columns(X, names)
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> ValueBaseline:
+        """Fit on the feature rows of one cutoff (one row per customer; no outcome is read).
+
+        Raises:
+            ValueError: an unknown kind, a missing column, no rows, or no customer with an order (BG/NBD).
+        """
+        self._check()
+        names = self._inputs()
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"X: expected a pandas DataFrame with columns {names}")
+        frame = self._frame(X, names)
+        if len(frame) == 0:
+            raise ValueError("X: no rows")
+        self.model_: BGNBD | ModifiedBGNBD | None = None
+        self.gamma_: GammaGamma | None = None
+        self.mean_value_ = 0.0
+        if self.kind != "last_period":
+            summary = summary_from_features(frame).dropna()
+            if summary.empty:
+                raise ValueError(f"{ORDERS_LIFETIME}: no row with an order; BG/NBD has nothing to fit")
+            cls = BGNBD if self.kind == "bgnbd_gamma_gamma" else ModifiedBGNBD
+            self.model_ = _fit_penalised(
+                lambda c: cls(penalizer_coef=c), summary["frequency"], summary["recency"], summary["T"]
+            )
+            value = frame.loc[summary.index, AVG_ORDER_VALUE]
+            self.mean_value_ = float(value[value > 0].mean()) if (value > 0).any() else 0.0
+            repeat = (summary["frequency"] > 0) & (value > 0)
+            if int(repeat.sum()) >= MIN_REPEAT_BUYERS:
+                self.gamma_ = _fit_penalised(
+                    lambda c: GammaGamma(penalizer_coef=c), summary.loc[repeat, "frequency"], value[repeat]
+                )
+        self.feature_names_ = names
+        return self
+
+    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Expected spend per row in the horizon (the data's currency), shape (n,)."""
+        return self.predict_both(X)[0]
+
+    def predict_orders(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Expected orders per row in the horizon, shape (n,)."""
+        return self.predict_both(X)[1]
+
+    def predict_both(self, X: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(expected spend, expected orders) per row in the horizon; never negative."""
+        check_fitted(self, "feature_names_")
+        frame = self._frame(X, self.feature_names_)
+        n = len(frame)
+        if self.kind == "last_period":
+            scale = self.horizon_days / last_period_window(self.horizon_days)
+            spend, orders = (
+                frame[c].fillna(0.0).clip(lower=0.0).to_numpy(np.float64) * scale for c in self.feature_names_
+            )
+            return spend, orders
+        summary = summary_from_features(frame)
+        known = summary.notna().all(axis=1).to_numpy()
+        orders, spend = np.zeros(n), np.zeros(n)
+        if known.any() and self.model_ is not None:
+            s = summary[known]
+            orders[known] = self.model_.expected_purchases(
+                self.horizon_days / WEEK_DAYS, s["frequency"], s["recency"], s["T"]
+            )
+            if self.gamma_ is not None:
+                aov = frame.loc[known, AVG_ORDER_VALUE].fillna(0.0).clip(lower=0.01).to_numpy(np.float64)
+                value = self.gamma_.conditional_expected_value(s["frequency"].to_numpy(), aov)
+            else:
+                value = np.full(int(known.sum()), self.mean_value_)
+            spend[known] = orders[known] * value
+        return spend, orders
+
+    def to_dict(self) -> dict[str, Any]:
+        check_fitted(self, "feature_names_")
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": "value_baseline",
+            "params": self.get_params(),
+            "features": list(self.feature_names_),
+            "model": self.model_.to_dict() if self.model_ is not None else None,
+            "gamma_gamma": self.gamma_.to_dict() if self.gamma_ is not None else None,
+            "mean_value": self.mean_value_,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> ValueBaseline:
+        """A fitted baseline from :meth:`to_dict`'s output.
+
+        Raises:
+            ValueError: another kind of dict or format, or features or inner models that do not match the kind.
+        """
+        if state.get("kind") != "value_baseline":
+            raise ValueError(f"kind: expected 'value_baseline', got {state.get('kind')!r}")
+        if state.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"format_version: expected {FORMAT_VERSION}, got {state.get('format_version')!r}")
+        model = cls(**state["params"])
+        model._check()
+        names = model._inputs()
+        if list(state.get("features") or []) != names:
+            raise ValueError(f"features: a {model.kind} baseline reads {names}, got {state.get('features')!r}")
+        inner, gamma = state.get("model"), state.get("gamma_gamma")
+        model.model_ = None
+        model.gamma_ = None
+        if model.kind != "last_period":
+            if inner is None:
+                raise ValueError(f"model: a {model.kind} baseline needs its fitted BG/NBD-family model")
+            model.model_ = (BGNBD if model.kind == "bgnbd_gamma_gamma" else ModifiedBGNBD).from_dict(inner)
+            model.gamma_ = GammaGamma.from_dict(gamma) if gamma is not None else None
+        model.mean_value_ = float(state.get("mean_value") or 0.0)
+        model.feature_names_ = names
+        return model
+
+
+def _fit_penalised(make: Any, *columns: Any) -> Any:
+    """``make(penalty).fit(*columns)`` with the first penalty of :data:`PENALTIES` that converges."""
+    last: Exception | None = None
+    for penalty in PENALTIES:
+        try:
+            return make(penalty).fit(*columns)
         except ConvergenceError as exc:
             last = exc
     assert last is not None

@@ -119,7 +119,9 @@ class ModelRef(BaseModel):
         "baseline on the holdout, so that baseline is what answers (docs/model-quality.md, the gate).",
     )
     baseline: str | None = Field(
-        None, description="Which baseline answers when kind is baseline: rfm_score, rfm_logistic, bgnbd or past_rate."
+        None,
+        description="Which baseline answers when kind is baseline: rfm_score, rfm_logistic, bgnbd or past_rate "
+        "(propensity); last_period, bgnbd_gamma_gamma or mbgnbd_gamma_gamma (value).",
     )
 
 
@@ -165,7 +167,9 @@ class Reason(BaseModel):
 
 
 class Value(BaseModel):
-    """From the ``clv`` bundle (BG/NBD + Gamma-Gamma fitted on all data, as of the data end)."""
+    """P(alive), CLV and the next order from the ``clv`` bundle (MBG/NBD + Gamma-Gamma fitted on all data, as of
+    the data end; null without it), and spend and orders over the horizon from the ``value`` model (Kairos's
+    regressors, or the baseline served in their place: its entry in ``models`` says which; null without it)."""
 
     p_alive: float | None
     p_alive_band: str | None
@@ -173,6 +177,11 @@ class Value(BaseModel):
     clv_365d: float | None = Field(description="Expected spend over the next 365 days.")
     expected_order_value: float | None
     next_order_days: float | None
+    horizon_days: int | None = Field(None, description="The value model's horizon (days).")
+    expected_spend: float | None = Field(
+        None, description="Expected spend over horizon_days, from the feature row (the value model)."
+    )
+    expected_orders: float | None = Field(None, description="Expected orders over horizon_days (the value model).")
 
 
 class ScoreItem(BaseModel):

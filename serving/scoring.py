@@ -21,7 +21,7 @@ import pandas as pd
 from bundles.base import ModelBundle
 from bundles.kinds import is_propensity
 from bundles.propensity import PropensityModel
-from bundles.value import ClvTable
+from bundles.value import ClvTable, ValueModels
 from features.definitions import DESCRIPTIONS
 from features.online import Lookup, OnlineStoreUnavailable
 from models.reasons import DEFAULT_CURRENCY, DEFAULT_CUTS, ReasonExplainer, band, currency_of
@@ -80,18 +80,21 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
     active = scorers(services)
     clv_bundle = services.bundle("clv")
     clv: ClvTable | None = clv_bundle.payload if clv_bundle is not None else None
+    value_bundle = services.bundle("value")
+    value_model: ValueModels | None = value_bundle.payload if value_bundle is not None else None
     models = [s.ref(settings.model_alias, settings.model_names[s.kind]) for s in active]
-    if "clv" in services.slots:
-        models.append(
-            clv_bundle.ref() | {"source": AnswerSource.MODEL}
-            if clv_bundle is not None
-            else {
-                "name": settings.model_names["clv"],
-                "version": None,
-                "alias": settings.model_alias,
-                "source": "fallback",
-            }
-        )
+    for kind, loaded in (("clv", clv_bundle), ("value", value_bundle)):
+        if kind in services.slots:
+            models.append(
+                loaded.ref() | {"source": AnswerSource.MODEL}
+                if loaded is not None
+                else {
+                    "name": settings.model_names[kind],
+                    "version": None,
+                    "alias": settings.model_alias,
+                    "source": "fallback",
+                }
+            )
     n = len(ids)
     degraded = False
     try:
@@ -149,6 +152,12 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
         has = np.isfinite(pa)
         if has.any():
             alive_band[has] = band(pa[has], DEFAULT_CUTS)
+    # spend and orders over the value model's horizon, from the feature row (Kairos's regressors or a baseline)
+    spend = np.full(n, np.nan)
+    orders = np.full(n, np.nan)
+    if value_model is not None and len(rows):
+        at = {f: i for i, f in enumerate(names)}
+        spend[rows], orders[rows] = value_model.predict(known_rows[:, [at[f] for f in value_model.features]])
     segments = services.segments
     row_of = {int(r): i for i, r in enumerate(rows)} if why else {}
 
@@ -157,6 +166,8 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
     blists = {k: v.tolist() for k, v in bands.items()}
     vlists = {k: _nullable(v) for k, v in value.items()}
     ok_list, known_list, clv_list, alive_bands = ok.tolist(), known.tolist(), in_clv.tolist(), alive_band.tolist()
+    spend_list, orders_list = _nullable(spend), _nullable(orders)
+    horizon = value_model.horizon_days if value_model is not None else None
     skipped_by_row: list[list[str]] = [[] for _ in range(n)]
     for row, col in zip(*np.nonzero(not_applicable), strict=True):
         skipped_by_row[row].append(active[col].kind)
@@ -173,14 +184,19 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
             "bands": {k: v[i] for k, v in blists.items()},
             "not_applicable": skipped,
         }
-        if clv is not None and clv_list[i]:
+        in_table = clv is not None and clv_list[i]
+        has_spend = spend_list[i] is not None
+        if in_table or has_spend:
             item["value"] = {
-                "p_alive": vlists["p_alive"][i],
+                "p_alive": vlists["p_alive"][i] if in_table else None,
                 "p_alive_band": alive_bands[i],
-                "expected_orders_365d": vlists["expected_orders"][i],
-                "clv_365d": vlists["expected_spend"][i],
-                "expected_order_value": vlists["expected_order_value"][i],
-                "next_order_days": vlists["next_order_days"][i],
+                "expected_orders_365d": vlists["expected_orders"][i] if in_table else None,
+                "clv_365d": vlists["expected_spend"][i] if in_table else None,
+                "expected_order_value": vlists["expected_order_value"][i] if in_table else None,
+                "next_order_days": vlists["next_order_days"][i] if in_table else None,
+                "horizon_days": horizon if has_spend else None,
+                "expected_spend": spend_list[i],
+                "expected_orders": orders_list[i],
             }
         else:
             item["value"] = None

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         description="Registered names of the engagement models (engagement_{open,click}_{email,sms,push}).",
     )
     clv_model: str | None = Field("clv", description="Registered name of the P(alive) / CLV bundle.")
+    value_model: str | None = Field(
+        "value",
+        description="Registered name of the value model (spend and orders over its horizon: Kairos's, or the "
+        "baseline served in its place); empty: not served.",
+    )
     recs_model: str | None = Field(
         "recs", description="Registered model name of the recommendations bundle; empty: not served."
     )
@@ -192,6 +197,7 @@ class Settings(BaseSettings):
             names[name] = name
         for kind, name in (
             ("clv", self.clv_model),
+            ("value", self.value_model),
             ("recs", self.recs_model),
             ("sendtime", self.sendtime_model),
             ("offers", self.offers_model),

@@ -180,6 +180,7 @@ def test_no_canary_leaves_the_data_home(
         purchase_model=None,
         engagement_models=[],
         clv_model=None,
+        value_model=None,
         recs_model=None,
         offers_model=None,
         required_models=[],

@@ -43,6 +43,7 @@ class BacktestResult:
     scores: pd.DataFrame  # customer_key, score, outcome
     in_sample: bool  # the model's training labels reach past as_of
     note: str
+    model_kind: str = "kairos"  # the served version's kind: kairos, or baseline:<name> (the gate served a baseline)
 
 
 def backtest(
@@ -80,7 +81,9 @@ def backtest(
     if rows[LABEL].nunique() < 2:
         raise KairosError(f"as of {as_of.date()} the outcome has a single class; nothing to evaluate")
     y = rows[LABEL].to_numpy()
-    scores = {"kairos": model.score(rows)}
+    # the served version's row says which model it is: kairos, or baseline:<name> when the gate serves a baseline
+    served = model.model_kind
+    scores = {served: model.score(rows)}
     scores["rfm_score"] = RFMScore(direction=task.rfm_direction).fit(rows).decision_function(rows)  # type: ignore[arg-type]
     earlier = as_of - timedelta(days=steps_for(task.target.label_days))
     past = ctx.features(earlier).merge(task.target.labels(ctx.tables, earlier).execute(), on=Col.CUSTOMER_KEY)
@@ -100,6 +103,6 @@ def backtest(
         else "out of sample: the model never saw these outcomes"
     )
     per_customer = pd.DataFrame(
-        {Col.CUSTOMER_KEY: rows[Col.CUSTOMER_KEY], "score": scores["kairos"], "outcome": y.astype(np.int8)}
+        {Col.CUSTOMER_KEY: rows[Col.CUSTOMER_KEY], "score": scores[served], "outcome": y.astype(np.int8)}
     )
-    return BacktestResult(name, model.version, as_of, outcome_until, table, per_customer, in_sample, note)
+    return BacktestResult(name, model.version, as_of, outcome_until, table, per_customer, in_sample, note, served)

@@ -16,6 +16,8 @@ above zero (above ``margin`` against the champion). The decision, by case:
     is not a reason to change what is served).
 
 There is no "no champion yet" exception: a first candidate that does not beat its baseline is not served.
+A ``guard`` adds a second metric on which the candidate must not be significantly worse than a baseline
+(the value job: Spearman of spend selects, MAE of spend guards; see :func:`decide`).
 """
 
 from __future__ import annotations
@@ -87,12 +89,22 @@ def decide(
     seed: int = 0,
     metric: Metric = ROC_AUC,
     metric_name: str = "roc_auc",
+    guard: tuple[str, Interval] | None = None,
 ) -> Verdict:
     """The gate's decision for a candidate scored ``candidate`` on holdout labels ``y``, beside the best
     baseline of the run (``baseline``, its holdout scores, and the interval of candidate - baseline) and the
-    current champion (None: there is none)."""
+    current champion (None: there is none).
+
+    ``guard``: (a baseline, the interval of candidate - it on a second metric); a candidate significantly
+    worse than it there (the whole interval on the wrong side of zero) does not beat the baselines, however
+    it ranks (value: spend MAE beside the selection metric, Spearman)."""
     beats_baseline = versus_baseline.better()
     vs_baseline = f"{metric_name} {_signed(versus_baseline)}"
+    if guard is not None and guard[1].worse():
+        beats_baseline = False
+        vs_baseline += (
+            f", and is significantly worse than the {guard[0]} baseline on {guard[1].metric}, {_signed(guard[1])}"
+        )
     versus_champion = None
     if incumbent is not None and incumbent.scores is not None:
         versus_champion = paired_bootstrap(metric, y, candidate, incumbent.scores, seed=seed)

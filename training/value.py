@@ -6,11 +6,17 @@ The LightGBM value model's labels are ``horizon_days`` long, so a 365-day horizo
 990 days of data (history, training windows, validation, holdout); shorter data must use a shorter
 ``horizon_days`` and the job says so. The probabilistic models need no labels to fit: the registered
 ``clv`` bundle is fitted on all the data and answers for any horizon.
+
+The ``value`` registration goes through the gate (training/gate.py): Kairos's regressors are ``@champion``
+only when they beat the best baseline (last period, BG/NBD or MBG/NBD x Gamma-Gamma, each read off the
+feature row as served: :class:`models.baselines.ValueBaseline`) on holdout Spearman of spend, are not
+significantly worse on MAE, and beat the champion; otherwise the best baseline is served and labelled.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,17 +25,23 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from bundles import registry
-from bundles.value import CLV_MODEL, VALUE_MODEL, ClvBundle, ValueBundle
+from bundles.errors import ModelNotFoundError
+from bundles.value import BASELINE_PREFIX, CLV_MODEL, VALUE_MODEL, ClvBundle, ValueBundle, ValueModels, baseline_kind
 from features.contract import Col
 from features.datasets import LABEL, ORDERS_LABEL, ValueTarget, build_training_set
 from features.definitions import NUMERIC_FEATURES
+from features.errors import KairosError
 from features.store import NO_PRICES, data_currency, data_has_prices, ingest_report, manifest_for
+from models.baselines import ValueBaseline
 from models.clv import BGNBD, CLV_FIELDS, GammaGamma, ModifiedBGNBD, rfm_summary
 from models.evaluation import decile_calibration, value_report
 from models.intervals import MAE, SPEARMAN, Interval, Metric, paired_bootstrap
 from models.value import LightGBMRegressor
+from training import gate
+from training.gate import Incumbent
 from training.propensity import (
     Context,
     CutoffPlan,
@@ -59,6 +71,12 @@ class ValueRun:
     clv_params: dict[str, Any] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
     versus: dict[str, tuple[str, Interval]] = field(default_factory=dict)  # spend metric -> (best baseline, interval)
+    served: Served | None = None  # what the gate decided is served (None when not registering)
+
+    @property
+    def decision(self) -> str:
+        """Which value model is served and why (``serving the last_period baseline: kairos does not beat ...``)."""
+        return self.served.line if self.served is not None else "not registered"
 
     @property
     def versus_lines(self) -> list[str]:
@@ -146,21 +164,13 @@ def fit_probabilistic(history: pd.DataFrame, as_of: datetime) -> ProbabilisticMo
     return ProbabilisticModels(bg, mbg, gamma, summary, as_of)
 
 
-def _window_feature(prefix: str, horizon_days: int) -> str:
-    """The feature-store window closest to the horizon, e.g. monetary_365d for a 365-day horizon."""
-    from features.defs.orders import RFM_WINDOWS
-
-    best = min(RFM_WINDOWS, key=lambda w: abs(w - horizon_days))
-    return f"{prefix}_{best}d"
-
-
 @dataclass(frozen=True)
 class ValueConfig:
     """Everything one value training run is a function of, besides the data."""
 
     tracking_uri: str
     horizon_days: int = 365
-    margin: float = 0.0  # how much the new version must beat the champion's holdout Spearman by
+    margin: float = 0.0  # the lower end of (new - champion) holdout Spearman of spend must be above it
     register: bool = True
     seed: int = 0
     sufficiency: Sufficiency = field(default_factory=Sufficiency)
@@ -195,6 +205,8 @@ class ValueEvaluation:
     metrics: dict[str, float]
     sizes: dict[str, int]
     versus: dict[str, tuple[str, Interval]]  # spend metric -> (best baseline, kairos - it on the holdout)
+    # each baseline as it would be served (fitted on the feature rows at the holdout cutoff)
+    baselines: dict[str, ValueBaseline] = field(default_factory=dict)
 
 
 def build_data(cfg: ValueConfig, ctx: Context, tick: ProgressFn) -> ValueData:
@@ -239,28 +251,26 @@ def evaluate(cfg: ValueConfig, ctx: Context, data: ValueData, fitted: ValueFit, 
     """Both regressors beside BG/NBD and MBG/NBD x Gamma-Gamma and the last period, on the holdout."""
     horizon_days, plan, train, valid, holdout = cfg.horizon_days, data.plan, data.train, data.valid, data.holdout
     spend_model, orders_model = fitted.spend, fitted.orders
-    features = list(NUMERIC_FEATURES)
-    tick("value: BG/NBD, MBG/NBD and Gamma-Gamma", 0.55)
+    tick("value: the baselines (last period, BG/NBD and MBG/NBD x Gamma-Gamma) and the clv model", 0.55)
     history = order_history(ctx.tables, plan.holdout)
     prob = fit_probabilistic(history, plan.holdout)
     keys = holdout[Col.CUSTOMER_KEY]
-    bg = prob.predict(keys, horizon_days, "bgnbd")
-    mbg = prob.predict(keys, horizon_days, "mbgnbd")
-    last_spend = holdout[_window_feature("monetary", horizon_days)].fillna(0.0).to_numpy()
-    last_orders = holdout[_window_feature("orders", horizon_days)].fillna(0.0).to_numpy()
+    clv = prob.predict(keys, horizon_days, "mbgnbd")  # the clv bundle's model (order lines), at the holdout
+    baselines = fit_baselines(cfg, ctx, data)
     spend_true = holdout[LABEL].to_numpy(np.float64)
     orders_true = holdout[ORDERS_LABEL].to_numpy(np.float64)
-    spend_pred = {
-        "kairos": spend_model.predict(holdout[features]),
-        "bgnbd_gamma_gamma": bg["expected_spend"].to_numpy(),
-        "mbgnbd_gamma_gamma": mbg["expected_spend"].to_numpy(),
-        "last_period": last_spend,
-    }
+    # every model scored as the API and the export score the served one: float32 feature rows, the bundle's predict
+    meta = {"horizon_days": horizon_days}
+    served = {"kairos": ValueModels(spend_model, orders_model, meta).predict(holdout)}
+    served |= {name: ValueModels(None, None, meta, b).predict(holdout) for name, b in baselines.items()}
+    spend_pred = {name: pair[0] for name, pair in served.items()}
+    spend_pred["clv"] = clv["expected_spend"].to_numpy()
     orders_pred = {
-        "kairos": orders_model.predict(holdout[features]),
-        "bgnbd": bg["expected_orders"].to_numpy(),
-        "mbgnbd": mbg["expected_orders"].to_numpy(),
-        "last_period": last_orders,
+        "kairos": served["kairos"][1],
+        "bgnbd": served["bgnbd_gamma_gamma"][1],
+        "mbgnbd": served["mbgnbd_gamma_gamma"][1],
+        "last_period": served["last_period"][1],
+        "clv": clv["expected_orders"].to_numpy(),
     }
     spend_table = pd.DataFrame({k: value_report(spend_true, v) for k, v in spend_pred.items()}).T
     orders_table = pd.DataFrame({k: value_report(orders_true, v) for k, v in orders_pred.items()}).T
@@ -284,7 +294,16 @@ def evaluate(cfg: ValueConfig, ctx: Context, data: ValueData, fitted: ValueFit, 
             }
         )
     sizes = {"train_rows": len(train), "valid_rows": len(valid), "holdout_rows": len(holdout)}
-    return ValueEvaluation(prob, spend_true, spend_pred, spend_table, orders_table, deciles, metrics, sizes, versus)
+    return ValueEvaluation(
+        prob, spend_true, spend_pred, spend_table, orders_table, deciles, metrics, sizes, versus, baselines
+    )
+
+
+def fit_baselines(cfg: ValueConfig, ctx: Context, data: ValueData) -> dict[str, ValueBaseline]:
+    """Every value baseline as it would be served, fitted on every customer's feature row at the holdout
+    cutoff (order history before it; no outcome is read, so nothing of the holdout's labels)."""
+    rows = ctx.features(data.plan.holdout)
+    return {name: ValueBaseline(name, horizon_days=cfg.horizon_days).fit(rows) for name in SPEND_BASELINES}  # type: ignore[arg-type]
 
 
 def log_and_register(
@@ -297,9 +316,10 @@ def log_and_register(
     tick: ProgressFn,
 ) -> ValueRun:
     """The run in MLflow (tables, plots, model cards) and both bundles registered: ``value`` (the
-    regressors) and ``clv`` (``full``'s per-customer table), each ``@champion`` only if better."""
+    regressors, or the best baseline when they do not beat it: :func:`_gate_and_register`) and ``clv``
+    (``full``'s per-customer table: :func:`_register_clv`)."""
     horizon_days, plan, holdout = cfg.horizon_days, data.plan, data.holdout
-    register, margin, data_home = cfg.register, cfg.margin, ctx.data_home
+    register, data_home = cfg.register, ctx.data_home
     spend_model, orders_model = fitted.spend, fitted.orders
     prob, spend_true, spend_pred = result.probabilistic, result.spend_true, result.spend_pred
     spend_table, orders_table, deciles = result.spend, result.orders, result.deciles
@@ -332,50 +352,29 @@ def log_and_register(
             "vs_best_baseline.json",
         )
         mlflow.set_tag("kairos.vs_best_baseline", "; ".join(lines))
-        losers = sorted({best for best, iv in result.versus.values() if not iv.better()})
-        note = f"registered although not better than {' / '.join(losers)} on spend" if losers else ""
         folder = job.folder
         spend_table.to_csv(folder / "holdout_spend.csv")
         orders_table.to_csv(folder / "holdout_orders.csv")
         deciles.to_csv(folder / "spend_deciles.csv")
         for name in ("holdout_spend.csv", "holdout_orders.csv", "spend_deciles.csv"):
             mlflow.log_artifact(str(folder / name))
-        clv_deciles = decile_calibration(spend_true, spend_pred["mbgnbd_gamma_gamma"])
+        clv_deciles = decile_calibration(spend_true, spend_pred["clv"])
         plots, clv_plots = _plots(folder / "plots", spend_model, holdout[features], deciles, clv_deciles)
         mlflow.log_artifacts(str(folder / "plots"), artifact_path="plots")
 
-        ValueBundle.write(
-            folder / "value",
-            spend_model,
-            orders_model,
-            {"features": features, "horizon_days": horizon_days, "manifest": manifest},
-        )
+        meta = {"features": features, "horizon_days": horizon_days, "manifest": manifest}
+        ValueBundle.write(folder / "value", spend_model, orders_model, meta)
         customers = full.summary.index.to_series()
         scored = full.predict(customers, 365.0, "mbgnbd")
         scored.insert(0, Col.CUSTOMER_KEY, customers.to_numpy())
         ClvBundle.write(folder / "clv", full.params(), scored)
-        registration = registry.log_and_register(
-            job,
-            folder / "value",
-            VALUE_MODEL,
-            metadata={"kairos": {"target": VALUE_MODEL}},
-            register=register,
-            metric_name="holdout_spearman_spend",
-            metric_value=metrics["holdout_spearman_spend"],
-            margin=margin,
-            note=note,
-        )
-        clv_registration = registry.log_and_register(
-            job,
-            folder / "clv",
-            CLV_MODEL,
-            metadata={"kairos": {"target": CLV_MODEL}},
-            register=register,
-            metric_name="holdout_spearman_spend",
-            metric_value=metrics["mbgnbd_gamma_gamma_spend_spearman"],
-            margin=margin,
-        )
-        if registration is not None and clv_registration is not None:
+        info = registry.log_bundle(folder / "value", VALUE_MODEL, {"kairos": {"target": VALUE_MODEL}})
+        clv_info = registry.log_bundle(folder / "clv", CLV_MODEL, {"kairos": {"target": CLV_MODEL}})
+        registration = clv_registration = served = None
+        if register:
+            tick("value: the gate (candidate, champion, best baseline)", 0.85)
+            registration, served = _gate_and_register(cfg, job, info.model_uri, meta, data, fitted, result)
+            clv_registration = _register_clv(job, clv_info.model_uri, report["source_hash"], full, metrics)
             mlflow.set_tag(
                 "kairos.registration",
                 f"value v{registration.version} -> @{registration.alias}; "
@@ -384,16 +383,43 @@ def log_and_register(
         facts = _CardFacts(horizon_days, plan, sizes, report["source_hash"], job.run_id, params, currency)
         for name, candidate, reg, card_plots in (
             (VALUE_MODEL, "kairos", registration, plots),
-            (CLV_MODEL, "mbgnbd_gamma_gamma", clv_registration, clv_plots),
+            (CLV_MODEL, "clv", clv_registration, clv_plots),
         ):
-            comparisons = lines if name == VALUE_MODEL else []
+            value_card = name == VALUE_MODEL
             card = _card(
-                name, candidate, facts, spend_table, orders_table, reg, card_plots, spend_model, full, comparisons
+                name,
+                candidate,
+                facts,
+                spend_table,
+                orders_table,
+                reg,
+                card_plots,
+                spend_model,
+                full,
+                lines if value_card else [],
+                served.line if value_card and served is not None else "",
             )
             (folder / f"model_card_{name}.md").write_text(card, encoding="utf-8")
             mlflow.log_artifact(str(folder / f"model_card_{name}.md"))
             if reg is not None:
                 job.client.update_model_version(name, reg.version, description=card)
+        if served is not None and served.baseline is not None:  # the served baseline's own card
+            card = _card(
+                VALUE_MODEL,
+                served.baseline_name,
+                facts,
+                spend_table,
+                orders_table,
+                served.baseline,
+                {},
+                spend_model,
+                full,
+                lines,
+                served.line,
+            )
+            (folder / "model_card_value_baseline.md").write_text(card, encoding="utf-8")
+            mlflow.log_artifact(str(folder / "model_card_value_baseline.md"))
+            job.client.update_model_version(VALUE_MODEL, served.baseline.version, description=card)
     return ValueRun(
         job.run_id,
         horizon_days,
@@ -407,6 +433,148 @@ def log_and_register(
         full.params(),
         sizes,
         result.versus,
+        served,
+    )
+
+
+@dataclass(frozen=True)
+class Served:
+    """The value gate's outcome: the line saying which model is served and why, what is served
+    (``candidate``, ``baseline`` or ``incumbent``), and the baseline's registration when it took ``@champion``."""
+
+    line: str
+    what: str
+    baseline: registry.Registration | None = None
+    baseline_name: str = ""
+
+
+def champion_on(cfg: ValueConfig, holdout: pd.DataFrame) -> Incumbent | None:
+    """The current ``value@champion`` scored (spend) on the candidate's ``holdout`` rows, loaded and verified as
+    the API loads it (Kairos's regressors or a baseline alike); None when there is none. A champion that cannot
+    be loaded, lacks a feature of the rows or predicts over another horizon comes back without scores, and why."""
+    try:
+        version, kind = registry.resolve_kind(cfg.tracking_uri, VALUE_MODEL, registry.CHAMPION, None)
+    except ModelNotFoundError:
+        return None
+    baseline = kind.removeprefix(BASELINE_PREFIX) if kind.startswith(BASELINE_PREFIX) else None
+    try:
+        loader = ValueBundle()
+        with tempfile.TemporaryDirectory() as tmp:
+            fetched = loader.fetch(cfg.tracking_uri, VALUE_MODEL, registry.CHAMPION, Path(tmp), version=version)
+            champion = loader.build(fetched.folder, fetched.provenance, None)
+        if champion.horizon_days != cfg.horizon_days:
+            raise KairosError(f"it predicts {champion.horizon_days} days of spend, this run {cfg.horizon_days}")
+        missing = [f for f in champion.features if f not in holdout.columns]
+        if missing:
+            raise KairosError(f"the holdout lacks the champion's feature(s) {missing}")
+        scores = champion.predict(holdout)[0]
+    except Exception as exc:  # any failure to score the champion: the gate says so and does not rely on it
+        return Incumbent(version, baseline, None, str(exc))
+    return Incumbent(version, baseline, scores)
+
+
+def _gate_and_register(
+    cfg: ValueConfig,
+    job: registry.JobRun,
+    model_uri: str,
+    meta: dict[str, Any],
+    data: ValueData,
+    fitted: ValueFit,
+    result: ValueEvaluation,
+) -> tuple[registry.Registration, Served]:
+    """Register the candidate (``@champion`` only through the gate, training/gate.py: Spearman of spend selects,
+    MAE of spend guards) and, when the best baseline is what is to be served, that baseline as ``@champion``."""
+    holdout, y = data.holdout, result.spend_true
+    best, versus = result.versus[SPEARMAN.name]
+    guard = result.versus[MAE.name]
+    # scored as the API scores it, so an identical retrain gives the champion's very numbers
+    candidate = ValueModels(fitted.spend, fitted.orders, meta).predict(holdout)[0]
+    verdict = gate.decide(
+        y,
+        candidate,
+        best,
+        result.spend_pred[best],
+        versus,
+        champion_on(cfg, holdout),
+        margin=cfg.margin,
+        seed=cfg.seed,
+        metric=SPEARMAN,
+        metric_name="spearman",
+        guard=guard,
+    )
+    tags = {"kairos.run_id": job.run_id, "kairos.definition_hash": str(meta["manifest"].get("definition_hash", ""))}
+    checksums = f"{registry.BUNDLE_DIR}/{registry.CHECKSUMS}"
+    registration = registry.register_decided(
+        job.client,
+        model_uri,
+        VALUE_MODEL,
+        alias=verdict.candidate_alias,
+        reason=verdict.candidate_reason,
+        metric_name="holdout_spearman_spend",
+        metric_value=result.metrics["holdout_spearman_spend"],
+        extra_tags=tags,
+        checksum_file=checksums,
+    )
+    served = Served(verdict.line, verdict.served, None, best)
+    if verdict.registers_baseline:
+        folder = job.folder / "value_baseline"
+        ValueBundle.write_baseline(folder, result.baselines[best], meta)
+        info = registry.log_bundle(folder, f"{VALUE_MODEL}_baseline", {"kairos": {"target": VALUE_MODEL}})
+        reg = registry.register_decided(
+            job.client,
+            info.model_uri,
+            VALUE_MODEL,
+            alias=registry.CHAMPION,
+            reason=verdict.line,
+            metric_name="holdout_spearman_spend",
+            metric_value=float(result.metrics[f"{best}_spend_spearman"]),
+            extra_tags={**tags, registry.TAG_KIND: baseline_kind(best)},
+            checksum_file=checksums,
+        )
+        served = Served(verdict.line, verdict.served, reg, best)
+        mlflow.set_tag("kairos.baseline_registration", f"v{reg.version} -> @{reg.alias}")
+    mlflow.set_tag("kairos.served", verdict.line)
+    return registration, served
+
+
+TAG_CLV_DATA = "kairos.clv_data"  # "<data hash>@<as of>": the data a clv table was fitted on
+
+
+def _register_clv(
+    job: registry.JobRun, model_uri: str, data_hash: str, full: ProbabilisticModels, metrics: dict[str, float]
+) -> registry.Registration:
+    """Register the ``clv`` table. It is not a candidate against baselines (it *is* the probabilistic model,
+    and nothing else answers P(alive) or the next order date), and it is a snapshot as of the data's end: a
+    table fitted on other data, or on the same data as of a later date, takes ``@champion`` (an older table
+    is stale, not safer); a refit on the champion's very data, or as of an earlier date, stays ``@challenger``."""
+    fitted_on = f"{data_hash}@{full.as_of.isoformat()}"
+    try:
+        champion = job.client.get_model_version_by_alias(CLV_MODEL, registry.CHAMPION)
+    except MlflowException:  # no such model or alias yet
+        champion = None
+    if champion is None:
+        alias, reason = registry.CHAMPION, "the first clv table"
+    else:
+        theirs = str(champion.tags.get(TAG_CLV_DATA) or "")
+        their_hash, _, their_as_of = theirs.partition("@")
+        if their_hash != data_hash:
+            alias = registry.CHAMPION
+            reason = f"fitted on other data than champion v{champion.version}: the table as of {full.as_of.date()}"
+        elif full.as_of.isoformat() > their_as_of:
+            alias, reason = registry.CHAMPION, f"the same data as champion v{champion.version}, as of a later date"
+        else:
+            alias = registry.CHALLENGER
+            reason = f"the same data as champion v{champion.version}, not as of a later date: the served table stays"
+    return registry.register_decided(
+        job.client,
+        model_uri,
+        CLV_MODEL,
+        alias=alias,
+        reason=reason,
+        metric_name="holdout_spearman_spend",
+        metric_value=metrics["clv_spend_spearman"],
+        extra_tags={"kairos.run_id": job.run_id, TAG_CLV_DATA: fitted_on},
+        checksum_file=f"{registry.BUNDLE_DIR}/{registry.CHECKSUMS}",
     )
 
 
@@ -493,13 +661,22 @@ def _card(
     spend_model: LightGBMRegressor,
     full: Any,
     comparisons: list[str] | None = None,
+    served: str = "",
 ) -> str:
     """The model card of the ``value`` (LightGBM) or ``clv`` (MBG/NBD x Gamma-Gamma) version."""
     from features.definitions import DESCRIPTIONS
     from training.model_card import DataSummary, ModelCard, render_model_card
 
     h = facts.horizon_days
-    if name == VALUE_MODEL:
+    if name == VALUE_MODEL and candidate != "kairos":  # a baseline served in Kairos's place
+        target = (
+            f"Spend and number of orders in the {h} days after the cutoff from the {candidate} baseline, read off "
+            "each customer's feature row (models/baselines.py ValueBaseline): Kairos's LightGBM value model did "
+            "not beat it on the holdout, so it is served in its place."
+        )
+        top = []
+        own_orders = {"bgnbd_gamma_gamma": "bgnbd", "mbgnbd_gamma_gamma": "mbgnbd"}.get(candidate, candidate)
+    elif name == VALUE_MODEL:
         target = (
             f"Spend (LightGBM, Tweedie) and number of orders (LightGBM, Poisson) in the {h} days after the "
             "cutoff, for every customer known at the cutoff."
@@ -509,12 +686,14 @@ def _card(
         own_orders = "kairos"
     else:
         target = (
-            f"P(alive), expected orders and spend per customer from MBG/NBD x Gamma-Gamma, judged on spend in the "
+            f"P(alive), expected orders and spend per customer from MBG/NBD x Gamma-Gamma fitted on the order lines "
+            f"(row clv; the rows bgnbd_gamma_gamma and mbgnbd_gamma_gamma are the value baselines read off the "
+            f"feature row), judged on spend in the "
             f"{h} days after the holdout cutoff; the registered bundle is refitted on all orders and predicts "
             f"365 days from the data's end. Parameters: {json.dumps(full.params(), sort_keys=True)}."
         )
         top = []
-        own_orders = "mbgnbd"
+        own_orders = "clv"
     own = orders.loc[own_orders]
     limitations = [
         f"Orders in the horizon: MAE {own['mae']:.3f}, Spearman {own['spearman']:.3f} (BG/NBD "
@@ -552,5 +731,6 @@ def _card(
             run_id=facts.run_id,
             created_at=datetime.now(UTC),
             comparisons=comparisons or (),
+            served=served,
         )
     )

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from models.baselines import PropensityBaseline
+from models.baselines import PropensityBaseline, ValueBaseline
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
 from models.clv import BGNBD, GammaGamma, ModifiedBGNBD
@@ -122,6 +122,12 @@ def _baseline_frame() -> pd.DataFrame:
 
 
 BASELINE_X = _baseline_frame()
+# and what the value baselines read: the average order value and the last 90 days
+VALUE_X = BASELINE_X.assign(
+    avg_order_value=np.where(BASELINE_X["orders_lifetime"] > 0, BASELINE_X["monetary_365d"] / 3.0 + 5.0, np.nan),
+    monetary_90d=BASELINE_X["monetary_365d"] / 4.0,
+    orders_90d=np.floor(BASELINE_X["orders_365d"] / 4.0),
+)
 
 
 def _customers(n: int, seed: int) -> pd.DataFrame:
@@ -334,6 +340,20 @@ CASES: dict[str, Case] = {
         lambda: {"kind": "bgnbd", "direction": "churn", "horizon_days": 60},
         lambda m: m.fit(BASELINE_X),
         lambda m: (m.predict_proba(BASELINE_X), m.contributions(BASELINE_X).to_numpy()),
+        _save_dict,
+    ),
+    "value_baseline_bgnbd_gamma_gamma": Case(
+        ValueBaseline,
+        lambda: {"kind": "bgnbd_gamma_gamma", "horizon_days": 60},
+        lambda m: m.fit(VALUE_X),
+        lambda m: m.predict_both(VALUE_X),
+        _save_dict,
+    ),
+    "value_baseline_last_period": Case(
+        ValueBaseline,
+        lambda: {"kind": "last_period", "horizon_days": 120},
+        lambda m: m.fit(VALUE_X),
+        lambda m: m.predict_both(VALUE_X[["monetary_90d", "orders_90d"]].to_numpy()),
         _save_dict,
     ),
     "baseline_rfm_score": Case(

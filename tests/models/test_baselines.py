@@ -69,3 +69,41 @@ def test_json_round_trip_and_refusals() -> None:
         PropensityBaseline.from_dict({**state, "features": ["recency_days"]})
     with pytest.raises(ValueError, match="kind"):
         PropensityBaseline.from_dict({**state, "params": {**state["params"], "kind": "magic"}})
+
+
+# --- value baselines -----------------------------------------------------------------------------------------
+
+
+def test_value_last_period_reads_the_nearest_window_and_scales_to_the_horizon() -> None:
+    from models.baselines import ValueBaseline
+    from tests.models.estimators import VALUE_X
+
+    same = ValueBaseline("last_period", horizon_days=90).fit(VALUE_X)
+    assert same.feature_names_ == ["monetary_90d", "orders_90d"]
+    spend, orders = same.predict_both(VALUE_X)
+    np.testing.assert_allclose(orders, VALUE_X["orders_90d"].fillna(0.0))
+    np.testing.assert_allclose(spend, VALUE_X["monetary_90d"].fillna(0.0))
+    longer = ValueBaseline("last_period", horizon_days=120).fit(VALUE_X)  # 90 days is the nearest window
+    np.testing.assert_allclose(longer.predict(VALUE_X), spend * 120 / 90)
+
+
+def test_value_bgnbd_gamma_gamma_expects_nothing_of_leads_and_more_of_frequent_buyers() -> None:
+    from models.baselines import ValueBaseline
+    from tests.models.estimators import VALUE_X
+
+    model = ValueBaseline("bgnbd_gamma_gamma", horizon_days=90).fit(VALUE_X)
+    assert model.gamma_ is not None
+    spend, orders = model.predict_both(VALUE_X)
+    lead = VALUE_X["orders_lifetime"].to_numpy() == 0
+    assert np.all(spend[lead] == 0) and np.all(orders[lead] == 0) and np.all(spend[~lead] > 0)
+    recent = VALUE_X[~lead].copy()
+    busier = recent.assign(orders_lifetime=recent["orders_lifetime"] + 5)
+    assert np.all(model.predict_orders(busier) > model.predict_orders(recent))
+    # the JSON state reads back into the same predictions; a state of another kind is refused
+    twin = ValueBaseline.from_dict(json.loads(json.dumps(model.to_dict())))
+    np.testing.assert_array_equal(twin.predict(VALUE_X), spend)
+    state = model.to_dict() | {"features": ["monetary_90d", "orders_90d"]}
+    with pytest.raises(ValueError, match="reads"):
+        ValueBaseline.from_dict(state)
+    with pytest.raises(ValueError, match="kind"):
+        ValueBaseline("median").fit(VALUE_X)  # type: ignore[arg-type]

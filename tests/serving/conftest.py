@@ -120,6 +120,7 @@ class World:
             "purchase_model": None,
             "engagement_models": [],
             "clv_model": None,
+            "value_model": None,
             "sendtime_model": None,
             "offers_model": None,
         }

@@ -261,9 +261,12 @@ def test_backtest_scores_the_past_and_says_when_in_sample(orii_home: BuiltHome) 
     from training.backtest import backtest
 
     result = backtest("churn", orii_home.home, orii_home.tracking_uri, datetime(2011, 6, 1, tzinfo=UTC))
-    assert {"kairos", "rfm_score", "bgnbd"} <= set(result.table.index)
+    # the served version's row is named for what it is: kairos, or baseline:<name> when the gate serves a baseline
+    champion = registry.configure(orii_home.tracking_uri).get_model_version_by_alias("churn", "champion")
+    assert result.model_kind == (champion.tags.get(registry.TAG_KIND) or "kairos")
+    assert {result.model_kind, "rfm_score", "bgnbd"} <= set(result.table.index)
     assert result.in_sample and "flatter" in result.note  # the champion's labels run past June 2011
-    assert len(result.scores) == int(result.table.loc["kairos", "n"])
+    assert len(result.scores) == int(result.table.loc[result.model_kind, "n"])
     with pytest.raises(KairosError, match="choose an earlier --as-of"):
         backtest("churn", orii_home.home, orii_home.tracking_uri, datetime(2011, 11, 1, tzinfo=UTC))
 
@@ -285,9 +288,10 @@ def test_value_job_registers_value_and_clv(synth_home: SynthHome, tmp_path: Path
         assert iv.low <= iv.diff <= iv.high
         assert run.metrics[f"vs_best_baseline_spend_{metric}_low"] == iv.low
     assert len(run.versus_lines) == 2
-    losing = [best for best, iv in run.versus.values() if not iv.better()]
-    assert run.registration is not None
-    assert ("registered although not better than" in run.registration.reason) == bool(losing)
+    # the gate: Kairos is champion only if it beats the best baseline on Spearman (and not worse on MAE)
+    assert run.registration is not None and run.served is not None
+    if not run.versus["spearman"][1].better():
+        assert run.registration.alias == "challenger" and run.served.what == "baseline"
     assert len(run.deciles) >= 5
     assert run.registration is not None and run.clv_registration is not None
     bundle = ClvBundle()
@@ -300,17 +304,22 @@ def test_value_job_registers_value_and_clv(synth_home: SynthHome, tmp_path: Path
     assert customers["p_alive"].min() < 1.0
     # the value bundle reads back into both regressors, which predict non-negative amounts
     value = ValueBundle()
-    got = value.fetch(uri, "value", "champion", tmp_path / "value")
+    got = value.fetch(uri, "value", "", tmp_path / "value", version=run.registration.version)  # the candidate
     models = value.build(got.folder, got.provenance, None)
     assert models.meta["horizon_days"] == 180 and models.spend.feature_names_ == models.meta["features"]
     rows = latest_snapshot(synth_home.home).read().head(50)[models.meta["features"]].astype(np.float32)
     assert np.all(models.spend.predict(rows) >= 0) and np.all(models.orders.predict(rows) >= 0)
     # a model card goes with each version, with its plots beside it in the run
     client = registry.configure(uri)
-    for name, candidate in (("value", "**kairos** (this model)"), ("clv", "**mbgnbd_gamma_gamma** (this model)")):
-        version = client.get_model_version_by_alias(name, "champion")
+    served = run.served.baseline_name if run.served.baseline is not None else "kairos"
+    for name, number, candidate in (
+        ("value", run.registration.version, "kairos"),  # the candidate, champion or not
+        ("value", client.get_model_version_by_alias("value", "champion").version, served),  # what is served
+        ("clv", run.clv_registration.version, "clv"),
+    ):
+        version = client.get_model_version(name, str(number))
         assert version.description.startswith(f"# Model card: {name} (version {version.version})")
-        assert candidate in version.description and "bgnbd_gamma_gamma" in version.description
+        assert f"**{candidate}** (this model)" in version.description and "bgnbd_gamma_gamma" in version.description
     artifacts = {a.path for a in client.list_artifacts(run.run_id, "plots")}
     assert {"plots/deciles.png", "plots/deciles_clv.png", "plots/importance.png", "plots/shap_summary.png"} <= artifacts
     assert {"model_card_value.md", "model_card_clv.md"} <= {a.path for a in client.list_artifacts(run.run_id)}

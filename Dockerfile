@@ -76,6 +76,7 @@ COPY batch ./batch
 COPY serving ./serving
 COPY cli ./cli
 COPY synth ./synth
+COPY ops ./ops
 RUN --mount=type=secret,id=pip_cert,required=false \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
     && pip install -c constraints.txt . \

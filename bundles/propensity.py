@@ -411,36 +411,12 @@ class PropensityBundle:
         if baseline_name(model_kind) is not None:
             return self._fetch_baseline(tracking_uri, name, alias, dst, version)
         got = registry.fetch(tracking_uri, name, alias, dst, version=version)
-        meta = dict(got.metadata.get("kairos") or {})
-        prov = Provenance.of_run(
-            tracking_uri,
-            name,
-            got.version,
-            alias,
-            got.run_id,
-            got.sha256,
-            features=tuple(meta.get("features") or ()),
-            manifest=meta.get("manifest") or {},
-            metadata={k: v for k, v in meta.items() if k not in ("manifest", "features")},
-        )
-        return Fetched(got.path, prov)
+        return _fetched(tracking_uri, name, alias, got, dict(got.metadata.get("kairos") or {}))
 
     def _fetch_baseline(self, tracking_uri: str, name: str, alias: str, dst: Path, version: str) -> Fetched:
         """A baseline version: a folder bundle (its JSON file and the checksum list), every file verified."""
         got = registry.fetch_bundle(tracking_uri, name, alias, dst, version=version)
-        meta = read_baseline(got.path, f"{name} v{got.version}")[0].to_dict()
-        prov = Provenance.of_run(
-            tracking_uri,
-            name,
-            got.version,
-            alias,
-            got.run_id,
-            got.sha256,
-            features=tuple(meta.get("features") or ()),
-            manifest=meta.get("manifest") or {},
-            metadata={k: v for k, v in meta.items() if k not in ("manifest", "features")},
-        )
-        return Fetched(got.path, prov)
+        return _fetched(tracking_uri, name, alias, got, read_baseline(got.path, f"{name} v{got.version}")[0].to_dict())
 
     def verify_cached(self, folder: Path, provenance: Provenance) -> None:
         if baseline_name(provenance.metadata.get("model_kind")) is not None:
@@ -586,3 +562,19 @@ def probe_in_subprocess(path: Path, what: str, timeout: float = 120.0) -> None:
     if done.returncode != 0:
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
         raise ModelIntegrityError(f"{what}: the model file does not load (exit {done.returncode}): {tail[0][:200]}")
+
+
+def _fetched(tracking_uri: str, name: str, alias: str, got: Any, meta: dict[str, Any]) -> Fetched:
+    """The fetched folder of a version (a Kairos model or a baseline) and its provenance from ``meta``."""
+    prov = Provenance.of_run(
+        tracking_uri,
+        name,
+        got.version,
+        alias,
+        got.run_id,
+        got.sha256,
+        features=tuple(meta.get("features") or ()),
+        manifest=meta.get("manifest") or {},
+        metadata={k: v for k, v in meta.items() if k not in ("manifest", "features")},
+    )
+    return Fetched(got.path, prov)

@@ -181,15 +181,8 @@ class PropensityBaseline(Estimator):
         Raises:
             ValueError: another kind of dict or format, features or inner model that do not match the kind.
         """
-        if state.get("kind") != "propensity_baseline":
-            raise ValueError(f"kind: expected 'propensity_baseline', got {state.get('kind')!r}")
-        if state.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"format_version: expected {FORMAT_VERSION}, got {state.get('format_version')!r}")
-        model = cls(**state["params"])
-        model._check()
-        names = model._inputs()
-        if list(state.get("features") or []) != names:
-            raise ValueError(f"features: a {model.kind} baseline reads {names}, got {state.get('features')!r}")
+        model = cls(**_checked_state(state, "propensity_baseline")["params"])
+        names = _check_inputs(model, state)
         inner = state.get("model")
         if model.kind == "rfm_score":
             model.model_ = RFMScore.from_dict(inner or {})
@@ -203,6 +196,25 @@ class PropensityBaseline(Estimator):
         model.reference_ = {c: float("nan") if reference.get(c) is None else float(reference[c]) for c in names}
         model.feature_names_ = names
         return model
+
+
+def _checked_state(state: dict[str, Any], kind: str) -> dict[str, Any]:
+    """``state`` when it is a saved baseline of ``kind`` in this format; else ValueError saying what it is."""
+    if state.get("kind") != kind:
+        raise ValueError(f"kind: expected {kind!r}, got {state.get('kind')!r}")
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"format_version: expected {FORMAT_VERSION}, got {state.get('format_version')!r}")
+    return state
+
+
+def _check_inputs(model: Any, state: dict[str, Any]) -> list[str]:
+    """The features this kind of baseline reads, after checking its parameters and that they are the
+    recorded ones."""
+    model._check()
+    names: list[str] = model._inputs()
+    if list(state.get("features") or []) != names:
+        raise ValueError(f"features: a {model.kind} baseline reads {names}, got {state.get('features')!r}")
+    return names
 
 
 def _columns(X: pd.DataFrame | np.ndarray, names: list[str]) -> pd.DataFrame:
@@ -383,15 +395,8 @@ class ValueBaseline(Estimator):
         Raises:
             ValueError: another kind of dict or format, or features or inner models that do not match the kind.
         """
-        if state.get("kind") != "value_baseline":
-            raise ValueError(f"kind: expected 'value_baseline', got {state.get('kind')!r}")
-        if state.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"format_version: expected {FORMAT_VERSION}, got {state.get('format_version')!r}")
-        model = cls(**state["params"])
-        model._check()
-        names = model._inputs()
-        if list(state.get("features") or []) != names:
-            raise ValueError(f"features: a {model.kind} baseline reads {names}, got {state.get('features')!r}")
+        model = cls(**_checked_state(state, "value_baseline")["params"])
+        names = _check_inputs(model, state)
         inner, gamma = state.get("model"), state.get("gamma_gamma")
         model.model_ = None
         model.gamma_ = None

@@ -39,7 +39,7 @@ from mlflow.exceptions import MlflowException
 
 from bundles import registry
 from bundles.errors import ModelNotFoundError
-from bundles.propensity import MODEL_NAMES, PropensityBundle
+from bundles.propensity import MODEL_NAMES, PropensityBundle, baseline_name
 from features.drift import PROFILE_FILE, PSI_MAJOR, PSI_MODERATE, compare_to_profile, score_shift
 from features.errors import KairosError
 from features.store import data_end, latest_snapshot, open_tables
@@ -207,7 +207,7 @@ def monitor_model(
         if perf.get("error"):
             out.attention.append(f"{name}: realised performance not measured: {perf['error']}")
         else:
-            kairos = perf["roc_auc"]["kairos"]
+            kairos = perf["roc_auc"][perf.get("served", "kairos")]  # the served model's realised figure
             recorded = perf.get("recorded_roc_auc")
             if recorded is not None and recorded - kairos > thresholds.roc_auc_drop:
                 out.attention.append(
@@ -239,17 +239,25 @@ def _performance(
         else task_by_name(name)
     )
     as_of = last_matured(task.target.label_days, end)
-    recorded = client.get_run(run_id).data.metrics.get("holdout_roc_auc")
+    metrics = client.get_run(run_id).data.metrics
+    recorded = metrics.get("holdout_roc_auc")
     try:
         result = backtest(name, data_home, tracking_uri, as_of)
     except KairosError as exc:
         return {"as_of": as_of.isoformat(), "error": str(exc), "recorded_roc_auc": recorded}
+    # the served version's row: "kairos", or "baseline:<name>" when the gate serves a baseline (whose holdout
+    # figure the job recorded as <name>_roc_auc beside Kairos's own)
+    served = result.model_kind
+    baseline = baseline_name(served)
+    if baseline is not None:
+        recorded = metrics.get(f"{baseline}_roc_auc")
     aucs = {str(k): float(v) for k, v in result.table["roc_auc"].items()}
-    baselines = {k: v for k, v in aucs.items() if k != "kairos" and np.isfinite(v)}
+    baselines = {k: v for k, v in aucs.items() if k != served and np.isfinite(v)}
     return {
         "as_of": as_of.isoformat(),
         "outcome_until": result.outcome_until.isoformat(),
-        "rows": int(result.table.loc["kairos", "n"]),
+        "served": served,
+        "rows": int(result.table.loc[served, "n"]),
         "roc_auc": aucs,
         "recorded_roc_auc": recorded,
         "best_baseline": max(baselines, key=lambda k: baselines[k]) if baselines else None,

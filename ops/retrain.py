@@ -145,7 +145,7 @@ def decide(name: str, figures: dict[str, Any], policy: RetrainPolicy) -> Decisio
             )
     perf = figures.get("performance") or {}
     if perf.get("roc_auc"):
-        kairos, recorded = perf["roc_auc"]["kairos"], perf.get("recorded_roc_auc")
+        kairos, recorded = perf["roc_auc"][perf.get("served", "kairos")], perf.get("recorded_roc_auc")
         if recorded is not None and recorded - kairos > policy.performance.max_roc_auc_drop:
             reasons.append(
                 f"realised ROC-AUC {kairos:.3f} is {recorded - kairos:.3f} below the recorded {recorded:.3f} "

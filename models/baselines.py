@@ -29,7 +29,7 @@ import pandas as pd
 from scipy.special import logit
 
 from models.base import Estimator, check_fitted
-from models.clv import BGNBD, ConvergenceError, GammaGamma, ModifiedBGNBD, summary_from_features
+from models.clv import BGNBD, GammaGamma, ModifiedBGNBD, fit_with_penalty, summary_from_features
 from models.rfm import MAX_SCORE, MONETARY, RECENCY, RFMLogistic, RFMScore
 
 FORMAT_VERSION = 1
@@ -239,20 +239,12 @@ def _log_odds(p: np.ndarray) -> np.ndarray:
     return np.asarray(logit(np.clip(p, _EPS, 1.0 - _EPS)), dtype=np.float64)
 
 
-PENALTIES = (0.0, 1e-3, 1e-2, 1e-1)  # tried in turn when the unpenalised likelihood does not converge
-
-
 def _fit_bgnbd(summary: pd.DataFrame) -> BGNBD:
-    """BG/NBD on (frequency, recency, T), with a small L2 penalty only when the plain fit does not converge
-    (data with hardly any dropout drives a, b to infinity); the penalty used stays in the model's params."""
-    last: Exception | None = None
-    for penalty in PENALTIES:
-        try:
-            return BGNBD(penalizer_coef=penalty).fit(summary["frequency"], summary["recency"], summary["T"])
-        except ConvergenceError as exc:
-            last = exc
-    assert last is not None
-    raise last
+    """BG/NBD on (frequency, recency, T), penalised only when the plain fit does not converge."""
+    fitted: BGNBD = fit_with_penalty(
+        lambda c: BGNBD(penalizer_coef=c), summary["frequency"], summary["recency"], summary["T"]
+    )
+    return fitted
 
 
 # --- value: spend and orders over a horizon --------------------------------------------------------------
@@ -328,14 +320,14 @@ class ValueBaseline(Estimator):
             if summary.empty:
                 raise ValueError(f"{ORDERS_LIFETIME}: no row with an order; BG/NBD has nothing to fit")
             cls = BGNBD if self.kind == "bgnbd_gamma_gamma" else ModifiedBGNBD
-            self.model_ = _fit_penalised(
+            self.model_ = fit_with_penalty(
                 lambda c: cls(penalizer_coef=c), summary["frequency"], summary["recency"], summary["T"]
             )
             value = frame.loc[summary.index, AVG_ORDER_VALUE]
             self.mean_value_ = float(value[value > 0].mean()) if (value > 0).any() else 0.0
             repeat = (summary["frequency"] > 0) & (value > 0)
             if int(repeat.sum()) >= MIN_REPEAT_BUYERS:
-                self.gamma_ = _fit_penalised(
+                self.gamma_ = fit_with_penalty(
                     lambda c: GammaGamma(penalizer_coef=c), summary.loc[repeat, "frequency"], value[repeat]
                 )
         self.feature_names_ = names
@@ -408,15 +400,3 @@ class ValueBaseline(Estimator):
         model.mean_value_ = float(state.get("mean_value") or 0.0)
         model.feature_names_ = names
         return model
-
-
-def _fit_penalised(make: Any, *columns: Any) -> Any:
-    """``make(penalty).fit(*columns)`` with the first penalty of :data:`PENALTIES` that converges."""
-    last: Exception | None = None
-    for penalty in PENALTIES:
-        try:
-            return make(penalty).fit(*columns)
-        except ConvergenceError as exc:
-            last = exc
-    assert last is not None
-    raise last

@@ -173,6 +173,23 @@ def rfm_summary(
     return out
 
 
+PENALTIES = (0.0, 1e-3, 1e-2, 1e-1)  # tried in turn when the unpenalised likelihood does not converge
+
+
+def fit_with_penalty(make: Callable[[float], Any], *data: Any) -> Any:
+    """Fit ``make(penalizer_coef)`` on ``data``, adding a small L2 penalty only when the plain fit
+    fails to converge (e.g. data with hardly any dropout drives BG/NBD's a, b to infinity). The
+    penalty used is kept in the model's params."""
+    last: Exception | None = None
+    for penalty in PENALTIES:
+        try:
+            return make(penalty).fit(*data)
+        except ConvergenceError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
 def summary_from_features(
     features: pd.DataFrame,
     *,

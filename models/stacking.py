@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Estimator, check_fitted
-from models.clv import BGNBD, RFM, ConvergenceError, summary_from_features
+from models.clv import BGNBD, RFM, fit_with_penalty, summary_from_features
 from models.rfm import FREQUENCY, MONETARY, RECENCY, RFMScore
 
 FORMAT_VERSION = 1
@@ -39,7 +39,6 @@ DESCRIPTIONS: dict[str, str] = {
 # what the derivation reads from the feature row (summary_from_features' defaults and the RFM columns)
 ORDERS, TENURE = "orders_lifetime", "tenure_days"
 INPUTS: tuple[str, ...] = tuple(dict.fromkeys((ORDERS, RECENCY, TENURE, FREQUENCY, MONETARY)))
-PENALTIES = (0.0, 1e-3, 1e-2, 1e-1)  # tried in turn when the unpenalised likelihood does not converge
 
 
 class StackingError(ValueError):
@@ -85,18 +84,9 @@ class BaselineInputs(Estimator):
         summary = summary_from_features(frame).dropna()
         if summary.empty:
             raise StackingError("no customer with an order in the feature rows: BG/NBD cannot be fitted")
-        last: Exception | None = None
-        for penalty in PENALTIES:
-            try:
-                bg = BGNBD(penalizer_coef=penalty).fit(
-                    summary[RFM.FREQUENCY].round(), summary[RFM.RECENCY], summary[RFM.T]
-                )
-                break
-            except ConvergenceError as exc:
-                last = exc
-        else:
-            assert last is not None
-            raise last
+        bg = fit_with_penalty(
+            lambda c: BGNBD(penalizer_coef=c), summary[RFM.FREQUENCY].round(), summary[RFM.RECENCY], summary[RFM.T]
+        )
         self.bgnbd_: BGNBD = bg
         self.rfm_: RFMScore = RFMScore(direction="active").fit(_rfm_rows(frame))
         return self

@@ -61,7 +61,7 @@ from features.store import data_currency, data_end, ingest_report, manifest_for,
 from models.baselines import PropensityBaseline
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
-from models.clv import BGNBD, ConvergenceError, rfm_summary
+from models.clv import BGNBD, fit_with_penalty, rfm_summary
 from models.evaluation import binary_report
 from models.intervals import ROC_AUC, Interval, paired_bootstrap
 from models.population import Population
@@ -306,23 +306,6 @@ def order_history(tables: dict[str, ir.Table], before: datetime) -> pd.DataFrame
     frame = o.select(Col.CUSTOMER_KEY, Col.ORDERED_AT, Col.AMOUNT).execute()
     frame[Col.ORDERED_AT] = pd.to_datetime(frame[Col.ORDERED_AT], utc=True).dt.tz_localize(None)
     return frame
-
-
-PENALTIES = (0.0, 1e-3, 1e-2, 1e-1)  # tried in turn when the unpenalised likelihood does not converge
-
-
-def fit_with_penalty(make: Callable[[float], Any], *data: Any) -> Any:
-    """Fit ``make(penalizer_coef)`` on ``data``, adding a small L2 penalty only when the plain fit
-    fails to converge (e.g. data with hardly any dropout drives BG/NBD's a, b to infinity). The
-    penalty used is kept in the model's params."""
-    last: Exception | None = None
-    for penalty in PENALTIES:
-        try:
-            return make(penalty).fit(*data)
-        except ConvergenceError as exc:
-            last = exc
-    assert last is not None
-    raise last
 
 
 def fit_bgnbd(history: pd.DataFrame, cutoff: datetime) -> tuple[BGNBD, pd.DataFrame]:

@@ -36,7 +36,7 @@ from features.definitions import NUMERIC_FEATURES
 from features.errors import KairosError
 from features.store import NO_PRICES, data_currency, data_has_prices, ingest_report, manifest_for
 from models.baselines import ValueBaseline
-from models.clv import BGNBD, CLV_FIELDS, GammaGamma, ModifiedBGNBD, rfm_summary
+from models.clv import BGNBD, CLV_FIELDS, GammaGamma, ModifiedBGNBD, fit_with_penalty, rfm_summary
 from models.evaluation import decile_calibration, value_report
 from models.intervals import MAE, SPEARMAN, Interval, Metric, paired_bootstrap
 from models.value import LightGBMRegressor
@@ -48,7 +48,6 @@ from training.propensity import (
     InsufficientDataError,
     ProgressFn,
     Sufficiency,
-    fit_with_penalty,
     order_history,
     plan_cutoffs,
 )

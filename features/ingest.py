@@ -21,6 +21,7 @@ import glob
 import json
 import logging
 import re
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -580,10 +581,14 @@ _AWARE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 
 
 def _to_timestamp(
-    raw: pd.Series, text: pd.Series, fmt: str, zone: str, latest: pd.Timestamp
+    raw: pd.Series, text: pd.Series, fmt: str, zone: str, latest: pd.Timestamp, odd_form: str | None = None
 ) -> tuple[pd.Series, dict[Reason, np.ndarray]]:
     """Parse to UTC instants. Naive values are local times in ``zone``; DST gaps are flagged,
     DST folds take the first (summer-time) occurrence.
+
+    In a column holding both naive and offset-aware values the minority form is odd; ``odd_form``
+    (``"naive"``, ``"aware"`` or ``""`` for neither) gives that verdict when it was reached over the whole
+    table and this call sees one chunk of it; None decides on these values alone.
 
     A ``floating`` zone keeps wall-clock times: every value is stored with its own clock digits labelled
     UTC (an offset written on a value is dropped, its digits kept), so no time is skipped or repeated and
@@ -600,8 +605,10 @@ def _to_timestamp(
         present = text.notna().to_numpy()
         aware = present & text.str.contains(_AWARE, regex=True, na=False).to_numpy()
         naive = present & ~aware
-        if aware.any() and naive.any():  # the minority form is the odd one out
-            odd = (naive if naive.sum() <= aware.sum() else aware).copy()
+        if odd_form is None and aware.any() and naive.any():  # the minority form is the odd one out
+            odd_form = "naive" if naive.sum() <= aware.sum() else "aware"
+        if odd_form:
+            odd = (naive if odd_form == "naive" else aware).copy()
             problems[Reason.MIXED_TZ_AWARENESS] = odd
             aware &= ~odd
             naive &= ~odd
@@ -680,7 +687,12 @@ class _Checked:
 
 
 def _convert(
-    table: str, raw: pd.DataFrame, mapping: Mapping, latest: pd.Timestamp, verdicts: _Verdicts
+    table: str,
+    raw: pd.DataFrame,
+    mapping: Mapping,
+    latest: pd.Timestamp,
+    verdicts: _Verdicts,
+    odd_forms: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     tm = mapping.tables[table]
     spec = INPUT_TABLES[table]
@@ -716,7 +728,8 @@ def _convert(
             if col in tm.value_maps:
                 vmap = tm.value_maps[col]
                 text = text.map(lambda v, vm=vmap: vm.get(v, v) if isinstance(v, str) else v).astype("string")
-            value, bad = _typed_value(column, col, src, text, mapping, table, latest, verdicts)
+            odd_form = None if odd_forms is None else odd_forms.get(col, "")
+            value, bad = _typed_value(column, col, src, text, mapping, table, latest, verdicts, odd_form)
             missing = text.isna().to_numpy()
         if bad.any():
             _flag(
@@ -754,6 +767,7 @@ def _typed_value(
     table: str,
     latest: pd.Timestamp,
     verdicts: _Verdicts,
+    odd_form: str | None = None,
 ) -> tuple[pd.Series, np.ndarray]:
     """One column's text converted to its contract kind; returns (values, rows with a bad value).
 
@@ -769,7 +783,7 @@ def _typed_value(
         return value, none
     if column.kind == "timestamp":
         value, problems = _to_timestamp(
-            src, text, mapping.tables[table].timestamp_format, mapping.zone_for(table), latest
+            src, text, mapping.tables[table].timestamp_format, mapping.zone_for(table), latest, odd_form
         )
         for reason, mask in problems.items():
             _flag(verdicts, column, reason, mask)
@@ -831,29 +845,26 @@ def _check_table(
     mapping: Mapping,
     latest: pd.Timestamp,
     accepted: dict[str, pd.DataFrame],
+    whole: _TableVerdicts | None = None,
 ) -> _Checked:
+    """Validate one table, or one chunk of it when ``whole`` carries the verdicts reached over the whole
+    table (exact copies, key conflicts, the odd timestamp form): every other rule reads one row."""
     spec = INPUT_TABLES[table]
     tm = mapping.tables[table]
     verdicts = _Verdicts(len(raw))
-    frame, sources = _convert(table, raw, mapping, latest, verdicts)
+    frame, sources = _convert(table, raw, mapping, latest, verdicts, whole.odd_forms if whole else None)
     targets = pd.Series([table] * len(raw), dtype=object)
 
     attribute_sources = _convert_attributes(tm, raw, frame, verdicts)
-    # Rows are compared on every source column the mapping reads, expressions' inputs included.
-    read_by_expressions = [
-        ref[0]
-        for parsed in (*tm.parsed_expressions.values(), *tm.attribute_expressions.values())
-        for ref in parsed.references
-        if len(ref) == 1 and ref[0] in raw.columns
-    ]
-    compared = list(dict.fromkeys([*sources.values(), *attribute_sources, *read_by_expressions]))
-    dup = _duplicates(raw, compared)
+    compared = _compared_columns(tm, raw, sources, attribute_sources)
+    dup = _duplicates(raw, compared) if whole is None else whole.duplicate
     live = ~dup
 
     if table == "customers":
         _check_customer_contacts(frame, verdicts, mapping.default_region)
     if spec.key and table != "orders":
-        verdicts.add("quarantine", Reason.KEY_CONFLICT, _key_conflicts(frame, spec.key[0], live), spec.key[0])
+        conflicts = _key_conflicts(frame, spec.key[0], live) if whole is None else whole.key_conflict
+        verdicts.add("quarantine", Reason.KEY_CONFLICT, conflicts, spec.key[0])
     if table == "orders":
         verdicts.add("quarantine", Reason.ORDER_CONFLICT, _key_conflicts(frame, Col.ORDER_ID, live), Col.ORDER_ID)
         is_cancel = _cancellation_mask(frame, tm)  # cancellation documents are not sales
@@ -885,6 +896,28 @@ def _check_table(
                 store[key] = store[key] & ~dup
         verdicts.add("quarantine", Reason.DUPLICATE_ROW, dup)
     return _Checked(table, raw, frame, verdicts, targets)
+
+
+def _compared_columns(
+    tm: TableMapping, raw: pd.DataFrame, sources: dict[str, str], attribute_sources: list[str]
+) -> list[str]:
+    """The source columns two rows are compared on to be exact copies: every one the mapping reads,
+    expressions' inputs included."""
+    read_by_expressions = [
+        ref[0]
+        for parsed in (*tm.parsed_expressions.values(), *tm.attribute_expressions.values())
+        for ref in parsed.references
+        if len(ref) == 1 and ref[0] in raw.columns
+    ]
+    return list(dict.fromkeys([*sources.values(), *attribute_sources, *read_by_expressions]))
+
+
+def _attribute_sources(tm: TableMapping) -> list[str]:
+    """The raw columns the customer attributes are read from (derived ones for attribute expressions)."""
+    return [
+        _DERIVED + ATTRIBUTE_PREFIX + name if attribute.expression else tm.attribute_source(name)
+        for name, attribute in tm.attributes.items()
+    ]
 
 
 def _convert_attributes(tm: TableMapping, raw: pd.DataFrame, frame: pd.DataFrame, verdicts: _Verdicts) -> list[str]:
@@ -1233,6 +1266,460 @@ def _derive_customers(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
+# Large tables in bounded memory
+#
+# The tables nothing else is checked against (consents, web events, messages, exposures, redemptions)
+# are the bulk of an export. They are read in chunks of ``chunk_rows`` rows, three times: the first
+# pass puts each row's hash (of the columns compared for exact copies) and key into an index on disk
+# (DuckDB) and counts the timestamp forms; the rows whose hash repeats are then compared value by value
+# (a second, sparse read), so a hash collision never makes a copy; the last pass validates each chunk
+# with those whole-table verdicts and every row-local rule, and appends what it keeps to the published
+# file. Each verdict is the one the whole table read at once would get (tests/features/
+# test_ingest_chunked.py compares both on the shipped samples and small worlds).
+
+STREAMED = ("consents", "web_events", "messages", "exposures", "redemptions")
+DEFAULT_CHUNK_ROWS = 500_000
+_INDEX_MEMORY = "512MB"  # DuckDB's memory for the on-disk index; it spills beyond it
+_SEQ = "_seq"
+
+
+@dataclass
+class _TableVerdicts:
+    """What one chunk of a table needs from the whole table (see :func:`_check_table`)."""
+
+    duplicate: np.ndarray
+    key_conflict: np.ndarray
+    odd_forms: dict[str, str]
+
+
+def _parquet_dtypes(files: list[Path]) -> dict[str, Any]:
+    """The pandas dtype each column of these Parquet files gets when every file is read whole and the
+    frames concatenated (an integer column with a null in its file becomes float64, a boolean one
+    object), so that every chunk is read with it."""
+    frames = []
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+        dtypes = dict(schema.empty_table().to_pandas().dtypes)
+        for i, fld in enumerate(schema):
+            if not (pa.types.is_integer(fld.type) or pa.types.is_boolean(fld.type)):
+                continue
+            stats = [parquet.metadata.row_group(g).column(i).statistics for g in range(parquet.num_row_groups)]
+            if all(s is not None and s.has_null_count for s in stats):
+                nulls = sum(s.null_count for s in stats if s is not None)
+            else:
+                nulls = pq.read_table(path, columns=[fld.name]).column(0).null_count
+            if nulls:
+                dtypes[fld.name] = np.dtype("float64") if pa.types.is_integer(fld.type) else np.dtype(object)
+        frames.append(pd.DataFrame({c: pd.Series([], dtype=d) for c, d in dtypes.items()}))
+    return dict(pd.concat(frames, ignore_index=True).dtypes) if len(frames) > 1 else dict(frames[0].dtypes)
+
+
+def _csv_chunks(path: Path, fmt: TextFormat | None, chunk_rows: int) -> Any:
+    """A CSV file as text columns, ``chunk_rows`` rows at a time (see :func:`_read_csv`); a malformed row
+    makes the whole-file reader raise its message, which names lines and never shows a row."""
+    if fmt is not None and fmt.delimiter == WHITESPACE:
+        for frame in pd.read_csv(
+            path,
+            sep=r"\s+",
+            header=0 if fmt.header else None,
+            names=None if fmt.header else fmt.column_names,
+            dtype=str,
+            keep_default_na=False,
+            on_bad_lines="error",
+            chunksize=chunk_rows,
+        ):
+            yield frame.astype("string")
+        return
+    delimiter = fmt.delimiter if fmt is not None else ","
+    names = fmt.column_names if fmt is not None and not fmt.header else None
+    malformed = [0]
+
+    def note(row: pacsv.InvalidRow) -> str:
+        malformed[0] += 1
+        return "skip"
+
+    parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=note)
+    with pacsv.open_csv(path, read_options=pacsv.ReadOptions(column_names=names), parse_options=parse) as reader:
+        header = reader.schema.names
+    opts = pacsv.ConvertOptions(column_types=dict.fromkeys(header, "string"), strings_can_be_null=False)
+    read = pacsv.ReadOptions(column_names=names, block_size=1 << 24)
+    batches: list[pa.RecordBatch] = []
+    held, yielded = 0, False
+    with pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=opts) as reader:
+        for batch in reader:
+            batches.append(batch)
+            held += batch.num_rows
+            if held >= chunk_rows:
+                if malformed[0]:
+                    break
+                yield pa.Table.from_batches(batches).to_pandas()
+                batches, held, yielded = [], 0, True
+    if malformed[0]:
+        _read_csv(path, fmt)  # raises the named message (counts and line numbers)
+        raise InputDataError(f"{path}: malformed row(s); the rows are not shown (they may hold personal data)")
+    if batches or not yielded:
+        yield pa.Table.from_batches(batches, schema=reader.schema).to_pandas()
+
+
+def _ingest_streamed(
+    streamed: _StreamedTable,
+    mapping: Mapping,
+    latest: pd.Timestamp,
+    refs: dict[str, pd.DataFrame],
+    publish: Callable[[pd.DataFrame | None], None],
+    audits_q: list[pd.DataFrame | Path],
+    audits_r: list[pd.DataFrame | Path],
+) -> tuple[int, dict[str, Any]]:
+    """Validate and publish one streamed table chunk by chunk; returns (rows erased, table report).
+
+    Each chunk goes through the same steps as a table read whole in :func:`ingest`."""
+    table = streamed.table
+    con = streamed.index()
+    try:
+        streamed.verdicts(con)
+        q_part = _PartWriter(streamed.workdir / f"{table}.quarantine.parquet")
+        r_part = _PartWriter(streamed.workdir / f"{table}.reclassified.parquet")
+        empty: dict[str, pd.DataFrame] = {}
+        reports = []
+        for seq, _erased, raw in streamed.chunks():
+            n = len(raw)
+            whole = _TableVerdicts(
+                streamed.flags(con, "dup", seq, n), streamed.flags(con, "conflict", seq, n), streamed.odd_forms
+            )
+            checked = _check_table(table, raw, mapping, latest, refs, whole)
+            q = checked.verdicts.quarantined()
+            r = checked.verdicts.reclassified()
+            _clear_fields(checked)
+            if table == "web_events":  # an event without an id gets its source position
+                position = raw[_SRC_FILE].astype(str) + ":" + raw[_SRC_ROW].astype(str)
+                checked.frame[Col.EVENT_ID] = checked.frame.get(Col.EVENT_ID, position).fillna(position)
+            frame = _typed(checked.frame.loc[~q].reset_index(drop=True), INPUT_TABLES[table])
+            if table == "exposures" and "campaigns" in refs:  # the campaign's channel by default
+                channels = refs["campaigns"].set_index(Col.CAMPAIGN_ID)[Col.CHANNEL]
+                frame[Col.CHANNEL] = frame[Col.CHANNEL].fillna(frame[Col.CAMPAIGN_ID].map(channels))
+            publish(frame)
+            for part, rows, store, kind in (
+                (q_part, q, checked.verdicts.quarantine, "q"),
+                (r_part, r, checked.verdicts.reclassify, "r"),
+            ):
+                audit = _audit_rows(checked, rows, store)
+                if len(audit):
+                    part.write(audit)
+                else:
+                    empty[kind] = audit
+            reports.append(_table_report(checked, q, r))
+            del raw, checked, frame
+        publish(None)
+        for part, audits, kind in ((q_part, audits_q, "q"), (r_part, audits_r, "r")):
+            part.close()
+            audits.append(part.path if part.rows else empty[kind])
+    finally:
+        con.close()
+    return streamed.erased, _merge_reports(reports)
+
+
+def _merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table report from its chunks' reports (counts summed; files in the order first seen)."""
+    out: dict[str, Any] = {
+        k: sum(r[k] for r in reports) for k in ("input_rows", "accepted", "reclassified", "quarantined")
+    }
+    for key in ("quarantine_reasons", "reclassified_reasons"):
+        total: dict[str, int] = {}
+        for r in reports:
+            for reason, count in r[key].items():
+                total[reason] = total.get(reason, 0) + count
+        out[key] = dict(sorted(total.items()))
+    moved: dict[str, int] = {}
+    for r in reports:
+        for target, count in r["reclassified_to"].items():
+            moved[target] = moved.get(target, 0) + count
+    out["reclassified_to"] = dict(sorted(moved.items(), key=lambda kv: -kv[1]))
+    files: dict[str, dict[str, int]] = {}
+    for r in reports:
+        for name, counts in r["files"].items():
+            held = files.setdefault(name, dict.fromkeys(counts, 0))
+            for k, v in counts.items():
+                held[k] += v
+    out["files"] = files
+    return out
+
+
+def _write_audits(parts: list[pd.DataFrame | Path], path: Path) -> None:
+    """The audit file: frames held in memory and parts spilled by streamed tables, in table order."""
+    if all(isinstance(p, pd.DataFrame) for p in parts):
+        frames = [p for p in parts if isinstance(p, pd.DataFrame)]
+        write_parquet(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), path)
+        return
+    schema = pa.schema(
+        [
+            ("table", pa.string()),
+            ("source_file", pa.string()),
+            ("source_row", pa.int64()),
+            ("reasons", pa.string()),
+            ("target", pa.string()),
+            ("original", pa.string()),
+        ]
+    )
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for part in parts:
+            if isinstance(part, pd.DataFrame):
+                if len(part):
+                    writer.write_table(pa.Table.from_pandas(part, preserve_index=False).cast(schema))
+                continue
+            for batch in pq.ParquetFile(part).iter_batches():
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+
+
+def _rekey_file(path: Path, identity_map: pd.DataFrame, pseudonymizer: Pseudonymizer) -> None:
+    """Key a published table again with the final identity map, one row group at a time."""
+    rewritten = _PartWriter(path.with_suffix(".rekeyed"))
+    parquet = pq.ParquetFile(path)
+    for g in range(parquet.num_row_groups):
+        rewritten.write(rekey(parquet.read_row_group(g).to_pandas(), identity_map, pseudonymizer))
+    if parquet.num_row_groups == 0:
+        rewritten.write(rekey(parquet.schema_arrow.empty_table().to_pandas(), identity_map, pseudonymizer))
+    rewritten.close()
+    rewritten.path.replace(path)
+
+
+def _file_chunks(path: Path, fmt: TextFormat | None, chunk_rows: int) -> Any:
+    """One file's rows, ``chunk_rows`` at a time, typed as :func:`_read_file` types the whole file."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            dtypes = _parquet_dtypes([path])
+            parquet = pq.ParquetFile(path)
+            if parquet.metadata.num_rows == 0:
+                yield parquet.schema_arrow.empty_table().to_pandas()
+                return
+            for batch in parquet.iter_batches(batch_size=chunk_rows):
+                frame = batch.to_pandas()
+                cast = {c: d for c, d in dtypes.items() if frame[c].dtype != d}
+                yield frame.astype(cast) if cast else frame
+            return
+        if suffix in (".csv", ".txt", ".gz"):
+            yield from _csv_chunks(path, fmt, chunk_rows)
+            return
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{path}: cannot be read: {_reader_problem(exc)}") from None
+    raise InputDataError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
+
+
+def _raw_chunks(
+    files: list[Path], table: str, tm: TableMapping, lookups: dict[str, LookupData], chunk_rows: int
+) -> Any:
+    """The table's rows as :func:`_read_table` gives them (source position, derived columns), in chunks."""
+    parquet_files = [p for p in files if p.suffix.lower() == ".parquet"]
+    dtypes = _parquet_dtypes(parquet_files) if len(parquet_files) > 1 else {}
+    for path in files:
+        first_row = 1
+        for frame in _file_chunks(path, tm.text_format, chunk_rows):
+            if first_row == 1:
+                missing = sorted({src for src in tm.columns.values() if src not in frame.columns})
+                if missing:
+                    raise InputDataError(
+                        f"{path.name}: column(s) {', '.join(repr(m) for m in missing)} named in the mapping "
+                        f"for {table} are not in the file's header (line 1, {len(frame.columns)} columns)"
+                    )
+                check_references(table, tm, set(frame.columns), lookups, path.name)
+            cast = {c: d for c, d in dtypes.items() if c in frame.columns and frame[c].dtype != d}
+            if cast:
+                frame = frame.astype(cast)
+            frame[_SRC_FILE] = path.name
+            frame[_SRC_ROW] = np.arange(first_row, first_row + len(frame), dtype=np.int64)
+            first_row += len(frame)
+            check_types(table, tm, frame, lookups)
+            if tm.expressions or tm.attribute_expressions:
+                try:
+                    derived = evaluate(frame, {**tm.parsed_expressions, **tm.attribute_expressions}, lookups)
+                except ExpressionError as exc:
+                    raise MappingError(f"tables.{table}.expressions: {exc}") from None
+                for col, values in derived.items():
+                    frame[_DERIVED + col] = values
+            yield frame
+
+
+def _row_hashes(raw: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    """DuckDB's hash of each row over ``cols``; whole numbers hashed as floats, so that a column typed
+    int in one chunk and float in another (nulls elsewhere) hashes equal values alike."""
+    data = {}
+    for c in cols:
+        values = raw[c]
+        if pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            values = values.astype("float64")
+        data[c] = values
+    con = duckdb.connect()
+    try:
+        con.register("t", pa.Table.from_pandas(pd.DataFrame(data), preserve_index=False))
+        quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in cols)
+        return con.execute(f"SELECT hash({quoted}) AS h FROM t").fetchnumpy()["h"]
+    finally:
+        con.close()
+
+
+def _timestamp_forms(text: pd.Series) -> tuple[int, int]:
+    """(offset-aware, naive) present values of one timestamp column, as :func:`_to_timestamp` tells them."""
+    import pyarrow.compute as pc
+
+    arr = pa.array(text.astype(object).where(text.notna(), None), type=pa.string())
+    stripped = pc.utf8_trim_whitespace(arr)
+    present = pc.and_(pc.is_valid(stripped), pc.not_equal(stripped, ""))
+    aware = pc.and_(present, pc.match_substring_regex(stripped, _AWARE))
+    n_present = pc.sum(pc.cast(present, pa.int64())).as_py() or 0
+    n_aware = pc.sum(pc.cast(pc.fill_null(aware, False), pa.int64())).as_py() or 0
+    return n_aware, n_present - n_aware
+
+
+class _StreamedTable:
+    """One large table validated chunk by chunk against verdicts reached over the whole of it."""
+
+    def __init__(
+        self,
+        input_dir: Path,
+        table: str,
+        mapping: Mapping,
+        tombstones: Tombstones,
+        chunk_rows: int,
+        workdir: Path,
+    ) -> None:
+        self.table = table
+        self.mapping = mapping
+        self.tm = mapping.tables[table]
+        self.tombstones = tombstones
+        self.chunk_rows = chunk_rows
+        self.files = resolve_files(input_dir, self.tm, table)
+        self.lookups = read_lookups(input_dir, table, self.tm)
+        self.workdir = workdir
+        self.erased = 0
+        self.rows = 0
+
+    def chunks(self) -> Any:
+        """(first sequence number, rows) of each chunk, erased customers dropped (as the whole read does)."""
+        seq = 0
+        for raw in _raw_chunks(self.files, self.table, self.tm, self.lookups, self.chunk_rows):
+            src = mapped_source(raw, self.table, self.tm)
+            raw, erased = drop_erased(raw, src.get(Col.CUSTOMER_ID), self.tombstones, src.get(Col.ANONYMOUS_ID))
+            yield seq, erased, raw
+            seq += len(raw)
+
+    def index(self) -> duckdb.DuckDBPyConnection:
+        """First pass: the on-disk index of hashes and keys, and the timestamp forms per column."""
+        spec = INPUT_TABLES[self.table]
+        key = spec.key[0] if spec.key else None
+        con = duckdb.connect(str(self.workdir / f"{self.table}.duckdb"))
+        con.execute(f"SET memory_limit = '{_INDEX_MEMORY}'")
+        con.execute(f"SET temp_directory = '{self.workdir / 'spill'}'")
+        con.execute(f"CREATE TABLE idx ({_SEQ} BIGINT, h UBIGINT, k VARCHAR)")
+        forms: dict[str, list[int]] = {}
+        zone = self.mapping.zone_for(self.table)
+        for seq, erased, raw in self.chunks():
+            self.erased += erased
+            self.rows += len(raw)
+            sources = mapped_source(raw, self.table, self.tm)
+            compared = [c for c in _compared_columns(self.tm, raw, sources, _attribute_sources(self.tm))]
+            compared = [c for c in compared if c in raw.columns]
+            hashes = _row_hashes(raw, compared) if compared and len(raw) else np.zeros(len(raw), dtype=np.uint64)
+            keys = pd.Series([None] * len(raw), dtype=object)
+            if key is not None and key in sources:
+                text = _as_text(raw[sources[key]])
+                if key in self.tm.value_maps:
+                    vmap = self.tm.value_maps[key]
+                    text = text.map(lambda v, vm=vmap: vm.get(v, v) if isinstance(v, str) else v).astype("string")
+                keys = text.astype(object).where(text.notna(), None).reset_index(drop=True)
+            part = pa.table(
+                {
+                    _SEQ: pa.array(np.arange(seq, seq + len(raw), dtype=np.int64)),
+                    "h": pa.array(hashes, type=pa.uint64()),
+                    "k": pa.array(keys.to_numpy(), type=pa.string()),
+                }
+            )
+            con.register("part", part)
+            con.execute("INSERT INTO idx SELECT * FROM part")
+            con.unregister("part")
+            if zone == FLOATING:
+                continue
+            for col, src_name in sources.items():
+                column = column_spec(self.table, col)
+                if column is None or column.kind != "timestamp" or col in self.tm.value_maps:
+                    continue
+                src = raw[src_name]
+                if pd.api.types.is_datetime64_any_dtype(src):
+                    continue
+                aware, naive = _timestamp_forms(_as_text(src))
+                total = forms.setdefault(col, [0, 0])
+                total[0] += aware
+                total[1] += naive
+        self.odd_forms = {
+            col: ("naive" if naive <= aware else "aware") if aware and naive else ""
+            for col, (aware, naive) in forms.items()
+        }
+        return con
+
+    def verdicts(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Exact copies (hash repeats compared value by value) and key conflicts among the rest, on disk."""
+        con.execute(
+            f"CREATE TABLE cand AS SELECT {_SEQ} FROM idx WHERE h IN (SELECT h FROM idx GROUP BY h HAVING count(*) > 1)"
+        )
+        n_cand = con.execute("SELECT count(*) FROM cand").fetchone()
+        con.execute(f"CREATE TABLE dup ({_SEQ} BIGINT)")
+        if n_cand and n_cand[0]:
+            candidates = con.execute(f"SELECT {_SEQ} FROM cand ORDER BY {_SEQ}").fetchnumpy()[_SEQ]
+            parts = []
+            for seq, _erased, raw in self.chunks():
+                at = candidates[(candidates >= seq) & (candidates < seq + len(raw))]
+                if len(at):
+                    sources = mapped_source(raw, self.table, self.tm)
+                    compared = _compared_columns(self.tm, raw, sources, _attribute_sources(self.tm))
+                    rows = raw.loc[at - seq, [c for c in compared if c in raw.columns]]
+                    parts.append(rows.set_axis(at, axis=0))
+            rows = pd.concat(parts)
+            copies = rows.index.to_numpy()[rows.duplicated(keep="first").to_numpy()]
+            con.register("copies", pa.table({_SEQ: pa.array(copies.astype(np.int64))}))
+            con.execute("INSERT INTO dup SELECT * FROM copies")
+            con.unregister("copies")
+        con.execute(
+            f"""CREATE TABLE conflict AS
+            WITH live AS (SELECT {_SEQ}, k FROM idx WHERE k IS NOT NULL AND {_SEQ} NOT IN (SELECT {_SEQ} FROM dup))
+            SELECT {_SEQ} FROM live WHERE k IN (SELECT k FROM live GROUP BY k HAVING count(*) > 1)"""
+        )
+
+    @staticmethod
+    def flags(con: duckdb.DuckDBPyConnection, name: str, seq: int, n: int) -> np.ndarray:
+        """The chunk's rows listed in table ``name`` of the index, as a mask."""
+        hits = con.execute(f"SELECT {_SEQ} FROM {name} WHERE {_SEQ} >= ? AND {_SEQ} < ?", [seq, seq + n]).fetchnumpy()[
+            _SEQ
+        ]
+        out = np.zeros(n, dtype=bool)
+        out[np.asarray(hits, dtype=np.int64) - seq] = True
+        return out
+
+
+class _PartWriter:
+    """Appends frames to one Parquet file (zstd) under the schema of the first; nothing written stays
+    in memory. ``rows`` counts what was written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        else:
+            table = table.cast(self._writer.schema)
+        self._writer.write_table(table)
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+# ---------------------------------------------------------------------------------------------
 # The run
 
 
@@ -1246,6 +1733,7 @@ def ingest(
     pseudonymizer: Pseudonymizer | None = None,
     identity_overrides: IdentityOverrides | Path | str | None = None,
     progress: ProgressFn | None = None,
+    chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
 ) -> IngestResult:
     """Validate an export, publish accepted tables, quarantine and report; re-key to customer_key.
 
@@ -1261,6 +1749,10 @@ def ingest(
             :func:`features.identity.load_identity_overrides`); default: the mapping's ``identity_overrides``
             file, if it names one. The report's ``identity.overrides`` counts what they did.
         progress: optional callback ``(step, fraction_done)``.
+        chunk_rows: the large tables (:data:`STREAMED`) are validated this many rows at a time against
+            an on-disk index of the whole table, so memory does not grow with them; None reads every
+            table whole (the same published tables, audit files and report: the reference the chunked
+            path is tested against).
 
     Returns:
         The published folder and the report (also written as ``ingest_report.json``).
@@ -1294,8 +1786,8 @@ def ingest(
     kept: dict[str, pd.DataFrame] = {}  # order lines and what they turn into, finished after the loop
     order_headers: pd.DataFrame | None = None
     published: dict[str, int] = {}
-    audits_q: list[pd.DataFrame] = []
-    audits_r: list[pd.DataFrame] = []
+    audits_q: list[pd.DataFrame | Path] = []  # in memory, or spilled by a streamed table
+    audits_r: list[pd.DataFrame | Path] = []
     table_reports: dict[str, Any] = {}
     input_files: list[Path] = []
     identity_map = pd.DataFrame(
@@ -1315,7 +1807,7 @@ def ingest(
     provisional = "customers" not in mapping.tables or merge_customers
     keyed_early: list[str] = []
 
-    with staged_dir(target) as stage:
+    with staged_dir(target) as stage, tempfile.TemporaryDirectory(prefix=".ingest-work-", dir=out_dir) as work:
 
         def publish(name: str, frame: pd.DataFrame) -> None:
             # Ids without a customer record get a singleton key, the same one identity resolution gives them.
@@ -1330,8 +1822,33 @@ def ingest(
 
         # Each table is written as soon as it is final, so the largest (web events, messages) never
         # sit in memory together. Customers come before every table that refers to them.
+        def publish_chunks(name: str) -> Callable[[pd.DataFrame | None], None]:
+            """A streamed table's publisher: each call appends one chunk; None closes the file."""
+            writer = _PartWriter(stage / f"{name}.parquet")
+            published[name] = 0
+            if provisional:
+                keyed_early.append(name)
+
+            def write(frame: pd.DataFrame | None) -> None:
+                if frame is None:
+                    writer.close()
+                    return
+                if Col.CUSTOMER_ID in frame.columns:
+                    frame = rekey(frame, identity_map, pseudonymizer)
+                writer.write(frame)
+                published[name] += len(frame)
+
+            return write
+
         for i, table in enumerate(names):
             tick(f"validating {table}", i / (len(names) + 2))
+            if chunk_rows is not None and table in STREAMED:
+                streamed = _StreamedTable(Path(input_dir), table, mapping, tombstones, chunk_rows, Path(work))
+                erased[table], table_reports[table] = _ingest_streamed(
+                    streamed, mapping, latest, refs, publish_chunks(table), audits_q, audits_r
+                )
+                input_files.extend(streamed.files)
+                continue
             raw, files = _read_table(Path(input_dir), table, mapping.tables[table])
             # Erased customers (tombstones) never come back with an old export: dropped first, counted.
             src = mapped_source(raw, table, mapping.tables[table])
@@ -1410,16 +1927,11 @@ def ingest(
         if identity_overrides is not None:
             # forced merges and splits change keys the provisional map gave: key those tables again
             for name in dict.fromkeys(n for n in keyed_early if n not in kept and n != "customers"):
-                write_parquet(
-                    rekey(pd.read_parquet(stage / f"{name}.parquet"), identity_map, pseudonymizer),
-                    stage / f"{name}.parquet",
-                )
+                _rekey_file(stage / f"{name}.parquet", identity_map, pseudonymizer)
             identity_report["overrides"] = {"file": overrides_from, **identity_report.get("overrides", {})}
         for name, frame in kept.items():
             publish(name, frame)
 
-        quarantine = pd.concat(audits_q, ignore_index=True) if audits_q else pd.DataFrame()
-        reclassified = pd.concat(audits_r, ignore_index=True) if audits_r else pd.DataFrame()
         totals = {
             k: sum(t[k] for t in table_reports.values())
             for k in ("input_rows", "accepted", "reclassified", "quarantined")
@@ -1454,8 +1966,8 @@ def ingest(
             "ok": share <= threshold and not losses,
         }
         tick("writing", (len(names) + 1) / (len(names) + 2))
-        write_parquet(quarantine, stage / QUARANTINE_FILE)
-        write_parquet(reclassified, stage / RECLASSIFIED_FILE)
+        _write_audits(audits_q, stage / QUARANTINE_FILE)
+        _write_audits(audits_r, stage / RECLASSIFIED_FILE)
         write_parquet(identity_map, stage / IDENTITY_MAP_FILE)
         write_parquet(review, stage / IDENTITY_REVIEW_FILE)
         report["elapsed_s"] = round(time.perf_counter() - started, 3)

@@ -445,6 +445,55 @@ def resolve_identities(
         InputDataError: ``customer_id`` is missing, empty or duplicated; an override names a record that
             is not among the customers, or a forced split whose two records the forced merges join.
     """
+    links = prepare_links(customers, strong_ids=strong_ids, default_region=default_region, max_shared=max_shared)
+    result = resolve_links(links, pseudonymizer=pseudonymizer, overrides=overrides)
+    log_result(result)
+    return result
+
+
+@dataclass(frozen=True, eq=False)
+class Links:
+    """What identity resolution reads of the customer records: each record's id, and per link kind, in
+    processing order, the normalised value of each record (NA where it has none, a malformed one or a
+    placeholder shared by too many records), the malformed count and the blanked-values count.
+
+    Attributes:
+        ids: Record ids (object strings), in the customers' row order.
+        strong: The strong-id columns, a subset of ``kinds``, first.
+        kinds: Every link kind, in the canonical processing order.
+        values: kind -> (normalised values aligned with ``ids``, invalid count, ignored count).
+    """
+
+    ids: pd.Series
+    strong: tuple[str, ...]
+    kinds: tuple[str, ...]
+    values: dict[str, tuple[pd.Series, int, int]]
+
+
+def log_result(result: IdentityResult) -> None:
+    """One log line of counts (no personal data)."""
+    report = result.report()
+    logger.info(
+        "identity resolution: %d records -> %d clusters (%d merged), %d refused merges",
+        report["records"],
+        report["clusters"],
+        report["clusters_merged"],
+        report["refused_merges"],
+    )
+
+
+def prepare_links(
+    customers: pd.DataFrame,
+    *,
+    strong_ids: Sequence[str] = (Col.LOYALTY_ID,),
+    default_region: str = "GB",
+    max_shared: int | None = 50,
+) -> Links:
+    """Check the records' ids and normalise every link value (see :func:`resolve_identities`).
+
+    Raises:
+        InputDataError: ``customer_id`` is missing, empty or duplicated.
+    """
     if Col.CUSTOMER_ID not in customers.columns:
         raise InputDataError(f"customers: column {Col.CUSTOMER_ID!r} is required for identity resolution")
     ids = _id_strings(customers[Col.CUSTOMER_ID])
@@ -460,7 +509,24 @@ def resolve_identities(
     strong = tuple(dict.fromkeys(strong_ids))
     kinds = (*strong, *(k for k in EXTERNAL_IDS if k not in strong))
     kinds = (*kinds, *(k for k in (Col.EMAIL, Col.PHONE) if k not in kinds))
+    prepared = {}
+    for kind in kinds:
+        values, invalid = _link_values(customers, kind, default_region)
+        values, ignored = _drop_shared(values, max_shared)
+        prepared[kind] = (values.reset_index(drop=True), invalid, ignored)
+    return Links(ids.reset_index(drop=True), strong, kinds, prepared)
 
+
+def resolve_links(
+    links: Links, *, pseudonymizer: Pseudonymizer, overrides: IdentityOverrides | None = None
+) -> IdentityResult:
+    """Union-find over prepared links in the canonical order (the rules of :func:`resolve_identities`).
+
+    Raises:
+        InputDataError: an override names a record that is not among the customers, or a forced split
+            whose two records the forced merges join.
+    """
+    ids, strong, kinds = links.ids, links.strong, links.kinds
     # Nodes are records numbered in customer_id order, so node order is canonical.
     id_arr = ids.to_numpy(dtype=object)
     order = np.argsort(id_arr, kind="stable")
@@ -471,17 +537,7 @@ def resolve_identities(
 
     parent = list(range(n))
     size = [1] * n
-    # Per kind: normalised values (placeholders shared by too many records blanked), malformed and
-    # blanked counts. Strong ids first: the guard needs them before any link is processed.
-    prepared: dict[str, tuple[pd.Series, int, int]] = {}
-
-    def prepare(kind: str) -> tuple[pd.Series, int, int]:
-        values, invalid = _link_values(customers, kind, default_region)
-        values, ignored = _drop_shared(values, max_shared)
-        return values, invalid, ignored
-
-    for kind in strong:
-        prepared[kind] = prepare(kind)
+    prepared = links.values
     # Per root: the strong-id values its cluster holds (None where it holds none); roots absent hold none.
     held: dict[int, tuple[str | None, ...]] = {}
     if strong:
@@ -558,7 +614,7 @@ def resolve_identities(
         for x in apart:
             constrained.setdefault(find(x), set()).add(x)
     for kind in kinds:
-        values, invalid, ignored = prepared.pop(kind) if kind in prepared else prepare(kind)
+        values, invalid, ignored = prepared[kind]
         first, other, value_pos = _star_links(values, node)
         links_by_kind[kind] = len(first)
         ignored_by_kind[kind] = ignored
@@ -616,14 +672,6 @@ def resolve_identities(
         merges_by_kind=merges_by_kind,
         ignored_values_by_kind=ignored_by_kind,
         invalid_by_kind=invalid_by_kind,
-    )
-    report = result.report()
-    logger.info(
-        "identity resolution: %d records -> %d clusters (%d merged), %d refused merges",
-        report["records"],
-        report["clusters"],
-        report["clusters_merged"],
-        report["refused_merges"],
     )
     return result
 

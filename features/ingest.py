@@ -64,8 +64,8 @@ from features.identity import (
     RefusedCol,
     load_identity_overrides,
     rekey,
-    resolve_identities,
 )
+from features.identity_sets import resolve_identities_sets
 from features.io import publish_dir, sha256_files, staged_dir, write_parquet
 from features.mapping import FLOATING, WHITESPACE, Attribute, Lookup, Mapping, TableMapping, TextFormat
 from features.normalize import normalize_emails, normalize_phones
@@ -581,14 +581,14 @@ _AWARE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 
 
 def _to_timestamp(
-    raw: pd.Series, text: pd.Series, fmt: str, zone: str, latest: pd.Timestamp, odd_form: str | None = None
+    raw: pd.Series, text: pd.Series, fmt: str, zone: str, latest: pd.Timestamp, odd_kind: str | None = None
 ) -> tuple[pd.Series, dict[Reason, np.ndarray]]:
     """Parse to UTC instants. Naive values are local times in ``zone``; DST gaps are flagged,
     DST folds take the first (summer-time) occurrence.
 
-    In a column holding both naive and offset-aware values the minority form is odd; ``odd_form``
-    (``"naive"``, ``"aware"`` or ``""`` for neither) gives that verdict when it was reached over the whole
-    table and this call sees one chunk of it; None decides on these values alone.
+    In a column holding both naive and offset-aware values the minority form is odd; ``odd_kind``
+    (``"naive"``, ``"aware"`` or ``""`` for neither) gives that verdict when it was reached over the
+    whole table and this call sees one chunk of it; None decides on these values alone.
 
     A ``floating`` zone keeps wall-clock times: every value is stored with its own clock digits labelled
     UTC (an offset written on a value is dropped, its digits kept), so no time is skipped or repeated and
@@ -605,10 +605,10 @@ def _to_timestamp(
         present = text.notna().to_numpy()
         aware = present & text.str.contains(_AWARE, regex=True, na=False).to_numpy()
         naive = present & ~aware
-        if odd_form is None and aware.any() and naive.any():  # the minority form is the odd one out
-            odd_form = "naive" if naive.sum() <= aware.sum() else "aware"
-        if odd_form:
-            odd = (naive if odd_form == "naive" else aware).copy()
+        if odd_kind is None and aware.any() and naive.any():  # the minority form is the odd one out
+            odd_kind = "naive" if naive.sum() <= aware.sum() else "aware"
+        if odd_kind:
+            odd = (naive if odd_kind == "naive" else aware).copy()
             problems[Reason.MIXED_TZ_AWARENESS] = odd
             aware &= ~odd
             naive &= ~odd
@@ -1641,12 +1641,16 @@ class _StreamedTable:
                 continue
             for col, src_name in sources.items():
                 column = column_spec(self.table, col)
-                if column is None or column.kind != "timestamp" or col in self.tm.value_maps:
+                if column is None or column.kind != "timestamp":
                     continue
                 src = raw[src_name]
                 if pd.api.types.is_datetime64_any_dtype(src):
                     continue
-                aware, naive = _timestamp_forms(_as_text(src))
+                text = _as_text(src)
+                if col in self.tm.value_maps:
+                    vmap = self.tm.value_maps[col]
+                    text = text.map(lambda v, vm=vmap: vm.get(v, v) if isinstance(v, str) else v).astype("string")
+                aware, naive = _timestamp_forms(text)
                 total = forms.setdefault(col, [0, 0])
                 total[0] += aware
                 total[1] += naive
@@ -2042,7 +2046,8 @@ def _resolve(
     With overrides the report gains ``overrides``: the forced merge and split pairs read, the merges that
     joined two persons (a pair already one person by the rules joins nothing), and the links the splits refused.
     """
-    result = resolve_identities(
+    # Connected components on DuckDB; the union-find settles only the components a guard splits.
+    result = resolve_identities_sets(
         customers,
         strong_ids=tuple(mapping.strong_ids),
         default_region=mapping.default_region,

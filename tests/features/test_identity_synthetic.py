@@ -65,3 +65,15 @@ def test_recovers_planted_identities(world: Path) -> None:
     precision, recall = pairwise_precision_recall(scored[Col.CUSTOMER_KEY], scored["person"])
     assert precision >= 0.99, f"pairwise precision {precision:.4f}"
     assert recall >= 0.95, f"pairwise recall {recall:.4f}"
+
+
+def test_components_on_duckdb_equal_the_union_find_on_the_planted_world(world: Path) -> None:
+    from features.identity_sets import resolve_identities_sets
+
+    customers = pd.read_csv(world / "customers.csv", dtype=str, keep_default_na=True)
+    reference = resolve_identities(customers, pseudonymizer=Pseudonymizer.for_development())
+    result = resolve_identities_sets(customers, pseudonymizer=Pseudonymizer.for_development())
+    pd.testing.assert_frame_equal(reference.mapping, result.mapping)
+    pd.testing.assert_frame_equal(reference.refused, result.refused)
+    assert reference.report() == result.report()
+    assert result.report()["refused_merges"] > 0, "the world plants strong-id clashes the guard refuses"

@@ -50,6 +50,7 @@ def _ingest(tree: Path, data: Path, export: str, home: Path, chunk_rows: int | N
 
 def _compare(a: Path, b: Path) -> list[str]:
     import pandas as pd
+    import pyarrow.parquet as pq
 
     problems = []
     names_a = sorted(p.name for p in (a / "ingested").glob("*.parquet"))
@@ -60,6 +61,11 @@ def _compare(a: Path, b: Path) -> list[str]:
         x, y = pd.read_parquet(a / "ingested" / name), pd.read_parquet(b / "ingested" / name)
         try:
             pd.testing.assert_frame_equal(x, y)
+            same_types = (
+                pq.read_schema(a / "ingested" / name).remove_metadata()
+                == pq.read_schema(b / "ingested" / name).remove_metadata()
+            )
+            assert same_types, "Arrow types differ"
             print(f"    same       {name} ({len(x):,} rows)")
         except AssertionError as exc:
             problems.append(f"{name}: {str(exc).splitlines()[0]}")

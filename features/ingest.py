@@ -1451,16 +1451,11 @@ def _write_audits(parts: list[pd.DataFrame | Path], path: Path) -> None:
         frames = [p for p in parts if isinstance(p, pd.DataFrame)]
         write_parquet(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), path)
         return
-    schema = pa.schema(
-        [
-            ("table", pa.string()),
-            ("source_file", pa.string()),
-            ("source_row", pa.int64()),
-            ("reasons", pa.string()),
-            ("target", pa.string()),
-            ("original", pa.string()),
-        ]
-    )
+    # The schema of the whole-table write: pandas' concatenation of every part decides the dtypes (a str
+    # column meeting an empty object one becomes object, written as string rather than large_string), so a
+    # row of each part, empty parts as they are, is concatenated to find them.
+    samples = [p.head(1) if isinstance(p, pd.DataFrame) else pq.read_table(p).slice(0, 1).to_pandas() for p in parts]
+    schema = pa.Table.from_pandas(pd.concat(samples, ignore_index=True), preserve_index=False).schema
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for part in parts:
             if isinstance(part, pd.DataFrame):

@@ -15,9 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from features.erasure import Person, Tombstones
+from features.errors import InputDataError
 from features.ingest import INGESTED_DIR, REPORT_FILE, STREAMED, ingest
 from features.mapping import load_mapping
 from synth import generate_world
@@ -42,6 +44,8 @@ def _assert_same(whole: Path, chunked: Path) -> None:
     assert sorted(a) == sorted(b)
     for name in a:
         pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+        schemas = [pq.read_schema(home / INGESTED_DIR / name).remove_metadata() for home in (whole, chunked)]
+        assert schemas[0] == schemas[1], name  # Arrow types too (string vs large_string)
     assert _report(whole) == _report(chunked)
 
 
@@ -120,3 +124,18 @@ def test_complete_journey_sample_chunked_equals_whole(tmp_path: Path) -> None:
     ingest(raw, mapping, tmp_path / "chunked", now=NOW, chunk_rows=64)
     _assert_same(tmp_path / "whole", tmp_path / "chunked")
     assert {"exposures", "redemptions"} <= set(_report(tmp_path / "chunked")["tables"])  # type: ignore[arg-type]
+
+
+def test_a_malformed_row_in_a_streamed_table_is_named_as_the_whole_read_names_it(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    generate_world(40, 1, raw)
+    lines = (raw / "messages.csv").read_text(encoding="utf-8").splitlines()
+    lines.insert(5, lines[5] + ",extra,fields")
+    (raw / "messages.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    messages = []
+    for chunk_rows in (None, 50):
+        with pytest.raises(InputDataError) as caught:
+            ingest(raw, load_mapping("synthetic"), tmp_path / f"home-{chunk_rows}", now=NOW, chunk_rows=chunk_rows)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+    assert "line 6" in messages[1] and "extra" not in messages[1]

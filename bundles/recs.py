@@ -52,6 +52,7 @@ from models.recs.upcf import UPCF
 _T = TypeVar("_T")
 _CANDIDATE_FACTOR = 3  # candidates asked of a recommender per item returned (the rules drop some)
 _CANDIDATE_SLACK = 5  # asked first beyond k; the full k * factor only when the rules keep fewer than k
+_JUST_BOUGHT = "you bought this recently"
 _STAPLE_SCORE = 1.5  # the blend's score of an own item bought in one order at the training end (own items: (1, 2))
 
 
@@ -238,11 +239,14 @@ class RecsModel:
     def for_customer(
         self, customer_key: str | None, k: int, filters: Filters, recent: RecentActivity | None = None
     ) -> RecsAnswer:
-        """The customer's next basket: own items, then new personal picks; popular for a stranger.
+        """The customer's next basket by the served ``next_basket`` model (the gate's choice); popular for a stranger.
 
-        With ``recent``: items carted or viewed since the snapshot lead (at most ``RECENT_SLOTS``), the personal
-        model folds the events in (neighbours of what was viewed, carted or bought move up), items bought since
-        are left out unless replenishable, and a replenishable one bought since is a buy-again candidate."""
+        With ``recent``: items carted or viewed since the snapshot lead (at most ``RECENT_SLOTS``), a model holding
+        the factor model folds the events in (repeat + personal: neighbours of what was viewed, carted or bought
+        move up; :func:`~models.recs.personal.with_activity`), items bought since
+        are left out unless replenishable, and a replenishable one bought since is a buy-again candidate (with
+        repeat + personal, ranked as one order at the training end would be; with any other served model, moved
+        first of that model's items)."""
         policy = self._policy(filters, exclude_bought=False)  # own items are the point of this answer
         part = self.served.get(NEXT_BASKET_SLOT)
         label, model = part if part is not None else (None, None)
@@ -261,17 +265,19 @@ class RecsModel:
             cands += [
                 r for r in with_activity(model, recent).recommend(query, k * _CANDIDATE_FACTOR) if r.item_id not in led
             ]
-            shown = {r.item_id for r in cands}
-            for item in recent.bought:  # a staple bought since: a buy-again candidate among the own items
-                if item not in gone and item not in query.exclude and item not in shown:
-                    if isinstance(model, RepeatThenPersonal):  # ranked as one order at the training end would be
+            staples = [i for i in recent.bought if i not in gone and i not in query.exclude]
+            if isinstance(model, RepeatThenPersonal):  # ranked as one order at the training end would be
+                shown = {r.item_id for r in cands}
+                for item in staples:
+                    if item not in shown:
                         at = next((n for n, r in enumerate(cands) if r.score < _STAPLE_SCORE), len(cands))
-                        score = _STAPLE_SCORE
-                    else:  # any other model: after its last own item, at that item's score
-                        own = [n for n in range(lead, len(cands)) if cands[n].source == RecSource.BUY_AGAIN]
-                        at = own[-1] + 1 if own else lead
-                        score = cands[at - 1].score if at > lead else (cands[lead].score if at < len(cands) else 1.0)
-                    cands.insert(at, Recommendation(item, score, RecSource.BUY_AGAIN, "you bought this recently"))
+                        cands.insert(at, Recommendation(item, _STAPLE_SCORE, RecSource.BUY_AGAIN, _JUST_BOUGHT))
+            elif staples:  # any other model (its scores have no band): first of its items, latest bought first
+                score = cands[lead].score if lead < len(cands) else 1.0
+                moved = set(staples)
+                rest = [r for r in cands[lead:] if r.item_id not in moved]
+                cands = cands[:lead] + [Recommendation(i, score, RecSource.BUY_AGAIN, _JUST_BOUGHT) for i in staples]
+                cands += rest
         return self._answer(cands, query, k, policy, label)
 
     def similar_items(self, item_id: str, customer_key: str | None, k: int, filters: Filters) -> RecsAnswer:

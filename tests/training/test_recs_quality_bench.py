@@ -45,6 +45,7 @@ def test_verdicts_follow_the_interval_and_the_docs_section_is_replaced_in_place(
     assert "new table" in text and "old table" not in text and text.startswith("# Quality") and "after" in text
 
 
+@pytest.mark.slow
 def test_quick_run_judges_every_protocol_on_the_samples(
     bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

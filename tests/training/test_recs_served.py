@@ -27,6 +27,8 @@ from models.recs.base import IX, Query
 from models.recs.baselines import GlobalPersonalTopFreq
 from models.recs.cart_blend import CartBlend
 from models.recs.cooccurrence_count import CooccurrenceCount
+from models.recs.repeat_ranker import RepeatRanker
+from models.recs.tifuknn import TIFUKNN
 from tests.models.recs.data import ITEMS, interactions
 from training.recs import (
     KAIROS_CART,
@@ -172,3 +174,23 @@ def test_erasure_reaches_the_served_models(served: tuple[RecsModel, Path], tmp_p
     stranger = [r.item_id for r in after.for_customer("nobody", 3, Filters()).items]
     assert [r.item_id for r in after.for_customer("c1", 3, Filters()).items] == stranger  # nothing of theirs left
     assert after.cart(["b"], "c1", 3, Filters()).served == "baseline:cooccurrence_count"  # no longer known
+
+
+def test_erasure_of_the_ranker_and_neighbour_models_keeps_everyone_else(tmp_path: Path) -> None:
+    ix = interactions()
+    ranker = RepeatRanker(min_child_samples=1, n_estimators=20, n_jobs=1).fit(ix, ITEMS)
+    tifu = TIFUKNN(group_size=2, n_neighbours=3).fit(ix, ITEMS)
+    ranker.save(tmp_path / "served" / "repeat_ranker")
+    tifu.save(tmp_path / "served" / "tifuknn")
+    before = {key: ranker.recommend(Query(customer_key=key), 5) for key in ("c2", "c3", "c5")}
+    assert residue(tmp_path, ["c1"])
+    removed = RecsBundle.erase_customers(tmp_path, ["c1"])
+    assert {"served/repeat_ranker/candidates.npz", "served/tifuknn/matrices.npz"} <= set(removed)
+    assert residue(tmp_path, ["c1"]) == []
+    ranker_after = RepeatRanker.load(tmp_path / "served" / "repeat_ranker")
+    tifu_after = TIFUKNN.load(tmp_path / "served" / "tifuknn")
+    assert ranker_after.recommend(Query(customer_key="c1"), 5) == []
+    assert tifu_after.recommend(Query(customer_key="c1"), 5) == []
+    for key, answer in before.items():  # everyone else's candidate rows are untouched
+        assert ranker_after.recommend(Query(customer_key=key), 5) == answer
+    assert tifu_after.neighbours_.shape == (7, 7) and tifu_after.recommend(Query(customer_key="c2"), 5)

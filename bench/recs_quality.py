@@ -352,9 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.perf_counter()
     for name in names:
         t0 = time.perf_counter()
-        rows += run_dataset(name, work, quick=args.quick, seeds=seeds, test_users=args.test_users,
-                            test_days=test_days, customers=args.customers)  # fmt: skip
-        print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
+        mine = run_dataset(name, work, quick=args.quick, seeds=seeds, test_users=args.test_users,
+                           test_days=test_days, customers=args.customers)  # fmt: skip
+        rows += mine
+        print(f"{name}: {time.perf_counter() - t0:.0f} s\n{table(mine)}\n", flush=True)  # each data set as soon as done
     seconds = time.perf_counter() - began
     command = (
         f"`python bench/recs_quality.py{' --quick' if args.quick else ''} --datasets {','.join(names)} "

@@ -945,9 +945,9 @@ def _versus(row: dict[str, Any]) -> str:
     )
 
 
-def _print_last_basket(summary: Any, label: str) -> None:
-    """The protocol-(b) table: means over seeds, and the difference to the best baseline with its interval."""
-    table = Table(title=f"next basket, {label}; k=10", title_justify="left")
+def _print_last_basket(summary: Any, label: str, task: str = "next basket") -> None:
+    """The protocol-(b) (or (c)) table: means over seeds, and the difference to the best baseline with its interval."""
+    table = Table(title=f"{task}, {label}; k=10", title_justify="left")
     figures = ("recall@10", "ndcg@10", "phr@10", "repeat_recall@10", "explore_recall@10")
     for col in ("model", *figures, "vs best baseline (95% CI)"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -983,9 +983,10 @@ def train_recs(
     seeds: Annotated[int, typer.Option(min=1, help="--protocol last-basket: splits, seeds 0 .. seeds - 1.")] = 3,
 ) -> None:
     """Evaluate recommenders against baselines on a temporal split (a random split of baskets for an export
-    without dates), refit, register the bundle. With --protocol last-basket, next basket is also judged
-    with each test customer's last basket held out (figures logged and shown; the champion is still
-    picked on the temporal split)."""
+    without dates), serve per slot Kairos's model where it beats the best baseline (else that baseline),
+    refit, register the bundle. With --protocol last-basket, next basket is also judged with each test
+    customer's last basket held out, and basket completion on those baskets (customer known, anonymous);
+    those then decide what is served."""
     from training.recs import train_recs as run
 
     try:
@@ -1018,9 +1019,15 @@ def train_recs(
         console.print(f"{', '.join(result.table.loc[result.table['note'] == note, 'model'].unique())}: {note}")
     if result.last_basket is not None:
         _print_last_basket(result.last_basket, result.last_basket_label)
+    for mode, summary in result.completion.items():  # protocol (c), with --protocol last-basket
+        _print_last_basket(summary, f"the same held-out baskets, {mode}", "basket completion")
+    if result.explore_check:
+        console.print(result.explore_check)
     if result.next_basket_choice:
         choice = result.next_basket_choice
         console.print(f"next basket: {choice['chosen']} chosen on the {choice['evidence']} ({choice['why']})")
+    for slot, chosen in result.served.items():
+        console.print(f"serving {slot.replace('_', ' ')}: {chosen['chosen']} ({chosen['evidence']}: {chosen['why']})")
     for part, why in result.skipped_parts.items():
         console.print(f"bundle: {part} left out ({why})")
     reg = result.registration

@@ -121,7 +121,8 @@ class ModelRef(BaseModel):
     baseline: str | None = Field(
         None,
         description="Which baseline answers when kind is baseline: rfm_score, rfm_logistic, bgnbd or past_rate "
-        "(propensity); last_period, bgnbd_gamma_gamma or mbgnbd_gamma_gamma (value).",
+        "(propensity); last_period, bgnbd_gamma_gamma or mbgnbd_gamma_gamma (value); g_topfreq, p_topfreq, "
+        "gp_topfreq, tifuknn, upcf or cooccurrence_count (recommendations: next basket, cart).",
     )
 
 

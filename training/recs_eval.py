@@ -58,6 +58,10 @@ logger = logging.getLogger(__name__)
 BASKET_COMPLETION = "basket_completion"
 NEXT_BASKET = "next_basket"
 TASKS = (BASKET_COMPLETION, NEXT_BASKET)
+#: Basket completion asked without the customer key, judged on the same fit as the other tasks (named in
+#: ``tasks=`` of :func:`evaluate_sets`; never run unless named).
+BASKET_COMPLETION_ANONYMOUS = "basket_completion_anonymous"
+KNOWN_TASKS = (*TASKS, BASKET_COMPLETION_ANONYMOUS)
 _BATCH = 2048
 
 
@@ -538,7 +542,9 @@ def evaluate_sets(
         k: cut-off.
         now: the time of asking for next basket (the split time); None: the last training time.
         seed: seed of the hidden-item draw.
-        tasks: name -> the tasks to run that model on; models not named run on both.
+        tasks: name -> the tasks to run that model on; models not named run on both. A model named with
+            ``BASKET_COMPLETION_ANONYMOUS`` is also judged on the same completion queries without the
+            customer key, from the same fit.
         anonymous_carts: basket-completion queries without the customer key.
         personal: the models that learn from customers' own purchases.
         per_query: if given, filled with (model, task) -> recall@k per query; the queries of one task are
@@ -558,9 +564,9 @@ def evaluate_sets(
     rows = []
     for name, model in models.items():
         wanted = tuple(tasks.get(name, TASKS)) if tasks is not None else TASKS
-        unknown = [task for task in wanted if task not in TASKS]
+        unknown = [task for task in wanted if task not in KNOWN_TASKS]
         if unknown:
-            raise ValueError(f"unknown task {unknown[0]!r}; known: {TASKS}")
+            raise ValueError(f"unknown task {unknown[0]!r}; known: {KNOWN_TASKS}")
         why: dict[str, str] = {}  # task -> why it cannot be posed for this model
         for task in wanted:
             if not has_customers and (name in personal or task == NEXT_BASKET):
@@ -577,11 +583,12 @@ def evaluate_sets(
             if task in why or fitted is None:
                 rows.append(_skipped_row(name, task, k, why[task]))
                 continue
-            if task == BASKET_COMPLETION:
-                result = basket_completion(fitted, test, known, k, seed, anonymous_carts=anonymous_carts)
+            if task in (BASKET_COMPLETION, BASKET_COMPLETION_ANONYMOUS):
+                anonymous = anonymous_carts or task == BASKET_COMPLETION_ANONYMOUS
+                result = basket_completion(fitted, test, known, k, seed, anonymous_carts=anonymous)
             else:
                 result = next_basket(fitted, train, test, k, now=now)
-            rows.append({"evaluated": True, **summarise(name, result, k, catalogue, popularity, fit_s)})
+            rows.append({"evaluated": True, **summarise(name, result, k, catalogue, popularity, fit_s), "task": task})
             if per_query is not None:
                 per_query[(name, task)] = result.per_query["recall"]
     order = ["model", "task", "evaluated"]

@@ -121,7 +121,7 @@ class CartBlend(Estimator):
 
     def __init__(
         self,
-        item_models: tuple[str, ...] = ("cosine", "ease", "count", "lift"),
+        item_models: tuple[str, ...] = ("cosine", "ease", "count", "lift", "pmi"),
         weight_step: float = 0.1,
         validation_share: float = 0.2,
         max_validation: int = 3000,

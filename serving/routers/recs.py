@@ -7,6 +7,10 @@ in-process online store. A thread hop would cost about as much as the answer its
 big cart, a customer looked up in Redis, the other recommenders, whose work grows with the
 catalogue) runs in the threadpool.
 
+The cart and next-basket answers come from the model the training job's gate chose for them (Kairos's own,
+or the best baseline when Kairos did not beat it with the interval above zero): ``models[0].kind`` and
+``baseline`` say which (``baseline: gp_topfreq``, say).
+
 A known customer's answers fold in their item events since the snapshot (views, carts, orders posted to
 ``/v1/events``), read from the online store with the data's clock (:meth:`serving.store.StoreGateway.recent_events`):
 the next call after an event already answers with it (docs/recommenders.md, "Today's events").
@@ -20,14 +24,22 @@ from collections.abc import Callable
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from bundles.recs import Filters, RecsAnswer, RecsModel
+from bundles.recs import Filters, RecsAnswer, RecsModel, baseline_of
 from features.online import OnlineStoreUnavailable
 from models.recs.personal import RecentActivity
 from serving.deps import RequestIdDep, ServicesDep, Storefront, model_of
 from serving.lean import LeanRoute
 from serving.observability import request_id_var
 from serving.routers.common import ERRORS, json_response
-from serving.schemas import AnswerSource, CartRequest, CustomerRecRequest, RecFilters, RecResponse, SimilarRequest
+from serving.schemas import (
+    AnswerSource,
+    CartRequest,
+    CustomerRecRequest,
+    ModelKind,
+    RecFilters,
+    RecResponse,
+    SimilarRequest,
+)
 from serving.state import Services
 
 router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
@@ -85,6 +97,9 @@ def _respond(
         }
         for r, (n, c, p) in zip(answer.items, described, strict=True)
     ]
+    if answer.served is not None:  # the model the gate chose for this answer: Kairos's own, or a baseline
+        baseline = baseline_of(answer.served)
+        ref = {**ref, "kind": ModelKind.BASELINE if baseline else ModelKind.KAIROS, "baseline": baseline}
     fallback = answer.cold_start or degraded
     if fallback:
         services.metrics.fallbacks.labels(endpoint, "store_unavailable" if degraded else "cold_start").inc()

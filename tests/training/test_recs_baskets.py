@@ -137,11 +137,9 @@ def test_a_basket_only_export_trains_and_registers_recommendations(tmp_path: Pat
     assert "not evaluated" in said and f"Kairos next basket: {NO_CUSTOMERS}" in said
     table = _evaluation(uri).set_index(["model", "task"])
     evaluated = table.index[table["evaluated"]].tolist()
+    completion = ["G-TopFreq", "co-occurrence count", "Kairos bought together", "Kairos cart blend"]
     assert evaluated == [
-        ("G-TopFreq", "basket_completion"),
-        ("co-occurrence count", "basket_completion"),
-        ("Kairos bought together", "basket_completion"),
-        ("Kairos cart blend", "basket_completion"),
+        (name, task) for name in completion for task in ("basket_completion", "basket_completion_anonymous")
     ]
     assert f"TIFU-KNN, UP-CF@r, Kairos repeat + personal, Kairos next basket: {NO_CUSTOMERS}" in said
     assert (table.loc[evaluated, "queries"] > 0).all() and table.loc[evaluated, "recall@10"].notna().all()
@@ -157,6 +155,9 @@ def test_a_basket_only_export_trains_and_registers_recommendations(tmp_path: Pat
     assert model.similar_items(hub, None, 5, _filters()).items  # item factors learned from the baskets
     assert model.buy_again("someone", 5, _filters()).items == []
     assert len(model.for_customer("someone", 5, _filters()).items) == 5  # the popular fallback
+    # no next-basket slot without customers; carts, known or not, served alike by the gate's anonymous choice
+    assert set(model.manifest["served"]) == {"cart_known", "cart_anonymous"}
+    assert model.manifest["served"]["cart_known"]["model"] == model.manifest["served"]["cart_anonymous"]["model"]
 
 
 @pytest.mark.slow
@@ -170,7 +171,7 @@ def test_a_price_less_export_trains_and_registers_recommendations(tmp_path: Path
     assert "not evaluated" not in said and "registered: recs v1 -> @champion" in said
     table = _evaluation(uri)
     assert table["evaluated"].all() and (table["queries"] > 0).all()
-    assert set(table["task"]) == {"basket_completion", "next_basket"}
+    assert set(table["task"]) == {"basket_completion", "basket_completion_anonymous", "next_basket"}
     model = _bundle(uri, tmp_path / "dl")
     someone = str(model.history.customers_[0])
     assert model.personal is not None and len(model.for_customer(someone, 5, _filters()).items) == 5
@@ -186,7 +187,11 @@ def test_an_export_without_dates_trains_recommendations_on_a_random_split(tmp_pa
     card = _artifact(uri, "model_card.md")
     assert "- Evaluation: random split of baskets (20% held out, seed 0)" in card and "dates: false" in card
     table = _evaluation(uri)
-    assert table["evaluated"].all() and set(table["task"]) == {"basket_completion", "next_basket"}
+    assert table["evaluated"].all() and set(table["task"]) == {
+        "basket_completion",
+        "basket_completion_anonymous",
+        "next_basket",
+    }
     model = _bundle(uri, tmp_path / "dl")
     assert model.manifest["dates"] is False and model.manifest["trained_until"] is None
     assert model.buy_again_model is None and model.personal is not None

@@ -19,7 +19,7 @@ from training.recs import SELECTION_METRIC, train_recs
 def test_evaluates_registers_and_promotes_only_when_better(orii_home: BuiltHome, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = train_recs(orii_home.home, uri, test_days=60)
-    assert set(first.table["task"]) == {"basket_completion", "next_basket"}
+    assert set(first.table["task"]) == {"basket_completion", "basket_completion_anonymous", "next_basket"}
     assert {"G-TopFreq", "P-TopFreq", "GP-TopFreq", "Kairos bought together"} <= set(first.table["model"])
     assert first.registration is not None and first.registration.alias == "champion"
     assert 0.0 <= first.metrics[SELECTION_METRIC] <= 1.0

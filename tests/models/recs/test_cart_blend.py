@@ -78,3 +78,16 @@ def test_refuses_bad_parameters() -> None:
         CartBlend(item_models=("jaccard",)).fit(_staples(6))
     with pytest.raises(ValueError, match="weight_step"):
         CartBlend(weight_step=0.3).fit(_staples(6))
+
+
+def test_lift_and_pmi_are_candidates_chosen_on_validation() -> None:
+    """The textbook lift and PMI (tests/models/recs/test_cooccurrence.py computes them by hand) are among the
+    default item-item models; each is scored on the validation customers and the best is kept per data set."""
+    assert {"lift", "pmi"} <= set(CartBlend().item_models)
+    model = CartBlend(item_models=("lift", "pmi", "count"), weight_step=0.5).fit(_staples())
+    for name in ("lift", "pmi", "count"):
+        assert f"hit@10_{name}_cart_only" in model.validation_
+    cart_only = {name: model.validation_[f"hit@10_{name}_cart_only"] for name in ("lift", "pmi", "count")}
+    assert model.anonymous_["model"] in cart_only
+    if model.anonymous_["popular"] == 0.0:  # the cart alone won: the model of the best cart-only hit rate
+        assert cart_only[model.anonymous_["model"]] == max(cart_only.values())

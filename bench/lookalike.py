@@ -58,7 +58,7 @@ def _base(home: Path, as_of: datetime) -> pd.DataFrame:
 
     try:
         snap = snapshot_as_of(home, as_of)
-    except Exception:  # noqa: BLE001 - not built yet
+    except Exception:
         snap = build_snapshot(home, as_of=as_of)
     features = snap.read()
     lines, items = _lines(home)
@@ -89,7 +89,9 @@ def synthetic(work: Path, customers: int) -> list[dict[str, object]]:
         build_snapshot(root / "home")
     as_of = latest_snapshot(root / "home").as_of
     base = _base(root / "home", as_of)
-    hidden = hidden_segment(root / "raw" / "truth", pd.read_parquet(root / "home" / "ingested" / "identity_map.parquet"))
+    hidden = hidden_segment(
+        root / "raw" / "truth", pd.read_parquet(root / "home" / "ingested" / "identity_map.parquet")
+    )
     members = sorted(set(hidden.loc[hidden["member"], Col.CUSTOMER_KEY]) & set(base[Col.CUSTOMER_KEY]))
     rng = np.random.default_rng(0)
     seed = sorted(rng.choice(members, len(members) // 2, replace=False).tolist())
@@ -98,15 +100,31 @@ def synthetic(work: Path, customers: int) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for n in (len(rest), 100):
         rows.append(
-            {"data": f"synthetic {customers:,}", "method": "random", "N": n, "precision": len(rest) / ranked,
-             "recall": n / ranked, "seconds": 0.0, "seed": len(seed), "targets": len(rest)}
+            {
+                "data": f"synthetic {customers:,}",
+                "method": "random",
+                "N": n,
+                "precision": len(rest) / ranked,
+                "recall": n / ranked,
+                "seconds": 0.0,
+                "seed": len(seed),
+                "targets": len(rest),
+            }
         )
     for method, (order, seconds) in _rankings(base, seed).items():
         for n in (len(rest), 100):
             p, r = precision_recall_at(order, rest, n)
             rows.append(
-                {"data": f"synthetic {customers:,}", "method": method, "N": n, "precision": p, "recall": r,
-                 "seconds": seconds, "seed": len(seed), "targets": len(rest)}
+                {
+                    "data": f"synthetic {customers:,}",
+                    "method": method,
+                    "N": n,
+                    "precision": p,
+                    "recall": r,
+                    "seconds": seconds,
+                    "seed": len(seed),
+                    "targets": len(rest),
+                }
             )
     return rows
 
@@ -128,20 +146,42 @@ def real(name: str, work: Path, as_of: datetime, pick: str, by_name: bool) -> li
         raise SystemExit(f"{name}: no item matches {pick!r}")
     hit = lines[lines[Col.ITEM_ID].isin(chosen)]
     before = set(hit.loc[hit[Col.ORDERED_AT] < pd.Timestamp(as_of), Col.CUSTOMER_KEY])
-    window = (hit[Col.ORDERED_AT] >= pd.Timestamp(as_of)) & (hit[Col.ORDERED_AT] < pd.Timestamp(as_of + timedelta(days=90)))
+    window = (hit[Col.ORDERED_AT] >= pd.Timestamp(as_of)) & (
+        hit[Col.ORDERED_AT] < pd.Timestamp(as_of + timedelta(days=90))
+    )
     after = set(hit.loc[window, Col.CUSTOMER_KEY]) - before
     seed = sorted(before & set(base[Col.CUSTOMER_KEY]))
     ranked = len(base) - len(seed)
     label = f"{name} ({pick}, {as_of.date()})"
     rows: list[dict[str, object]] = []
     for n in (100, 500):
-        rows.append({"data": label, "method": "random", "N": n, "precision": len(after) / ranked, "recall": n / ranked,
-                     "seconds": 0.0, "seed": len(seed), "targets": len(after)})
+        rows.append(
+            {
+                "data": label,
+                "method": "random",
+                "N": n,
+                "precision": len(after) / ranked,
+                "recall": n / ranked,
+                "seconds": 0.0,
+                "seed": len(seed),
+                "targets": len(after),
+            }
+        )
     for method, (order, seconds) in _rankings(base, seed).items():
         for n in (100, 500):
             p, r = precision_recall_at(order, after, n)
-            rows.append({"data": label, "method": method, "N": n, "precision": p, "recall": r, "seconds": seconds,
-                         "seed": len(seed), "targets": len(after)})
+            rows.append(
+                {
+                    "data": label,
+                    "method": method,
+                    "N": n,
+                    "precision": p,
+                    "recall": r,
+                    "seconds": seconds,
+                    "seed": len(seed),
+                    "targets": len(after),
+                }
+            )
     return rows
 
 
@@ -160,8 +200,10 @@ def main() -> None:
     print("| data | seed | targets | method | N | precision@N | recall@N | fit + rank s |")
     print("|---|---:|---:|---|---:|---:|---:|---:|")
     for r in table.itertuples(index=False):
-        print(f"| {r.data} | {r.seed:,} | {r.targets:,} | {r.method} | {r.N:,} | {r.precision:.3f} | {r.recall:.3f} | "
-              f"{r.seconds:.2f} |")
+        print(
+            f"| {r.data} | {r.seed:,} | {r.targets:,} | {r.method} | {r.N:,} | {r.precision:.3f} | {r.recall:.3f} | "
+            f"{r.seconds:.2f} |"
+        )
 
 
 if __name__ == "__main__":

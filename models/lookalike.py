@@ -24,6 +24,7 @@ but :meth:`Lookalike.to_dict` / :meth:`Lookalike.from_dict` (JSON).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
@@ -138,7 +139,10 @@ def category_mix(lines: pd.DataFrame, items: pd.DataFrame, top: int = 20) -> pd.
     Raises:
         InputDataError: a column is missing.
     """
-    for name, frame, cols in (("order_lines", lines, (Col.CUSTOMER_KEY, Col.ITEM_ID)), ("items", items, (Col.ITEM_ID,))):
+    for name, frame, cols in (
+        ("order_lines", lines, (Col.CUSTOMER_KEY, Col.ITEM_ID)),
+        ("items", items, (Col.ITEM_ID,)),
+    ):
         missing = [c for c in cols if c not in frame.columns]
         if missing:
             raise InputDataError(f"{name} lacks column(s) {missing}")
@@ -271,7 +275,8 @@ class Lookalike(Estimator):
         self.numeric_ = [c for c in columns if c not in text]
         if self.numeric_:
             raw = _signed_log(frame[self.numeric_].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64))
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: centre 0, scale 1 below
                 center = np.nanmean(raw, axis=0)
                 scale = np.nanstd(raw, axis=0)
             self.center_ = np.where(np.isfinite(center), center, 0.0)
@@ -301,7 +306,7 @@ class Lookalike(Estimator):
     def _fit_pu(self, X: np.ndarray, is_seed: np.ndarray) -> None:
         rng = np.random.default_rng(self.random_state)
         positive, unlabelled = np.flatnonzero(is_seed), np.flatnonzero(~is_seed)
-        take = min(len(unlabelled), max(1, int(round(self.unlabelled_ratio * len(positive)))))
+        take = min(len(unlabelled), max(1, round(self.unlabelled_ratio * len(positive))))
         coefs, intercepts = [], []
         for _ in range(self.n_bags):
             sample = rng.choice(unlabelled, take, replace=False)
@@ -446,7 +451,9 @@ class Lookalike(Estimator):
             LookalikeError: another format version.
         """
         if state.get("format_version") != FORMAT_VERSION:
-            raise LookalikeError(f"lookalike format {state.get('format_version')!r}; this Kairos reads {FORMAT_VERSION}")
+            raise LookalikeError(
+                f"lookalike format {state.get('format_version')!r}; this Kairos reads {FORMAT_VERSION}"
+            )
         model = cls(**state["params"])
         model.numeric_ = list(state["numeric"])
         model.center_ = np.asarray(state["center"], dtype=np.float64)

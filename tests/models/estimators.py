@@ -25,6 +25,7 @@ from models.clv import BGNBD, GammaGamma, ModifiedBGNBD
 from models.decisioning.channel import CHANNELS, ChannelPreference
 from models.decisioning.sendtime import SendTimeModel
 from models.decisioning.uplift import UpliftModel
+from models.lookalike import Lookalike
 from models.recs.base import Query
 from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, PersonalTopFreq
 from models.recs.blend import RepeatThenPersonal
@@ -40,7 +41,6 @@ from models.recs.rules import CustomerHistory, ItemCatalogue
 from models.recs.similar import SimilarItems
 from models.recs.tifuknn import TIFUKNN
 from models.recs.upcf import UPCF
-from models.lookalike import Lookalike
 from models.rfm import RFMLogistic, RFMScore
 from models.stacking import BaselineInputs
 from models.value import LightGBMRegressor

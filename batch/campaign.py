@@ -38,8 +38,8 @@ from features.store import (
 from models.decisioning.channel import ChannelPreference
 from models.decisioning.control import ControlGroup
 from models.decisioning.incrementality import IncrementalityReport, measure, plan_assignment
-from models.decisioning.nbo import NextBestOffer
-from models.decisioning.offers import Catalogue
+from models.decisioning.nbo import NextBestOffer, population_order_value
+from models.decisioning.offers import Catalogue, CatalogueError
 from models.decisioning.plan import CampaignPlan, CampaignSpec, items_for_export, plan_campaign
 from models.decisioning.policy import ContactPolicy, contact_states
 from models.decisioning.sendtime import SendTimeModel
@@ -54,6 +54,8 @@ class Audience:
     frame: pd.DataFrame
     ids: pd.DataFrame  # customer_key -> customer_id (the primary one)
     unknown: list[str]
+    merged: list[str]  # ids of a customer already in the audience through another id (planned once)
+    order_value: float | None  # the whole base's median order value: the value of an order by someone without one
 
 
 def _id_map(data_home: Path) -> pd.DataFrame:
@@ -69,6 +71,10 @@ def load_audience(data_home: Path, customer_ids: Sequence[str] | None = None) ->
     """
     snapshot = latest_snapshot(Path(data_home))
     features = snapshot.read()
+    try:
+        order_value: float | None = population_order_value(features)
+    except CatalogueError:
+        order_value = None
     segments_file = snapshot.path / SEGMENTS_FILE
     if segments_file.is_file():
         segments = pd.read_parquet(segments_file)
@@ -77,19 +83,27 @@ def load_audience(data_home: Path, customer_ids: Sequence[str] | None = None) ->
     ids = _id_map(data_home)
     primary = ids.sort_values([Col.CUSTOMER_KEY, Col.CUSTOMER_ID]).drop_duplicates(Col.CUSTOMER_KEY)
     unknown: list[str] = []
+    merged: list[str] = []
     if customer_ids is not None:
         wanted = list(dict.fromkeys(str(c) for c in customer_ids))
         known = ids[ids[Col.CUSTOMER_ID].isin(wanted)]
         unknown = sorted(set(wanted) - set(known[Col.CUSTOMER_ID]))
-        keys = list(
-            dict.fromkeys(
-                known.set_index(Col.CUSTOMER_ID).loc[[w for w in wanted if w not in unknown]][Col.CUSTOMER_KEY]
-            )
-        )
+        key_of = known.drop_duplicates(Col.CUSTOMER_ID).set_index(Col.CUSTOMER_ID)[Col.CUSTOMER_KEY].to_dict()
+        keys: list[str] = []
+        seen: set[str] = set()
+        for w in wanted:
+            key = key_of.get(w)
+            if key is None:
+                continue
+            if key in seen:
+                merged.append(w)  # another id of a customer already in the audience: planned once
+            else:
+                seen.add(key)
+                keys.append(key)
         in_snapshot = set(features[Col.CUSTOMER_KEY])
         unknown += sorted(known.loc[~known[Col.CUSTOMER_KEY].isin(in_snapshot), Col.CUSTOMER_ID])
         features = features.set_index(Col.CUSTOMER_KEY).loc[[k for k in keys if k in in_snapshot]].reset_index()
-    return Audience(features.reset_index(drop=True), primary, unknown)
+    return Audience(features.reset_index(drop=True), primary, unknown, merged, order_value)
 
 
 def _models(
@@ -147,7 +161,7 @@ def plan_from_home(
     states = contact_states(consents, messages, zones, spec.starts_at, policy.config.longest_window_hours())
     with tempfile.TemporaryDirectory() as tmp:
         uplift, sendtime, preference, used = _models(tracking_uri, Path(tmp))
-    nbo = NextBestOffer(catalogue, uplift, control or ControlGroup())
+    nbo = NextBestOffer(catalogue, uplift, control or ControlGroup(), fallback_order_value=audience.order_value)
     plan = plan_campaign(
         audience.frame,
         nbo,
@@ -162,7 +176,7 @@ def plan_from_home(
     plan.items.insert(
         0, Col.CUSTOMER_ID, plan.items[Col.CUSTOMER_KEY].map(audience.ids.set_index(Col.CUSTOMER_KEY)[Col.CUSTOMER_ID])
     )
-    plan.totals |= {"unknown_customer_ids": audience.unknown, "models": used}
+    plan.totals |= {"unknown_customer_ids": audience.unknown, "merged_customer_ids": audience.merged, "models": used}
     return plan, audience
 
 

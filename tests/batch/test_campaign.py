@@ -63,6 +63,14 @@ def test_a_plan_refuses_unknown_ids_loudly_and_a_bad_campaign(synth_home: SynthH
         synth_home.home, load_catalogue(EXAMPLE_CATALOGUE), SPEC, customer_ids=["no-such-customer"]
     )
     assert plan.totals["unknown_customer_ids"] == ["no-such-customer"] and plan.totals["customers"] == 0
+    ids = pd.read_parquet(synth_home.home / "ingested" / "identity_map.parquet").astype(str)
+    twins = (
+        ids[ids.duplicated(Col.CUSTOMER_KEY, keep=False)].sort_values(Col.CUSTOMER_ID).groupby(Col.CUSTOMER_KEY).head(2)
+    )
+    pair = twins[twins[Col.CUSTOMER_KEY] == twins[Col.CUSTOMER_KEY].iloc[0]][Col.CUSTOMER_ID].tolist()
+    plan, _ = plan_from_home(synth_home.home, load_catalogue(EXAMPLE_CATALOGUE), SPEC, customer_ids=pair)
+    # two ids of one person: planned once, the second listed, never dropped silently
+    assert plan.totals["customers"] == 1 and plan.totals["merged_customer_ids"] == pair[1:]
     with pytest.raises(ValueError, match="ends_at must be after starts_at"):
         CampaignSpec(channels=("email",), starts_at=SPEC.ends_at, ends_at=SPEC.starts_at)
     with pytest.raises(ValueError, match="timezone-aware"):

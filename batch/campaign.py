@@ -158,7 +158,11 @@ def plan_from_home(
         if "timezone" in audience.frame.columns
         else None
     )
-    states = contact_states(consents, messages, zones, spec.starts_at, policy.config.longest_window_hours())
+    lookback = policy.config.longest_window_hours()
+    # only sends inside the policy's longest window count (contact_states drops the rest after parsing them)
+    sent_at = pd.to_datetime(messages[Col.SENT_AT], utc=True)
+    recent = messages[sent_at >= pd.Timestamp(spec.starts_at) - pd.Timedelta(hours=lookback)]
+    states = contact_states(consents, recent, zones, spec.starts_at, lookback)
     with tempfile.TemporaryDirectory() as tmp:
         uplift, sendtime, preference, used = _models(tracking_uri, Path(tmp))
     nbo = NextBestOffer(catalogue, uplift, control or ControlGroup(), fallback_order_value=audience.order_value)
@@ -170,7 +174,7 @@ def plan_from_home(
         policy=policy,
         preference=preference,
         sendtime=sendtime,
-        history=messages,
+        history=messages[messages[Col.OFFER_ID].notna()],
         progress=progress,
     )
     plan.items.insert(

@@ -169,9 +169,11 @@ def _send_times(
     local: list[datetime | None] = [None] * n
     source = [""] * n
     rows = np.flatnonzero(items["send"].to_numpy(dtype=bool))
+    all_keys = items[Col.CUSTOMER_KEY].astype(str).tolist()
+    all_channels = items["channel"].astype(object).tolist()
     groups: dict[tuple[str, datetime], list[int]] = {}
     for i in rows.tolist():
-        key, channel = str(items.at[i, Col.CUSTOMER_KEY]), str(items.at[i, "channel"])
+        key, channel = all_keys[i], str(all_channels[i])
         at = first_at[(key, channel)]
         send_at[i], source[i] = at, "policy"
         groups.setdefault((channel, at), []).append(i)
@@ -180,7 +182,7 @@ def _send_times(
     quiet = policy.config.quiet_hours
     for (channel, at), members in groups.items():
         window = min(timedelta(hours=24), spec.ends_at - at)
-        keys = [str(items.at[i, Col.CUSTOMER_KEY]) for i in members]
+        keys = [all_keys[i] for i in members]
         zones = [(states.get(k) or ContactState(customer_key=k)).timezone for k in keys]
         best = sendtime.best_slots_batch(keys, channel, at, window, quiet, timezones=zones)
         for i, key, b_at, b_local, src in zip(
@@ -248,12 +250,11 @@ def plan_campaign(
     report(0.7)
     status = decided["status"].astype(str).to_numpy()
     has_offer = status == Status.OFFER.value
+    offered_on = decided["channel"].astype(object).tolist()
+    said = decided["reason"].astype(str).tolist()
     contactable = np.array([bool(u) for u in usable], dtype=bool)
     send = has_offer | (spec.send_without_offer & contactable & np.isin(status, list(SEND_STATUSES)))
-    channel = [
-        (str(decided.at[i, "channel"]) if has_offer[i] else (usable[i][0] if send[i] else None))
-        for i in range(len(keys))
-    ]
+    channel = [(str(offered_on[i]) if has_offer[i] else (usable[i][0] if send[i] else None)) for i in range(len(keys))]
     items = pd.DataFrame(
         {
             Col.CUSTOMER_KEY: keys,
@@ -274,7 +275,7 @@ def plan_campaign(
     items["send_time_source"] = [s or None for s in source]
     reasons = []
     for i in range(len(keys)):
-        words = [str(decided.at[i, "reason"])]
+        words = [said[i]]
         if send[i]:
             words.append(
                 f"channel {channel[i]}: first usable of {', '.join(usable[i])} (allowed, consented, preferred)"

@@ -146,6 +146,12 @@ def plan_assignment(plan: pd.DataFrame, messages: pd.DataFrame | None = None) ->
     return out
 
 
+def _days(values: pd.Series) -> np.ndarray:
+    """Instants as float days since the epoch, whatever the column's time unit (ns, us, ...)."""
+    since = pd.to_datetime(values, utc=True) - pd.Timestamp(0, tz="UTC")
+    return np.asarray(since / pd.Timedelta(days=1), dtype=np.float64)
+
+
 def _outcomes(assignment: pd.DataFrame, orders: pd.DataFrame, horizon_days: float) -> tuple[np.ndarray, np.ndarray]:
     """Per assignment row: converted (0/1) and revenue in ``[start, start + horizon)``."""
     need = [Col.CUSTOMER_KEY, Col.ORDERED_AT]
@@ -157,7 +163,7 @@ def _outcomes(assignment: pd.DataFrame, orders: pd.DataFrame, horizon_days: floa
         o = o[o[Col.STATUS].astype(str) != OrderStatus.CANCELLED.value]
     keys = pd.Index(sorted(set(assignment[Col.CUSTOMER_KEY]) | set(o[Col.CUSTOMER_KEY].astype(str))))
     code = keys.get_indexer(o[Col.CUSTOMER_KEY].astype(str))
-    t = pd.to_datetime(o[Col.ORDERED_AT], utc=True).astype("int64").to_numpy() / 86_400e9
+    t = _days(o[Col.ORDERED_AT])
     amount = (
         pd.to_numeric(o[Col.AMOUNT], errors="coerce").fillna(0.0).to_numpy(dtype=float)
         if Col.AMOUNT in o.columns
@@ -168,7 +174,7 @@ def _outcomes(assignment: pd.DataFrame, orders: pd.DataFrame, horizon_days: floa
     combined = code[order] * span + (t[order] - t.min() if len(t) else 0.0)
     cumulative = np.concatenate([[0.0], np.cumsum(amount[order])])
     a_code = keys.get_indexer(assignment[Col.CUSTOMER_KEY].astype(str))
-    a_t = pd.to_datetime(assignment["start"], utc=True).astype("int64").to_numpy() / 86_400e9
+    a_t = _days(assignment["start"])
     base = t.min() if len(t) else 0.0
     lo = np.searchsorted(combined, a_code * span + (a_t - base), side="left")
     hi = np.searchsorted(combined, a_code * span + (a_t - base + horizon_days), side="left")

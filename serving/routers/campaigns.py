@@ -84,6 +84,52 @@ class ReportRequest(BaseModel):
     format: Literal["json", "html"] = "json"
 
 
+class LookalikeItem(BaseModel):
+    customer_id: str | None = Field(description="The retailer's id (the smallest of the person's ids).")
+    customer_key: str
+    score: float = Field(description="Similarity to the seed (higher = more alike).")
+    rank: int
+    reasons: str = Field(description='In words, e.g. "like the seed in: spend band, category mix, city".')
+
+
+class LookalikeResponse(BaseModel):
+    request_id: str
+    method: str
+    seed: int = Field(description="Seed customers found in the base.")
+    unknown_seed_ids: list[str]
+    items: list[LookalikeItem]
+
+
+class PlanAccepted(BaseModel):
+    request_id: str
+    job_id: str
+    status: str
+    status_url: str
+
+
+class PlanStatus(BaseModel):
+    request_id: str
+    job_id: str
+    status: Literal["queued", "running", "done", "failed"]
+    progress: float = Field(ge=0, le=1)
+    customers: int
+    created_at: str
+    error: str | None = None
+    totals: dict[str, Any] | None = Field(None, description="When done: sums of the items (docs/campaigns.md).")
+    offset: int | None = None
+    total_items: int | None = None
+    items: list[dict[str, Any]] | None = Field(None, description="When done: a page of the plan's rows.")
+
+
+class ReportResponse(BaseModel):
+    request_id: str
+    horizon_days: float
+    confidence: float
+    method: str
+    notes: list[str]
+    rows: list[dict[str, Any]] = Field(description="One row per campaign, offer and segment (docs/campaigns.md).")
+
+
 # --- lookalikes ------------------------------------------------------------------------------------------
 
 
@@ -115,7 +161,7 @@ def _base(services: Services, request: Request) -> tuple[pd.DataFrame, pd.DataFr
     return features, ids
 
 
-@router.post("/v1/lookalikes", responses=ERRORS)
+@router.post("/v1/lookalikes", response_model=LookalikeResponse, responses=ERRORS)
 def lookalikes(
     body: LookalikeRequest, request: Request, services: ServicesDep, rid: RequestIdDep, _: Campaign
 ) -> Response:
@@ -248,7 +294,7 @@ def _run(job: PlanJob, services: Services, body: PlanRequest, spec: CampaignSpec
         job.error = str(exc) if isinstance(exc, KairosError | ValueError) else type(exc).__name__
 
 
-@router.post("/v1/campaigns/plans", status_code=202, responses=ERRORS)
+@router.post("/v1/campaigns/plans", status_code=202, response_model=PlanAccepted, responses=ERRORS)
 def create_plan(body: PlanRequest, request: Request, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
     """Queue a campaign plan for ``customer_ids``; poll ``status_url`` for progress and the result."""
     try:
@@ -270,7 +316,7 @@ def create_plan(body: PlanRequest, request: Request, services: ServicesDep, rid:
     return Response(content=orjson.dumps(payload), status_code=202, media_type="application/json")
 
 
-@router.get("/v1/campaigns/plans/{job_id}", responses=ERRORS)
+@router.get("/v1/campaigns/plans/{job_id}", response_model=PlanStatus, responses=ERRORS)
 def plan_status(
     job_id: str,
     request: Request,
@@ -307,7 +353,7 @@ def plan_status(
 # --- the incrementality report ---------------------------------------------------------------------------------
 
 
-@router.post("/v1/campaigns/report", responses=ERRORS)
+@router.post("/v1/campaigns/report", response_model=ReportResponse, responses=ERRORS)
 def campaign_report(body: ReportRequest, services: ServicesDep, rid: RequestIdDep, _: Campaign) -> Response:
     """Treated vs control per campaign, offer and segment from the data home's message history and orders."""
     tables = ingested_dir(services.settings.data_home)

@@ -250,13 +250,15 @@ def measure(
     confidence: float = 0.95,
     offer_costs: Mapping[str, CostModel] | None = None,
     margin_rate: float | None = None,
+    per_campaign: bool = True,
 ) -> IncrementalityReport:
     """Treated vs control per campaign, offer and segment (see the module docstring).
 
     Rows: every (campaign, offer) (treated rows carrying the offer vs the campaign's control), each offer
     over all campaigns, each campaign with any offer, and each (segment, offer) over all campaigns when the
     assignment has a ``segment`` column. ``campaign_id`` ``all``, ``offer_id`` ``any`` and ``segment``
-    ``all`` mark pooled rows.
+    ``all`` mark pooled rows; ``per_campaign=False`` leaves out the per-campaign rows (a long history
+    has hundreds of campaigns).
 
     Raises:
         InputDataError: a column is missing, or the assignment is empty.
@@ -290,7 +292,7 @@ def measure(
         )
 
     control_of = dict(tuple(control.groupby(Col.CAMPAIGN_ID, sort=False)))
-    for campaign, t_rows in treated.groupby(Col.CAMPAIGN_ID, sort=True):
+    for campaign, t_rows in treated.groupby(Col.CAMPAIGN_ID, sort=True) if per_campaign else ():
         c_rows = control_of.get(campaign, control.iloc[:0])
         add(str(campaign), ANY_OFFER, ALL, t_rows, c_rows)
         for offer, o_rows in t_rows.groupby(Col.OFFER_ID, sort=True):

@@ -1494,6 +1494,157 @@ def nightly(
     typer.echo(f"run record {run.record_path}")
 
 
+campaign_app = typer.Typer(help="Campaign plans and their incrementality reports.", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+
+
+def _ids_file(path: Path | None) -> list[str] | None:
+    """Customer ids from a file: one per line, or a CSV / Parquet with a customer_id column."""
+    if path is None:
+        return None
+    import pandas as pd
+
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path, columns=["customer_id"])["customer_id"].astype(str).tolist()
+    if path.suffix == ".csv":
+        return pd.read_csv(path, dtype={"customer_id": str})["customer_id"].astype(str).tolist()
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@campaign_app.command("plan")
+def campaign_plan(
+    catalogue: Annotated[Path, typer.Option(help="Offer catalogue YAML.")],
+    channels: Annotated[str, typer.Option(help="Channels the campaign may use, e.g. email or email,sms.")],
+    starts_at: Annotated[str, typer.Option(help="First send instant, ISO 8601 with a zone (2026-03-01T09:00Z).")],
+    ends_at: Annotated[str, typer.Option(help="No send at or after this instant (ISO 8601 with a zone).")],
+    out: Annotated[Path, typer.Option(help="Folder for plan.csv|parquet and plan.json.")],
+    customers: Annotated[
+        Path | None, typer.Option(help="Customer ids: a text file (one a line) or CSV/Parquet with customer_id.")
+    ] = None,
+    budget: Annotated[float | None, typer.Option(help="Expected cost the offers may spend.")] = None,
+    name: Annotated[str, typer.Option(help="The campaign's name.")] = "campaign",
+    offers_only: Annotated[bool, typer.Option(help="Send only to customers given an offer.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    data: Annotated[Path, typer.Option(help="Data home.")] = DEFAULT_HOME,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (offers and sendtime champions); none: rules.")
+    ] = None,
+) -> None:
+    """Plan a campaign for a list of customers (default: the whole base): per customer the channel (allowed
+    and consented only), send time, offer or none, control group and reasons; totals in plan.json."""
+    from pydantic import ValidationError
+
+    from batch.campaign import plan_from_home, write_plan
+    from models.decisioning.offers import load_catalogue
+    from models.decisioning.plan import CampaignSpec, as_sequence
+
+    try:
+        spec = CampaignSpec(
+            name=name,
+            channels=as_sequence(channels),  # type: ignore[arg-type]  # validated into Channel values
+            starts_at=datetime.fromisoformat(starts_at.replace("Z", "+00:00")),
+            ends_at=datetime.fromisoformat(ends_at.replace("Z", "+00:00")),
+            budget=budget,
+            send_without_offer=not offers_only,
+        )
+    except (ValidationError, ValueError) as exc:
+        raise _fail(KairosError(f"campaign: {exc}")) from exc
+    try:
+        with _progress("campaign plan") as tick:
+            plan, _ = plan_from_home(
+                data,
+                load_catalogue(catalogue),
+                spec,
+                customer_ids=_ids_file(customers),
+                tracking_uri=tracking_uri,
+                progress=lambda share: tick("planning", share),
+            )
+        items, totals = write_plan(plan, out, fmt)
+    except KairosError as exc:
+        raise _fail(exc) from exc
+    t = plan.totals
+    _summary(
+        f"campaign {spec.name}",
+        [
+            ("customers", t["customers"]),
+            ("planned sends", t["planned_sends"]),
+            ("sends by channel", t["sends_by_channel"]),
+            ("offers", t["offers"]),
+            ("expected cost", f"{t['expected_cost']:.2f}"),
+            ("expected incremental profit", f"{t['expected_incremental_profit']:.2f}"),
+            ("control group", t["control_size"]),
+            ("unknown ids", len(t["unknown_customer_ids"])),
+            ("models", "; ".join(t["models"])),
+        ],
+    )
+    console.print(f"wrote {items} and {totals}")
+
+
+@campaign_app.command("report")
+def campaign_report(
+    out: Annotated[Path, typer.Option(help="Folder for report.json, report.csv and report.html.")],
+    plan: Annotated[
+        Path | None, typer.Option(help="A plan this command wrote (treated = its sends, control = its control).")
+    ] = None,
+    campaign: Annotated[
+        list[str] | None, typer.Option(help="Campaign id(s) of the message history (default: all).")
+    ] = None,
+    horizon_days: Annotated[float, typer.Option(help="Outcome window after each send, days.")] = 30.0,
+    catalogue: Annotated[
+        Path | None, typer.Option(help="Offer catalogue YAML (margin rate and costs, for incremental profit).")
+    ] = None,
+    segment: Annotated[str, typer.Option(help="Segment column of the snapshot to break down by.")] = "lifecycle",
+    data: Annotated[Path, typer.Option(help="Data home.")] = DEFAULT_HOME,
+) -> None:
+    """Incrementality of past campaigns: treated vs control conversion and revenue per campaign, offer and
+    segment, lift with intervals, incremental profit and a verdict in words; JSON, CSV and an HTML page."""
+    from batch.campaign import report_from_home
+    from models.decisioning.incrementality import render_html
+    from models.decisioning.offers import load_catalogue
+
+    try:
+        report = report_from_home(
+            data,
+            plan_file=plan,
+            campaign_ids=campaign,
+            horizon_days=horizon_days,
+            catalogue=load_catalogue(catalogue) if catalogue else None,
+            segment_column=segment,
+        )
+    except KairosError as exc:
+        raise _fail(exc) from exc
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
+    report.table.to_csv(out / "report.csv", index=False)
+    (out / "report.html").write_text(render_html(report), encoding="utf-8")
+    pooled = report.table[(report.table["campaign_id"] == "all") & (report.table["segment"] == "all")]
+    for row in pooled.itertuples(index=False):
+        console.print(f"{row.offer_id}: {row.verdict}")
+    console.print(f"wrote {out / 'report.html'} ({len(report.table)} rows)")
+
+
+@app.command()
+def lookalike(
+    seed: Annotated[Path, typer.Option(help="Seed customer ids: a text file (one a line) or CSV/Parquet.")],
+    out: Annotated[Path, typer.Option(help="CSV of the lookalike audience.")],
+    size: Annotated[int | None, typer.Option(help="Audience size (most alike first).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Lowest similarity score kept.")] = None,
+    method: Annotated[str, typer.Option(help="pu (positive-unlabelled) or embedding (nearest neighbours).")] = "pu",
+    data: Annotated[Path, typer.Option(help="Data home.")] = DEFAULT_HOME,
+) -> None:
+    """Rank the base by similarity to a seed list of customers (the seed left out), with reasons in words."""
+    from batch.campaign import lookalike_from_home
+
+    ids = _ids_file(seed) or []
+    try:
+        ranked, unknown = lookalike_from_home(data, ids, method=method, size=size, threshold=threshold)
+    except KairosError as exc:
+        raise _fail(exc) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ranked.to_csv(out, index=False)
+    console.print(f"{len(ranked)} lookalike customers -> {out}; {len(unknown)} seed id(s) unknown to the data")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -17,7 +17,7 @@ from features.errors import KairosError
 from synth.behaviour import LAPSE_DECAY_DAYS
 from synth.messages import WINDOW_DAYS
 
-__all__ = ["load_truth", "truth_people"]
+__all__ = ["HIDDEN_SEGMENT", "hidden_segment", "load_truth", "truth_people"]
 
 
 def truth_people(truth_dir: Path, customer_ids: pd.DataFrame) -> pd.DataFrame:
@@ -37,6 +37,30 @@ def truth_people(truth_dir: Path, customer_ids: pd.DataFrame) -> pd.DataFrame:
     top = links.groupby([Col.CUSTOMER_KEY, "person_id"]).size().reset_index(name="n")
     top = top.sort_values(["n", "person_id"], ascending=[False, True]).drop_duplicates(Col.CUSTOMER_KEY)
     return top[[Col.CUSTOMER_KEY, "person_id"]].merge(persons, on="person_id", how="left")
+
+
+HIDDEN_SEGMENT = "pet devotees: buyers whose favourite category is Pet, at least 40 % of their basket"
+_HIDDEN_CATEGORY, _HIDDEN_WEIGHT = "Pet", 0.40
+
+
+def hidden_segment(truth_dir: Path, customer_ids: pd.DataFrame) -> pd.DataFrame:
+    """The hidden segment planted in every world (:data:`HIDDEN_SEGMENT`), per customer_key.
+
+    It is derived from latent draws the generator already makes (each person's favourite category, its
+    weight in their baskets, and their planted type, all in ``persons.parquet``), so it changes no
+    generated row: no column of the export names it, only the purchases it causes show it. Lookalike
+    benchmarks seed a sample of it and measure how much of the rest a ranking finds.
+
+    Returns:
+        ``customer_key, person_id, member`` (bool) for every key :func:`truth_people` links to a person.
+    """
+    people = truth_people(truth_dir, customer_ids)
+    member = (
+        (people["category_1"] == _HIDDEN_CATEGORY)
+        & (people["category_weight_1"] >= _HIDDEN_WEIGHT)
+        & (people["planted_type"] != "lead")
+    )
+    return people[[Col.CUSTOMER_KEY, "person_id"]].assign(member=member.to_numpy(dtype=bool))
 
 
 def load_truth(truth_dir: Path, customers: pd.DataFrame, now: datetime) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from models.clv import BGNBD, GammaGamma, ModifiedBGNBD
 from models.decisioning.channel import CHANNELS, ChannelPreference
 from models.decisioning.sendtime import SendTimeModel
 from models.decisioning.uplift import UpliftModel
+from models.lookalike import Lookalike
 from models.recs.base import Query
 from models.recs.baselines import GlobalPersonalTopFreq, GlobalTopFreq, PersonalTopFreq
 from models.recs.blend import RepeatThenPersonal
@@ -285,7 +286,41 @@ def _beta_geo_answer(model: Any) -> tuple[np.ndarray, ...]:
     return model.p_alive(x, t_x, big_t), model.expected_purchases(10.0, x, t_x, big_t)
 
 
+def _profiles() -> tuple[pd.DataFrame, list[str]]:
+    """A base of 300 customers with two numeric and one text column; the first 20 of the 60 "alike"
+    customers (high f0, city A) are the seed."""
+    rng = np.random.default_rng(5)
+    n = 300
+    alike = np.arange(n) < 60
+    frame = pd.DataFrame(
+        {
+            "customer_key": [f"k{i:03d}" for i in range(n)],
+            "f0": np.where(alike, 2.0, 0.0) + rng.normal(size=n),
+            "f1": rng.normal(size=n),
+            "city": np.where(alike & (rng.random(n) < 0.8), "A", rng.choice(["B", "C"], n)),
+        }
+    )
+    return frame, [f"k{i:03d}" for i in range(20)]
+
+
+PROFILES, SEED = _profiles()
+
+
 CASES: dict[str, Case] = {
+    "lookalike_pu": Case(
+        Lookalike,
+        lambda: {"method": "pu", "n_bags": 4, "unlabelled_ratio": 2.0, "l2": 0.5, "random_state": 3},
+        lambda m: m.fit(PROFILES, SEED),
+        lambda m: m.rank(PROFILES, size=30),
+        _save_dict,
+    ),
+    "lookalike_embedding": Case(
+        Lookalike,
+        lambda: {"method": "embedding", "n_components": 3, "n_neighbours": 4, "max_levels": 2},
+        lambda m: m.fit(PROFILES, SEED),
+        lambda m: m.rank(PROFILES, threshold=0.5),
+        _save_dict,
+    ),
     "lgbm_classifier": Case(
         LightGBMClassifier,
         _lgbm_params(reg_lambda=1.0, subsample=0.8, colsample_bytree=0.75),

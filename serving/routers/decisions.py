@@ -45,7 +45,7 @@ def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDe
     now = decision_time(body.now)
     ids = [i.customer_id for i in body.items]
     try:
-        found, names = services.store.lookup(ids)
+        found, names = services.store.lookup(ids, now=now)
         book = services.contacts.view([k for k in found.keys if k is not None])  # every replica's sends
     except OnlineStoreUnavailable as exc:
         services.metrics.fallbacks.labels("permissions", "store_unavailable").inc(len(ids))

@@ -45,7 +45,7 @@ class _Batch:
     """The customers of one request: their store rows, contact states and usable channels."""
 
     def __init__(self, services: Services, ids: list[str], now: datetime, window: timedelta) -> None:
-        found, names = services.store.lookup(ids, strings=True)
+        found, names = services.store.lookup(ids, strings=True, now=now)
         self.ids = ids
         self.keys = found.keys
         self.rows = np.flatnonzero(found.found)

@@ -41,8 +41,9 @@ Events before the snapshot's ``as_of`` are already in it and are ignored (except
 unsubscribes: the snapshot may not hold one posted late, and it must take effect). At a newer snapshot's load
 the consent histories are carried whole (:func:`carry_consents`: its export may lack what the API received),
 the other events only from its ``as_of`` on. Events may arrive out of order: every rule above is computed
-from the event times, not from arrival order. A click does not count as an open (the batch counts ``opened_at`` only). A customer
-first seen through an event starts from the fills (counts and consents 0, "days since" null).
+from the event times, not from arrival order. A click does not count as an open (the batch counts
+``opened_at`` only). A customer first seen through an event starts from the fills (counts and consents 0,
+"days since" null).
 """
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ class StoreGateway:
         self, ids: Sequence[str], strings: bool = False, now: datetime | None = None, field: str = "body.now"
     ) -> tuple[Lookup, list[str]]:
         """Rows for ``ids`` in order and the feature names of their columns, as of ``now`` (one clock: the
-        request's instant, else the server's clock; never the latest event seen).
+        request's instant, else the configured ``clock``, else the server's clock; never the latest event seen).
 
         Raises:
             OnlineStoreUnavailable: the store cannot answer now (including "nothing published yet").
@@ -201,7 +201,7 @@ class StoreGateway:
         ids = self._hide_erased(ids)
         try:
             names = list(backend.feature_names)
-            at = now if now is not None else datetime.now(UTC)
+            at = now if now is not None else (self.settings.clock or datetime.now(UTC))
             found = backend.lookup(ids, now=at, max_age_days=self.settings.max_feature_age_days, strings=strings)
         except DataNotFoundError as exc:
             raise OnlineStoreUnavailable(str(exc)) from exc

@@ -36,7 +36,7 @@ def profile(
     """
     try:
         found, names = services.store.lookup(
-            [customer_id], strings=True, now=decision_time(now, "query.now"), field="query.now"
+            [customer_id], strings=True, now=decision_time(now, "query.now", services.settings.clock), field="query.now"
         )
     except OnlineStoreUnavailable:
         services.metrics.fallbacks.labels("profile", "store_unavailable").inc()

@@ -45,6 +45,6 @@ def scores(body: ScoreRequest, services: ServicesDep, rid: RequestIdDep, _: Camp
     for kind in services.slots:  # a required model not loaded yet: 503 (readiness says so too)
         if is_propensity(kind) and services.required(kind):
             model_of(services, kind)
-    now = decision_time(body.now)
+    now = decision_time(body.now, clock=services.settings.clock)
     payload = {"request_id": rid, "now": now.isoformat()} | score_batch(services, ids, body.reasons, now)
     return json_response(payload)

@@ -514,16 +514,21 @@ class Stream:
     def window(self, now: float, days: float, weighted: bool = False) -> np.ndarray:
         """Per row: how many events (``weighted``: their weights' sum) lie in the ``days`` before ``now``, the
         batch's test (``(now - t) / 86400 <= days``, events before ``now``)."""
-        out = np.zeros(self.rows)
+        return self.windows(now, np.array([days]), np.array([weighted]))[0]
+
+    def windows(self, now: float, spans: np.ndarray, weighted: np.ndarray) -> np.ndarray:
+        """:meth:`window` for several windows at once: (windows, rows), one pass over the events."""
+        out = np.zeros((len(spans), self.rows))
         if not len(self.times):
             return out
-        inside = ((now - self.times) / SECONDS_PER_DAY <= days) & (self.times < now)
-        w = self.weights if weighted else None
-        values = np.where(inside, w, 0.0) if w is not None else inside.astype(np.float64)
+        age = (now - self.times) / SECONDS_PER_DAY
+        values = ((age[None, :] <= spans[:, None]) & (self.times < now)[None, :]).astype(np.float64)
+        if self.weights is not None and weighted.any():
+            values[weighted] *= self.weights[None, :]
         starts, ends = self.offsets[:-1], self.offsets[1:]
         used = ends > starts
         if used.any():
-            out[used] = np.add.reduceat(values, starts[used])
+            out[:, used] = np.add.reduceat(values, starts[used], axis=1)
         return out
 
 
@@ -662,6 +667,19 @@ class Overlay:
         self.ages_idx = np.array([col[n] for n in ages if n in col], dtype=np.intp)
         self.live = [(col[f.name], f) for f in LIVE_FEATURES if f.name in col]
         self.windows = [(i, f) for i, f in self.live if f.window_days is not None]
+        # per stream: its window columns, their spans (days) and which sum amounts (one pass per stream)
+        grouped: dict[str, list[tuple[int, float, bool]]] = {}
+        for i, f in self.windows:
+            assert f.live is not None and f.window_days is not None
+            grouped.setdefault(f.live.stream, []).append((i, float(f.window_days), f.live.rule == "sum"))
+        self._by_stream = {
+            s: (
+                np.array([c for c, _, _ in g], dtype=np.intp),
+                np.array([w for _, w, _ in g]),
+                np.array([x for *_, x in g]),
+            )
+            for s, g in grouped.items()
+        }
         self.covered = tuple(f.name for _, f in self.live)
 
     def check(self, now: float) -> None:
@@ -690,13 +708,14 @@ class Overlay:
             values[:, self.ages_idx] = (values[:, self.ages_idx].astype(np.float64) + delta).astype(np.float32)
         counted: dict[int, np.ndarray] = {}  # float64: new events are added before the float32 rounding
         streams = history.streams if history is not None else {}
-        for i, f in self.windows if history is not None else ():
-            stream = streams.get(f.live.stream if f.live is not None else "")
-            if stream is not None:
-                assert f.window_days is not None
-                counted[i] = stream.window(now, f.window_days, weighted=f.live is not None and f.live.rule == "sum")
-                known = ~np.isnan(values[:, i])  # a blank row (unknown id) stays blank
-                values[known, i] = counted[i][known]
+        for name, (cols, spans, weighted) in self._by_stream.items() if history is not None else ():
+            stream = streams.get(name)
+            if stream is None:
+                continue
+            recounted = stream.windows(now, spans, weighted)
+            known = ~np.isnan(values[:, cols])  # a blank row (unknown id) stays blank
+            values[:, cols] = np.where(known, recounted.T, values[:, cols])
+            counted.update(zip(cols.tolist(), recounted, strict=True))
         for pos, state in states:
             self._one(values[pos], state, now, {i: float(c[pos]) for i, c in counted.items()})
 

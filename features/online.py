@@ -117,6 +117,7 @@ class Lookup:
 ITEM_EVENT_KINDS = frozenset(
     {EventKind.VIEW, EventKind.ADD_TO_CART, EventKind.REMOVE_FROM_CART, EventKind.ORDER, EventKind.CHECKOUT}
 )
+_FEW_ROWS = 16  # up to this many rows a lookup recounts the windows row by row (no gather)
 MAX_RECENT_EVENTS = 500  # per customer and read: the latest ones (a read stays bounded whatever a client posts)
 
 
@@ -339,8 +340,11 @@ class InMemoryOnlineStore:
         if overlay is not None and at is not None:
             states = self._states
             positions = np.flatnonzero(has_patch[rows] & (rows >= 0)).tolist() if states else []
-            history = self._history.take(rows) if self._history is not None else None
-            overlay.at(values, history, [(i, states[found[i]]) for i in positions], at)
+            changed = [(i, states[found[i]]) for i in positions]
+            if self._history is not None and len(found) <= _FEW_ROWS:  # per row: cheaper than gathering
+                overlay.at(values, self._history, changed, at, rows=found)
+            else:
+                overlay.at(values, self._history.take(rows) if self._history is not None else None, changed, at)
         out = _finish(keys, rows, values, self._as_of, at, max_age_days)
         if strings:
             for name in self.string_names:

@@ -516,6 +516,29 @@ class Stream:
         batch's test (``(now - t) / 86400 <= days``, events before ``now``)."""
         return self.windows(now, np.array([days]), np.array([weighted]))[0]
 
+    def windows_of(self, rows: Sequence[int], now: float, spans: np.ndarray, weighted: np.ndarray) -> np.ndarray:
+        """:meth:`windows` of a few ``rows`` (positions; -1 or past the end: none), without gathering them first:
+        per event in plain Python (the same float test), each sum by the same NumPy reduction over the row's
+        events as :meth:`windows` makes, so both give the same bits."""
+        out = np.zeros((len(spans), len(rows)))
+        offsets, times, weights = self.offsets, self.times, self.weights
+        span_list, sums = spans.tolist(), weighted.tolist()
+        for j, r in enumerate(rows):
+            if r < 0 or r >= len(offsets) - 1:
+                continue
+            lo, hi = int(offsets[r]), int(offsets[r + 1])
+            if lo == hi:
+                continue
+            ts = times[lo:hi].tolist()
+            ages = [((now - t) / SECONDS_PER_DAY, t < now) for t in ts]
+            for k, span in enumerate(span_list):
+                inside = [before and age <= span for age, before in ages]
+                if sums[k] and weights is not None:
+                    out[k, j] = np.add.reduce(np.where(inside, weights[lo:hi], 0.0))
+                else:
+                    out[k, j] = float(sum(inside))
+        return out
+
     def windows(self, now: float, spans: np.ndarray, weighted: np.ndarray) -> np.ndarray:
         """:meth:`window` for several windows at once: (windows, rows), one pass over the events."""
         out = np.zeros((len(spans), self.rows))
@@ -697,11 +720,12 @@ class Overlay:
         history: History | None,
         states: Sequence[tuple[int, CustomerState]],
         now: float,
+        rows: Sequence[int] | None = None,
     ) -> None:
-        """Bring ``values`` (snapshot rows, in place; ``history`` aligned with them) to ``now``: "days since"
-        features aged, every window recounted from the snapshot's events and ``states`` (row position,
-        state) applied with their events before ``now`` only. Without a ``history`` the windows keep the
-        snapshot's counts (not aged) and add the new events."""
+        """Bring ``values`` (snapshot rows, in place; ``history`` aligned with them, or its rows ``rows``) to
+        ``now``: "days since" features aged, every window recounted from the snapshot's events and ``states``
+        (row position, state) applied with their events before ``now`` only. Without a ``history`` the windows
+        keep the snapshot's counts (not aged) and add the new events."""
         self.check(now)
         delta = (now - self.as_of) / SECONDS_PER_DAY
         if delta != 0.0 and len(self.ages_idx):
@@ -712,9 +736,17 @@ class Overlay:
             stream = streams.get(name)
             if stream is None:
                 continue
-            recounted = stream.windows(now, spans, weighted)
-            known = ~np.isnan(values[:, cols])  # a blank row (unknown id) stays blank
-            values[:, cols] = np.where(known, recounted.T, values[:, cols])
+            if rows is None:
+                recounted = stream.windows(now, spans, weighted)
+                known = ~np.isnan(values[:, cols])  # a blank row (unknown id) stays blank
+                values[:, cols] = np.where(known, recounted.T, values[:, cols])
+            else:  # a few rows: element by element (NumPy's per-call cost would dominate)
+                recounted = stream.windows_of(rows, now, spans, weighted)
+                col_list = cols.tolist()
+                for j, row in enumerate(values):
+                    for k, c in enumerate(col_list):
+                        if row[c] == row[c]:
+                            row[c] = recounted[k, j]
             counted.update(zip(cols.tolist(), recounted, strict=True))
         for pos, state in states:
             self._one(values[pos], state, now, {i: float(c[pos]) for i, c in counted.items()})

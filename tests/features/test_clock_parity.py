@@ -235,7 +235,7 @@ def _world(seed: int) -> tuple[dict[str, list[dict[str, object]]], pd.DataFrame,
 @pytest.mark.parametrize(
     "backend", [_memory, pytest.param(_redis, marks=pytest.mark.integration)], ids=["memory", "redis"]
 )
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=streams())
 def test_live_features_equal_the_batch_at_any_instant(
     backend: Callable[[SnapshotParts], AbstractContextManager[OnlineStore]],

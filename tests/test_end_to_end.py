@@ -94,15 +94,20 @@ def test_a_tampered_model_file_is_refused(orii_home: BuiltHome, tmp_path: Path) 
 
 
 def test_api_scores_equal_the_nightly_export(orii_home: BuiltHome, tmp_path: Path) -> None:
-    """POST /v1/scores and `kairos score --all` (batch/score.py) give the same calibrated probabilities."""
+    """POST /v1/scores and `kairos score --all` (batch/score.py) give the same calibrated probabilities at the
+    same instant (here the snapshot's as-of: the export's default)."""
     from batch.score import score_all
+    from features.store import latest_snapshot
 
     export = score_all(orii_home.home, orii_home.tracking_uri, tmp_path / "scores.parquet")
+    at = latest_snapshot(orii_home.home).as_of.isoformat()
     frame = pd.read_parquet(export.path).set_index("customer_key")
     ids = pd.read_parquet(ingested_dir(orii_home.home) / IDENTITY_MAP_FILE)
     ids = ids[ids["customer_key"].isin(frame.index)].head(200)
     with _client(orii_home) as client:
-        body = client.post("/v1/scores", json={"customer_ids": ids["customer_id"].astype(str).tolist()}).json()
+        body = client.post(
+            "/v1/scores", json={"customer_ids": ids["customer_id"].astype(str).tolist(), "now": at}
+        ).json()
     items = body["items"]
     assert all(i["status"] == "ok" and i["source"] == "model" for i in items)
     expected = frame.loc[ids["customer_key"]]

@@ -42,7 +42,10 @@ def test_batch_of_1000_with_5_percent_unknown_keeps_order(world: World, client: 
 
 def test_scores_equal_the_model_on_the_snapshot_rows(world: World, client: TestClient) -> None:
     app_services = client.app.state.services  # type: ignore[attr-defined]
-    body = client.post("/v1/scores", json={"customer_ids": world.ids[:50]}, headers=headers("campaign")).json()
+    at = latest_snapshot(world.home).as_of.isoformat()  # the snapshot's rows are the features at its as-of
+    body = client.post(
+        "/v1/scores", json={"customer_ids": world.ids[:50], "now": at}, headers=headers("campaign")
+    ).json()
     model = app_services.bundle("churn").payload.model
     snap = latest_snapshot(world.home).read().set_index("customer_key")
     keys = [i["customer_key"] for i in body["items"]]

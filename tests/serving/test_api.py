@@ -67,9 +67,10 @@ def test_churn_is_null_and_named_for_customers_outside_its_population(world: Wor
     leads = [c for c, k in key_of.items() if np.isnan(recency[k])][:10]
     assert inside and lapsed and leads, (len(inside), len(lapsed), len(leads))
     ids = [*inside, *lapsed, *leads, "nobody"]
+    at = latest_snapshot(world.home).as_of.isoformat()  # who is inside is decided on the snapshot's rows
     with world.client(churn_model="churn_pop") as client:
         body = client.post(
-            "/v1/scores", json={"customer_ids": ids, "reasons": True}, headers=headers("campaign")
+            "/v1/scores", json={"customer_ids": ids, "reasons": True, "now": at}, headers=headers("campaign")
         ).json()
     got = {i["customer_id"]: i for i in body["items"]}
     assert [i["customer_id"] for i in body["items"]] == ids

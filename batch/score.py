@@ -40,13 +40,16 @@ from features.contract import Col
 from features.definitions import DESCRIPTIONS
 from features.errors import KairosError
 from features.ingest import IDENTITY_MAP_FILE
+from features.realtime import History, Overlay, snapshot_history
 from features.store import (
     SEGMENT_COLUMNS,
     SEGMENTS_FILE,
     SNAPSHOT_FILE,
+    Snapshot,
     data_currency,
     ingested_dir,
     latest_snapshot,
+    open_tables,
     snapshot_as_of,
 )
 from models.clv import CLV_FIELDS
@@ -106,6 +109,7 @@ def score_all(
     compile_cache: Path | None = None,
     reasons: bool = False,
     as_of: datetime | None = None,
+    now: datetime | None = None,
 ) -> ScoreExport:
     """Score every customer of the latest snapshot with every registered champion; write Parquet to ``out``.
 
@@ -117,6 +121,11 @@ def score_all(
         as_of: score the snapshot built as of this instant (``kairos features build --as-of``) instead of
             the latest: what the models say about the customers as they were then. The models are the
             ``alias`` versions of the registry as they are now (CLV is the ``clv`` bundle's own).
+        now: score as of this instant (one clock, docs/features.md): the snapshot's features brought to ``now``
+            by the online store's own rules (:meth:`features.realtime.Overlay.at`: "days since" aged, every
+            real-time window recounted from the snapshot's event times), so ``POST /v1/scores`` with the same
+            ``now`` gives the same probabilities for every customer without events since the snapshot.
+            Default: the snapshot as it is (its own as-of).
 
     Raises:
         KairosError: no snapshot (as of ``as_of``), or no model at all in the registry.
@@ -184,7 +193,9 @@ def score_all(
         currency = snapshot.manifest.get("currency") or data_currency(data_home)
         explainer = ReasonExplainer({**DESCRIPTIONS, **STACKED_DESCRIPTIONS}, currency=currency) if reasons else None
         reader = pq.ParquetFile(snapshot.path / SNAPSHOT_FILE)
-        for batch in reader.iter_batches(batch_size=batch_size, columns=read):
+        instant = _Instant.of(data_home, snapshot, now) if now is not None else None
+        for raw in reader.iter_batches(batch_size=batch_size, columns=read):
+            batch = instant.bring(raw, done) if instant is not None else raw
             frame = batch.to_pandas() if explainer is not None else None
             cols: dict[str, pa.Array] = {Col.CUSTOMER_KEY: batch.column(Col.CUSTOMER_KEY).cast(pa.string())}
             for joined in ids:
@@ -235,6 +246,41 @@ def score_all(
 
 
 CUSTOMER_IDS = "customer_ids"  # every source id of the customer's cluster, sorted
+
+
+@dataclass(frozen=True)
+class _Instant:
+    """A snapshot read at an instant by the online store's rules (what the API serves at that instant)."""
+
+    names: list[str]  # the snapshot's numeric features
+    ages: list[str]
+    as_of: float
+    history: History
+    now: float
+
+    @classmethod
+    def of(cls, data_home: Path, snapshot: Snapshot, now: datetime) -> _Instant:
+        manifest = snapshot.manifest["features"]
+        names = [f["name"] for f in manifest if f["dtype"] == "float32"]
+        ages = [f["name"] for f in manifest if f.get("ages")]
+        Overlay(names, ages, snapshot.as_of.timestamp()).check(now.timestamp())  # before the snapshot: refused
+        keys = pq.read_table(snapshot.path / SNAPSHOT_FILE, columns=[Col.CUSTOMER_KEY]).column(0)
+        history = snapshot_history(open_tables(data_home), snapshot.as_of, [str(k) for k in keys.to_pylist()])
+        return cls(names, ages, snapshot.as_of.timestamp(), history, now.timestamp())
+
+    def bring(self, batch: pa.RecordBatch, offset: int) -> pa.RecordBatch:
+        """The batch (rows ``offset`` on of the snapshot) with its numeric features as of :attr:`now`."""
+        present = [n for n in self.names if n in batch.schema.names]
+        overlay = Overlay(present, [a for a in self.ages if a in present], self.as_of)
+        values = np.empty((batch.num_rows, len(present)), dtype=np.float32)
+        for j, name in enumerate(present):
+            values[:, j] = _numbers(batch.column(name))
+        rows = np.arange(offset, offset + batch.num_rows, dtype=np.int64)
+        overlay.at(values, self.history.take(rows), [], self.now)
+        columns = {name: batch.column(name) for name in batch.schema.names}
+        for j, name in enumerate(present):
+            columns[name] = pa.array(values[:, j], type=pa.float32(), from_pandas=True)
+        return pa.RecordBatch.from_pydict(columns)
 
 
 def customer_ids(data_home: Path) -> pd.DataFrame:

@@ -11,6 +11,11 @@ Builds a synthetic store (random float32 features under the catalogue's names, p
   floor, a bare MGET of the same customers' feature keys (no decoding). Lookups by the retailer's
   customer_id (one more round trip) are timed too.
 
+Each store is timed twice: with the snapshot's event times (``History``: every real-time window recounted
+at the read time, exact; the default since issue 21) and without (``--no-history`` rows: the windows keep
+the snapshot's counts, the path before exact windows). The synthetic history gives each customer about 3
+orders in the last 400 days, 8 views, 2 add-to-carts and 3 sessions in the last 40 days.
+
 Figures are medians per call, printed with their ratio to the floor measured in the same run; nothing is
 asserted. The bench's keys live under a unique prefix and are deleted at the end.
 """
@@ -90,6 +95,27 @@ def _events(keys: list[str], share: float, seed: int) -> list[Any]:
     return out
 
 
+def _history(n: int, seed: int) -> Any:
+    """A synthetic :class:`features.realtime.History` for ``n`` rows (see the module docs)."""
+    from features.realtime import HISTORY_STREAMS, WEIGHTED_STREAMS, History, Stream
+
+    rng = np.random.default_rng(seed)
+    mean = {"order": 3.0, "view": 8.0, "add_to_cart": 2.0, "session": 3.0}
+    span = {"order": 400.0, "view": 40.0, "add_to_cart": 40.0, "session": 40.0}
+    streams = {}
+    for name in HISTORY_STREAMS:
+        counts = rng.poisson(mean.get(name, 2.0), n)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        ages = rng.random(int(offsets[-1])) * span.get(name, 40.0) * 86_400
+        times = AS_OF.timestamp() - ages
+        for r in range(n):  # sorted within each row
+            times[offsets[r] : offsets[r + 1]].sort()
+        weights = rng.integers(1, 40_000, len(times)) / 100 if name in WEIGHTED_STREAMS else None
+        streams[name] = Stream(offsets, times, weights)
+    return History(streams)
+
+
 def _row(label: str, n: int, timed: tuple[float, float]) -> None:
     took, floor = timed
     print(f"{label:<30} {n:>6}  {took * 1e6:>11,.1f}  {floor * 1e6:>11,.1f}  {took / floor:>7.2f}x")
@@ -117,9 +143,12 @@ def main() -> int:
     print(f"{args.with_events:.0%} of them; lookups at as_of + 12 h (ageing and the real-time overlay included)\n")
     print(f"{'backend / ids':<30} {'n':>6}  {'lookup µs':>11}  {'floor µs':>11}  {'ratio':>8}")
 
-    store = InMemoryOnlineStore(frame, names, aliases, AS_OF, ages=ages, fills=REALTIME_FILLS)
+    history = _history(len(keys), args.seed)
+    store = InMemoryOnlineStore(frame, names, aliases, AS_OF, ages=ages, fills=REALTIME_FILLS, history=history)
+    plain = InMemoryOnlineStore(frame, names, aliases, AS_OF, ages=ages, fills=REALTIME_FILLS)
     for e in events:
         store.apply_event(e)
+        plain.apply_event(e)
     matrix = np.ascontiguousarray(frame[names].to_numpy(np.float32))
     index = {k: i for i, k in enumerate(keys)}
     picks = {n: [keys[i] for i in rng.choice(len(keys), n, replace=False)] for n in SIZES}
@@ -133,6 +162,7 @@ def main() -> int:
 
         _row("in-process, customer_key", n, _paired(partial(store.lookup, ids, now=now), floor))
         _row("in-process, customer_id", n, _paired(partial(store.lookup, by_id, now=now), floor))
+        _row("in-process, key, --no-history", n, _paired(partial(plain.lookup, ids, now=now), floor))
 
     redis_store = RedisOnlineStore.connect(args.redis, f"kairos-bench-{uuid.uuid4().hex}", timeout=5.0)
     try:
@@ -144,26 +174,33 @@ def main() -> int:
             return 1
         print(f"\nskipped Redis: {message}")
         return 0
+    client = redis_store.client
     try:
-        started = time.perf_counter()
-        parts = SnapshotParts(frame, names, ages, [], aliases, AS_OF, REALTIME_FILLS, {})
-        version = redis_store.publish(parts)
-        publish_s = time.perf_counter() - started
-        for e in events:
-            redis_store.apply_event(e)
-        client = redis_store.client
-        prefix = f"{redis_store.prefix}:v{version}:f:"
-        for n in SIZES:
-            ids = picks[n]
-            f_keys = [prefix + k for k in ids]
-            by_id = [key_to_id[k] for k in ids]
+        publish_s = {}
+        for label, with_history in (("", True), (", --no-history", False)):
+            parts = SnapshotParts(
+                frame, names, ages, [], aliases, AS_OF, REALTIME_FILLS, {}, history if with_history else None
+            )
+            started = time.perf_counter()
+            version = redis_store.publish(parts)
+            publish_s[label] = time.perf_counter() - started
+            for e in events:
+                redis_store.apply_event(e)
+            prefix = f"{redis_store.prefix}:v{version}:f:"
+            for n in SIZES:
+                ids = picks[n]
+                f_keys = [prefix + k for k in ids]
+                by_id = [key_to_id[k] for k in ids]
 
-            def mget(f_keys: list[str] = f_keys) -> Any:
-                return client.mget(f_keys)
+                def mget(f_keys: list[str] = f_keys) -> Any:
+                    return client.mget(f_keys)
 
-            _row("Redis, customer_key", n, _paired(partial(redis_store.lookup, ids, now=now), mget))
-            _row("Redis, customer_id", n, _paired(partial(redis_store.lookup, by_id, now=now), mget))
-        print(f"\nRedis publish of {args.customers:,} customers: {publish_s:.2f} s")
+                _row(f"Redis, customer_key{label}", n, _paired(partial(redis_store.lookup, ids, now=now), mget))
+                if with_history:
+                    _row("Redis, customer_id", n, _paired(partial(redis_store.lookup, by_id, now=now), mget))
+        print()
+        for label, seconds in publish_s.items():
+            print(f"Redis publish of {args.customers:,} customers{label}: {seconds:.2f} s")
     finally:
         redis_store.drop_all()
     return 0

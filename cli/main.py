@@ -1061,6 +1061,15 @@ def score(
             "of the latest: what the models say of the customers as they were then.",
         ),
     ] = None,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now",
+            help="Score as of this instant (ISO 8601 with a timezone; one clock, docs/features.md): the snapshot "
+            "read at it by the online store's rules, as POST /v1/scores with the same now. Default: the "
+            "snapshot's as-of.",
+        ),
+    ] = None,
 ) -> None:
     """The nightly full-base export: every champion's probability and band, P(alive), CLV and segments,
     keyed by customer_key with the retailer's own ids beside it (customer_id: the primary; customer_ids: all)."""
@@ -1072,6 +1081,9 @@ def score(
     try:
         _dated(data, "kairos score")
         when = _as_of(as_of)
+        instant = datetime.fromisoformat(now) if now else None
+        if instant is not None and instant.tzinfo is None:
+            raise ValueError(f"--now: give a timezone (e.g. {now}Z), got {now!r}")
         with _progress("score --all") as tick:
             result = score_all(
                 data,
@@ -1083,6 +1095,7 @@ def score(
                 compiled=compiled,
                 reasons=reasons,
                 as_of=when,
+                now=instant,
             )
     except (KairosError, ValueError, OSError) as exc:
         raise _fail(exc) from exc

@@ -38,6 +38,7 @@ GROUPS: tuple[FeatureGroup, ...] = (*orders.GROUPS, *web.GROUPS, *profile.GROUPS
 FEATURES: tuple[Feature, ...] = tuple(f for g in GROUPS for f in g.features)
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 NUMERIC_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.dtype == "float32")
+REALTIME_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.live is not None)  # features.realtime's
 DESCRIPTIONS: dict[str, str] = {f.name: f.description for f in FEATURES}
 MONETARY_FEATURES: tuple[str, ...] = orders.MONETARY_FEATURES
 
@@ -106,17 +107,45 @@ def catalogue_markdown() -> str:
         "Generated from `features/definitions.py` by `kairos features catalogue`; a test keeps this file",
         "equal to the code. Every feature is computed as of a cutoff from events strictly before it, one",
         'row per `customer_key`. *Ages*: a "days since" feature that the online store ages between',
-        "snapshots. *Fill*: the value for a customer with no event of the kind (else null).",
+        "snapshots. *Fill*: the value for a customer with no event of the kind (else null). *Online*: what",
+        "the online store does with it between two snapshots (below).",
         "",
         f"{len(FEATURES)} features in {len(GROUPS)} groups.",
+        "",
+        "## One clock: what the API and the export answer at an instant",
+        "",
+        "Every score and decision is computed as of one explicit instant: the request's `now` (`/v1/scores`,",
+        "the decision, offer and profile endpoints), else the service's `clock` setting when one is configured",
+        "(a replay, a demo of past data), else the server's clock; never the latest event the store has seen.",
+        "Events at or after that instant are ignored for that answer, and an instant before the snapshot's",
+        "as-of is refused (422 naming `now`). `kairos score --all --now T` reads the snapshot at `T` by the",
+        "same rules, so for a customer without events since the snapshot the API's scores at `T` equal the",
+        "export's (`tests/features/test_clock_parity.py`, `tests/serving/test_clock.py`). Consent is the",
+        "exception: it is a hard filter, decided from the whole consent history whatever the instant",
+        '([docs/consent.md](consent.md)). Recommendations keep the data\'s clock for "popular this month".',
+        "",
+        "What the online store does with each feature between snapshots (the *online* column):",
+        "",
+        f"- **exact** ({len(REALTIME_NAMES)} features, those with a `live` rule in their definition): moved by",
+        "  real-time events and exact at any instant. Window counts and sums are recounted at the instant from",
+        "  the snapshot's own event times (read from the ingested tables when the store loads) and the events",
+        "  since, so events leave a window when they should; lifetime counts and sums add the events since the",
+        '  snapshot (an order is one order id, however many events its lines come in); "days since" is the',
+        "  latest event, else the snapshot's value aged. Two declared limits: `cart_size` starts from the",
+        "  snapshot's floored cart until the customer orders or checks out (it differs from the batch only when",
+        "  more items were removed than added before the snapshot), and `monetary_lifetime` adds new amounts to",
+        "  the snapshot's float32 total (within one float32 step of the batch).",
+        '- **aged**: a "days since" feature no event moves; it grows by the days since the snapshot.',
+        "- **snapshot**: everything else keeps the snapshot's value until the next snapshot (rates, trends,",
+        "  mix, engagement counts, hour-of-week activity, abandoned carts, profile).",
     ]
     for group in GROUPS:
         lines += [
             "",
             f"## {group.name}",
             "",
-            "| feature | meaning | type | window | ages | fill |",
-            "|---|---|---|---|---|---|",
+            "| feature | meaning | type | window | ages | fill | online |",
+            "|---|---|---|---|---|---|---|",
         ]
         for f in group.features:
             if f.name.startswith("how_") and f.name != "how_000":
@@ -130,7 +159,10 @@ def catalogue_markdown() -> str:
             )
             window = f"{f.window_days} d" if f.window_days else "all history"
             fill = "" if f.fill is None else f"{f.fill:g}"
-            lines.append(f"| {name} | {description} | {f.dtype} | {window} | {'yes' if f.ages else ''} | {fill} |")
+            online = "exact" if f.live is not None else "aged" if f.ages else "snapshot"
+            lines.append(
+                f"| {name} | {description} | {f.dtype} | {window} | {'yes' if f.ages else ''} | {fill} | {online} |"
+            )
     lines += [
         "",
         "## Features of some exports only",

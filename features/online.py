@@ -13,11 +13,12 @@ Both report a missing customer as missing (row -1, NaN values), never as zeros, 
 age (days since the snapshot it comes from), so a reader can treat stale rows as missing
 (``max_age_days``). Ids may be Kairos's ``customer_key`` or the retailer's ``customer_id``.
 
-Reads happen at a time ``now``: "days since" features are aged from the snapshot's ``as_of`` to
-``now``, and the events applied since the snapshot (:func:`OnlineStore.apply_event`, rules in
-:mod:`features.realtime`) overlay the features they change. Without ``now`` a read is at the store's
-own clock: the snapshot's ``as_of``, or the latest event applied when that is later, so a store fed
-no events serves exactly the snapshot.
+Reads happen at an instant ``now`` (one clock, docs/features.md): "days since" features are aged from the
+snapshot's ``as_of`` to ``now``, every real-time window is recounted at ``now`` from the snapshot's own event
+times (:class:`features.realtime.History`) and the events applied since the snapshot
+(:func:`OnlineStore.apply_event`, rules in :mod:`features.realtime`), and events at or after ``now`` are
+ignored. Without ``now`` a read is at the server's clock, never at the latest event seen. A read before the
+snapshot's ``as_of`` raises :class:`features.realtime.ReadTimeError`.
 """
 
 from __future__ import annotations
@@ -47,20 +48,21 @@ from features.ingest import IDENTITY_MAP_FILE
 from features.realtime import (
     CONSENT_KINDS,
     CONSENT_PREFIX,
+    HISTORY_STREAMS,
     REALTIME_FILLS,
-    WINDOW_FEATURES,
     ApplyResult,
     ConsentChange,
     CustomerState,
     Event,
     EventKind,
+    History,
     Overlay,
-    Patch,
+    ReadTimeError,
     apply,
     carry_consents,
     recent_sessions,
     seeded_state,
-    write_patches,
+    snapshot_history,
 )
 from features.store import Snapshot, ingested_dir, latest_snapshot, open_tables
 
@@ -69,6 +71,7 @@ __all__ = [
     "Lookup",
     "OnlineStore",
     "OnlineStoreUnavailable",
+    "ReadTimeError",
     "RecentEvents",
     "RedisOnlineStore",
     "SnapshotParts",
@@ -92,7 +95,7 @@ class Lookup:
         values: float32 (n, n_features); NaN rows for unknown or stale ids.
         age_days: days from the snapshot the row comes from to ``now``; NaN when unknown.
         stale: known, but older than the ``max_age_days`` asked for, hence reported as missing.
-        now: the read time the values are for (None when the store has no as-of time).
+        now: the read time the values are for.
         strings: the string features asked for (``strings=True``), None where unknown.
     """
 
@@ -114,6 +117,7 @@ class Lookup:
 ITEM_EVENT_KINDS = frozenset(
     {EventKind.VIEW, EventKind.ADD_TO_CART, EventKind.REMOVE_FROM_CART, EventKind.ORDER, EventKind.CHECKOUT}
 )
+_FEW_ROWS = 16  # up to this many rows a lookup recounts the windows row by row (no gather)
 MAX_RECENT_EVENTS = 500  # per customer and read: the latest ones (a read stays bounded whatever a client posts)
 
 
@@ -225,6 +229,9 @@ class InMemoryOnlineStore:
         fills: values for rows started by an event (default: NaN, counts 0).
         string_names: string feature columns of ``features`` kept beside the matrix.
         sessions: customer_key -> {session_id: first event time} under way before ``as_of``.
+        history: the snapshot's event times the real-time windows need, row-aligned with ``features``
+            (:func:`features.realtime.snapshot_history`); None: the windows keep the snapshot's counts and add
+            the new events (not aged: what a store built without the ingested tables can do).
     """
 
     def __init__(
@@ -238,6 +245,7 @@ class InMemoryOnlineStore:
         fills: Mapping[str, float] | None = None,
         string_names: Sequence[str] = (),
         sessions: Mapping[str, Mapping[str, float]] | None = None,
+        history: History | None = None,
     ) -> None:
         self.feature_names = list(feature_names)
         self.string_names = list(string_names)
@@ -257,9 +265,9 @@ class InMemoryOnlineStore:
         fill_map = dict(fills) if fills is not None else _default_fills(self.feature_names)
         self._fill_row = np.array([fill_map.get(n, math.nan) for n in self.feature_names], dtype=np.float32)
         self._overlay = Overlay(self.feature_names, ages, self._as_of) if self._as_of is not None else None
+        self._history = history
         self._states: dict[int, CustomerState] = {}
-        self._patches: dict[int, Patch] = {}  # rows whose real-time features differ from the aged snapshot
-        self._has_patch = np.zeros(len(keys), dtype=bool)
+        self._has_patch = np.zeros(len(keys), dtype=bool)  # rows with a state (events since the snapshot)
         self._log: dict[int, dict[str, Event]] = {}
         self._clock = self._as_of
         self._lock = threading.Lock()
@@ -298,6 +306,7 @@ class InMemoryOnlineStore:
             fills=parts.fills,
             string_names=parts.string_names,
             sessions=parts.sessions,
+            history=parts.history,
         )
 
     def resolve(self, ids: Sequence[str]) -> list[str | None]:
@@ -316,7 +325,7 @@ class InMemoryOnlineStore:
 
         Args:
             ids: customer_keys or source customer ids.
-            now: the read time (default: the store's clock, see the module docs).
+            now: the read time (default: the server's clock); events at or after it are ignored.
             max_age_days: rows whose snapshot is older than this at ``now`` are reported as missing.
             strings: also return the string features.
         """
@@ -326,15 +335,16 @@ class InMemoryOnlineStore:
         rows = np.array(found, dtype=np.int64) if found else np.empty(0, dtype=np.int64)
         matrix, has_patch = self._matrix, self._has_patch  # taken after the ids: they cover every row found
         values = matrix[rows]  # -1 reads the last row; blanked below
-        at = self._clock if now is None else _epoch(now)
+        at: float | None = _epoch(now) if now is not None else (time.time() if self._as_of is not None else None)
         overlay = self._overlay
         if overlay is not None and at is not None:
-            overlay.age(values, at)
-            if self._patches:
-                patches = self._patches
-                positions = np.flatnonzero(has_patch[rows] & (rows >= 0)).tolist()
-                if positions:
-                    write_patches(values, positions, [patches[found[i]] for i in positions], at)
+            states = self._states
+            positions = np.flatnonzero(has_patch[rows] & (rows >= 0)).tolist() if states else []
+            changed = [(i, states[found[i]]) for i in positions]
+            if self._history is not None and len(found) <= _FEW_ROWS:  # per row: cheaper than gathering
+                overlay.at(values, self._history, changed, at, rows=found)
+            else:
+                overlay.at(values, self._history.take(rows) if self._history is not None else None, changed, at)
         out = _finish(keys, rows, values, self._as_of, at, max_age_days)
         if strings:
             for name in self.string_names:
@@ -364,7 +374,6 @@ class InMemoryOnlineStore:
             apply(state, event, self._as_of)
             log[event.id] = event
             self._states[row] = state
-            self._patches[row] = self._overlay.compile(state)
             self._has_patch[row] = True
             self._clock = max(self._clock or -math.inf, event.ts)
         return ApplyResult.CREATED if created else ApplyResult.APPLIED
@@ -430,7 +439,6 @@ class InMemoryOnlineStore:
                     column[row] = None
                 self._keys[row] = ""
                 self._states.pop(row, None)
-                self._patches.pop(row, None)
                 self._has_patch[row] = False
                 self._log.pop(row, None)
         return removed
@@ -498,7 +506,6 @@ class InMemoryOnlineStore:
                 if event.channel is not None and event.channel.value in carried:
                     log.setdefault(event.id, event)
             self._states[row] = state
-            self._patches[row] = self._overlay.compile(state)
             self._has_patch[row] = True
             ahead = [c.at for h in carried.values() for c in h if c.at >= self._as_of]
             if ahead:
@@ -521,6 +528,7 @@ class SnapshotParts:
     as_of: datetime
     fills: dict[str, float]
     sessions: dict[str, dict[str, float]]
+    history: History | None = None  # the snapshot's event times the windows need (row-aligned with ``frame``)
 
 
 def snapshot_parts(data_home: Path, feature_names: Sequence[str] | None = None) -> tuple[SnapshotParts, Snapshot]:
@@ -536,8 +544,13 @@ def snapshot_parts(data_home: Path, feature_names: Sequence[str] | None = None) 
     string_names = [f["name"] for f in manifest if f["dtype"] == "string" and f["name"] in frame.columns]
     id_map = pd.read_parquet(ingested_dir(data_home) / IDENTITY_MAP_FILE)
     aliases = dict(zip(id_map[Col.CUSTOMER_ID].astype(str), id_map[Col.CUSTOMER_KEY].astype(str), strict=True))
-    sessions = recent_sessions(open_tables(data_home), snap.as_of) if any(n in names for n in WINDOW_FEATURES) else {}
-    parts = SnapshotParts(frame, names, ages, string_names, aliases, snap.as_of, _default_fills(names), sessions)
+    overlay = Overlay(names, ages, snap.as_of.timestamp())
+    tables = open_tables(data_home) if overlay.windows else {}
+    sessions = recent_sessions(tables, snap.as_of) if overlay.windows else {}
+    keys = frame[Col.CUSTOMER_KEY].astype(str).tolist()
+    history = snapshot_history(tables, snap.as_of, keys) if overlay.windows else None
+    fills = _default_fills(names)
+    parts = SnapshotParts(frame, names, ages, string_names, aliases, snap.as_of, fills, sessions, history)
     return parts, snap
 
 
@@ -569,6 +582,7 @@ class _Version:
     string_names: list[str]
     fill_row: bytes
     overlay: Overlay
+    history: bool  # published with the snapshot's event times (``h:`` keys): its windows are recounted
 
     @property
     def as_of_s(self) -> float:
@@ -591,6 +605,7 @@ class RedisOnlineStore:
         p:v{v}:f:{key}       the customer's numeric features, packed float32, then (once events came)
                              the real-time state as JSON: one key, so one MGET reads a customer whole
         p:v{v}:s:{key}       the customer's string features, JSON
+        p:v{v}:h:{key}       the snapshot's event times its real-time windows need (History.pack), when any
         p:v{v}:a:{id}        source customer id -> customer_key
         p:v{v}:log:{key}     the events applied to the customer (hash by event id: deduplication, carry-over)
         p:v{v}:clock, p:v{v}:rows  the latest event time, the row count
@@ -678,6 +693,7 @@ class RedisOnlineStore:
             meta["string_names"],
             fill_row,
             Overlay(names, meta["ages"], as_of.timestamp()),
+            meta.get("history") == list(HISTORY_STREAMS),
         )
         self._versions[number] = version
         return version
@@ -734,6 +750,7 @@ class RedisOnlineStore:
             "fills": {n: v for n, v in parts.fills.items() if not math.isnan(v)},
             "rows": len(parts.frame),
             "published_at": datetime.now(UTC).isoformat(),
+            "history": list(HISTORY_STREAMS) if parts.history is not None else None,
         }
         r.sadd(self._k("versions"), number)
         r.set(f"{prefix}meta", json.dumps(meta))
@@ -753,6 +770,12 @@ class RedisOnlineStore:
                     pipe.set(f"{prefix}s:{key}", json.dumps({k: (None if pd.isna(v) else v) for k, v in rec.items()}))
             pipe.execute()
         self._write_many(r, {f"{prefix}a:{cid}": key for cid, key in parts.aliases.items()})
+        if parts.history is not None:
+            history = parts.history
+            used = np.zeros(len(keys), dtype=bool)
+            for stream in history.streams.values():
+                used |= np.diff(stream.offsets) > 0
+            self._write_many(r, {f"{prefix}h:{keys[i]}": history.pack(i) for i in np.flatnonzero(used).tolist()})
         rows = {k: i for i, k in enumerate(keys)}
         seeds = {
             f"{prefix}f:{k}": blob[rows[k] * width : (rows[k] + 1) * width] + seeded_state(s).to_json().encode()
@@ -931,7 +954,7 @@ class RedisOnlineStore:
             pipe = r.pipeline(transaction=True)
             for key in keys:
                 pipe.delete(f"{prefix}f:{key}")  # one reply per customer: the row count follows
-                pipe.delete(f"{prefix}s:{key}", f"{prefix}log:{key}")
+                pipe.delete(f"{prefix}s:{key}", f"{prefix}log:{key}", f"{prefix}h:{key}")
             for cid in ids:
                 pipe.delete(f"{prefix}a:{cid}")
             replies = [int(n) for n in pipe.execute()]
@@ -962,11 +985,14 @@ class RedisOnlineStore:
 
     def _lookup(self, ids: list[str], now: datetime | None, max_age_days: float | None, strings: bool) -> Lookup:
         version = self._current_version()
+        at = time.time() if now is None else _epoch(now)
+        version.overlay.check(at)
         names, n, p = version.feature_names, len(ids), version.prefix
         width = 4 * len(names)
         keys: list[str | None] = [None] * n
         blobs: list[Any] = [None] * n
-        clock: Any = None
+        hist: list[Any] = [None] * n
+        with_history = version.history and bool(version.overlay.windows)
         if n:
             # Route each id by its form (customer_keys carry KEY_PREFIX); a miss is tried the other way.
             as_key = [i for i in range(n) if ids[i].startswith(KEY_PREFIX)]
@@ -974,20 +1000,20 @@ class RedisOnlineStore:
             pipe = self.client.pipeline(transaction=False)
             if as_key:
                 pipe.mget([f"{p}f:{ids[i]}" for i in as_key])
+                if with_history:
+                    pipe.mget([f"{p}h:{ids[i]}" for i in as_key])
             if as_alias:
                 pipe.mget([f"{p}a:{ids[i]}" for i in as_alias])
-            if now is None:
-                pipe.get(f"{p}clock")  # the read time is the store's clock
             replies = pipe.execute()
-            clock = replies.pop() if now is None else None
             by_key = replies[0] if as_key else []
+            by_key_hist = replies[1] if as_key and with_history else [None] * len(as_key)
             aliased = replies[-1] if as_alias else []
             retry_alias: list[int] = []
             retry_key: list[int] = []
             second: list[tuple[int, str]] = []
-            for i, blob in zip(as_key, by_key, strict=True):
+            for i, blob, h in zip(as_key, by_key, by_key_hist, strict=True):
                 if blob is not None:
-                    keys[i], blobs[i] = ids[i], blob
+                    keys[i], blobs[i], hist[i] = ids[i], blob, h
                 else:
                     retry_alias.append(i)
             for i, key in zip(as_alias, aliased, strict=True):
@@ -1008,11 +1034,17 @@ class RedisOnlineStore:
                 for i, blob in zip(retry_key, again_key, strict=True):
                     if blob is not None:
                         keys[i], blobs[i] = ids[i], blob
+                        second.append((i, ids[i]))  # its history still to fetch
             if second:
-                fetched = self.client.mget([f"{p}f:{k}" for _, k in second])
-                for (i, key), blob in zip(second, fetched, strict=True):
+                pipe = self.client.pipeline(transaction=False)
+                pipe.mget([f"{p}f:{k}" for _, k in second])
+                if with_history:
+                    pipe.mget([f"{p}h:{k}" for _, k in second])
+                fetched = pipe.execute()
+                got_hist = fetched[1] if with_history else [None] * len(second)
+                for (i, key), blob, h in zip(second, fetched[0], got_hist, strict=True):
                     if blob is not None:
-                        keys[i], blobs[i] = key, blob
+                        keys[i], blobs[i], hist[i] = key, blob, h
         found = [i for i in range(n) if blobs[i] is not None]
         rows = np.full(n, -1, dtype=np.int64)
         rows[found] = found
@@ -1020,16 +1052,9 @@ class RedisOnlineStore:
         if found:
             packed = b"".join(blobs[i] if len(blobs[i]) == width else blobs[i][:width] for i in found)
             values[found] = np.frombuffer(packed, dtype=np.float32).reshape(-1, len(names))
-        if now is not None:
-            at = _epoch(now)
-        else:
-            at = version.as_of_s if clock is None else max(version.as_of_s, float(clock))
-        version.overlay.age(values, at)
-        positions = [i for i in found if len(blobs[i]) > width]
-        if positions:
-            compile_state = version.overlay.compile
-            patches = [compile_state(CustomerState.from_json(blobs[i][width:])) for i in positions]
-            write_patches(values, positions, patches, at)
+        states = [(i, CustomerState.from_json(blobs[i][width:])) for i in found if len(blobs[i]) > width]
+        history = History.unpack(hist) if with_history else None
+        version.overlay.at(values, history, states, at)
         out = _finish(keys, rows, values, version.as_of_s, at, max_age_days)
         if strings and version.string_names:
             wanted = [(i, k) for i, k in enumerate(out.keys) if k is not None and out.rows[i] >= 0]

@@ -6,13 +6,21 @@ defines the event, the per-customer state those events build up, and how that st
 feature values at a read time ``now``. Both online backends (:mod:`features.online`) use it, so they
 give the same answers.
 
-What is exact, and when (``now`` is the read time, ``as_of`` the snapshot's):
+What is exact, and when (``now`` is the read time, ``as_of`` the snapshot's). The real-time features are
+the definitions' features with a ``live`` rule (:class:`features.defs.common.Live`, listed in the catalogue);
+events at or after ``now`` are ignored (the batch takes events strictly before its cutoff), and a read before
+``as_of`` is refused (:class:`ReadTimeError`):
 
-- "days since" features (``ages``) are kept as absolute times: an applied event sets the time, and a
-  value inherited from the snapshot is aged by ``now - as_of``. Exact at any ``now``.
-- lifetime counts (``orders_lifetime``, ``views_lifetime``) and ``views_since_last_order``: the
-  snapshot's value plus what was applied (reset by an order). Exact at any ``now``. A first order
-  ever also starts ``tenure_days``.
+- window counts and sums (orders and spend in 30..365 days, views, add-to-carts and sessions in 1..30 days):
+  recounted at ``now`` from the snapshot's own event times inside the longest window (:class:`History`, read
+  from the ingested tables at load) and the events applied since, with the batch's test
+  (``(now - t) / 86400 <= window``). Exact at any ``now``: an event leaves the window when it should.
+- "days since" features (``last`` / ``first`` rules) are the latest / earliest applied event before ``now``,
+  else the snapshot's value aged by ``now - as_of``. Exact at any ``now``; a first order ever also starts
+  ``tenure_days``.
+- lifetime counts and sums (``orders_lifetime``, ``views_lifetime``, ``monetary_lifetime``) and
+  ``views_since_last_order``: the snapshot's value plus what was applied before ``now`` (reset by an order).
+  An order is one order id, however many events its lines came in (amounts add up).
 - ``cart_size``: added minus removed since the last order or checkout, floored at 0. Exact once the
   customer has ordered or checked out since the snapshot; before that the snapshot's (already floored)
   cart is the starting point, which differs from the batch only when more items were removed than added
@@ -21,23 +29,21 @@ What is exact, and when (``now`` is the read time, ``as_of`` the snapshot's):
   source); :func:`consent_in_force` decides from it (the rule is in ``docs/consent.md``): an opt-in counts
   only when it is later than every opt-out both by event time and by receipt, so an opt-out or unsubscribe
   takes effect from the next read on, whatever its timestamp (one dated before the snapshot included). An
-  unsubscribe is an opt-out. Without reorderings (events received in time order) this is the batch's
-  definition: the latest change by event time, an opt-out at the same instant wins.
-- 1-day windows (``views_1d``, ``add_to_carts_1d``, ``sessions_1d``): events applied since the snapshot
-  are counted exactly (by their own times). The snapshot's counts cover ``[as_of - 1 day, as_of)``
-  without the event times, so they are kept while ``now < as_of + 1 day`` and dropped after: exact at
-  ``as_of`` and from ``as_of + 1 day`` on, an upper bound in between. A session is dated by the
-  customer's first event in it (as in :mod:`features.defs.web`); sessions seen in the two days before
-  the snapshot are seeded as known, so a visit running over the snapshot time is not counted twice.
+  unsubscribe is an opt-out. Consent is not clocked: the whole history decides, whatever ``now``.
+- every other feature is not moved by events: a "days since" one is aged, the rest keep the snapshot's
+  value until the next snapshot (the catalogue says which).
+
+A session is dated by the customer's first event in it (as in :mod:`features.defs.web`); sessions seen
+in the two days before the snapshot are seeded as known, so a visit running over the snapshot time is
+not counted twice.
 
 Events before the snapshot's ``as_of`` are already in it and are ignored (except opt-outs and
 unsubscribes: the snapshot may not hold one posted late, and it must take effect). At a newer snapshot's load
 the consent histories are carried whole (:func:`carry_consents`: its export may lack what the API received),
-the other events only from its ``as_of`` on. An event at exactly ``now``
-counts (the batch takes events strictly before its cutoff: they differ only for an event at that very
-instant). Events may arrive out of order: every rule above is computed from the event times, not from
-arrival order. A click does not count as an open (the batch counts ``opened_at`` only). A customer
-first seen through an event starts from the fills (counts and consents 0, "days since" null).
+the other events only from its ``as_of`` on. Events may arrive out of order: every rule above is computed
+from the event times, not from arrival order. A click does not count as an open (the batch counts
+``opened_at`` only). A customer first seen through an event starts from the fills (counts and consents 0,
+"days since" null).
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -55,47 +61,34 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from features.contract import Channel, Col, ConsentRule, ConsentStatus, EventType
-from features.defs.common import SECONDS_PER_DAY
+from features.definitions import FEATURES
+from features.defs.common import SECONDS_PER_DAY, Feature
 from features.errors import KairosError
 
-WINDOW_DAYS = 1.0  # the short windows kept exact online
-_WINDOW_SECONDS = WINDOW_DAYS * SECONDS_PER_DAY
-_KEEP_SECONDS = 2 * SECONDS_PER_DAY  # window entries older than this (before the latest event) are pruned
 _FIRST_AT = "first_at_"  # intermediate column of :func:`recent_sessions`
-_FEW_PATCHES = 8  # up to this many patches per read, writing element by element is faster
+_KEEP_SECONDS = 2 * SECONDS_PER_DAY  # sessions under way this long before a snapshot are seeded as known
 
-# The features an event changes (names from the feature catalogue).
-LAST_VISIT = "days_since_last_visit"
-VIEWS_1D = "views_1d"
-ADD_TO_CARTS_1D = "add_to_carts_1d"
-SESSIONS_1D = "sessions_1d"
-CART_SIZE = "cart_size"
-VIEWS_LIFETIME = "views_lifetime"
-VIEWS_SINCE_LAST_ORDER = "views_since_last_order"
-RECENCY = "recency_days"
-ORDERS_LIFETIME = "orders_lifetime"
-TENURE = "tenure_days"
-OPEN_PREFIX = "days_since_open_"
-CONSENT_PREFIX = "consent_"
+# The streams of events the real-time features read (``Live.stream`` in the definitions).
+ORDER, VIEW, ADD_TO_CART, SESSION, VISIT, CHECKOUT = "order", "view", "add_to_cart", "session", "visit", "checkout"
+OPEN_STREAM = "open_"  # + channel
+CONSENT_PREFIX = "consent_"  # + channel: the consent features and their streams
 
-WINDOW_FEATURES = (VIEWS_1D, ADD_TO_CARTS_1D, SESSIONS_1D)
-REALTIME_FEATURES: tuple[str, ...] = (
-    LAST_VISIT,
-    *WINDOW_FEATURES,
-    CART_SIZE,
-    VIEWS_LIFETIME,
-    VIEWS_SINCE_LAST_ORDER,
-    RECENCY,
-    ORDERS_LIFETIME,
-    TENURE,
-    *(f"{OPEN_PREFIX}{ch.value}" for ch in Channel),
-    *(f"{CONSENT_PREFIX}{ch.value}" for ch in Channel),
+# The real-time features: every feature whose definition says how events keep it exact (``Feature.live``).
+LIVE_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.live is not None)
+REALTIME_FEATURES: tuple[str, ...] = tuple(f.name for f in LIVE_FEATURES)
+# The streams whose windows need the snapshot's own event times, and how far back (days).
+_LONGEST: dict[str, float] = {}
+for _f in LIVE_FEATURES:
+    if _f.window_days is not None and _f.live is not None:
+        _LONGEST[_f.live.stream] = max(_LONGEST.get(_f.live.stream, 0.0), float(_f.window_days))
+HISTORY_STREAMS: tuple[str, ...] = tuple(sorted(_LONGEST))
+WEIGHTED_STREAMS = frozenset(
+    f.live.stream for f in LIVE_FEATURES if f.live is not None and f.live.rule == "sum" and f.window_days
 )
 
-# What a customer first seen through an event starts from (counts and consents 0, "days since" null).
-REALTIME_FILLS: dict[str, float] = {
-    n: 0.0 for n in REALTIME_FEATURES if n not in (LAST_VISIT, RECENCY, TENURE) and not n.startswith(OPEN_PREFIX)
-}
+# What a customer first seen through an event starts from (the definitions' fills: counts and consents 0,
+# "days since" null).
+REALTIME_FILLS: dict[str, float] = {f.name: f.fill for f in LIVE_FEATURES if f.fill is not None}
 
 
 class InvalidEventError(KairosError, ValueError):
@@ -142,6 +135,10 @@ class Event:
             kept in the consent history.
         received_at: when the service received it (its own clock; kept in the consent history). None for
             events replayed from the ingested tables: their event time stands in.
+        order_id: order only: the order the event belongs to. An order is one order id, however many events
+            (one per line, say) it comes in; without one, the event is an order of its own.
+        amount: order only: the event's part of the order's amount (the order's amount is the sum over its
+            events; none: 0, as the batch sums known amounts).
     """
 
     type: EventKind
@@ -155,6 +152,8 @@ class Event:
     event_id: str | None = None
     source: str | None = None
     received_at: datetime | None = None
+    order_id: str | None = None
+    amount: float | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -171,6 +170,10 @@ class Event:
             raise InvalidEventError(f"a {kind.value} event needs a channel (email, sms or push)")
         if kind is EventKind.CONSENT and status is None:
             raise InvalidEventError("a consent event needs a status (opt_in or opt_out)")
+        if (self.order_id is not None or self.amount is not None) and kind is not EventKind.ORDER:
+            raise InvalidEventError(f"a {kind.value} event has no order_id or amount (only an order has)")
+        if self.amount is not None and not math.isfinite(self.amount):
+            raise InvalidEventError(f"an order's amount must be a finite number, got {self.amount!r}")
         if self.received_at is not None:
             if not isinstance(self.received_at, datetime) or self.received_at.tzinfo is None:
                 raise InvalidEventError(f"a {kind.value} event's received_at needs a timezone")
@@ -205,6 +208,8 @@ class Event:
             return self.event_id
         parts = (self.type, self.timestamp.isoformat(), self.customer_key, self.customer_id, self.channel)
         text = "|".join(str(p) for p in (*parts, self.status, self.session_id, self.item_id))
+        if self.order_id is not None or self.amount is not None:  # ids of events without them are unchanged
+            text += f"|{self.order_id}|{self.amount!r}"
         return "h:" + hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
     def to_json(self) -> str:
@@ -333,19 +338,15 @@ def carry_consents(
 class CustomerState:
     """What events since the snapshot told about one customer (times are epoch seconds).
 
-    JSON-serialisable through :meth:`to_json` (the Redis backend stores it per customer).
+    Every event time is kept (per stream, sorted), so a read at any instant counts exactly the events before
+    it: between two snapshots (a day, typically) that is a customer's day of events. JSON-serialisable
+    through :meth:`to_json` (the Redis backend stores it per customer).
     """
 
-    last_visit: float | None = None
-    first_order: float | None = None
-    last_order: float | None = None
-    last_checkout: float | None = None
-    orders: int = 0
-    view_times: list[float] = field(default_factory=list)  # every view since the snapshot
-    add_times: list[float] = field(default_factory=list)  # add_to_carts, pruned to the window
+    times: dict[str, list[float]] = field(default_factory=dict)  # stream -> sorted times (view, add_to_cart, ...)
+    orders: dict[str, list[float]] = field(default_factory=dict)  # order id -> [earliest time, amount (sum)]
     cart_moves: list[tuple[float, int]] = field(default_factory=list)  # (time, +1 add / -1 remove)
     sessions: dict[str, float] = field(default_factory=dict)  # session id -> the customer's first event in it
-    opens: dict[str, float] = field(default_factory=dict)  # channel -> latest open
     consents: dict[str, list[ConsentChange]] = field(default_factory=dict)  # channel -> history, append-only
     latest: float = -math.inf  # the latest event time seen
 
@@ -357,6 +358,8 @@ class CustomerState:
     @classmethod
     def from_json(cls, text: str | bytes) -> CustomerState:
         data = json.loads(text)
+        if "times" not in data:
+            return _from_earlier_format(data)
         data["cart_moves"] = [tuple(m) for m in data["cart_moves"]]
         data["consents"] = {ch: _history(v) for ch, v in data["consents"].items()}
         data["latest"] = -math.inf if data["latest"] is None else data["latest"]
@@ -364,19 +367,48 @@ class CustomerState:
 
     def copy(self) -> CustomerState:
         return CustomerState(
-            self.last_visit,
-            self.first_order,
-            self.last_order,
-            self.last_checkout,
-            self.orders,
-            list(self.view_times),
-            list(self.add_times),
+            {s: list(t) for s, t in self.times.items()},
+            {o: list(v) for o, v in self.orders.items()},
             list(self.cart_moves),
             dict(self.sessions),
-            dict(self.opens),
             {ch: list(history) for ch, history in self.consents.items()},
             self.latest,
         )
+
+    def order_times(self) -> list[float]:
+        """The orders' times, sorted (an order is one order id, however many events its lines came in)."""
+        return sorted(v[0] for v in self.orders.values())
+
+
+def _from_earlier_format(data: dict[str, Any]) -> CustomerState:
+    """A state stored before every event time was kept (Redis, until the next publish): what it knew.
+
+    It kept the latest visit, checkout and open, every view, the add-to-carts of two days, the first and last
+    order and an order count: the orders in between are placed at the last order's time (their amounts unknown).
+    """
+    times: dict[str, list[float]] = {}
+    for stream, value in (("visit", data.get("last_visit")), ("checkout", data.get("last_checkout"))):
+        if value is not None:
+            times[stream] = [float(value)]
+    for ch, t in (data.get("opens") or {}).items():
+        times[f"open_{ch}"] = [float(t)]
+    if data.get("view_times"):
+        times["view"] = sorted(float(t) for t in data["view_times"])
+    if data.get("add_times"):
+        times["add_to_cart"] = sorted(float(t) for t in data["add_times"])
+    orders: dict[str, list[float]] = {}
+    first, last, n = data.get("first_order"), data.get("last_order"), int(data.get("orders") or 0)
+    if n and first is not None and last is not None:
+        stamps = [float(first), *([float(last)] * (n - 1))] if n > 1 else [float(last)]
+        orders = {f"earlier:{i}": [t, 0.0] for i, t in enumerate(stamps)}
+    return CustomerState(
+        times,
+        orders,
+        [(float(t), int(d)) for t, d in data.get("cart_moves") or []],
+        dict(data.get("sessions") or {}),
+        {ch: _history(v) for ch, v in (data.get("consents") or {}).items()},
+        -math.inf if data.get("latest") is None else float(data["latest"]),
+    )
 
 
 def _history(stored: list[Any]) -> list[ConsentChange]:
@@ -387,10 +419,6 @@ def _history(stored: list[Any]) -> list[ConsentChange]:
     return [ConsentChange(float(at), float(got), bool(granted), source) for at, got, granted, source in stored]
 
 
-def _max(a: float | None, b: float) -> float:
-    return b if a is None or b > a else a
-
-
 def _min(a: float | None, b: float) -> float:
     return b if a is None or b < a else a
 
@@ -398,6 +426,10 @@ def _min(a: float | None, b: float) -> float:
 def seeded_state(sessions: Mapping[str, float]) -> CustomerState:
     """A state that only knows the customer's sessions already under way before the snapshot."""
     return CustomerState(sessions=dict(sessions))
+
+
+def _add_time(state: CustomerState, stream: str, t: float) -> None:
+    insort(state.times.setdefault(stream, []), t)
 
 
 def apply(state: CustomerState, event: Event, as_of: float) -> bool:
@@ -412,29 +444,30 @@ def apply(state: CustomerState, event: Event, as_of: float) -> bool:
     kind = event.type
     state.latest = max(state.latest, t)
     if kind in WEB_KINDS:
-        state.last_visit = _max(state.last_visit, t)
+        _add_time(state, VISIT, t)
         session = event.session_id or (event.id if kind is EventKind.SESSION_START else None)
         if session is not None:
             state.sessions[session] = _min(state.sessions.get(session), t)
         if kind is EventKind.VIEW:
-            state.view_times.append(t)
+            _add_time(state, VIEW, t)
         elif kind is EventKind.ADD_TO_CART:
-            state.add_times.append(t)
+            _add_time(state, ADD_TO_CART, t)
             state.cart_moves.append((t, 1))
         elif kind is EventKind.REMOVE_FROM_CART:
             state.cart_moves.append((t, -1))
         elif kind is EventKind.CHECKOUT:
-            state.last_checkout = _max(state.last_checkout, t)
+            _add_time(state, CHECKOUT, t)
     elif kind is EventKind.ORDER:
-        state.orders += 1
-        state.first_order = _min(state.first_order, t)
-        state.last_order = _max(state.last_order, t)
+        # One order is one order id: its lines may come as several events (their amounts add up).
+        order = state.orders.setdefault(event.order_id or event.id, [t, 0.0])
+        order[0] = min(order[0], t)
+        if event.amount is not None:
+            order[1] += event.amount
     elif kind is EventKind.OPEN:
         assert event.channel is not None
-        state.opens[event.channel.value] = _max(state.opens.get(event.channel.value), t)
+        _add_time(state, f"{OPEN_STREAM}{event.channel.value}", t)
     elif kind in (EventKind.UNSUBSCRIBE, EventKind.CONSENT):
         _record_consent(state, event)
-    _prune(state)
     return True
 
 
@@ -446,26 +479,201 @@ def _record_consent(state: CustomerState, event: Event) -> None:
     state.consents.setdefault(event.channel.value, []).append(change)
 
 
-def _prune(state: CustomerState) -> None:
-    """Drop window entries no read near the latest event can need (counts since the snapshot stay)."""
-    horizon = state.latest - _KEEP_SECONDS
-    if state.add_times and state.add_times[0] < horizon:
-        state.add_times = [t for t in state.add_times if t >= horizon]
-    reset = _cart_reset(state)
-    if reset is not None and state.cart_moves and state.cart_moves[0][0] <= reset:
-        state.cart_moves = [m for m in state.cart_moves if m[0] > reset]
+# --- the snapshot's own event times: what ages the windows ---------------------------------------------
 
 
-def _cart_reset(state: CustomerState) -> float | None:
-    if state.last_order is None:
-        return state.last_checkout
-    if state.last_checkout is None:
-        return state.last_order
-    return max(state.last_order, state.last_checkout)
+@dataclass(frozen=True)
+class Stream:
+    """One stream's event times per row, in CSR form: row ``r``'s times are ``times[offsets[r]:offsets[r+1]]``
+    (sorted), with their ``weights`` (order amounts; None: each event counts 1)."""
+
+    offsets: np.ndarray  # int64, rows + 1
+    times: np.ndarray  # float64
+    weights: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.offsets) - 1
+
+    def take(self, rows: np.ndarray) -> Stream:
+        """The segments of ``rows`` (positions; -1 or past the end: empty), in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        inside = (rows >= 0) & (rows < self.rows)
+        safe = np.where(inside, rows, 0)
+        starts = np.where(inside, self.offsets[safe], 0)
+        lengths = np.where(inside, self.offsets[safe + 1] - starts, 0)
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        total = int(offsets[-1])
+        if total == 0:
+            empty = np.empty(0)
+            return Stream(offsets, empty, empty if self.weights is not None else None)
+        index = np.repeat(starts - offsets[:-1], lengths) + np.arange(total)
+        return Stream(offsets, self.times[index], self.weights[index] if self.weights is not None else None)
+
+    def window(self, now: float, days: float, weighted: bool = False) -> np.ndarray:
+        """Per row: how many events (``weighted``: their weights' sum) lie in the ``days`` before ``now``, the
+        batch's test (``(now - t) / 86400 <= days``, events before ``now``)."""
+        return self.windows(now, np.array([days]), np.array([weighted]))[0]
+
+    def windows_of(self, rows: Sequence[int], now: float, spans: np.ndarray, weighted: np.ndarray) -> np.ndarray:
+        """:meth:`windows` of a few ``rows`` (positions; -1 or past the end: none), without gathering them first:
+        per event in plain Python (the same float test), each sum by the same NumPy reduction over the row's
+        events as :meth:`windows` makes, so both give the same bits."""
+        out = np.zeros((len(spans), len(rows)))
+        offsets, times, weights = self.offsets, self.times, self.weights
+        span_list, sums = spans.tolist(), weighted.tolist()
+        for j, r in enumerate(rows):
+            if r < 0 or r >= len(offsets) - 1:
+                continue
+            lo, hi = int(offsets[r]), int(offsets[r + 1])
+            if lo == hi:
+                continue
+            ts = times[lo:hi].tolist()
+            ages = [((now - t) / SECONDS_PER_DAY, t < now) for t in ts]
+            for k, span in enumerate(span_list):
+                inside = [before and age <= span for age, before in ages]
+                if sums[k] and weights is not None:
+                    out[k, j] = np.add.reduce(np.where(inside, weights[lo:hi], 0.0))
+                else:
+                    out[k, j] = float(sum(inside))
+        return out
+
+    def windows(self, now: float, spans: np.ndarray, weighted: np.ndarray) -> np.ndarray:
+        """:meth:`window` for several windows at once: (windows, rows), one pass over the events."""
+        out = np.zeros((len(spans), self.rows))
+        if not len(self.times):
+            return out
+        age = (now - self.times) / SECONDS_PER_DAY
+        values = ((age[None, :] <= spans[:, None]) & (self.times < now)[None, :]).astype(np.float64)
+        if self.weights is not None and weighted.any():
+            values[weighted] *= self.weights[None, :]
+        starts, ends = self.offsets[:-1], self.offsets[1:]
+        used = ends > starts
+        if used.any():
+            out[:, used] = np.add.reduceat(values, starts[used], axis=1)
+        return out
+
+
+@dataclass(frozen=True)
+class History:
+    """The snapshot's events still inside a real-time window at its as-of, per stream (row-aligned with the
+    store's matrix). What lets a window count drop the events that leave it as the read time moves on."""
+
+    streams: dict[str, Stream]
+
+    def take(self, rows: np.ndarray) -> History:
+        return History({name: s.take(rows) for name, s in self.streams.items()})
+
+    def pack(self, row: int) -> bytes:
+        """One row as bytes (the Redis backend keeps it per customer): per stream in :data:`HISTORY_STREAMS`
+        order its event count (int32), then the times (float64), then the weights of a weighted stream."""
+        head, body = [], []
+        for name in HISTORY_STREAMS:
+            s = self.streams.get(name)
+            if s is None:
+                head.append(0)
+                continue
+            lo, hi = int(s.offsets[row]), int(s.offsets[row + 1])
+            head.append(hi - lo)
+            body.append(s.times[lo:hi].tobytes())
+            if s.weights is not None:
+                body.append(s.weights[lo:hi].tobytes())
+        return np.asarray(head, dtype=np.int32).tobytes() + b"".join(body)
+
+    @classmethod
+    def unpack(cls, blobs: Sequence[bytes | None]) -> History:
+        """The rows :meth:`pack` wrote (None: a row without history), in order."""
+        n_streams = len(HISTORY_STREAMS)
+        counts = np.zeros((len(blobs), n_streams), dtype=np.int64)
+        parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {s: ([], []) for s in HISTORY_STREAMS}
+        for r, blob in enumerate(blobs):
+            if not blob:
+                continue
+            head = np.frombuffer(blob, dtype=np.int32, count=n_streams)
+            counts[r] = head
+            at = 4 * n_streams
+            for j, name in enumerate(HISTORY_STREAMS):
+                k = int(head[j])
+                if not k:
+                    continue
+                parts[name][0].append(np.frombuffer(blob, dtype=np.float64, count=k, offset=at))
+                at += 8 * k
+                if name in WEIGHTED_STREAMS:
+                    parts[name][1].append(np.frombuffer(blob, dtype=np.float64, count=k, offset=at))
+                    at += 8 * k
+        streams = {}
+        for j, name in enumerate(HISTORY_STREAMS):
+            offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+            np.cumsum(counts[:, j], out=offsets[1:])
+            times, weights = parts[name]
+            t = np.concatenate(times) if times else np.empty(0)
+            w = (np.concatenate(weights) if weights else np.empty(0)) if name in WEIGHTED_STREAMS else None
+            streams[name] = Stream(offsets, t, w)
+        return cls(streams)
+
+
+def empty_history(rows: int) -> History:
+    """A history in which no row has any event (a store without one: its windows count new events only)."""
+    offsets = np.zeros(rows + 1, dtype=np.int64)
+    return History(
+        {s: Stream(offsets, np.empty(0), np.empty(0) if s in WEIGHTED_STREAMS else None) for s in HISTORY_STREAMS}
+    )
+
+
+def snapshot_history(tables: Mapping[str, Any], as_of: datetime, keys: Sequence[str]) -> History:
+    """Per customer of ``keys`` (in that order), the times of the events before ``as_of`` that a real-time
+    window still holds at ``as_of`` (orders with their amounts; views, add-to-carts and sessions), read from
+    the ingested tables with the batch's own definitions of each event."""
+    import ibis
+
+    from features.defs.orders import orders_before
+    from features.defs.web import events_before, visits
+
+    cutoff = ibis.timestamp(as_of)
+    lo = ibis.timestamp(
+        datetime.fromtimestamp(as_of.timestamp() - (max(_LONGEST.values(), default=0) + 1) * SECONDS_PER_DAY, UTC)
+    )
+    sources: dict[str, Any] = {}
+    if "orders" in tables and ORDER in _LONGEST:
+        o = orders_before(dict(tables), cutoff)
+        amount = o[Col.AMOUNT].cast("float64").fill_null(0.0) if Col.AMOUNT in o.columns else ibis.literal(0.0)
+        sources[ORDER] = o.select(Col.CUSTOMER_KEY, t_=o[Col.ORDERED_AT], w_=amount)
+    if "web_events" in tables:
+        ev = events_before(dict(tables), cutoff)
+        for stream, kind in ((VIEW, EventType.VIEW), (ADD_TO_CART, EventType.ADD_TO_CART)):
+            if stream in _LONGEST:
+                part = ev.filter(ev[Col.EVENT_TYPE] == kind.value)
+                sources[stream] = part.select(Col.CUSTOMER_KEY, t_=part[Col.OCCURRED_AT])
+        if SESSION in _LONGEST:
+            v = visits(dict(tables), cutoff)
+            sources[SESSION] = v.select(Col.CUSTOMER_KEY, t_=v["first_at"])
+    position = {k: i for i, k in enumerate(keys)}
+    streams: dict[str, Stream] = {}
+    for name in HISTORY_STREAMS:
+        source = sources.get(name)
+        weighted = name in WEIGHTED_STREAMS
+        if source is None:
+            streams[name] = empty_history(len(keys)).streams[name]
+            continue
+        frame = source.filter(source["t_"] >= lo).execute()
+        rows = frame[Col.CUSTOMER_KEY].astype(str).map(position)
+        frame = frame.assign(r_=rows).dropna(subset=["r_"])  # customers outside ``keys``: not in this store
+        t = frame["t_"].map(lambda x: x.timestamp()).to_numpy(np.float64) if len(frame) else np.empty(0)
+        r = frame["r_"].to_numpy(np.int64)
+        order = np.lexsort((t, r))
+        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(r, minlength=len(keys)), out=offsets[1:])
+        weights = frame["w_"].to_numpy(np.float64)[order] if weighted else None
+        streams[name] = Stream(offsets, t[order], weights)
+    return History(streams)
+
+
+# --- reading: the features at an instant -----------------------------------------------------------------
 
 
 class Overlay:
-    """Turns snapshot rows and customer states into feature values at a read time.
+    """Turns snapshot rows, the snapshot's history and customer states into feature values at a read time.
 
     Built once per store from its feature names and ``as_of``; only the real-time features present in
     the store are written.
@@ -480,178 +688,125 @@ class Overlay:
         self.as_of = as_of
         col = {n: i for i, n in enumerate(feature_names)}
         self.ages_idx = np.array([col[n] for n in ages if n in col], dtype=np.intp)
-        self.window_idx = np.array([col[n] for n in WINDOW_FEATURES if n in col], dtype=np.intp)
-        self._col = col
-        self.covered = tuple(n for n in REALTIME_FEATURES if n in col)
+        self.live = [(col[f.name], f) for f in LIVE_FEATURES if f.name in col]
+        self.windows = [(i, f) for i, f in self.live if f.window_days is not None]
+        # per stream: its window columns, their spans (days) and which sum amounts (one pass per stream)
+        grouped: dict[str, list[tuple[int, float, bool]]] = {}
+        for i, f in self.windows:
+            assert f.live is not None and f.window_days is not None
+            grouped.setdefault(f.live.stream, []).append((i, float(f.window_days), f.live.rule == "sum"))
+        self._by_stream = {
+            s: (
+                np.array([c for c, _, _ in g], dtype=np.intp),
+                np.array([w for _, w, _ in g]),
+                np.array([x for *_, x in g]),
+            )
+            for s, g in grouped.items()
+        }
+        self.covered = tuple(f.name for _, f in self.live)
 
-    def age(self, values: np.ndarray, now: float) -> None:
-        """Age the snapshot values in ``values`` (rows of the matrix, in place) to ``now``."""
+    def check(self, now: float) -> None:
+        """A read before the snapshot's as-of cannot be answered: the snapshot already holds later events."""
+        if now < self.as_of:
+            raise ReadTimeError(
+                f"the read time {datetime.fromtimestamp(now, UTC).isoformat()} is before the online store's "
+                f"snapshot ({datetime.fromtimestamp(self.as_of, UTC).isoformat()}): it cannot answer for an "
+                "earlier instant"
+            )
+
+    def at(
+        self,
+        values: np.ndarray,
+        history: History | None,
+        states: Sequence[tuple[int, CustomerState]],
+        now: float,
+        rows: Sequence[int] | None = None,
+    ) -> None:
+        """Bring ``values`` (snapshot rows, in place; ``history`` aligned with them, or its rows ``rows``) to
+        ``now``: "days since" features aged, every window recounted from the snapshot's events and ``states``
+        (row position, state) applied with their events before ``now`` only. Without a ``history`` the windows
+        keep the snapshot's counts (not aged) and add the new events."""
+        self.check(now)
         delta = (now - self.as_of) / SECONDS_PER_DAY
         if delta != 0.0 and len(self.ages_idx):
             values[:, self.ages_idx] = (values[:, self.ages_idx].astype(np.float64) + delta).astype(np.float32)
-        if now - self.as_of >= _WINDOW_SECONDS and len(self.window_idx):
-            values[:, self.window_idx] = 0.0  # the snapshot's 1-day events have all left the window
+        counted: dict[int, np.ndarray] = {}  # float64: new events are added before the float32 rounding
+        streams = history.streams if history is not None else {}
+        for name, (cols, spans, weighted) in self._by_stream.items() if history is not None else ():
+            stream = streams.get(name)
+            if stream is None:
+                continue
+            if rows is None:
+                recounted = stream.windows(now, spans, weighted)
+                known = ~np.isnan(values[:, cols])  # a blank row (unknown id) stays blank
+                values[:, cols] = np.where(known, recounted.T, values[:, cols])
+            else:  # a few rows: element by element (NumPy's per-call cost would dominate)
+                recounted = stream.windows_of(rows, now, spans, weighted)
+                col_list = cols.tolist()
+                for j, row in enumerate(values):
+                    for k, c in enumerate(col_list):
+                        if row[c] == row[c]:
+                            row[c] = recounted[k, j]
+            counted.update(zip(cols.tolist(), recounted, strict=True))
+        for pos, state in states:
+            self._one(values[pos], state, now, {i: float(c[pos]) for i, c in counted.items()})
 
-    def compile(self, state: CustomerState) -> Patch:
-        """What ``state`` does to a row, as column operations (computed once per state, read many times)."""
-        col = self._col
-        sets: list[tuple[int, float]] = []
-        adds: list[tuple[int, float]] = []
-        since: list[tuple[int, float]] = []
-        windows: list[tuple[int, tuple[float, ...]]] = []
-
-        def add(name: str, value: float, into: list[tuple[int, float]]) -> None:
-            i = col.get(name)
-            if i is not None:
-                into.append((i, value))
-
-        if state.last_visit is not None:
-            add(LAST_VISIT, state.last_visit, since)
-        views = state.view_times
-        started = tuple(sorted(t for t in state.sessions.values() if t >= self.as_of))
-        for name, times in ((VIEWS_1D, views), (ADD_TO_CARTS_1D, state.add_times), (SESSIONS_1D, started)):
-            if times and name in col:
-                windows.append((col[name], tuple(sorted(times))))
-        if views:
-            add(VIEWS_LIFETIME, float(len(views)), adds)
-        tenure: tuple[int, float] | None = None
-        if state.last_order is not None:
-            last = state.last_order
-            add(RECENCY, last, since)
-            add(ORDERS_LIFETIME, float(state.orders), adds)
-            add(VIEWS_SINCE_LAST_ORDER, float(sum(1 for t in views if t > last)), sets)
-            if TENURE in col and state.first_order is not None:
-                tenure = (col[TENURE], state.first_order)  # only for a first order ever (the row has none)
-        elif views:
-            add(VIEWS_SINCE_LAST_ORDER, float(len(views)), adds)
-        cart: tuple[int, float, bool] | None = None
-        reset = _cart_reset(state)
-        if CART_SIZE in col and (state.cart_moves or reset is not None):
-            net = float(sum(d for t, d in state.cart_moves if reset is None or t > reset))
-            cart = (col[CART_SIZE], net, reset is not None)
-        for ch, t in state.opens.items():
-            add(f"{OPEN_PREFIX}{ch}", t, since)
-        for ch, history in state.consents.items():
-            if history:  # an empty one keeps the snapshot's value
-                add(f"{CONSENT_PREFIX}{ch}", 1.0 if consent_in_force(history) else 0.0, sets)
-        return Patch(
-            tuple(c for c, _ in sets),
-            tuple(v for _, v in sets),
-            tuple(c for c, _ in adds),
-            tuple(v for _, v in adds),
-            tuple(c for c, _ in since),
-            tuple(t for _, t in since),
-            tuple(windows),
-            tenure,
-            cart,
-        )
-
-
-@dataclass(frozen=True)
-class Patch:
-    """One customer's real-time overrides, ready to apply to an aged row at any read time.
-
-    ``set_*``: columns set to a value; ``add_*``: values added to the snapshot's count; ``since_*``:
-    event times of "days since" columns; ``windows``: (column, sorted event times) counted over the
-    day before the read; ``tenure``: (column, first order) used only when the row has never ordered;
-    ``cart``: (column, net items, restarted since the snapshot), floored at 0.
-    """
-
-    set_cols: tuple[int, ...]
-    set_vals: tuple[float, ...]
-    add_cols: tuple[int, ...]
-    add_vals: tuple[float, ...]
-    since_cols: tuple[int, ...]
-    since_times: tuple[float, ...]
-    windows: tuple[tuple[int, tuple[float, ...]], ...]
-    tenure: tuple[int, float] | None
-    cart: tuple[int, float, bool] | None
+    def _one(self, row: np.ndarray, state: CustomerState, now: float, recounted: Mapping[int, float]) -> None:
+        before = {s: t[: bisect_left(t, now)] for s, t in state.times.items()}
+        orders = [(t, a) for t, a in state.orders.values() if t < now]
+        order_times = sorted(t for t, _ in orders)
+        last_order = order_times[-1] if order_times else None
+        last_checkout = before.get(CHECKOUT, [None])[-1] if before.get(CHECKOUT) else None
+        sessions = sorted(t for t in state.sessions.values() if self.as_of <= t < now)
+        for i, f in self.live:
+            live = f.live
+            assert live is not None
+            rule, stream = live.rule, live.stream
+            base = float(row[i])
+            if i in recounted and base == base:
+                base = recounted[i]
+            if rule in ("count", "sum"):
+                if stream == ORDER:
+                    pairs = orders
+                elif stream == SESSION:
+                    pairs = [(t, 1.0) for t in sessions]
+                else:
+                    pairs = [(t, 1.0) for t in before.get(stream, ())]
+                if f.window_days is not None:
+                    lo = f.window_days
+                    pairs = [(t, w) for t, w in pairs if (now - t) / SECONDS_PER_DAY <= lo]
+                if not pairs:
+                    continue
+                added = float(len(pairs)) if rule == "count" else math.fsum(w for _, w in pairs)
+                row[i] = added if base != base else base + added
+            elif rule == "last":
+                times = order_times if stream == ORDER else before.get(stream)
+                if times:
+                    row[i] = (now - times[-1]) / SECONDS_PER_DAY
+            elif rule == "first":
+                times = order_times if stream == ORDER else before.get(stream)
+                if times and base != base:  # only a first event ever: a row with one only ages
+                    row[i] = (now - times[0]) / SECONDS_PER_DAY
+            elif rule == "since_last_order":
+                views = before.get(VIEW, [])
+                if last_order is not None:
+                    row[i] = float(len(views) - bisect_right(views, last_order))
+                elif views:
+                    row[i] = len(views) if base != base else base + len(views)
+            elif rule == "cart":
+                reset = max((t for t in (last_order, last_checkout) if t is not None), default=None)
+                moves = [d for t, d in state.cart_moves if t < now and (reset is None or t > reset)]
+                if moves or reset is not None:
+                    start = 0.0 if reset is not None or base != base else base
+                    row[i] = max(0.0, start + sum(moves))
+            elif rule == "consent":
+                history = state.consents.get(stream[len(CONSENT_PREFIX) :])
+                if history:  # not clocked: the rule of docs/consent.md over the whole history (an empty one
+                    row[i] = 1.0 if consent_in_force(history) else 0.0  # keeps the snapshot's value)
 
 
-def write_patches(values: np.ndarray, positions: Sequence[int], patches: Sequence[Patch], now: float) -> None:
-    """Apply ``patches[k]`` to row ``positions[k]`` of ``values`` (aged snapshot rows) at read time ``now``.
-
-    A few patches are written element by element; more are gathered into a few vectorised assignments.
-    """
-    if len(patches) <= _FEW_PATCHES:
-        for pos, p in zip(positions, patches, strict=True):
-            _write_one(values[pos], p, now)
-        return
-    set_r: list[int] = []
-    set_c: list[int] = []
-    set_v: list[float] = []
-    add_r: list[int] = []
-    add_c: list[int] = []
-    add_v: list[float] = []
-    since_r: list[int] = []
-    since_c: list[int] = []
-    since_t: list[float] = []
-    lo = now - _WINDOW_SECONDS
-    cart_r: list[int] = []
-    cart_c: list[int] = []
-    cart_net: list[float] = []
-    cart_keep: list[float] = []
-    for pos, p in zip(positions, patches, strict=True):
-        if p.set_cols:
-            set_r += [pos] * len(p.set_cols)
-            set_c += p.set_cols
-            set_v += p.set_vals
-        if p.add_cols:
-            add_r += [pos] * len(p.add_cols)
-            add_c += p.add_cols
-            add_v += p.add_vals
-        if p.since_cols:
-            since_r += [pos] * len(p.since_cols)
-            since_c += p.since_cols
-            since_t += p.since_times
-        for col, times in p.windows:
-            # inside the window: now - 1 day <= t <= now (the batch's "age <= 1 day")
-            add_r.append(pos)
-            add_c.append(col)
-            add_v.append(float(bisect_right(times, now) - bisect_left(times, lo)))
-        if p.tenure is not None and math.isnan(values[pos, p.tenure[0]]):
-            values[pos, p.tenure[0]] = (now - p.tenure[1]) / SECONDS_PER_DAY
-        if p.cart is not None:
-            cart_r.append(pos)
-            cart_c.append(p.cart[0])
-            cart_net.append(p.cart[1])
-            cart_keep.append(0.0 if p.cart[2] else 1.0)
-    if set_r:
-        values[set_r, set_c] = set_v
-    if add_r:
-        values[add_r, add_c] = _counts(values[add_r, add_c]) + add_v
-    if since_r:
-        values[since_r, since_c] = (now - np.asarray(since_t)) / SECONDS_PER_DAY
-    if cart_r:
-        base = _counts(values[cart_r, cart_c]) * cart_keep
-        values[cart_r, cart_c] = np.maximum(0.0, base + cart_net)
-
-
-def _write_one(row: np.ndarray, p: Patch, now: float) -> None:
-    for i, value in zip(p.set_cols, p.set_vals, strict=True):
-        row[i] = value
-    for i, value in zip(p.add_cols, p.add_vals, strict=True):
-        base = float(row[i])
-        row[i] = value if base != base else base + value
-    for i, t in zip(p.since_cols, p.since_times, strict=True):
-        row[i] = (now - t) / SECONDS_PER_DAY
-    for i, times in p.windows:
-        base = float(row[i])
-        count = bisect_right(times, now) - bisect_left(times, now - _WINDOW_SECONDS)
-        row[i] = count if base != base else base + count
-    if p.tenure is not None and math.isnan(row[p.tenure[0]]):
-        row[p.tenure[0]] = (now - p.tenure[1]) / SECONDS_PER_DAY
-    if p.cart is not None:
-        i, net, restarted = p.cart
-        base = 0.0 if restarted or math.isnan(row[i]) else float(row[i])
-        row[i] = max(0.0, base + net)
-
-
-def _counts(values: np.ndarray) -> np.ndarray:
-    """Snapshot counts as float64, 0 where the row has none (cheaper than ``np.nan_to_num``)."""
-    out = values.astype(np.float64)
-    out[np.isnan(out)] = 0.0
-    return out
+class ReadTimeError(KairosError, ValueError):
+    """A read at an instant the online store cannot answer for (before its snapshot's as-of)."""
 
 
 # --- replay: events from the ingested tables --------------------------------------------------------
@@ -662,6 +817,7 @@ def _frame_events(frame: Any, kind: EventKind, at: str, **columns: str) -> Itera
 
     for rec in frame.to_dict("records"):
         got = {name: str(rec[c]) for name, c in columns.items() if not pd.isna(rec[c])}
+        amount = rec.get(Col.AMOUNT) if kind is EventKind.ORDER else None
         yield Event(
             kind,
             rec[at].to_pydatetime(),
@@ -671,6 +827,8 @@ def _frame_events(frame: Any, kind: EventKind, at: str, **columns: str) -> Itera
             session_id=got.get("session_id"),
             item_id=got.get("item_id"),
             event_id=f"{kind.value}:{got['event_id']}" if "event_id" in got else None,
+            order_id=got.get("order_id"),
+            amount=None if amount is None or pd.isna(amount) else float(amount),
         )
 
 
@@ -692,8 +850,11 @@ def events_from_tables(tables: dict[str, Any], start: datetime, end: datetime) -
 
     if "orders" in tables:
         o = orders_before(tables, hi)
-        o = o.filter(o[Col.ORDERED_AT] >= lo).select(Col.CUSTOMER_KEY, Col.ORDERED_AT, Col.ORDER_ID)
-        events += _frame_events(o.execute(), EventKind.ORDER, Col.ORDERED_AT, event_id=Col.ORDER_ID)
+        amount = o[Col.AMOUNT].cast("float64") if Col.AMOUNT in o.columns else ibis.null("float64")
+        o = o.filter(o[Col.ORDERED_AT] >= lo).select(Col.CUSTOMER_KEY, Col.ORDERED_AT, Col.ORDER_ID, amount=amount)
+        events += _frame_events(
+            o.execute(), EventKind.ORDER, Col.ORDERED_AT, event_id=Col.ORDER_ID, order_id=Col.ORDER_ID
+        )
     if "web_events" in tables:
         w = between(tables["web_events"], Col.OCCURRED_AT).execute()
         for kind in (EventKind.VIEW, EventKind.ADD_TO_CART, EventKind.REMOVE_FROM_CART):

@@ -148,6 +148,11 @@ class ScoreRequest(BaseModel):
     )
 
     customer_ids: list[CustomerId] = Field(min_length=1, max_length=10_000)
+    now: DecisionTime | None = Field(
+        None,
+        description="The instant the scores are for, with a timezone (default: the server's clock): features as "
+        "of it, events after it ignored; `kairos score --all --now` gives the same scores.",
+    )
     reasons: bool = Field(
         False,
         description="Also the top-3 reasons per probability model (about 2 ms per customer and model): "
@@ -252,6 +257,7 @@ class ScoreResponse(Envelope):
     fallback_models: list[str] = Field(
         default_factory=list, description="Configured models that answered with their fallback (not loaded)."
     )
+    now: datetime | None = Field(None, description="The instant the scores are for, UTC.")
     items: list[ScoreItem]
 
 
@@ -263,7 +269,7 @@ class Profile(Envelope):
 
     customer_id: str
     customer_key: str
-    as_of: datetime | None = None
+    as_of: datetime | None = Field(None, description="The instant the features are for (the read time), UTC.")
     age_days: float | None = Field(None, description="Days from the snapshot to the read time.")
     features: dict[str, float | None]
     attributes: dict[str, str | None] = Field(default_factory=dict, description="Text features.")
@@ -384,6 +390,14 @@ class EventIn(BaseModel):
     session_id: Id | None = None
     item_id: ItemId | None = None
     event_id: Id | None = None
+    order_id: Id | None = Field(
+        None,
+        description="order only: the order the event belongs to. An order is one order id: its lines posted as "
+        "several events count once (without one, each event is an order).",
+    )
+    amount: Annotated[float, Strict(False)] | None = Field(
+        None, ge=0, allow_inf_nan=False, description="order only: the event's part of the order's amount."
+    )
     with_offer: bool = Field(False, description="message_sent only: the message carried an offer.")
     offer_id: Id | None = Field(
         None,

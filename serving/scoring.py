@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -74,8 +75,8 @@ def _nullable(values: np.ndarray) -> list[float | None]:
     return [None if v != v else v for v in values.tolist()]  # v != v: NaN, without a call per value
 
 
-def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[str, Any]:
-    """The body of ``POST /v1/scores`` (without the request id)."""
+def score_batch(services: Services, ids: Sequence[str], reasons: bool, now: datetime | None = None) -> dict[str, Any]:
+    """The body of ``POST /v1/scores`` (without the request id), as of ``now`` (default: the server's clock)."""
     settings = services.settings
     active = scorers(services)
     clv_bundle = services.bundle("clv")
@@ -98,7 +99,7 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool) -> dict[s
     n = len(ids)
     degraded = False
     try:
-        found, names = services.store.lookup(ids)
+        found, names = services.store.lookup(ids, now=now)
     except OnlineStoreUnavailable as exc:
         services.metrics.fallbacks.labels("scores", "store_unavailable").inc(n)
         log.warning("online store unavailable; population priors served", extra={"error": str(exc)[:200]})

@@ -14,7 +14,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.keys import DEMO_KEY, Scope, hash_key
@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("kairos", description="Key prefix of the online store in Redis.")
     store_timeout_s: float = Field(0.25, gt=0, le=10, description="Timeout of one online-store call.")
     max_feature_age_days: float | None = Field(None, gt=0, description="Older feature rows count as missing.")
+    clock: AwareDatetime | None = Field(
+        None,
+        description="The instant every answer is computed at when its request gives no `now` (one clock, "
+        "docs/features.md): a replay, a test, a demo of past data. Default: the server's clock; never the latest "
+        "event seen.",
+    )
 
     api_keys: list[ApiKeySpec] = Field(default_factory=list, description="Hashed API keys with scopes (JSON).")
     open_endpoints: frozenset[OpenEndpoint] | None = Field(

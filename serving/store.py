@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,9 @@ from features.online import (
     RedisOnlineStore,
     load_in_memory,
 )
-from features.realtime import ApplyResult, Event
+from features.realtime import ApplyResult, Event, ReadTimeError
 from features.store import SEGMENT_COLUMNS, SEGMENTS_FILE, ingested_dir, latest_snapshot
+from serving.security import ApiError
 from serving.settings import Environment, Settings, StoreBackend
 
 log = logging.getLogger("kairos.serving.store")
@@ -184,11 +185,15 @@ class StoreGateway:
         except (OnlineStoreUnavailable, DataNotFoundError):
             return None
 
-    def lookup(self, ids: Sequence[str], strings: bool = False) -> tuple[Lookup, list[str]]:
-        """Rows for ``ids`` in order and the feature names of their columns.
+    def lookup(
+        self, ids: Sequence[str], strings: bool = False, now: datetime | None = None, field: str = "body.now"
+    ) -> tuple[Lookup, list[str]]:
+        """Rows for ``ids`` in order and the feature names of their columns, as of ``now`` (one clock: the
+        request's instant, else the configured ``clock``, else the server's clock; never the latest event seen).
 
         Raises:
             OnlineStoreUnavailable: the store cannot answer now (including "nothing published yet").
+            ApiError: 422 naming ``field`` when ``now`` is before the store's snapshot.
         """
         backend = self.backend
         if backend is None:
@@ -196,9 +201,12 @@ class StoreGateway:
         ids = self._hide_erased(ids)
         try:
             names = list(backend.feature_names)
-            found = backend.lookup(ids, max_age_days=self.settings.max_feature_age_days, strings=strings)
+            at = now if now is not None else (self.settings.clock or datetime.now(UTC))
+            found = backend.lookup(ids, now=at, max_age_days=self.settings.max_feature_age_days, strings=strings)
         except DataNotFoundError as exc:
             raise OnlineStoreUnavailable(str(exc)) from exc
+        except ReadTimeError as exc:
+            raise ApiError(422, "invalid_request", f"{field}: {exc}") from exc
         if found.values.shape[1] != len(names):  # a Redis version switched between the two calls
             raise OnlineStoreUnavailable("the online store switched versions during the read; retry")
         return found, names

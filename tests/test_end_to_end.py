@@ -13,14 +13,16 @@ from mlflow import MlflowClient
 from bundles import registry
 from bundles.errors import ModelIntegrityError
 from features.ingest import IDENTITY_MAP_FILE
-from features.store import ingested_dir
+from features.store import ingested_dir, latest_snapshot
 from serving.app import create_app
 from serving.settings import Settings
 from tests.conftest import BuiltHome
 
 
 def _client(built: BuiltHome, **overrides: object) -> TestClient:
-    base: dict[str, object] = {"recs_model": None, "environment": "development"} | overrides  # the demo key
+    # the demo key; answers as of the snapshot's as-of (the configured clock) unless a request gives its now
+    clock = latest_snapshot(built.home).as_of
+    base: dict[str, object] = {"recs_model": None, "environment": "development", "clock": clock} | overrides
     settings = Settings(data_home=built.home, tracking_uri=built.tracking_uri, model_cache_dir=built.cache, **base)
     return TestClient(create_app(settings), headers={"X-API-Key": "kairos-demo-key"})
 
@@ -94,15 +96,19 @@ def test_a_tampered_model_file_is_refused(orii_home: BuiltHome, tmp_path: Path) 
 
 
 def test_api_scores_equal_the_nightly_export(orii_home: BuiltHome, tmp_path: Path) -> None:
-    """POST /v1/scores and `kairos score --all` (batch/score.py) give the same calibrated probabilities."""
+    """POST /v1/scores and `kairos score --all` (batch/score.py) give the same calibrated probabilities at the
+    same instant (here the snapshot's as-of: the export's default)."""
     from batch.score import score_all
 
     export = score_all(orii_home.home, orii_home.tracking_uri, tmp_path / "scores.parquet")
+    at = latest_snapshot(orii_home.home).as_of.isoformat()
     frame = pd.read_parquet(export.path).set_index("customer_key")
     ids = pd.read_parquet(ingested_dir(orii_home.home) / IDENTITY_MAP_FILE)
     ids = ids[ids["customer_key"].isin(frame.index)].head(200)
     with _client(orii_home) as client:
-        body = client.post("/v1/scores", json={"customer_ids": ids["customer_id"].astype(str).tolist()}).json()
+        body = client.post(
+            "/v1/scores", json={"customer_ids": ids["customer_id"].astype(str).tolist(), "now": at}
+        ).json()
     items = body["items"]
     assert all(i["status"] == "ok" and i["source"] == "model" for i in items)
     expected = frame.loc[ids["customer_key"]]

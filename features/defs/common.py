@@ -15,6 +15,24 @@ SECONDS_PER_DAY = 86_400.0
 
 Dtype = Literal["float32", "string"]
 Tables = dict[str, ir.Table]
+LiveRule = Literal["count", "sum", "last", "first", "since_last_order", "cart", "consent"]
+
+
+@dataclass(frozen=True)
+class Live:
+    """How the real-time path (``features/realtime.py``) keeps a feature exact at any read time from events.
+
+    Attributes:
+        stream: the events that move it: ``order``, ``view``, ``add_to_cart``, ``session`` (a visit, dated by
+            its first event), ``visit`` (any web event), ``cart``, ``open_<channel>``, ``consent_<channel>``.
+        rule: ``count`` / ``sum`` (of the order amounts) over the feature's window, or over all history when it
+            has none; ``last`` / ``first``: days since the latest / earliest event; ``since_last_order``: views
+            after the latest order; ``cart``: added minus removed since the last order or checkout;
+            ``consent``: the channel's consent history.
+    """
+
+    stream: str
+    rule: LiveRule
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,8 @@ class Feature:
             store ages it between snapshots.
         fill: value for a customer with no event of the kind (counts: 0.0); None leaves it null.
         entity: the key the feature belongs to.
+        live: how the real-time path keeps it exact between snapshots; None: it is not moved by events (a
+            "days since" one is aged, any other one keeps the snapshot's value until the next snapshot).
     """
 
     name: str
@@ -39,6 +59,7 @@ class Feature:
     ages: bool = False
     fill: float | None = None
     entity: str = Col.CUSTOMER_KEY
+    live: Live | None = None
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from features.contract import Channel, Col
-from features.defs.common import Feature, FeatureGroup, Tables, count_where, days_before, no_rows
+from features.defs.common import Feature, FeatureGroup, Live, Tables, count_where, days_before, no_rows
 
 CHANNELS: tuple[Channel, ...] = (Channel.EMAIL, Channel.SMS, Channel.PUSH)
 COUNT_WINDOW = 90
@@ -126,7 +126,12 @@ def _engagement_features() -> tuple[Feature, ...]:
                 f"share of {noun} clicked (sent in the last {r} days; few sends lean toward the average customer)",
                 window_days=r,
             ),
-            Feature(f"days_since_open_{ch}", f"days since the customer last opened one of our {noun}", ages=True),
+            Feature(
+                f"days_since_open_{ch}",
+                f"days since the customer last opened one of our {noun}",
+                ages=True,
+                live=Live(f"open_{ch}", "last"),
+            ),
             Feature(
                 f"unsubscribes_{ch}_{r}d", f"unsubscribes from {noun} in the last {r} days", window_days=r, fill=0.0
             ),

@@ -11,7 +11,7 @@ import ibis
 import ibis.expr.types as ir
 
 from features.contract import Col, SalesChannel
-from features.defs.common import SECONDS_PER_DAY, Feature, FeatureGroup, Tables, days_before
+from features.defs.common import SECONDS_PER_DAY, Feature, FeatureGroup, Live, Tables, days_before
 
 RFM_WINDOWS = (30, 90, 180, 365)
 TREND_RECENT = 3  # the trends compare the last 3 orders with the ones before them
@@ -78,14 +78,21 @@ def _nulls_for(keys: ir.Table, names: list[str]) -> ir.Table:
 # ---------------------------------------------------------------------------------------------
 # RFM
 
+_ORDER_COUNT, _ORDER_SUM = Live("order", "count"), Live("order", "sum")
 RFM = (
-    Feature("recency_days", "days since the last order", ages=True),
-    Feature("orders_lifetime", "orders placed ever", fill=0.0),
-    *(Feature(f"orders_{w}d", f"orders in the last {w} days", window_days=w, fill=0.0) for w in RFM_WINDOWS),
-    Feature("monetary_lifetime", "amount spent ever", fill=0.0),
-    *(Feature(f"monetary_{w}d", f"amount spent in the last {w} days", window_days=w, fill=0.0) for w in RFM_WINDOWS),
+    Feature("recency_days", "days since the last order", ages=True, live=Live("order", "last")),
+    Feature("orders_lifetime", "orders placed ever", fill=0.0, live=_ORDER_COUNT),
+    *(
+        Feature(f"orders_{w}d", f"orders in the last {w} days", window_days=w, fill=0.0, live=_ORDER_COUNT)
+        for w in RFM_WINDOWS
+    ),
+    Feature("monetary_lifetime", "amount spent ever", fill=0.0, live=_ORDER_SUM),
+    *(
+        Feature(f"monetary_{w}d", f"amount spent in the last {w} days", window_days=w, fill=0.0, live=_ORDER_SUM)
+        for w in RFM_WINDOWS
+    ),
     Feature("avg_order_value", "average order value"),
-    Feature("tenure_days", "days since the first order", ages=True),
+    Feature("tenure_days", "days since the first order", ages=True, live=Live("order", "first")),
 )
 
 

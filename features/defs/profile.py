@@ -12,7 +12,7 @@ import ibis
 import ibis.expr.types as ir
 
 from features.contract import ATTRIBUTE_PREFIX, RANK_SUFFIX, Channel, Col, ConsentStatus
-from features.defs.common import Feature, FeatureGroup, Tables, days_before, no_rows
+from features.defs.common import Feature, FeatureGroup, Live, Tables, days_before, no_rows
 from features.defs.orders import orders_before
 
 UNKNOWN = "unknown"
@@ -107,6 +107,7 @@ CONSENTS = tuple(
         f"consent_{ch.value}",
         f"may be contacted by {ch.value}: 1 when the latest {ch.value} consent is an opt-in, else 0",
         fill=0.0,
+        live=Live(f"consent_{ch.value}", "consent"),
     )
     for ch in Channel
 )

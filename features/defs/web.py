@@ -16,6 +16,7 @@ from features.defs.common import (
     SECONDS_PER_DAY,
     Feature,
     FeatureGroup,
+    Live,
     Tables,
     count_where,
     days_before,
@@ -60,14 +61,17 @@ def _is(ev: ir.Table, kind: EventType) -> ir.BooleanValue:
 
 # --- activity: event counts -----------------------------------------------------------------------
 
+_VIEWS, _ADDS = Live("view", "count"), Live("add_to_cart", "count")
 ACTIVITY = (
-    *(Feature(f"views_{w}d", f"product views {in_the_last(w)}", window_days=w, fill=0.0) for w in WINDOWS),
+    *(Feature(f"views_{w}d", f"product views {in_the_last(w)}", window_days=w, fill=0.0, live=_VIEWS) for w in WINDOWS),
     *(
-        Feature(f"add_to_carts_{w}d", f"items added to the cart {in_the_last(w)}", window_days=w, fill=0.0)
+        Feature(f"add_to_carts_{w}d", f"items added to the cart {in_the_last(w)}", window_days=w, fill=0.0, live=_ADDS)
         for w in WINDOWS
     ),
-    Feature("views_lifetime", "product views ever", fill=0.0),
-    Feature("days_since_last_visit", "days since the last visit to the site or app", ages=True),
+    Feature("views_lifetime", "product views ever", fill=0.0, live=_VIEWS),
+    Feature(
+        "days_since_last_visit", "days since the last visit to the site or app", ages=True, live=Live("visit", "last")
+    ),
 )
 
 
@@ -96,7 +100,16 @@ def _activity(tables: Tables, cutoff: ir.TimestampScalar) -> ir.Table:
 # --- sessions and abandoned carts -----------------------------------------------------------------
 
 SESSIONS = (
-    *(Feature(f"sessions_{w}d", f"visits (sessions) {in_the_last(w)}", window_days=w, fill=0.0) for w in WINDOWS),
+    *(
+        Feature(
+            f"sessions_{w}d",
+            f"visits (sessions) {in_the_last(w)}",
+            window_days=w,
+            fill=0.0,
+            live=Live("session", "count"),
+        )
+        for w in WINDOWS
+    ),
     *(
         Feature(
             f"abandoned_carts_{w}d",
@@ -171,8 +184,14 @@ SINCE_ORDER = (
         "views_since_last_order",
         "product views since the last order (all views when the customer never ordered)",
         fill=0.0,
+        live=Live("view", "since_last_order"),
     ),
-    Feature("cart_size", "items in the cart now (added minus removed since the last order or checkout)", fill=0.0),
+    Feature(
+        "cart_size",
+        "items in the cart now (added minus removed since the last order or checkout)",
+        fill=0.0,
+        live=Live("cart", "cart"),
+    ),
 )
 
 

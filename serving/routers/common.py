@@ -39,16 +39,17 @@ def iso(t: Any) -> str | None:
     return pd.Timestamp(t).isoformat()
 
 
-def decision_time(given: datetime | None) -> datetime:
-    """The request's decision time in UTC (default: now); 422 without a timezone or outside 1970-2199."""
+def decision_time(given: datetime | None, field: str = "body.now", clock: datetime | None = None) -> datetime:
+    """The request's decision time in UTC (default: the configured ``clock``, else the server's); 422 without a
+    timezone or outside 1970-2199."""
     if given is None:
-        return datetime.now(UTC)
+        return clock.astimezone(UTC) if clock is not None else datetime.now(UTC)
     if given.tzinfo is None:
-        raise ApiError(422, "invalid_request", "body.now: give a timezone (e.g. 2026-01-02T10:00:00Z)")
+        raise ApiError(422, "invalid_request", f"{field}: give a timezone (e.g. 2026-01-02T10:00:00Z)")
     try:
         now = given.astimezone(UTC)
     except (OverflowError, ValueError) as exc:
-        raise ApiError(422, "invalid_request", f"body.now: {exc}") from exc
+        raise ApiError(422, "invalid_request", f"{field}: {exc}") from exc
     if not _EARLIEST <= now < _LATEST:
-        raise ApiError(422, "invalid_request", "body.now: must lie between 1970 and 2200")
+        raise ApiError(422, "invalid_request", f"{field}: must lie between 1970 and 2200")
     return now

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from features.online import OnlineStoreUnavailable
 from serving.deps import Campaign, RequestIdDep, ServicesDep
 from serving.keys import Scope
-from serving.routers.common import ERRORS, json_response
-from serving.schemas import AnswerSource, CustomerId, Profile
+from serving.routers.common import ERRORS, decision_time, json_response
+from serving.schemas import AnswerSource, CustomerId, DecisionTime, Profile
 from serving.security import ApiError
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -23,14 +23,21 @@ def profile(
     services: ServicesDep,
     rid: RequestIdDep,
     principal: Campaign,
+    now: Annotated[
+        DecisionTime | None,
+        Query(description="The instant the features are for, with a timezone (default: the server's clock)."),
+    ] = None,
 ) -> Response:
-    """Features as of now (real-time events applied), text attributes and segments.
+    """Features as of ``now`` (real-time events before it applied, docs/features.md: one clock), text
+    attributes and segments.
 
     Personal data (e-mail, phone, names, birth date) is included only for a key with the ``pii`` scope
     (``admin`` does not imply it). When the online store is down: 200, ``degraded``, no features.
     """
     try:
-        found, names = services.store.lookup([customer_id], strings=True)
+        found, names = services.store.lookup(
+            [customer_id], strings=True, now=decision_time(now, "query.now", services.settings.clock), field="query.now"
+        )
     except OnlineStoreUnavailable:
         services.metrics.fallbacks.labels("profile", "store_unavailable").inc()
         body = {

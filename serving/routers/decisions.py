@@ -42,10 +42,10 @@ def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDe
     ``ok`` (see ``allowed``), ``unknown_customer``. The store down: 200, ``degraded``, every item
     ``allowed: false`` with the reason (never a message without a consent read).
     """
-    now = decision_time(body.now)
+    now = decision_time(body.now, clock=services.settings.clock)
     ids = [i.customer_id for i in body.items]
     try:
-        found, names = services.store.lookup(ids)
+        found, names = services.store.lookup(ids, now=now)
         book = services.contacts.view([k for k in found.keys if k is not None])  # every replica's sends
     except OnlineStoreUnavailable as exc:
         services.metrics.fallbacks.labels("permissions", "store_unavailable").inc(len(ids))
@@ -103,7 +103,7 @@ def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _
     """
     bundle = model_of(services, "sendtime")
     sendtime: SendTime = bundle.payload
-    now = decision_time(body.now)
+    now = decision_time(body.now, clock=services.settings.clock)
     quiet = None if body.quiet_hours is None else (body.quiet_hours[0], body.quiet_hours[1])
     degraded = False
     try:

@@ -119,6 +119,8 @@ def events(body: EventBatch, services: ServicesDep, rid: RequestIdDep, principal
                 event_id=e.event_id,
                 source=e.source,
                 received_at=received,
+                order_id=e.order_id,
+                amount=e.amount,
             )
             outcome = services.store.apply_event(event)
         except InvalidEventError as exc:

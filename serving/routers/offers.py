@@ -45,7 +45,7 @@ class _Batch:
     """The customers of one request: their store rows, contact states and usable channels."""
 
     def __init__(self, services: Services, ids: list[str], now: datetime, window: timedelta) -> None:
-        found, names = services.store.lookup(ids, strings=True)
+        found, names = services.store.lookup(ids, strings=True, now=now)
         self.ids = ids
         self.keys = found.keys
         self.rows = np.flatnonzero(found.found)
@@ -203,7 +203,9 @@ def next_best(body: NextBestRequest, services: ServicesDep, rid: RequestIdDep, _
     ``not_contactable`` (item status ``suppressed``: no consented channel the policy allows within
     ``offer_window_hours``). With an offer: the channel and the send time (UTC and local).
     """
-    return _respond(services, rid, [body.customer_id], decision_time(body.now), None, campaign=False)
+    return _respond(
+        services, rid, [body.customer_id], decision_time(body.now, clock=services.settings.clock), None, campaign=False
+    )
 
 
 @router.post("/campaign", response_model=CampaignResponse, responses=ERRORS)
@@ -215,4 +217,11 @@ def campaign(body: CampaignRequest, services: ServicesDep, rid: RequestIdDep, _:
     """
     if len(body.customer_ids) > services.settings.max_batch:
         raise ApiError(422, "invalid_request", f"body.customer_ids: at most {services.settings.max_batch} ids")
-    return _respond(services, rid, list(body.customer_ids), decision_time(body.now), body.budget, campaign=True)
+    return _respond(
+        services,
+        rid,
+        list(body.customer_ids),
+        decision_time(body.now, clock=services.settings.clock),
+        body.budget,
+        campaign=True,
+    )

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 
 from bundles.kinds import is_propensity
 from serving.deps import Campaign, RequestIdDep, ServicesDep, model_of
-from serving.routers.common import ERRORS, json_response
+from serving.routers.common import ERRORS, decision_time, json_response
 from serving.schemas import ScoreRequest, ScoreResponse
 from serving.scoring import score_batch
 from serving.security import ApiError
@@ -26,7 +26,9 @@ def scores(body: ScoreRequest, services: ServicesDep, rid: RequestIdDep, _: Camp
     In input order, never dropping an item; status ``ok`` or ``unknown_customer`` (the cold-start answer:
     each model's population prior, ``source: fallback``). The store down: still 200, ``degraded: true``,
     priors for everyone. A model that is optional and not loaded answers its configured prior (or null)
-    and is named in ``fallback_models``. Probabilities equal ``kairos score --all``'s for the same data.
+    and is named in ``fallback_models``. Probabilities equal ``kairos score --all --now T``'s for the same instant.
+    Computed as of ``now`` (default: the server's clock; echoed in the answer): features as of that instant,
+    events after it ignored (docs/features.md, one clock).
     A plain ``def``: scoring runs in the threadpool, vectorised (one store gather, one LightGBM call and
     one calibration per model for the whole batch).
     """
@@ -43,5 +45,6 @@ def scores(body: ScoreRequest, services: ServicesDep, rid: RequestIdDep, _: Camp
     for kind in services.slots:  # a required model not loaded yet: 503 (readiness says so too)
         if is_propensity(kind) and services.required(kind):
             model_of(services, kind)
-    payload = {"request_id": rid} | score_batch(services, ids, body.reasons)
+    now = decision_time(body.now, clock=services.settings.clock)
+    payload = {"request_id": rid, "now": now.isoformat()} | score_batch(services, ids, body.reasons, now)
     return json_response(payload)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from features.contract import Col
-from features.online import InMemoryOnlineStore, load_in_memory
-from features.realtime import ApplyResult, Event, EventKind
+from features.online import InMemoryOnlineStore, ReadTimeError, load_in_memory
+from features.realtime import ApplyResult, Event, EventKind, History, Stream
 
 D = datetime(2025, 3, 1, tzinfo=UTC)
 
@@ -65,13 +65,42 @@ def _dated() -> InMemoryOnlineStore:
 
 def test_days_since_features_age_with_the_read_time() -> None:
     store = _dated()
-    at_snapshot = store.lookup(["k1", "k2"])
+    at_snapshot = store.lookup(["k1", "k2"], now=D)
     assert at_snapshot.now == D and at_snapshot.age_days.tolist() == [0.0, 0.0]
     np.testing.assert_array_equal(at_snapshot.values[0], [3.0, 2.0, 4.0])  # exactly the snapshot
     later = store.lookup(["k1", "k2"], now=D + timedelta(days=2, hours=12))
     assert later.values[0, 0] == pytest.approx(5.5) and np.isnan(later.values[1, 0])  # never stays never
-    assert later.values[0, 1] == 2.0 and later.values[0, 2] == 0.0  # counts stay; the 1-day window has passed
+    # counts stay; built without the snapshot's event times (no history), the window keeps the snapshot's count
+    assert later.values[0, 1] == 2.0 and later.values[0, 2] == 4.0
     assert later.age_days.tolist() == [2.5, 2.5]
+    # without a read time: the server's clock, never the latest event seen (one clock, docs/features.md)
+    store.apply_event(Event(EventKind.ORDER, D + timedelta(days=400), customer_key="k2"))
+    before = datetime.now(UTC)
+    default = store.lookup(["k1"])
+    assert default.now is not None and before <= default.now <= datetime.now(UTC)
+    assert default.values[0, 0] == pytest.approx(3.0 + (default.now - D).total_seconds() / 86_400, rel=1e-6)
+
+
+def test_a_read_before_the_snapshot_is_refused() -> None:
+    with pytest.raises(ReadTimeError, match="before the online store's snapshot"):
+        _dated().lookup(["k1"], now=D - timedelta(seconds=1))
+
+
+def test_windows_age_from_the_snapshots_event_times() -> None:
+    frame = pd.DataFrame({Col.CUSTOMER_KEY: ["k1", "k2"], "views_1d": [3.0, 0.0], "views_7d": [4.0, 0.0]})
+    hours = [-30.0, -20.0, -5.0, -1.0]  # four views before the snapshot: three in its last day
+    times = np.array([D.timestamp() + h * 3600 for h in hours])
+    history = History({"view": Stream(np.array([0, 4, 4]), times)})
+    store = InMemoryOnlineStore(frame, ["views_1d", "views_7d"], as_of=D, history=history)
+    read = {h: store.lookup(["k1", "k2"], now=D + timedelta(hours=h)).values for h in (0, 5, 19, 23, 24 * 7 - 30)}
+    assert read[0][0].tolist() == [3.0, 4.0] and read[0][1].tolist() == [0.0, 0.0]  # the snapshot itself
+    assert read[5][0].tolist() == [2.0, 4.0]  # the view of -20 h has left the day, not the week
+    assert read[19][0].tolist() == [2.0, 4.0] and read[23][0].tolist() == [1.0, 4.0]  # exactly 1 day old counts
+    assert read[24 * 7 - 30][0].tolist() == [0.0, 4.0]  # exactly 7 days old counts too
+    store.apply_event(Event(EventKind.VIEW, D + timedelta(hours=2), customer_key="k1"))
+    store.apply_event(Event(EventKind.VIEW, D + timedelta(hours=30), customer_key="k1"))  # after the reads below
+    assert store.lookup(["k1"], now=D + timedelta(hours=5)).values[0].tolist() == [3.0, 5.0]
+    assert store.lookup(["k1"], now=D + timedelta(hours=26, seconds=1)).values[0].tolist() == [0.0, 5.0]
 
 
 def test_stale_rows_are_reported_as_missing() -> None:
@@ -129,7 +158,7 @@ def test_load_in_memory_serves_the_latest_snapshot(home: Path) -> None:
     assert store.feature_names == numeric and len(store) == len(frame) and store.as_of == snap.as_of
     id_map = pd.read_parquet(home / "ingested" / "identity_map.parquet")
     ids = id_map[Col.CUSTOMER_ID].astype(str).tolist()
-    found = store.lookup(ids)
+    found = store.lookup(ids, now=snap.as_of)  # at its as-of, the recounted windows are the snapshot's own
     expected = frame.set_index(Col.CUSTOMER_KEY).reindex(id_map[Col.CUSTOMER_KEY].astype(str))[numeric]
     known = expected.index.isin(frame[Col.CUSTOMER_KEY]).tolist()
     assert found.found.tolist() == known

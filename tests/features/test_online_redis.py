@@ -111,7 +111,7 @@ def test_lookups_match_the_in_memory_store(store: RedisOnlineStore) -> None:
     assert store.publish(parts) == 1 and store.current_version() == 1
     memory = _memory(parts)
     assert store.feature_names == memory.feature_names and len(store) == len(memory) == 50 and store.as_of == D
-    for kwargs in ({}, {"now": D + 2.5 * 24 * H}, {"now": D + 3 * 24 * H, "max_age_days": 2.0}):
+    for kwargs in ({"now": D}, {"now": D + 2.5 * 24 * H}, {"now": D + 3 * 24 * H, "max_age_days": 2.0}):
         _same(store.lookup(IDS, strings=True, **kwargs), memory.lookup(IDS, strings=True, **kwargs))
     found = store.lookup(IDS)
     assert found.keys[:3] == ["ck_00003", "ck_00003", None] and found.found.tolist()[2] is False
@@ -143,7 +143,7 @@ def test_events_apply_the_same_in_both_backends(store: RedisOnlineStore) -> None
         ApplyResult.UNKNOWN_CUSTOMER,
     ]
     ids = [*IDS, "ck_new"]
-    for now in (None, D + 5 * H, D + 30 * H):
+    for now in (D, D + 5 * H, D + 30 * H):
         _same(store.lookup(ids, now=now), memory.lookup(ids, now=now))
     got = store.lookup(["ck_00007", "ck_new"], now=D + 5 * H)
     assert got.values[0, NAMES.index("consent_sms")] == 0.0 and got.values[1, NAMES.index("views_lifetime")] == 1
@@ -273,7 +273,7 @@ def test_a_published_home_reads_as_the_in_memory_store(home: Path, store: RedisO
     assert publish_to_redis(home, store) == 1
     ids = [*snap.read()[Col.CUSTOMER_KEY].tolist()[:40], "nobody"]
     ids += pd.read_parquet(home / "ingested" / "identity_map.parquet")[Col.CUSTOMER_ID].astype(str).tolist()[:40]
-    for now in (None, snap.as_of + timedelta(days=3)):
+    for now in (snap.as_of, snap.as_of + timedelta(days=3), snap.as_of + timedelta(days=45)):
         _same(store.lookup(ids, now=now, strings=True), memory.lookup(ids, now=now, strings=True))
 
 
@@ -288,6 +288,6 @@ def test_kairos_features_publish_puts_the_snapshot_where_the_api_reads(home: Pat
     assert result.exit_code == 0, result.output
     memory, snap = load_in_memory(home)
     ids = snap.read()[Col.CUSTOMER_KEY].tolist()[:40]
-    _same(store.lookup(ids, strings=True), memory.lookup(ids, strings=True))
+    _same(store.lookup(ids, now=snap.as_of, strings=True), memory.lookup(ids, now=snap.as_of, strings=True))
     down = CliRunner().invoke(app, [*args[:4], "--redis-url", "redis://127.0.0.1:1/0", "--prefix", store.prefix])
     assert down.exit_code != 0 and "Connectionrefused" in "".join(down.output.split()), down.output

@@ -23,24 +23,34 @@ from features.defs.common import Feature, FeatureGroup, Tables
 from features.online import InMemoryOnlineStore, OnlineStore, RedisOnlineStore, SnapshotParts
 from features.realtime import (
     CHANNEL_KINDS,
+    HISTORY_STREAMS,
+    LIVE_FEATURES,
     REALTIME_FEATURES,
     WEB_KINDS,
+    WEIGHTED_STREAMS,
     ApplyResult,
     CustomerState,
     Event,
     EventKind,
+    History,
     InvalidEventError,
+    Stream,
     apply,
     events_from_tables,
     recent_sessions,
+    snapshot_history,
 )
 from tests.features.test_online_redis import redis_store_or_skip
 
 D = datetime(2025, 3, 1, tzinfo=UTC)
+LIFETIME_SUMS = {f.name for f in LIVE_FEATURES if f.live is not None and f.live.rule == "sum" and f.window_days is None}
 H = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 NAMES = [
+    "orders_30d",
+    "monetary_lifetime",
+    "monetary_30d",
     "days_since_last_visit",
     "views_1d",
     "add_to_carts_1d",
@@ -58,10 +68,18 @@ NAMES = [
 AGES = ["days_since_last_visit", "recency_days", "tenure_days", "days_since_open_email"]
 
 
-def _store(**base: float) -> InMemoryOnlineStore:
+def _store(history: dict[str, list[timedelta]] | None = None, **base: float) -> InMemoryOnlineStore:
+    """One customer ``k1`` with the snapshot values ``base`` and the snapshot's own event times ``history``
+    (stream -> times relative to the snapshot, all before it; each order weighs 1)."""
     row = {n: 0.0 for n in NAMES} | {n: np.nan for n in AGES} | base
     frame = pd.DataFrame([{Col.CUSTOMER_KEY: "k1", **row}])
-    return InMemoryOnlineStore(frame, NAMES, {"R1": "k1"}, D, ages=AGES, sessions={"k1": {"s-old": D.timestamp() - 60}})
+    streams = {}
+    for stream in HISTORY_STREAMS:
+        times = sorted((D + t).timestamp() for t in (history or {}).get(stream, []))
+        weights = np.ones(len(times)) if stream in WEIGHTED_STREAMS else None
+        streams[stream] = Stream(np.array([0, len(times)]), np.array(times, dtype=np.float64), weights)
+    sessions = {"k1": {"s-old": D.timestamp() - 60}}
+    return InMemoryOnlineStore(frame, NAMES, {"R1": "k1"}, D, ages=AGES, sessions=sessions, history=History(streams))
 
 
 def _ev(kind: str, at: timedelta, **kw: str) -> Event:
@@ -111,7 +129,8 @@ def test_state_round_trips_through_json() -> None:
 
 
 def test_web_events_update_visit_views_carts_sessions() -> None:
-    store = _store(views_1d=3.0, views_lifetime=10.0, views_since_last_order=4.0, sessions_1d=1.0, cart_size=2.0)
+    seen = {"view": [-17 * H, -10 * H, -2 * H], "session": [timedelta(seconds=-60)]}  # what the windows hold
+    store = _store(seen, views_1d=3, views_lifetime=10, views_since_last_order=4, sessions_1d=1, cart_size=2)
     assert store.apply_event(_ev("view", 2 * H, session_id="s1")) is ApplyResult.APPLIED
     store.apply_event(_ev("view", 3 * H, session_id="s1"))
     store.apply_event(_ev("add_to_cart", 3 * H, session_id="s1"))
@@ -213,14 +232,36 @@ def test_a_customer_first_seen_through_an_event_gets_a_row() -> None:
     assert len(store) == 2
 
 
-def test_default_read_time_is_the_latest_event_or_the_snapshot() -> None:
-    store = _store(recency_days=2.0)
-    assert store.lookup(["k1"]).now == D
-    assert _read(store, timedelta(0))["recency_days"] == 2.0
-    store.apply_event(_ev("view", 6 * H))
+def test_a_read_ignores_the_events_after_its_instant_and_defaults_to_the_servers_clock() -> None:
+    store = _store({"order": [-40 * DAY, -10 * DAY]}, recency_days=10.0, orders_lifetime=2.0, orders_30d=1.0)
+    assert _read(store, timedelta(0))["recency_days"] == 10.0
+    store.apply_event(_ev("order", 6 * H))
+    store.apply_event(_ev("view", 8 * H))
+    before = _read(store, 5 * H)
+    assert before["orders_lifetime"] == 2 and before["orders_30d"] == 1 and before["views_lifetime"] == 0
+    assert before["recency_days"] == pytest.approx(10 + 5 / 24)
+    after = _read(store, 7 * H)
+    assert after["orders_lifetime"] == 3 and after["orders_30d"] == 2 and after["recency_days"] == pytest.approx(1 / 24)
+    assert _read(store, 20 * DAY + H)["orders_30d"] == 1  # the order of -10 days has left the 30 days
+    # never "the latest event seen": without a read time, the server's clock
+    wall = datetime.now(UTC)
     found = store.lookup(["k1"])
-    assert found.now == D + 6 * H and found.values[0, NAMES.index("days_since_last_visit")] == 0.0
-    assert found.values[0, NAMES.index("recency_days")] == pytest.approx(2.25)
+    assert found.now is not None and wall <= found.now <= datetime.now(UTC)
+    expected = (found.now - (D + 6 * H)).total_seconds() / 86_400
+    assert found.values[0, NAMES.index("recency_days")] == pytest.approx(expected, rel=1e-6)
+
+
+def test_an_order_is_one_order_id_however_many_events_its_lines_come_in() -> None:
+    store = _store(orders_lifetime=1.0, monetary_lifetime=10.0)
+    for line, amount in enumerate((2.5, 4.0, 1.5)):
+        kw = {"order_id": "o-7", "amount": amount, "item_id": f"i{line}"}
+        assert store.apply_event(Event(EventKind.ORDER, D + H, customer_key="k1", **kw)) is ApplyResult.APPLIED  # type: ignore[arg-type]
+    store.apply_event(Event(EventKind.ORDER, D + 2 * H, customer_key="k1", order_id="o-8", amount=1.0))
+    got = _read(store, 3 * H)
+    assert got["orders_lifetime"] == 3 and got["orders_30d"] == 2
+    assert got["monetary_lifetime"] == 19.0 and got["monetary_30d"] == 9.0
+    with pytest.raises(InvalidEventError, match="order_id or amount"):
+        Event(EventKind.VIEW, D, customer_key="k1", order_id="o-1")
 
 
 # --- parity with the batch ------------------------------------------------------------------------------
@@ -280,6 +321,7 @@ class Replay:
     events: list[Event]
     sessions: dict[str, dict[str, float]]
     day: datetime
+    history: History
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +340,8 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
     snapshot, features = _batch(tables, day, groups)
     batch, _ = _batch(tables, day + DAY, groups)
     events = events_from_tables(tables, day, day + DAY)
-    return Replay(snapshot, batch, features, events, recent_sessions(tables, day), day)
+    history = snapshot_history(tables, day, snapshot[Col.CUSTOMER_KEY].astype(str).tolist())
+    return Replay(snapshot, batch, features, events, recent_sessions(tables, day), day, history)
 
 
 def _parts(r: Replay) -> SnapshotParts:
@@ -306,7 +349,7 @@ def _parts(r: Replay) -> SnapshotParts:
     strings = [f.name for f in r.features if f.dtype == "string"]
     fills = {f.name: f.fill for f in r.features if f.fill is not None}
     ages = [f.name for f in r.features if f.ages]
-    return SnapshotParts(r.snapshot, numeric, ages, strings, {}, r.day, fills, r.sessions)
+    return SnapshotParts(r.snapshot, numeric, ages, strings, {}, r.day, fills, r.sessions, r.history)
 
 
 @contextmanager
@@ -351,8 +394,12 @@ def test_a_replayed_day_matches_the_batch_at_its_end(
             moved = ~((have == before) | (np.isnan(have) & np.isnan(before)))
             if moved.any():
                 exercised.append(name)
-            # What an event set is exact; a "days since" value carried from the snapshot is aged in float32.
-            np.testing.assert_array_equal(have[moved], want[moved], err_msg=name)
+            # What an event set is exact; a "days since" value carried from the snapshot is aged in float32, and
+            # a lifetime sum adds the new amounts to the snapshot's float32 total: within one float32 step.
+            if name in LIFETIME_SUMS:
+                np.testing.assert_array_max_ulp(have[moved], want[moved], maxulp=1)
+            else:
+                np.testing.assert_array_equal(have[moved], want[moved], err_msg=name)
             np.testing.assert_allclose(have, want, rtol=1e-6, atol=0, err_msg=name)
         assert exercised == covered, f"not exercised by the day's events: {sorted(set(covered) - set(exercised))}"
 

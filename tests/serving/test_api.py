@@ -42,7 +42,10 @@ def test_batch_of_1000_with_5_percent_unknown_keeps_order(world: World, client: 
 
 def test_scores_equal_the_model_on_the_snapshot_rows(world: World, client: TestClient) -> None:
     app_services = client.app.state.services  # type: ignore[attr-defined]
-    body = client.post("/v1/scores", json={"customer_ids": world.ids[:50]}, headers=headers("campaign")).json()
+    at = latest_snapshot(world.home).as_of.isoformat()  # the snapshot's rows are the features at its as-of
+    body = client.post(
+        "/v1/scores", json={"customer_ids": world.ids[:50], "now": at}, headers=headers("campaign")
+    ).json()
     model = app_services.bundle("churn").payload.model
     snap = latest_snapshot(world.home).read().set_index("customer_key")
     keys = [i["customer_key"] for i in body["items"]]
@@ -64,9 +67,10 @@ def test_churn_is_null_and_named_for_customers_outside_its_population(world: Wor
     leads = [c for c, k in key_of.items() if np.isnan(recency[k])][:10]
     assert inside and lapsed and leads, (len(inside), len(lapsed), len(leads))
     ids = [*inside, *lapsed, *leads, "nobody"]
+    at = latest_snapshot(world.home).as_of.isoformat()  # who is inside is decided on the snapshot's rows
     with world.client(churn_model="churn_pop") as client:
         body = client.post(
-            "/v1/scores", json={"customer_ids": ids, "reasons": True}, headers=headers("campaign")
+            "/v1/scores", json={"customer_ids": ids, "reasons": True, "now": at}, headers=headers("campaign")
         ).json()
     got = {i["customer_id"]: i for i in body["items"]}
     assert [i["customer_id"] for i in body["items"]] == ids

@@ -22,7 +22,7 @@ from bundles.propensity import BASELINE_FILE, PropensityBundle
 from features.datasets import LABEL
 from features.definitions import NUMERIC_FEATURES
 from features.ingest import IDENTITY_MAP_FILE
-from features.store import ingested_dir
+from features.store import ingested_dir, latest_snapshot
 from models.calibration import ProbabilityCalibrator
 from models.churn import LightGBMClassifier
 from models.intervals import ROC_AUC, paired_bootstrap
@@ -210,6 +210,7 @@ def _client(gated: Gated) -> TestClient:
         tracking_uri=gated.uri,
         model_cache_dir=gated.cache,
         recs_model=None,
+        clock=latest_snapshot(gated.home).as_of,  # the export's instant (the snapshot's as-of): one clock
         environment="development",
     )
     return TestClient(create_app(settings), headers={"X-API-Key": "kairos-demo-key"})

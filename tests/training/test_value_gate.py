@@ -23,7 +23,7 @@ from bundles.value import BASELINE_FILE, ValueBundle
 from features.datasets import LABEL, ORDERS_LABEL
 from features.definitions import NUMERIC_FEATURES
 from features.ingest import IDENTITY_MAP_FILE
-from features.store import ingested_dir
+from features.store import ingested_dir, latest_snapshot
 from models.baselines import ValueBaseline
 from models.intervals import SPEARMAN
 from models.value import LightGBMRegressor
@@ -186,6 +186,7 @@ def test_the_api_and_the_export_serve_the_value_baseline_and_say_so(gated: Gated
         tracking_uri=gated.uri,
         model_cache_dir=gated.cache,
         recs_model=None,
+        clock=latest_snapshot(gated.home).as_of,  # the export's instant (the snapshot's as-of): one clock
         churn_model=None,
         purchase_model=None,
         engagement_models=[],

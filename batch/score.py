@@ -36,7 +36,9 @@ from bundles import registry
 from bundles.errors import ModelNotFoundError
 from bundles.propensity import MODEL_NAMES, PropensityBundle, PropensityModel
 from bundles.value import CLV_MODEL, VALUE_MODEL, ClvBundle, ValueBundle, ValueModels
-from features.contract import Col
+from features.audience import ADVERTISING, CONSENT_PREFIX, CUSTOMER_IDS, primary_ids
+from features.consent import CONTACT_PREFIX, consent_rules, contact_allowed_in
+from features.contract import Col, ConsentRule
 from features.definitions import DESCRIPTIONS
 from features.errors import KairosError
 from features.ingest import IDENTITY_MAP_FILE
@@ -44,9 +46,11 @@ from features.store import (
     SEGMENT_COLUMNS,
     SEGMENTS_FILE,
     SNAPSHOT_FILE,
+    Snapshot,
     data_currency,
     ingested_dir,
     latest_snapshot,
+    open_tables,
     snapshot_as_of,
 )
 from models.clv import CLV_FIELDS
@@ -94,34 +98,43 @@ def _batches(path: Path, columns: list[str] | None, size: int) -> Iterator[pd.Da
         yield batch.to_pandas()
 
 
-def score_all(
+@dataclass
+class _Prepared:
+    """Everything a pass over the snapshot needs, loaded and joined once."""
+
+    snapshot: Snapshot
+    models: list[PropensityModel]
+    missing: list[str]
+    value: ValueModels | None
+    value_version: str
+    engines: dict[str, str]
+    compile_seconds: float
+    needed: list[str]
+    rules: list[str]
+    picks: list[tuple[int, ...]]
+    joined: list[_Joined]  # ids, CLV, segments, consent: each batch takes its slice
+    total: int
+
+    @property
+    def versions(self) -> dict[str, str]:
+        versions = {m.name: m.version for m in self.models}
+        if self.value is not None:
+            versions[VALUE_MODEL] = self.value_version
+        return versions
+
+
+def _prepare(
     data_home: Path,
     tracking_uri: str,
-    out: Path,
     *,
-    batch_size: int = 100_000,
-    alias: str = registry.CHAMPION,
-    progress: ProgressFn | None = None,
-    compiled: bool = True,
-    compile_cache: Path | None = None,
-    reasons: bool = False,
-    as_of: datetime | None = None,
-) -> ScoreExport:
-    """Score every customer of the latest snapshot with every registered champion; write Parquet to ``out``.
-
-    Args:
-        compiled: score with lleaves-compiled models (built once per version into ``compile_cache``,
-            default ``data_home/compiled``; the build time is reported apart from the scoring time).
-        reasons: add each model's top 3 drivers in words (``<model>_reason_1`` .. ``_3``, empty where
-            fewer push the score up), as the API gives them; TreeSHAP costs several times the scoring.
-        as_of: score the snapshot built as of this instant (``kairos features build --as-of``) instead of
-            the latest: what the models say about the customers as they were then. The models are the
-            ``alias`` versions of the registry as they are now (CLV is the ``clv`` bundle's own).
-
-    Raises:
-        KairosError: no snapshot (as of ``as_of``), or no model at all in the registry.
-    """
-    tick = progress or (lambda step, frac: None)
+    alias: str,
+    compiled: bool,
+    compile_cache: Path | None,
+    as_of: datetime | None,
+    tick: ProgressFn,
+    segment_columns: Sequence[str] = SEGMENT_COLUMNS,
+    consent: bool = False,
+) -> _Prepared:
     registry.quiet_mlflow()
     snapshot = latest_snapshot(data_home) if as_of is None else snapshot_as_of(data_home, as_of)
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,108 +159,186 @@ def score_all(
     segments = None
     if (snapshot.path / SEGMENTS_FILE).is_file():
         segments = pd.read_parquet(snapshot.path / SEGMENTS_FILE).set_index(Col.CUSTOMER_KEY)
-        segments = segments[[c for c in SEGMENT_COLUMNS if c in segments.columns]].astype("string")
+        segments = segments[[c for c in segment_columns if c in segments.columns]]
     # Each model reads its columns out of one matrix per batch, built once: float32 values (what LightGBM
     # sees) held as float64 (what the compiled code reads); models with the same features share a slice.
     needed = _features(models)
     rules = [f.feature for m in models if (f := m.population) is not None and f.feature not in needed]
     at = {f: i for i, f in enumerate(needed)}
     picks = [tuple(at[f] for f in m.features) for m in models]
-    identity = tuple(range(len(needed)))
     engines = {m.name: f"baseline ({m.baseline})" if m.baseline else "LightGBM" for m in models}
     compile_seconds = 0.0
     if compiled and models:
         probe = _probe(models, snapshot.path / SNAPSHOT_FILE)
         models, engines, compile_seconds = _compile_all(models, compile_cache or data_home / COMPILED_DIR, probe, tick)
+    if value is not None:
+        engines[VALUE_MODEL] = f"baseline ({value.baseline})" if value.baseline else "LightGBM"
     total = int(snapshot.manifest.get("rows") or pq.ParquetFile(snapshot.path / SNAPSHOT_FILE).metadata.num_rows)
     # CLV and segments are joined once for the whole snapshot: each batch takes its slice of the positions.
     keys_all = pq.read_table(snapshot.path / SNAPSHOT_FILE, columns=[Col.CUSTOMER_KEY]).column(0)
     source_ids = customer_ids(data_home)
-    ids = [
+    joined = [
         _Joined.of(source_ids, [Col.CUSTOMER_ID], pa.string(), keys_all),
         _Joined.of(source_ids, [CUSTOMER_IDS], pa.list_(pa.string()), keys_all),
     ]
-    extra = [_Joined.of(clv, CLV_FIELDS, pa.float32(), keys_all)] if clv is not None else []
+    if clv is not None:
+        joined.append(_Joined.of(clv, CLV_FIELDS, pa.float32(), keys_all))
     if segments is not None:
-        extra.append(_Joined.of(segments, list(segments.columns), pa.string(), keys_all))
+        text = [c for c in segments.columns if c in SEGMENT_COLUMNS or str(segments[c].dtype) == "category"]
+        flags = [c for c in segments.columns if pd.api.types.is_bool_dtype(segments[c].dtype)]
+        numbers = [c for c in segments.columns if c not in text and c not in flags]
+        for names, kind in ((text, pa.string()), (flags, pa.bool_()), (numbers, pa.float32())):
+            if names:
+                part = segments[names].astype("string") if kind == pa.string() else segments[names]
+                joined.append(_Joined.of(part, names, kind, keys_all))
+    if consent:
+        allowed = consent_table(data_home, snapshot.as_of)
+        joined.append(_Joined.of(allowed, list(allowed.columns), pa.bool_(), keys_all))
     del keys_all  # the positions are kept, not the keys
+    return _Prepared(
+        snapshot, models, missing, value, value_version, engines, compile_seconds, needed, rules, picks, joined, total
+    )
+
+
+def consent_table(data_home: Path, as_of: datetime) -> pd.DataFrame:
+    """Per ``customer_key`` (the index), ``consent_<channel>`` for every channel of the data's consent rules
+    and :data:`features.audience.ADVERTISING` (always opt-in: no record is no consent), from the consent
+    events strictly before ``as_of`` (the snapshot's own instant, so e-mail, SMS and push agree with its
+    ``consent_<channel>`` features)."""
+    rules: dict[str, ConsentRule | str] = dict(consent_rules(data_home))
+    rules.setdefault(ADVERTISING, ConsentRule.OPT_IN)
+    frame = contact_allowed_in(open_tables(data_home, as_of=as_of), as_of, rules).set_index(Col.CUSTOMER_KEY)
+    return frame.rename(columns=lambda c: CONSENT_PREFIX + c[len(CONTACT_PREFIX) :])
+
+
+def score_tables(
+    prep: _Prepared,
+    data_home: Path,
+    *,
+    batch_size: int = 100_000,
+    reasons: bool = False,
+    carry: Sequence[str] = (),
+    tick: ProgressFn | None = None,
+) -> Iterator[pa.Table]:
+    """The export's rows, one Arrow table per batch of the snapshot (see :func:`score_all`); ``carry``
+    adds snapshot columns as they are (features and attributes an audience condition names)."""
+    tick = tick or (lambda step, frac: None)
+    models, needed, picks, value = prep.models, prep.needed, prep.picks, prep.value
+    identity = tuple(range(len(needed)))
+    snapshot = prep.snapshot
+    done = 0
+    # the reason templates read other columns of the row (e.g. the usual gap between orders)
+    value_features = value.features if value is not None else []
+    read = None if reasons else list(dict.fromkeys([Col.CUSTOMER_KEY, *needed, *prep.rules, *value_features, *carry]))
+    # amounts in the data's currency, as the snapshot records it (older snapshots: the data home's)
+    currency = snapshot.manifest.get("currency") or data_currency(data_home)
+    explainer = ReasonExplainer({**DESCRIPTIONS, **STACKED_DESCRIPTIONS}, currency=currency) if reasons else None
+    reader = pq.ParquetFile(snapshot.path / SNAPSHOT_FILE)
+    for batch in reader.iter_batches(batch_size=batch_size, columns=read):
+        frame = batch.to_pandas() if explainer is not None else None
+        cols: dict[str, pa.Array] = {Col.CUSTOMER_KEY: batch.column(Col.CUSTOMER_KEY).cast(pa.string())}
+        for joined in prep.joined[:2]:  # the retailer's ids first
+            cols.update(joined.take(done, batch.num_rows))
+        matrix = _matrix(batch, needed)
+        views: dict[tuple[int, ...], np.ndarray] = {}
+        for m, pick in zip(models, picks, strict=True):
+            if pick not in views:
+                views[pick] = matrix if pick == identity else np.ascontiguousarray(matrix[:, list(pick)])
+            p = m.calibrate(m.raw_matrix(views[pick]))
+            codes = band_codes(p, m.cuts)
+            outside = None
+            if m.population is not None:  # outside it (churn: a lead), the probability means nothing
+                outside = ~m.population.contains(_numbers(batch.column(m.population.feature)))
+            cols[f"{m.name}_probability"] = pa.array(p.astype(np.float32), mask=outside)
+            cols[f"{m.name}_model"] = _constant(m.model_kind, batch.num_rows)  # kairos or baseline:<name>
+            cols[f"{m.name}_band"] = _band_strings(codes, outside)
+            if explainer is not None:
+                why = explainer.explain(m.model, m.with_derived(frame), k=REASONS_K)
+                if outside is not None:
+                    why = [[] if out else w for w, out in zip(why, outside.tolist(), strict=True)]
+                for r in range(REASONS_K):
+                    cols[f"{m.name}_reason_{r + 1}"] = pa.array([w[r].text if len(w) > r else "" for w in why])
+        if value is not None:  # spend and orders over the value model's horizon, from the same row
+            spend, orders = value.predict(_matrix(batch, value_features))
+            cols[f"{VALUE_MODEL}_expected_spend"] = pa.array(spend.astype(np.float32))
+            cols[f"{VALUE_MODEL}_expected_orders"] = pa.array(orders.astype(np.float32))
+            cols[f"{VALUE_MODEL}_horizon_days"] = pa.array(np.full(batch.num_rows, value.horizon_days, np.int16))
+            cols[f"{VALUE_MODEL}_model"] = _constant(value.model_kind, batch.num_rows)  # kairos or baseline:<name>
+        for joined in prep.joined[2:]:
+            cols.update(joined.take(done, batch.num_rows))
+        for name in carry:
+            if name not in cols:
+                cols[name] = batch.column(name)
+        yield pa.Table.from_pydict(cols)
+        done += batch.num_rows
+        tick(f"{done:,} of {prep.total:,} customers", done / max(prep.total, 1))
+
+
+def score_all(
+    data_home: Path,
+    tracking_uri: str,
+    out: Path,
+    *,
+    batch_size: int = 100_000,
+    alias: str = registry.CHAMPION,
+    progress: ProgressFn | None = None,
+    compiled: bool = True,
+    compile_cache: Path | None = None,
+    reasons: bool = False,
+    as_of: datetime | None = None,
+    consent: bool = False,
+) -> ScoreExport:
+    """Score every customer of the latest snapshot with every registered champion; write Parquet to ``out``.
+
+    Args:
+        compiled: score with lleaves-compiled models (built once per version into ``compile_cache``,
+            default ``data_home/compiled``; the build time is reported apart from the scoring time).
+        reasons: add each model's top 3 drivers in words (``<model>_reason_1`` .. ``_3``, empty where
+            fewer push the score up), as the API gives them; TreeSHAP costs several times the scoring.
+        as_of: score the snapshot built as of this instant (``kairos features build --as-of``) instead of
+            the latest: what the models say about the customers as they were then. The models are the
+            ``alias`` versions of the registry as they are now (CLV is the ``clv`` bundle's own).
+        consent: add ``consent_<channel>`` (true / false) for every channel of the data's consent rules and
+            ``advertising``, as of the snapshot's instant (:func:`consent_table`).
+
+    Raises:
+        KairosError: no snapshot (as of ``as_of``), or no model at all in the registry.
+    """
+    tick = progress or (lambda step, frac: None)
+    prep = _prepare(
+        data_home,
+        tracking_uri,
+        alias=alias,
+        compiled=compiled,
+        compile_cache=compile_cache,
+        as_of=as_of,
+        tick=tick,
+        consent=consent,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(out.name + ".partial")
     writer: pq.ParquetWriter | None = None
     done = 0
     start = time.perf_counter()
     try:
-        # the reason templates read other columns of the row (e.g. the usual gap between orders)
-        value_features = value.features if value is not None else []
-        read = None if reasons else list(dict.fromkeys([Col.CUSTOMER_KEY, *needed, *rules, *value_features]))
-        # amounts in the data's currency, as the snapshot records it (older snapshots: the data home's)
-        currency = snapshot.manifest.get("currency") or data_currency(data_home)
-        explainer = ReasonExplainer({**DESCRIPTIONS, **STACKED_DESCRIPTIONS}, currency=currency) if reasons else None
-        reader = pq.ParquetFile(snapshot.path / SNAPSHOT_FILE)
-        for batch in reader.iter_batches(batch_size=batch_size, columns=read):
-            frame = batch.to_pandas() if explainer is not None else None
-            cols: dict[str, pa.Array] = {Col.CUSTOMER_KEY: batch.column(Col.CUSTOMER_KEY).cast(pa.string())}
-            for joined in ids:
-                cols.update(joined.take(done, batch.num_rows))
-            matrix = _matrix(batch, needed)
-            views: dict[tuple[int, ...], np.ndarray] = {}
-            for m, pick in zip(models, picks, strict=True):
-                if pick not in views:
-                    views[pick] = matrix if pick == identity else np.ascontiguousarray(matrix[:, list(pick)])
-                p = m.calibrate(m.raw_matrix(views[pick]))
-                codes = band_codes(p, m.cuts)
-                outside = None
-                if m.population is not None:  # outside it (churn: a lead), the probability means nothing
-                    outside = ~m.population.contains(_numbers(batch.column(m.population.feature)))
-                cols[f"{m.name}_probability"] = pa.array(p.astype(np.float32), mask=outside)
-                cols[f"{m.name}_model"] = _constant(m.model_kind, batch.num_rows)  # kairos or baseline:<name>
-                cols[f"{m.name}_band"] = _band_strings(codes, outside)
-                if explainer is not None:
-                    why = explainer.explain(m.model, m.with_derived(frame), k=REASONS_K)
-                    if outside is not None:
-                        why = [[] if out else w for w, out in zip(why, outside.tolist(), strict=True)]
-                    for r in range(REASONS_K):
-                        cols[f"{m.name}_reason_{r + 1}"] = pa.array([w[r].text if len(w) > r else "" for w in why])
-            if value is not None:  # spend and orders over the value model's horizon, from the same row
-                spend, orders = value.predict(_matrix(batch, value_features))
-                cols[f"{VALUE_MODEL}_expected_spend"] = pa.array(spend.astype(np.float32))
-                cols[f"{VALUE_MODEL}_expected_orders"] = pa.array(orders.astype(np.float32))
-                cols[f"{VALUE_MODEL}_horizon_days"] = pa.array(np.full(batch.num_rows, value.horizon_days, np.int16))
-                cols[f"{VALUE_MODEL}_model"] = _constant(value.model_kind, batch.num_rows)  # kairos or baseline:<name>
-            for joined in extra:
-                cols.update(joined.take(done, batch.num_rows))
-            table = pa.Table.from_pydict(cols)
+        for table in score_tables(prep, data_home, batch_size=batch_size, reasons=reasons, tick=tick):
             if writer is None:
                 writer = pq.ParquetWriter(staged, table.schema, compression="zstd")
             writer.write_table(table)
-            done += batch.num_rows
-            tick(f"{done:,} of {total:,} customers", done / max(total, 1))
+            done += table.num_rows
     finally:
         if writer is not None:
             writer.close()
     seconds = time.perf_counter() - start
     staged.replace(out)
-    versions = {m.name: m.version for m in models}
-    if value is not None:
-        versions[VALUE_MODEL] = value_version
-        engines[VALUE_MODEL] = f"baseline ({value.baseline})" if value.baseline else "LightGBM"
-    return ScoreExport(out, done, seconds, versions, missing, engines, compile_seconds)
-
-
-CUSTOMER_IDS = "customer_ids"  # every source id of the customer's cluster, sorted
+    return ScoreExport(out, done, seconds, prep.versions, prep.missing, prep.engines, prep.compile_seconds)
 
 
 def customer_ids(data_home: Path) -> pd.DataFrame:
     """Per ``customer_key`` (the index): its primary source ``customer_id`` (the smallest, which names the
     cluster) and all its ``customer_ids`` (sorted), from the ingested identity map."""
     mapping = pq.read_table(ingested_dir(data_home) / IDENTITY_MAP_FILE, columns=[Col.CUSTOMER_ID, Col.CUSTOMER_KEY])
-    frame = mapping.to_pandas().dropna().astype({Col.CUSTOMER_ID: object, Col.CUSTOMER_KEY: object})
-    # Python's str order is code-point order, the order the resolver names clusters by
-    grouped = frame.sort_values([Col.CUSTOMER_KEY, Col.CUSTOMER_ID]).groupby(Col.CUSTOMER_KEY, sort=True)
-    all_ids = grouped[Col.CUSTOMER_ID].agg(list)
-    out = pd.DataFrame({Col.CUSTOMER_ID: all_ids.str[0], CUSTOMER_IDS: all_ids})
-    out.index.name = Col.CUSTOMER_KEY
-    return out
+    return primary_ids(mapping.to_pandas())
 
 
 def compile_champions(
@@ -352,7 +443,8 @@ class _Joined:
         positions = pc.index_in(keys.cast(pa.string()), value_set=own).combine_chunks()
         numeric = pa.types.is_floating(kind)
         columns = {
-            c: pa.array(table[c].to_numpy(np.float32) if numeric else table[c], kind, from_pandas=True) for c in names
+            c: pa.array(table[c].to_numpy(np.float32, na_value=np.nan) if numeric else table[c], kind, from_pandas=True)
+            for c in names
         }
         return cls(columns, positions)
 

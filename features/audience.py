@@ -243,12 +243,15 @@ class Contacts:
         return self.table.filter(mask)
 
 
-def _upload_rows(fmt: AudienceFormat, contacts: pa.Table) -> list[tuple[str, ...]]:
-    """The hashed rows of an upload format (duplicates removed; a record with neither contact gives none)."""
+def _upload_rows(fmt: AudienceFormat, contacts: pa.Table) -> tuple[list[tuple[str, ...]], set[str]]:
+    """The hashed rows of an upload format (duplicates removed; a record with no usable contact gives none)
+    and the customers who have at least one row."""
     out: dict[tuple[str, ...], None] = {}
+    reached: set[str] = set()
+    keys = contacts.column(Col.CUSTOMER_KEY).cast(pa.string()).to_pylist()
     emails = contacts.column(Col.EMAIL).to_pylist()
     phones = contacts.column(Col.PHONE).to_pylist()
-    for email, phone in zip(emails, phones, strict=True):
+    for key, email, phone in zip(keys, emails, phones, strict=True):
         e_plain = normalize_email(email, google=fmt is AudienceFormat.GOOGLE) if isinstance(email, str) else None
         digits = phone_digits(phone) if isinstance(phone, str) else None
         if fmt is AudienceFormat.GOOGLE:
@@ -263,7 +266,8 @@ def _upload_rows(fmt: AudienceFormat, contacts: pa.Table) -> list[tuple[str, ...
             row = (_md5(digits),) if digits else ("",)
         if any(row):
             out[row] = None
-    return list(out)
+            reached.add(key)
+    return list(out), reached
 
 
 _HEADERS: dict[AudienceFormat, tuple[str, ...] | None] = {
@@ -372,9 +376,8 @@ class AudienceWriter:
             return
         assert self._contacts is not None
         found = self._contacts.of(keys)
-        rows = _upload_rows(self.fmt, found)
-        with_contact = set(found.column(Col.CUSTOMER_KEY).cast(pa.string()).to_pylist()) if rows else set()
-        self.report.exclude("no e-mail or phone", len(keys) - len(with_contact & set(keys)))
+        rows, reached = _upload_rows(self.fmt, found)
+        self.report.exclude("no e-mail or phone", len(set(keys) - reached))
         self._csv.writerows(rows)
         self.report.rows += len(rows)
 

@@ -651,3 +651,60 @@ class CampaignSummary(BaseModel):
 
 class CampaignResponse(OfferResponse):
     summary: CampaignSummary | None = Field(None, description="Absent when degraded.")
+
+
+# --- audiences --------------------------------------------------------------------------------------------
+
+
+class AudienceQuery(BaseModel):
+    """An audience condition (docs/audiences.md) and the instant it is answered at."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={
+            "examples": [{"condition": "churn > 0.6 and consent_email and lifecycle in ['at_risk', 'lapsed']"}]
+        },
+    )
+
+    condition: str = Field(min_length=1, max_length=1_000, description="A condition in the eligibility language.")
+    now: DecisionTime | None = Field(None, description="The instant of the answer, with a timezone (default: now).")
+
+
+class AudienceCountRequest(AudienceQuery):
+    sample_size: int = Field(10, ge=0, le=100, description="Members to return as a fixed, uniform sample.")
+
+
+class AudienceListRequest(AudienceQuery):
+    cursor: str | None = Field(
+        None, max_length=20, pattern=r"^[0-9]+$", description="next_cursor of the previous page (none: the first)."
+    )
+    page_size: int = Field(1_000, ge=1, le=10_000, description="Most members in the page.")
+
+
+class AudienceExportRequest(AudienceQuery):
+    format: str = Field(
+        "csv",
+        pattern=r"^(csv|parquet|google|meta|yandex|vk_email|vk_phone)$",
+        description="csv or parquet (ids and the named columns), or an advertising platform's upload file "
+        "(google, meta, yandex, vk_email, vk_phone: hashed contacts of members with consent_advertising; the "
+        "pii scope).",
+    )
+
+
+class AudienceAnswer(Envelope):
+    condition: str
+    now: str = Field(description="The instant of the answer (ISO 8601).")
+    snapshot_as_of: str = Field(description="The feature snapshot whose customers were read.")
+    scanned: int = Field(description="Customers the condition was evaluated on.")
+
+
+class AudienceCountResponse(AudienceAnswer):
+    count: int
+    sample: list[dict[str, Any]] = Field(description="customer_id, customer_key and the columns the condition names.")
+
+
+class AudienceListResponse(AudienceAnswer):
+    items: list[dict[str, Any]] = Field(description="customer_id, customer_key and the columns the condition names.")
+    next_cursor: str | None = Field(description="Where the next page starts; null after the last page.")

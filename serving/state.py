@@ -14,6 +14,7 @@ from features.errors import KairosError
 from features.online import RedisOnlineStore
 from models.compiled import COMPILED_DIR
 from models.decisioning.policy import ContactPolicy
+from serving.audience_universe import AudienceSource
 from serving.contact import ContactBook, SharedSends
 from serving.keys import DEMO_KEY, KeyRing, Scope, hash_key
 from serving.lifecycle import LoadOutcome, ModelSlot
@@ -46,6 +47,7 @@ class Services:
         self.store = StoreGateway(settings)
         self.segments = Segments.empty()
         self.personal = PersonalData(settings.data_home)
+        self.audiences = AudienceSource(settings.data_home)  # read on first use, again after a new snapshot
         self.policy = ContactPolicy()
         self.contacts = ContactBook.empty(self.policy)
         self.store_error: str | None = None

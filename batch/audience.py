@@ -48,6 +48,7 @@ from features.audience import (
 from features.conditions import BAND_LABEL_SUFFIX
 from features.contract import RANK_SUFFIX, Col
 from features.store import SNAPSHOT_FILE, attribute_bands, ingested_dir
+from models.decisioning.marketing_policy import MarketingPolicy
 
 CUSTOMERS_FILE = "customers.parquet"  # the ingested customers table: e-mails and phones
 PROBABILITY = "_probability"  # the export's column of a model's probability: <model>_probability
@@ -96,6 +97,7 @@ class AudienceScan:
         compile_cache: Path | None = None,
         consent: bool = False,
         progress: ProgressFn | None = None,
+        policy: MarketingPolicy | None = None,
     ) -> None:
         self.data_home = data_home
         self.audience = Audience(condition, audience_names(MODEL_NAMES))  # refuses a bad condition first
@@ -111,6 +113,7 @@ class AudienceScan:
             tick=self.tick,
             segment_columns=tuple(SEGMENT_NAMES),
             consent=wants_consent,
+            policy=policy,
         )
         schema = set(pq.read_schema(self.prep.snapshot.path / SNAPSHOT_FILE).names)
         carry: list[str] = []
@@ -193,6 +196,7 @@ def run_saved(
     alias: str = registry.CHAMPION,
     compiled: bool = True,
     progress: ProgressFn | None = None,
+    policy: MarketingPolicy | None = None,
 ) -> tuple[AudienceDefinition, AudienceAnswer]:
     """Save (with ``condition``: a new definition, or a changed one) and run the audience ``name``; its
     members replace the saved snapshot (``audiences/<name>/members.parquet``) and the run is recorded."""
@@ -204,7 +208,14 @@ def run_saved(
     else:
         definition = load_definition(data_home, name)
     scan = AudienceScan(
-        data_home, tracking_uri, definition.condition, as_of=as_of, alias=alias, compiled=compiled, progress=progress
+        data_home,
+        tracking_uri,
+        definition.condition,
+        as_of=as_of,
+        alias=alias,
+        compiled=compiled,
+        progress=progress,
+        policy=policy,
     )
     with tempfile.TemporaryDirectory(dir=data_home) as tmp:
         members = Path(tmp) / "members.parquet"

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from bundles import registry
 from bundles.errors import ModelNotFoundError
-from bundles.propensity import MODEL_NAMES, PropensityBundle, PropensityModel
+from bundles.propensity import MODEL_NAMES, PropensityBundle, PropensityModel, snapshot_scores
 from bundles.value import CLV_MODEL, VALUE_MODEL, ClvBundle, ValueBundle, ValueModels
 from features.audience import ADVERTISING, CONSENT_PREFIX, CUSTOMER_IDS, primary_ids
 from features.consent import CONTACT_PREFIX, consent_rules, contact_allowed_in
@@ -55,6 +55,7 @@ from features.store import (
 )
 from models.clv import CLV_FIELDS
 from models.compiled import COMPILED_DIR, CompileError
+from models.decisioning.marketing_policy import MarketingPolicy, resolve_cuts
 from models.reasons import BANDS, ReasonExplainer, band_codes
 from models.stacking import DESCRIPTIONS as STACKED_DESCRIPTIONS
 
@@ -114,6 +115,7 @@ class _Prepared:
     picks: list[tuple[int, ...]]
     joined: list[_Joined]  # ids, CLV, segments, consent: each batch takes its slice
     total: int
+    cuts: dict[str, tuple[float, float]]  # band cuts per model: the policy file's, else the model's own
 
     @property
     def versions(self) -> dict[str, str]:
@@ -134,6 +136,7 @@ def _prepare(
     tick: ProgressFn,
     segment_columns: Sequence[str] = SEGMENT_COLUMNS,
     consent: bool = False,
+    policy: MarketingPolicy | None = None,
 ) -> _Prepared:
     registry.quiet_mlflow()
     snapshot = latest_snapshot(data_home) if as_of is None else snapshot_as_of(data_home, as_of)
@@ -195,8 +198,29 @@ def _prepare(
         allowed = consent_table(data_home, snapshot.as_of)
         joined.append(_Joined.of(allowed, list(allowed.columns), pa.bool_(), keys_all))
     del keys_all  # the positions are kept, not the keys
+    cuts = {}
+    for m in models:
+        spec = policy.cuts(m.name) if policy is not None else None
+        if spec is None:
+            cuts[m.name] = m.cuts
+        elif spec.thresholds is not None:
+            cuts[m.name] = spec.thresholds
+        else:  # quantiles of the base's scores, as the API resolves them
+            cuts[m.name] = resolve_cuts(spec, snapshot_scores(m, snapshot.path / SNAPSHOT_FILE))
     return _Prepared(
-        snapshot, models, missing, value, value_version, engines, compile_seconds, needed, rules, picks, joined, total
+        snapshot,
+        models,
+        missing,
+        value,
+        value_version,
+        engines,
+        compile_seconds,
+        needed,
+        rules,
+        picks,
+        joined,
+        total,
+        cuts,
     )
 
 
@@ -245,7 +269,7 @@ def score_tables(
             if pick not in views:
                 views[pick] = matrix if pick == identity else np.ascontiguousarray(matrix[:, list(pick)])
             p = m.calibrate(m.raw_matrix(views[pick]))
-            codes = band_codes(p, m.cuts)
+            codes = band_codes(p, prep.cuts[m.name])
             outside = None
             if m.population is not None:  # outside it (churn: a lead), the probability means nothing
                 outside = ~m.population.contains(_numbers(batch.column(m.population.feature)))
@@ -287,6 +311,7 @@ def score_all(
     reasons: bool = False,
     as_of: datetime | None = None,
     consent: bool = False,
+    policy: MarketingPolicy | None = None,
 ) -> ScoreExport:
     """Score every customer of the latest snapshot with every registered champion; write Parquet to ``out``.
 
@@ -300,6 +325,8 @@ def score_all(
             ``alias`` versions of the registry as they are now (CLV is the ``clv`` bundle's own).
         consent: add ``consent_<channel>`` (true / false) for every channel of the data's consent rules and
             ``advertising``, as of the snapshot's instant (:func:`consent_table`).
+        policy: the marketer's policy file: its band cuts per model (thresholds, or quantiles resolved on
+            the snapshot's scores as the API resolves them); None: each model's own cuts.
 
     Raises:
         KairosError: no snapshot (as of ``as_of``), or no model at all in the registry.
@@ -314,6 +341,7 @@ def score_all(
         as_of=as_of,
         tick=tick,
         consent=consent,
+        policy=policy,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(out.name + ".partial")

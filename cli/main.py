@@ -393,6 +393,23 @@ _MARGIN_OPT = Annotated[float, typer.Option(min=0.0, help="Holdout gain needed t
 _MIN_POS_OPT = Annotated[int, typer.Option(min=1, help="Fewest positive training examples to register a model.")]
 _MIN_NEG_OPT = Annotated[int, typer.Option(min=1, help="Fewest negative training examples to register a model.")]
 _MIN_HIST_OPT = Annotated[int, typer.Option(min=0, help="Fewest days of history before the first cutoff.")]
+_POLICY_OPT = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        envvar="KAIROS_POLICY_FILE",
+        help="The marketer's policy file (YAML or TOML; docs/decisioning.md): its band cuts per model. Default: "
+        "each model's own cuts.",
+    ),
+]
+
+
+def _policy(path: Path | None) -> Any:
+    from models.decisioning.marketing_policy import load_policy
+
+    return load_policy(path) if path is not None else None
+
+
 _AS_OF_OPT = Annotated[
     str | None,
     typer.Option(
@@ -1061,6 +1078,7 @@ def score(
             help="Add consent_<channel> (true/false) for every consent channel and `advertising`, as of the snapshot.",
         ),
     ] = False,
+    policy: _POLICY_OPT = None,
 ) -> None:
     """The nightly full-base export: every champion's probability and band, P(alive), CLV and segments,
     keyed by customer_key with the retailer's own ids beside it (customer_id: the primary; customer_ids: all)."""
@@ -1084,6 +1102,7 @@ def score(
                 reasons=reasons,
                 as_of=when,
                 consent=consent,
+                policy=_policy(policy),
             )
     except (KairosError, ValueError, OSError) as exc:
         raise _fail(exc) from exc
@@ -1120,10 +1139,21 @@ _COMPILED_OPT = Annotated[
 
 
 def _audience_scan(data: Path, tracking_uri: str, condition: str, as_of: str | None, compiled: bool, **kw: Any) -> Any:
+    import os
+
     from batch.audience import AudienceScan
 
     _dated(data, "kairos audience")
-    return AudienceScan(data, tracking_uri, condition, as_of=_as_of(as_of), compiled=compiled, **kw)
+    policy = os.environ.get("KAIROS_POLICY_FILE")  # band cuts as the API applies them
+    return AudienceScan(
+        data,
+        tracking_uri,
+        condition,
+        as_of=_as_of(as_of),
+        compiled=compiled,
+        policy=_policy(Path(policy) if policy else None),
+        **kw,
+    )
 
 
 def _print_answer(answer: Any, title: str) -> None:

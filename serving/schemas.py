@@ -584,6 +584,10 @@ class PermissionAnswer(BaseModel):
 
 class PermissionResponse(Envelope):
     now: datetime | None = Field(None, description="The instant judged, UTC (absent when degraded).")
+    policy: dict[str, Any] | None = Field(
+        None,
+        description="The policy file in force: name, version (checksum) and its rules in words (docs/decisioning.md).",
+    )
     items: list[PermissionAnswer]
 
 
@@ -604,6 +608,10 @@ class SendTimeItem(BaseModel):
 
 class SendTimeResponse(Envelope):
     channel: Channel
+    policy: dict[str, Any] | None = Field(
+        None,
+        description="The policy file in force: name, version (checksum) and its rules in words (docs/decisioning.md).",
+    )
     items: list[SendTimeItem]
 
 
@@ -631,6 +639,10 @@ class OfferDecision(BaseModel):
 
 class OfferResponse(Envelope):
     now: datetime | None = Field(None, description="The decision time, UTC (absent when degraded).")
+    policy: dict[str, Any] | None = Field(
+        None,
+        description="The policy file in force: name, version (checksum) and its rules in words (docs/decisioning.md).",
+    )
     items: list[OfferDecision]
 
 

@@ -19,6 +19,7 @@ from serving.contact import ContactBook, SharedSends
 from serving.keys import DEMO_KEY, KeyRing, Scope, hash_key
 from serving.lifecycle import LoadOutcome, ModelSlot
 from serving.observability import Metrics
+from serving.policy import PolicySlot
 from serving.security import RateLimiter, SharedRateLimiter
 from serving.settings import Environment, Settings
 from serving.store import PersonalData, Segments, StoreGateway
@@ -48,7 +49,10 @@ class Services:
         self.segments = Segments.empty()
         self.personal = PersonalData(settings.data_home)
         self.audiences = AudienceSource(settings.data_home)  # read on first use, again after a new snapshot
-        self.policy = ContactPolicy()
+        self.policies = PolicySlot(
+            settings.policy_file, settings.data_home
+        )  # the marketer's policy file (defaults without one)
+        self.policies.load()
         self.contacts = ContactBook.empty(self.policy)
         self.store_error: str | None = None
         self.slots: dict[str, ModelSlot] = {
@@ -67,6 +71,11 @@ class Services:
         self._poller: threading.Thread | None = None
 
     # -- state
+
+    @property
+    def policy(self) -> ContactPolicy:
+        """The contact policy of the policy file in force (re-read when the file changed)."""
+        return self.policies.contact
 
     def bundle(self, kind: str) -> ModelBundle | None:
         slot = self.slots.get(kind)
@@ -147,6 +156,7 @@ class Services:
 
     def reload(self, force: bool = False, kinds: list[str] | None = None) -> list[LoadOutcome]:
         """Load every (or the named) model whose alias moved; failures keep the serving bundle."""
+        self.policies.load()
         return [
             slot.load(self.store.feature_names, force=force)
             for kind, slot in self.slots.items()

@@ -88,6 +88,7 @@ def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDe
             }
         )
     payload = {"request_id": rid, "models": [], "degraded": False, "source": AnswerSource.MODEL, "now": now.isoformat()}
+    payload["policy"] = services.policies.policy.describe()  # the rules every answer was judged by
     payload["items"] = out
     return json_response(payload)
 
@@ -105,6 +106,9 @@ def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _
     sendtime: SendTime = bundle.payload
     now = decision_time(body.now)
     quiet = None if body.quiet_hours is None else (body.quiet_hours[0], body.quiet_hours[1])
+    policy = services.policies.policy
+    if "quiet_hours" not in body.model_fields_set:  # not asked for: the policy file's quiet hours
+        quiet = policy.contact.quiet_hours
     degraded = False
     try:
         keys = services.store.resolve(body.customer_ids)
@@ -150,6 +154,7 @@ def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _
         "degraded": degraded,
         "source": AnswerSource.MODEL,
         "channel": body.channel,
+        "policy": policy.describe(),
         "items": items,
     }
     return json_response(payload)

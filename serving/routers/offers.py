@@ -10,7 +10,7 @@ against the policy again.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -158,7 +158,8 @@ def _respond(
     services: Services, rid: str, ids: list[str], now: datetime, budget: float | None, campaign: bool
 ) -> Response:
     bundle = model_of(services, "offers")
-    nbo: NextBestOffer = bundle.payload
+    policy = services.policies.policy
+    nbo: NextBestOffer = replace(bundle.payload, control=policy.control)  # the policy file's control group
     window = timedelta(hours=services.settings.offer_window_hours)
     models = [bundle.ref() | {"source": AnswerSource.MODEL}]
     sendtime = services.bundle("sendtime")
@@ -188,6 +189,7 @@ def _respond(
         "degraded": False,
         "source": AnswerSource.MODEL,
         "now": now.isoformat(),
+        "policy": policy.describe(),
         "items": items,
     }
     if summary is not None:

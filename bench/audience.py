@@ -211,7 +211,8 @@ def main() -> None:
     sizes = sorted({args.base, args.customers // 4, args.customers})
     print(f"condition: {CONDITION}")
     print(
-        f"{'path':<6} {'customers':>10} {'members':>8} {'seconds':>8} {'cust/s':>8} {'RSS ready MB':>13} {'RSS peak MB':>12}"
+        f"{'path':<6} {'customers':>10} {'members':>8} {'seconds':>8} {'cust/s':>8} {'RSS ready MB':>13} "
+        f"{'RSS scan peak MB':>17} {'process peak MB':>16}"
     )
     for n in sizes:
         home = base if n == args.base else tile(base, args.work / f"tiled-{n}" / "home", n)

@@ -545,6 +545,11 @@ class NextBestRequest(BaseModel):
 
     customer_id: CustomerId
     now: DecisionTime | None = Field(None, description="Decision time, with a timezone (default: now).")
+    channels: list[ChannelName] | None = Field(
+        None,
+        min_length=1,
+        description="The channels this campaign may use (default: every channel); an offer never goes out on another.",
+    )
 
 
 class CampaignRequest(BaseModel):
@@ -558,6 +563,11 @@ class CampaignRequest(BaseModel):
     customer_ids: list[CustomerId] = Field(min_length=1, max_length=10_000)
     budget: float | None = Field(None, gt=0, description="Expected cost the campaign may spend (default: none).")
     now: DecisionTime | None = Field(None, description="Decision time, with a timezone (default: now).")
+    channels: list[ChannelName] | None = Field(
+        None,
+        min_length=1,
+        description="The channels this campaign may use (default: every channel); an offer never goes out on another.",
+    )
 
 
 TimezoneSource = Literal["customer", "default"]
@@ -720,3 +730,39 @@ class AudienceCountResponse(AudienceAnswer):
 class AudienceListResponse(AudienceAnswer):
     items: list[dict[str, Any]] = Field(description="customer_id, customer_key and the columns the condition names.")
     next_cursor: str | None = Field(description="Where the next page starts; null after the last page.")
+
+
+# --- channels ---------------------------------------------------------------------------------------------
+
+
+class ChannelRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, strict=True, json_schema_extra={"examples": [{"customer_ids": ["100001"]}]}
+    )
+
+    customer_ids: list[CustomerId] = Field(min_length=1, max_length=10_000)
+    now: DecisionTime | None = Field(
+        None, description="The instant consent is judged at, with a timezone (default: now)."
+    )
+
+
+class ChannelScoreItem(BaseModel):
+    channel: Channel
+    p_open: float | None = Field(description="Smoothed probability of an open or click on this channel.")
+    p_click: float | None
+    sends: int = Field(description="Messages this customer was sent on the channel.")
+    status: str = Field(description="ok, or not_enough_data (mostly the population's rate).")
+    rank: int
+
+
+class ChannelItem(BaseModel):
+    customer_id: str
+    status: ItemStatus
+    customer_key: str | None = None
+    preferred_channel: Channel | None = Field(None, description="The best consented channel; null: none consented.")
+    channels: list[ChannelScoreItem] = Field(default_factory=list, description="Consented channels only, ranked.")
+
+
+class ChannelResponse(Envelope):
+    now: datetime | None = None
+    items: list[ChannelItem]

@@ -155,7 +155,13 @@ def _decisions(
 
 
 def _respond(
-    services: Services, rid: str, ids: list[str], now: datetime, budget: float | None, campaign: bool
+    services: Services,
+    rid: str,
+    ids: list[str],
+    now: datetime,
+    budget: float | None,
+    campaign: bool,
+    allowed: list[str] | None = None,
 ) -> Response:
     bundle = model_of(services, "offers")
     policy = services.policies.policy
@@ -182,6 +188,11 @@ def _respond(
         ]
         down = {"request_id": rid, "models": models, "degraded": True, "source": AnswerSource.FALLBACK, "items": items}
         return json_response(down)
+    if allowed is not None:  # the campaign's channels: no offer ever goes out on another
+        batch.usable = {k: [c for c in chans if c in allowed] for k, chans in batch.usable.items()}
+        for key, chans in batch.usable.items():
+            if not chans:
+                batch.reasons[key] = [*batch.reasons.get(key, []), f"no consented channel among {', '.join(allowed)}"]
     items, summary = _decisions(services, nbo, batch, now, budget, campaign)
     payload: dict[str, Any] = {
         "request_id": rid,
@@ -205,7 +216,8 @@ def next_best(body: NextBestRequest, services: ServicesDep, rid: RequestIdDep, _
     ``not_contactable`` (item status ``suppressed``: no consented channel the policy allows within
     ``offer_window_hours``). With an offer: the channel and the send time (UTC and local).
     """
-    return _respond(services, rid, [body.customer_id], decision_time(body.now), None, campaign=False)
+    allowed = [c.value for c in body.channels] if body.channels else None
+    return _respond(services, rid, [body.customer_id], decision_time(body.now), None, campaign=False, allowed=allowed)
 
 
 @router.post("/campaign", response_model=CampaignResponse, responses=ERRORS)
@@ -217,4 +229,7 @@ def campaign(body: CampaignRequest, services: ServicesDep, rid: RequestIdDep, _:
     """
     if len(body.customer_ids) > services.settings.max_batch:
         raise ApiError(422, "invalid_request", f"body.customer_ids: at most {services.settings.max_batch} ids")
-    return _respond(services, rid, list(body.customer_ids), decision_time(body.now), body.budget, campaign=True)
+    allowed = [c.value for c in body.channels] if body.channels else None
+    return _respond(
+        services, rid, list(body.customer_ids), decision_time(body.now), body.budget, campaign=True, allowed=allowed
+    )

@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +35,15 @@ import pyarrow.parquet as pq
 from bundles import registry
 from bundles.errors import ModelNotFoundError
 from bundles.propensity import MODEL_NAMES, PropensityBundle, PropensityModel, snapshot_scores
+from bundles.sendtime import SendTime, SendTimeBundle
 from bundles.value import CLV_MODEL, VALUE_MODEL, ClvBundle, ValueBundle, ValueModels
 from features.audience import ADVERTISING, CONSENT_PREFIX, CUSTOMER_IDS, primary_ids
 from features.consent import CONTACT_PREFIX, consent_rules, contact_allowed_in
-from features.contract import Col, ConsentRule
+from features.contract import Channel, Col, ConsentRule
 from features.definitions import DESCRIPTIONS
 from features.errors import KairosError
 from features.ingest import IDENTITY_MAP_FILE
+from features.segments import SegCol
 from features.store import (
     SEGMENT_COLUMNS,
     SEGMENTS_FILE,
@@ -56,10 +58,14 @@ from features.store import (
 from models.clv import CLV_FIELDS
 from models.compiled import COMPILED_DIR, CompileError
 from models.decisioning.marketing_policy import MarketingPolicy, resolve_cuts
+from models.decisioning.policy import PolicyConfig
 from models.reasons import BANDS, ReasonExplainer, band_codes
 from models.stacking import DESCRIPTIONS as STACKED_DESCRIPTIONS
 
 ProgressFn = Callable[[str, float], None]
+SENDTIME_MODEL = "sendtime"
+PREFERRED_CHANNEL = "preferred_channel"
+MESSAGE_CHANNELS = tuple(c.value for c in Channel)
 PROBE_ROWS = 2_000
 REASONS_K = 3
 
@@ -116,6 +122,10 @@ class _Prepared:
     joined: list[_Joined]  # ids, CLV, segments, consent: each batch takes its slice
     total: int
     cuts: dict[str, tuple[float, float]]  # band cuts per model: the policy file's, else the model's own
+    sendtime: SendTime | None = None  # for the preferred channel and the send slots
+    channel: bool = False
+    send_slots: bool = False
+    quiet: tuple[int, int] | None = (22, 8)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -137,6 +147,8 @@ def _prepare(
     segment_columns: Sequence[str] = SEGMENT_COLUMNS,
     consent: bool = False,
     policy: MarketingPolicy | None = None,
+    channel: bool = False,
+    send_slots: bool = False,
 ) -> _Prepared:
     registry.quiet_mlflow()
     snapshot = latest_snapshot(data_home) if as_of is None else snapshot_as_of(data_home, as_of)
@@ -157,8 +169,19 @@ def _prepare(
             value_version = got.provenance.version
         except ModelNotFoundError:
             missing.append(VALUE_MODEL)
+        sendtime: SendTime | None = None
+        if channel or send_slots:
+            try:
+                fetched = registry.fetch_bundle(tracking_uri, SENDTIME_MODEL, alias, Path(tmp) / SENDTIME_MODEL)
+                sendtime = SendTimeBundle.read(fetched.path)
+            except ModelNotFoundError as exc:
+                raise KairosError(
+                    f"--channel / --send-slots need the {SENDTIME_MODEL} bundle: `kairos train sendtime` first"
+                ) from exc
     if not models and clv is None and value is None:
         raise KairosError(f"no registered model to score with in {tracking_uri}: train some first")
+    if sendtime is not None and SegCol.LIFECYCLE not in segment_columns:  # the send-time segment
+        segment_columns = (*segment_columns, SegCol.LIFECYCLE)
     segments = None
     if (snapshot.path / SEGMENTS_FILE).is_file():
         segments = pd.read_parquet(snapshot.path / SEGMENTS_FILE).set_index(Col.CUSTOMER_KEY)
@@ -194,7 +217,7 @@ def _prepare(
             if names:
                 part = segments[names].astype("string") if kind == pa.string() else segments[names]
                 joined.append(_Joined.of(part, names, kind, keys_all))
-    if consent:
+    if consent or channel or send_slots:  # the channel and the slots are given on consented channels only
         allowed = consent_table(data_home, snapshot.as_of)
         joined.append(_Joined.of(allowed, list(allowed.columns), pa.bool_(), keys_all))
     del keys_all  # the positions are kept, not the keys
@@ -221,6 +244,10 @@ def _prepare(
         joined,
         total,
         cuts,
+        sendtime,
+        channel,
+        send_slots,
+        policy.contact.quiet_hours if policy is not None else PolicyConfig().quiet_hours,
     )
 
 
@@ -290,12 +317,42 @@ def score_tables(
             cols[f"{VALUE_MODEL}_model"] = _constant(value.model_kind, batch.num_rows)  # kairos or baseline:<name>
         for joined in prep.joined[2:]:
             cols.update(joined.take(done, batch.num_rows))
+        if prep.sendtime is not None:
+            cols.update(_decisioning(prep, cols))
         for name in carry:
             if name not in cols:
                 cols[name] = batch.column(name)
         yield pa.Table.from_pydict(cols)
         done += batch.num_rows
         tick(f"{done:,} of {prep.total:,} customers", done / max(prep.total, 1))
+
+
+def _decisioning(prep: _Prepared, cols: dict[str, pa.Array]) -> dict[str, pa.Array]:
+    """The preferred channel (among the channels with consent) and the best send slot per channel (within a
+    day of the snapshot's instant, outside the quiet hours, null where the channel has no consent)."""
+    assert prep.sendtime is not None
+    keys = cols[Col.CUSTOMER_KEY].to_pylist()
+    consented = {ch: cols[CONSENT_PREFIX + ch].to_numpy(zero_copy_only=False) for ch in MESSAGE_CHANNELS}
+    out: dict[str, pa.Array] = {}
+    if prep.channel:
+        prefs = prep.sendtime.channels
+        best: list[str | None] = []
+        for i, key in enumerate(keys):
+            allowed = [ch for ch in MESSAGE_CHANNELS if consented[ch][i]]
+            best.append(prefs.scores(key, allowed)[0].channel if allowed else None)
+        out[PREFERRED_CHANNEL] = pa.array(best, pa.string())
+    if prep.send_slots:
+        lifecycle = cols[SegCol.LIFECYCLE].to_pylist() if SegCol.LIFECYCLE in cols else None
+        now = prep.snapshot.as_of
+        for ch in MESSAGE_CHANNELS:
+            slots = prep.sendtime.model.best_slots_batch(
+                keys, ch, now, timedelta(hours=24), prep.quiet, segments=lifecycle
+            )
+            at = pd.to_datetime(slots["best_at"], utc=True)
+            out[f"send_at_{ch}"] = pa.array(
+                at.to_numpy(), pa.timestamp("us", tz="UTC"), mask=~consented[ch] | at.isna().to_numpy()
+            )
+    return out
 
 
 def score_all(
@@ -312,6 +369,8 @@ def score_all(
     as_of: datetime | None = None,
     consent: bool = False,
     policy: MarketingPolicy | None = None,
+    channel: bool = False,
+    send_slots: bool = False,
 ) -> ScoreExport:
     """Score every customer of the latest snapshot with every registered champion; write Parquet to ``out``.
 
@@ -325,6 +384,10 @@ def score_all(
             ``alias`` versions of the registry as they are now (CLV is the ``clv`` bundle's own).
         consent: add ``consent_<channel>`` (true / false) for every channel of the data's consent rules and
             ``advertising``, as of the snapshot's instant (:func:`consent_table`).
+        channel: add ``preferred_channel``: the consented channel (e-mail, SMS, push) the ``sendtime`` bundle's
+            channel preference ranks first, null when none is consented (with the consent columns).
+        send_slots: add ``send_at_<channel>``: the best send slot (UTC) within a day of the snapshot's instant,
+            outside the policy's quiet hours in the customer's zone, null where the channel has no consent.
         policy: the marketer's policy file: its band cuts per model (thresholds, or quantiles resolved on
             the snapshot's scores as the API resolves them); None: each model's own cuts.
 
@@ -342,6 +405,8 @@ def score_all(
         tick=tick,
         consent=consent,
         policy=policy,
+        channel=channel,
+        send_slots=send_slots,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(out.name + ".partial")

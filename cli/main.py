@@ -1079,6 +1079,21 @@ def score(
         ),
     ] = False,
     policy: _POLICY_OPT = None,
+    channel: Annotated[
+        bool,
+        typer.Option(
+            "--channel",
+            help="Add preferred_channel: the consented channel the sendtime bundle ranks first (and the consents).",
+        ),
+    ] = False,
+    send_slots: Annotated[
+        bool,
+        typer.Option(
+            "--send-slots",
+            help="Add send_at_<channel>: the best slot within a day of the snapshot, outside quiet hours, on "
+            "consented channels only.",
+        ),
+    ] = False,
 ) -> None:
     """The nightly full-base export: every champion's probability and band, P(alive), CLV and segments,
     keyed by customer_key with the retailer's own ids beside it (customer_id: the primary; customer_ids: all)."""
@@ -1103,6 +1118,8 @@ def score(
                 as_of=when,
                 consent=consent,
                 policy=_policy(policy),
+                channel=channel,
+                send_slots=send_slots,
             )
     except (KairosError, ValueError, OSError) as exc:
         raise _fail(exc) from exc

@@ -3,6 +3,14 @@ never an offer on a channel the campaign (or the offer) does not allow."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from cli.main import app
+from features.store import latest_snapshot
 from tests.serving.conftest import ALL, World, headers
 
 NOW = "2026-01-02T13:00:00Z"
@@ -44,3 +52,36 @@ def test_an_email_campaign_never_sends_an_offer_on_another_channel(decided: Worl
     assert offered and all(i["channel"] == "email" for i in offered)
     for items in (free, mail):  # and never outside the offer's own channels
         assert all(i["channel"] in channels_of[i["offer_id"]] for i in items if i["decision"] == "offer")
+
+
+def test_the_export_adds_consent_the_preferred_channel_and_send_slots_as_the_api_answers(
+    decided: World, tmp_path: Path
+) -> None:
+    out = tmp_path / "scores.parquet"
+    result = CliRunner().invoke(
+        app,
+        ["score", "--all", "--no-compiled", "--channel", "--send-slots", "--out", str(out), "--data",
+         str(decided.home), "--tracking-uri", decided.uri],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    export = pd.read_parquet(out)
+    as_of = latest_snapshot(decided.home).as_of
+    for ch in ("email", "sms", "push"):
+        slots = export[f"send_at_{ch}"]
+        assert slots[~export[f"consent_{ch}"]].isna().all()  # never a slot on a channel without consent
+        given = slots.dropna()
+        assert len(given) and ((given >= as_of) & (given < as_of + timedelta(hours=25))).all()
+    preferred = export["preferred_channel"]
+    for ch in ("email", "sms", "push"):
+        assert export.loc[preferred == ch, f"consent_{ch}"].all()
+    none = ~export[["consent_email", "consent_sms", "consent_push"]].any(axis=1)
+    assert preferred[none].isna().all() and preferred[~none].notna().all()
+    sample = export.head(200)
+    with decided.client(**ALL) as client:
+        now = as_of.isoformat()
+        items = client.post(
+            "/v1/channels",
+            json={"customer_ids": sample["customer_id"].tolist(), "now": now},
+            headers=headers("campaign"),
+        ).json()["items"]
+    assert [i["preferred_channel"] for i in items] == sample["preferred_channel"].tolist()

@@ -13,7 +13,7 @@ Every key is optional; what the file leaves out keeps the documented default (``
       quiet_hours: [22, 8]           # local time; null: none
       offer_cooldown_hours: 72
     control: {share: 0.05, salt: kairos-control-v1}
-    resend: {enabled: true, after_hours: 48, max_resends: 1, same_channel: true}
+    resend: {enabled: true, days: 3}  # the second-best slot: on one of the next 3 local days
     bands:                           # per model; "default" for the others
       default: {thresholds: [0.3, 0.6]}
       churn:   {quantiles: [0.5, 0.9]}   # low: the lower half, high: the top 10 % of the scored base
@@ -75,15 +75,13 @@ class BandCuts(BaseModel):
 
 
 class ResendRule(BaseModel):
-    """Re-sending to a customer who did not open: on the second-best slot at least ``after_hours`` after
-    the first send, at most ``max_resends`` times, on the same channel unless ``same_channel`` is false."""
+    """Re-sending to a customer who did not open: ``POST /v1/send-time`` gives a second-best slot on one of
+    the ``days`` local days after the best one; ``enabled: false`` gives none (no re-sends)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
-    after_hours: float = Field(default=48.0, gt=0, le=24 * 14)
-    max_resends: int = Field(default=1, ge=0, le=5)
-    same_channel: bool = True
+    days: int = Field(default=3, ge=1, le=14)
 
 
 class MarketingPolicy(BaseModel):
@@ -116,9 +114,8 @@ class MarketingPolicy(BaseModel):
         caps = [f"{ch} {cap.label()}" for ch, caps in c.channel_caps.items() for cap in caps]
         caps += [f"all channels {cap.label()}" for cap in c.total_caps]
         quiet = "none" if c.quiet_hours is None else f"{c.quiet_hours[0]:02d}:00-{c.quiet_hours[1]:02d}:00 local"
-        resend = (
-            f"after {self.resend.after_hours:g} h, at most {self.resend.max_resends}" if self.resend.enabled else "off"
-        )
+        days = self.resend.days
+        resend = f"second-best slot within {days} days after the best" if self.resend.enabled else "off"
         bands = ", ".join(f"{m} {c.label()}" for m, c in sorted(self.bands.items())) or "each model's own"
         return {
             "name": self.name,

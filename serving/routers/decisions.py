@@ -127,10 +127,14 @@ def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _
             quiet,
             timezones=zones,
             segments=segments,
+            resend_days=policy.resend.days,
         )
     except KairosError as exc:  # the model refused the request's window or quiet hours
         raise ApiError(422, "invalid_request", f"body: {exc}") from exc
     items = []
+    if not policy.resend.enabled:  # the policy allows no re-sends: no second slot
+        frame["second_at"] = None
+        frame["second_local"] = None
     for cid, key, row in zip(body.customer_ids, keys, frame.to_dict("records"), strict=True):
         items.append(
             {

@@ -25,7 +25,7 @@ contact:
     email: [{max_messages: 2, per_hours: 24}]
   quiet_hours: [21, 9]
 control: {share: 0.1}
-resend: {after_hours: 36}
+resend: {days: 2}
 bands:
   default: {thresholds: [0.2, 0.5]}
   churn: {quantiles: [0.5, 0.9]}
@@ -40,7 +40,7 @@ email = [{max_messages = 2, per_hours = 24}]
 [control]
 share = 0.1
 [resend]
-after_hours = 36
+days = 2
 [bands.default]
 thresholds = [0.2, 0.5]
 [bands.churn]
@@ -52,7 +52,7 @@ def test_no_file_is_every_documented_default() -> None:
     policy = load_policy(None)
     assert policy.contact == PolicyConfig() and policy.control == ControlGroup()
     assert policy.contact.quiet_hours == (22, 8) and policy.control.share == 0.05
-    assert policy.resend.after_hours == 48 and policy.resend.max_resends == 1
+    assert policy.resend.enabled and policy.resend.days == 3
     assert policy.cuts("churn") is None  # each model keeps the cuts it was trained with
 
 
@@ -74,7 +74,7 @@ def test_yaml_and_toml_give_the_same_policy_and_version(tmp_path: Path) -> None:
         ("control: {share: 1.5}", "control.share"),
         ("bands: {churn: {thresholds: [0.6, 0.3]}}", "bands.churn"),
         ("bands: {churn: {thresholds: [0.3, 0.6], quantiles: [0.5, 0.9]}}", "bands.churn"),
-        ("resend: {after_hours: -1}", "resend.after_hours"),
+        ("resend: {days: 0}", "resend.days"),
         ("colour: blue", "colour"),
         ("- just\n- a list", "mapping"),
     ],

@@ -22,7 +22,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -34,10 +34,11 @@ import pyarrow.parquet as pq
 
 from bundles import registry
 from bundles.errors import ModelNotFoundError
+from bundles.offers import OffersBundle
 from bundles.propensity import MODEL_NAMES, PropensityBundle, PropensityModel, snapshot_scores
 from bundles.sendtime import SendTime, SendTimeBundle
 from bundles.value import CLV_MODEL, VALUE_MODEL, ClvBundle, ValueBundle, ValueModels
-from features.audience import ADVERTISING, CONSENT_PREFIX, CUSTOMER_IDS, primary_ids
+from features.audience import ADVERTISING, CONSENT_PREFIX, CUSTOMER_IDS, SEGMENT_NAMES, primary_ids
 from features.consent import CONTACT_PREFIX, consent_rules, contact_allowed_in
 from features.contract import Channel, Col, ConsentRule
 from features.definitions import DESCRIPTIONS
@@ -58,12 +59,15 @@ from features.store import (
 from models.clv import CLV_FIELDS
 from models.compiled import COMPILED_DIR, CompileError
 from models.decisioning.marketing_policy import MarketingPolicy, resolve_cuts
+from models.decisioning.nbo import NextBestOffer
+from models.decisioning.offers import load_catalogue
 from models.decisioning.policy import PolicyConfig
 from models.reasons import BANDS, ReasonExplainer, band_codes
 from models.stacking import DESCRIPTIONS as STACKED_DESCRIPTIONS
 
 ProgressFn = Callable[[str, float], None]
 SENDTIME_MODEL = "sendtime"
+OFFERS_MODEL = "offers"
 PREFERRED_CHANNEL = "preferred_channel"
 MESSAGE_CHANNELS = tuple(c.value for c in Channel)
 PROBE_ROWS = 2_000
@@ -126,6 +130,8 @@ class _Prepared:
     channel: bool = False
     send_slots: bool = False
     quiet: tuple[int, int] | None = (22, 8)
+    nbo: NextBestOffer | None = None  # the next-best offer for a named catalogue
+    offer_history: pd.DataFrame | None = None  # logged offer sends before the snapshot (per-customer limits)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -149,6 +155,7 @@ def _prepare(
     policy: MarketingPolicy | None = None,
     channel: bool = False,
     send_slots: bool = False,
+    offers: Path | None = None,
 ) -> _Prepared:
     registry.quiet_mlflow()
     snapshot = latest_snapshot(data_home) if as_of is None else snapshot_as_of(data_home, as_of)
@@ -178,10 +185,21 @@ def _prepare(
                 raise KairosError(
                     f"--channel / --send-slots need the {SENDTIME_MODEL} bundle: `kairos train sendtime` first"
                 ) from exc
+        nbo: NextBestOffer | None = None
+        if offers is not None:
+            catalogue = load_catalogue(offers)  # refused first: a bad catalogue names its field
+            try:
+                fetched = registry.fetch_bundle(tracking_uri, OFFERS_MODEL, alias, Path(tmp) / OFFERS_MODEL)
+            except ModelNotFoundError as exc:
+                raise KairosError(f"--offers needs the {OFFERS_MODEL} bundle: `kairos train offers` first") from exc
+            served, _ = OffersBundle.read(fetched.path, policy.control if policy is not None else None)
+            nbo = replace(served, catalogue=catalogue)
     if not models and clv is None and value is None:
         raise KairosError(f"no registered model to score with in {tracking_uri}: train some first")
     if sendtime is not None and SegCol.LIFECYCLE not in segment_columns:  # the send-time segment
         segment_columns = (*segment_columns, SegCol.LIFECYCLE)
+    if nbo is not None:  # eligibility and the playbook read every segment column and flag
+        segment_columns = tuple(dict.fromkeys([*segment_columns, *SEGMENT_NAMES]))
     segments = None
     if (snapshot.path / SEGMENTS_FILE).is_file():
         segments = pd.read_parquet(snapshot.path / SEGMENTS_FILE).set_index(Col.CUSTOMER_KEY)
@@ -217,7 +235,7 @@ def _prepare(
             if names:
                 part = segments[names].astype("string") if kind == pa.string() else segments[names]
                 joined.append(_Joined.of(part, names, kind, keys_all))
-    if consent or channel or send_slots:  # the channel and the slots are given on consented channels only
+    if consent or channel or send_slots or nbo is not None:  # channels, slots and offers: consented ones only
         allowed = consent_table(data_home, snapshot.as_of)
         joined.append(_Joined.of(allowed, list(allowed.columns), pa.bool_(), keys_all))
     del keys_all  # the positions are kept, not the keys
@@ -248,7 +266,20 @@ def _prepare(
         channel,
         send_slots,
         policy.contact.quiet_hours if policy is not None else PolicyConfig().quiet_hours,
+        nbo,
+        _offer_history(data_home, snapshot.as_of) if nbo is not None else None,
     )
+
+
+def _offer_history(data_home: Path, as_of: datetime) -> pd.DataFrame:
+    """The offers sent before ``as_of`` (``customer_key, offer_id, sent_at``): the per-customer limits."""
+    path = ingested_dir(data_home) / "messages.parquet"
+    columns = [Col.CUSTOMER_KEY, Col.OFFER_ID, Col.SENT_AT]
+    if not path.is_file() or not set(columns) <= set(pq.read_schema(path).names):
+        return pd.DataFrame(columns=columns)
+    sent = pq.read_table(path, columns=columns).to_pandas()
+    sent = sent[sent[Col.OFFER_ID].notna()]
+    return sent[pd.to_datetime(sent[Col.SENT_AT], utc=True) < pd.Timestamp(as_of)]
 
 
 def consent_table(data_home: Path, as_of: datetime) -> pd.DataFrame:
@@ -319,6 +350,8 @@ def score_tables(
             cols.update(joined.take(done, batch.num_rows))
         if prep.sendtime is not None:
             cols.update(_decisioning(prep, cols))
+        if prep.nbo is not None:
+            cols.update(_offers(prep, batch, cols))
         for name in carry:
             if name not in cols:
                 cols[name] = batch.column(name)
@@ -355,6 +388,33 @@ def _decisioning(prep: _Prepared, cols: dict[str, pa.Array]) -> dict[str, pa.Arr
     return out
 
 
+def _offers(prep: _Prepared, batch: pa.RecordBatch, cols: dict[str, pa.Array]) -> dict[str, pa.Array]:
+    """The next-best offer of the named catalogue per customer, as of the snapshot's instant: on a channel
+    the customer has consented to and the offer allows, the control group held out (the policy's share),
+    the per-customer limits read from the offers sent before. The contact caps and quiet hours are the
+    decision-time API's (``POST /v1/offers/campaign``): the export has no send state."""
+    assert prep.nbo is not None
+    frame = batch.to_pandas()
+    for name in SEGMENT_NAMES:
+        if name in cols:
+            frame[name] = cols[name].to_pandas()
+    keys = cols[Col.CUSTOMER_KEY].to_pylist()
+    frame[Col.CUSTOMER_KEY] = keys
+    consented = {ch: cols[CONSENT_PREFIX + ch].to_numpy(zero_copy_only=False) for ch in MESSAGE_CHANNELS}
+    allowed = {k: [ch for ch in MESSAGE_CHANNELS if consented[ch][i]] for i, k in enumerate(keys)}
+    history = prep.offer_history
+    if history is not None and len(history):
+        history = history[history[Col.CUSTOMER_KEY].isin(keys)]
+    decided = prep.nbo.decide(frame, now=prep.snapshot.as_of, allowed_channels=allowed, history=history)
+    return {
+        "offer_decision": pa.array(decided["status"].astype(str).tolist(), pa.string()),
+        "offer_id": pa.array(decided[Col.OFFER_ID].tolist(), pa.string(), from_pandas=True),
+        "offer_channel": pa.array(decided["channel"].tolist(), pa.string(), from_pandas=True),
+        "offer_expected_profit": pa.array(decided["expected_profit"].to_numpy(np.float32)),
+        "offer_reason": pa.array(decided["reason"].astype(str).tolist(), pa.string()),
+    }
+
+
 def score_all(
     data_home: Path,
     tracking_uri: str,
@@ -371,6 +431,7 @@ def score_all(
     policy: MarketingPolicy | None = None,
     channel: bool = False,
     send_slots: bool = False,
+    offers: Path | None = None,
 ) -> ScoreExport:
     """Score every customer of the latest snapshot with every registered champion; write Parquet to ``out``.
 
@@ -388,6 +449,8 @@ def score_all(
             channel preference ranks first, null when none is consented (with the consent columns).
         send_slots: add ``send_at_<channel>``: the best send slot (UTC) within a day of the snapshot's instant,
             outside the policy's quiet hours in the customer's zone, null where the channel has no consent.
+        offers: an offer catalogue (YAML, ``docs/offers.md``): add the next-best offer per customer under it,
+            scored by the registered ``offers`` bundle (:func:`_offers`).
         policy: the marketer's policy file: its band cuts per model (thresholds, or quantiles resolved on
             the snapshot's scores as the API resolves them); None: each model's own cuts.
 
@@ -407,6 +470,7 @@ def score_all(
         policy=policy,
         channel=channel,
         send_slots=send_slots,
+        offers=offers,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(out.name + ".partial")

@@ -1094,6 +1094,14 @@ def score(
             "consented channels only.",
         ),
     ] = False,
+    offers: Annotated[
+        Path | None,
+        typer.Option(
+            "--offers",
+            help="An offer catalogue (YAML): add each customer's next-best offer under it (offer_decision, offer_id, "
+            "offer_channel, offer_expected_profit, offer_reason), on consented channels only.",
+        ),
+    ] = None,
 ) -> None:
     """The nightly full-base export: every champion's probability and band, P(alive), CLV and segments,
     keyed by customer_key with the retailer's own ids beside it (customer_id: the primary; customer_ids: all)."""
@@ -1120,6 +1128,7 @@ def score(
                 policy=_policy(policy),
                 channel=channel,
                 send_slots=send_slots,
+                offers=offers,
             )
     except (KairosError, ValueError, OSError) as exc:
         raise _fail(exc) from exc

@@ -7,10 +7,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
 from features.store import latest_snapshot
+from models.decisioning.control import ControlGroup
 from tests.serving.conftest import ALL, World, headers
 
 NOW = "2026-01-02T13:00:00Z"
@@ -85,3 +87,30 @@ def test_the_export_adds_consent_the_preferred_channel_and_send_slots_as_the_api
             headers=headers("campaign"),
         ).json()["items"]
     assert [i["preferred_channel"] for i in items] == sample["preferred_channel"].tolist()
+
+
+def test_the_export_adds_the_next_best_offer_of_a_named_catalogue_on_consented_channels(
+    decided: World, tmp_path: Path
+) -> None:
+    with decided.client(**ALL) as client:
+        catalogue = client.app.state.services.bundle("offers").payload.catalogue  # type: ignore[attr-defined]
+    path = tmp_path / "catalogue.yaml"
+    path.write_text(yaml.safe_dump(catalogue.model_dump(mode="json"), sort_keys=False))
+    out = tmp_path / "scores.parquet"
+    result = CliRunner().invoke(
+        app,
+        ["score", "--all", "--no-compiled", "--offers", str(path), "--out", str(out), "--data", str(decided.home),
+         "--tracking-uri", decided.uri],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    export = pd.read_parquet(out)
+    channels_of = {o.id: {c.value for c in o.channels} for o in catalogue.offers}
+    offered = export[export["offer_decision"] == "offer"]
+    assert len(offered) > 0 and offered["offer_channel"].notna().all()
+    for row in offered.itertuples():
+        assert row.offer_channel in channels_of[row.offer_id]
+        assert getattr(row, f"consent_{row.offer_channel}")  # never an offer on a channel without consent
+    assert export.loc[export["offer_decision"] != "offer", "offer_channel"].isna().all()
+    held = export["offer_decision"] == "control_group"
+    members = ControlGroup().contains(export["customer_key"].astype(str))
+    assert held.any() and not (held & ~members).any()  # only the control group is held out

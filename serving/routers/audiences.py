@@ -41,6 +41,10 @@ log = logging.getLogger("kairos.serving.audiences")
 _MEDIA = {AudienceFormat.PARQUET: "application/vnd.apache.parquet"}
 
 
+class CsvResponse(Response):
+    media_type = "text/csv"
+
+
 def _prepared(services: Services, body: AudienceQuery) -> tuple[Audience, Universe]:
     try:
         audience = audience_of(services, body.condition)
@@ -126,7 +130,11 @@ def members(body: AudienceListRequest, services: ServicesDep, rid: RequestIdDep,
     return json_response(payload, numpy=True)
 
 
-@router.post("/export", responses={**ERRORS, 200: {"content": {"text/csv": {}, _MEDIA[AudienceFormat.PARQUET]: {}}}})
+@router.post(
+    "/export",
+    response_class=CsvResponse,
+    responses={**ERRORS, 200: {"description": "The file (Parquet: application/vnd.apache.parquet)."}},
+)
 def export(body: AudienceExportRequest, services: ServicesDep, _: RequestIdDep, principal: Campaign) -> Response:
     """Every member as a file, streamed chunk by chunk: ``csv`` / ``parquet`` (``customer_id``, ``customer_key``
     and the named columns) or an advertising platform's upload file (``google``, ``meta``, ``yandex``,

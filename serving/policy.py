@@ -38,11 +38,13 @@ class PolicySlot:
 
     @property
     def policy(self) -> MarketingPolicy:
+        """The policy in force (re-read first when the file changed)."""
         self._maybe_reload()
         return self._held[0]
 
     @property
     def contact(self) -> ContactPolicy:
+        """The contact policy built from the policy in force."""
         self._maybe_reload()
         return self._held[1]
 

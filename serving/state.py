@@ -49,10 +49,8 @@ class Services:
         self.segments = Segments.empty()
         self.personal = PersonalData(settings.data_home)
         self.audiences = AudienceSource(settings.data_home)  # read on first use, again after a new snapshot
-        self.policies = PolicySlot(
-            settings.policy_file, settings.data_home
-        )  # the marketer's policy file (defaults without one)
-        self.policies.load()
+        # the marketer's policy file (the documented defaults without one), reloaded like a model
+        self.policies = PolicySlot(settings.policy_file, settings.data_home)
         self.contacts = ContactBook.empty(self.policy)
         self.store_error: str | None = None
         self.slots: dict[str, ModelSlot] = {
@@ -137,6 +135,7 @@ class Services:
             self.store_error = f"{type(exc).__name__}: {exc}"
             log.error("online store failed to open", extra={"error": self.store_error})
         self.segments = Segments.read(self.settings.data_home)
+        self.policies.load()  # before the send log: its look-back is the policy's longest window
         self.contacts = ContactBook.read(self.settings.data_home, self.policy)
         backend = self.store.backend
         if isinstance(backend, RedisOnlineStore):  # several replicas: sends posted to one count in all

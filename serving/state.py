@@ -51,7 +51,7 @@ class Services:
         self.audiences = AudienceSource(settings.data_home)  # read on first use, again after a new snapshot
         # the marketer's policy file (the documented defaults without one), reloaded like a model
         self.policies = PolicySlot(settings.policy_file, settings.data_home)
-        self.contacts = ContactBook.empty(self.policy)
+        self.contacts = ContactBook.empty(ContactPolicy())  # the send log is read at start, under the policy
         self.store_error: str | None = None
         self.slots: dict[str, ModelSlot] = {
             kind: ModelSlot(

@@ -30,7 +30,7 @@ import heapq
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -177,11 +177,6 @@ class Audience(Condition):
 
     def __init__(self, text: str, known: Mapping[str, ValueKind]) -> None:
         super().__init__(text, known)
-
-    def columns(self, frame_columns: Iterable[str]) -> list[str]:
-        """The columns of a chunk a plain export carries beside the ids: those the condition names."""
-        have = set(frame_columns)
-        return sorted(n for n in self.names if n in have)
 
 
 # --- contacts for the upload formats ------------------------------------------------------------------
@@ -512,9 +507,3 @@ def new_definition(name: str, condition: str, description: str = "") -> Audience
     if not _NAME.match(name):
         raise AudienceError(f"audience name {name!r}: use 1-64 lower case letters, digits, '-' or '_'")
     return AudienceDefinition(name=name, condition=condition, description=description, created_at=datetime.now(UTC))
-
-
-def chunks_of(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
-    """``frame`` in slices of ``size`` rows (tests and small callers)."""
-    for start in range(0, len(frame), size):
-        yield frame.iloc[start : start + size]

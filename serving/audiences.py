@@ -53,6 +53,10 @@ _VALUE_FIELDS = {  # audience name -> the /v1/scores item's value field
 }
 
 
+class ModelNotLoaded(KairosError):
+    """The condition names a model the service answers only with its fallback prior: no audience from priors."""
+
+
 def audience_of(services: Services, condition: str) -> Audience:
     """The condition checked against what this service scores (its propensity models) and the channels.
 
@@ -83,6 +87,9 @@ def chunk_rows(
     """Rows ``[start, stop)`` of the universe as audience rows (``position`` = the place in the universe)."""
     keys = universe.keys.slice(start, stop - start).to_pylist()
     body = _score(services, keys, now)
+    unloaded = [k for k in body["fallback_models"] if k in audience.names or f"{k}_band" in audience.names]
+    if unloaded:
+        raise ModelNotLoaded(f"the {', '.join(unloaded)} model is not loaded; retry later")
     items = body["items"]
     frame: dict[str, Any] = {
         "position": np.arange(start, stop, dtype=np.int64),
@@ -134,6 +141,8 @@ def scan(
 
     Raises:
         OnlineStoreUnavailable: the store cannot answer (no audience is answered from priors).
+        ModelNotLoaded: a model the condition names is not loaded.
+        AudienceError: the data lacks what the condition names (an attribute, say).
     """
     n = len(universe)
     position = start

@@ -20,7 +20,7 @@ from starlette.background import BackgroundTask
 from features.audience import AD_FORMATS, Audience, AudienceError, AudienceFormat, AudienceWriter, Sample
 from features.errors import DataNotFoundError
 from features.online import OnlineStoreUnavailable
-from serving.audiences import Universe, audience_of, plain, scan
+from serving.audiences import ModelNotLoaded, Universe, audience_of, plain, scan
 from serving.deps import Campaign, RequestIdDep, ServicesDep
 from serving.keys import Scope
 from serving.routers.common import ERRORS, decision_time, json_response
@@ -57,7 +57,13 @@ def _prepared(services: Services, body: AudienceQuery) -> tuple[Audience, Univer
     return audience, universe
 
 
-def _unavailable(exc: OnlineStoreUnavailable) -> ApiError:
+def _unavailable(exc: Exception) -> ApiError:
+    """The error answer of a scan that could not finish: the store down or a model not loaded (503), or
+    the data lacking what the condition names (422)."""
+    if isinstance(exc, AudienceError):
+        return ApiError(422, "invalid_request", f"body.condition: {exc}")
+    if isinstance(exc, ModelNotLoaded):
+        return ApiError(503, "model_unavailable", str(exc), {"Retry-After": "5"})
     log.warning("online store unavailable; no audience answered", extra={"error": str(exc)[:200]})
     return ApiError(503, "unavailable", "the online store cannot answer now; retry", {"Retry-After": "5"})
 
@@ -90,7 +96,7 @@ def count(body: AudienceCountRequest, services: ServicesDep, rid: RequestIdDep, 
             columns = columns if columns is not None else _columns(audience, chunk.columns)
             members += len(chunk)
             sample.offer(chunk, columns)
-    except OnlineStoreUnavailable as exc:
+    except (OnlineStoreUnavailable, ModelNotLoaded, AudienceError) as exc:
         raise _unavailable(exc) from exc
     payload = _envelope(services, rid, audience, universe, now.isoformat())
     payload |= {"scanned": len(universe), "count": members, "sample": sample.rows()}
@@ -123,7 +129,7 @@ def members(body: AudienceListRequest, services: ServicesDep, rid: RequestIdDep,
             if len(items) == body.page_size:
                 next_cursor = stop if stop < len(universe) else None
                 break
-    except OnlineStoreUnavailable as exc:
+    except (OnlineStoreUnavailable, ModelNotLoaded, AudienceError) as exc:
         raise _unavailable(exc) from exc
     payload = _envelope(services, rid, audience, universe, now.isoformat())
     payload |= {"scanned": scanned, "items": items, "next_cursor": None if next_cursor is None else str(next_cursor)}
@@ -151,7 +157,7 @@ def export(body: AudienceExportRequest, services: ServicesDep, _: RequestIdDep, 
     chunks = scan(services, universe, audience, now)
     try:
         first = next(chunks, None)
-    except OnlineStoreUnavailable as exc:
+    except (OnlineStoreUnavailable, ModelNotLoaded, AudienceError) as exc:
         raise _unavailable(exc) from exc
     columns = _columns(audience, first[1].columns) if first is not None else []
     headers = {"X-Kairos-Now": now.isoformat(), "X-Kairos-Snapshot": universe.snapshot.as_of.isoformat()}
@@ -164,7 +170,7 @@ def export(body: AudienceExportRequest, services: ServicesDep, _: RequestIdDep, 
             for _stop, chunk in [first, *chunks] if first is not None else []:
                 writer.write(chunk)
             writer.close()
-        except OnlineStoreUnavailable as exc:
+        except (OnlineStoreUnavailable, ModelNotLoaded, AudienceError) as exc:
             path.unlink(missing_ok=True)
             raise _unavailable(exc) from exc
         headers["Content-Disposition"] = 'attachment; filename="audience.parquet"'
@@ -179,8 +185,8 @@ def export(body: AudienceExportRequest, services: ServicesDep, _: RequestIdDep, 
             for _stop, chunk in [first, *chunks] if first is not None else []:
                 writer.write(chunk)
                 yield _drain(buffer)
-        except OnlineStoreUnavailable as exc:  # the status is sent: end the body early, say why in the log
-            log.warning("audience export cut short: online store unavailable", extra={"error": str(exc)[:200]})
+        except (OnlineStoreUnavailable, ModelNotLoaded, AudienceError) as exc:  # the status is sent: end early
+            log.warning("audience export cut short", extra={"error": str(exc)[:200]})
             return
         writer.close()
         yield _drain(buffer)

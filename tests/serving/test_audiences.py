@@ -100,6 +100,12 @@ def test_bad_requests_name_the_field_and_upload_files_need_the_pii_scope(world: 
         assert r.status_code == 422 and "body.cursor" in r.json()["error"]["message"]
         r = client.post("/v1/audiences/count", json={"condition": EXAMPLE}, headers=headers("storefront"))
         assert r.status_code == 403
+        # an attribute this data lacks is known only once the rows are read: still a 422 naming it
+        r = client.post("/v1/audiences/count", json={"condition": "attr_shoe_size > 3"}, headers=headers("campaign"))
+        assert r.status_code == 422 and "attr_shoe_size" in r.json()["error"]["message"]
+        # a model the service does not serve is not a name; one it serves only from a prior is a 503
+        r = client.post("/v1/audiences/count", json={"condition": "purchase > 0.5"}, headers=headers("campaign"))
+        assert r.status_code == 422 and "purchase" in r.json()["error"]["message"]
 
 
 def test_upload_files_carry_only_customers_whose_consent_covers_advertising(world: World, tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def test_bad_requests_name_the_field_and_upload_files_need_the_pii_scope(world: 
         # an attribute this data lacks is known only once the rows are read: still a 422 naming it
         r = client.post("/v1/audiences/count", json={"condition": "attr_shoe_size > 3"}, headers=headers("campaign"))
         assert r.status_code == 422 and "attr_shoe_size" in r.json()["error"]["message"]
-        # a model the service does not serve is not a name; one it serves only from a prior is a 503
+        # a model the service does not serve is not a name (one served only from a prior: 503, not tested here)
         r = client.post("/v1/audiences/count", json={"condition": "purchase > 0.5"}, headers=headers("campaign"))
         assert r.status_code == 422 and "purchase" in r.json()["error"]["message"]
 

@@ -311,7 +311,8 @@ def score_tables(
     done = 0
     # the reason templates read other columns of the row (e.g. the usual gap between orders)
     value_features = value.features if value is not None else []
-    read = None if reasons else list(dict.fromkeys([Col.CUSTOMER_KEY, *needed, *prep.rules, *value_features, *carry]))
+    every = reasons or prep.nbo is not None  # reasons and the offers' expressions may read any feature
+    read = None if every else list(dict.fromkeys([Col.CUSTOMER_KEY, *needed, *prep.rules, *value_features, *carry]))
     # amounts in the data's currency, as the snapshot records it (older snapshots: the data home's)
     currency = snapshot.manifest.get("currency") or data_currency(data_home)
     explainer = ReasonExplainer({**DESCRIPTIONS, **STACKED_DESCRIPTIONS}, currency=currency) if reasons else None

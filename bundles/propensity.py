@@ -578,3 +578,23 @@ def _fetched(tracking_uri: str, name: str, alias: str, got: Any, meta: dict[str,
         metadata={k: v for k, v in meta.items() if k not in ("manifest", "features")},
     )
     return Fetched(got.path, prov)
+
+
+QUANTILE_ROWS = 100_000  # customers a quantile band cut is resolved on
+
+
+def snapshot_scores(model: PropensityModel, snapshot_file: Path, rows: int = QUANTILE_ROWS) -> np.ndarray:
+    """Calibrated probabilities of the snapshot's first ``rows`` customers inside the model's population:
+    what quantile band cuts (the policy file's ``bands``) are resolved on. The snapshot is in customer-key
+    order, a keyed hash, so its first rows are a uniform sample of the base (all of it up to ``rows``)."""
+    import pyarrow.parquet as pq
+
+    wanted = list(dict.fromkeys([*model.features, *([model.population.feature] if model.population else [])]))
+    batch = next(pq.ParquetFile(snapshot_file).iter_batches(batch_size=rows, columns=wanted), None)
+    if batch is None:
+        return np.empty(0)
+    frame = batch.to_pandas()
+    p = model.score(frame)
+    if model.population is not None:
+        p = p[model.population.contains(frame[model.population.feature].to_numpy(np.float64))]
+    return p

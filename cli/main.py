@@ -393,6 +393,23 @@ _MARGIN_OPT = Annotated[float, typer.Option(min=0.0, help="Holdout gain needed t
 _MIN_POS_OPT = Annotated[int, typer.Option(min=1, help="Fewest positive training examples to register a model.")]
 _MIN_NEG_OPT = Annotated[int, typer.Option(min=1, help="Fewest negative training examples to register a model.")]
 _MIN_HIST_OPT = Annotated[int, typer.Option(min=0, help="Fewest days of history before the first cutoff.")]
+_POLICY_OPT = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        envvar="KAIROS_POLICY_FILE",
+        help="The marketer's policy file (YAML or TOML; docs/decisioning.md): its band cuts per model. Default: "
+        "each model's own cuts.",
+    ),
+]
+
+
+def _policy(path: Path | None) -> Any:
+    from models.decisioning.marketing_policy import load_policy
+
+    return load_policy(path) if path is not None else None
+
+
 _AS_OF_OPT = Annotated[
     str | None,
     typer.Option(
@@ -1070,6 +1087,37 @@ def score(
             "snapshot's as-of.",
         ),
     ] = None,
+    consent: Annotated[
+        bool,
+        typer.Option(
+            "--consent",
+            help="Add consent_<channel> (true/false) for every consent channel and `advertising`, as of the snapshot.",
+        ),
+    ] = False,
+    policy: _POLICY_OPT = None,
+    channel: Annotated[
+        bool,
+        typer.Option(
+            "--channel",
+            help="Add preferred_channel: the consented channel the sendtime bundle ranks first (and the consents).",
+        ),
+    ] = False,
+    send_slots: Annotated[
+        bool,
+        typer.Option(
+            "--send-slots",
+            help="Add send_at_<channel>: the best slot within a day of the snapshot, outside quiet hours, on "
+            "consented channels only.",
+        ),
+    ] = False,
+    offers: Annotated[
+        Path | None,
+        typer.Option(
+            "--offers",
+            help="An offer catalogue (YAML): add each customer's next-best offer under it (offer_decision, offer_id, "
+            "offer_channel, offer_expected_profit, offer_reason), on consented channels only.",
+        ),
+    ] = None,
 ) -> None:
     """The nightly full-base export: every champion's probability and band, P(alive), CLV and segments,
     keyed by customer_key with the retailer's own ids beside it (customer_id: the primary; customer_ids: all)."""
@@ -1096,6 +1144,11 @@ def score(
                 reasons=reasons,
                 as_of=when,
                 now=instant,
+                consent=consent,
+                policy=_policy(policy),
+                channel=channel,
+                send_slots=send_slots,
+                offers=offers,
             )
     except (KairosError, ValueError, OSError) as exc:
         raise _fail(exc) from exc
@@ -1112,6 +1165,193 @@ def score(
             ("written", str(result.path)),
         ],
     )
+
+
+audience_app = typer.Typer(
+    help="Audiences: the customers for whom a condition holds, scored as the nightly export scores them.",
+    no_args_is_help=True,
+)
+app.add_typer(audience_app, name="audience")
+_CONDITION_ARG = Annotated[
+    str,
+    typer.Argument(
+        help='A condition in the eligibility language, e.g. "churn > 0.6 and consent_email and lifecycle in '
+        "['at_risk', 'lapsed']\" (docs/audiences.md lists the names)."
+    ),
+]
+_COMPILED_OPT = Annotated[
+    bool, typer.Option("--compiled/--no-compiled", help="Score with the lleaves builds (as `kairos score --all`).")
+]
+
+
+def _audience_scan(data: Path, tracking_uri: str, condition: str, as_of: str | None, compiled: bool, **kw: Any) -> Any:
+    import os
+
+    from batch.audience import AudienceScan
+
+    _dated(data, "kairos audience")
+    policy = os.environ.get("KAIROS_POLICY_FILE")  # band cuts as the API applies them
+    return AudienceScan(
+        data,
+        tracking_uri,
+        condition,
+        as_of=_as_of(as_of),
+        compiled=compiled,
+        policy=_policy(Path(policy) if policy else None),
+        **kw,
+    )
+
+
+def _print_answer(answer: Any, title: str) -> None:
+    rows: list[tuple[str, Any]] = [
+        ("condition", answer.condition),
+        ("instant (the snapshot's)", answer.instant.isoformat()),
+        ("customers read", f"{answer.scanned:,}"),
+        ("members", f"{answer.members:,}"),
+        ("models", ", ".join(f"{k} v{v}" for k, v in answer.models.items()) or "none"),
+        ("customers per second", f"{answer.per_second:,.0f}"),
+    ]
+    if answer.written is not None:
+        rows.append(("rows written", f"{answer.written.rows:,}"))
+        for reason, n in answer.written.excluded.items():
+            rows.append((f"left out: {reason}", f"{n:,}"))
+    if answer.path is not None:
+        rows.append(("written", str(answer.path)))
+    _summary(title, rows)
+
+
+@audience_app.command("count")
+def audience_count(
+    condition: _CONDITION_ARG,
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    as_of: _AS_OF_OPT = None,
+    sample: Annotated[int, typer.Option(min=0, max=1_000, help="Members to show (a fixed, uniform sample).")] = 10,
+    compiled: _COMPILED_OPT = True,
+) -> None:
+    """How many customers the condition holds for, with a sample (retailer's ids on stdout as JSON lines)."""
+    try:
+        answer = _audience_scan(data, tracking_uri, condition, as_of, compiled).run(sample_size=sample)
+    except (KairosError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    _print_answer(answer, "audience")
+    for row in answer.sample:
+        typer.echo(json.dumps(row, default=str))
+
+
+@audience_app.command("list")
+def audience_list(
+    condition: _CONDITION_ARG,
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    as_of: _AS_OF_OPT = None,
+    compiled: _COMPILED_OPT = True,
+) -> None:
+    """Every member on stdout, one CSV line each (customer_id, customer_key, the columns the condition names)."""
+    import sys
+
+    from features.audience import AudienceFormat
+
+    try:
+        scan = _audience_scan(data, tracking_uri, condition, as_of, compiled)
+        with tempfile_path(".csv") as path:
+            answer = scan.run(out=path, fmt=AudienceFormat.CSV, sample_size=0)
+            with path.open("rb") as f:
+                while block := f.read(1 << 16):
+                    sys.stdout.buffer.write(block)
+    except (KairosError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    answer.path = None
+    _print_answer(answer, "audience")
+
+
+@audience_app.command("export")
+def audience_export(
+    condition: _CONDITION_ARG,
+    out: Annotated[Path, typer.Option(help="File to write.")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="csv, parquet, or an upload file: google, meta, yandex, vk_email, vk_phone (hashed contacts of "
+            "members with consent_advertising only).",
+        ),
+    ] = "parquet",
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    as_of: _AS_OF_OPT = None,
+    compiled: _COMPILED_OPT = True,
+) -> None:
+    """Write the members to a file (streamed batch by batch)."""
+    from features.audience import AD_FORMATS, AudienceFormat
+
+    try:
+        kind = AudienceFormat(fmt)
+    except ValueError:
+        raise _fail(ValueError(f"--format {fmt!r}: one of {', '.join(f.value for f in AudienceFormat)}")) from None
+    try:
+        scan = _audience_scan(data, tracking_uri, condition, as_of, compiled, consent=kind in AD_FORMATS)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        answer = scan.run(out=out, fmt=kind, sample_size=0)
+    except (KairosError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    _print_answer(answer, f"audience ({kind.value})")
+
+
+@audience_app.command("save")
+def audience_save(
+    name: Annotated[str, typer.Argument(help="The audience's name (lower case letters, digits, - and _).")],
+    condition: _CONDITION_ARG,
+    description: Annotated[str, typer.Option(help="What the audience is for.")] = "",
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    as_of: _AS_OF_OPT = None,
+    compiled: _COMPILED_OPT = True,
+) -> None:
+    """Save an audience by name and run it: DATA/audiences/NAME/ keeps the definition and its members."""
+    from batch.audience import run_saved
+
+    try:
+        _dated(data, "kairos audience")
+        definition, answer = run_saved(
+            data,
+            tracking_uri,
+            name,
+            condition=condition,
+            description=description,
+            as_of=_as_of(as_of),
+            compiled=compiled,
+        )
+    except (KairosError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    _print_answer(answer, f"audience {definition.name} (saved, run {len(definition.runs)})")
+
+
+@audience_app.command("run")
+def audience_run(
+    name: Annotated[str, typer.Argument(help="A saved audience.")],
+    data: _DATA_OPT = DEFAULT_HOME,
+    tracking_uri: _TRACKING_OPT = DEFAULT_TRACKING,
+    as_of: _AS_OF_OPT = None,
+    compiled: _COMPILED_OPT = True,
+) -> None:
+    """Run a saved audience again (on the latest snapshot, or as of a date); its members are replaced."""
+    from batch.audience import run_saved
+
+    try:
+        _dated(data, "kairos audience")
+        definition, answer = run_saved(data, tracking_uri, name, as_of=_as_of(as_of), compiled=compiled)
+    except (KairosError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    _print_answer(answer, f"audience {definition.name} (run {len(definition.runs)})")
+
+
+@contextmanager
+def tempfile_path(suffix: str) -> Iterator[Path]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp) / f"audience{suffix}"
 
 
 @app.command("compile")

@@ -18,7 +18,20 @@ from serving.lean import LeanDispatch
 from serving.middleware import EdgeMiddleware
 from serving.monitoring import MonitoringCollector, latest_summary_path
 from serving.observability import Metrics, setup_logging
-from serving.routers import admin, campaigns, customers, decisions, events, health, models, offers, recs, scores
+from serving.routers import (
+    admin,
+    audiences,
+    campaigns,
+    channels,
+    customers,
+    decisions,
+    events,
+    health,
+    models,
+    offers,
+    recs,
+    scores,
+)
 from serving.settings import OpenEndpoint, Settings, get_settings
 from serving.state import Services
 
@@ -91,7 +104,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(LeanDispatch)  # inside the edge: ids, size limit, metrics and logs apply as to any route
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
-    for module in (recs, health, scores, customers, decisions, offers, campaigns, events, models, admin):
+    for module in (
+        recs,
+        health,
+        scores,
+        customers,
+        decisions,
+        offers,
+        campaigns,
+        events,
+        models,
+        admin,
+        audiences,
+        channels,
+    ):
         app.include_router(module.router)
     app.include_router(health.metrics_router(settings))
     app.include_router(_docs_router(app, settings))

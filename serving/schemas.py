@@ -560,6 +560,11 @@ class NextBestRequest(BaseModel):
 
     customer_id: CustomerId
     now: DecisionTime | None = Field(None, description="Decision time, with a timezone (default: now).")
+    channels: list[ChannelName] | None = Field(
+        None,
+        min_length=1,
+        description="The channels this campaign may use (default: every channel); an offer never goes out on another.",
+    )
 
 
 class CampaignRequest(BaseModel):
@@ -573,6 +578,11 @@ class CampaignRequest(BaseModel):
     customer_ids: list[CustomerId] = Field(min_length=1, max_length=10_000)
     budget: float | None = Field(None, gt=0, description="Expected cost the campaign may spend (default: none).")
     now: DecisionTime | None = Field(None, description="Decision time, with a timezone (default: now).")
+    channels: list[ChannelName] | None = Field(
+        None,
+        min_length=1,
+        description="The channels this campaign may use (default: every channel); an offer never goes out on another.",
+    )
 
 
 TimezoneSource = Literal["customer", "default"]
@@ -599,6 +609,10 @@ class PermissionAnswer(BaseModel):
 
 class PermissionResponse(Envelope):
     now: datetime | None = Field(None, description="The instant judged, UTC (absent when degraded).")
+    policy: dict[str, Any] | None = Field(
+        None,
+        description="The policy file in force: name, version (checksum) and its rules in words (docs/decisioning.md).",
+    )
     items: list[PermissionAnswer]
 
 
@@ -619,6 +633,10 @@ class SendTimeItem(BaseModel):
 
 class SendTimeResponse(Envelope):
     channel: Channel
+    policy: dict[str, Any] | None = Field(
+        None,
+        description="The policy file in force: name, version (checksum) and its rules in words (docs/decisioning.md).",
+    )
     items: list[SendTimeItem]
 
 
@@ -646,6 +664,10 @@ class OfferDecision(BaseModel):
 
 class OfferResponse(Envelope):
     now: datetime | None = Field(None, description="The decision time, UTC (absent when degraded).")
+    policy: dict[str, Any] | None = Field(
+        None,
+        description="The policy file in force: name, version (checksum) and its rules in words (docs/decisioning.md).",
+    )
     items: list[OfferDecision]
 
 
@@ -666,3 +688,96 @@ class CampaignSummary(BaseModel):
 
 class CampaignResponse(OfferResponse):
     summary: CampaignSummary | None = Field(None, description="Absent when degraded.")
+
+
+# --- audiences --------------------------------------------------------------------------------------------
+
+
+class AudienceQuery(BaseModel):
+    """An audience condition (docs/audiences.md) and the instant it is answered at."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={
+            "examples": [{"condition": "churn > 0.6 and consent_email and lifecycle in ['at_risk', 'lapsed']"}]
+        },
+    )
+
+    condition: str = Field(min_length=1, max_length=1_000, description="A condition in the eligibility language.")
+    now: DecisionTime | None = Field(None, description="The instant of the answer, with a timezone (default: now).")
+
+
+class AudienceCountRequest(AudienceQuery):
+    sample_size: int = Field(10, ge=0, le=100, description="Members to return as a fixed, uniform sample.")
+
+
+class AudienceListRequest(AudienceQuery):
+    cursor: str | None = Field(
+        None, max_length=20, pattern=r"^[0-9]+$", description="next_cursor of the previous page (none: the first)."
+    )
+    page_size: int = Field(1_000, ge=1, le=10_000, description="Most members in the page.")
+
+
+class AudienceExportRequest(AudienceQuery):
+    format: str = Field(
+        "csv",
+        pattern=r"^(csv|parquet|google|meta|yandex|vk_email|vk_phone)$",
+        description="csv or parquet (ids and the named columns), or an advertising platform's upload file "
+        "(google, meta, yandex, vk_email, vk_phone: hashed contacts of members with consent_advertising; the "
+        "pii scope).",
+    )
+
+
+class AudienceAnswer(Envelope):
+    condition: str
+    now: str = Field(description="The instant of the answer (ISO 8601).")
+    snapshot_as_of: str = Field(description="The feature snapshot whose customers were read.")
+    scanned: int = Field(description="Customers the condition was evaluated on.")
+
+
+class AudienceCountResponse(AudienceAnswer):
+    count: int
+    sample: list[dict[str, Any]] = Field(description="customer_id, customer_key and the columns the condition names.")
+
+
+class AudienceListResponse(AudienceAnswer):
+    items: list[dict[str, Any]] = Field(description="customer_id, customer_key and the columns the condition names.")
+    next_cursor: str | None = Field(description="Where the next page starts; null after the last page.")
+
+
+# --- channels ---------------------------------------------------------------------------------------------
+
+
+class ChannelRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, strict=True, json_schema_extra={"examples": [{"customer_ids": ["100001"]}]}
+    )
+
+    customer_ids: list[CustomerId] = Field(min_length=1, max_length=10_000)
+    now: DecisionTime | None = Field(
+        None, description="The instant consent is judged at, with a timezone (default: now)."
+    )
+
+
+class ChannelScoreItem(BaseModel):
+    channel: Channel
+    p_open: float | None = Field(description="Smoothed probability of an open or click on this channel.")
+    p_click: float | None
+    sends: int = Field(description="Messages this customer was sent on the channel.")
+    status: str = Field(description="ok, or not_enough_data (mostly the population's rate).")
+    rank: int
+
+
+class ChannelItem(BaseModel):
+    customer_id: str
+    status: ItemStatus
+    customer_key: str | None = None
+    preferred_channel: Channel | None = Field(None, description="The best consented channel; null: none consented.")
+    channels: list[ChannelScoreItem] = Field(default_factory=list, description="Consented channels only, ranked.")
+
+
+class ChannelResponse(Envelope):
+    now: datetime | None = None
+    items: list[ChannelItem]

@@ -25,7 +25,7 @@ from bundles.propensity import PropensityModel
 from bundles.value import ClvTable, ValueModels
 from features.definitions import DESCRIPTIONS
 from features.online import Lookup, OnlineStoreUnavailable
-from models.reasons import DEFAULT_CURRENCY, DEFAULT_CUTS, ReasonExplainer, band, currency_of
+from models.reasons import DEFAULT_CURRENCY, ReasonExplainer, band, currency_of
 from models.stacking import DESCRIPTIONS as STACKED_DESCRIPTIONS
 from serving.schemas import AnswerSource, ItemStatus
 from serving.state import Services
@@ -140,7 +140,7 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool, now: date
         good = np.isfinite(p)
         b = np.full(n, None, dtype=object)
         if good.any():
-            b[good] = band(p[good], m.cuts if m is not None else DEFAULT_CUTS)
+            b[good] = band(p[good], services.policies.cuts(s.kind, m))  # the policy file's cuts
         bands[s.kind] = b
 
     keys = found.keys
@@ -152,7 +152,7 @@ def score_batch(services: Services, ids: Sequence[str], reasons: bool, now: date
         pa = value["p_alive"]
         has = np.isfinite(pa)
         if has.any():
-            alive_band[has] = band(pa[has], DEFAULT_CUTS)
+            alive_band[has] = band(pa[has], services.policies.cuts("p_alive", None))
     # spend and orders over the value model's horizon, from the feature row (Kairos's regressors or a baseline)
     spend = np.full(n, np.nan)
     orders = np.full(n, np.nan)

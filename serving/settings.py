@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     offer_window_hours: float = Field(
         24.0, gt=0, le=24 * 14, description="An offer's message must be sendable within this window (hours)."
     )
+    policy_file: Path | None = Field(
+        None,
+        description="The marketer's policy (YAML or TOML: contact caps, quiet hours, control share, re-send rule, "
+        "band cuts per model; docs/decisioning.md). Re-read when it changes; an invalid file leaves the policy in "
+        "force. None: the documented defaults.",
+    )
     max_reasons_batch: int = Field(1_000, ge=1, description="Most customers in one scoring request with reasons.")
     model_alias: str = Field("champion", description="Registry alias the service serves.")
     model_cache_dir: Path = Field(

@@ -14,10 +14,12 @@ from features.errors import KairosError
 from features.online import RedisOnlineStore
 from models.compiled import COMPILED_DIR
 from models.decisioning.policy import ContactPolicy
+from serving.audience_universe import AudienceSource
 from serving.contact import ContactBook, SharedSends
 from serving.keys import DEMO_KEY, KeyRing, Scope, hash_key
 from serving.lifecycle import LoadOutcome, ModelSlot
 from serving.observability import Metrics
+from serving.policy import PolicySlot
 from serving.security import RateLimiter, SharedRateLimiter
 from serving.settings import Environment, Settings
 from serving.store import PersonalData, Segments, StoreGateway
@@ -46,8 +48,10 @@ class Services:
         self.store = StoreGateway(settings)
         self.segments = Segments.empty()
         self.personal = PersonalData(settings.data_home)
-        self.policy = ContactPolicy()
-        self.contacts = ContactBook.empty(self.policy)
+        self.audiences = AudienceSource(settings.data_home)  # read on first use, again after a new snapshot
+        # the marketer's policy file (the documented defaults without one), reloaded like a model
+        self.policies = PolicySlot(settings.policy_file, settings.data_home)
+        self.contacts = ContactBook.empty(ContactPolicy())  # the send log is read at start, under the policy
         self.store_error: str | None = None
         self.slots: dict[str, ModelSlot] = {
             kind: ModelSlot(
@@ -65,6 +69,11 @@ class Services:
         self._poller: threading.Thread | None = None
 
     # -- state
+
+    @property
+    def policy(self) -> ContactPolicy:
+        """The contact policy of the policy file in force (re-read when the file changed)."""
+        return self.policies.contact
 
     def bundle(self, kind: str) -> ModelBundle | None:
         slot = self.slots.get(kind)
@@ -126,6 +135,7 @@ class Services:
             self.store_error = f"{type(exc).__name__}: {exc}"
             log.error("online store failed to open", extra={"error": self.store_error})
         self.segments = Segments.read(self.settings.data_home)
+        self.policies.load()  # before the send log: its look-back is the policy's longest window
         self.contacts = ContactBook.read(self.settings.data_home, self.policy)
         backend = self.store.backend
         if isinstance(backend, RedisOnlineStore):  # several replicas: sends posted to one count in all
@@ -145,6 +155,7 @@ class Services:
 
     def reload(self, force: bool = False, kinds: list[str] | None = None) -> list[LoadOutcome]:
         """Load every (or the named) model whose alias moved; failures keep the serving bundle."""
+        self.policies.load()
         return [
             slot.load(self.store.feature_names, force=force)
             for kind, slot in self.slots.items()

@@ -88,6 +88,7 @@ def permissions(body: PermissionRequest, services: ServicesDep, rid: RequestIdDe
             }
         )
     payload = {"request_id": rid, "models": [], "degraded": False, "source": AnswerSource.MODEL, "now": now.isoformat()}
+    payload["policy"] = services.policies.policy.describe()  # the rules every answer was judged by
     payload["items"] = out
     return json_response(payload)
 
@@ -105,6 +106,9 @@ def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _
     sendtime: SendTime = bundle.payload
     now = decision_time(body.now, clock=services.settings.clock)
     quiet = None if body.quiet_hours is None else (body.quiet_hours[0], body.quiet_hours[1])
+    policy = services.policies.policy
+    if "quiet_hours" not in body.model_fields_set:  # not asked for: the policy file's quiet hours
+        quiet = policy.contact.quiet_hours
     degraded = False
     try:
         keys = services.store.resolve(body.customer_ids)
@@ -123,10 +127,14 @@ def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _
             quiet,
             timezones=zones,
             segments=segments,
+            resend_days=policy.resend.days,
         )
     except KairosError as exc:  # the model refused the request's window or quiet hours
         raise ApiError(422, "invalid_request", f"body: {exc}") from exc
     items = []
+    if not policy.resend.enabled:  # the policy allows no re-sends: no second slot
+        frame["second_at"] = None
+        frame["second_local"] = None
     for cid, key, row in zip(body.customer_ids, keys, frame.to_dict("records"), strict=True):
         items.append(
             {
@@ -150,6 +158,7 @@ def send_time(body: SendTimeRequest, services: ServicesDep, rid: RequestIdDep, _
         "degraded": degraded,
         "source": AnswerSource.MODEL,
         "channel": body.channel,
+        "policy": policy.describe(),
         "items": items,
     }
     return json_response(payload)

@@ -10,7 +10,7 @@ against the policy again.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -155,10 +155,17 @@ def _decisions(
 
 
 def _respond(
-    services: Services, rid: str, ids: list[str], now: datetime, budget: float | None, campaign: bool
+    services: Services,
+    rid: str,
+    ids: list[str],
+    now: datetime,
+    budget: float | None,
+    campaign: bool,
+    allowed: list[str] | None = None,
 ) -> Response:
     bundle = model_of(services, "offers")
-    nbo: NextBestOffer = bundle.payload
+    policy = services.policies.policy
+    nbo: NextBestOffer = replace(bundle.payload, control=policy.control)  # the policy file's control group
     window = timedelta(hours=services.settings.offer_window_hours)
     models = [bundle.ref() | {"source": AnswerSource.MODEL}]
     sendtime = services.bundle("sendtime")
@@ -181,6 +188,11 @@ def _respond(
         ]
         down = {"request_id": rid, "models": models, "degraded": True, "source": AnswerSource.FALLBACK, "items": items}
         return json_response(down)
+    if allowed is not None:  # the campaign's channels: no offer ever goes out on another
+        batch.usable = {k: [c for c in chans if c in allowed] for k, chans in batch.usable.items()}
+        for key, chans in batch.usable.items():
+            if not chans:
+                batch.reasons[key] = [*batch.reasons.get(key, []), f"no consented channel among {', '.join(allowed)}"]
     items, summary = _decisions(services, nbo, batch, now, budget, campaign)
     payload: dict[str, Any] = {
         "request_id": rid,
@@ -188,6 +200,7 @@ def _respond(
         "degraded": False,
         "source": AnswerSource.MODEL,
         "now": now.isoformat(),
+        "policy": policy.describe(),
         "items": items,
     }
     if summary is not None:
@@ -203,8 +216,15 @@ def next_best(body: NextBestRequest, services: ServicesDep, rid: RequestIdDep, _
     ``not_contactable`` (item status ``suppressed``: no consented channel the policy allows within
     ``offer_window_hours``). With an offer: the channel and the send time (UTC and local).
     """
+    allowed = [c.value for c in body.channels] if body.channels else None
     return _respond(
-        services, rid, [body.customer_id], decision_time(body.now, clock=services.settings.clock), None, campaign=False
+        services,
+        rid,
+        [body.customer_id],
+        decision_time(body.now, clock=services.settings.clock),
+        None,
+        campaign=False,
+        allowed=allowed,
     )
 
 
@@ -217,6 +237,7 @@ def campaign(body: CampaignRequest, services: ServicesDep, rid: RequestIdDep, _:
     """
     if len(body.customer_ids) > services.settings.max_batch:
         raise ApiError(422, "invalid_request", f"body.customer_ids: at most {services.settings.max_batch} ids")
+    allowed = [c.value for c in body.channels] if body.channels else None
     return _respond(
         services,
         rid,
@@ -224,4 +245,5 @@ def campaign(body: CampaignRequest, services: ServicesDep, rid: RequestIdDep, _:
         decision_time(body.now, clock=services.settings.clock),
         body.budget,
         campaign=True,
+        allowed=allowed,
     )

@@ -21,7 +21,9 @@ from serving.app import create_app
 from serving.settings import Settings
 from tests.serving.conftest import ALL, World, closed_port, headers
 
-NOT_JSON = {"/metrics": "text/plain"}  # Prometheus' exposition format
+NOT_JSON = {"/metrics": "text/plain", "/v1/audiences/export": "text/csv"}  # Prometheus' format; a file
+# answered only from the online store: with it down, a 503 (never an audience from priors), not a degraded 200
+NEEDS_THE_STORE = ("/v1/audiences/count", "/v1/audiences/list")
 
 
 def _document() -> dict[str, Any]:
@@ -92,8 +94,9 @@ def _strict(node: Any) -> Any:
 class Conformance:
     """Validates answers against the app's own document (strictly) and counts the operations seen."""
 
-    def __init__(self, doc: dict[str, Any]) -> None:
+    def __init__(self, doc: dict[str, Any], store_down: bool = False) -> None:
         self.jsonschema = pytest.importorskip("jsonschema")
+        self.store_down = store_down  # NEEDS_THE_STORE answer 503, not a degraded 200
         self.doc = doc
         self.components = _strict(copy.deepcopy(doc["components"]))
         self.seen: set[tuple[str, str]] = set()
@@ -160,6 +163,16 @@ def _every_operation(c: Conformance, client: TestClient, world: World, ids: list
     c.check(client, "POST", "/v1/campaigns/report", "campaign", json={"campaign_ids": first})
     # an id no export holds: the erasure runs everywhere and removes nothing (it adds a tombstone and a receipt)
     c.check(client, "POST", "/v1/admin/erasures", "pii", json={"customer_id": "ghost-erasure"})
+    c.check(client, "POST", "/v1/channels", "campaign", json={"customer_ids": unknown, "now": now})
+    audience = {"condition": "churn > 0.6 and consent_email", "now": now}
+    for path, body in (("count", audience), ("list", audience | {"page_size": 5})):
+        if c.store_down:
+            r = client.post(f"/v1/audiences/{path}", json=body, headers=headers("campaign"))
+            assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable", r.text
+            assert f"/v1/audiences/{path}" in NEEDS_THE_STORE
+            c.seen.add((f"/v1/audiences/{path}", "post"))
+        else:
+            c.check(client, "POST", f"/v1/audiences/{path}", "campaign", json=body)
 
 
 @pytest.mark.slow
@@ -182,7 +195,7 @@ def test_answers_keep_to_the_document_when_served_and_when_degraded(decided: Wor
         assert any("send_at" in i for i in campaign["items"]) and "summary" in campaign
     down = f"redis://127.0.0.1:{closed_port()}/0"
     with decided.client(**ALL, online_store="redis", redis_url=down, store_timeout_s=0.2) as client:
-        c_down = Conformance(client.app.openapi())  # type: ignore[attr-defined]
+        c_down = Conformance(client.app.openapi(), store_down=True)  # type: ignore[attr-defined]
         _every_operation(c_down, client, decided, decided.ids[:5], decided.ids[0])
         degraded = c_down.check(
             client, "POST", "/v1/permissions", "campaign", json={"items": [{"customer_id": "x", "channel": "sms"}]}

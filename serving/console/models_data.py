@@ -56,11 +56,28 @@ def model_detail(services: Services, kind: str) -> dict[str, Any] | None:
     client = _client(services)
     from mlflow.exceptions import MlflowException
 
+    summary = monitor_summary(services.settings.data_home) or {}
+    monitor = (summary.get("models") or {}).get(name)
+    loaded = slot.current.describe() if slot.current is not None else None
+    base: dict[str, Any] = {
+        "kind": kind,
+        "name": name,
+        "error": None,
+        "aliases": {},
+        "champion": None,
+        "challenger": None,
+        "cards": [],
+        "versions": [],
+        "loaded": loaded,
+        "monitor": monitor if isinstance(monitor, dict) else None,
+        "monitor_at": summary.get("generated_at"),
+        "can_rollback": False,
+    }
     try:
         aliases = dict(client.get_registered_model(name).aliases or {})
         found = client.search_model_versions(f"name='{name}'")
-    except MlflowException as exc:
-        return {"kind": kind, "name": name, "error": str(exc)[:300], "versions": [], "aliases": {}}
+    except MlflowException as exc:  # not registered yet, or the registry refused: the page says which
+        return base | {"error": str(exc)[:300]}
     by_version = {str(alias_v): alias for alias, alias_v in aliases.items()}
     versions = sorted(found, key=lambda v: int(v.version), reverse=True)[:SHOWN_VERSIONS]
     champion = aliases.get(registry.CHAMPION)
@@ -69,12 +86,7 @@ def model_detail(services: Services, kind: str) -> dict[str, Any] | None:
     )
     shown = [v for v in versions if str(v.version) in {str(champion), str(challenger)}]
     cards = [_version_card(client, v, by_version.get(str(v.version))) for v in shown]
-    summary = monitor_summary(services.settings.data_home) or {}
-    monitor = (summary.get("models") or {}).get(name)
-    loaded = slot.current.describe() if slot.current is not None else None
-    return {
-        "kind": kind,
-        "name": name,
+    return base | {
         "aliases": aliases,
         "champion": champion,
         "challenger": challenger,
@@ -87,9 +99,6 @@ def model_detail(services: Services, kind: str) -> dict[str, Any] | None:
             }
             for v in versions
         ],
-        "loaded": loaded,
-        "monitor": monitor if isinstance(monitor, dict) else None,
-        "monitor_at": summary.get("generated_at"),
         "can_rollback": champion is not None and _previous_of(client, name, str(champion)) is not None,
     }
 

@@ -255,3 +255,45 @@ def test_every_console_route_has_a_row_in_operations() -> None:
             if method != "HEAD":
                 mine.add((method, r.path + ("/{path}" if r.__class__.__name__ == "Mount" else "")))
     assert mine == rows
+
+
+def test_the_monitor_s_flags_and_the_nightly_run_reach_admins_only(
+    console_app: FastAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``kairos monitor`` and ``kairos nightly`` wrote (their files' layout) on the overview and the model
+    page; a campaign key sees that they exist for admins, not the flags."""
+    import serving.console.data as data
+
+    summary = {
+        "generated_at": "2026-01-02T03:04:05+00:00",
+        "models": {
+            "churn": {
+                "attention": True,
+                "why": ["churn: PSI 0.31 on recency_days"],
+                "drift": {"psi_max": 0.31, "psi_weighted": 0.12},
+                "performance": {"roc_auc": {"kairos": 0.71, "baseline:rfm": 0.66}, "recorded_roc_auc": 0.74},
+            }
+        },
+        "attention": ["churn: PSI 0.31 on recency_days"],
+    }
+    run = {
+        "status": "done",
+        "created_at": "2026-01-02T01:00:00+00:00",
+        "steps": [{"name": "retrain", "status": "skipped"}],
+    }
+    (tmp_path / "latest.json").write_text(orjson.dumps(summary).decode(), encoding="utf-8")
+    monkeypatch.setattr(data, "latest_summary_path", lambda home: tmp_path / "latest.json")
+    monkeypatch.setattr(data, "last_nightly", lambda home: run)
+    import serving.console.models_data as models_data
+
+    monkeypatch.setattr(models_data, "monitor_summary", data.monitor_summary)
+    admin = _client(console_app)
+    sign_in(admin, "admin")
+    page = admin.get("/console").text
+    assert "PSI 0.31 on recency_days" in page and "<code>retrain</code>" in page
+    assert "needs attention" in admin.get("/console/models").text
+    model = admin.get("/console/models/churn").text
+    assert "0.710" in model and "baseline:rfm" in model
+    marketer = _client(console_app)
+    sign_in(marketer, "campaign")
+    assert "PSI 0.31" not in marketer.get("/console").text

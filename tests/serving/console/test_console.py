@@ -105,7 +105,9 @@ def _pages(c: TestClient, ids: list[str]) -> dict[str, str]:
     """Every page and fragment a session can open, for the customers ``ids``."""
     out: dict[str, str] = {}
     for path in ("/console", "/console/segments", "/console/customers", "/console/models", "/console/models/churn"):
-        out[path] = c.get(path).text
+        r = c.get(path)
+        if r.status_code != 403:  # a campaign key is refused the models pages: nothing to scan
+            out[path] = r.text
     for cid in ids:
         for path in (
             f"/console/customers/{cid}",
@@ -143,8 +145,7 @@ def test_no_e_mail_phone_or_name_without_the_pii_scope(console_app: FastAPI, con
     # the scan can fail: a pii key's customer page shows what the others must not
     c = _client(console_app)
     sign_in(c, "pii")
-    leaks = [p for p, text in _pages(c, ids).items() if _leaks(text, shown)]
-    assert any(p.startswith("/console/customers/") for p in leaks)
+    assert _leaks(c.get(f"/console/customers/{ids[0]}").text, shown)
 
 
 def test_the_customer_page_shows_the_api_s_own_numbers(console_app: FastAPI, console_world: World) -> None:

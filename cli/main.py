@@ -1483,6 +1483,9 @@ def serve(
     cart = f"-d '{json.dumps({'customer_id': example[0], 'k': 5})}'"
     typer.echo(f"  curl -s -X POST {base}/v1/recommendations/customer {key} -H 'content-type: application/json' {cart}")
     typer.echo(f"  open {base}/docs for the OpenAPI documentation" + ("" if dev else " (needs a key in production)"))
+    if Settings().console:  # type: ignore[call-arg]  # the marketer's console (docs/console.md)
+        sign_in = "the demo key kairos-demo-key" if dev else "a key of campaign or admin scope"
+        typer.echo(f"  console: open {base}/console and sign in with {sign_in}")
     # access_log=False: uvicorn's access line prints the raw path (/v1/customers/<id>/...); the app logs its
     # own, with the route template (serving/middleware.py)
     uvicorn.run(

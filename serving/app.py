@@ -121,6 +121,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(health.metrics_router(settings))
     app.include_router(_docs_router(app, settings))
+    if settings.console:  # the marketer's console (docs/console.md): HTML pages, signed-in sessions
+        from serving.console import install
+
+        install(app, settings)
     return app
 
 

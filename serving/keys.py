@@ -74,6 +74,14 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def named(self, name: str) -> Principal | None:
+        """The principal of the configured key called ``name`` (a console session remembers the name, never
+        the secret); None when no such key is configured any more."""
+        for entry_name, _digest, scopes, _rate in self._entries:
+            if entry_name == name:
+                return Principal(entry_name, scopes)
+        return None
+
     def identify(self, secret: str) -> tuple[Principal, float | None] | None:
         """The principal (and its own rate, if any) for ``secret``, or None. Every entry is compared, so the
         time taken does not tell which (or whether a) key matched."""

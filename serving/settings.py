@@ -153,6 +153,19 @@ class Settings(BaseSettings):
         "erasure tombstones with it (every process must hold the same one); without it, in production, it warns "
         "and uses the development key.",
     )
+    console: bool = Field(
+        True,
+        description="The marketer's console (HTML pages under /console, docs/console.md); false: not mounted.",
+    )
+    console_secret: SecretStr | None = Field(
+        None,
+        description="Signs the console's session cookies; every replica behind one address must hold the same. "
+        "Unset: a random secret per process (sessions end when it restarts; with several replicas a signed-in "
+        "browser is refused by the others).",
+    )
+    console_session_hours: float = Field(
+        8.0, gt=0, le=24 * 7, description="How long a console sign-in lasts before the key is asked for again."
+    )
     otel: bool = Field(
         False,
         description="FastAPI's native OpenTelemetry (spans, metrics and logs to the OpenTelemetry providers the "

@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 HOME_DIR ?= var/demo
 CUSTOMERS ?= 5000
 SEED ?= 7
+# The demo replays a synthetic world that ends on 2025-12-31: its answers are computed as of the day after
+# (one clock, docs/features.md), not as of today, which would age every customer by the months since.
+DEMO_CLOCK ?= 2026-01-02T00:00:00+00:00
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # LightGBM (OpenMP) threads spin while they wait; on a busy machine passive waiting is much faster.
@@ -35,7 +38,7 @@ demo-build: install ## Synthesise a CRM world, ingest it, build features, train 
 	$(BIN)/kairos compile --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db
 
 demo: demo-build ## Build the embedded default and serve the API on 127.0.0.1:8000 (development: the demo key)
-	$(BIN)/kairos serve --dev --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --host $(HOST) --port $(PORT)
+	KAIROS_CLOCK=$(DEMO_CLOCK) $(BIN)/kairos serve --dev --data $(HOME_DIR)/data --tracking-uri sqlite:///$(HOME_DIR)/mlflow.db --host $(HOST) --port $(PORT)
 
 lint: install ## ruff
 	$(BIN)/ruff check features models bundles training batch serving ops cli synth tests bench image

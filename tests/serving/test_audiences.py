@@ -54,9 +54,11 @@ def test_the_example_is_one_command_and_one_call_and_both_equal_the_export_by_ha
     written = pd.read_parquet(out)
     assert set(written["customer_id"]) == expected and len(written) == len(expected)
     assert set(written.columns) == {"customer_id", "customer_key", "churn", "consent_email", "lifecycle"}
+    # the export answers at the snapshot's instant; the API at its request's now (one clock): the same instant
+    at = latest_snapshot(world.home).as_of.isoformat()
     with world.client() as client:
         body = client.post(
-            "/v1/audiences/count", json={"condition": EXAMPLE, "sample_size": 5}, headers=headers("campaign")
+            "/v1/audiences/count", json={"condition": EXAMPLE, "sample_size": 5, "now": at}, headers=headers("campaign")
         ).json()
         assert body["count"] == len(expected) and body["scanned"] == len(export)
         assert len(body["sample"]) == 5 and {s["customer_id"] for s in body["sample"]} <= expected
@@ -67,7 +69,7 @@ def test_the_example_is_one_command_and_one_call_and_both_equal_the_export_by_ha
         for _ in range(100):
             page = client.post(
                 "/v1/audiences/list",
-                json={"condition": EXAMPLE, "page_size": 37} | ({"cursor": cursor} if cursor else {}),
+                json={"condition": EXAMPLE, "page_size": 37, "now": at} | ({"cursor": cursor} if cursor else {}),
                 headers=headers("campaign"),
             ).json()
             got += [i["customer_id"] for i in page["items"]]
@@ -76,7 +78,7 @@ def test_the_example_is_one_command_and_one_call_and_both_equal_the_export_by_ha
             if cursor is None:
                 break
         assert len(got) == len(set(got)) and set(got) == expected
-        csv = client.post("/v1/audiences/export", json={"condition": EXAMPLE}, headers=headers("campaign"))
+        csv = client.post("/v1/audiences/export", json={"condition": EXAMPLE, "now": at}, headers=headers("campaign"))
         assert csv.status_code == 200 and csv.headers["x-kairos-snapshot"] == body["snapshot_as_of"]
         lines = csv.text.splitlines()
         assert lines[0] == "customer_id,customer_key,churn,consent_email,lifecycle"

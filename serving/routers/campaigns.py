@@ -316,7 +316,11 @@ def create_plan(body: PlanRequest, request: Request, services: ServicesDep, rid:
     return Response(content=orjson.dumps(payload), status_code=202, media_type="application/json")
 
 
-@router.get("/v1/campaigns/plans/{job_id}", response_model=PlanStatus, responses=ERRORS)
+@router.get(
+    "/v1/campaigns/plans/{job_id}",
+    response_model=PlanStatus,
+    responses={**ERRORS, 404: {"description": "no such plan job (jobs live in process memory)"}},
+)
 def plan_status(
     job_id: str,
     request: Request,

@@ -118,7 +118,11 @@ def _baseline_frame() -> pd.DataFrame:
     rng = np.random.default_rng(4)
     lead = RFM_X["recency_days"].isna().to_numpy()
     lifetime = np.where(lead, 0.0, RFM_X["orders_365d"].to_numpy() + rng.poisson(1.0, len(RFM_X)))
-    tenure = np.where(lead, rng.uniform(1, 30, len(RFM_X)), RFM_X["recency_days"].fillna(0).to_numpy() + 400.0)
+    # first-to-last order span: none for a single order, otherwise spread (a constant span for everybody
+    # leaves BG/NBD's drop-out unidentified: its fit runs to a boundary, and whether it stops in time depends
+    # on the machine's floating point)
+    span = np.where(lifetime > 1, rng.uniform(30.0, 200.0, len(RFM_X)), 0.0)
+    tenure = np.where(lead, rng.uniform(1, 30, len(RFM_X)), RFM_X["recency_days"].fillna(0).to_numpy() + span)
     return RFM_X.assign(orders_lifetime=lifetime, tenure_days=tenure)
 
 

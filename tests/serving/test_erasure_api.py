@@ -163,7 +163,7 @@ def _bystander(client: TestClient, cid: str) -> list[object]:
     """Another customer's answers (without request ids): an erasure must not change them."""
     now = "2026-01-02T10:00:00Z"
     asks = [
-        ("/v1/scores", {"customer_ids": [cid]}, "campaign"),
+        ("/v1/scores", {"customer_ids": [cid], "now": now}, "campaign"),
         ("/v1/send-time", {"customer_ids": [cid], "channel": "email", "window_hours": 24, "now": now}, "campaign"),
         ("/v1/recommendations/customer", {"customer_id": cid, "k": 5}, "storefront"),
         ("/v1/recommendations/buy-again", {"customer_id": cid, "k": 5}, "storefront"),

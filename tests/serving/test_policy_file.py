@@ -12,6 +12,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from cli.main import app
+from features.store import latest_snapshot
 from models.decisioning.marketing_policy import BandCuts, resolve_cuts
 from models.reasons import band
 from tests.serving.conftest import World, headers
@@ -80,5 +81,7 @@ def test_band_cuts_of_the_policy_are_the_same_in_the_api_and_the_export(world: W
     assert scored["churn_band"].tolist() != band(p, (0.3, 0.6)).tolist()
     ids = scored["customer_id"].head(300).tolist()
     with world.client(policy_file=policy) as client:
-        items = client.post("/v1/scores", json={"customer_ids": ids}, headers=headers("campaign")).json()["items"]
+        at = latest_snapshot(world.home).as_of.isoformat()  # the export's instant (one clock)
+        body = {"customer_ids": ids, "now": at}
+        items = client.post("/v1/scores", json=body, headers=headers("campaign")).json()["items"]
     assert [i["bands"]["churn"] for i in items] == scored["churn_band"].head(300).tolist()

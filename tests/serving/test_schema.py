@@ -47,8 +47,22 @@ def test_no_server_errors_on_any_operation(app: FastAPI, security_figures: Secur
     # Every other check (no 5xx, answers keep to the document) still runs on it.
     # An audience's condition is a language (docs/audiences.md) no schema states: a schema-valid text may be
     # refused with 422 naming body.condition.
+    # A lookalike's seed must name customers of the base (docs/campaigns.md): a schema-valid list of unknown
+    # ids is refused with 422 naming body.seed. A campaign plan's window, catalogue and channels, and a
+    # report's campaign ids, must fit the data (docs/campaigns.md): refused with a 4xx naming the field.
     bounded = {
         ("POST", "/v1/events"),
+        ("POST", "/v1/lookalikes"),
+        ("POST", "/v1/campaigns/plans"),
+        ("POST", "/v1/campaigns/report"),
+        # one clock (docs/features.md): a `now` before the snapshot is refused with 422 naming body.now/query.now
+        ("POST", "/v1/scores"),
+        ("GET", "/v1/customers/{customer_id}/profile"),
+        ("POST", "/v1/offers/next-best"),
+        ("POST", "/v1/offers/campaign"),
+        ("POST", "/v1/permissions"),
+        ("POST", "/v1/send-time"),
+        ("POST", "/v1/channels"),
         ("POST", "/v1/audiences/count"),
         ("POST", "/v1/audiences/list"),
         ("POST", "/v1/audiences/export"),

@@ -354,14 +354,19 @@ def _read_table(input_dir: Path, table: str, tm: TableMapping) -> tuple[pd.DataF
         frames.append(frame)
     raw = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     check_types(table, tm, raw, lookups)
+    _derive(table, tm, raw, lookups)
+    return raw, files
+
+
+def _derive(table: str, tm: TableMapping, frame: pd.DataFrame, lookups: dict[str, LookupData]) -> None:
+    """Add the mapping's expression and attribute-expression columns to ``frame`` (in place)."""
     if tm.expressions or tm.attribute_expressions:
         try:
-            derived = evaluate(raw, {**tm.parsed_expressions, **tm.attribute_expressions}, lookups)
+            derived = evaluate(frame, {**tm.parsed_expressions, **tm.attribute_expressions}, lookups)
         except ExpressionError as exc:
             raise MappingError(f"tables.{table}.expressions: {exc}") from None
         for col, values in derived.items():
-            raw[_DERIVED + col] = values
-    return raw, files
+            frame[_DERIVED + col] = values
 
 
 def read_lookups(input_dir: Path, table: str, tm: TableMapping) -> dict[str, LookupData]:
@@ -1525,13 +1530,7 @@ def _raw_chunks(
             frame[_SRC_ROW] = np.arange(first_row, first_row + len(frame), dtype=np.int64)
             first_row += len(frame)
             check_types(table, tm, frame, lookups)
-            if tm.expressions or tm.attribute_expressions:
-                try:
-                    derived = evaluate(frame, {**tm.parsed_expressions, **tm.attribute_expressions}, lookups)
-                except ExpressionError as exc:
-                    raise MappingError(f"tables.{table}.expressions: {exc}") from None
-                for col, values in derived.items():
-                    frame[_DERIVED + col] = values
+            _derive(table, tm, frame, lookups)
             yield frame
 
 
